@@ -1,0 +1,112 @@
+/**
+ * The route subsystem: read, plan, apply and restore the routes fos1 owns on a node.
+ *
+ * Ownership is the route's protocol number (`proto 241` by default): fos1 reads and
+ * deletes only routes carrying it, and adds with `route add` (never `replace`) so a
+ * foreign route with the same key is reported, not taken over.
+ */
+import type { Route } from '../../model/node-state';
+import { MAIN_TABLE, normaliseMetric } from '../../model/node-state';
+import { canonicalCidr, canonicalIp } from '../../model/ip';
+import type { RouteOperation } from '../../model/plan';
+import { planRoutes, renderOperation } from '../../model/plan';
+import { IpCommandError, type IpRunner } from './ip-runner';
+
+/** Default route protocol marking fos1's routes (unassigned in /etc/iproute2/rt_protos). */
+export const DEFAULT_ROUTE_PROTOCOL = 241;
+
+/** A route operation the kernel refused; `operation` names it in diff form. */
+export class RouteApplyError extends Error {
+  override readonly name = 'RouteApplyError';
+  constructor(
+    readonly operation: string | undefined,
+    readonly kernelMessage: string,
+  ) {
+    super(operation ? `the kernel refused "${operation}": ${kernelMessage}` : `route update failed: ${kernelMessage}`);
+  }
+}
+
+interface IpJsonRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  table?: string;
+  metric?: number;
+  nexthops?: unknown[];
+}
+
+const TABLE_NAMES: Record<string, number> = { main: MAIN_TABLE, default: 253, local: 255 };
+
+/** Reads and changes fos1's routes in one network namespace. */
+export class RouteTable {
+  constructor(
+    private readonly ip: IpRunner,
+    private readonly protocol: number = DEFAULT_ROUTE_PROTOCOL,
+  ) {}
+
+  /** fos1's routes in every table, both families, in a stable order. */
+  async read(): Promise<Route[]> {
+    const routes: Route[] = [];
+    for (const family of [4, 6] as const) {
+      const out = await this.ip.run([`-${family}`, '-json', 'route', 'show', 'table', 'all', 'proto', String(this.protocol)]);
+      const parsed = JSON.parse(out || '[]') as IpJsonRoute[];
+      for (const r of parsed) routes.push(fromIpJson(r, family));
+    }
+    return routes;
+  }
+
+  /**
+   * Applies operations in order through one `ip -batch -` call. The batch stops at the
+   * first error; the caller restores from its snapshot, which covers a partial apply.
+   */
+  async apply(ops: readonly RouteOperation[]): Promise<void> {
+    if (ops.length === 0) return;
+    const lines = ops.map((op) => this.batchLine(op));
+    try {
+      await this.ip.run(['-batch', '-'], lines.join('\n') + '\n');
+    } catch (err) {
+      if (!(err instanceof IpCommandError)) throw err;
+      // iproute2 reports "Command failed -:N" with the 1-based batch line that failed.
+      const lineNo = /Command failed -:(\d+)/.exec(err.stderr)?.[1];
+      const failed = lineNo !== undefined ? ops[Number(lineNo) - 1] : undefined;
+      const kernelMessage = err.stderr
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !l.startsWith('Command failed'))
+        .join('; ')
+        .replace(/^Error: /, '');
+      const hint = /File exists/.test(kernelMessage) ? ' (a route with the same table, destination and metric exists and is not owned by fos1)' : '';
+      throw new RouteApplyError(failed ? renderOperation(failed) : undefined, kernelMessage + hint);
+    }
+  }
+
+  /** Converges the owned routes to `desired`; returns the operations that were needed. */
+  async sync(desired: readonly Route[]): Promise<RouteOperation[]> {
+    const ops = planRoutes(await this.read(), [...desired]);
+    await this.apply(ops);
+    return ops;
+  }
+
+  private batchLine(op: RouteOperation): string {
+    const r = op.route;
+    const spec = [r.destination];
+    if (op.action !== 'delete') {
+      if (r.gateway) spec.push('via', r.gateway);
+      if (r.device) spec.push('dev', r.device);
+    }
+    spec.push('table', String(r.table), 'metric', String(r.metric), 'proto', String(this.protocol));
+    // Every field was validated by the model (canonical prefixes, addresses, interface
+    // names, integers), so the batch line cannot carry a second command or option.
+    const verb = op.action === 'delete' ? 'del' : op.action === 'add' ? 'add' : 'replace';
+    return ['route', verb, ...spec].join(' ');
+  }
+}
+
+function fromIpJson(r: IpJsonRoute, family: 4 | 6): Route {
+  if (r.nexthops) throw new Error(`route ${r.dst} has several next hops; multipath routes are not managed by this version of fos1`);
+  const destination = canonicalCidr(r.dst === 'default' ? (family === 4 ? '0.0.0.0/0' : '::/0') : r.dst);
+  const table = r.table === undefined ? MAIN_TABLE : (TABLE_NAMES[r.table] ?? Number(r.table));
+  const route: Route = { destination, table, metric: normaliseMetric(destination, r.metric) };
+  if (r.gateway) route.gateway = canonicalIp(r.gateway);
+  if (r.dev) route.device = r.dev;
+  return route;
+}

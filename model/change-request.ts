@@ -1,0 +1,139 @@
+/**
+ * A change request: who wants which nodes to look like what, and how carefully.
+ *
+ * The change workflow takes exactly one JSON object of this shape (the Temporal Web
+ * UI's start form sends a single payload), so the same document works from the UI,
+ * `temporal workflow start --input`, the HTTP API and the CRD controllers.
+ */
+import { z } from 'zod';
+import { blocklistEntrySchema, cidrSchema, nodeStateSchema, routeSchema, tableSchema, normaliseMetric } from './node-state';
+
+/** DNS-1123 label: the form of Kubernetes node names, and so of fos1 target names. */
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Durations as Temporal writes them: `90s`, `5m`, `1h`, `250ms`; or a number of milliseconds. */
+const DURATION = /^(\d+)(ms|s|m|h)$/;
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+export const durationMsSchema = z
+  .union([z.number().int().positive(), z.string().regex(DURATION, 'must be a duration like "90s", "5m", "1h" or "500ms"')])
+  .transform((d) => {
+    if (typeof d === 'number') return d;
+    const [, amount, unit] = DURATION.exec(d) ?? [];
+    return Number(amount) * (DURATION_UNIT_MS[unit ?? 'ms'] ?? 1);
+  })
+  .pipe(z.number().min(1000, 'must be at least 1s').max(7 * 24 * 3_600_000, 'must be at most 7 days'));
+
+/** Identifies a route to remove in a patch: destination, and table/metric when not the defaults. */
+export const routeRefSchema = z
+  .object({
+    destination: cidrSchema,
+    table: tableSchema.default(254),
+    metric: z.number().int().min(0).max(4294967295).optional(),
+  })
+  .strict()
+  .transform((ref) => ({ ...ref, metric: normaliseMetric(ref.destination, ref.metric) }));
+
+/** Changes relative to what the node has now, resolved against the snapshot at plan time. */
+export const nodePatchSchema = z
+  .object({
+    routes: z
+      .object({
+        upsert: z.array(routeSchema).default([]),
+        remove: z.array(routeRefSchema).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
+    blocklist: z
+      .object({
+        upsert: z.array(blocklistEntrySchema).default([]),
+        remove: z.array(cidrSchema).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
+  })
+  .strict();
+
+export const changeOptionsSchema = z
+  .object({
+    /** Validate, snapshot and plan, then stop: the result carries the plan as a diff. */
+    dryRun: z.boolean().default(false),
+    /**
+     * Commit-confirmed: after the change is applied and verified on every node, wait this
+     * long for a `confirm`; without one, roll every node back to its snapshot.
+     */
+    confirmTimeout: durationMsSchema.optional(),
+  })
+  .strict();
+
+export const changeRequestSchema = z
+  .object({
+    id: z
+      .string()
+      .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be 1–63 lowercase letters, digits or "-" (it becomes part of workflow ids)'),
+    author: z.string().min(1, 'must name who asks for the change').max(100),
+    reason: z.string().min(1, 'must say why the change is made').max(1000),
+    targets: z
+      .array(z.string().regex(NODE_NAME, 'must be a node name (DNS-1123 label: lowercase letters, digits, "-")'))
+      .min(1, 'must name at least one node')
+      .max(1000)
+      .refine((t) => new Set(t).size === t.length, 'must not name a node twice'),
+    desired: nodeStateSchema.optional(),
+    patch: nodePatchSchema.optional(),
+    options: changeOptionsSchema.default({ dryRun: false }),
+  })
+  .strict()
+  .superRefine((req, ctx) => {
+    if ((req.desired === undefined) === (req.patch === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
+    }
+  });
+
+export type ChangeRequest = z.output<typeof changeRequestSchema>;
+export type ChangeRequestInput = z.input<typeof changeRequestSchema>;
+export type NodePatch = z.output<typeof nodePatchSchema>;
+
+/** One problem with a change request: the field's path (`desired.routes[2].gateway`) and the rule it breaks. */
+export interface ValidationIssue {
+  field: string;
+  message: string;
+}
+
+/** Result of {@link validateChangeRequest}. */
+export type ValidationResult = { ok: true; request: ChangeRequest } | { ok: false; issues: ValidationIssue[] };
+
+/**
+ * Validates a change request. `now` (ms since epoch) is the caller's clock — the
+ * workflow's deterministic one inside a workflow — used to refuse blocks that
+ * would already have expired.
+ */
+export function validateChangeRequest(input: unknown, now: number): ValidationResult {
+  const parsed = changeRequestSchema.safeParse(input);
+  if (!parsed.success) {
+    return { ok: false, issues: parsed.error.issues.map((i) => ({ field: formatPath(i.path), message: i.message })) };
+  }
+  const issues: ValidationIssue[] = [];
+  const checkExpiry = (entries: { expiresAt?: string }[], path: string) =>
+    entries.forEach((e, i) => {
+      if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= now) {
+        issues.push({ field: `${path}[${i}].expiresAt`, message: `is in the past (${e.expiresAt}); an expired block would be removed at once` });
+      }
+    });
+  checkExpiry(parsed.data.desired?.blocklist ?? [], 'desired.blocklist');
+  checkExpiry(parsed.data.patch?.blocklist.upsert ?? [], 'patch.blocklist.upsert');
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, request: parsed.data };
+}
+
+/** Renders issues as one line each, `field: rule`. */
+export function formatIssues(issues: ValidationIssue[]): string {
+  return issues.map((i) => `${i.field || '(request)'}: ${i.message}`).join('\n');
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}

@@ -1,0 +1,33 @@
+/**
+ * Names shared by workflows, workers and clients: task queues and search attributes.
+ */
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/** Task queue of the cluster worker: change workflows (the parents) run here. */
+export const CLUSTER_TASK_QUEUE = 'fos1-cluster';
+
+/** Task queue of the worker on `node`: its node workflows and activities run only there. */
+export function nodeTaskQueue(node: string): string {
+  return `fos1-node-${node}`;
+}
+
+/** Workflow id fos1 uses for a change request's parent workflow. */
+export function changeWorkflowId(changeId: string): string {
+  return `change-${changeId}`;
+}
+
+/** Custom search attributes; `scripts/start-dev.ts` and the test environment register them. */
+export const SearchAttributes = {
+  changeId: defineSearchAttributeKey('Fos1ChangeId', SearchAttributeType.KEYWORD),
+  author: defineSearchAttributeKey('Fos1Author', SearchAttributeType.KEYWORD),
+  targetNodes: defineSearchAttributeKey('Fos1TargetNodes', SearchAttributeType.KEYWORD_LIST),
+  status: defineSearchAttributeKey('Fos1Status', SearchAttributeType.KEYWORD),
+} as const;
+
+/** The same attributes in the form `temporal server start-dev --search-attribute` and the test server take. */
+export const SEARCH_ATTRIBUTE_DEFINITIONS: Record<string, 'Keyword' | 'KeywordList'> = {
+  Fos1ChangeId: 'Keyword',
+  Fos1Author: 'Keyword',
+  Fos1TargetNodes: 'KeywordList',
+  Fos1Status: 'Keyword',
+};

@@ -1,0 +1,74 @@
+/**
+ * A real Temporal dev server (the CLI built by scripts/bootstrap.sh) with fos1's search
+ * attributes registered, plus workers for one node acting on a test namespace and bpffs folder.
+ */
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker, type WorkflowBundle } from '@temporalio/worker';
+import pino from 'pino';
+import { SearchAttributes } from '../../model/naming';
+import { temporalCliPath } from '../../scripts/paths';
+import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
+
+let runtimeInstalled = false;
+
+/** Starts the dev server on a free port, in memory. */
+export function startTemporal(): Promise<TestWorkflowEnvironment> {
+  if (!runtimeInstalled) {
+    // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
+    // output to real errors unless FOS1_TEST_LOG asks for more.
+    Runtime.install({ logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR') });
+    runtimeInstalled = true;
+  }
+  return TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: temporalCliPath() },
+      searchAttributes: Object.values(SearchAttributes),
+      ip: '127.0.0.1',
+      ui: false,
+    },
+  });
+}
+
+let bundle: Promise<WorkflowBundle> | undefined;
+/** Bundles workflows/index.ts once per test file. */
+export function workflowBundle(): Promise<WorkflowBundle> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: quietBundlerLogger });
+  return bundle;
+}
+
+const quietBundlerLogger = {
+  log: () => undefined,
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: (message: string) => console.error(message),
+};
+
+/** Running workers for one node (and the cluster queue); `stop()` shuts them down. */
+export interface RunningWorkers {
+  workers: Worker[];
+  stop(): Promise<void>;
+}
+
+/** Starts the cluster worker and the node worker for `nodeName`, acting on `target`. */
+export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget): Promise<RunningWorkers> {
+  const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
+  const workers = await createWorkers({
+    connection: env.nativeConnection,
+    namespace: env.namespace ?? 'default',
+    nodeName,
+    clusterWorker: true,
+    nodeDeps: createNodeDeps(target, logger),
+    logger,
+    workflowBundle: await workflowBundle(),
+  });
+  const running = Promise.all(workers.map((w) => w.run()));
+  return {
+    workers,
+    async stop() {
+      workers.forEach((w) => w.shutdown());
+      await running;
+    },
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * Worker configuration, parsed once at the entry point. Nothing below the entry point
+ * reads `process.env`; modules receive what they need as arguments.
+ */
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
+
+const envSchema = z.object({
+  TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  /** This node's name; its task queue is `fos1-node-<name>`. Kubernetes sets it from spec.nodeName. */
+  FOS1_NODE_NAME: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'FOS1_NODE_NAME must be a DNS-1123 label')
+    .default(hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63)),
+  /** Network namespace the node activities act in; empty for the worker's own (the host). */
+  FOS1_NETNS: z
+    .string()
+    .regex(/^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$/, 'FOS1_NETNS must be a namespace name (letters, digits, "_", "-", ".") or empty')
+    .default(''),
+  /** bpffs folder holding this node's pinned maps. */
+  FOS1_BPF_PIN_DIR: z.string().regex(/^\/sys\/fs\/bpf(\/[A-Za-z0-9_.-]+)+$/, 'FOS1_BPF_PIN_DIR must be a folder below /sys/fs/bpf').default('/sys/fs/bpf/fos1'),
+  FOS1_BLOCKLIST_MAX_ENTRIES_V4: z.coerce.number().int().min(1).max(16_777_216).default(1_048_576),
+  FOS1_BLOCKLIST_MAX_ENTRIES_V6: z.coerce.number().int().min(1).max(16_777_216).default(262_144),
+  FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
+  /** Whether this process also serves the cluster task queue (change workflows). */
+  FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+});
+
+/** Parsed worker configuration. */
+export interface WorkerConfig {
+  temporalAddress: string;
+  temporalNamespace: string;
+  nodeName: string;
+  netns: string | undefined;
+  bpfPinDir: string;
+  blocklistMaxEntries: { v4: number; v6: number };
+  routeProtocol: number;
+  clusterWorker: boolean;
+  logLevel: string;
+}
+
+/** Parses the environment; throws one error listing every bad variable. */
+export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new Error(`invalid worker configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  }
+  const e = parsed.data;
+  return {
+    temporalAddress: e.TEMPORAL_ADDRESS,
+    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    nodeName: e.FOS1_NODE_NAME,
+    netns: e.FOS1_NETNS === '' ? undefined : e.FOS1_NETNS,
+    bpfPinDir: e.FOS1_BPF_PIN_DIR,
+    blocklistMaxEntries: { v4: e.FOS1_BLOCKLIST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKLIST_MAX_ENTRIES_V6 },
+    routeProtocol: e.FOS1_ROUTE_PROTOCOL,
+    clusterWorker: e.FOS1_CLUSTER_WORKER,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * Builds fos1's workers: the cluster worker (change workflows) and the node worker
+ * (node workflows and the activities that touch this node). One process may run both,
+ * as the embedded dev stack does; in a cluster the node worker is a DaemonSet pod.
+ */
+import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
+import type { Logger } from 'pino';
+import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
+import { createIpRunner } from '../activities/system/ip-runner';
+import { RouteTable } from '../activities/system/route-table';
+import { BlocklistMaps } from '../bpf/blocklist-maps';
+import type { AuditSinks } from '../model/audit';
+import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
+
+/** What a node's activities act on. */
+export interface NodeTarget {
+  netns: string | undefined;
+  routeProtocol: number;
+  bpfPinDir: string;
+  blocklistMaxEntries: { v4: number; v6: number };
+}
+
+/** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
+export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivityDeps {
+  return {
+    routes: new RouteTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
+    openBlocklist: () =>
+      BlocklistMaps.open({ pinDir: target.bpfPinDir, maxEntriesV4: target.blocklistMaxEntries.v4, maxEntriesV6: target.blocklistMaxEntries.v6 }),
+    logger,
+  };
+}
+
+/** Sinks that turn workflow audit records into pino log lines (never during replay). */
+export function auditSinks(logger: Logger): InjectedSinks<AuditSinks> {
+  return {
+    audit: {
+      record: {
+        fn: (info, record) => logger.info({ audit: record, workflowId: info.workflowId, runId: info.runId }, `audit ${record.step} ${record.result}`),
+        callDuringReplay: false,
+      },
+    },
+  };
+}
+
+/** Options of {@link createWorkers}. */
+export interface CreateWorkersOptions {
+  connection: NativeConnection;
+  namespace: string;
+  nodeName: string;
+  /** Also serve the cluster task queue. */
+  clusterWorker: boolean;
+  nodeDeps: NodeActivityDeps;
+  logger: Logger;
+  /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
+  workflowBundle?: WorkflowBundle;
+}
+
+/** Creates the workers this process runs. Run them with `Promise.all(workers.map(w => w.run()))`. */
+export async function createWorkers(options: CreateWorkersOptions): Promise<Worker[]> {
+  const { connection, namespace, nodeName, logger } = options;
+  const workflowSource = options.workflowBundle
+    ? { workflowBundle: options.workflowBundle }
+    : { workflowsPath: require.resolve('../workflows/index') };
+  const sinks = auditSinks(logger);
+  const workers: Worker[] = [];
+  workers.push(
+    await Worker.create({
+      connection,
+      namespace,
+      taskQueue: nodeTaskQueue(nodeName),
+      ...workflowSource,
+      activities: createNodeActivities(options.nodeDeps),
+      sinks,
+      // Node activities change kernel state one change at a time; serialising them on a
+      // node keeps two changes from interleaving their route and map updates.
+      maxConcurrentActivityTaskExecutions: 1,
+    }),
+  );
+  if (options.clusterWorker) {
+    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, sinks }));
+  }
+  return workers;
+}

@@ -1,0 +1,5 @@
+/** Every workflow the fos1 workers register (the worker bundles this file). */
+export { changeWorkflow, statusQuery, confirmUpdate, abortSignal, ChangeFailureType } from './change';
+export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction } from './change';
+export { nodeChangeWorkflow, nodeRestoreWorkflow, nodeProgressQuery } from './node-change';
+export type { NodeChangeInput, NodeChangeResult, NodeRestoreResult, NodeProgress } from './node-change';

@@ -1,0 +1,246 @@
+/**
+ * Per-node workflows. They run on the node's own task queue, so their activities execute
+ * on the worker of that node and nowhere else.
+ *
+ *   nodeChangeWorkflow:  snapshot → plan → (dry-run stops) → routes → blocklist → verify
+ *                        └─ on any failure after the first apply: restore from the snapshot
+ *                           in reverse order, then read back and compare with the snapshot
+ *   nodeRestoreWorkflow: the same restore, started by the parent (unconfirmed change, abort,
+ *                        or another node's failure)
+ */
+import { defineQuery, log, proxyActivities, proxySinks, setHandler } from '@temporalio/workflow';
+import type { NodeActivities } from '../activities/node-activities';
+import type { AuditRecord, AuditSinks } from '../model/audit';
+import type { NodePatch } from '../model/change-request';
+import type { NodeState, ObservedNodeState } from '../model/node-state';
+import { planNodeChange, planSize, renderPlan, resolveDesired, stateDifferences } from '../model/plan';
+
+const { readNodeState, syncRoutes, syncBlocklist } = proxyActivities<NodeActivities>({
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
+});
+const { audit } = proxySinks<AuditSinks>();
+
+/** Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request. */
+export interface NodeChangeInput {
+  changeId: string;
+  author: string;
+  node: string;
+  desired?: NodeState;
+  patch?: NodePatch;
+  dryRun: boolean;
+}
+
+/** A failure as workflows report it: the ApplicationFailure type and its message. */
+export interface FailureSummary {
+  type: string;
+  message: string;
+}
+
+/** What happened on one node. */
+export interface NodeChangeResult {
+  node: string;
+  outcome: 'planned' | 'unchanged' | 'applied' | 'rolled-back' | 'rollback-failed';
+  /** The plan as diff lines (`+ route …`, `- block …`). */
+  diff: string[];
+  /** State before the change; what a rollback restores. */
+  snapshot: ObservedNodeState;
+  error?: FailureSummary;
+  /** After a rollback that did not verify: what still differs from the snapshot. */
+  rollbackDifferences?: string[];
+  audit: AuditRecord[];
+}
+
+/** Outcome of {@link nodeRestoreWorkflow}. */
+export interface NodeRestoreResult {
+  node: string;
+  outcome: 'restored' | 'restore-failed';
+  differences: string[];
+  audit: AuditRecord[];
+}
+
+/** Progress of a node workflow, for operators watching one node. */
+export interface NodeProgress {
+  node: string;
+  step: string;
+  stepsDone: number;
+  stepsTotal: number;
+}
+
+export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
+
+/** Applies one change request to one node, rolling back to the snapshot on any failure. */
+export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeChangeResult> {
+  const auditTrail = new AuditTrail(input.changeId, input.author, input.node);
+  const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: input.dryRun ? 2 : 5 };
+  setHandler(nodeProgressQuery, () => progress);
+  const advance = (next: string) => {
+    progress.stepsDone++;
+    progress.step = next;
+  };
+
+  const snapshot = await auditTrail.step('snapshot', () => readNodeState(), (s) => `${s.routes.length} routes, ${s.blocklist.length} blocklist entries`);
+  advance('plan');
+  const desired = resolveDesired(snapshot, input);
+  const plan = planNodeChange(snapshot, desired);
+  const diff = renderPlan(plan);
+  auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${diff.length} operations`);
+  advance(input.dryRun ? 'done' : 'routes');
+
+  const result = (outcome: NodeChangeResult['outcome'], extra: Partial<NodeChangeResult> = {}): NodeChangeResult => ({
+    node: input.node,
+    outcome,
+    diff,
+    snapshot,
+    audit: auditTrail.records,
+    ...extra,
+  });
+  if (input.dryRun) return result('planned');
+  if (planSize(plan) === 0) {
+    progress.stepsDone = progress.stepsTotal;
+    progress.step = 'done';
+    return result('unchanged');
+  }
+
+  // Compensations are registered *before* each apply: an apply that fails half way has
+  // already changed the node, and restoring from the snapshot covers any partial state.
+  const compensations: { step: string; run: () => Promise<unknown> }[] = [];
+  try {
+    compensations.unshift({ step: 'restore routes', run: () => syncRoutes({ desired: snapshot.routes }) });
+    await auditTrail.step('routes', () => syncRoutes({ desired: desired.routes }), (r) => `${r.operations.length} operations`);
+    advance('blocklist');
+
+    compensations.unshift({ step: 'restore blocklist', run: () => syncBlocklist({ desired: snapshot.blocklist }) });
+    await auditTrail.step('blocklist', () => syncBlocklist({ desired: desired.blocklist }), (r) => `${r.operations.length} operations`);
+    advance('verify');
+
+    await auditTrail.step('verify', async () => {
+      const differences = stateDifferences(await readNodeState(), desired);
+      if (differences.length > 0) throw new VerificationError(differences);
+    });
+    advance('done');
+    return result('applied');
+  } catch (err) {
+    const error = summariseFailure(err);
+    log.warn('node change failed; rolling back', { node: input.node, error });
+    progress.step = 'rollback';
+    const rollback = await runRestore(compensations, snapshot, auditTrail);
+    progress.step = 'done';
+    return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
+  }
+}
+
+/** Restores a node to a snapshot taken by an earlier {@link nodeChangeWorkflow}. */
+export async function nodeRestoreWorkflow(input: {
+  changeId: string;
+  actor: string;
+  node: string;
+  snapshot: ObservedNodeState;
+  reason: string;
+}): Promise<NodeRestoreResult> {
+  const auditTrail = new AuditTrail(input.changeId, input.actor, input.node);
+  auditTrail.record('restore requested', 'ok', Date.now(), input.reason);
+  // Reverse order of apply: the blocklist went in last, so it comes out first.
+  const differences = await runRestore(
+    [
+      { step: 'restore blocklist', run: () => syncBlocklist({ desired: input.snapshot.blocklist }) },
+      { step: 'restore routes', run: () => syncRoutes({ desired: input.snapshot.routes }) },
+    ],
+    input.snapshot,
+    auditTrail,
+  );
+  return { node: input.node, outcome: differences.length === 0 ? 'restored' : 'restore-failed', differences, audit: auditTrail.records };
+}
+
+/**
+ * Runs compensations in order (LIFO of registration), keeps going when one fails so every
+ * subsystem gets its chance, then reads the node back and compares it with the snapshot.
+ * Returns the differences that remain: empty means the rollback is verified.
+ */
+async function runRestore(
+  compensations: { step: string; run: () => Promise<unknown> }[],
+  snapshot: ObservedNodeState,
+  auditTrail: AuditTrail,
+): Promise<string[]> {
+  for (const compensation of compensations) {
+    try {
+      await auditTrail.step(compensation.step, compensation.run);
+    } catch {
+      // Recorded in the audit trail; the read-back below reports what is left.
+    }
+  }
+  try {
+    const differences = stateDifferences(await readNodeState(), snapshot);
+    auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
+    return differences;
+  } catch (err) {
+    const message = `could not read the node back: ${summariseFailure(err).message}`;
+    auditTrail.record('verify rollback', 'failed', Date.now(), message);
+    return [message];
+  }
+}
+
+/** Verification found the node different from what the change asked for. */
+class VerificationError extends Error {
+  readonly type = 'VerificationFailed';
+  constructor(readonly differences: string[]) {
+    super(`read-back differs from the desired state: ${differences.join('; ')}`);
+  }
+}
+
+/**
+ * Extracts the failure type and message. Activity failures wrap an ApplicationFailure
+ * whose `type` was set by the activity; we walk the cause chain by shape (not
+ * `instanceof`, which is unreliable across the workflow sandbox).
+ */
+export function summariseFailure(err: unknown): FailureSummary {
+  let current: unknown = err;
+  while (current && typeof current === 'object') {
+    const candidate = current as { type?: unknown; message?: unknown; cause?: unknown };
+    if (typeof candidate.type === 'string' && candidate.type !== '') {
+      return { type: candidate.type, message: String(candidate.message ?? '') };
+    }
+    current = candidate.cause;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { type: 'UnknownFailure', message };
+}
+
+/** Collects audit records for one workflow and mirrors each to the worker's audit sink. */
+export class AuditTrail {
+  readonly records: AuditRecord[] = [];
+  constructor(
+    private readonly changeId: string,
+    private readonly actor: string,
+    private readonly node?: string,
+  ) {}
+
+  /** Runs `fn` as a named step and records its result and duration. */
+  async step<T>(step: string, fn: () => Promise<T>, describe?: (r: T) => string): Promise<T> {
+    const startedAt = Date.now();
+    try {
+      const value = await fn();
+      this.record(step, 'ok', startedAt, describe?.(value));
+      return value;
+    } catch (err) {
+      this.record(step, 'failed', startedAt, summariseFailure(err).message);
+      throw err;
+    }
+  }
+
+  /** Records a step that already happened. */
+  record(step: string, result: AuditRecord['result'], startedAt: number, detail?: string): void {
+    const record: AuditRecord = {
+      changeId: this.changeId,
+      actor: this.actor,
+      ...(this.node ? { node: this.node } : {}),
+      step,
+      result,
+      startedAt: new Date(startedAt).toISOString(),
+      durationMs: Date.now() - startedAt,
+      ...(detail !== undefined ? { detail } : {}),
+    };
+    this.records.push(record);
+    audit.record(record);
+  }
+}
