@@ -13,6 +13,7 @@ import type { ObservedBlocklistEntry, ObservedNodeState, Route } from '../model/
 import { planBlocklist, renderOperation } from '../model/plan';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
+import { BpfMapMismatchError } from '../bpf/map';
 import { RouteApplyError, type RouteTable } from './system/route-table';
 
 /** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
@@ -20,6 +21,7 @@ export const NodeFailureType = {
   RouteApplyFailed: 'RouteApplyFailed',
   BlocklistMapFull: 'BlocklistMapFull',
   PermissionDenied: 'PermissionDenied',
+  BlocklistMapMismatch: 'BlocklistMapMismatch',
 } as const;
 
 /** What the node activities need from the world; injected so tests use real namespaces and pins. */
@@ -108,6 +110,9 @@ async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
     }
     if (err instanceof BpfPermissionError) {
       throw ApplicationFailure.create({ type: NodeFailureType.PermissionDenied, message: err.message, nonRetryable: true });
+    }
+    if (err instanceof BpfMapMismatchError) {
+      throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapMismatch, message: err.message, nonRetryable: true });
     }
     if (err instanceof BpfError) {
       throw ApplicationFailure.create({ type: 'BpfError', message: err.message, nonRetryable: false });

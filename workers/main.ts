@@ -3,7 +3,7 @@
  * node worker (and, unless FOS1_CLUSTER_WORKER=false, the cluster worker) until SIGINT
  * or SIGTERM.
  */
-import { DefaultLogger, NativeConnection, Runtime, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { parseWorkerConfig } from './config';
 import { createNodeDeps, createWorkers } from './fos1-worker';

@@ -1,0 +1,191 @@
+/**
+ * The HTTP API: the same operations as the Temporal Web UI, for scripts.
+ *
+ *   POST /v1/changes               submit a change request (202; 400 with the issues)
+ *   POST /v1/changes/dry-run       plan only; answers with each node's diff
+ *   GET  /v1/changes               list changes (?author=, ?status=, ?node=) via search attributes
+ *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
+ *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "by", "reason" })
+ *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "by", "reason" })
+ *
+ * Requests are validated with the same zod model the workflow uses, so a bad request is
+ * refused before a workflow exists. Binds to loopback by default; put it behind your
+ * authenticating proxy before exposing it.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import { validateChangeRequest } from '../model/change-request';
+import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
+import { abortSignal, changeWorkflow, confirmUpdate, statusQuery } from '../workflows/change';
+
+const MAX_BODY_BYTES = 2 * 1024 * 1024;
+const ID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Options of {@link startApiServer}. */
+export interface ApiServerOptions {
+  client: Client;
+  port: number;
+  host: string;
+  logger: Logger;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly body: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** Starts the API; resolves once it listens. */
+export async function startApiServer(options: ApiServerOptions): Promise<Server> {
+  const { client, logger } = options;
+
+  const routes: { method: string; pattern: RegExp; handle: (req: IncomingMessage, match: RegExpExecArray, url: URL) => Promise<[number, unknown]> }[] = [
+    {
+      method: 'POST',
+      pattern: /^\/v1\/changes\/dry-run$/,
+      handle: async (req) => {
+        const body = (await readJson(req)) as Record<string, unknown>;
+        const request = validated({ ...body, options: { ...((body.options as object) ?? {}), dryRun: true } });
+        const handle = await client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `${changeWorkflowId(request.id)}-dry-run-${Date.now()}`, args: [request] });
+        return [200, await handle.result()];
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/changes$/,
+      handle: async (req) => {
+        const body = await readJson(req);
+        const request = validated(body);
+        const workflowId = changeWorkflowId(request.id);
+        try {
+          const handle = await client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [body] });
+          logger.info({ changeId: request.id, author: request.author, workflowId }, 'change submitted');
+          return [202, { changeId: request.id, workflowId, runId: handle.firstExecutionRunId, status: `/v1/changes/${request.id}` }];
+        } catch (err) {
+          if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(409, `a change with id "${request.id}" already exists; change ids are single-use`);
+          throw err;
+        }
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v1\/changes$/,
+      handle: async (_req, _match, url) => {
+        const clauses = ["WorkflowType = 'changeWorkflow'"];
+        const filters: [string, string][] = [
+          ['author', 'Fos1Author'],
+          ['status', 'Fos1Status'],
+          ['node', 'Fos1TargetNodes'],
+        ];
+        for (const [param, attribute] of filters) {
+          const value = url.searchParams.get(param);
+          if (value === null) continue;
+          if (!/^[\w.@-]{1,100}$/.test(value)) throw new HttpError(400, `query parameter "${param}" may hold only letters, digits, "_", "-", ".", "@"`);
+          clauses.push(`${attribute} = '${value}'`);
+        }
+        const changes = [];
+        for await (const wf of client.workflow.list({ query: clauses.join(' AND ') })) {
+          changes.push({ workflowId: wf.workflowId, status: wf.status.name, startTime: wf.startTime, closeTime: wf.closeTime, searchAttributes: wf.searchAttributes });
+          if (changes.length >= 100) break;
+        }
+        return [200, { changes }];
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v1\/changes\/([^/]+)$/,
+      handle: async (_req, match) => [200, await client.workflow.getHandle(changeWorkflowId(idFrom(match))).query(statusQuery)],
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/changes\/([^/]+)\/confirm$/,
+      handle: async (req, match) => {
+        const action = operatorAction(await readJson(req));
+        try {
+          return [200, await client.workflow.getHandle(changeWorkflowId(idFrom(match))).executeUpdate(confirmUpdate, { args: [action] })];
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) throw err;
+          throw new HttpError(409, err instanceof Error ? err.message : String(err));
+        }
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/changes\/([^/]+)\/abort$/,
+      handle: async (req, match) => {
+        await client.workflow.getHandle(changeWorkflowId(idFrom(match))).signal(abortSignal, operatorAction(await readJson(req)));
+        return [202, { aborted: true }];
+      },
+    },
+  ];
+
+  const server = createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      try {
+        for (const route of routes) {
+          const match = route.pattern.exec(url.pathname);
+          if (match && route.method === req.method) {
+            const [status, body] = await route.handle(req, match, url);
+            return send(res, status, body);
+          }
+        }
+        throw new HttpError(404, `no route for ${req.method} ${url.pathname}`);
+      } catch (err) {
+        if (err instanceof HttpError) return send(res, err.status, { error: err.message, ...err.body });
+        if (err instanceof WorkflowNotFoundError) return send(res, 404, { error: 'no such change' });
+        logger.error({ err, path: url.pathname }, 'API request failed');
+        return send(res, 500, { error: err instanceof Error ? err.message : String(err) });
+      }
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(options.port, options.host, resolve));
+  return server;
+}
+
+function validated(body: unknown) {
+  const result = validateChangeRequest(body, Date.now());
+  if (!result.ok) throw new HttpError(400, 'invalid change request', { issues: result.issues });
+  return result.request;
+}
+
+function idFrom(match: RegExpExecArray): string {
+  const id = match[1] ?? '';
+  if (!ID.test(id)) throw new HttpError(400, 'change id must be 1–63 lowercase letters, digits or "-"');
+  return id;
+}
+
+function operatorAction(body: unknown): { by?: string; reason?: string } {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const pick = (key: string) => (typeof b[key] === 'string' ? (b[key] as string).slice(0, 200) : undefined);
+  const by = pick('by');
+  const reason = pick('reason');
+  return { ...(by ? { by } : {}), ...(reason ? { reason } : {}) };
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body over ${MAX_BODY_BYTES} bytes; send large blocklists by reference`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'request body is not valid JSON');
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body, null, 2) + '\n');
+}

@@ -1,0 +1,135 @@
+/**
+ * `npm start`: fos1 on its embedded default, on one machine.
+ *
+ *  1. a sandbox network namespace standing in for the router node (the host's own
+ *     routes are never touched by the dev stack);
+ *  2. the Temporal dev server with SQLite file persistence and the Web UI, with fos1's
+ *     search attributes registered;
+ *  3. the worker (cluster + node task queues) acting on the sandbox namespace, and the
+ *     HTTP API.
+ *
+ * Ctrl-C stops everything; state (workflow history) survives a restart.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Connection, Client } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import pino from 'pino';
+import { z } from 'zod';
+import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
+import { startApiServer } from '../api/server';
+import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
+import { devStateDir, temporalCliPath } from './paths';
+
+const configSchema = z.object({
+  FOS1_DEV_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).default('fos1-dev'),
+  FOS1_NODE_NAME: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/).default('router-1'),
+  FOS1_BPF_PIN_DIR: z.string().regex(/^\/sys\/fs\/bpf(\/[A-Za-z0-9_.-]+)+$/).default('/sys/fs/bpf/fos1-dev'),
+  TEMPORAL_PORT: z.coerce.number().int().min(1).max(65535).default(7233),
+  TEMPORAL_UI_PORT: z.coerce.number().int().min(1).max(65535).default(8233),
+  FOS1_API_PORT: z.coerce.number().int().min(1).max(65535).default(8080),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+});
+
+async function main(): Promise<void> {
+  const config = configSchema.parse(process.env);
+  const logger = pino({ level: config.LOG_LEVEL, base: { node: config.FOS1_NODE_NAME } });
+  Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [] });
+
+  ensureDevNamespace(config.FOS1_DEV_NETNS);
+  logger.info({ netns: config.FOS1_DEV_NETNS }, 'sandbox namespace ready (gateway 10.200.0.1 / fd00:200::1 on lan0)');
+
+  const stateDir = devStateDir();
+  mkdirSync(stateDir, { recursive: true });
+  const temporal = startTemporalServer(join(stateDir, 'temporal.db'), config.TEMPORAL_PORT, config.TEMPORAL_UI_PORT);
+  const address = `127.0.0.1:${config.TEMPORAL_PORT}`;
+  await waitForServer(address, temporal);
+  logger.info({ address, ui: `http://localhost:${config.TEMPORAL_UI_PORT}` }, 'Temporal dev server ready');
+
+  const connection = await NativeConnection.connect({ address });
+  const workers = await createWorkers({
+    connection,
+    namespace: 'default',
+    nodeName: config.FOS1_NODE_NAME,
+    clusterWorker: true,
+    nodeDeps: createNodeDeps(
+      { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 } },
+      logger,
+    ),
+    logger,
+  });
+  const client = new Client({ connection: await Connection.connect({ address }) });
+  const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger });
+  logger.info(
+    { api: `http://127.0.0.1:${config.FOS1_API_PORT}`, taskQueues: workers.map((w) => w.options.taskQueue) },
+    'fos1 is running — start a change from the Web UI, `temporal workflow start`, or POST /v1/changes (see README)',
+  );
+
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('stopping');
+    api.close();
+    workers.forEach((w) => w.shutdown());
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    await Promise.all(workers.map((w) => w.run()));
+  } finally {
+    await connection.close();
+    temporal.kill('SIGTERM');
+  }
+}
+
+/** Creates the sandbox namespace once; later starts reuse it (and the routes fos1 put there). */
+function ensureDevNamespace(name: string): void {
+  const existing = execFileSync('ip', ['-json', 'netns', 'list']).toString();
+  const names = (JSON.parse(existing || '[]') as { name: string }[]).map((n) => n.name);
+  if (names.includes(name)) return;
+  execFileSync('ip', ['netns', 'add', name]);
+  const run = (...args: string[]) => execFileSync('ip', ['-n', name, ...args]);
+  run('link', 'set', 'lo', 'up');
+  run('link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan1');
+  run('link', 'set', 'lan0', 'up');
+  run('link', 'set', 'lan1', 'up');
+  run('addr', 'add', '10.200.0.2/24', 'dev', 'lan0');
+  run('addr', 'add', 'fd00:200::2/64', 'dev', 'lan0', 'nodad');
+}
+
+function startTemporalServer(dbFile: string, port: number, uiPort: number): ChildProcess {
+  const args = ['server', 'start-dev', '--db-filename', dbFile, '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'warn'];
+  for (const [name, type] of Object.entries(SEARCH_ATTRIBUTE_DEFINITIONS)) args.push('--search-attribute', `${name}=${type}`);
+  const child = spawn(temporalCliPath(), args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  // However this process ends, the dev server must not outlive it (it holds the ports).
+  process.on('exit', () => child.kill('SIGTERM'));
+  child.on('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM') {
+      console.error(`Temporal dev server exited (code ${code}, signal ${signal})`);
+      process.exit(1);
+    }
+  });
+  return child;
+}
+
+async function waitForServer(address: string, server: ChildProcess): Promise<void> {
+  for (let attempt = 0; attempt < 120; attempt++) {
+    if (server.exitCode !== null) throw new Error('Temporal dev server exited during start-up');
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      await connection.healthService.check({});
+      await connection.close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  throw new Error(`Temporal dev server did not answer on ${address} within 60s`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});
