@@ -7,7 +7,7 @@ import { builtinModules } from 'node:module';
 const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs'] },
+  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs', 'test/helpers/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -23,4 +23,5 @@ module.exports = {
     },
   ],
   maxWorkers: 1,
+  reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
 };
