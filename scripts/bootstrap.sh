@@ -61,6 +61,27 @@ if ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
   as_root mount -t bpf bpf /sys/fs/bpf
 fi
 
+# 5. Per-subsystem steps (a tool built from the Go module proxy, extra Debian packages, …):
+#    each scripts/bootstrap.d/NN-name.sh is run in order, with CACHE_DIR and the helpers
+#    `say`, `as_root` and `apt_install PKG…` available. Each must be idempotent and fast
+#    when its work is already done.
+apt_install() {
+  local need=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+  done
+  [ "${#need[@]}" -eq 0 ] && return 0
+  say "installing Debian packages: ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+export CACHE_DIR
+for step in scripts/bootstrap.d/*.sh; do
+  [ -e "$step" ] || continue
+  # shellcheck source=/dev/null
+  source "$step"
+done
+
 elapsed=$(( $(date +%s) - started ))
 [ "$elapsed" -gt 2 ] && say "done in ${elapsed}s"
 exit 0
