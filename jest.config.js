@@ -4,6 +4,10 @@
  * files run one at a time because they share the kernel's namespace list and bpffs.
  */
 const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
+// @kubernetes/client-node 1.x and a few of its dependencies are ESM-only; Jest (before Node 24.9)
+// cannot require ESM, so those packages are compiled to CommonJS like our own sources.
+transform['^.+/node_modules/.+\\.m?js$'] = ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }];
+const transformIgnorePatterns = ['/node_modules/(?!(@kubernetes/client-node|openid-client|oauth4webapi|jose|jsonpath-plus|rfc4648)/)'];
 
 /** @type {import('jest').Config} */
 module.exports = {
@@ -12,12 +16,14 @@ module.exports = {
       displayName: 'unit',
       testMatch: ['<rootDir>/test/unit/**/*.test.ts'],
       transform,
+      transformIgnorePatterns,
       testEnvironment: 'node',
     },
     {
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       transform,
+      transformIgnorePatterns,
       testEnvironment: 'node',
       testTimeout: 120_000,
     },
