@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The firewall shared by fos1's TC and XDP programs: maps, packet parsing and
+ * the verdict. Included by exactly one .bpf.c per attach point; the maps are
+ * pinned by the loader (bpf/loader.ts), so every attach point of a node works
+ * on the same maps, and the control plane writes them through the pins.
+ *
+ * Order of checks: blocklist (host hash first, then LPM trie; source address,
+ * then destination) and only then the zone policy, so a blocked address is
+ * dropped regardless of zone rules.
+ *
+ * Stateless by design for now: no connection tracking, so a zone that denies
+ * by default also denies replies to connections the other side opened.
+ */
+#ifndef FOS1_FIREWALL_BPF_H
+#define FOS1_FIREWALL_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "fos1-blocklist.h"
+#include "fos1-datapath.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_ICMPV6_ 58
+
+/* max_entries below are defaults; the loader sets the real sizes before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fos1_lpm_v4_key);
+	__type(value, struct fos1_block_value);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} blocklist_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct fos1_lpm_v6_key);
+	__type(value, struct fos1_block_value);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} blocklist_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct fos1_host_v4_key);
+	__type(value, struct fos1_block_value);
+	__uint(max_entries, 65536);
+} blockhost_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct fos1_host_v6_key);
+	__type(value, struct fos1_block_value);
+	__uint(max_entries, 65536);
+} blockhost_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* ifindex */
+	__type(value, __u32); /* zone id 1..254 */
+	__uint(max_entries, 1024);
+} zone_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct fos1_zone_policy_key);
+	__type(value, struct fos1_zone_verdict);
+	__uint(max_entries, 16384);
+} zone_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32); /* source zone */
+	__type(value, struct fos1_zone_verdict);
+	__uint(max_entries, FOS1_MAX_ZONES);
+} zone_default SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* rule id */
+	__type(value, struct fos1_counter);
+	__uint(max_entries, FOS1_MAX_RULES);
+} rule_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, struct fos1_entry_key);
+	__type(value, struct fos1_counter);
+	__uint(max_entries, FOS1_ENTRY_STATS_MAX);
+} entry_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FOS1_EVENTS_BYTES);
+} drop_events SEC(".maps");
+
+/* Keep the layouts in the object's BTF even if no code path names them. */
+struct fos1_drop_event fos1_btf_drop_event __attribute__((unused));
+
+/* What the parser extracted from one packet. */
+struct fos1_pkt {
+	__u8 family;
+	__u8 protocol;
+	__u16 sport;
+	__u16 dport;
+	__u16 icmp_type; /* ICMPv6 type, to spare neighbour discovery from zone policy */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Parses Ethernet + IPv4/IPv6 + TCP/UDP ports. Returns 0 for anything else (passed). */
+static __always_inline int fos1_parse(void *data, void *data_end, struct fos1_pkt *p)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	__u16 proto = bpf_ntohs(eth->h_proto);
+	void *l4;
+	if (proto == ETH_P_IP) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		p->family = 4;
+		p->protocol = ip->protocol;
+		__builtin_memcpy(p->saddr, &ip->saddr, 4);
+		__builtin_memcpy(p->daddr, &ip->daddr, 4);
+		/* Ports only in the first fragment. */
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return 1;
+		l4 = (void *)ip + ip->ihl * 4;
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		p->family = 6;
+		p->protocol = ip6->nexthdr; /* extension headers are not walked */
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		l4 = ip6 + 1;
+	} else {
+		return 0;
+	}
+	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP) {
+		struct udphdr *ports = l4; /* sport/dport sit at the same offsets in TCP */
+		if ((void *)(ports + 1) <= data_end) {
+			p->sport = bpf_ntohs(ports->source);
+			p->dport = bpf_ntohs(ports->dest);
+		}
+	} else if (p->protocol == IPPROTO_ICMPV6_) {
+		__u8 *type = l4;
+		if ((void *)(type + 1) <= data_end)
+			p->icmp_type = *type;
+	}
+	return 1;
+}
+
+static __always_inline void fos1_count(struct fos1_counter *c, __u32 len)
+{
+	if (c) {
+		/* Per-CPU value: no other CPU writes this copy, plain adds are safe. */
+		c->packets += 1;
+		c->bytes += len;
+	}
+}
+
+static __always_inline void fos1_count_rule(__u32 rule_id, __u32 len)
+{
+	if (rule_id == 0)
+		return;
+	fos1_count(bpf_map_lookup_elem(&rule_stats, &rule_id), len);
+}
+
+static __always_inline void fos1_count_entry(__u8 family, __u8 prefixlen, const __u8 *addr, __u32 len)
+{
+	struct fos1_entry_key k = {};
+	k.family = family;
+	k.prefixlen = prefixlen;
+	__builtin_memcpy(k.addr, addr, 16);
+	struct fos1_counter *c = bpf_map_lookup_elem(&entry_stats, &k);
+	if (c) {
+		fos1_count(c, len);
+	} else {
+		struct fos1_counter first = { .packets = 1, .bytes = len };
+		bpf_map_update_elem(&entry_stats, &k, &first, BPF_NOEXIST);
+	}
+}
+
+/* Wall-clock seconds for comparing with expires_at. TAI is ahead of UTC by the
+ * leap seconds (37 s since 2017); a block lifting 37 s late is acceptable. */
+static __always_inline __u64 fos1_now_unix(void)
+{
+	return bpf_ktime_get_tai_ns() / 1000000000ULL - 37;
+}
+
+/* A blocklist hit: which entry, and its value. */
+struct fos1_match {
+	__u8 prefixlen;
+	__u8 reason;
+	__u32 rule_id;
+	__u8 addr[16];
+};
+
+/* Looks `addr` up in the host map, then the trie. Returns 1 on an unexpired hit. */
+static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fos1_match *m)
+{
+	struct fos1_block_value *v;
+	__builtin_memset(m->addr, 0, 16);
+	if (family == 4) {
+		struct fos1_host_v4_key hk;
+		__builtin_memcpy(hk.addr, addr, 4);
+		v = bpf_map_lookup_elem(&blockhost_v4, &hk);
+		if (v) {
+			m->reason = FOS1_REASON_BLOCK_HOST;
+			m->prefixlen = 32;
+			__builtin_memcpy(m->addr, addr, 4);
+		} else {
+			struct fos1_lpm_v4_key lk = { .prefixlen = 32 };
+			__builtin_memcpy(lk.addr, addr, 4);
+			v = bpf_map_lookup_elem(&blocklist_v4, &lk);
+			if (!v)
+				return 0;
+			/* The kernel does not say which prefix matched; report the
+			 * value's rule and the packet address masked later in user space. */
+			m->reason = FOS1_REASON_BLOCK_PREFIX;
+			m->prefixlen = 0;
+			__builtin_memcpy(m->addr, addr, 4);
+		}
+	} else {
+		struct fos1_host_v6_key hk;
+		__builtin_memcpy(hk.addr, addr, 16);
+		v = bpf_map_lookup_elem(&blockhost_v6, &hk);
+		if (v) {
+			m->reason = FOS1_REASON_BLOCK_HOST;
+			m->prefixlen = 128;
+			__builtin_memcpy(m->addr, addr, 16);
+		} else {
+			struct fos1_lpm_v6_key lk = { .prefixlen = 128 };
+			__builtin_memcpy(lk.addr, addr, 16);
+			v = bpf_map_lookup_elem(&blocklist_v6, &lk);
+			if (!v)
+				return 0;
+			m->reason = FOS1_REASON_BLOCK_PREFIX;
+			m->prefixlen = 0;
+			__builtin_memcpy(m->addr, addr, 16);
+		}
+	}
+	if (v->expires_at != 0 && v->expires_at <= fos1_now_unix())
+		return 0;
+	m->rule_id = v->rule_id;
+	return 1;
+}
+
+static __always_inline void fos1_emit(const struct fos1_pkt *p, __u32 ifindex, __u8 hook, __u8 reason, __u8 action,
+				      __u8 src_zone, __u8 dst_zone, __u32 rule_id, const struct fos1_match *m, __u32 len)
+{
+	struct fos1_drop_event *e = bpf_ringbuf_reserve(&drop_events, sizeof(*e), 0);
+	if (!e)
+		return; /* ring full: the counters still count, only the detail is lost */
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->ifindex = ifindex;
+	e->rule_id = rule_id;
+	e->family = p->family;
+	e->protocol = p->protocol;
+	e->hook = hook;
+	e->reason = reason;
+	e->src_zone = src_zone;
+	e->dst_zone = dst_zone;
+	e->action = action;
+	e->match_prefixlen = m ? m->prefixlen : 0;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	if (m)
+		__builtin_memcpy(e->match_addr, m->addr, 16);
+	else
+		__builtin_memset(e->match_addr, 0, 16);
+	e->pkt_len = len;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline __u8 fos1_zone_of(__u32 ifindex)
+{
+	__u32 *z = bpf_map_lookup_elem(&zone_ifaces, &ifindex);
+	return z ? (__u8)*z : FOS1_ZONE_UNZONED;
+}
+
+/*
+ * Destination zone of a packet arriving on `ifindex`: the zone of the egress
+ * interface the FIB picks, or the host zone when the packet is for this node.
+ * A node that does not forward (FWD_DISABLED) only ever delivers locally.
+ */
+static __always_inline __u8 fos1_dst_zone(void *ctx, const struct fos1_pkt *p, __u32 ifindex)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.ifindex = ifindex;
+	if (p->family == 4) {
+		fib.family = AF_INET;
+		__builtin_memcpy(&fib.ipv4_src, p->saddr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, p->daddr, 4);
+	} else {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, p->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, p->daddr, 16);
+	}
+	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return fos1_zone_of(fib.ifindex);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
+		return FOS1_ZONE_HOST;
+	return FOS1_ZONE_UNZONED; /* unroutable: the stack drops it anyway */
+}
+
+/* Zone verdict: exact rule, any port, any protocol, then the source zone's default. */
+static __always_inline struct fos1_zone_verdict *fos1_zone_lookup(__u8 sz, __u8 dz, const struct fos1_pkt *p, __u8 *reason)
+{
+	struct fos1_zone_policy_key k = { .src_zone = sz, .dst_zone = dz, .protocol = p->protocol, .dport = p->dport };
+	struct fos1_zone_verdict *v = bpf_map_lookup_elem(&zone_policy, &k);
+	*reason = FOS1_REASON_ZONE_RULE;
+	if (v)
+		return v;
+	k.dport = 0;
+	v = bpf_map_lookup_elem(&zone_policy, &k);
+	if (v)
+		return v;
+	k.protocol = 0;
+	v = bpf_map_lookup_elem(&zone_policy, &k);
+	if (v)
+		return v;
+	__u32 idx = sz;
+	*reason = FOS1_REASON_ZONE_DEFAULT;
+	return bpf_map_lookup_elem(&zone_default, &idx);
+}
+
+/*
+ * The verdict for one packet: 1 = pass, 0 = drop. `src_zone` is the zone the
+ * packet comes from, or FOS1_ZONE_UNZONED to skip the zone policy; when it is
+ * set, `dst_zone` (if 0) is resolved with a FIB lookup.
+ */
+static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, __u32 ifindex, __u8 hook,
+					__u8 src_zone, __u8 dst_zone, __u32 len)
+{
+	struct fos1_pkt p = {};
+	if (!fos1_parse(data, data_end, &p))
+		return 1;
+
+	struct fos1_match m = {};
+	if (fos1_blocked(p.family, p.saddr, &m) || fos1_blocked(p.family, p.daddr, &m)) {
+		fos1_count_entry(p.family, m.prefixlen, m.addr, len);
+		fos1_count_rule(m.rule_id, len);
+		fos1_emit(&p, ifindex, hook, m.reason, FOS1_ACTION_DENY, src_zone, dst_zone, m.rule_id, &m, len);
+		return 0;
+	}
+
+	if (src_zone == FOS1_ZONE_UNZONED)
+		return 1;
+	/* Neighbour discovery keeps IPv6 links alive; zones never filter it. */
+	if (p.protocol == IPPROTO_ICMPV6_ && p.icmp_type >= 133 && p.icmp_type <= 137)
+		return 1;
+	if (dst_zone == FOS1_ZONE_UNZONED)
+		dst_zone = fos1_dst_zone(ctx, &p, ifindex);
+	if (dst_zone == FOS1_ZONE_UNZONED)
+		return 1;
+	__u8 reason;
+	struct fos1_zone_verdict *v = fos1_zone_lookup(src_zone, dst_zone, &p, &reason);
+	if (!v)
+		return 1;
+	fos1_count_rule(v->rule_id, len);
+	if (v->action == FOS1_ACTION_ALLOW)
+		return 1;
+	fos1_emit(&p, ifindex, hook, reason, (__u8)v->action, src_zone, dst_zone, v->rule_id, 0, len);
+	return v->action == FOS1_ACTION_DENY ? 0 : 1;
+}
+
+#endif /* FOS1_FIREWALL_BPF_H */
