@@ -25,9 +25,11 @@ module.exports = {
       transform,
       transformIgnorePatterns,
       testEnvironment: 'node',
-      testTimeout: 120_000,
     },
   ],
   maxWorkers: 1,
+  // Integration hooks start a Temporal server and bundle workflows; on a loaded 2-core
+  // machine that takes more than Jest's default 5 s. (A per-project testTimeout is ignored.)
+  testTimeout: 120_000,
   reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
 };

@@ -14,6 +14,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { Logger } from 'pino';
 import { validateChangeRequest } from '../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
@@ -63,7 +64,13 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
         const request = validated(body);
         const workflowId = changeWorkflowId(request.id);
         try {
-          const handle = await client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [body] });
+          // Change ids are single-use: a finished change keeps its id in the audit history.
+          const handle = await client.workflow.start(changeWorkflow, {
+            taskQueue: CLUSTER_TASK_QUEUE,
+            workflowId,
+            args: [body],
+            workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+          });
           logger.info({ changeId: request.id, author: request.author, workflowId }, 'change submitted');
           return [202, { changeId: request.id, workflowId, runId: handle.firstExecutionRunId, status: `/v1/changes/${request.id}` }];
         } catch (err) {
@@ -106,9 +113,13 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
       pattern: /^\/v1\/changes\/([^/]+)\/confirm$/,
       handle: async (req, match) => {
         const action = operatorAction(await readJson(req));
+        const handle = client.workflow.getHandle(changeWorkflowId(idFrom(match)));
         try {
-          return [200, await client.workflow.getHandle(changeWorkflowId(idFrom(match))).executeUpdate(confirmUpdate, { args: [action] })];
+          return [200, await handle.executeUpdate(confirmUpdate, { args: [action] })];
         } catch (err) {
+          // A finished change rejects updates as "not found"; tell it apart from a missing one.
+          const status = await handle.query(statusQuery).catch(() => undefined);
+          if (status) throw new HttpError(409, `nothing to confirm: the change is ${status.phase}`);
           if (err instanceof WorkflowNotFoundError) throw err;
           throw new HttpError(409, err instanceof Error ? err.message : String(err));
         }
