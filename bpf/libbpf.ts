@@ -372,3 +372,115 @@ function permissionHint(op: string, target: string): string | undefined {
   }
   return undefined;
 }
+
+// ---------------------------------------------------------------------------------
+// Object loader, TC/XDP attachment and ring buffers (libbpf's high-level API)
+
+/** An opaque libbpf pointer (`struct bpf_object *`, `struct bpf_map *`, …) as koffi returns it. */
+export type LibbpfPointer = unknown;
+
+/** `struct bpf_tc_hook` minus `sz`. `attach_point`: 1 ingress, 2 egress (`enum bpf_tc_attach_point`). */
+export interface TcHook {
+  ifindex: number;
+  attach_point: number;
+  parent?: number;
+}
+
+/** `struct bpf_tc_opts` minus `sz`; `prog_id` is filled in by `bpf_tc_attach`/`bpf_tc_query`. */
+export interface TcOpts {
+  prog_fd?: number;
+  flags?: number;
+  prog_id?: number;
+  handle?: number;
+  priority?: number;
+}
+
+/** Bound functions of libbpf's object, attach and ring-buffer API (C names, C conventions). */
+export interface LibbpfObjects {
+  /** Returns NULL and sets errno on failure (read it with `koffi.errno()` right after). */
+  bpf_object__open_file(path: string, opts: null): LibbpfPointer;
+  bpf_object__load(obj: LibbpfPointer): number;
+  bpf_object__close(obj: LibbpfPointer): void;
+  bpf_object__next_map(obj: LibbpfPointer, prev: LibbpfPointer | null): LibbpfPointer;
+  bpf_object__next_program(obj: LibbpfPointer, prev: LibbpfPointer | null): LibbpfPointer;
+  bpf_map__name(map: LibbpfPointer): string;
+  bpf_map__type(map: LibbpfPointer): number;
+  bpf_map__key_size(map: LibbpfPointer): number;
+  bpf_map__value_size(map: LibbpfPointer): number;
+  bpf_map__max_entries(map: LibbpfPointer): number;
+  bpf_map__set_max_entries(map: LibbpfPointer, maxEntries: number): number;
+  bpf_map__set_pin_path(map: LibbpfPointer, path: string): number;
+  bpf_map__reuse_fd(map: LibbpfPointer, fd: number): number;
+  bpf_map__fd(map: LibbpfPointer): number;
+  bpf_program__name(prog: LibbpfPointer): string;
+  bpf_program__fd(prog: LibbpfPointer): number;
+  bpf_tc_hook_create(hook: TcHook & { sz: number }): number;
+  bpf_tc_hook_destroy(hook: TcHook & { sz: number }): number;
+  bpf_tc_attach(hook: TcHook & { sz: number }, opts: TcOpts & { sz: number }): number;
+  bpf_tc_detach(hook: TcHook & { sz: number }, opts: TcOpts & { sz: number }): number;
+  bpf_tc_query(hook: TcHook & { sz: number }, opts: TcOpts & { sz: number }): number;
+  bpf_xdp_attach(ifindex: number, progFd: number, flags: number, opts: null): number;
+  bpf_xdp_detach(ifindex: number, flags: number, opts: null): number;
+  bpf_xdp_query_id(ifindex: number, flags: number, progId: [number]): number;
+  /** `sampleCb` is a koffi-registered callback pointer; NULL + errno on failure. */
+  ring_buffer__new(mapFd: number, sampleCb: unknown, ctx: null, opts: null): LibbpfPointer;
+  ring_buffer__consume(rb: LibbpfPointer): number;
+  ring_buffer__free(rb: LibbpfPointer): void;
+  libbpf_num_possible_cpus(): number;
+  /** The koffi prototype of `ring_buffer_sample_fn` (for `koffi.register`). */
+  readonly ringBufferSampleFn: ReturnType<typeof koffi.proto>;
+  readonly tcHookSize: number;
+  readonly tcOptsSize: number;
+  readonly layouts: Readonly<Record<'bpf_tc_hook' | 'bpf_tc_opts', StructLayout>>;
+}
+
+let boundObjects: LibbpfObjects | undefined;
+
+/** Returns the binding of libbpf's object/attach/ring-buffer API, loading it on first use. */
+export function libbpfObjects(): LibbpfObjects {
+  if (boundObjects) return boundObjects;
+  libbpf(); // same library, same load error message
+  const lib = koffi.load(LIBBPF_SONAME);
+  const u32 = 'uint32_t';
+  // Anonymous types for the same reason as above (one koffi registry per process).
+  const tcHook = koffi.struct({ sz: 'size_t', ifindex: 'int', attach_point: 'int', parent: u32 });
+  const tcOpts = koffi.struct({ sz: 'size_t', prog_fd: 'int', flags: u32, prog_id: u32, handle: u32, priority: u32 });
+  const sampleFn = koffi.proto(null, 'int', ['void *', 'void *', 'size_t']); // ring_buffer_sample_fn
+  const fn = (name: string, result: string, args: KoffiTypeSpec[]) => lib.func(name, result, args);
+  const ptr = 'void *';
+  boundObjects = {
+    bpf_object__open_file: fn('bpf_object__open_file', ptr, ['const char *', ptr]),
+    bpf_object__load: fn('bpf_object__load', 'int', [ptr]),
+    bpf_object__close: fn('bpf_object__close', 'void', [ptr]),
+    bpf_object__next_map: fn('bpf_object__next_map', ptr, [ptr, ptr]),
+    bpf_object__next_program: fn('bpf_object__next_program', ptr, [ptr, ptr]),
+    bpf_map__name: fn('bpf_map__name', 'const char *', [ptr]),
+    bpf_map__type: fn('bpf_map__type', 'int', [ptr]),
+    bpf_map__key_size: fn('bpf_map__key_size', u32, [ptr]),
+    bpf_map__value_size: fn('bpf_map__value_size', u32, [ptr]),
+    bpf_map__max_entries: fn('bpf_map__max_entries', u32, [ptr]),
+    bpf_map__set_max_entries: fn('bpf_map__set_max_entries', 'int', [ptr, u32]),
+    bpf_map__set_pin_path: fn('bpf_map__set_pin_path', 'int', [ptr, 'const char *']),
+    bpf_map__reuse_fd: fn('bpf_map__reuse_fd', 'int', [ptr, 'int']),
+    bpf_map__fd: fn('bpf_map__fd', 'int', [ptr]),
+    bpf_program__name: fn('bpf_program__name', 'const char *', [ptr]),
+    bpf_program__fd: fn('bpf_program__fd', 'int', [ptr]),
+    bpf_tc_hook_create: fn('bpf_tc_hook_create', 'int', [koffi.pointer(tcHook)]),
+    bpf_tc_hook_destroy: fn('bpf_tc_hook_destroy', 'int', [koffi.pointer(tcHook)]),
+    bpf_tc_attach: fn('bpf_tc_attach', 'int', [koffi.pointer(tcHook), koffi.inout(koffi.pointer(tcOpts))]),
+    bpf_tc_detach: fn('bpf_tc_detach', 'int', [koffi.pointer(tcHook), koffi.pointer(tcOpts)]),
+    bpf_tc_query: fn('bpf_tc_query', 'int', [koffi.pointer(tcHook), koffi.inout(koffi.pointer(tcOpts))]),
+    bpf_xdp_attach: fn('bpf_xdp_attach', 'int', ['int', 'int', u32, ptr]),
+    bpf_xdp_detach: fn('bpf_xdp_detach', 'int', ['int', u32, ptr]),
+    bpf_xdp_query_id: fn('bpf_xdp_query_id', 'int', ['int', 'int', koffi.out(koffi.pointer(u32))]),
+    ring_buffer__new: fn('ring_buffer__new', ptr, ['int', koffi.pointer(sampleFn), ptr, ptr]),
+    ring_buffer__consume: fn('ring_buffer__consume', 'int', [ptr]),
+    ring_buffer__free: fn('ring_buffer__free', 'void', [ptr]),
+    libbpf_num_possible_cpus: fn('libbpf_num_possible_cpus', 'int', []),
+    ringBufferSampleFn: sampleFn,
+    tcHookSize: tcHook.size,
+    tcOptsSize: tcOpts.size,
+    layouts: { bpf_tc_hook: layoutOf(tcHook), bpf_tc_opts: layoutOf(tcOpts) },
+  };
+  return boundObjects;
+}

@@ -15,6 +15,7 @@ import {
   bpfError,
   ERRNO,
   libbpf,
+  libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
 
@@ -345,6 +346,25 @@ export class BpfMap {
     }
   }
 
+  /**
+   * Per-CPU maps: the value of `key` on every possible CPU (each `value_size` bytes),
+   * or null when the key is absent. The kernel copies `round_up(value_size, 8)` bytes
+   * per possible CPU, so the buffer is sized from `libbpf_num_possible_cpus()`.
+   */
+  lookupPerCpu(key: Buffer): Buffer[] | null {
+    this.checkKey(key, 'bpf_map_lookup_elem');
+    if (!PERCPU_TYPES.has(this.#info.type)) {
+      throw new Error(`bpf_map_lookup_elem on ${this.describe()}: lookupPerCpu needs a per-CPU map`);
+    }
+    const cpus = possibleCpus();
+    const stride = Math.ceil(this.#info.valueSize / 8) * 8;
+    const all = Buffer.alloc(stride * cpus);
+    const ret = libbpf().bpf_map_lookup_elem(this.fd, key, all);
+    if (ret === -ERRNO.ENOENT) return null;
+    if (ret < 0) throw bpfError('bpf_map_lookup_elem', ret, this.describe());
+    return Array.from({ length: cpus }, (_, i) => Buffer.from(all.subarray(i * stride, i * stride + this.#info.valueSize)));
+  }
+
   /** Closes the file descriptor. Idempotent. A pinned map lives on in bpffs. */
   close(): void {
     if (this.#fd < 0) return;
@@ -388,6 +408,17 @@ export class BpfMap {
       throw new Error(`${op} on ${this.describe()}: per-CPU maps are not supported by BpfMap`);
     }
   }
+}
+
+let cpuCount: number | undefined;
+/** Number of possible CPUs (the per-CPU value count), from libbpf. */
+export function possibleCpus(): number {
+  if (cpuCount === undefined) {
+    const n = libbpfObjects().libbpf_num_possible_cpus();
+    if (n <= 0) throw new BpfError('libbpf_num_possible_cpus', -n, '/sys/devices/system/cpu/possible');
+    cpuCount = n;
+  }
+  return cpuCount;
 }
 
 function readInfo(fd: number, target: string): BpfMapInfo {

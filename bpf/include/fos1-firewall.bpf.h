@@ -98,8 +98,18 @@ struct {
 	__uint(max_entries, FOS1_EVENTS_BYTES);
 } drop_events SEC(".maps");
 
-/* Keep the layouts in the object's BTF even if no code path names them. */
-struct fos1_drop_event fos1_btf_drop_event __attribute__((unused));
+
+/*
+ * The last event per CPU. Events are built here and copied to the ring buffer,
+ * so the most recent drop stays readable even when the ring buffer overflowed
+ * or nobody was consuming it (and the event layout is in the object's BTF).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fos1_drop_event);
+	__uint(max_entries, 1);
+} last_drop SEC(".maps");
 
 /* What the parser extracted from one packet. */
 struct fos1_pkt {
@@ -257,9 +267,10 @@ static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fo
 static __always_inline void fos1_emit(const struct fos1_pkt *p, __u32 ifindex, __u8 hook, __u8 reason, __u8 action,
 				      __u8 src_zone, __u8 dst_zone, __u32 rule_id, const struct fos1_match *m, __u32 len)
 {
-	struct fos1_drop_event *e = bpf_ringbuf_reserve(&drop_events, sizeof(*e), 0);
+	__u32 zero = 0;
+	struct fos1_drop_event *e = bpf_map_lookup_elem(&last_drop, &zero);
 	if (!e)
-		return; /* ring full: the counters still count, only the detail is lost */
+		return;
 	e->timestamp_ns = bpf_ktime_get_ns();
 	e->ifindex = ifindex;
 	e->rule_id = rule_id;
@@ -280,7 +291,8 @@ static __always_inline void fos1_emit(const struct fos1_pkt *p, __u32 ifindex, _
 	else
 		__builtin_memset(e->match_addr, 0, 16);
 	e->pkt_len = len;
-	bpf_ringbuf_submit(e, 0);
+	/* Ring full: the counters still count and last_drop holds it; only the stream loses it. */
+	bpf_ringbuf_output(&drop_events, e, sizeof(*e), 0);
 }
 
 static __always_inline __u8 fos1_zone_of(__u32 ifindex)
