@@ -5,6 +5,7 @@
  */
 import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from 'pino';
+import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
@@ -50,6 +51,8 @@ export interface CreateWorkersOptions {
   /** Also serve the cluster task queue. */
   clusterWorker: boolean;
   nodeDeps: NodeActivityDeps;
+  /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
+  ciliumDeps?: CiliumActivityDeps;
   logger: Logger;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
@@ -77,7 +80,8 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     }),
   );
   if (options.clusterWorker) {
-    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, sinks }));
+    const clusterActivities = options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : undefined;
+    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks }));
   }
   return workers;
 }

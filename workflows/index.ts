@@ -3,3 +3,7 @@ export { changeWorkflow, statusQuery, confirmUpdate, abortSignal, ChangeFailureT
 export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction } from './change';
 export { nodeChangeWorkflow, nodeRestoreWorkflow, nodeProgressQuery } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeRestoreResult, NodeProgress } from './node-change';
+export { policyChangeWorkflow, PolicyFailureType } from './policy-change';
+export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';
+export { enforcementWorkflow, enforcementCoordinatorWorkflow, verdictSignal, enforcementQuery, coordinatorQuery, ENFORCER } from './enforcement';
+export type { EnforcementInput, EnforcementStatus, EnforcementState, CoordinatorStatus } from './enforcement';

@@ -1,0 +1,199 @@
+/**
+ * FirewallRule controller: watches `security.fos1.io/v1alpha1` FirewallRules, turns each spec
+ * change into a policy change workflow, and writes the outcome back as status conditions.
+ *
+ * - The workflow id is derived from the object (`policy-firewallrule-<ns>-<name>`): Temporal
+ *   refuses a second running workflow with the same id, so one change per object runs at a
+ *   time; the controller waits for the running one and then reconciles the newest spec.
+ * - A generation is handled once: `status.observedGeneration` equal to `metadata.generation`
+ *   means done (status writes do not bump the generation, so they do not loop).
+ * - A deleted rule starts the same workflow with no rules, which prunes its Cilium policies.
+ * - Conditions: `Applied` (True/False), `RolledBack` (True after a verified rollback),
+ *   `Failed` (True with the failure type as reason); each message names the workflow id.
+ */
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Logger } from 'pino';
+import { KubeApiError, type KubeClient, type StoredObject } from '../k8s/client';
+import { CLUSTER_TASK_QUEUE } from '../model/naming';
+import type { PolicyChangeInput, PolicyChangeResult } from '../workflows/policy-change';
+import { ListWatch } from './list-watch';
+
+export const FOS1_SECURITY_API_VERSION = 'security.fos1.io/v1alpha1';
+const RULES_PATH = '/apis/security.fos1.io/v1alpha1/firewallrules';
+
+/** A status condition as Kubernetes writes them (metav1.Condition). */
+export interface Condition {
+  type: 'Applied' | 'RolledBack' | 'Failed';
+  status: 'True' | 'False' | 'Unknown';
+  observedGeneration: number;
+  lastTransitionTime: string;
+  reason: string;
+  message: string;
+}
+
+/** Workflow id for a fos1 object: the same object always maps to the same id. */
+export function policyWorkflowId(kind: string, namespace: string, name: string): string {
+  return `policy-${kind.toLowerCase()}-${namespace}-${name}`;
+}
+
+/** Options of {@link FirewallRuleController}. */
+export interface FirewallRuleControllerOptions {
+  kube: KubeClient;
+  temporal: Client;
+  logger: Logger;
+  taskQueue?: string;
+  /** Clock for condition timestamps (injected so tests can pin it). */
+  now?: () => Date;
+}
+
+/** The controller; {@link FirewallRuleController.start} lists, watches and reconciles until stopped. */
+export class FirewallRuleController {
+  private readonly listWatch: ListWatch;
+  /** Per-object serial queues: two events for one object never reconcile at once. */
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly latest = new Map<string, StoredObject | null>();
+  private stopped = false;
+
+  constructor(private readonly options: FirewallRuleControllerOptions) {
+    this.listWatch = new ListWatch({
+      apiVersion: FOS1_SECURITY_API_VERSION,
+      kind: 'FirewallRule',
+      path: RULES_PATH,
+      client: options.kube,
+      logger: options.logger,
+      handler: {
+        upsert: (obj) => this.enqueue(obj, obj),
+        deleted: (obj) => this.enqueue(obj, null),
+      },
+    });
+  }
+
+  /** Times the collection was listed (first list + relists after 410 Gone or errors). */
+  get lists(): number {
+    return this.listWatch.lists;
+  }
+
+  async start(): Promise<void> {
+    await this.listWatch.start();
+  }
+
+  /** Stops watching and waits for reconciles in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.listWatch.stop();
+    await Promise.allSettled([...this.queues.values()]);
+  }
+
+  private enqueue(ref: StoredObject, obj: StoredObject | null): void {
+    const key = `${ref.metadata.namespace ?? ''}/${ref.metadata.name}`;
+    this.latest.set(key, obj);
+    const previous = this.queues.get(key) ?? Promise.resolve();
+    const next = previous.then(() => this.reconcile(key, ref)).catch((err: unknown) => this.options.logger.error({ err: String(err), key }, 'reconcile failed'));
+    this.queues.set(key, next);
+  }
+
+  private async reconcile(key: string, ref: StoredObject): Promise<void> {
+    if (this.stopped) return;
+    const obj = this.latest.get(key);
+    const namespace = ref.metadata.namespace ?? 'default';
+    const name = ref.metadata.name;
+    if (obj === undefined) return; // already handled by an earlier queued reconcile
+    this.latest.delete(key);
+    const generation = obj?.metadata.generation ?? 0;
+    if (obj && (obj.status?.observedGeneration as number | undefined) === generation) return;
+
+    const workflowId = policyWorkflowId('FirewallRule', namespace, name);
+    const input = obj ? await this.inputFor(obj, generation) : { changeId: `${name}-deleted`, author: 'fos1-controller', source: { kind: 'FirewallRule', namespace, name }, namespace, rules: [] };
+    const outcome = await this.runWorkflow(workflowId, input);
+    if (!obj) {
+      this.options.logger.info({ key, outcome: outcome.kind }, 'policies of deleted FirewallRule pruned');
+      return;
+    }
+    await this.writeStatus(obj, generation, workflowId, outcome);
+  }
+
+  private async inputFor(obj: StoredObject, generation: number): Promise<PolicyChangeInput> {
+    const namespace = obj.metadata.namespace ?? 'default';
+    const { items: zones } = await this.options.kube.list(FOS1_SECURITY_API_VERSION, 'FirewallZone', { namespace });
+    return {
+      changeId: `${obj.metadata.name}-g${generation}`.slice(0, 63).replace(/-+$/, ''),
+      author: 'fos1-controller',
+      source: { kind: 'FirewallRule', namespace, name: obj.metadata.name },
+      namespace,
+      rules: [{ name: obj.metadata.name, ...(obj.spec as object) } as never],
+      zones: zones.map((z) => ({ name: z.metadata.name, ...(z.spec as object) }) as never),
+    };
+  }
+
+  /** Starts (or joins) the object's workflow and waits for its outcome. */
+  private async runWorkflow(workflowId: string, input: PolicyChangeInput): Promise<Outcome> {
+    const { temporal } = this.options;
+    for (;;) {
+      try {
+        const handle = await temporal.workflow.start('policyChangeWorkflow', {
+          workflowId,
+          taskQueue: this.options.taskQueue ?? CLUSTER_TASK_QUEUE,
+          args: [input],
+        });
+        const result = (await handle.result()) as PolicyChangeResult;
+        return { kind: 'applied', result, runId: handle.firstExecutionRunId };
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) {
+          // Another change of this object is running: let it finish, then start ours.
+          await temporal.workflow.getHandle(workflowId).result().catch(() => undefined);
+          continue;
+        }
+        if (err instanceof WorkflowFailedError) {
+          const cause = applicationCause(err);
+          return { kind: cause.type === 'PolicyRolledBack' ? 'rolled-back' : 'failed', type: cause.type, message: cause.message };
+        }
+        throw err;
+      }
+    }
+  }
+
+  private async writeStatus(obj: StoredObject, generation: number, workflowId: string, outcome: Outcome): Promise<void> {
+    const now = (this.options.now ?? (() => new Date()))().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const cond = (type: Condition['type'], status: Condition['status'], reason: string, message: string): Condition => ({ type, status, observedGeneration: generation, lastTransitionTime: now, reason, message });
+    const conditions: Condition[] =
+      outcome.kind === 'applied'
+        ? [
+            cond('Applied', 'True', 'Applied', `workflow ${workflowId}: applied ${outcome.result.applied.join(', ')}${outcome.result.pruned.length ? `; pruned ${outcome.result.pruned.join(', ')}` : ''}`),
+            cond('RolledBack', 'False', 'Applied', `workflow ${workflowId}`),
+            cond('Failed', 'False', 'Applied', `workflow ${workflowId}`),
+          ]
+        : [
+            cond('Applied', 'False', outcome.type, `workflow ${workflowId}: ${outcome.message}`),
+            cond('RolledBack', outcome.kind === 'rolled-back' ? 'True' : 'False', outcome.type, `workflow ${workflowId}: ${outcome.kind === 'rolled-back' ? 'previous policies restored and verified' : 'nothing to roll back or rollback did not verify'}`),
+            cond('Failed', 'True', outcome.type, `workflow ${workflowId}: ${outcome.message}`.slice(0, 32_000)),
+          ];
+    // Optimistic concurrency: re-read and retry on a conflict (someone else wrote meanwhile).
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await this.options.kube.get({ apiVersion: FOS1_SECURITY_API_VERSION, kind: 'FirewallRule', namespace: obj.metadata.namespace, name: obj.metadata.name });
+      if (!current || current.metadata.uid !== obj.metadata.uid) return; // deleted (or re-created) meanwhile
+      const previous = ((current.status?.conditions ?? []) as Condition[]).filter(Boolean);
+      // lastTransitionTime only moves when the status of a condition changes.
+      const merged = conditions.map((c) => {
+        const old = previous.find((p) => p.type === c.type);
+        return old && old.status === c.status ? { ...c, lastTransitionTime: old.lastTransitionTime } : c;
+      });
+      try {
+        await this.options.kube.replaceStatus({ ...current, status: { ...current.status, observedGeneration: generation, workflowId, conditions: merged } }, 'firewallrules');
+        return;
+      } catch (err) {
+        if (err instanceof KubeApiError && err.status === 409) continue;
+        throw err;
+      }
+    }
+  }
+}
+
+type Outcome = { kind: 'applied'; result: PolicyChangeResult; runId: string } | { kind: 'rolled-back' | 'failed'; type: string; message: string };
+
+function applicationCause(err: WorkflowFailedError): { type: string; message: string } {
+  let e: unknown = err.cause;
+  while (e && !(e instanceof ApplicationFailure) && typeof e === 'object' && 'cause' in e) e = (e as { cause?: unknown }).cause;
+  if (e instanceof ApplicationFailure) return { type: e.type ?? 'Failed', message: e.message };
+  return { type: 'Failed', message: err.message };
+}

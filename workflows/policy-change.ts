@@ -1,0 +1,170 @@
+/**
+ * Policy change workflow (cluster task queue): turns fos1 firewall rules into Cilium policies
+ * on the Kubernetes API, with a verified rollback.
+ *
+ *   validate + translate (pure, here) → policy-map check → snapshot → server-side dry-run
+ *   → (dryRun stops) → apply + prune → read back and compare
+ *   └─ on any failure after the apply began: restore the snapshot, read back, compare
+ *
+ * One workflow covers one fos1 source object (a FirewallRule, or a set an operator names):
+ * its Cilium objects carry the source's labels, and only those are ever pruned or restored.
+ * The controller starts it with a workflow id derived from the object, so one change per
+ * object runs at a time.
+ */
+import { ApplicationFailure, log, proxyActivities, proxySinks } from '@temporalio/workflow';
+import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
+import type { AuditRecord, AuditSinks } from '../model/audit';
+import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, type FirewallIssue } from '../model/firewall';
+import { objectSetDifferences, translateCidrGroup, translateRule, TranslateError, type KubeObject, type PolicyMapEstimate, type PolicySource } from '../model/firewall-translate';
+import { z } from 'zod';
+
+const { readPolicies, checkPolicyMap, applyPolicies, restorePolicies } = proxyActivities<CiliumActivities>({
+  startToCloseTimeout: '1 minute',
+  // 429/5xx are retried (KubeUnavailable); conflicts and rejections are non-retryable.
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['PolicyConflict', 'PolicyRejected', 'PolicyMapOverflow'] },
+});
+const { audit } = proxySinks<AuditSinks>();
+
+/** Failure types of {@link policyChangeWorkflow}. */
+export const PolicyFailureType = {
+  InvalidPolicyChange: 'InvalidPolicyChange',
+  PolicyRolledBack: 'PolicyRolledBack',
+  PolicyRollbackFailed: 'PolicyRollbackFailed',
+} as const;
+
+const sourceSchema = z
+  .object({
+    kind: z.string().regex(/^[A-Za-z][A-Za-z0-9]{0,62}$/, 'must be a Kubernetes kind'),
+    namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name'),
+    name: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a DNS-1123 label'),
+  })
+  .strict();
+
+/** Input of {@link policyChangeWorkflow}: one JSON object (the Web UI's start form sends one). */
+export const policyChangeInputSchema = z
+  .object({
+    changeId: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/, 'must be 1–63 of lower-case letters, digits, "-" and "."'),
+    author: z.string().min(1).max(256).default('system'),
+    /** The fos1 object these policies belong to; pruning and restore stay inside it. */
+    source: sourceSchema,
+    /** Namespace of the rules (and of the pod zones and CiliumNetworkPolicies). */
+    namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name'),
+    /** The whole desired set for `source`: an empty list removes its policies. */
+    rules: z.array(firewallRuleSchema).max(256).default([]),
+    zones: z.array(firewallZoneSchema).max(256).default([]),
+    cidrGroups: z.array(cidrGroupSchema).max(256).default([]),
+    dryRun: z.boolean().default(false),
+  })
+  .strict();
+export type PolicyChangeInput = z.input<typeof policyChangeInputSchema>;
+
+/** What the workflow did. */
+export interface PolicyChangeResult {
+  changeId: string;
+  outcome: 'planned' | 'applied';
+  /** `Kind ns/name` applied, and pruned. */
+  applied: string[];
+  pruned: string[];
+  estimates: PolicyMapEstimate[];
+  audit: AuditRecord[];
+}
+
+/** Applies a set of firewall rules as Cilium policies; restores the previous objects on failure. */
+export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyChangeResult> {
+  const parsed = policyChangeInputSchema.safeParse(rawInput);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i): FirewallIssue => ({ field: i.path.map(String).join('.'), message: i.message }));
+    throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${issues.map((i) => `${i.field}: ${i.message}`).join('\n')}`, details: [issues] });
+  }
+  const input = parsed.data;
+  const source: PolicySource = input.source;
+  const records: AuditRecord[] = [];
+  const step = async <T>(name: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> => {
+    const started = Date.now();
+    try {
+      const r = await fn();
+      push(name, 'ok', started, detail?.(r));
+      return r;
+    } catch (err) {
+      push(name, 'failed', started, err instanceof Error ? err.message : String(err));
+      throw err;
+    }
+  };
+  const push = (name: string, result: AuditRecord['result'], started: number, detail?: string) => {
+    const record: AuditRecord = { changeId: input.changeId, actor: input.author, step: name, result, startedAt: new Date(started).toISOString(), durationMs: Date.now() - started, detail };
+    records.push(record);
+    audit.record(record);
+  };
+
+  let desired: KubeObject[];
+  try {
+    desired = [
+      ...input.cidrGroups.map((g) => translateCidrGroup(g, source, input.changeId)),
+      ...input.rules.map((rule, i) => {
+        try {
+          return translateRule({ rule, zones: input.zones, namespace: input.namespace, source, changeId: input.changeId });
+        } catch (err) {
+          if (err instanceof TranslateError) throw new TranslateError(`rules[${i}].${err.field}`, err.message.slice(err.field.length + 2));
+          throw err;
+        }
+      }),
+    ];
+  } catch (err) {
+    if (err instanceof TranslateError) throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${err.message}` });
+    throw err;
+  }
+  push('translate', 'ok', Date.now(), `${desired.length} objects`);
+
+  let estimates: PolicyMapEstimate[];
+  let snapshot: PolicySnapshot;
+  let planned: ApplyResult;
+  try {
+    estimates = await step('policy-map check', () => checkPolicyMap({ source, desired }), (e) => `largest ${e[0]?.entries ?? 0} entries`);
+    snapshot = await step('snapshot', () => readPolicies({ source }), (s) => `${s.objects.length} objects`);
+    // The apiserver's own validation (schema, CEL) of every object before anything is written.
+    planned = await step('dry-run', () => applyPolicies({ source, desired, dryRun: true }), (r) => `${r.applied.length} to apply, ${r.pruned.length} to prune`);
+  } catch (err) {
+    // Nothing was written yet: fail with the activity's own type (PolicyMapOverflow, PolicyRejected, …).
+    const cause = failureSummary(err);
+    throw ApplicationFailure.create({ type: cause.type, nonRetryable: true, message: cause.message, details: [{ audit: records }] });
+  }
+  if (input.dryRun) return { changeId: input.changeId, outcome: 'planned', applied: planned.applied, pruned: planned.pruned, estimates, audit: records };
+
+  let applied: ApplyResult | undefined;
+  try {
+    applied = await step('apply', () => applyPolicies({ source, desired }), (r) => `${r.applied.length} applied, ${r.pruned.length} pruned`);
+    const result = applied;
+    await step('verify', async () => {
+      const differences = objectSetDifferences(result.stored, (await readPolicies({ source })).objects);
+      if (differences.length > 0) throw ApplicationFailure.create({ type: 'PolicyVerificationFailed', nonRetryable: true, message: differences.join('\n') });
+    });
+    return { changeId: input.changeId, outcome: 'applied', applied: result.applied, pruned: result.pruned, estimates, audit: records };
+  } catch (err) {
+    const cause = failureSummary(err);
+    log.warn('policy change failed; restoring the snapshot', { changeId: input.changeId, cause });
+    let differences: string[];
+    try {
+      await step('restore', () => restorePolicies({ snapshot }));
+      differences = await step('verify restore', async () => objectSetDifferences(snapshot.objects, (await readPolicies({ source })).objects), (d) => (d.length === 0 ? 'equal to snapshot' : `${d.length} differences`));
+    } catch (restoreErr) {
+      differences = [`restore failed: ${failureSummary(restoreErr).message}`];
+    }
+    if (differences.length === 0) {
+      throw ApplicationFailure.create({ type: PolicyFailureType.PolicyRolledBack, nonRetryable: true, message: `${cause.type}: ${cause.message}`, details: [{ cause, audit: records }] });
+    }
+    throw ApplicationFailure.create({
+      type: PolicyFailureType.PolicyRollbackFailed,
+      nonRetryable: true,
+      message: `${cause.type}: ${cause.message}; rollback did not verify:\n${differences.join('\n')}`,
+      details: [{ cause, differences, audit: records }],
+    });
+  }
+}
+
+function failureSummary(err: unknown): { type: string; message: string } {
+  let e: unknown = err;
+  // ActivityFailure wraps the ApplicationFailure the activity threw.
+  while (e && typeof e === 'object' && 'cause' in e && (e as { cause?: unknown }).cause && !(e instanceof ApplicationFailure)) e = (e as { cause: unknown }).cause;
+  if (e instanceof ApplicationFailure) return { type: e.type ?? 'ApplicationFailure', message: e.message };
+  return { type: 'Error', message: e instanceof Error ? e.message : String(e) };
+}
