@@ -46,25 +46,47 @@ export type FirewallZone = z.output<typeof firewallZoneSchema>;
 /** Cilium's special peers without an identity of their own. */
 export const ENTITIES = ['all', 'world', 'cluster', 'host', 'remote-node', 'kube-apiserver', 'health', 'init', 'ingress', 'unmanaged'] as const;
 
-const fqdnSchema = z.union([
-  z.object({ matchName: z.string().max(255).regex(/^([-a-zA-Z0-9_]+[.]?)+$/, 'must be a DNS name') }).strict(),
-  z.object({ matchPattern: z.string().max(255).regex(/^([-a-zA-Z0-9_*]+[.]?)+$/, 'must be a DNS name pattern ("*" wildcards)') }).strict(),
-]);
+/**
+ * One of several object shapes, chosen by which key is present. Unlike `z.union`, an error
+ * inside the chosen shape keeps its field path (`peers[0].cidr: … host bits set`) instead of
+ * collapsing into "invalid input" at the union.
+ */
+function keyedUnion<const B extends Record<string, z.ZodType>>(what: string, branches: B) {
+  const keys = Object.keys(branches);
+  return z.unknown().transform((value, ctx): z.output<B[keyof B]> => {
+    const present = value && typeof value === 'object' ? keys.filter((k) => k in value) : [];
+    if (present.length !== 1) {
+      ctx.addIssue({ code: 'custom', message: `${what} must have exactly one of ${keys.join(', ')}${present.length > 1 ? ` (found ${present.join(', ')})` : ''}` });
+      return z.NEVER;
+    }
+    const parsed = (branches[present[0] as keyof B] as z.ZodType).safeParse(value);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path as PropertyKey[] });
+      return z.NEVER;
+    }
+    return parsed.data as z.output<B[keyof B]>;
+  });
+}
+
+const fqdnSchema = keyedUnion('an FQDN selector', {
+  matchName: z.object({ matchName: z.string().max(255).regex(/^([-a-zA-Z0-9_]+[.]?)+$/, 'must be a DNS name') }).strict(),
+  matchPattern: z.object({ matchPattern: z.string().max(255).regex(/^([-a-zA-Z0-9_*]+[.]?)+$/, 'must be a DNS name pattern ("*" wildcards)') }).strict(),
+});
 
 /** Who is on the other side of a rule. Exactly one kind per peer. */
-export const peerSchema = z.union([
+export const peerSchema = keyedUnion('a peer', {
   /** Another zone of the same namespace (its pods) — by name. */
-  z.object({ zone: dnsLabel('zone name') }).strict(),
+  zone: z.object({ zone: dnsLabel('zone name') }).strict(),
   /** Pods by label, optionally in another namespace. */
-  z.object({ labels: labelsSchema, namespace: dnsLabel('namespace').optional() }).strict(),
+  labels: z.object({ labels: labelsSchema, namespace: dnsLabel('namespace').optional() }).strict(),
   /** A prefix, minus some sub-prefixes (`toCIDRSet` / `fromCIDRSet` with `except`). */
-  z.object({ cidr: cidrSchema, except: z.array(cidrSchema).default([]) }).strict(),
+  cidr: z.object({ cidr: cidrSchema, except: z.array(cidrSchema).default([]) }).strict(),
   /** A CiliumCIDRGroup by name (fos1 names its own groups `fos1-<name>`, see {@link cidrGroupObjectName}). */
-  z.object({ cidrGroup: dnsLabel('CIDR group name') }).strict(),
-  z.object({ entity: z.enum(ENTITIES) }).strict(),
+  cidrGroup: z.object({ cidrGroup: dnsLabel('CIDR group name') }).strict(),
+  entity: z.object({ entity: z.enum(ENTITIES) }).strict(),
   /** DNS names (egress only): Cilium allows the addresses the names resolved to. */
-  z.object({ fqdn: fqdnSchema }).strict(),
-]);
+  fqdn: z.object({ fqdn: fqdnSchema }).strict(),
+});
 export type Peer = z.output<typeof peerSchema>;
 
 export const PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ANY'] as const;
@@ -107,11 +129,11 @@ export const kafkaRuleSchema = z
 export const dnsRuleSchema = fqdnSchema;
 
 /** Application-layer constraints on a rule's ports: one protocol per rule. */
-export const l7Schema = z.union([
-  z.object({ http: z.array(httpRuleSchema).min(1) }).strict(),
-  z.object({ kafka: z.array(kafkaRuleSchema).min(1) }).strict(),
-  z.object({ dns: z.array(dnsRuleSchema).min(1) }).strict(),
-]);
+export const l7Schema = keyedUnion('l7', {
+  http: z.object({ http: z.array(httpRuleSchema).min(1) }).strict(),
+  kafka: z.object({ kafka: z.array(kafkaRuleSchema).min(1) }).strict(),
+  dns: z.object({ dns: z.array(dnsRuleSchema).min(1) }).strict(),
+});
 
 /** A firewall rule: for the endpoints of `zone`, allow or deny traffic with `peers` on `ports`. */
 export const firewallRuleSchema = z
