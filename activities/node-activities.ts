@@ -9,12 +9,16 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import type { ObservedBlocklistEntry, ObservedNodeState, Route } from '../model/node-state';
-import { planBlocklist, renderOperation } from '../model/plan';
+import type { InterfaceConfig, NatConfig, ObservedBlocklistEntry, ObservedNodeState, PolicyRule, Route } from '../model/node-state';
+import { planBlocklist, renderOperation, type Subsystem } from '../model/plan';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
 import { BpfMapMismatchError } from '../bpf/map';
 import { RouteApplyError, type RouteTable } from './system/route-table';
+import type { LinkTable } from './system/link-table';
+import type { NatTable } from './system/nat-table';
+import type { RuleTable } from './system/rule-table';
+import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError } from './system/network-errors';
 
 /** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
 export const NodeFailureType = {
@@ -22,11 +26,37 @@ export const NodeFailureType = {
   BlocklistMapFull: 'BlocklistMapFull',
   PermissionDenied: 'PermissionDenied',
   BlocklistMapMismatch: 'BlocklistMapMismatch',
+  LinkApplyFailed: 'LinkApplyFailed',
+  VlanApplyFailed: 'VlanApplyFailed',
+  AddressApplyFailed: 'AddressApplyFailed',
+  RuleApplyFailed: 'RuleApplyFailed',
+  NatApplyFailed: 'NatApplyFailed',
+  /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */
+  KernelFeatureMissing: 'KernelFeatureMissing',
+  /** fos1's nftables table holds something fos1 did not write. */
+  ForeignState: 'ForeignState',
+  /** A fault injected by a test through {@link NodeActivityDeps.faults}. */
+  InjectedFault: 'InjectedFault',
 } as const;
+
+/**
+ * Test hook: called by a converge activity right after it changed the kernel, before it
+ * reports success. Throwing there makes the step fail in the real apply path, with its
+ * changes already made — exactly what a rollback must undo. Production workers pass none.
+ */
+export type FaultInjector = (subsystem: Subsystem) => void | Promise<void>;
 
 /** What the node activities need from the world; injected so tests use real namespaces and pins. */
 export interface NodeActivityDeps {
   routes: RouteTable;
+  /** Links, fos1's VLANs and interface addresses. */
+  links: LinkTable;
+  /** fos1's policy routing rules. */
+  rules: RuleTable;
+  /** fos1's nftables NAT table. */
+  nat: NatTable;
+  /** Test-only fault injection (see {@link FaultInjector}). */
+  faults?: FaultInjector;
   /** Opens (creating and pinning if needed) the node's blocklist maps. */
   openBlocklist: () => BlocklistMaps;
   logger: Logger;
@@ -43,23 +73,55 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   let maps: BlocklistMaps | undefined;
   const blocklist = (): BlocklistMaps => (maps ??= deps.openBlocklist());
 
+  /** Runs one converge step: apply, then the test fault hook (after the kernel changed). */
+  const converge = (subsystem: Subsystem, apply: () => Promise<Parameters<typeof renderOperation>[0][]>): Promise<SyncResult> =>
+    translateErrors(async () => {
+      const operations = (await apply()).map(renderOperation);
+      await deps.faults?.(subsystem);
+      logger.info({ subsystem, operations }, `${subsystem} converged`);
+      return { operations };
+    });
+
   return {
-    /** Observed state of the node: fos1's routes and the blocklist maps' contents. */
+    /** Observed state of the node: interfaces, fos1's routes, rules and NAT, and the blocklist maps' contents. */
     async readNodeState(): Promise<ObservedNodeState> {
       return translateErrors(async () => ({
+        interfaces: await deps.links.read(),
         routes: await routes.read(),
+        rules: await deps.rules.read(),
+        nat: await deps.nat.read(),
         blocklist: blocklist().readAll().map(fromKernelEntry),
       }));
     },
 
+    /** Converges MTU and admin state of the interfaces `desired` names. */
+    async syncLinks(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
+      return converge('links', () => deps.links.syncLinks(input.desired));
+    },
+
+    /** Converges fos1's 802.1Q VLANs; fails up front with KernelFeatureMissing on a kernel without them. */
+    async syncVlans(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
+      return converge('vlans', () => deps.links.syncVlans(input.desired));
+    },
+
+    /** Converges the addresses of the interfaces whose address list `desired` gives. */
+    async syncAddresses(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
+      return converge('addresses', () => deps.links.syncAddresses(input.desired));
+    },
+
     /** Converges fos1's routes to `desired` (used for apply and, with the snapshot, for restore). */
     async syncRoutes(input: { desired: Route[] }): Promise<SyncResult> {
-      return translateErrors(async () => {
-        const ops = await routes.sync(input.desired);
-        const operations = ops.map(renderOperation);
-        logger.info({ operations }, 'routes converged');
-        return { operations };
-      });
+      return converge('routes', () => routes.sync(input.desired));
+    },
+
+    /** Converges fos1's policy routing rules. */
+    async syncRules(input: { desired: PolicyRule[] }): Promise<SyncResult> {
+      return converge('rules', () => deps.rules.sync(input.desired));
+    },
+
+    /** Converges fos1's NAT table (one nft transaction). */
+    async syncNat(input: { desired: NatConfig }): Promise<SyncResult> {
+      return converge('nat', () => deps.nat.sync(input.desired));
     },
 
     /**
@@ -82,6 +144,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   };
 }
 
+/** What a {@link FaultInjector} throws to fail a step on purpose. */
+export class InjectedFaultError extends Error {
+  override readonly name = 'InjectedFaultError';
+}
+
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
 
@@ -102,6 +169,18 @@ async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
+    if (err instanceof InjectedFaultError) {
+      throw ApplicationFailure.create({ type: NodeFailureType.InjectedFault, message: err.message, nonRetryable: true });
+    }
+    if (err instanceof NetworkApplyError) {
+      throw ApplicationFailure.create({ type: err.failureType, message: err.message, nonRetryable: true });
+    }
+    if (err instanceof KernelFeatureMissingError) {
+      throw ApplicationFailure.create({ type: NodeFailureType.KernelFeatureMissing, message: err.message, nonRetryable: true });
+    }
+    if (err instanceof ForeignStateError) {
+      throw ApplicationFailure.create({ type: NodeFailureType.ForeignState, message: err.message, nonRetryable: true });
+    }
     if (err instanceof RouteApplyError) {
       throw ApplicationFailure.create({ type: NodeFailureType.RouteApplyFailed, message: err.message, nonRetryable: true });
     }

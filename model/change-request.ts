@@ -6,7 +6,18 @@
  * `temporal workflow start --input`, the HTTP API and the CRD controllers.
  */
 import { z } from 'zod';
-import { blocklistEntrySchema, cidrSchema, nodeStateSchema, routeSchema, tableSchema, normaliseMetric } from './node-state';
+import {
+  blocklistEntrySchema,
+  cidrSchema,
+  interfaceNameSchema,
+  interfaceSchema,
+  natSchema,
+  nodeStateSchema,
+  routeSchema,
+  ruleSchema,
+  tableSchema,
+  normaliseMetric,
+} from './node-state';
 
 /** DNS-1123 label: the form of Kubernetes node names, and so of fos1 target names. */
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -37,6 +48,14 @@ export const routeRefSchema = z
 /** Changes relative to what the node has now, resolved against the snapshot at plan time. */
 export const nodePatchSchema = z
   .object({
+    /** Upsert replaces what fos1 manages of the named interface; remove stops managing it (and deletes a fos1 VLAN). */
+    interfaces: z
+      .object({
+        upsert: z.array(interfaceSchema).default([]),
+        remove: z.array(interfaceNameSchema).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
     routes: z
       .object({
         upsert: z.array(routeSchema).default([]),
@@ -44,6 +63,15 @@ export const nodePatchSchema = z
       })
       .strict()
       .default({ upsert: [], remove: [] }),
+    rules: z
+      .object({
+        upsert: z.array(ruleSchema).default([]),
+        remove: z.array(ruleSchema).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
+    /** NAT rules are ordered (first match wins): a patch replaces the whole NAT config, or leaves it alone. */
+    nat: natSchema.optional(),
     blocklist: z
       .object({
         upsert: z.array(blocklistEntrySchema).default([]),

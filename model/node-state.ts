@@ -55,17 +55,43 @@ export const tableSchema = z
     u32.min(1, 'must be 1 or more (table 0 is unspecified)').refine((t) => t !== 255, 'table 255 is the kernel\'s "local" table and is not managed by fos1'),
   );
 
+/** An ECMP next hop of a multipath route. */
+export const nextHopSchema = z
+  .object({
+    gateway: ipSchema,
+    device: interfaceNameSchema.optional(),
+    /** Relative share of flows, 1–256 (the kernel's range); 1 when not given. */
+    weight: z.number().int().min(1, 'must be 1–256').max(256, 'must be 1–256').default(1),
+  })
+  .strict();
+
 /** A static route. Identity in the kernel: (family, table, destination, metric). */
 export const routeSchema = z
   .object({
     destination: cidrSchema,
     gateway: ipSchema.optional(),
     device: interfaceNameSchema.optional(),
+    /** ECMP: several next hops instead of one gateway/device; flows are spread by weight. */
+    nexthops: z.array(nextHopSchema).min(2, 'an ECMP route needs at least 2 next hops').max(32).optional(),
     table: tableSchema.default(MAIN_TABLE),
     metric: u32.optional(),
   })
   .strict()
   .superRefine((route, ctx) => {
+    if (route.nexthops !== undefined) {
+      if (route.gateway !== undefined || route.device !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['nexthops'], message: 'give either "nexthops" (ECMP) or "gateway"/"device", not both' });
+      }
+      const destinationFamily = parseCidr(route.destination).family;
+      route.nexthops.forEach((hop, i) => {
+        const family = parseIp(hop.gateway)?.family;
+        if (family !== destinationFamily) {
+          ctx.addIssue({ code: 'custom', path: ['nexthops', i, 'gateway'], message: `gateway ${hop.gateway} is IPv${family} but destination ${route.destination} is IPv${destinationFamily}` });
+        }
+      });
+      reportDuplicates(route.nexthops.map((h) => h.gateway), ['nexthops'], 'next hop gateway', ctx);
+      return;
+    }
     if (route.gateway === undefined && route.device === undefined) {
       ctx.addIssue({ code: 'custom', path: ['gateway'], message: 'a route needs a gateway, a device, or both' });
     }
@@ -81,7 +107,13 @@ export const routeSchema = z
       }
     }
   })
-  .transform((route) => ({ ...route, metric: normaliseMetric(route.destination, route.metric) }));
+  .transform((route) => ({
+    ...route,
+    // The kernel lists next hops in the order they were added; fos1 adds them sorted so
+    // that desired and read-back routes compare equal whatever order the operator used.
+    ...(route.nexthops ? { nexthops: [...route.nexthops].sort((a, b) => compareText(a.gateway, b.gateway)) } : {}),
+    metric: normaliseMetric(route.destination, route.metric),
+  }));
 
 /** One entry of the IP blocklist (enforced by fos1's eBPF LPM tries). */
 export const blocklistEntrySchema = z
@@ -96,19 +128,211 @@ export const blocklistEntrySchema = z
   })
   .strict();
 
+/**
+ * An address on an interface: `10.0.0.1/24`, `2001:db8::1/64` (host bits are the point
+ * here, unlike a route prefix). Returned canonical; a bare address means /32 or /128.
+ */
+export const interfaceAddressSchema = z.string().transform((text, ctx) => {
+  const canonical = canonicalInterfaceAddress(text);
+  if (canonical === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not an interface address (expected e.g. 192.0.2.1/24 or 2001:db8::1/64)` });
+    return z.NEVER;
+  }
+  return canonical;
+});
+
+/** Canonical `address/length` of an interface address, or undefined when it is not one. */
+export function canonicalInterfaceAddress(text: string): string | undefined {
+  const slash = text.indexOf('/');
+  const ip = parseIp(slash === -1 ? text : text.slice(0, slash));
+  if (!ip) return undefined;
+  const max = ip.family === 4 ? 32 : 128;
+  const lengthText = slash === -1 ? String(max) : text.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(lengthText) || Number(lengthText) > max) return undefined;
+  return `${canonicalIp(text.slice(0, slash === -1 ? undefined : slash))}/${Number(lengthText)}`;
+}
+
+/** The kernel's 802.1Q VLAN id range (0 and 4095 are reserved). */
+export const vlanSchema = z
+  .object({
+    parent: interfaceNameSchema,
+    id: z.number().int().min(1, 'must be a VLAN id 1–4094').max(4094, 'must be a VLAN id 1–4094'),
+  })
+  .strict();
+
+/**
+ * One interface as fos1 wants it. Fields that are left out are left alone. An interface
+ * with `vlan` is an 802.1Q sub-interface fos1 creates (and owns: fos1 removes owned VLANs
+ * that are no longer desired); any other interface must exist already (a NIC, a veth, a
+ * bridge) and fos1 only sets its MTU, admin state and addresses.
+ */
+export const interfaceSchema = z
+  .object({
+    name: interfaceNameSchema,
+    vlan: vlanSchema.optional(),
+    mtu: z.number().int().min(68, 'must be an MTU of 68 or more (the IPv4 minimum)').max(65535, 'must be an MTU of at most 65535').optional(),
+    /** Admin state: true = `ip link set up`. */
+    up: z.boolean().optional(),
+    /** When given, the complete list of global-scope addresses (both families); link-local IPv6 is the kernel's. */
+    addresses: z.array(interfaceAddressSchema).max(1000).optional(),
+  })
+  .strict()
+  .superRefine((iface, ctx) => {
+    if (iface.vlan && iface.vlan.parent === iface.name) ctx.addIssue({ code: 'custom', path: ['vlan', 'parent'], message: 'a VLAN cannot be its own parent' });
+    if (iface.addresses) reportDuplicates(iface.addresses, ['addresses'], 'address', ctx);
+    if (iface.mtu !== undefined && iface.mtu < 1280 && iface.addresses?.some((a) => a.includes(':'))) {
+      ctx.addIssue({ code: 'custom', path: ['mtu'], message: 'IPv6 needs an MTU of at least 1280' });
+    }
+  })
+  .transform((iface) => (iface.addresses ? { ...iface, addresses: [...iface.addresses].sort(compareText) } : iface));
+
+/**
+ * A policy routing rule (`ip rule`): packets matching every given selector are looked up
+ * in `table`. Identity is the whole rule; fos1 marks its rules with its protocol number.
+ */
+export const ruleSchema = z
+  .object({
+    /** 1–32765: 0, 32766 and 32767 hold the kernel's own local/main/default rules. */
+    priority: z.number().int().min(1, 'must be 1–32765 (0, 32766 and 32767 are the kernel\'s rules)').max(32765, 'must be 1–32765 (0, 32766 and 32767 are the kernel\'s rules)'),
+    from: cidrSchema.optional(),
+    to: cidrSchema.optional(),
+    iif: interfaceNameSchema.optional(),
+    oif: interfaceNameSchema.optional(),
+    fwmark: u32.optional(),
+    /** Mask for fwmark; all ones when not given. */
+    fwmask: u32.optional(),
+    table: tableSchema,
+    /** Needed only when neither `from` nor `to` says which family the rule is for. */
+    family: z.union([z.literal(4), z.literal(6)]).optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    const families = [rule.from, rule.to].filter((c): c is string => c !== undefined).map((c) => parseCidr(c).family);
+    if (rule.family !== undefined) families.push(rule.family);
+    if (families.length === 0) ctx.addIssue({ code: 'custom', path: ['family'], message: 'give "family" (4 or 6) when neither "from" nor "to" is given' });
+    if (new Set(families).size > 1) ctx.addIssue({ code: 'custom', path: ['to'], message: '"from", "to" and "family" must all be of one IP family' });
+    if (rule.fwmask !== undefined && rule.fwmark === undefined) ctx.addIssue({ code: 'custom', path: ['fwmask'], message: '"fwmask" needs "fwmark"' });
+  })
+  .transform((rule) => {
+    const family = rule.family ?? parseCidr((rule.from ?? rule.to) as string).family;
+    const out: PolicyRule = { family, priority: rule.priority, table: rule.table };
+    if (rule.from !== undefined) out.from = rule.from;
+    if (rule.to !== undefined) out.to = rule.to;
+    if (rule.iif !== undefined) out.iif = rule.iif;
+    if (rule.oif !== undefined) out.oif = rule.oif;
+    if (rule.fwmark !== undefined) {
+      out.fwmark = rule.fwmark;
+      out.fwmask = rule.fwmask ?? 0xffffffff;
+    }
+    return out;
+  });
+
+/**
+ * Source NAT for traffic from `source` leaving through `outInterface`: to the address `to`,
+ * or masquerade (the interface's own address) when `to` is not given. IPv4 or IPv6 (NAT66).
+ */
+export const sourceNatSchema = z
+  .object({
+    source: cidrSchema,
+    outInterface: interfaceNameSchema,
+    to: ipSchema.optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.to !== undefined && parseIp(rule.to)?.family !== parseCidr(rule.source).family) {
+      ctx.addIssue({ code: 'custom', path: ['to'], message: `"to" ${rule.to} and "source" ${rule.source} are of different IP families` });
+    }
+  });
+
+const portSchema = z.number().int().min(1, 'must be a port 1–65535').max(65535, 'must be a port 1–65535');
+
+/** Destination NAT (a port forward): `protocol`/`port` arriving (on `inInterface`, for `destination`) go to `to`:`toPort`. */
+export const portForwardSchema = z
+  .object({
+    protocol: z.enum(['tcp', 'udp']),
+    port: portSchema,
+    inInterface: interfaceNameSchema.optional(),
+    /** The address the client connects to; any address of the router when not given. */
+    destination: ipSchema.optional(),
+    to: ipSchema,
+    /** The server's port; the same as `port` when not given. */
+    toPort: portSchema.optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.destination !== undefined && parseIp(rule.destination)?.family !== parseIp(rule.to)?.family) {
+      ctx.addIssue({ code: 'custom', path: ['to'], message: `"to" ${rule.to} and "destination" ${rule.destination} are of different IP families` });
+    }
+  })
+  .transform((rule) => ({ ...rule, toPort: rule.toPort ?? rule.port }));
+
+/** NAT and NAT66, kept in an nftables table fos1 owns. Rules apply in list order (first match wins). */
+export const natSchema = z
+  .object({
+    sourceNat: z.array(sourceNatSchema).max(10_000).default([]),
+    portForwards: z.array(portForwardSchema).max(10_000).default([]),
+  })
+  .strict();
+
 /** The desired (or observed) network state of one node. */
 export const nodeStateSchema = z
   .object({
+    interfaces: z.array(interfaceSchema).max(4096).default([]),
     routes: z.array(routeSchema).max(10_000).default([]),
+    rules: z.array(ruleSchema).max(10_000).default([]),
+    nat: natSchema.default({ sourceNat: [], portForwards: [] }),
     blocklist: z.array(blocklistEntrySchema).max(100_000).default([]),
   })
   .strict()
   .superRefine((state, ctx) => {
+    reportDuplicates(state.interfaces.map((i) => i.name), ['interfaces'], 'interface name', ctx);
+    reportDuplicates(
+      state.interfaces.flatMap((i) => (i.vlan ? [`${i.vlan.parent}.${i.vlan.id}`] : [])),
+      ['interfaces'],
+      'VLAN (parent, id)',
+      ctx,
+    );
     reportDuplicates(state.routes.map(routeKey), ['routes'], 'route (family, table, destination, metric)', ctx);
+    reportDuplicates(state.rules.map(ruleKey), ['rules'], 'rule', ctx);
+    reportDuplicates(state.nat.portForwards.map(portForwardKey), ['nat', 'portForwards'], 'port forward', ctx);
     reportDuplicates(state.blocklist.map((e) => e.cidr), ['blocklist'], 'blocklist prefix', ctx);
   });
 
 export type Route = z.output<typeof routeSchema>;
+export type NextHop = z.output<typeof nextHopSchema>;
+export type InterfaceConfig = z.output<typeof interfaceSchema>;
+export type SourceNat = z.output<typeof sourceNatSchema>;
+export type PortForward = z.output<typeof portForwardSchema>;
+export type NatConfig = z.output<typeof natSchema>;
+
+/** A policy routing rule, normalised: the family is always known, fwmask is set with fwmark. */
+export interface PolicyRule {
+  family: 4 | 6;
+  priority: number;
+  from?: string;
+  to?: string;
+  iif?: string;
+  oif?: string;
+  fwmark?: number;
+  fwmask?: number;
+  table: number;
+}
+
+/**
+ * An interface as read from the node: every field known. `vlan` is set only on 802.1Q
+ * sub-interfaces fos1 created (marked with {@link FOS1_LINK_ALIAS}).
+ */
+export interface ObservedInterface {
+  name: string;
+  vlan?: { parent: string; id: number };
+  mtu: number;
+  up: boolean;
+  /** Global-scope addresses, canonical, sorted. */
+  addresses: string[];
+}
+
+/** The ifalias fos1 gives the links it creates: how it tells its own VLANs from foreign ones. */
+export const FOS1_LINK_ALIAS = 'fos1:owned';
 export type RouteInput = z.input<typeof routeSchema>;
 export type BlocklistEntry = z.output<typeof blocklistEntrySchema>;
 export type NodeState = z.output<typeof nodeStateSchema>;
@@ -124,7 +348,11 @@ export interface ObservedBlocklistEntry {
   expiresAt?: string;
 }
 export interface ObservedNodeState {
+  /** Every interface of the node but loopback (fos1 changes only those a change names, and its own VLANs). */
+  interfaces: ObservedInterface[];
   routes: Route[];
+  rules: PolicyRule[];
+  nat: NatConfig;
   blocklist: ObservedBlocklistEntry[];
 }
 
@@ -132,6 +360,24 @@ export interface ObservedNodeState {
 export function routeKey(route: Pick<Route, 'destination' | 'table' | 'metric'>): string {
   const family = parseCidr(route.destination).family;
   return `ipv${family} table ${route.table} ${route.destination} metric ${route.metric}`;
+}
+
+/** Identity of a policy rule: all of it (the kernel refuses an identical second rule). */
+export function ruleKey(rule: PolicyRule): string {
+  const parts = [`ipv${rule.family}`, `priority ${rule.priority}`];
+  if (rule.from) parts.push(`from ${rule.from}`);
+  if (rule.to) parts.push(`to ${rule.to}`);
+  if (rule.iif) parts.push(`iif ${rule.iif}`);
+  if (rule.oif) parts.push(`oif ${rule.oif}`);
+  if (rule.fwmark !== undefined) parts.push(`fwmark 0x${rule.fwmark.toString(16)}/0x${(rule.fwmask ?? 0xffffffff).toString(16)}`);
+  parts.push(`table ${rule.table}`);
+  return parts.join(' ');
+}
+
+/** Identity of a port forward: what arrives (two forwards of one key could never both match). */
+export function portForwardKey(rule: Pick<PortForward, 'protocol' | 'port' | 'inInterface' | 'destination' | 'to'>): string {
+  const family = parseIp(rule.destination ?? rule.to)?.family;
+  return `ipv${family} ${rule.protocol}/${rule.port} in ${rule.inInterface ?? 'any'} to ${rule.destination ?? 'any'}`;
 }
 
 /** Applies the kernel's metric defaulting so desired and observed routes compare equal. */
@@ -151,4 +397,8 @@ function reportDuplicates(keys: string[], path: (string | number)[], what: strin
     }
     ctx.addIssue({ code: 'custom', path: [...path, index], message: `duplicate ${what} "${key}" (first at index ${first})` });
   });
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

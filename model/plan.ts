@@ -7,8 +7,19 @@
  * Pure code: bundled into workflows.
  */
 import type { NodePatch } from './change-request';
-import type { BlocklistEntry, NodeState, ObservedBlocklistEntry, ObservedNodeState, Route } from './node-state';
-import { routeKey } from './node-state';
+import type {
+  BlocklistEntry,
+  InterfaceConfig,
+  NatConfig,
+  NodeState,
+  ObservedBlocklistEntry,
+  ObservedInterface,
+  PolicyRule,
+  PortForward,
+  Route,
+  SourceNat,
+} from './node-state';
+import { portForwardKey, routeKey, ruleKey } from './node-state';
 
 /** A route operation. `inverse` undoes it exactly. */
 export type RouteOperation =
@@ -22,16 +33,71 @@ export type BlocklistOperation =
   | { subsystem: 'blocklist'; action: 'delete'; entry: ObservedBlocklistEntry }
   | { subsystem: 'blocklist'; action: 'replace'; entry: ObservedBlocklistEntry; previous: ObservedBlocklistEntry };
 
-export type Operation = RouteOperation | BlocklistOperation;
+/** MTU and admin state of an existing interface; `previous` holds the values it replaces. */
+export interface LinkSettings {
+  mtu?: number;
+  up?: boolean;
+}
+export type LinkOperation = { subsystem: 'links'; action: 'set'; name: string; settings: LinkSettings; previous: LinkSettings };
 
-/** The plan for one node: operations in apply order. */
+/** An 802.1Q sub-interface fos1 creates or removes (with the MTU and admin state it is created with). */
+export interface VlanLink {
+  name: string;
+  parent: string;
+  id: number;
+  mtu?: number;
+  up?: boolean;
+}
+export type VlanOperation = { subsystem: 'vlans'; action: 'add' | 'delete'; vlan: VlanLink };
+
+/** One address on one interface. */
+export type AddressOperation = { subsystem: 'addresses'; action: 'add' | 'delete'; device: string; address: string };
+
+/** A policy routing rule fos1 adds or deletes. */
+export type RuleOperation = { subsystem: 'rules'; action: 'add' | 'delete'; rule: PolicyRule };
+
+/** The two chains of fos1's NAT table: source NAT after routing, port forwards before it. */
+export type NatChain = 'postrouting' | 'prerouting';
+/**
+ * A NAT rule appended to (`add`) or removed from (`delete`) a chain; `index` is its
+ * position in the chain (the activity maps it to the kernel's rule handle).
+ */
+export type NatOperation =
+  | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'postrouting'; index: number; rule: SourceNat }
+  | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'prerouting'; index: number; rule: PortForward };
+
+export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | NatOperation | BlocklistOperation;
+
+/** The plan for one node: operations per subsystem, subsystems in apply order. */
 export interface NodePlan {
+  links: LinkOperation[];
+  vlans: VlanOperation[];
+  addresses: AddressOperation[];
   routes: RouteOperation[];
+  rules: RuleOperation[];
+  nat: NatOperation[];
   blocklist: BlocklistOperation[];
+}
+
+/** The subsystems of a node in the order a change applies them (a rollback runs them backwards). */
+export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'nat', 'blocklist'] as const;
+export type Subsystem = (typeof SUBSYSTEM_ORDER)[number];
+
+/**
+ * A node's state as the planner takes it. Subsystems left out are not compared (older
+ * callers and tests that only deal with routes and the blocklist).
+ */
+export interface PlanState<I> {
+  interfaces?: I[];
+  routes: Route[];
+  rules?: PolicyRule[];
+  nat?: NatConfig;
+  blocklist: ObservedBlocklistEntry[];
 }
 
 /** Returns the operation that undoes `op`. */
 export function inverseOf<T extends Operation>(op: T): T {
+  if (op.subsystem === 'links') return { ...op, settings: op.previous, previous: op.settings } as T;
   switch (op.action) {
     case 'add':
       return { ...op, action: 'delete' };
@@ -40,8 +106,9 @@ export function inverseOf<T extends Operation>(op: T): T {
     case 'replace':
       return op.subsystem === 'routes'
         ? ({ ...op, route: op.previous, previous: op.route } as T)
-        : ({ ...op, entry: op.previous, previous: op.entry } as T);
+        : ({ ...op, entry: (op as BlocklistOperation & { action: 'replace' }).previous, previous: (op as BlocklistOperation & { action: 'replace' }).entry } as T);
   }
+  return op;
 }
 
 /**
@@ -49,9 +116,25 @@ export function inverseOf<T extends Operation>(op: T): T {
  * applied on top of the observed state (the snapshot). Observed blocklist entries keep
  * no reason text; they are carried over as "(kept)".
  */
-export function resolveDesired(observed: ObservedNodeState, change: { desired?: NodeState; patch?: NodePatch }): NodeState {
+export function resolveDesired(observed: PlanState<ObservedInterface>, change: { desired?: NodeState; patch?: Partial<NodePatch> }): NodeState {
   if (change.desired) return change.desired;
-  const patch = change.patch ?? { routes: { upsert: [], remove: [] }, blocklist: { upsert: [], remove: [] } };
+  const patch: NodePatch = {
+    interfaces: { upsert: [], remove: [] },
+    routes: { upsert: [], remove: [] },
+    rules: { upsert: [], remove: [] },
+    nat: undefined,
+    blocklist: { upsert: [], remove: [] },
+    ...change.patch,
+  } as NodePatch;
+
+  // Interfaces: an upsert replaces what fos1 manages of that interface (fields left out are left alone).
+  const interfaces = new Map<string, InterfaceConfig>((observed.interfaces ?? []).map((i) => [i.name, i]));
+  for (const name of patch.interfaces?.remove ?? []) interfaces.delete(name);
+  for (const iface of patch.interfaces?.upsert ?? []) interfaces.set(iface.name, iface);
+
+  const rules = new Map((observed.rules ?? []).map((r) => [ruleKey(r), r]));
+  for (const rule of patch.rules?.remove ?? []) rules.delete(ruleKey(rule));
+  for (const rule of patch.rules?.upsert ?? []) rules.set(ruleKey(rule), rule);
 
   const routes = new Map(observed.routes.map((r) => [routeKey(r), r]));
   for (const ref of patch.routes.remove) routes.delete(routeKey(ref));
@@ -63,7 +146,116 @@ export function resolveDesired(observed: ObservedNodeState, change: { desired?: 
   for (const cidr of patch.blocklist.remove) blocklist.delete(cidr);
   for (const entry of patch.blocklist.upsert) blocklist.set(entry.cidr, entry);
 
-  return { routes: [...routes.values()], blocklist: [...blocklist.values()] };
+  return {
+    interfaces: [...interfaces.values()],
+    routes: [...routes.values()],
+    rules: [...rules.values()],
+    // NAT rules are ordered (first match wins), so a patch gives the whole NAT config or none.
+    nat: patch.nat ?? observed.nat ?? { sourceNat: [], portForwards: [] },
+    blocklist: [...blocklist.values()],
+  };
+}
+
+/**
+ * Link operations: MTU and admin state of interfaces that exist and are named in
+ * `desired` (VLANs still to be created get theirs when they are created).
+ */
+export function planLinks(observed: ObservedInterface[], desired: InterfaceConfig[]): LinkOperation[] {
+  const current = new Map(observed.map((i) => [i.name, i]));
+  const ops: LinkOperation[] = [];
+  for (const want of [...desired].sort(byName)) {
+    const have = current.get(want.name);
+    if (want.vlan && !(have?.vlan && sameVlan(have.vlan, want.vlan))) continue; // created (or re-created) by the VLAN step
+    const settings: LinkSettings = {};
+    const previous: LinkSettings = {};
+    if (want.mtu !== undefined && have?.mtu !== want.mtu) {
+      settings.mtu = want.mtu;
+      if (have) previous.mtu = have.mtu;
+    }
+    if (want.up !== undefined && have?.up !== want.up) {
+      settings.up = want.up;
+      if (have) previous.up = have.up;
+    }
+    if (settings.mtu !== undefined || settings.up !== undefined) ops.push({ subsystem: 'links', action: 'set', name: want.name, settings, previous });
+  }
+  return ops;
+}
+
+/**
+ * VLAN operations: fos1's VLANs that are no longer desired (or whose parent or id
+ * changed) are deleted first — the kernel allows one VLAN per (parent, id) — then the
+ * missing ones are created.
+ */
+export function planVlans(observed: ObservedInterface[], desired: InterfaceConfig[]): VlanOperation[] {
+  const current = new Map(observed.map((i) => [i.name, i]));
+  const wanted = new Map(desired.map((i) => [i.name, i]));
+  const deletes: VlanOperation[] = [];
+  const adds: VlanOperation[] = [];
+  for (const have of [...observed].sort(byName)) {
+    if (!have.vlan) continue;
+    const want = wanted.get(have.name);
+    if (want && (!want.vlan || sameVlan(have.vlan, want.vlan))) continue;
+    deletes.push({ subsystem: 'vlans', action: 'delete', vlan: { name: have.name, ...have.vlan, mtu: have.mtu, up: have.up } });
+  }
+  for (const want of [...desired].sort(byName)) {
+    if (!want.vlan) continue;
+    const have = current.get(want.name);
+    if (have?.vlan && sameVlan(have.vlan, want.vlan)) continue;
+    const vlan: VlanLink = { name: want.name, ...want.vlan };
+    if (want.mtu !== undefined) vlan.mtu = want.mtu;
+    if (want.up !== undefined) vlan.up = want.up;
+    adds.push({ subsystem: 'vlans', action: 'add', vlan });
+  }
+  return [...deletes, ...adds];
+}
+
+/** Address operations for interfaces whose addresses `desired` lists: adds first, deletes last. */
+export function planAddresses(observed: ObservedInterface[], desired: InterfaceConfig[]): AddressOperation[] {
+  const current = new Map(observed.map((i) => [i.name, i]));
+  const adds: AddressOperation[] = [];
+  const deletes: AddressOperation[] = [];
+  for (const want of [...desired].sort(byName)) {
+    if (!want.addresses) continue;
+    const have = current.get(want.name);
+    // A VLAN about to be (re-)created starts without addresses.
+    const recreated = want.vlan !== undefined && !(have?.vlan && sameVlan(have.vlan, want.vlan));
+    const haveAddresses = new Set(recreated ? [] : (have?.addresses ?? []));
+    const wantAddresses = new Set(want.addresses);
+    for (const address of [...wantAddresses].sort()) if (!haveAddresses.has(address)) adds.push({ subsystem: 'addresses', action: 'add', device: want.name, address });
+    for (const address of [...haveAddresses].sort()) if (!wantAddresses.has(address)) deletes.push({ subsystem: 'addresses', action: 'delete', device: want.name, address });
+  }
+  return [...adds, ...deletes];
+}
+
+/** Policy rule operations: adds first, deletes last, so steered traffic never falls back to main. */
+export function planRules(observed: PolicyRule[], desired: PolicyRule[]): RuleOperation[] {
+  const current = new Map(observed.map((r) => [ruleKey(r), r]));
+  const wanted = new Map(desired.map((r) => [ruleKey(r), r]));
+  const ops: RuleOperation[] = [];
+  for (const [key, rule] of sorted(wanted)) if (!current.has(key)) ops.push({ subsystem: 'rules', action: 'add', rule });
+  for (const [key, rule] of sorted(current)) if (!wanted.has(key)) ops.push({ subsystem: 'rules', action: 'delete', rule });
+  return ops;
+}
+
+/**
+ * NAT operations. Rule order matters (first match wins), so per chain the rules both
+ * lists share at the front stay, and the rest is replaced: the new tail is appended first
+ * and the old one deleted after it (make before break), which leaves exactly `desired`.
+ */
+export function planNat(observed: NatConfig, desired: NatConfig): NatOperation[] {
+  const chain = <R extends SourceNat | PortForward>(name: NatChain, have: R[], want: R[], describe: (r: R) => string): NatOperation[] => {
+    let common = 0;
+    while (common < have.length && common < want.length && describe(have[common] as R) === describe(want[common] as R)) common++;
+    const ops: NatOperation[] = [];
+    want.slice(common).forEach((rule, i) => ops.push({ subsystem: 'nat', action: 'add', chain: name, index: have.length + i, rule } as NatOperation));
+    // Deleting from the end keeps the earlier indexes valid while the tail goes.
+    for (let i = have.length - 1; i >= common; i--) ops.push({ subsystem: 'nat', action: 'delete', chain: name, index: i, rule: have[i] } as NatOperation);
+    return ops;
+  };
+  return [
+    ...chain('postrouting', observed.sourceNat, desired.sourceNat, describeSourceNat),
+    ...chain('prerouting', observed.portForwards, desired.portForwards, describePortForward),
+  ];
 }
 
 /**
@@ -105,32 +297,62 @@ export function planBlocklist(observed: ObservedBlocklistEntry[], desired: Obser
   return ops;
 }
 
-/** The full plan for one node. */
-export function planNodeChange(observed: ObservedNodeState, desired: ObservedNodeState): NodePlan {
-  return { routes: planRoutes(observed.routes, desired.routes), blocklist: planBlocklist(observed.blocklist, desired.blocklist) };
+const NO_NAT: NatConfig = { sourceNat: [], portForwards: [] };
+
+/**
+ * The full plan for one node. Interfaces `desired` does not name are left alone (except
+ * fos1's own VLANs, which are removed); a subsystem `desired` leaves out is not compared.
+ */
+export function planNodeChange(observed: PlanState<ObservedInterface>, desired: PlanState<InterfaceConfig>): NodePlan {
+  const observedInterfaces = observed.interfaces ?? [];
+  const desiredInterfaces = desired.interfaces;
+  return {
+    links: desiredInterfaces ? planLinks(observedInterfaces, desiredInterfaces) : [],
+    vlans: desiredInterfaces ? planVlans(observedInterfaces, desiredInterfaces) : [],
+    addresses: desiredInterfaces ? planAddresses(observedInterfaces, desiredInterfaces) : [],
+    routes: planRoutes(observed.routes, desired.routes),
+    rules: desired.rules ? planRules(observed.rules ?? [], desired.rules) : [],
+    nat: desired.nat ? planNat(observed.nat ?? NO_NAT, desired.nat) : [],
+    blocklist: planBlocklist(observed.blocklist, desired.blocklist),
+  };
 }
 
 /** Number of operations in a plan. */
 export function planSize(plan: NodePlan): number {
-  return plan.routes.length + plan.blocklist.length;
+  return SUBSYSTEM_ORDER.reduce((n, s) => n + plan[s].length, 0);
 }
 
 /**
  * Differences between what was read back and what was expected, as readable lines;
  * empty when they match. Used to verify an apply and, against the snapshot, a rollback.
  */
-export function stateDifferences(actual: ObservedNodeState, expected: ObservedNodeState): string[] {
+export function stateDifferences(actual: PlanState<ObservedInterface>, expected: PlanState<InterfaceConfig>): string[] {
   const plan = planNodeChange(actual, expected);
   return renderPlan(plan).map((line) => `missing change: ${line}`);
 }
 
 /** Renders a plan as a diff, one line an operation: `+ add`, `- delete`, `~ replace`. */
 export function renderPlan(plan: NodePlan): string[] {
-  return [...plan.routes, ...plan.blocklist].map(renderOperation);
+  return SUBSYSTEM_ORDER.flatMap((s) => plan[s] as Operation[]).map(renderOperation);
 }
 
 /** One operation as a diff line. */
 export function renderOperation(op: Operation): string {
+  const sign = op.action === 'add' ? '+' : op.action === 'delete' ? '-' : '~';
+  switch (op.subsystem) {
+    case 'links':
+      return `~ link ${op.name} ${describeLink(op.previous)} => ${describeLink(op.settings)}`;
+    case 'vlans':
+      return `${sign} vlan ${describeVlan(op.vlan)}`;
+    case 'addresses':
+      return `${sign} address ${op.address} dev ${op.device}`;
+    case 'rules':
+      return `${sign} rule ${describeRule(op.rule)}`;
+    case 'nat':
+      return `${sign} nat ${op.chain === 'postrouting' ? describeSourceNat(op.rule) : describePortForward(op.rule)}`;
+    default:
+      break;
+  }
   if (op.subsystem === 'routes') {
     switch (op.action) {
       case 'add':
@@ -156,6 +378,7 @@ export function describeRoute(route: Route): string {
   const parts = [route.destination];
   if (route.gateway) parts.push(`via ${route.gateway}`);
   if (route.device) parts.push(`dev ${route.device}`);
+  for (const hop of route.nexthops ?? []) parts.push(`nexthop via ${hop.gateway}${hop.device ? ` dev ${hop.device}` : ''} weight ${hop.weight}`);
   parts.push(`table ${route.table}`, `metric ${route.metric}`);
   return parts.join(' ');
 }
@@ -170,10 +393,52 @@ function describeEntry(entry: ObservedBlocklistEntry): string {
  * operator named is compared.
  */
 export function routeMatches(have: Route, want: Route): boolean {
+  if (want.nexthops !== undefined || have.nexthops !== undefined) {
+    if (want.nexthops === undefined || have.nexthops === undefined || want.nexthops.length !== have.nexthops.length) return false;
+    return want.nexthops.every((hop, i) => {
+      const got = have.nexthops?.[i];
+      return got !== undefined && got.gateway === hop.gateway && got.weight === hop.weight && (hop.device === undefined || got.device === hop.device);
+    });
+  }
   if (want.gateway !== undefined && have.gateway !== want.gateway) return false;
   if (want.gateway === undefined && have.gateway !== undefined) return false;
   if (want.device !== undefined && have.device !== want.device) return false;
   return true;
+}
+
+/** A policy rule in `ip rule` words. */
+export function describeRule(rule: PolicyRule): string {
+  return ruleKey(rule).replace(/^ipv(\d) /, '-$1 ');
+}
+
+/** A source NAT rule in words: `masquerade 10.1.0.0/16 out wan0` or `snat … to 192.0.2.1`. */
+export function describeSourceNat(rule: SourceNat): string {
+  return rule.to === undefined ? `masquerade ${rule.source} out ${rule.outInterface}` : `snat ${rule.source} out ${rule.outInterface} to ${rule.to}`;
+}
+
+/** A port forward in words: `forward tcp/8080 in wan0 to 192.0.2.1 => 10.2.0.2:80`. */
+export function describePortForward(rule: PortForward): string {
+  const target = rule.to.includes(':') ? `[${rule.to}]` : rule.to;
+  return `forward ${portForwardKey(rule).replace(/^ipv\d /, '')} => ${target}:${rule.toPort}`;
+}
+
+function describeLink(settings: LinkSettings): string {
+  const parts: string[] = [];
+  if (settings.mtu !== undefined) parts.push(`mtu ${settings.mtu}`);
+  if (settings.up !== undefined) parts.push(settings.up ? 'up' : 'down');
+  return parts.join(' ') || '(absent)';
+}
+
+function describeVlan(vlan: VlanLink): string {
+  return `${vlan.name} link ${vlan.parent} id ${vlan.id}${vlan.mtu !== undefined ? ` mtu ${vlan.mtu}` : ''}${vlan.up !== undefined ? (vlan.up ? ' up' : ' down') : ''}`;
+}
+
+function sameVlan(a: { parent: string; id: number }, b: { parent: string; id: number }): boolean {
+  return a.parent === b.parent && a.id === b.id;
+}
+
+function byName(a: { name: string }, b: { name: string }): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
 function sorted<V>(map: Map<string, V>): [string, V][] {

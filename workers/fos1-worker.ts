@@ -9,6 +9,10 @@ import { createCiliumActivities, type CiliumActivityDeps } from '../activities/c
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
+import { LinkTable } from '../activities/system/link-table';
+import { RuleTable } from '../activities/system/rule-table';
+import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
+import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
@@ -19,12 +23,17 @@ export interface NodeTarget {
   routeProtocol: number;
   bpfPinDir: string;
   blocklistMaxEntries: { v4: number; v6: number };
+  /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
+  natTable?: string;
 }
 
 /** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
 export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivityDeps {
   return {
     routes: new RouteTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
+    links: new LinkTable(createIpRunner({ netns: target.netns })),
+    rules: new RuleTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
+    nat: new NatTable(createNftRunner({ netns: target.netns }), target.natTable ?? DEFAULT_NAT_TABLE),
     openBlocklist: () =>
       BlocklistMaps.open({ pinDir: target.bpfPinDir, maxEntriesV4: target.blocklistMaxEntries.v4, maxEntriesV6: target.blocklistMaxEntries.v6 }),
     logger,

@@ -2,9 +2,12 @@
  * Per-node workflows. They run on the node's own task queue, so their activities execute
  * on the worker of that node and nowhere else.
  *
- *   nodeChangeWorkflow:  snapshot → plan → (dry-run stops) → routes → blocklist → verify
- *                        └─ on any failure after the first apply: restore from the snapshot
- *                           in reverse order, then read back and compare with the snapshot
+ *   nodeChangeWorkflow:  snapshot → plan → (dry-run stops) → links → vlans → addresses →
+ *                        routes → rules → nat → blocklist → verify (steps without planned
+ *                        operations are skipped)
+ *                        └─ on any failure after the first apply: restore every subsystem
+ *                           from the snapshot in reverse order, then read back and compare
+ *                           with the snapshot
  *   nodeRestoreWorkflow: the same restore, started by the parent (unconfirmed change, abort,
  *                        or another node's failure)
  */
@@ -13,12 +16,32 @@ import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNodeState } from '../model/node-state';
-import { planNodeChange, planSize, renderPlan, resolveDesired, stateDifferences } from '../model/plan';
+import { planNodeChange, planSize, renderPlan, resolveDesired, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
 
-const { readNodeState, syncRoutes, syncBlocklist } = proxyActivities<NodeActivities>({
+const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
+
+/** The converge activity of each subsystem; given the snapshot it is that subsystem's restore. */
+const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState) => Promise<{ operations: string[] }>> = {
+  links: (s) => syncLinks({ desired: s.interfaces }),
+  vlans: (s) => syncVlans({ desired: s.interfaces }),
+  addresses: (s) => syncAddresses({ desired: s.interfaces }),
+  routes: (s) => syncRoutes({ desired: s.routes }),
+  rules: (s) => syncRules({ desired: s.rules }),
+  nat: (s) => syncNat({ desired: s.nat }),
+  blocklist: (s) => syncBlocklist({ desired: s.blocklist }),
+};
+
+/**
+ * Restores of every subsystem, newest-applied first. A rollback restores all of them, not
+ * only the steps that ran: the kernel couples subsystems (removing an interface's last
+ * address flushes the routes through it), so a step can change what a later one owns.
+ */
+function restoresFrom(snapshot: ObservedNodeState): { step: string; run: () => Promise<unknown> }[] {
+  return [...SUBSYSTEM_ORDER].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](snapshot) }));
+}
 const { audit } = proxySinks<AuditSinks>();
 
 /** Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request. */
@@ -72,20 +95,27 @@ export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
 /** Applies one change request to one node, rolling back to the snapshot on any failure. */
 export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeChangeResult> {
   const auditTrail = new AuditTrail(input.changeId, input.author, input.node);
-  const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: input.dryRun ? 2 : 5 };
+  const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: 2 };
   setHandler(nodeProgressQuery, () => progress);
   const advance = (next: string) => {
     progress.stepsDone++;
     progress.step = next;
   };
 
-  const snapshot = await auditTrail.step('snapshot', () => readNodeState(), (s) => `${s.routes.length} routes, ${s.blocklist.length} blocklist entries`);
+  const snapshot = await auditTrail.step(
+    'snapshot',
+    () => readNodeState(),
+    (s) =>
+      `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${s.blocklist.length} blocklist entries`,
+  );
   advance('plan');
   const desired = resolveDesired(snapshot, input);
   const plan = planNodeChange(snapshot, desired);
   const diff = renderPlan(plan);
   auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${diff.length} operations`);
-  advance(input.dryRun ? 'done' : 'routes');
+  const steps = SUBSYSTEM_ORDER.filter((subsystem) => plan[subsystem].length > 0);
+  if (!input.dryRun) progress.stepsTotal += steps.length + 1;
+  advance(input.dryRun ? 'done' : (steps[0] ?? 'verify'));
 
   const result = (outcome: NodeChangeResult['outcome'], extra: Partial<NodeChangeResult> = {}): NodeChangeResult => ({
     node: input.node,
@@ -102,17 +132,13 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     return result('unchanged');
   }
 
-  // Compensations are registered *before* each apply: an apply that fails half way has
-  // already changed the node, and restoring from the snapshot covers any partial state.
-  const compensations: { step: string; run: () => Promise<unknown> }[] = [];
+  // An apply that fails half way has already changed the node, so a failure at any step
+  // restores every subsystem from the snapshot (converging, so untouched ones are no-ops).
   try {
-    compensations.unshift({ step: 'restore routes', run: () => syncRoutes({ desired: snapshot.routes }) });
-    await auditTrail.step('routes', () => syncRoutes({ desired: desired.routes }), (r) => `${r.operations.length} operations`);
-    advance('blocklist');
-
-    compensations.unshift({ step: 'restore blocklist', run: () => syncBlocklist({ desired: snapshot.blocklist }) });
-    await auditTrail.step('blocklist', () => syncBlocklist({ desired: desired.blocklist }), (r) => `${r.operations.length} operations`);
-    advance('verify');
+    for (const [i, subsystem] of steps.entries()) {
+      await auditTrail.step(subsystem, () => SYNC[subsystem](desired), (r) => `${r.operations.length} operations`);
+      advance(steps[i + 1] ?? 'verify');
+    }
 
     await auditTrail.step('verify', async () => {
       const differences = stateDifferences(await readNodeState(), desired);
@@ -124,7 +150,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     const error = summariseFailure(err);
     log.warn('node change failed; rolling back', { node: input.node, error });
     progress.step = 'rollback';
-    const rollback = await runRestore(compensations, snapshot, auditTrail);
+    const rollback = await runRestore(restoresFrom(snapshot), snapshot, auditTrail);
     progress.step = 'done';
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
@@ -141,36 +167,40 @@ export async function nodeRestoreWorkflow(input: {
   const auditTrail = new AuditTrail(input.changeId, input.actor, input.node);
   auditTrail.record('restore requested', 'ok', Date.now(), input.reason);
   // Reverse order of apply: the blocklist went in last, so it comes out first.
-  const differences = await runRestore(
-    [
-      { step: 'restore blocklist', run: () => syncBlocklist({ desired: input.snapshot.blocklist }) },
-      { step: 'restore routes', run: () => syncRoutes({ desired: input.snapshot.routes }) },
-    ],
-    input.snapshot,
-    auditTrail,
-  );
+  const differences = await runRestore(restoresFrom(input.snapshot), input.snapshot, auditTrail);
   return { node: input.node, outcome: differences.length === 0 ? 'restored' : 'restore-failed', differences, audit: auditTrail.records };
 }
 
 /**
- * Runs compensations in order (LIFO of registration), keeps going when one fails so every
+ * Runs compensations in order (reverse of apply), keeps going when one fails so every
  * subsystem gets its chance, then reads the node back and compares it with the snapshot.
- * Returns the differences that remain: empty means the rollback is verified.
+ * When something still differs it runs them once more: a restore can depend on a later
+ * one (a snapshot route whose gateway is reachable only once the address the change removed
+ * is back), and the second pass finds it in place. Returns the differences that remain:
+ * empty means the rollback is verified.
  */
 async function runRestore(
   compensations: { step: string; run: () => Promise<unknown> }[],
   snapshot: ObservedNodeState,
   auditTrail: AuditTrail,
 ): Promise<string[]> {
-  for (const compensation of compensations) {
-    try {
-      await auditTrail.step(compensation.step, compensation.run);
-    } catch {
-      // Recorded in the audit trail; the read-back below reports what is left.
+  const pass = async () => {
+    for (const compensation of compensations) {
+      try {
+        await auditTrail.step(compensation.step, compensation.run);
+      } catch {
+        // Recorded in the audit trail; the read-back below reports what is left.
+      }
     }
-  }
+  };
+  await pass();
   try {
-    const differences = stateDifferences(await readNodeState(), snapshot);
+    let differences = stateDifferences(await readNodeState(), snapshot);
+    if (differences.length > 0) {
+      auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
+      await pass();
+      differences = stateDifferences(await readNodeState(), snapshot);
+    }
     auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
     return differences;
   } catch (err) {

@@ -3,9 +3,10 @@
  *
  * Ownership is the route's protocol number (`proto 241` by default): fos1 reads and
  * deletes only routes carrying it, and adds with `route add` (never `replace`) so a
- * foreign route with the same key is reported, not taken over.
+ * foreign route with the same key is reported, not taken over. ECMP routes (several
+ * `nexthop`s) are one route to the kernel and to fos1.
  */
-import type { Route } from '../../model/node-state';
+import type { NextHop, Route } from '../../model/node-state';
 import { MAIN_TABLE, normaliseMetric } from '../../model/node-state';
 import { canonicalCidr, canonicalIp } from '../../model/ip';
 import type { RouteOperation } from '../../model/plan';
@@ -32,7 +33,7 @@ interface IpJsonRoute {
   dev?: string;
   table?: string;
   metric?: number;
-  nexthops?: unknown[];
+  nexthops?: { gateway?: string; dev?: string; weight?: number }[];
 }
 
 const TABLE_NAMES: Record<string, number> = { main: MAIN_TABLE, default: 253, local: 255 };
@@ -94,6 +95,14 @@ export class RouteTable {
       if (r.device) spec.push('dev', r.device);
     }
     spec.push('table', String(r.table), 'metric', String(r.metric), 'proto', String(this.protocol));
+    if (op.action !== 'delete') {
+      // ECMP: `nexthop` clauses come last in `ip route` syntax.
+      for (const hop of r.nexthops ?? []) {
+        spec.push('nexthop', 'via', hop.gateway);
+        if (hop.device) spec.push('dev', hop.device);
+        spec.push('weight', String(hop.weight));
+      }
+    }
     // Every field was validated by the model (canonical prefixes, addresses, interface
     // names, integers), so the batch line cannot carry a second command or option.
     const verb = op.action === 'delete' ? 'del' : op.action === 'add' ? 'add' : 'replace';
@@ -102,10 +111,20 @@ export class RouteTable {
 }
 
 function fromIpJson(r: IpJsonRoute, family: 4 | 6): Route {
-  if (r.nexthops) throw new Error(`route ${r.dst} has several next hops; multipath routes are not managed by this version of fos1`);
   const destination = canonicalCidr(r.dst === 'default' ? (family === 4 ? '0.0.0.0/0' : '::/0') : r.dst);
   const table = r.table === undefined ? MAIN_TABLE : (TABLE_NAMES[r.table] ?? Number(r.table));
   const route: Route = { destination, table, metric: normaliseMetric(destination, r.metric) };
+  if (r.nexthops) {
+    route.nexthops = r.nexthops
+      .map((hop) => {
+        if (!hop.gateway) throw new Error(`route ${r.dst} has a next hop without a gateway; fos1 creates ECMP routes only via gateways`);
+        const out: NextHop = { gateway: canonicalIp(hop.gateway), weight: hop.weight ?? 1 };
+        if (hop.dev) out.device = hop.dev;
+        return out;
+      })
+      .sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : 0));
+    return route;
+  }
   if (r.gateway) route.gateway = canonicalIp(r.gateway);
   if (r.dev) route.device = r.dev;
   return route;

@@ -1,0 +1,86 @@
+/**
+ * The policy routing rule subsystem (`ip rule`): read, plan, apply, restore the rules
+ * fos1 owns. Like routes, fos1's rules carry its protocol number (`protocol 241`), so
+ * the kernel's default rules and anyone else's are never read as fos1's nor touched.
+ */
+import { canonicalCidr } from '../../model/ip';
+import type { PolicyRule } from '../../model/node-state';
+import { MAIN_TABLE } from '../../model/node-state';
+import type { RuleOperation } from '../../model/plan';
+import { planRules, renderOperation } from '../../model/plan';
+import { IpCommandError, type IpRunner } from './ip-runner';
+import { kernelMessage, NetworkApplyError } from './network-errors';
+
+interface IpJsonRule {
+  priority: number;
+  src?: string;
+  srclen?: number;
+  dst?: string;
+  dstlen?: number;
+  iif?: string;
+  oif?: string;
+  fwmark?: string;
+  fwmask?: string;
+  table?: string;
+  protocol?: string;
+}
+
+const TABLE_NAMES: Record<string, number> = { main: MAIN_TABLE, default: 253, local: 255 };
+
+/** Reads and changes fos1's policy routing rules in one network namespace. */
+export class RuleTable {
+  constructor(
+    private readonly ip: IpRunner,
+    private readonly protocol: number,
+  ) {}
+
+  /** fos1's rules of both families. */
+  async read(): Promise<PolicyRule[]> {
+    const rules: PolicyRule[] = [];
+    for (const family of [4, 6] as const) {
+      const parsed = JSON.parse((await this.ip.run([`-${family}`, '-json', 'rule', 'show'])) || '[]') as IpJsonRule[];
+      // iproute2 6.1 ignores a `protocol` filter on `rule show`, so fos1 filters here.
+      for (const r of parsed) if (r.protocol === String(this.protocol)) rules.push(fromIpJson(r, family));
+    }
+    return rules;
+  }
+
+  /** Converges fos1's rules to `desired`: adds first, deletes last. */
+  async sync(desired: readonly PolicyRule[]): Promise<RuleOperation[]> {
+    const ops = planRules(await this.read(), [...desired]);
+    for (const op of ops) {
+      const r = op.rule;
+      const args = [`-${r.family}`, 'rule', op.action === 'add' ? 'add' : 'del', 'priority', String(r.priority)];
+      if (r.from) args.push('from', r.from);
+      if (r.to) args.push('to', r.to);
+      if (r.iif) args.push('iif', r.iif);
+      if (r.oif) args.push('oif', r.oif);
+      if (r.fwmark !== undefined) args.push('fwmark', `0x${r.fwmark.toString(16)}/0x${(r.fwmask ?? 0xffffffff).toString(16)}`);
+      args.push('table', String(r.table), 'protocol', String(this.protocol));
+      try {
+        await this.ip.run(args);
+      } catch (err) {
+        if (!(err instanceof IpCommandError)) throw err;
+        throw new NetworkApplyError('Rule', renderOperation(op), kernelMessage(err));
+      }
+    }
+    return ops;
+  }
+}
+
+function fromIpJson(r: IpJsonRule, family: 4 | 6): PolicyRule {
+  const rule: PolicyRule = { family, priority: r.priority, table: r.table === undefined ? MAIN_TABLE : (TABLE_NAMES[r.table] ?? Number(r.table)) };
+  const prefix = (addr: string | undefined, len: number | undefined) =>
+    addr === undefined || addr === 'all' ? undefined : canonicalCidr(len === undefined ? addr : `${addr}/${len}`);
+  const from = prefix(r.src, r.srclen);
+  const to = prefix(r.dst, r.dstlen);
+  if (from) rule.from = from;
+  if (to) rule.to = to;
+  if (r.iif) rule.iif = r.iif;
+  if (r.oif) rule.oif = r.oif;
+  if (r.fwmark !== undefined) {
+    rule.fwmark = Number(r.fwmark);
+    rule.fwmask = r.fwmask === undefined ? 0xffffffff : Number(r.fwmask);
+  }
+  return rule;
+}
