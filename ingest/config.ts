@@ -1,0 +1,95 @@
+/**
+ * Ingest worker configuration, parsed once at the entry point from the environment.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { guardConfigSchema, type GuardConfig } from '../rules/guard';
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** The rule set fos1 ships. */
+export const DEFAULT_RULES_FILE = join(__dirname, '..', 'rules', 'sets', 'default.json');
+
+const envSchema = z.object({
+  TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  /** Rule set (JSON) to evaluate verdicts with. */
+  FOS1_RULES_FILE: z.string().default(DEFAULT_RULES_FILE),
+  /** Guard configuration (JSON: allowLists, minPrefixLengthV4/V6, maxActiveBlocks, maxNewBlocksPerMinute). */
+  FOS1_GUARD_FILE: z.string().optional(),
+  /** Nodes whose blocklists enforcement writes, comma-separated. */
+  FOS1_ENFORCE_NODES: z
+    .string()
+    .default(hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63))
+    .transform((s) => s.split(',').map((n) => n.trim()).filter((n) => n !== ''))
+    .pipe(z.array(z.string().regex(NODE_NAME, 'FOS1_ENFORCE_NODES must list node names (DNS-1123 labels)')).min(1, 'FOS1_ENFORCE_NODES must name at least one node')),
+  /** EVE file to follow across rotation and truncation. */
+  FOS1_EVE_FILE: z.string().optional(),
+  FOS1_EVE_FROM: z.enum(['start', 'end']).default('end'),
+  /** Unix socket to listen on for Suricata's `unix_stream` EVE output. */
+  FOS1_EVE_SOCKET: z.string().optional(),
+  /** Port for NDJSON over HTTP (`POST /v1/eve`, on 127.0.0.1); unset = off. */
+  FOS1_INGEST_HTTP_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+  /** Interface for a live ndpiReader, run in rounds of FOS1_NDPI_SECONDS. */
+  FOS1_NDPI_INTERFACE: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'FOS1_NDPI_INTERFACE must be an interface name').optional(),
+  FOS1_NDPI_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  FOS1_NDPI_CONFIG_DIR: z.string().optional(),
+  /** Repeats of a verdict about one target within this many ms are coalesced. */
+  FOS1_COALESCE_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+});
+
+/** Parsed ingest configuration. */
+export interface IngestConfig {
+  temporalAddress: string;
+  temporalNamespace: string;
+  rulesFile: string;
+  guard: GuardConfig;
+  nodes: string[];
+  eveFile?: string;
+  eveFrom: 'start' | 'end';
+  eveSocket?: string;
+  httpPort?: number;
+  ndpi?: { interface: string; seconds: number; configDir?: string };
+  coalesceMs: number;
+  logLevel: string;
+}
+
+/** Parses the environment; throws one error listing every bad variable. */
+export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new Error(`invalid ingest configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  }
+  const e = parsed.data;
+  let guardInput: unknown = {};
+  if (e.FOS1_GUARD_FILE) {
+    try {
+      guardInput = JSON.parse(readFileSync(e.FOS1_GUARD_FILE, 'utf8'));
+    } catch (err) {
+      throw new Error(`invalid ingest configuration:\n  FOS1_GUARD_FILE: ${e.FOS1_GUARD_FILE} cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  const guard = guardConfigSchema.safeParse(guardInput);
+  if (!guard.success) {
+    throw new Error(`invalid guard configuration ${e.FOS1_GUARD_FILE}:\n${guard.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  }
+  return {
+    temporalAddress: e.TEMPORAL_ADDRESS,
+    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    rulesFile: e.FOS1_RULES_FILE,
+    guard: guard.data,
+    nodes: e.FOS1_ENFORCE_NODES,
+    ...(e.FOS1_EVE_FILE ? { eveFile: e.FOS1_EVE_FILE } : {}),
+    eveFrom: e.FOS1_EVE_FROM,
+    ...(e.FOS1_EVE_SOCKET ? { eveSocket: e.FOS1_EVE_SOCKET } : {}),
+    ...(e.FOS1_INGEST_HTTP_PORT ? { httpPort: e.FOS1_INGEST_HTTP_PORT } : {}),
+    ...(e.FOS1_NDPI_INTERFACE
+      ? { ndpi: { interface: e.FOS1_NDPI_INTERFACE, seconds: e.FOS1_NDPI_SECONDS, ...(e.FOS1_NDPI_CONFIG_DIR ? { configDir: e.FOS1_NDPI_CONFIG_DIR } : {}) } }
+      : {}),
+    coalesceMs: e.FOS1_COALESCE_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+}

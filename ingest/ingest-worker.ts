@@ -1,0 +1,85 @@
+/**
+ * Assembles the ingest worker: rule set → evaluator → bridge → pipeline, and the
+ * configured sources (EVE file tail, unix socket, NDJSON over HTTP, live ndpiReader).
+ * Rule evaluation happens here, outside Temporal; only decisions reach workflows.
+ */
+import type { Server as HttpServer } from 'node:http';
+import type { Server as NetServer } from 'node:net';
+import type { Logger } from 'pino';
+import { EnforcementBridge, type WorkflowStarter } from '../rules/bridge';
+import { RuleEvaluator } from '../rules/evaluator';
+import { EnforcementGuard } from '../rules/guard';
+import { loadRuleSetFile } from '../rules/rule-set';
+import type { IngestConfig } from './config';
+import { EveFileTail } from './eve-tail';
+import { listenNdjsonHttp, listenUnixSocket } from './line-servers';
+import { runNdpiReader } from './ndpi-reader';
+import { IngestPipeline } from './pipeline';
+
+/** A running ingest worker. */
+export interface RunningIngest {
+  pipeline: IngestPipeline;
+  bridge: EnforcementBridge;
+  tail?: EveFileTail;
+  http?: HttpServer;
+  socket?: NetServer;
+  stop(): Promise<void>;
+}
+
+/** What the worker needs from outside: a Temporal workflow client and a logger. */
+export interface IngestDeps {
+  workflows: WorkflowStarter;
+  logger: Logger;
+}
+
+/** Starts the ingest worker's sources. Throws (before starting anything) on an invalid rule set. */
+export async function startIngest(config: Omit<IngestConfig, 'temporalAddress' | 'temporalNamespace' | 'logLevel'>, deps: IngestDeps): Promise<RunningIngest> {
+  const { logger } = deps;
+  const guard = new EnforcementGuard(config.guard);
+  const ruleSet = loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
+  const evaluator = new RuleEvaluator(ruleSet, guard);
+  const bridge = new EnforcementBridge({ workflows: deps.workflows, guard, nodes: config.nodes, logger, coalesceMs: config.coalesceMs });
+  const pipeline = new IngestPipeline({ evaluator, bridge, logger });
+  const running: RunningIngest = { pipeline, bridge, stop: async () => undefined };
+  let stopping = false;
+
+  if (config.eveFile) {
+    running.tail = new EveFileTail(config.eveFile, {
+      from: config.eveFrom,
+      onLine: (line) => pipeline.eveLine(line, 'eve-file'),
+      onError: (err) => logger.error({ err }, `reading ${config.eveFile} failed`),
+    });
+    await running.tail.start();
+  }
+  if (config.eveSocket) running.socket = await listenUnixSocket(config.eveSocket, (line) => pipeline.eveLine(line, 'eve-socket'));
+  if (config.httpPort) running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http'));
+  let ndpiLoop: Promise<void> | undefined;
+  if (config.ndpi) {
+    const ndpi = config.ndpi;
+    ndpiLoop = (async () => {
+      while (!stopping) {
+        try {
+          await runNdpiReader({
+            input: { interface: ndpi.interface, seconds: ndpi.seconds },
+            ...(ndpi.configDir ? { configDir: ndpi.configDir } : {}),
+            onLine: (line) => pipeline.ndpiLine(line, Date.now()),
+          });
+        } catch (err) {
+          logger.error({ err }, 'ndpiReader failed; retrying in 10s');
+          await new Promise((r) => setTimeout(r, 10_000));
+        }
+      }
+    })();
+  }
+  logger.info({ rules: ruleSet.rules.length, ruleSet: ruleSet.name, eveFile: config.eveFile, eveSocket: config.eveSocket, httpPort: config.httpPort, ndpi: config.ndpi?.interface }, 'fos1 ingest running');
+
+  running.stop = async () => {
+    stopping = true;
+    await running.tail?.stop();
+    await Promise.all([running.http, running.socket].filter((s) => s !== undefined).map((s) => new Promise((r) => s.close(r))));
+    await pipeline.drain();
+    // A live ndpiReader round ends by itself within FOS1_NDPI_SECONDS.
+    void ndpiLoop;
+  };
+  return running;
+}

@@ -1,0 +1,29 @@
+/**
+ * Ingest worker entry point: parses configuration once, connects to Temporal and runs
+ * until SIGINT/SIGTERM. `npx tsx ingest/main.ts` (see rules/README.md for the variables).
+ */
+import { Client, Connection } from '@temporalio/client';
+import pino from 'pino';
+import { parseIngestConfig } from './config';
+import { startIngest } from './ingest-worker';
+
+async function main(): Promise<void> {
+  const config = parseIngestConfig(process.env);
+  const logger = pino({ level: config.logLevel, base: { component: 'ingest' } });
+  const connection = await Connection.connect({ address: config.temporalAddress });
+  const client = new Client({ connection, namespace: config.temporalNamespace });
+  const running = await startIngest(config, { workflows: client.workflow, logger });
+  const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts }, 'ingest stats'), 60_000);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  clearInterval(report);
+  await running.stop();
+  await connection.close();
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,119 @@
+/**
+ * The ingest pipeline: a line of EVE JSON or ndpiReader output → parse → rules →
+ * bridge. Every input path (file tail, unix socket, HTTP, ndpiReader) feeds it.
+ *
+ * It never throws and never waits on Temporal for long: a bad line is counted and
+ * logged with its reason (rate-limited, so a broken sensor cannot flood the log); a
+ * decision is handed to the bridge without blocking the next line, up to a bound of
+ * decisions in flight, past which the stream waits (back-pressure instead of memory).
+ */
+import type { Logger } from 'pino';
+import type { BridgeOutcome, EnforcementBridge } from '../rules/bridge';
+import type { Decision } from '../rules/decision';
+import { parseEveLine } from '../rules/eve';
+import type { RuleEvaluator } from '../rules/evaluator';
+import type { VerdictFacts } from '../rules/facts';
+import { parseNdpiFlowLine } from '../rules/ndpi';
+
+/** Counters of one pipeline. */
+export interface PipelineStats {
+  lines: number;
+  accepted: number;
+  rejected: number;
+  /** Rejections by reason (the reason's first clause), for spotting a sensor's quirk. */
+  rejectedBy: Record<string, number>;
+  decisions: Record<string, number>;
+  outcomes: Partial<Record<BridgeOutcome, number>>;
+  errors: number;
+}
+
+/** What became of one line. */
+export type LineResult = { ok: true; decision: Decision | null } | { ok: false; reason: string } | { skipped: true };
+
+/** Options of {@link IngestPipeline}. */
+export interface PipelineOptions {
+  evaluator: RuleEvaluator;
+  /** Where decisions go; absent = evaluate only (benchmarks, dry runs). */
+  bridge?: Pick<EnforcementBridge, 'submit'>;
+  logger: Logger;
+  /** Decisions in flight to the bridge before lines wait. */
+  maxInFlight?: number;
+}
+
+/** Parses, evaluates and forwards verdict lines. */
+export class IngestPipeline {
+  readonly stats: PipelineStats = { lines: 0, accepted: 0, rejected: 0, rejectedBy: {}, decisions: {}, outcomes: {}, errors: 0 };
+  private readonly inFlight = new Set<Promise<void>>();
+  private lastRejectLog = 0;
+  private suppressedRejects = 0;
+
+  constructor(private readonly options: PipelineOptions) {}
+
+  /** Handles one EVE JSON line. */
+  async eveLine(line: string, origin = 'eve'): Promise<LineResult> {
+    if (line.trim() === '') return { skipped: true };
+    this.stats.lines++;
+    const parsed = parseEveLine(line);
+    if (!parsed.ok) return this.reject(parsed.reason, origin);
+    return this.evaluate(parsed.facts);
+  }
+
+  /** Handles one line of `ndpiReader -v 2` output (non-flow lines are skipped). */
+  async ndpiLine(line: string, observedAtMs: number): Promise<LineResult> {
+    const parsed = parseNdpiFlowLine(line, observedAtMs);
+    if ('skip' in parsed) return { skipped: true };
+    this.stats.lines++;
+    if (!parsed.ok) return this.reject(parsed.reason, 'ndpi');
+    return this.evaluate(parsed.facts);
+  }
+
+  /** Waits until every decision handed to the bridge has been handled. */
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  private async evaluate(facts: VerdictFacts): Promise<LineResult> {
+    this.stats.accepted++;
+    let decision: Decision | null;
+    try {
+      decision = (await this.options.evaluator.evaluate(facts)).decision;
+    } catch (err) {
+      this.stats.errors++;
+      this.options.logger.error({ err, facts }, 'rule evaluation failed');
+      return { ok: true, decision: null };
+    }
+    if (!decision) return { ok: true, decision: null };
+    this.stats.decisions[decision.action] = (this.stats.decisions[decision.action] ?? 0) + 1;
+    const bridge = this.options.bridge;
+    if (bridge) {
+      if (this.inFlight.size >= (this.options.maxInFlight ?? 1000)) await Promise.race(this.inFlight);
+      const task: Promise<void> = bridge
+        .submit(decision)
+        .then((outcome) => {
+          this.stats.outcomes[outcome] = (this.stats.outcomes[outcome] ?? 0) + 1;
+        })
+        .catch((err: unknown) => {
+          this.stats.errors++;
+          this.options.logger.error({ err }, 'bridge failed');
+        })
+        .finally(() => this.inFlight.delete(task));
+      this.inFlight.add(task);
+    }
+    return { ok: true, decision };
+  }
+
+  private reject(reason: string, origin: string): LineResult {
+    this.stats.rejected++;
+    const key = reason.split(/[;:]/, 1)[0] ?? reason;
+    this.stats.rejectedBy[key] = (this.stats.rejectedBy[key] ?? 0) + 1;
+    const now = Date.now();
+    if (now - this.lastRejectLog >= 1000) {
+      this.options.logger.warn({ origin, reason, suppressed: this.suppressedRejects }, `rejected a ${origin} line: ${reason}`);
+      this.lastRejectLog = now;
+      this.suppressedRejects = 0;
+    } else {
+      this.suppressedRejects++;
+    }
+    return { ok: false, reason };
+  }
+}
