@@ -18,13 +18,27 @@ import {
   encodeLpmKey,
   lpmKeySize,
 } from './blocklist-codec';
+import {
+  type BlocklistImage,
+  type ImageDiff,
+  type ImageKind,
+  IMAGE_KINDS,
+  diffImages,
+  diffSize,
+  hostsIntoTries,
+  imageDigest,
+} from './blocklist-image';
 import { BpfError, BpfNotFoundError } from './libbpf';
-import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap } from './map';
+import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap } from './map';
 
 /** Map (and pin file) name of the IPv4 trie. */
 export const BLOCKLIST_V4_MAP = 'blocklist_v4';
 /** Map (and pin file) name of the IPv6 trie. */
 export const BLOCKLIST_V6_MAP = 'blocklist_v6';
+/** Map (and pin file) name of the IPv4 single-host hash map. */
+export const BLOCKHOST_V4_MAP = 'blockhost_v4';
+/** Map (and pin file) name of the IPv6 single-host hash map. */
+export const BLOCKHOST_V6_MAP = 'blockhost_v6';
 
 /** One blocked prefix as stored in the kernel. */
 export interface KernelBlocklistEntry {
@@ -42,6 +56,13 @@ export interface BlocklistMapsOptions {
   maxEntriesV4: number;
   /** `max_entries` for a newly created IPv6 map (an existing pin keeps its own). */
   maxEntriesV6: number;
+  /**
+   * Keep single hosts (/32, /128) in the hash maps `blockhost_v4`/`blockhost_v6`
+   * (created with these sizes if missing) instead of the tries: O(1) inserts and
+   * lookups, and the layout fos1's datapath programs read. Without it every entry
+   * goes into the tries, as before the datapath existed.
+   */
+  hostMaps?: { maxEntriesV4: number; maxEntriesV6: number };
 }
 
 /** Pin path of a family's map inside `pinDir`. */
@@ -66,14 +87,18 @@ export function compareCidrs(a: Cidr, b: Cidr): number {
 
 /** The pinned IPv4 and IPv6 blocklist tries. Not safe for concurrent writers in one process. */
 export class BlocklistMaps {
-  /** `max_entries` of each map, as the kernel reports it. */
+  /** `max_entries` of each trie, as the kernel reports it. */
   readonly capacity: { v4: number; v6: number };
+  /** `max_entries` of each host hash map, when the maps were opened with `hostMaps`. */
+  readonly hostCapacity: { v4: number; v6: number } | undefined;
 
   private constructor(
     private readonly v4: BpfMap,
     private readonly v6: BpfMap,
+    private readonly hosts?: { v4: BpfMap; v6: BpfMap },
   ) {
     this.capacity = { v4: v4.info.maxEntries, v6: v6.info.maxEntries };
+    this.hostCapacity = hosts ? { v4: hosts.v4.info.maxEntries, v6: hosts.v6.info.maxEntries } : undefined;
   }
 
   /**
@@ -86,14 +111,19 @@ export class BlocklistMaps {
   static open(opts: BlocklistMapsOptions): BlocklistMaps {
     mkdirSync(opts.pinDir, { recursive: true });
     const v4 = openOrCreate(opts.pinDir, 4, opts.maxEntriesV4);
-    let v6: BpfMap;
+    const opened: BpfMap[] = [v4];
     try {
-      v6 = openOrCreate(opts.pinDir, 6, opts.maxEntriesV6);
+      const v6 = openOrCreate(opts.pinDir, 6, opts.maxEntriesV6);
+      opened.push(v6);
+      if (!opts.hostMaps) return new BlocklistMaps(v4, v6);
+      const h4 = openOrCreateHost(opts.pinDir, 4, opts.hostMaps.maxEntriesV4);
+      opened.push(h4);
+      const h6 = openOrCreateHost(opts.pinDir, 6, opts.hostMaps.maxEntriesV6);
+      return new BlocklistMaps(v4, v6, { v4: h4, v6: h6 });
     } catch (err) {
-      v4.close();
+      opened.forEach((m) => m.close());
       throw err;
     }
-    return new BlocklistMaps(v4, v6);
   }
 
   /**
@@ -102,6 +132,16 @@ export class BlocklistMaps {
    */
   readAll(): KernelBlocklistEntry[] {
     const found = new Map<string, { cidr: Cidr; entry: KernelBlocklistEntry }>();
+    if (this.hosts) {
+      for (const [family, map] of [[4, this.hosts.v4], [6, this.hosts.v6]] as const) {
+        for (const [key, value] of map.lookupBatch()) {
+          const cidr: Cidr = { family, bytes: new Uint8Array(key), prefixLength: family === 4 ? 32 : 128 };
+          const text = formatCidr(cidr);
+          const { expiresAt } = decodeBlockValue(value);
+          found.set(text, { cidr, entry: expiresAt === 0 ? { cidr: text } : { cidr: text, expiresAt } });
+        }
+      }
+    }
     for (const map of [this.v4, this.v6]) {
       for (const [key, value] of map.lookupBatch()) {
         const cidr = decodeLpmKey(key);
@@ -124,9 +164,10 @@ export class BlocklistMaps {
     const writes = new Map<string, { map: BpfMap; key: Buffer; value: Buffer }>();
     for (const entry of entries) {
       const cidr = parseCidr(entry.cidr);
+      const host = this.hostMapFor(cidr);
       writes.set(formatCidr(cidr), {
-        map: this.mapFor(cidr.family),
-        key: encodeLpmKey(cidr),
+        map: host ?? this.mapFor(cidr.family),
+        key: host ? Buffer.from(cidr.bytes) : encodeLpmKey(cidr),
         value: encodeBlockValue({ expiresAt: entry.expiresAt ?? 0 }),
       });
     }
@@ -152,30 +193,133 @@ export class BlocklistMaps {
   remove(cidrs: string[]): void {
     // Parse everything first so a typo fails the call before anything is deleted.
     const keys = { 4: [] as Buffer[], 6: [] as Buffer[] };
+    const hostKeys = { 4: [] as Buffer[], 6: [] as Buffer[] };
     for (const text of cidrs) {
       const cidr = parseCidr(text);
+      // A host may also sit in the trie (written before host maps existed): remove both.
       keys[cidr.family].push(encodeLpmKey(cidr));
+      if (this.hostMapFor(cidr)) hostKeys[cidr.family].push(Buffer.from(cidr.bytes));
     }
     this.v4.deleteBatch(keys[4]);
     this.v6.deleteBatch(keys[6]);
+    this.hosts?.v4.deleteBatch(hostKeys[4]);
+    this.hosts?.v6.deleteBatch(hostKeys[6]);
   }
 
-  /** Closes both map file descriptors; the pins (and their contents) stay. Idempotent. */
+  /**
+   * The maps' contents as a {@link BlocklistImage} (batch reads, no object per entry).
+   * Hosts found in a trie stay in the trie part, so a diff against a desired image
+   * moves them into the host maps.
+   */
+  dumpImage(): BlocklistImage {
+    const empty = { keys: Buffer.alloc(0), values: Buffer.alloc(0), count: 0 };
+    return {
+      hostV4: this.hosts ? this.hosts.v4.dumpRaw() : empty,
+      hostV6: this.hosts ? this.hosts.v6.dumpRaw() : empty,
+      lpmV4: this.v4.dumpRaw(),
+      lpmV6: this.v6.dumpRaw(),
+    };
+  }
+
+  /** The image these maps hold when `desired` is applied (hosts go to the tries without host maps). */
+  placed(desired: BlocklistImage): BlocklistImage {
+    return this.hosts ? desired : hostsIntoTries(desired);
+  }
+
+  /**
+   * Makes the maps hold exactly `desired`: one diff against a batch dump, then batch
+   * upserts into all four maps and only then batch deletes (a block being narrowed or
+   * widened never lapses). If the kernel refuses a write (typically
+   * {@link BpfMapFullError}), the maps are put back to the dump taken before the
+   * change and the error is rethrown: all or nothing.
+   * Returns the diff that was applied and the contents before (for a snapshot).
+   */
+  applyImage(desired: BlocklistImage, before: BlocklistImage = this.dumpImage()): { diff: ImageDiff; before: BlocklistImage } {
+    const diff = diffImages(before, this.placed(desired));
+    try {
+      this.applyDiff(diff);
+    } catch (err) {
+      try {
+        this.applyDiff(diffImages(this.dumpImage(), before));
+      } catch {
+        // The original error is the one worth reporting; verification will show the rest.
+      }
+      throw err;
+    }
+    return { diff, before };
+  }
+
+  /** Writes a diff: upserts (all maps) first, deletes last. */
+  applyDiff(diff: ImageDiff): { upserts: number; deletes: number } {
+    for (const kind of IMAGE_KINDS) {
+      const { upsert } = diff[kind];
+      if (upsert.count > 0) this.mapOfKind(kind).updateBatchRaw(upsert.keys, upsert.values, upsert.count);
+    }
+    for (const kind of IMAGE_KINDS) {
+      const d = diff[kind];
+      if (d.deleteCount > 0) this.mapOfKind(kind).deleteBatchRaw(d.deleteKeys, d.deleteCount);
+    }
+    const size = diffSize(diff);
+    return { upserts: size.upserts, deletes: size.deletes };
+  }
+
+  /**
+   * Reads the maps back and compares them with `desired` by an order-independent
+   * digest of every (key, value). Returns null when they match, else a description.
+   */
+  verifyImage(desired: BlocklistImage): string | null {
+    const want = imageDigest(this.placed(desired));
+    const have = imageDigest(this.dumpImage());
+    if (want === have) return null;
+    return `blocklist maps differ from the desired contents (digest per map kind:count:sum1:sum2) — expected ${want}, read back ${have}`;
+  }
+
+  /** Closes the map file descriptors; the pins (and their contents) stay. Idempotent. */
   close(): void {
     this.v4.close();
     this.v6.close();
+    this.hosts?.v4.close();
+    this.hosts?.v6.close();
   }
 
   private mapFor(family: IpFamily): BpfMap {
     return family === 4 ? this.v4 : this.v6;
   }
+
+  private hostMapFor(cidr: Cidr): BpfMap | undefined {
+    if (!this.hosts || cidr.prefixLength !== (cidr.family === 4 ? 32 : 128)) return undefined;
+    return cidr.family === 4 ? this.hosts.v4 : this.hosts.v6;
+  }
+
+  private mapOfKind(kind: ImageKind): BpfMap {
+    switch (kind) {
+      case 'lpmV4':
+        return this.v4;
+      case 'lpmV6':
+        return this.v6;
+      default: {
+        const map = this.hosts?.[kind === 'hostV4' ? 'v4' : 'v6'];
+        // hostsIntoTries leaves these parts empty when there are no host maps.
+        if (!map) throw new Error(`blocklist maps were opened without host maps but a ${kind} write was planned`);
+        return map;
+      }
+    }
+  }
 }
 
-/** Unlinks both pins in `pinDir` (missing ones are fine). The directory itself stays. */
+/** Pin path of a family's host hash map inside `pinDir`. */
+export function blockhostPinPath(pinDir: string, family: IpFamily): string {
+  return join(pinDir, family === 4 ? BLOCKHOST_V4_MAP : BLOCKHOST_V6_MAP);
+}
+
+/**
+ * Unlinks the blocklist pins in `pinDir` (tries and host maps; missing ones are fine),
+ * then the directory if nothing else is pinned there.
+ */
 export function removePinnedBlocklist(pinDir: string): void {
-  for (const family of [4, 6] as const) {
+  for (const path of [4, 6].flatMap((f) => [blocklistPinPath(pinDir, f as IpFamily), blockhostPinPath(pinDir, f as IpFamily)])) {
     try {
-      unlinkSync(blocklistPinPath(pinDir, family));
+      unlinkSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -209,6 +353,25 @@ function openOrCreate(pinDir: string, family: IpFamily, maxEntries: number): Bpf
   } catch (err) {
     map.close();
     // Another worker pinned its map between our open and pin: use that one.
+    if (err instanceof BpfError && err.code === 'EEXIST') return BpfMap.openPinned(path, expect);
+    throw err;
+  }
+}
+
+function openOrCreateHost(pinDir: string, family: IpFamily, maxEntries: number): BpfMap {
+  const path = blockhostPinPath(pinDir, family);
+  const expect = { type: BPF_MAP_TYPE_HASH, keySize: family === 4 ? 4 : 16, valueSize: BLOCK_VALUE_SIZE };
+  try {
+    return BpfMap.openPinned(path, expect);
+  } catch (err) {
+    if (!(err instanceof BpfNotFoundError)) throw err;
+  }
+  const map = BpfMap.create({ ...expect, name: family === 4 ? BLOCKHOST_V4_MAP : BLOCKHOST_V6_MAP, maxEntries });
+  try {
+    map.pin(path);
+    return map;
+  } catch (err) {
+    map.close();
     if (err instanceof BpfError && err.code === 'EEXIST') return BpfMap.openPinned(path, expect);
     throw err;
   }

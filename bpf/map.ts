@@ -286,6 +286,99 @@ export class BpfMap {
   }
 
   /**
+   * {@link updateBatch} for keys and values already laid out back to back (`count`
+   * records), sent in slices of `chunk` elements so the kernel never has to copy more
+   * than a few MB per syscall. Returns how many elements were written before an error
+   * is thrown (the error carries that number as `written`).
+   */
+  updateBatchRaw(keys: Buffer, values: Buffer, count: number, flags: number = BPF_ANY, chunk = 1 << 16): void {
+    const { keySize, valueSize } = this.#info;
+    if (keys.length !== count * keySize || values.length !== count * valueSize) {
+      throw new RangeError(`${this.describe()}: updateBatchRaw got ${keys.length}/${values.length} bytes for ${count} elements of ${keySize}/${valueSize}`);
+    }
+    const lib = libbpf();
+    for (let at = 0; at < count; at += chunk) {
+      const n = Math.min(chunk, count - at);
+      const done: [number] = [n];
+      const ret = lib.bpf_map_update_batch(this.fd, keys.subarray(at * keySize, (at + n) * keySize), values.subarray(at * valueSize, (at + n) * valueSize), done, {
+        sz: lib.batchOptsSize,
+        elem_flags: flags,
+      });
+      if (ret === 0) continue;
+      if (isUnsupported(ret)) {
+        const from = done[0] < n ? done[0] : 0;
+        for (let i = at + from; i < at + n; i++) {
+          this.update(Buffer.from(keys.subarray(i * keySize, (i + 1) * keySize)), Buffer.from(values.subarray(i * valueSize, (i + 1) * valueSize)), flags);
+        }
+        continue;
+      }
+      throw this.updateError('bpf_map_update_batch', ret);
+    }
+  }
+
+  /** {@link deleteBatch} for keys laid out back to back; absent keys are skipped. Returns how many were deleted. */
+  deleteBatchRaw(keys: Buffer, count: number, chunk = 1 << 16): number {
+    const { keySize } = this.#info;
+    if (keys.length !== count * keySize) throw new RangeError(`${this.describe()}: deleteBatchRaw got ${keys.length} bytes for ${count} keys of ${keySize}`);
+    const lib = libbpf();
+    let deleted = 0;
+    for (let at = 0; at < count; at += chunk) {
+      const n = Math.min(chunk, count - at);
+      const slice = keys.subarray(at * keySize, (at + n) * keySize);
+      const done: [number] = [n];
+      const ret = lib.bpf_map_delete_batch(this.fd, slice, done, { sz: lib.batchOptsSize });
+      if (ret === 0) {
+        deleted += n;
+        continue;
+      }
+      if (ret !== -ERRNO.ENOENT && !isUnsupported(ret)) throw bpfError('bpf_map_delete_batch', ret, this.describe());
+      const from = done[0] < n ? done[0] : 0;
+      deleted += from;
+      for (let i = from; i < n; i++) if (this.delete(Buffer.from(slice.subarray(i * keySize, (i + 1) * keySize)))) deleted++;
+    }
+    return deleted;
+  }
+
+  /**
+   * Every element as two Buffers (keys and values back to back), read with
+   * `bpf_map_lookup_batch` in chunks of `chunk` elements: the form large maps are
+   * diffed and verified in, without a JS object per element.
+   */
+  dumpRaw(chunk = 1 << 15): { keys: Buffer; values: Buffer; count: number } {
+    this.refusePerCpu('bpf_map_lookup_batch');
+    const { keySize, valueSize } = this.#info;
+    const lib = libbpf();
+    const keyChunks: Buffer[] = [];
+    const valueChunks: Buffer[] = [];
+    let total = 0;
+    let inBatch: Buffer | null = null;
+    for (;;) {
+      const outBatch = Buffer.alloc(Math.max(keySize, 8));
+      const keys = Buffer.alloc(keySize * chunk);
+      const values = Buffer.alloc(valueSize * chunk);
+      const count: [number] = [chunk];
+      const ret = lib.bpf_map_lookup_batch(this.fd, inBatch, outBatch, keys, values, count, { sz: lib.batchOptsSize });
+      if (ret === -ERRNO.ENOSPC && count[0] === 0) {
+        chunk *= 2;
+        continue;
+      }
+      if (ret < 0 && ret !== -ERRNO.ENOENT) {
+        if (isUnsupported(ret) && inBatch === null) {
+          const all = [...this.entries()];
+          return { keys: Buffer.concat(all.map(([k]) => k)), values: Buffer.concat(all.map(([, v]) => v)), count: all.length };
+        }
+        throw bpfError('bpf_map_lookup_batch', ret, this.describe());
+      }
+      keyChunks.push(keys.subarray(0, count[0] * keySize));
+      valueChunks.push(values.subarray(0, count[0] * valueSize));
+      total += count[0];
+      if (ret === -ERRNO.ENOENT) break;
+      inBatch = outBatch;
+    }
+    return { keys: Buffer.concat(keyChunks), values: Buffer.concat(valueChunks), count: total };
+  }
+
+  /**
    * Deletes many keys, with `bpf_map_delete_batch` when the kernel supports it.
    * Returns how many were deleted; absent keys are skipped, not an error (the batch
    * call stops at the first absent key, so the remainder is retried one by one).
