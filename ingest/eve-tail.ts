@@ -5,8 +5,10 @@
  * - rotation (logrotate `create`, or Suricata's own rotation): the path now names a new
  *   file (another inode). The old file is read to its end first, so the lines written
  *   between the last read and the rename are not lost, then the new one is opened.
- * - truncation (logrotate `copytruncate`): the file shrinks below what was read; reading
- *   restarts at 0, and a partial line from before is discarded.
+ * - truncation (logrotate `copytruncate`): the file shrinks below what was read, or — when
+ *   it was refilled past the old size between two looks — the bytes just before the read
+ *   position are no longer the ones read there; reading restarts at 0, and a partial line
+ *   from before is discarded.
  *
  * Change detection polls `stat` (every `pollMs`) and also wakes on `fs.watch` events of
  * the folder, so a new line is usually seen within milliseconds, and within `pollMs`
@@ -40,6 +42,8 @@ interface OpenFile {
   handle: FileHandle;
   ino: number;
   position: number;
+  /** The last bytes read (up to 64), to notice a truncation that was refilled past the old size. */
+  tail: Buffer;
 }
 
 /** A running tail of one path. */
@@ -135,13 +139,15 @@ export class EveFileTail {
       const handle = await open(this.path, 'r');
       const s = await handle.stat();
       const skip = this.firstOpen && (this.options.from ?? 'end') === 'end';
-      this.file = { handle, ino: s.ino, position: skip ? s.size : 0 };
+      this.file = { handle, ino: s.ino, position: skip ? s.size : 0, tail: Buffer.alloc(0) };
+      if (skip && s.size > 0) this.file.tail = await this.bytesBefore(this.file, s.size);
       this.firstOpen = false;
     }
     const size = (await this.file.handle.stat()).size;
-    if (size < this.file.position) {
+    if (size < this.file.position || !(await this.bytesBefore(this.file, this.file.position)).equals(this.file.tail)) {
       // Truncated in place (copytruncate): start over; a partial line from before is gone.
       this.file.position = 0;
+      this.file.tail = Buffer.alloc(0);
       this.splitter.reset();
       this.stats.truncations++;
     }
@@ -155,8 +161,17 @@ export class EveFileTail {
       if (bytesRead === 0) return;
       file.position += bytesRead;
       this.stats.bytes += bytesRead;
+      file.tail = Buffer.from(bytesRead >= 64 ? buffer.subarray(bytesRead - 64, bytesRead) : Buffer.concat([file.tail, buffer.subarray(0, bytesRead)]).subarray(-64));
       for (const line of this.splitter.push(buffer.subarray(0, bytesRead))) await this.emit(line);
     }
+  }
+
+  /** The up to 64 bytes before `position`, as the file holds them now. */
+  private async bytesBefore(file: OpenFile, position: number): Promise<Buffer> {
+    const length = Math.min(64, position);
+    const out = Buffer.alloc(length);
+    const { bytesRead } = await file.handle.read(out, 0, length, position - length);
+    return out.subarray(0, bytesRead);
   }
 
   private async emit(line: string): Promise<void> {

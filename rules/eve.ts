@@ -29,7 +29,10 @@ export const eveRecordSchema = z.object({
   proto: z.string().optional(),
   app_proto: z.string().optional(),
   in_iface: z.string().optional(),
-  flow_id: z.number().int().nonnegative().optional(),
+  // An unsigned 64-bit integer in the schema; past 2^53 JSON.parse hands over an inexact
+  // double (which zod's int() refuses), so only the sign is checked and the digits are
+  // taken from the text.
+  flow_id: z.number().nonnegative().optional(),
 });
 
 /** The alert object; required for `event_type: "alert"`, whose rules key on it. */
