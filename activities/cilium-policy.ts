@@ -231,6 +231,12 @@ async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     if (err instanceof KubeApiError) {
+      // Server-side apply answers a field the schema does not declare with a 500 ("failed to
+      // create typed patch object … field not declared in schema"): it is the object that is
+      // wrong, and retrying would only repeat it.
+      if (err.status === 500 && err.message.includes('failed to create typed patch object')) {
+        throw ApplicationFailure.create({ type: CiliumFailureType.PolicyRejected, message: err.message, nonRetryable: true });
+      }
       if (err.retryable) throw ApplicationFailure.create({ type: CiliumFailureType.KubeUnavailable, message: err.message, nonRetryable: false });
       if (err.status === 409) {
         throw ApplicationFailure.create({

@@ -6,6 +6,7 @@
  * the apiserver's own words (which field, which rule).
  */
 import * as k8s from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
 import type { KubeObject } from '../model/firewall-translate';
 
 /** How to reach an apiserver: URL, the CA that signed its serving certificate, and a bearer token. */
@@ -92,16 +93,18 @@ export class KubeClient {
 
   /** Server-side apply: the object as this field manager wants it; returns what the server stored. */
   async apply(obj: KubeObject, options: ApplyOptions): Promise<StoredObject> {
-    const body = { apiVersion: obj.apiVersion, kind: obj.kind, metadata: obj.metadata, spec: obj.spec } as k8s.KubernetesObject;
-    return call(`apply ${describe(obj)}`, () =>
-      this.objects.patch(body, undefined, options.dryRun ? 'All' : undefined, options.fieldManager, options.force ?? false, k8s.PatchStrategy.ServerSideApply),
-    ) as Promise<StoredObject>;
+    const body = toTyped({ apiVersion: obj.apiVersion, kind: obj.kind, metadata: obj.metadata, spec: obj.spec });
+    return toWire(
+      await call(`apply ${describe(obj)}`, () =>
+        this.objects.patch(body, undefined, options.dryRun ? 'All' : undefined, options.fieldManager, options.force ?? false, k8s.PatchStrategy.ServerSideApply),
+      ),
+    );
   }
 
   /** Reads one object; undefined when it does not exist. */
   async get(ref: ObjectRef): Promise<StoredObject | undefined> {
     try {
-      return (await call(`get ${describe(ref)}`, () => this.objects.read({ apiVersion: ref.apiVersion, kind: ref.kind, metadata: { name: ref.name, namespace: ref.namespace } }))) as StoredObject;
+      return toWire(await call(`get ${describe(ref)}`, () => this.objects.read({ apiVersion: ref.apiVersion, kind: ref.kind, metadata: { name: ref.name, namespace: ref.namespace } })));
     } catch (err) {
       if (err instanceof KubeApiError && err.status === 404) return undefined;
       throw err;
@@ -111,17 +114,17 @@ export class KubeClient {
   /** Lists objects of a kind (all namespaces unless one is given), optionally by label selector. */
   async list(apiVersion: string, kind: string, options: { namespace?: string; labelSelector?: string } = {}): Promise<{ items: StoredObject[]; resourceVersion: string }> {
     const result = await call(`list ${kind}`, () => this.objects.list(apiVersion, kind, options.namespace, undefined, undefined, undefined, undefined, options.labelSelector));
-    return { items: result.items as StoredObject[], resourceVersion: result.metadata?.resourceVersion ?? '' };
+    return { items: result.items.map((item) => toWire({ ...item, apiVersion, kind })), resourceVersion: result.metadata?.resourceVersion ?? '' };
   }
 
   /** Creates an object (fails with 409 if it exists). */
   async create(obj: KubeObject, options: { fieldManager?: string; dryRun?: boolean } = {}): Promise<StoredObject> {
-    return call(`create ${describe(obj)}`, () => this.objects.create(obj as k8s.KubernetesObject, undefined, options.dryRun ? 'All' : undefined, options.fieldManager)) as Promise<StoredObject>;
+    return toWire(await call(`create ${describe(obj)}`, () => this.objects.create(toTyped(obj), undefined, options.dryRun ? 'All' : undefined, options.fieldManager)));
   }
 
   /** Replaces an object (optimistic: `metadata.resourceVersion` must be current). */
   async replace(obj: StoredObject, options: { fieldManager?: string } = {}): Promise<StoredObject> {
-    return call(`replace ${describe(obj)}`, () => this.objects.replace(obj as k8s.KubernetesObject, undefined, undefined, options.fieldManager)) as Promise<StoredObject>;
+    return toWire(await call(`replace ${describe(obj)}`, () => this.objects.replace(toTyped(obj), undefined, undefined, options.fieldManager)));
   }
 
   /** Deletes an object; false when it was already gone. */
@@ -163,6 +166,21 @@ export class KubeClient {
     );
     return () => controller.abort();
   }
+}
+
+/**
+ * client-node serialises built-in kinds through its generated models, whose property names
+ * differ from the wire names for a few fields (`enum` is `_enum`, `x-kubernetes-*` are
+ * camel-cased, …): a plain JSON object sent as-is silently loses them — a CRD would lose its
+ * enums. So objects go out through the models (`loadYaml` of their JSON, which is YAML) and
+ * come back in wire form (`dumpYaml`), and fos1 only ever sees wire JSON.
+ */
+function toTyped(obj: KubeObject): k8s.KubernetesObject {
+  return k8s.loadYaml<k8s.KubernetesObject>(JSON.stringify(obj));
+}
+
+function toWire(obj: unknown): StoredObject {
+  return parseYaml(k8s.dumpYaml(obj)) as StoredObject;
 }
 
 function describe(ref: { kind: string; name?: string; namespace?: string; metadata?: { name: string; namespace?: string } }): string {

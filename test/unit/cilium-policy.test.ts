@@ -80,6 +80,7 @@ describe('cilium policy activities', () => {
     [403, 'Forbidden', CiliumFailureType.PolicyRejected, true],
     [429, 'TooManyRequests', CiliumFailureType.KubeUnavailable, false],
     [503, 'ServiceUnavailable', CiliumFailureType.KubeUnavailable, false],
+    [500, 'InternalError', CiliumFailureType.KubeUnavailable, false],
     [0, 'Unreachable', CiliumFailureType.KubeUnavailable, false],
   ])('maps HTTP %i to %s → %s (nonRetryable %s)', async (status, reason, type, nonRetryable) => {
     const kube = new FakeKube();
@@ -88,6 +89,14 @@ describe('cilium policy activities', () => {
     expect(failure.type).toBe(type);
     expect(failure.nonRetryable).toBe(nonRetryable);
     expect(failure.message).toContain('spec.ingress[0]: bad');
+  });
+
+  it('treats server-side apply\'s 500 for an undeclared field as a rejection, not an outage', async () => {
+    const kube = new FakeKube();
+    kube.failApply = new KubeApiError(500, 'HTTP500', 'apply CiliumNetworkPolicy shop/fos1-a: 500 HTTP500: failed to create typed patch object (shop/fos1-a; cilium.io/v2, Kind=CiliumNetworkPolicy): .spec.egress[0].auth: field not declared in schema');
+    const failure = await failureOf(createCiliumActivities({ kube, logger }).applyPolicies({ source, desired: [policy('a')] }));
+    expect(failure.type).toBe(CiliumFailureType.PolicyRejected);
+    expect(failure.nonRetryable).toBe(true);
   });
 
   it('refuses to write an object without the source ownership labels (it could never be pruned)', async () => {
