@@ -445,7 +445,9 @@ export function libbpfObjects(): LibbpfObjects {
   // Anonymous types for the same reason as above (one koffi registry per process).
   const tcHook = koffi.struct({ sz: 'size_t', ifindex: 'int', attach_point: 'int', parent: u32 });
   const tcOpts = koffi.struct({ sz: 'size_t', prog_fd: 'int', flags: u32, prog_id: u32, handle: u32, priority: u32 });
-  const sampleFn = koffi.proto(null, 'int', ['void *', 'void *', 'size_t']); // ring_buffer_sample_fn
+  // koffi only accepts named prototypes as callback types, and names are process-wide:
+  // make it unique so a second evaluation of this module (jest) does not collide.
+  const sampleFn = koffi.proto(`fos1_ring_buffer_sample_fn_${process.hrtime.bigint()}`, 'int', ['void *', 'void *', 'size_t']);
   const fn = (name: string, result: string, args: KoffiTypeSpec[]) => lib.func(name, result, args);
   const ptr = 'void *';
   boundObjects = {

@@ -1,0 +1,176 @@
+/**
+ * fos1's datapath on one node: the firewall programs loaded once, their maps pinned
+ * under one bpffs folder, attached to interfaces at TC and/or XDP, and typed access to
+ * the zone policy, the counters and the drop-event stream.
+ *
+ * The blocklist maps are the same pins `BlocklistMaps` (and the blocklist activity)
+ * write; loading the programs after the maps exist reuses them, and vice versa.
+ */
+import { parseCidr } from '../model/ip';
+import { attachTc, attachXdp, detachTc, detachXdp, type TcDirection, type XdpMode } from './attach';
+import { BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP, BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP } from './blocklist-maps';
+import type { BuiltObjects } from './build';
+import {
+  type Counter,
+  type DropEvent,
+  type ZonePolicyKey,
+  type ZoneVerdict,
+  decodeDropEvent,
+  decodeZoneVerdict,
+  encodeEntryKey,
+  encodeU32,
+  encodeZonePolicyKey,
+  encodeZoneVerdict,
+  sumCounters,
+} from './datapath-codec';
+import { BpfObject } from './loader';
+import type { BpfMap } from './map';
+import { ifindexOf, inNetns } from './netns';
+import { RingBufferConsumer } from './ring-buffer';
+
+/** Program names in the objects (the C function names). */
+export const PROGRAMS = { tcIngress: 'fos1_tc_ingress', tcEgress: 'fos1_tc_egress', xdp: 'fos1_xdp' } as const;
+
+/** Sizes of the maps that are created when missing (existing pins keep theirs). */
+export interface DatapathSizes {
+  blocklistV4: number;
+  blocklistV6: number;
+  hostsV4: number;
+  hostsV6: number;
+  zonePolicy?: number;
+}
+
+/** Options of {@link Datapath.load}. */
+export interface DatapathOptions {
+  pinDir: string;
+  objects: BuiltObjects;
+  sizes: DatapathSizes;
+}
+
+/** Where and how to attach. */
+export interface DatapathAttachment {
+  interface: string;
+  netns?: string;
+  /** TC hooks to attach to; both by default. */
+  tc?: TcDirection[];
+  /** Also attach at XDP (ingress, before the stack) in this mode. */
+  xdp?: XdpMode;
+}
+
+/** The loaded programs and their pinned maps. Call {@link close} when done (attachments stay). */
+export class Datapath {
+  readonly #maps = new Map<string, BpfMap>();
+
+  private constructor(
+    private readonly tc: BpfObject,
+    private readonly xdp: BpfObject,
+  ) {}
+
+  /** Loads both objects; the second load reuses every map the first one pinned. */
+  static load(opts: DatapathOptions): Datapath {
+    const maxEntries = {
+      [BLOCKLIST_V4_MAP]: opts.sizes.blocklistV4,
+      [BLOCKLIST_V6_MAP]: opts.sizes.blocklistV6,
+      [BLOCKHOST_V4_MAP]: opts.sizes.hostsV4,
+      [BLOCKHOST_V6_MAP]: opts.sizes.hostsV6,
+      ...(opts.sizes.zonePolicy ? { zone_policy: opts.sizes.zonePolicy } : {}),
+    };
+    const tc = BpfObject.load(opts.objects.tc, { pinDir: opts.pinDir, maxEntries });
+    try {
+      return new Datapath(tc, BpfObject.load(opts.objects.xdp, { pinDir: opts.pinDir, maxEntries }));
+    } catch (err) {
+      tc.close();
+      throw err;
+    }
+  }
+
+  /** Attaches the firewall to an interface (idempotent: re-attaching replaces fos1's programs). */
+  attach(a: DatapathAttachment): { xdpMode?: 'native' | 'generic' } {
+    for (const direction of a.tc ?? (['ingress', 'egress'] as const)) {
+      const prog = this.tc.programFd(direction === 'ingress' ? PROGRAMS.tcIngress : PROGRAMS.tcEgress);
+      attachTc(prog, { interface: a.interface, netns: a.netns, direction });
+    }
+    if (a.xdp) return { xdpMode: attachXdp(this.xdp.programFd(PROGRAMS.xdp), { interface: a.interface, netns: a.netns, mode: a.xdp }) };
+    return {};
+  }
+
+  /** Removes fos1's programs from an interface (all hooks; idempotent). */
+  static detach(a: { interface: string; netns?: string }): void {
+    for (const direction of ['ingress', 'egress'] as const) detachTc({ ...a, direction });
+    detachXdp(a);
+  }
+
+  /** Puts an interface into zone 1–254 (or 0 to take it out of every zone). */
+  setInterfaceZone(a: { interface: string; netns?: string }, zone: number): void {
+    if (!Number.isInteger(zone) || zone < 0 || zone > 254) throw new RangeError(`zone must be 0–254 (255 is the host), got ${zone}`);
+    const ifindex = inNetns(a.netns, () => ifindexOf(a.interface));
+    const map = this.map('zone_ifaces');
+    if (zone === 0) map.delete(encodeU32(ifindex));
+    else map.update(encodeU32(ifindex), encodeU32(zone));
+  }
+
+  /** Sets one zone policy rule (protocol 0 = any, dport 0 = any). */
+  setZoneRule(key: ZonePolicyKey, verdict: ZoneVerdict): void {
+    this.map('zone_policy').update(encodeZonePolicyKey(key), encodeZoneVerdict(verdict));
+  }
+
+  removeZoneRule(key: ZonePolicyKey): boolean {
+    return this.map('zone_policy').delete(encodeZonePolicyKey(key));
+  }
+
+  /** The verdict for traffic from `zone` that no rule matches. */
+  setZoneDefault(zone: number, verdict: ZoneVerdict): void {
+    this.map('zone_default').update(encodeU32(zone), encodeZoneVerdict(verdict));
+  }
+
+  zoneDefault(zone: number): ZoneVerdict {
+    const v = this.map('zone_default').lookup(encodeU32(zone));
+    return v ? decodeZoneVerdict(v) : { action: 'allow', ruleId: 0 };
+  }
+
+  /** Packets and bytes counted under a rule id (zone verdicts and blocklist values), all CPUs. */
+  ruleCounter(ruleId: number): Counter {
+    return sumCounters(this.map('rule_stats').lookupPerCpu(encodeU32(ruleId)));
+  }
+
+  /** Packets and bytes dropped by one host blocklist entry (`a.b.c.d/32`, `…/128`). */
+  entryCounter(cidr: string): Counter {
+    return sumCounters(this.map('entry_stats').lookupPerCpu(encodeEntryKey(parseCidr(cidr))));
+  }
+
+  /**
+   * Streams drop (and log) events to `onEvent`. Call `consume()` on the result to
+   * deliver what is pending now, or `start(ms)` to poll; `close()` when done.
+   */
+  events(onEvent: (event: DropEvent) => void): RingBufferConsumer {
+    return new RingBufferConsumer(this.map('drop_events'), (sample) => onEvent(decodeDropEvent(sample)));
+  }
+
+  /** A map of the datapath by name, opened through its pin (kept open until {@link close}). */
+  map(name: string): BpfMap {
+    let m = this.#maps.get(name);
+    if (!m) {
+      m = this.tc.openMap(name);
+      this.#maps.set(name, m);
+    }
+    return m;
+  }
+
+  /** Pin path of a map. */
+  pinPath(name: string): string {
+    return this.tc.pinPath(name);
+  }
+
+  /** Map names (all pinned). */
+  get mapNames(): string[] {
+    return this.tc.maps.map((m) => m.name);
+  }
+
+  /** Closes file descriptors; attached programs and pinned maps stay. Idempotent. */
+  close(): void {
+    for (const m of this.#maps.values()) m.close();
+    this.#maps.clear();
+    this.tc.close();
+    this.xdp.close();
+  }
+}
