@@ -1,0 +1,133 @@
+/**
+ * End to end on real parts: a FirewallRule created through the Kubernetes API (the calls
+ * kubectl makes) is picked up by the controller, applied by a policy change workflow on a real
+ * Temporal dev server (the cluster worker from workers/fos1-worker.ts running the Cilium
+ * activities against the real kube-apiserver), and ends with status Applied and the matching
+ * CiliumNetworkPolicy present. Also: a spec update, a rule the translator refuses (Failed,
+ * with the reason and the workflow id), and a deletion that prunes the policy.
+ */
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import pino from 'pino';
+import { FirewallRuleController, policyWorkflowId, type Condition } from '../../controllers/firewall-rule-controller';
+import type { KubeApiServer } from '../../k8s/harness';
+import type { StoredObject } from '../../k8s/client';
+import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { describeKube, startKubeWithCrds } from '../helpers/kube';
+import { startTemporal, workflowBundle } from '../helpers/temporal';
+
+const NS = `fos1-ctl-${process.pid}`;
+const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
+
+describeKube('FirewallRule controller → policy workflow → Cilium policy', ['temporal-cli'], () => {
+  let kube: KubeApiServer;
+  let env: TestWorkflowEnvironment;
+  let workers: Worker[];
+  let running: Promise<unknown>;
+  let controller: FirewallRuleController;
+
+  beforeAll(async () => {
+    [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
+    await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+    workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: env.namespace ?? 'default',
+      nodeName: `ctl-${process.pid}`,
+      clusterWorker: true,
+      // The node worker is not used here; its deps are never called.
+      nodeDeps: createNodeDeps({ netns: `fos1-unused-${process.pid}`, routeProtocol: 241, bpfPinDir: `/sys/fs/bpf/fos1-unused-${process.pid}`, blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
+      ciliumDeps: { kube: kube.client, fieldManager: 'fos1', logger },
+      logger,
+      workflowBundle: await workflowBundle(),
+    });
+    running = Promise.all(workers.map((w) => w.run()));
+    controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger });
+    await controller.start();
+  }, 180_000);
+
+  afterAll(async () => {
+    await controller?.stop();
+    workers?.forEach((w) => w.shutdown());
+    await running;
+    await env?.teardown();
+    await kube?.stop();
+  });
+
+  const getRule = (name: string) => kube.client.get({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name });
+  const getPolicy = (name: string) => kube.client.get({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', namespace: NS, name });
+  const condition = (o: StoredObject | undefined, type: Condition['type']) => ((o?.status?.conditions ?? []) as Condition[]).find((c) => c.type === type);
+
+  async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await probe();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  const waitForGeneration = (name: string, generation: number) =>
+    waitFor(`${name} status for generation ${generation}`, async () => {
+      const r = await getRule(name);
+      return r?.status?.observedGeneration === generation ? r : undefined;
+    });
+
+  it('ends with status Applied and the matching CiliumNetworkPolicy, then follows an update and a deletion', async () => {
+    await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'web', namespace: NS }, spec: { selector: { app: 'web' } } });
+    await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'clients', namespace: NS }, spec: { selector: { role: 'client' } } });
+    const created = await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'web-public', namespace: NS },
+      spec: { zone: 'web', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 80 }], l7: { http: [{ method: 'GET', path: '/public/.*' }] } },
+    });
+    expect(created.metadata.generation).toBe(1);
+
+    const applied = await waitForGeneration('web-public', 1);
+    const workflowId = policyWorkflowId('FirewallRule', NS, 'web-public');
+    expect(applied.status?.workflowId).toBe(workflowId);
+    expect(condition(applied, 'Applied')).toMatchObject({ status: 'True', reason: 'Applied', observedGeneration: 1 });
+    expect(condition(applied, 'Applied')?.message).toContain(workflowId);
+    expect(condition(applied, 'Failed')).toMatchObject({ status: 'False' });
+
+    const policy = await getPolicy('fos1-web-public');
+    expect(policy?.metadata.labels).toMatchObject({ 'app.kubernetes.io/managed-by': 'fos1', 'fos1.io/source-name': 'web-public', 'fos1.io/source-namespace': NS });
+    expect(policy?.metadata.annotations?.['fos1.io/change-id']).toBe('web-public-g1');
+    expect(policy?.spec).toEqual({
+      endpointSelector: { matchLabels: { app: 'web' } },
+      ingress: [{ fromEndpoints: [{ matchLabels: { role: 'client' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public/.*' }] } }] }],
+    });
+    // The workflow really ran on Temporal, under the id derived from the object.
+    const description = await env.client.workflow.getHandle(workflowId).describe();
+    expect(description.type).toBe('policyChangeWorkflow');
+    expect(description.status.name).toBe('COMPLETED');
+
+    // Update the spec (generation 2): the policy follows.
+    const current = (await getRule('web-public'))!;
+    await kube.client.replace({ ...current, spec: { ...(current.spec as object), ports: [{ port: 8080 }] } });
+    await waitForGeneration('web-public', 2);
+    expect(JSON.stringify((await getPolicy('fos1-web-public'))?.spec)).toContain('"port":"8080"');
+    expect((await getPolicy('fos1-web-public'))?.metadata.annotations?.['fos1.io/change-id']).toBe('web-public-g2');
+
+    // Delete the rule: its policy is pruned.
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'web-public' });
+    await waitFor('policy pruned', async () => ((await getPolicy('fos1-web-public')) === undefined ? true : undefined));
+  });
+
+  it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
+    await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'no-zone', namespace: NS },
+      spec: { zone: 'ghost', direction: 'egress', peers: [{ entity: 'world' }] },
+    });
+    const failed = await waitForGeneration('no-zone', 1);
+    const workflowId = policyWorkflowId('FirewallRule', NS, 'no-zone');
+    expect(condition(failed, 'Applied')).toMatchObject({ status: 'False', reason: 'InvalidPolicyChange' });
+    expect(condition(failed, 'Failed')).toMatchObject({ status: 'True', reason: 'InvalidPolicyChange' });
+    expect(condition(failed, 'Failed')?.message).toContain(workflowId);
+    expect(condition(failed, 'Failed')?.message).toContain('zone "ghost" does not exist');
+    expect(condition(failed, 'RolledBack')).toMatchObject({ status: 'False' });
+    expect(await getPolicy('fos1-no-zone')).toBeUndefined();
+  });
+});
