@@ -45,9 +45,21 @@ export class ListWatch {
 
   constructor(private readonly options: ListWatchOptions) {}
 
-  /** Lists, reports every object, and starts watching. Resolves after the first list. */
+  /**
+   * Lists, reports every object, and starts watching. Resolves after the first successful
+   * list; while the apiserver answers 429/5xx (starting up, overloaded) it keeps trying.
+   */
   async start(): Promise<void> {
-    await this.relist();
+    for (;;) {
+      try {
+        await this.relist();
+        return;
+      } catch (err) {
+        if (this.stopped || !(err instanceof KubeApiError) || !err.retryable) throw err;
+        this.options.logger.warn({ err: err.message }, 'first list failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, this.options.retryDelayMs ?? 1000));
+      }
+    }
   }
 
   /** Stops watching; no handler call happens afterwards. */

@@ -141,7 +141,7 @@ async function installCrds(client: KubeClient, files: string[], timeoutMs: numbe
     for (;;) {
       const stored = await client.get({ apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', name: crd.metadata.name });
       const conditions = (stored?.status?.conditions ?? []) as { type: string; status: string }[];
-      if (conditions.some((c) => c.type === 'Established' && c.status === 'True')) {
+      if (conditions.some((c) => c.type === 'Established' && c.status === 'True') && (await servesObjects(client, stored as StoredObject))) {
         installed.push(stored as StoredObject);
         break;
       }
@@ -150,6 +150,20 @@ async function installCrds(client: KubeClient, files: string[], timeoutMs: numbe
     }
   }
   return installed;
+}
+
+/**
+ * Established is not the end: for a moment after it, the new kind's storage answers lists with
+ * 429 "storage is (re)initializing". Ready means a list of every served version succeeds.
+ */
+async function servesObjects(client: KubeClient, crd: StoredObject): Promise<boolean> {
+  const spec = crd.spec as { group: string; names: { kind: string }; versions: { name: string; served: boolean }[] };
+  try {
+    for (const v of spec.versions.filter((x) => x.served)) await client.list(`${spec.group}/${v.name}`, spec.names.kind);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function launch(binary: string, args: string[], logFile: string): ChildProcess {

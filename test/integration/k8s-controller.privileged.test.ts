@@ -130,4 +130,79 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(condition(failed, 'RolledBack')).toMatchObject({ status: 'False' });
     expect(await getPolicy('fos1-no-zone')).toBeUndefined();
   });
+
+  it('refuses a rule whose policy-map estimate exceeds 16384 entries per endpoint: Failed PolicyMapOverflow, nothing applied', async () => {
+    // 10 prefixes with 40 exceptions each (410 identities) × ports 1–65535 (16 blocks) × ANY (3) ≈ 19,680 entries.
+    const peers = Array.from({ length: 10 }, (_, i) => ({ cidr: `10.${i}.0.0/16`, except: Array.from({ length: 40 }, (_, j) => `10.${i}.${j}.0/24`) }));
+    await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'too-big', namespace: NS },
+      spec: { zone: 'web', direction: 'egress', peers, ports: [{ port: 1, endPort: 65535, protocol: 'ANY' }] },
+    });
+    const failed = await waitForGeneration('too-big', 1);
+    expect(condition(failed, 'Failed')).toMatchObject({ status: 'True', reason: 'PolicyMapOverflow' });
+    expect(condition(failed, 'Failed')?.message).toMatch(/about 19680 policy-map entries .*more than the map holds \(16384\)/);
+    expect(await getPolicy('fos1-too-big')).toBeUndefined();
+  });
+
+  it('rolls back when the apiserver refuses the real write after the dry run passed: RolledBack, previous policy intact', async () => {
+    // A ValidatingAdmissionPolicy that lets dry runs through but denies the real write of the
+    // generation-2 policy of one rule: the failure lands after fos1 has started applying.
+    await kube.client.create({
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'ValidatingAdmissionPolicy',
+      metadata: { name: 'deny-real-g2' },
+      spec: {
+        failurePolicy: 'Fail',
+        matchConstraints: { resourceRules: [{ apiGroups: ['cilium.io'], apiVersions: ['v2'], operations: ['CREATE', 'UPDATE'], resources: ['ciliumnetworkpolicies'] }] },
+        validations: [
+          {
+            expression: "request.dryRun || !has(object.metadata.annotations) || !('fos1.io/change-id' in object.metadata.annotations) || object.metadata.annotations['fos1.io/change-id'] != 'guarded-g2'",
+            message: 'change guarded-g2 is frozen by the change board',
+          },
+        ],
+      },
+    });
+    await kube.client.create({
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'ValidatingAdmissionPolicyBinding',
+      metadata: { name: 'deny-real-g2' },
+      spec: { policyName: 'deny-real-g2', validationActions: ['Deny'] },
+    });
+    // The apiserver loads admission policies asynchronously: wait until a probe write is denied.
+    const probe = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'vap-probe', namespace: NS, annotations: { 'fos1.io/change-id': 'guarded-g2' } }, spec: { endpointSelector: {} } };
+    await waitFor('admission policy active', async () => {
+      try {
+        await kube.client.apply(probe, { fieldManager: 'probe' });
+        await kube.client.delete({ apiVersion: probe.apiVersion, kind: probe.kind, namespace: NS, name: 'vap-probe' });
+        return undefined;
+      } catch {
+        return true;
+      }
+    });
+
+    await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'guarded', namespace: NS },
+      spec: { zone: 'web', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 443 }] },
+    });
+    await waitForGeneration('guarded', 1);
+    const before = await getPolicy('fos1-guarded');
+    expect(before?.metadata.annotations?.['fos1.io/change-id']).toBe('guarded-g1');
+
+    const current = (await getRule('guarded'))!;
+    await kube.client.replace({ ...current, spec: { ...(current.spec as object), ports: [{ port: 8443 }] } });
+    const rolledBack = await waitForGeneration('guarded', 2);
+    expect(condition(rolledBack, 'Applied')).toMatchObject({ status: 'False', reason: 'PolicyRolledBack', observedGeneration: 2 });
+    expect(condition(rolledBack, 'RolledBack')).toMatchObject({ status: 'True', reason: 'PolicyRolledBack' });
+    expect(condition(rolledBack, 'Failed')?.message).toMatch(/PolicyRejected: .*frozen by the change board/);
+    expect(condition(rolledBack, 'Failed')?.message).toContain(policyWorkflowId('FirewallRule', NS, 'guarded'));
+    const after = await getPolicy('fos1-guarded');
+    expect(after?.spec).toEqual(before?.spec);
+    expect(after?.metadata.annotations).toEqual(before?.metadata.annotations);
+    expect(after?.metadata.uid).toBe(before?.metadata.uid);
+  });
 });
+

@@ -5,7 +5,7 @@
  */
 import pino from 'pino';
 import { ListWatch, type ListWatchClient } from '../../controllers/list-watch';
-import type { StoredObject, WatchEvent } from '../../k8s/client';
+import { KubeApiError, type StoredObject, type WatchEvent } from '../../k8s/client';
 
 const obj = (name: string, rv: string): StoredObject => ({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', metadata: { name, namespace: 'ns', resourceVersion: rv } });
 
@@ -61,4 +61,28 @@ describe('ListWatch', () => {
     expect(seen).toEqual(['upsert a', 'upsert a', 'upsert b', 'deleted a']);
     lw.stop();
   });
+
+  it('keeps retrying the first list while the apiserver answers 429 (a new kind\'s storage initialising), but not on a 403', async () => {
+    const make = (api: ListWatchClient) =>
+      new ListWatch({ apiVersion: 'v1', kind: 'X', path: '/x', client: api, logger: pino({ level: 'silent' }), retryDelayMs: 1, handler: { upsert: () => undefined, deleted: () => undefined } });
+    const flaky = new ScriptedApi();
+    let failures = 2;
+    const list = flaky.list.bind(flaky);
+    flaky.list = async () => {
+      if (failures-- > 0) throw new KubeApiError(429, 'TooManyRequests', 'list X: 429 TooManyRequests: storage is (re)initializing');
+      return list();
+    };
+    const lw = make(flaky);
+    await lw.start();
+    expect(lw.lists).toBe(1);
+    expect(flaky.watches).toHaveLength(1);
+    lw.stop();
+
+    const forbidden = new ScriptedApi();
+    forbidden.list = async () => {
+      throw new KubeApiError(403, 'Forbidden', 'list X: 403 Forbidden: no');
+    };
+    await expect(make(forbidden).start()).rejects.toThrow('403 Forbidden');
+  });
 });
+
