@@ -10,8 +10,9 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import type { InterfaceConfig, NatConfig, ObservedBlocklistEntry, ObservedNodeState, PolicyRule, Route } from '../model/node-state';
-import { planBlocklist, renderOperation, type Subsystem } from '../model/plan';
+import { renderOperation, type Subsystem } from '../model/plan';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
+import { createBlocklistSync } from './blocklist-sync';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
 import { BpfMapMismatchError } from '../bpf/map';
 import { RouteApplyError, type RouteTable } from './system/route-table';
@@ -130,15 +131,10 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      */
     async syncBlocklist(input: { desired: ObservedBlocklistEntry[] }): Promise<SyncResult> {
       return translateErrors(async () => {
-        const store = blocklist();
-        const ops = planBlocklist(store.readAll().map(fromKernelEntry), input.desired);
-        const upserts = ops.filter((op) => op.action !== 'delete').map((op) => toKernelEntry(op.entry));
-        const deletes = ops.filter((op) => op.action === 'delete').map((op) => op.entry.cidr);
-        store.upsert(upserts);
-        store.remove(deletes);
-        const operations = ops.map(renderOperation);
-        logger.info({ operations: operations.length }, 'blocklist converged');
-        return { operations };
+        // One batch dump, diff, batch apply (all or nothing) and digest read-back over
+        // the maps; see activities/blocklist-sync.ts (also by-reference and patch syncs).
+        const result = createBlocklistSync({ maps: blocklist, logger }).syncEntries(input.desired.map(toKernelEntry));
+        return { operations: result.operations };
       });
     },
   };

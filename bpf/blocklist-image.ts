@@ -258,13 +258,13 @@ export function imageFromEntries(entries: Iterable<ImageEntry>): BlocklistImage 
   return b.build();
 }
 
-/** Every entry of an image, decoded (hosts as /32 and /128). For tests and small lists. */
-export function imageEntries(image: BlocklistImage): ImageEntry[] {
+/** Entries of an image, decoded (hosts as /32 and /128), at most `limit` of them. For tests and small lists. */
+export function imageEntries(image: BlocklistImage, limit = Infinity): ImageEntry[] {
   const out: ImageEntry[] = [];
   for (const kind of IMAGE_KINDS) {
     const part = image[kind];
     const ks = IMAGE_KEY_SIZE[kind];
-    for (let i = 0; i < part.count; i++) {
+    for (let i = 0; i < part.count && out.length < limit; i++) {
       const key = part.keys.subarray(i * ks, (i + 1) * ks);
       const cidr: Cidr =
         kind === 'hostV4' ? { family: 4, bytes: new Uint8Array(key), prefixLength: 32 } : kind === 'hostV6' ? { family: 6, bytes: new Uint8Array(key), prefixLength: 128 } : decodeLpmKey(key);

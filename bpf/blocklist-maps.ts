@@ -207,6 +207,35 @@ export class BlocklistMaps {
   }
 
   /**
+   * The entry stored for exactly `cidr`, or null. Hosts are looked up in their hash
+   * map (and, for entries written before host maps existed, the trie). A trie lookup
+   * is a longest-prefix match, so exactness is checked without writing anything:
+   * `get_next_key` of a key that is absent returns the trie's first key, of a present
+   * key its successor (or ENOENT for the last one).
+   */
+  getExact(text: string): KernelBlocklistEntry | null {
+    const cidr = parseCidr(text);
+    const canonical = formatCidr(cidr);
+    const host = this.hostMapFor(cidr);
+    const fromValue = (value: Buffer): KernelBlocklistEntry => {
+      const { expiresAt } = decodeBlockValue(value);
+      return expiresAt === 0 ? { cidr: canonical } : { cidr: canonical, expiresAt };
+    };
+    if (host) {
+      const value = host.lookup(Buffer.from(cidr.bytes));
+      if (value) return fromValue(value);
+    }
+    const trie = this.mapFor(cidr.family);
+    const key = encodeLpmKey(cidr);
+    const value = trie.lookup(key);
+    if (!value) return null;
+    const first = trie.nextKey(null);
+    const after = trie.nextKey(key);
+    if (after !== null && first !== null && after.equals(first) && !key.equals(first)) return null;
+    return fromValue(value);
+  }
+
+  /**
    * The maps' contents as a {@link BlocklistImage} (batch reads, no object per entry).
    * Hosts found in a trie stay in the trie part, so a diff against a desired image
    * moves them into the host maps.

@@ -247,6 +247,16 @@ export class BpfMap {
     }
   }
 
+  /** The key after `key` (the first key for null), or null at the end: one `bpf_map_get_next_key`. */
+  nextKey(key: Buffer | null): Buffer | null {
+    if (key) this.checkKey(key, 'bpf_map_get_next_key');
+    const next = Buffer.alloc(this.#info.keySize);
+    const ret = libbpf().bpf_map_get_next_key(this.fd, key, next);
+    if (ret === -ERRNO.ENOENT) return null;
+    if (ret < 0) throw bpfError('bpf_map_get_next_key', ret, this.describe());
+    return next;
+  }
+
   /** Iterates over `[key, value]` pairs; keys deleted between the two calls are skipped. */
   *entries(): IterableIterator<[Buffer, Buffer]> {
     for (const key of this.keys()) {

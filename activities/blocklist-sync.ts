@@ -1,0 +1,279 @@
+/**
+ * The blocklist map-update activity logic: desired vs current diff, batch apply,
+ * snapshot for rollback, read-back verification — sized for a million entries.
+ *
+ * Three ways in:
+ * - `syncEntries`: a desired list inline (small; what change requests carry today);
+ * - `syncFromRef`: a full desired state by reference (file path or content hash, see
+ *   model/blocklist-ref.ts), streamed from disk into a binary image, never into the
+ *   workflow's payload;
+ * - `patch`: upserts/removals of a few entries, touching only those keys (a single
+ *   added entry costs a handful of syscalls, not a million-entry diff).
+ *
+ * Every change returns a `snapshotRef` to the previous contents (written to the
+ * content-addressed store) so a rollback is `restore(snapshotRef)`, verified by reading
+ * the maps back. Kernel errors propagate as the bpf/ error classes (the node activities
+ * translate them); input errors become non-retryable `ApplicationFailure`s here.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Logger } from 'pino';
+import { type BlocklistRef, blocklistRefSchema } from '../model/blocklist-ref';
+import { canonicalCidr, IpParseError } from '../model/ip';
+import {
+  type BlocklistImage,
+  BlocklistFileError,
+  IMAGE_KINDS,
+  type ImageDiff,
+  diffSize,
+  deserializeImage,
+  emptyImage,
+  imageEntries,
+  imageFromEntries,
+  imageSize,
+  isSerializedImage,
+  parseBlocklistText,
+  serializeImage,
+} from '../bpf/blocklist-image';
+import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
+
+/** Failure types of this module (`ApplicationFailure.type`). */
+export const BlocklistFailureType = {
+  InvalidBlocklist: 'InvalidBlocklist',
+  BlocklistRefNotFound: 'BlocklistRefNotFound',
+  BlocklistVerifyFailed: 'BlocklistVerifyFailed',
+} as const;
+
+/** At most this many diff lines are returned (the counts are always complete). */
+export const MAX_OPERATION_LINES = 1000;
+
+/**
+ * Content-addressed blobs on the node: `<dir>/<sha256>`. Blocklists arrive here by
+ * hash, and snapshots for rollback are written here.
+ */
+export class BlocklistStore {
+  constructor(readonly dir: string) {}
+
+  /** Stores `data` (atomically: temp file + rename) and returns its reference. */
+  put(data: Buffer): { sha256: string } {
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    mkdirSync(this.dir, { recursive: true });
+    const path = join(this.dir, sha256);
+    const tmp = `${path}.tmp-${process.pid}`;
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+    return { sha256 };
+  }
+
+  /** Reads and hash-checks the content of a reference. */
+  read(input: unknown): Buffer {
+    const parsed = blocklistRefSchema.safeParse(input);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw ApplicationFailure.create({
+        type: BlocklistFailureType.InvalidBlocklist,
+        message: `blocklist reference${issue?.path.length ? ` field "${issue.path.join('.')}"` : ''}: ${issue?.message ?? 'invalid'}`,
+        nonRetryable: true,
+      });
+    }
+    const ref: BlocklistRef = parsed.data;
+    const path = 'file' in ref ? ref.file : join(this.dir, ref.sha256);
+    let data: Buffer;
+    try {
+      data = readFileSync(path);
+    } catch (err) {
+      throw ApplicationFailure.create({
+        type: BlocklistFailureType.BlocklistRefNotFound,
+        message: `blocklist ${'file' in ref ? `file ${path}` : `sha256 ${ref.sha256} (${path})`} cannot be read: ${(err as Error).message}`,
+        nonRetryable: true,
+      });
+    }
+    if (ref.sha256 !== undefined) {
+      const actual = createHash('sha256').update(data).digest('hex');
+      if (actual !== ref.sha256) {
+        throw ApplicationFailure.create({
+          type: BlocklistFailureType.InvalidBlocklist,
+          message: `blocklist at ${path} has sha256 ${actual}, but the reference says ${ref.sha256}: the content changed after it was referenced`,
+          nonRetryable: true,
+        });
+      }
+    }
+    return data;
+  }
+}
+
+/** What a sync did. */
+export interface BlocklistSyncResult {
+  /** Diff lines (`+ block …`, `- block …`, `~ block …`), at most {@link MAX_OPERATION_LINES}. */
+  operations: string[];
+  counts: { added: number; changed: number; removed: number; total: number };
+  /** The maps' contents before the change; `restore(snapshotRef)` puts them back. */
+  snapshotRef?: { sha256: string };
+  /** Wall time of each phase, in milliseconds. */
+  timings: { read: number; diff: number; apply: number; verify: number };
+}
+
+/** Dependencies of {@link createBlocklistSync}. */
+export interface BlocklistSyncDeps {
+  maps: () => BlocklistMaps;
+  /** Where referenced blocklists are found and snapshots are written; no snapshots without it. */
+  store?: BlocklistStore;
+  logger?: Logger;
+}
+
+/** Builds the blocklist sync operations around injected maps and store. */
+export function createBlocklistSync(deps: BlocklistSyncDeps) {
+  const clock = () => performance.now();
+
+  /** Full-state sync of an image: dump, diff, batch apply (all or nothing), verify. */
+  function syncImage(desired: BlocklistImage, readMs: number): BlocklistSyncResult {
+    const maps = deps.maps();
+    const t = clock();
+    const before = maps.dumpImage();
+    const placed = maps.placed(desired);
+    const snapshotRef = deps.store ? deps.store.put(serializeImage(before)) : undefined;
+    const t1 = clock();
+    const { diff } = maps.applyImage(placed, before);
+    const t2 = clock();
+    const mismatch = maps.verifyImage(placed);
+    if (mismatch) {
+      throw ApplicationFailure.create({ type: BlocklistFailureType.BlocklistVerifyFailed, message: mismatch, nonRetryable: false });
+    }
+    const t3 = clock();
+    const size = diffSize(diff);
+    const result: BlocklistSyncResult = {
+      operations: renderDiff(diff),
+      counts: { added: size.added, changed: size.changed, removed: size.deletes, total: imageSize(placed) },
+      ...(snapshotRef ? { snapshotRef } : {}),
+      timings: { read: readMs, diff: t1 - t, apply: t2 - t1, verify: t3 - t2 },
+    };
+    deps.logger?.info({ counts: result.counts, timings: result.timings }, 'blocklist converged');
+    return result;
+  }
+
+  return {
+    /** Converges the maps to an inline list (the change workflow's payload; expiresAt in unix seconds). */
+    syncEntries(desired: KernelBlocklistEntry[]): BlocklistSyncResult {
+      const t = clock();
+      const image = invalidInputAsFailure(() => imageFromEntries(desired));
+      return syncImage(image, clock() - t);
+    },
+
+    /** Converges the maps to the blocklist a reference points at. */
+    syncFromRef(ref: unknown): BlocklistSyncResult {
+      if (!deps.store) throw new Error('blocklist sync by reference needs a BlocklistStore');
+      const t = clock();
+      const data = deps.store.read(ref);
+      const image = invalidInputAsFailure(() => (isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data)));
+      return syncImage(image, clock() - t);
+    },
+
+    /** Restores a snapshot written by an earlier sync (same as syncing to it). */
+    restore(snapshotRef: { sha256: string }): BlocklistSyncResult {
+      return this.syncFromRef(snapshotRef);
+    },
+
+    /**
+     * Upserts and removes a few entries without reading the whole maps. The snapshot
+     * holds the previous state of exactly the touched prefixes (as a small image plus
+     * the list of prefixes that were absent), so restoring it is another patch.
+     */
+    patch(input: { upsert: KernelBlocklistEntry[]; remove: string[] }): BlocklistSyncResult & { previous: PatchSnapshot } {
+      const maps = deps.maps();
+      const t0 = clock();
+      const upsert = invalidInputAsFailure(() => input.upsert.map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) })));
+      const remove = invalidInputAsFailure(() => input.remove.map((c) => canonicalCidr(c)));
+      const touched = [...new Set([...upsert.map((e) => e.cidr), ...remove])];
+      const previous: PatchSnapshot = { present: [], absent: [] };
+      for (const cidr of touched) {
+        const entry = maps.getExact(cidr);
+        if (entry) previous.present.push(entry);
+        else previous.absent.push(cidr);
+      }
+      const t1 = clock();
+      maps.upsert(upsert); // all or nothing
+      try {
+        maps.remove(remove.filter((c) => !upsert.some((e) => e.cidr === c)));
+      } catch (err) {
+        applyPatchSnapshot(maps, previous);
+        throw err;
+      }
+      const t2 = clock();
+      const wanted = new Map<string, KernelBlocklistEntry | null>(touched.map((c) => [c, null]));
+      for (const e of upsert) wanted.set(e.cidr, e);
+      const wrong: string[] = [];
+      for (const [cidr, want] of wanted) {
+        const have = maps.getExact(cidr);
+        if ((have?.expiresAt ?? 0) !== (want?.expiresAt ?? 0) || (have === null) !== (want === null)) wrong.push(cidr);
+      }
+      if (wrong.length > 0) {
+        throw ApplicationFailure.create({
+          type: BlocklistFailureType.BlocklistVerifyFailed,
+          message: `blocklist read-back differs for ${wrong.join(', ')}`,
+          nonRetryable: false,
+        });
+      }
+      const t3 = clock();
+      const snapshotRef = deps.store ? deps.store.put(Buffer.from(JSON.stringify(previous))) : undefined;
+      const added = previous.absent.filter((c) => upsert.some((e) => e.cidr === c)).length;
+      const removed = previous.present.filter((e) => remove.includes(e.cidr) && !upsert.some((u) => u.cidr === e.cidr)).length;
+      return {
+        operations: [
+          ...upsert.map((e) => `${previous.absent.includes(e.cidr) ? '+' : '~'} block ${e.cidr}`),
+          ...remove.filter((c) => previous.present.some((e) => e.cidr === c)).map((c) => `- block ${c}`),
+        ].slice(0, MAX_OPERATION_LINES),
+        counts: { added, changed: upsert.length - added, removed, total: -1 },
+        ...(snapshotRef ? { snapshotRef } : {}),
+        previous,
+        timings: { read: t1 - t0, diff: 0, apply: t2 - t1, verify: t3 - t2 },
+      };
+    },
+
+    /** Undoes a {@link patch} from its returned `previous`. */
+    restorePatch(previous: PatchSnapshot): void {
+      applyPatchSnapshot(deps.maps(), previous);
+    },
+  };
+}
+
+/** The previous state of the prefixes a patch touched. */
+export interface PatchSnapshot {
+  present: KernelBlocklistEntry[];
+  absent: string[];
+}
+
+function applyPatchSnapshot(maps: BlocklistMaps, previous: PatchSnapshot): void {
+  maps.upsert(previous.present);
+  maps.remove(previous.absent);
+}
+
+export type BlocklistSync = ReturnType<typeof createBlocklistSync>;
+
+/** Input errors (bad prefix in a list or file) are the caller's; retrying cannot fix them. */
+function invalidInputAsFailure<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof BlocklistFileError || err instanceof IpParseError || err instanceof RangeError) {
+      throw ApplicationFailure.create({ type: BlocklistFailureType.InvalidBlocklist, message: err.message, nonRetryable: true });
+    }
+    throw err;
+  }
+}
+
+/** Diff lines for the first {@link MAX_OPERATION_LINES} operations, upserts before deletes. */
+function renderDiff(diff: ImageDiff): string[] {
+  const lines: string[] = [];
+  for (const kind of IMAGE_KINDS) {
+    const part = { ...emptyImage(), [kind]: diff[kind].upsert };
+    for (const e of imageEntries(part, MAX_OPERATION_LINES - lines.length)) lines.push(`+ block ${e.cidr}`);
+  }
+  for (const kind of IMAGE_KINDS) {
+    const d = diff[kind];
+    const part = { ...emptyImage(), [kind]: { keys: d.deleteKeys, values: Buffer.alloc(Math.min(d.deleteCount, MAX_OPERATION_LINES) * 16), count: Math.min(d.deleteCount, MAX_OPERATION_LINES) } };
+    for (const e of imageEntries(part, MAX_OPERATION_LINES - lines.length)) lines.push(`- block ${e.cidr}`);
+  }
+  return lines;
+}
