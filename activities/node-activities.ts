@@ -9,7 +9,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import type { InterfaceConfig, NatConfig, ObservedBlocklistEntry, ObservedNodeState, PolicyRule, Route } from '../model/node-state';
+import type { InterfaceConfig, NatConfig, ObservedBlocklistEntry, ObservedNodeState, PolicyRule, Route, Zone } from '../model/node-state';
 import { renderOperation, type Subsystem } from '../model/plan';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
 import { createBlocklistSync } from './blocklist-sync';
@@ -31,6 +31,7 @@ export const NodeFailureType = {
   VlanApplyFailed: 'VlanApplyFailed',
   AddressApplyFailed: 'AddressApplyFailed',
   RuleApplyFailed: 'RuleApplyFailed',
+  ZoneApplyFailed: 'ZoneApplyFailed',
   NatApplyFailed: 'NatApplyFailed',
   /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */
   KernelFeatureMissing: 'KernelFeatureMissing',
@@ -54,7 +55,7 @@ export interface NodeActivityDeps {
   links: LinkTable;
   /** fos1's policy routing rules. */
   rules: RuleTable;
-  /** fos1's nftables NAT table. */
+  /** fos1's nftables table: NAT rules and zones. */
   nat: NatTable;
   /** Test-only fault injection (see {@link FaultInjector}). */
   faults?: FaultInjector;
@@ -90,6 +91,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
         interfaces: await deps.links.read(),
         routes: await routes.read(),
         rules: await deps.rules.read(),
+        zones: await deps.nat.readZones(),
         nat: await deps.nat.read(),
         blocklist: blocklist().readAll().map(fromKernelEntry),
       }));
@@ -120,7 +122,12 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       return converge('rules', () => deps.rules.sync(input.desired));
     },
 
-    /** Converges fos1's NAT table (one nft transaction). */
+    /** Converges fos1's zones (named nft sets in its table; one transaction). */
+    async syncZones(input: { desired: Zone[] }): Promise<SyncResult> {
+      return converge('zones', () => deps.nat.syncZones(input.desired));
+    },
+
+    /** Converges fos1's NAT rules (one nft transaction). */
     async syncNat(input: { desired: NatConfig }): Promise<SyncResult> {
       return converge('nat', () => deps.nat.sync(input.desired));
     },

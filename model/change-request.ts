@@ -16,6 +16,7 @@ import {
   routeSchema,
   ruleSchema,
   tableSchema,
+  zoneSchema,
   normaliseMetric,
 } from './node-state';
 
@@ -67,6 +68,14 @@ export const nodePatchSchema = z
       .object({
         upsert: z.array(ruleSchema).default([]),
         remove: z.array(ruleSchema).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
+    /** Upsert replaces a zone by name; remove deletes it. */
+    zones: z
+      .object({
+        upsert: z.array(zoneSchema).default([]),
+        remove: z.array(z.string()).default([]),
       })
       .strict()
       .default({ upsert: [], remove: [] }),

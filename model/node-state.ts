@@ -7,7 +7,7 @@
  * Pure code: bundled into workflows, no Node built-ins.
  */
 import { z } from 'zod';
-import { canonicalCidr, canonicalIp, IpParseError, parseCidr, parseIp } from './ip';
+import { canonicalCidr, canonicalIp, cidrContains, IpParseError, parseCidr, parseIp } from './ip';
 
 /** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no slash, colon or whitespace. */
 export const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
@@ -274,12 +274,44 @@ export const natSchema = z
   })
   .strict();
 
+/** Zone names: they become parts of nftables set names, so letters, digits and "_" only. */
+export const ZONE_NAME = /^[a-z][a-z0-9_]{0,23}$/;
+
+/**
+ * A zone: a named set of interfaces and prefixes (lan, wan, dmz, …) that firewall rules
+ * and the eBPF zone map refer to. `id` is the zone's number in the eBPF zone map
+ * (1–254: 0 means "not zoned" and 255 is the router itself). An interface belongs to at
+ * most one zone.
+ */
+export const zoneSchema = z
+  .object({
+    name: z.string().regex(ZONE_NAME, 'must be a zone name: a lowercase letter, then up to 23 lowercase letters, digits or "_"'),
+    id: z.number().int().min(1, 'must be a zone id 1–254 (0 is "not zoned", 255 the router itself)').max(254, 'must be a zone id 1–254 (0 is "not zoned", 255 the router itself)'),
+    interfaces: z.array(interfaceNameSchema).max(4096).default([]),
+    prefixes: z.array(cidrSchema).max(65_536).default([]),
+  })
+  .strict()
+  .superRefine((zone, ctx) => {
+    reportDuplicates(zone.interfaces, ['interfaces'], 'interface', ctx);
+    // The kernel's interval sets refuse overlapping elements, and an overlap is a mistake anyway.
+    const parsed = zone.prefixes.map((p) => parseCidr(p));
+    parsed.forEach((inner, i) =>
+      parsed.forEach((outer, j) => {
+        if (i !== j && cidrContains(outer, inner) && (i > j || !cidrContains(inner, outer))) {
+          ctx.addIssue({ code: 'custom', path: ['prefixes', i], message: `${zone.prefixes[i]} overlaps ${zone.prefixes[j]} (index ${j}) of the same zone` });
+        }
+      }),
+    );
+  })
+  .transform((zone) => ({ ...zone, interfaces: [...zone.interfaces].sort(compareText), prefixes: [...zone.prefixes].sort(compareText) }));
+
 /** The desired (or observed) network state of one node. */
 export const nodeStateSchema = z
   .object({
     interfaces: z.array(interfaceSchema).max(4096).default([]),
     routes: z.array(routeSchema).max(10_000).default([]),
     rules: z.array(ruleSchema).max(10_000).default([]),
+    zones: z.array(zoneSchema).max(254).default([]),
     nat: natSchema.default({ sourceNat: [], portForwards: [] }),
     blocklist: z.array(blocklistEntrySchema).max(100_000).default([]),
   })
@@ -294,6 +326,16 @@ export const nodeStateSchema = z
     );
     reportDuplicates(state.routes.map(routeKey), ['routes'], 'route (family, table, destination, metric)', ctx);
     reportDuplicates(state.rules.map(ruleKey), ['rules'], 'rule', ctx);
+    reportDuplicates(state.zones.map((z) => z.name), ['zones'], 'zone name', ctx);
+    reportDuplicates(state.zones.map((z) => String(z.id)), ['zones'], 'zone id', ctx);
+    const zoneOf = new Map<string, string>();
+    state.zones.forEach((zone, i) =>
+      zone.interfaces.forEach((name) => {
+        const other = zoneOf.get(name);
+        if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['zones', i, 'interfaces'], message: `interface ${name} is already in zone ${other}; an interface belongs to at most one zone` });
+        else zoneOf.set(name, zone.name);
+      }),
+    );
     reportDuplicates(state.nat.portForwards.map(portForwardKey), ['nat', 'portForwards'], 'port forward', ctx);
     reportDuplicates(state.blocklist.map((e) => e.cidr), ['blocklist'], 'blocklist prefix', ctx);
   });
@@ -304,6 +346,7 @@ export type InterfaceConfig = z.output<typeof interfaceSchema>;
 export type SourceNat = z.output<typeof sourceNatSchema>;
 export type PortForward = z.output<typeof portForwardSchema>;
 export type NatConfig = z.output<typeof natSchema>;
+export type Zone = z.output<typeof zoneSchema>;
 
 /** A policy routing rule, normalised: the family is always known, fwmask is set with fwmark. */
 export interface PolicyRule {
@@ -352,6 +395,7 @@ export interface ObservedNodeState {
   interfaces: ObservedInterface[];
   routes: Route[];
   rules: PolicyRule[];
+  zones: Zone[];
   nat: NatConfig;
   blocklist: ObservedBlocklistEntry[];
 }

@@ -18,6 +18,7 @@ import type {
   PortForward,
   Route,
   SourceNat,
+  Zone,
 } from './node-state';
 import { portForwardKey, routeKey, ruleKey } from './node-state';
 
@@ -56,6 +57,11 @@ export type AddressOperation = { subsystem: 'addresses'; action: 'add' | 'delete
 /** A policy routing rule fos1 adds or deletes. */
 export type RuleOperation = { subsystem: 'rules'; action: 'add' | 'delete'; rule: PolicyRule };
 
+/** A zone fos1 adds, deletes or changes (in its nftables table, as named sets). */
+export type ZoneOperation =
+  | { subsystem: 'zones'; action: 'add' | 'delete'; zone: Zone }
+  | { subsystem: 'zones'; action: 'replace'; zone: Zone; previous: Zone };
+
 /** The two chains of fos1's NAT table: source NAT after routing, port forwards before it. */
 export type NatChain = 'postrouting' | 'prerouting';
 /**
@@ -66,7 +72,7 @@ export type NatOperation =
   | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'postrouting'; index: number; rule: SourceNat }
   | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'prerouting'; index: number; rule: PortForward };
 
-export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | NatOperation | BlocklistOperation;
+export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | ZoneOperation | NatOperation | BlocklistOperation;
 
 /** The plan for one node: operations per subsystem, subsystems in apply order. */
 export interface NodePlan {
@@ -75,12 +81,13 @@ export interface NodePlan {
   addresses: AddressOperation[];
   routes: RouteOperation[];
   rules: RuleOperation[];
+  zones: ZoneOperation[];
   nat: NatOperation[];
   blocklist: BlocklistOperation[];
 }
 
 /** The subsystems of a node in the order a change applies them (a rollback runs them backwards). */
-export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'nat', 'blocklist'] as const;
+export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'blocklist'] as const;
 export type Subsystem = (typeof SUBSYSTEM_ORDER)[number];
 
 /**
@@ -91,6 +98,7 @@ export interface PlanState<I> {
   interfaces?: I[];
   routes: Route[];
   rules?: PolicyRule[];
+  zones?: Zone[];
   nat?: NatConfig;
   blocklist: ObservedBlocklistEntry[];
 }
@@ -104,9 +112,9 @@ export function inverseOf<T extends Operation>(op: T): T {
     case 'delete':
       return { ...op, action: 'add' };
     case 'replace':
-      return op.subsystem === 'routes'
-        ? ({ ...op, route: op.previous, previous: op.route } as T)
-        : ({ ...op, entry: (op as BlocklistOperation & { action: 'replace' }).previous, previous: (op as BlocklistOperation & { action: 'replace' }).entry } as T);
+      if (op.subsystem === 'routes') return { ...op, route: op.previous, previous: op.route } as T;
+      if (op.subsystem === 'zones') return { ...op, zone: op.previous, previous: op.zone } as T;
+      return { ...op, entry: (op as BlocklistOperation & { action: 'replace' }).previous, previous: (op as BlocklistOperation & { action: 'replace' }).entry } as T;
   }
   return op;
 }
@@ -122,6 +130,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
     interfaces: { upsert: [], remove: [] },
     routes: { upsert: [], remove: [] },
     rules: { upsert: [], remove: [] },
+    zones: { upsert: [], remove: [] },
     nat: undefined,
     blocklist: { upsert: [], remove: [] },
     ...change.patch,
@@ -135,6 +144,10 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
   const rules = new Map((observed.rules ?? []).map((r) => [ruleKey(r), r]));
   for (const rule of patch.rules?.remove ?? []) rules.delete(ruleKey(rule));
   for (const rule of patch.rules?.upsert ?? []) rules.set(ruleKey(rule), rule);
+
+  const zones = new Map((observed.zones ?? []).map((z) => [z.name, z]));
+  for (const name of patch.zones?.remove ?? []) zones.delete(name);
+  for (const zone of patch.zones?.upsert ?? []) zones.set(zone.name, zone);
 
   const routes = new Map(observed.routes.map((r) => [routeKey(r), r]));
   for (const ref of patch.routes.remove) routes.delete(routeKey(ref));
@@ -150,6 +163,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
     interfaces: [...interfaces.values()],
     routes: [...routes.values()],
     rules: [...rules.values()],
+    zones: [...zones.values()],
     // NAT rules are ordered (first match wins), so a patch gives the whole NAT config or none.
     nat: patch.nat ?? observed.nat ?? { sourceNat: [], portForwards: [] },
     blocklist: [...blocklist.values()],
@@ -237,6 +251,20 @@ export function planRules(observed: PolicyRule[], desired: PolicyRule[]): RuleOp
   return ops;
 }
 
+/** Zone operations: adds and changes first, deletes last. A zone's id is part of its identity in the kernel. */
+export function planZones(observed: Zone[], desired: Zone[]): ZoneOperation[] {
+  const current = new Map(observed.map((z) => [z.name, z]));
+  const wanted = new Map(desired.map((z) => [z.name, z]));
+  const ops: ZoneOperation[] = [];
+  for (const [name, zone] of sorted(wanted)) {
+    const have = current.get(name);
+    if (!have) ops.push({ subsystem: 'zones', action: 'add', zone });
+    else if (describeZone(have) !== describeZone(zone)) ops.push({ subsystem: 'zones', action: 'replace', zone, previous: have });
+  }
+  for (const [name, zone] of sorted(current)) if (!wanted.has(name)) ops.push({ subsystem: 'zones', action: 'delete', zone });
+  return ops;
+}
+
 /**
  * NAT operations. Rule order matters (first match wins), so per chain the rules both
  * lists share at the front stay, and the rest is replaced: the new tail is appended first
@@ -312,6 +340,7 @@ export function planNodeChange(observed: PlanState<ObservedInterface>, desired: 
     addresses: desiredInterfaces ? planAddresses(observedInterfaces, desiredInterfaces) : [],
     routes: planRoutes(observed.routes, desired.routes),
     rules: desired.rules ? planRules(observed.rules ?? [], desired.rules) : [],
+    zones: desired.zones ? planZones(observed.zones ?? [], desired.zones) : [],
     nat: desired.nat ? planNat(observed.nat ?? NO_NAT, desired.nat) : [],
     blocklist: planBlocklist(observed.blocklist, desired.blocklist),
   };
@@ -348,6 +377,8 @@ export function renderOperation(op: Operation): string {
       return `${sign} address ${op.address} dev ${op.device}`;
     case 'rules':
       return `${sign} rule ${describeRule(op.rule)}`;
+    case 'zones':
+      return op.action === 'replace' ? `~ zone ${describeZone(op.previous)} => ${describeZone(op.zone)}` : `${sign} zone ${describeZone(op.zone)}`;
     case 'nat':
       return `${sign} nat ${op.chain === 'postrouting' ? describeSourceNat(op.rule) : describePortForward(op.rule)}`;
     default:
@@ -420,6 +451,11 @@ export function describeSourceNat(rule: SourceNat): string {
 export function describePortForward(rule: PortForward): string {
   const target = rule.to.includes(':') ? `[${rule.to}]` : rule.to;
   return `forward ${portForwardKey(rule).replace(/^ipv\d /, '')} => ${target}:${rule.toPort}`;
+}
+
+/** A zone in words: `lan id 1 interfaces lan0,lan1 prefixes 10.0.0.0/8`. */
+export function describeZone(zone: Zone): string {
+  return `${zone.name} id ${zone.id} interfaces ${zone.interfaces.join(',') || '(none)'} prefixes ${zone.prefixes.join(',') || '(none)'}`;
 }
 
 function describeLink(settings: LinkSettings): string {

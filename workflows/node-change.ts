@@ -3,7 +3,7 @@
  * on the worker of that node and nowhere else.
  *
  *   nodeChangeWorkflow:  snapshot → plan → (dry-run stops) → links → vlans → addresses →
- *                        routes → rules → nat → blocklist → verify (steps without planned
+ *                        routes → rules → zones → nat → blocklist → verify (steps without planned
  *                        operations are skipped)
  *                        └─ on any failure after the first apply: restore every subsystem
  *                           from the snapshot in reverse order, then read back and compare
@@ -18,7 +18,7 @@ import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNodeState } from '../model/node-state';
 import { planNodeChange, planSize, renderPlan, resolveDesired, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
 
-const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
+const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
@@ -30,6 +30,7 @@ const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState) => Promise<
   addresses: (s) => syncAddresses({ desired: s.interfaces }),
   routes: (s) => syncRoutes({ desired: s.routes }),
   rules: (s) => syncRules({ desired: s.rules }),
+  zones: (s) => syncZones({ desired: s.zones }),
   nat: (s) => syncNat({ desired: s.nat }),
   blocklist: (s) => syncBlocklist({ desired: s.blocklist }),
 };
@@ -106,7 +107,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     'snapshot',
     () => readNodeState(),
     (s) =>
-      `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${s.blocklist.length} blocklist entries`,
+      `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.zones.length} zones, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${s.blocklist.length} blocklist entries`,
   );
   advance('plan');
   const desired = resolveDesired(snapshot, input);

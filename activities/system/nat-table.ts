@@ -1,19 +1,24 @@
 /**
- * The NAT subsystem: source NAT / masquerade and port forwards, IPv4 and IPv6 (NAT66), in
- * one nftables table of family `inet` that fos1 owns (`inet fos1` by default). Nothing
- * outside that table is read or changed.
+ * fos1's nftables table (family `inet`, `inet fos1` by default) and the two subsystems kept
+ * in it: zones and NAT. Nothing outside that table is read or changed.
+ *
+ * NAT: source NAT / masquerade and port forwards, IPv4 and IPv6 (NAT66).
+ * Zones: each zone is three named sets, `zone<ID>_<NAME>_if` (interface names), `_v4` and
+ * `_v6` (prefixes, interval sets), for firewall rules to refer to; the id is the zone's
+ * number in the eBPF zone map.
  *
  * The table has two chains: `postrouting` (type nat, priority srcnat) holds source NAT in
  * order, `prerouting` (type nat, priority dstnat) holds port forwards. Every change is one
  * nft JSON transaction (`nft -j -f FILE`), so a step either applies entirely or not at all.
  * Rules are appended or deleted by handle, never rewritten, so rules a change keeps keep
- * their handles and a rollback leaves `nft -j list table` exactly as it was. fos1 deletes
- * the table when no NAT is desired, and creates it when NAT first is.
+ * their handles and a rollback leaves `nft -j list table` exactly as it was; zone sets
+ * change element by element for the same reason. fos1 deletes the table when neither
+ * zones nor NAT are desired, and creates it when one first is.
  */
 import { canonicalCidr, canonicalIp, parseCidr, parseIp } from '../../model/ip';
-import type { NatConfig, PortForward, SourceNat } from '../../model/node-state';
-import type { NatChain, NatOperation } from '../../model/plan';
-import { planNat, renderOperation } from '../../model/plan';
+import type { NatConfig, PortForward, SourceNat, Zone } from '../../model/node-state';
+import type { NatChain, NatOperation, ZoneOperation } from '../../model/plan';
+import { planNat, planZones, renderOperation } from '../../model/plan';
 import { ForeignStateError, NetworkApplyError } from './network-errors';
 import { NftCommandError, type NftRunner } from './nft-runner';
 
@@ -35,12 +40,17 @@ const CHAINS: Record<NatChain, ChainSpec> = {
   prerouting: { hook: 'prerouting', prio: -100 },
 };
 
-/** fos1's NAT table as read: the config and the kernel handle of each rule, by chain and position. */
+/** fos1's table as read: NAT config with the kernel handle of each rule (by chain and position), and zones. */
 export interface NatTableState {
   exists: boolean;
   config: NatConfig;
   handles: Record<NatChain, number[]>;
+  zones: Zone[];
 }
+
+const ZONE_SET = /^zone(\d{1,3})_([a-z][a-z0-9_]{0,23})_(if|v4|v6)$/;
+const ZONE_SET_TYPES = { if: 'ifname', v4: 'ipv4_addr', v6: 'ipv6_addr' } as const;
+type ZoneSetKind = keyof typeof ZONE_SET_TYPES;
 
 /** Reads and changes fos1's NAT table in one network namespace. */
 export class NatTable {
@@ -63,7 +73,8 @@ export class NatTable {
 
   /** fos1's NAT config with rule handles; refuses a table holding rules fos1 does not write. */
   async readState(): Promise<NatTableState> {
-    const state: NatTableState = { exists: false, config: { sourceNat: [], portForwards: [] }, handles: { postrouting: [], prerouting: [] } };
+    const state: NatTableState = { exists: false, config: { sourceNat: [], portForwards: [] }, handles: { postrouting: [], prerouting: [] }, zones: [] };
+    const zoneSets = new Map<string, { id: number; kinds: Set<ZoneSetKind>; interfaces: string[]; prefixes: string[] }>();
     const listing = (await this.listJson()) as { nftables?: Record<string, Record<string, unknown>>[] } | undefined;
     if (listing === undefined) return state;
     state.exists = true;
@@ -73,7 +84,24 @@ export class NatTable {
       if (chain && !(chain.name === 'postrouting' || chain.name === 'prerouting')) {
         throw new ForeignStateError(`table inet ${this.tableName} has a chain "${chain.name}" fos1 did not create`);
       }
-      if (item.set || item.map || item.flowtable || item.element) {
+      const set = item.set as { name?: string; type?: string; elem?: unknown[] } | undefined;
+      if (set) {
+        const match = ZONE_SET.exec(set.name ?? '');
+        const kind = match?.[3] as ZoneSetKind | undefined;
+        if (!match || !kind || set.type !== ZONE_SET_TYPES[kind]) {
+          throw new ForeignStateError(`table inet ${this.tableName} has a set "${set.name}" fos1 did not create`);
+        }
+        const name = match[2] as string;
+        const zone = zoneSets.get(name) ?? { id: Number(match[1]), kinds: new Set<ZoneSetKind>(), interfaces: [], prefixes: [] };
+        zoneSets.set(name, zone);
+        zone.kinds.add(kind);
+        for (const elem of set.elem ?? []) {
+          if (kind === 'if') zone.interfaces.push(String(elem));
+          else zone.prefixes.push(elementToCidr(elem, `set ${set.name} of table inet ${this.tableName}`));
+        }
+        continue;
+      }
+      if (item.map || item.flowtable || item.element) {
         throw new ForeignStateError(`table inet ${this.tableName} holds objects fos1 did not create (${Object.keys(item).join(', ')})`);
       }
       if (!rule) continue;
@@ -86,6 +114,11 @@ export class NatTable {
         state.handles.prerouting.push(rule.handle ?? -1);
       }
     }
+    for (const [name, zone] of zoneSets) {
+      if (zone.kinds.size !== 3) throw new ForeignStateError(`zone ${name} in table inet ${this.tableName} lacks some of its sets (${[...zone.kinds].join(', ')})`);
+      state.zones.push({ name, id: zone.id, interfaces: zone.interfaces.sort(), prefixes: zone.prefixes.sort() });
+    }
+    state.zones.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return state;
   }
 
@@ -94,7 +127,33 @@ export class NatTable {
     return (await this.readState()).config;
   }
 
-  /** Converges the table to `desired` in one nft transaction; returns the operations needed. */
+  /** fos1's zones. */
+  async readZones(): Promise<Zone[]> {
+    return (await this.readState()).zones;
+  }
+
+  /** Converges the zones to `desired` in one nft transaction; returns the operations needed. */
+  async syncZones(desired: Zone[]): Promise<ZoneOperation[]> {
+    const live = await this.readState();
+    const ops = planZones(live.zones, desired);
+    if (ops.length === 0) return ops;
+    const commands: Record<string, unknown>[] = [];
+    for (const op of ops) {
+      if (op.action === 'replace') {
+        // The id is part of the set names: a new id means new sets.
+        if (op.previous.id !== op.zone.id) commands.push(...this.deleteZone(op.previous), ...this.createZone(op.zone));
+        else commands.push(...this.changeZoneElements(op.previous, op.zone));
+      } else if (op.action === 'add') {
+        commands.push(...this.createZone(op.zone));
+      } else {
+        commands.push(...this.deleteZone(op.zone));
+      }
+    }
+    await this.transaction(live, commands, desired.length > 0 || hasNat(live.config), ops);
+    return ops;
+  }
+
+  /** Converges the NAT rules to `desired` in one nft transaction; returns the operations needed. */
   async sync(desired: NatConfig): Promise<NatOperation[]> {
     const live = await this.readState();
     const ops = planNat(live.config, desired);
@@ -102,35 +161,104 @@ export class NatTable {
     const family = 'inet';
     const table = this.tableName;
     const commands: Record<string, unknown>[] = [];
-    const empty = desired.sourceNat.length === 0 && desired.portForwards.length === 0;
-    if (empty) {
-      commands.push({ delete: { table: { family, name: table } } });
-    } else {
-      if (!live.exists) {
-        commands.push({ add: { table: { family, name: table } } });
-        for (const [name, spec] of Object.entries(CHAINS)) {
-          commands.push({ add: { chain: { family, table, name, type: 'nat', hook: spec.hook, prio: spec.prio, policy: 'accept' } } });
-        }
-      }
-      for (const op of ops) {
-        if (op.action === 'add') {
-          const expr = op.chain === 'postrouting' ? sourceNatExpr(op.rule) : portForwardExpr(op.rule);
-          commands.push({ add: { rule: { family, table, chain: op.chain, expr } } });
-        } else {
-          const handle = live.handles[op.chain][op.index];
-          if (handle === undefined) throw new Error(`no rule at position ${op.index} of chain ${op.chain}`);
-          commands.push({ delete: { rule: { family, table, chain: op.chain, handle } } });
-        }
+    for (const op of ops) {
+      if (op.action === 'add') {
+        const expr = op.chain === 'postrouting' ? sourceNatExpr(op.rule) : portForwardExpr(op.rule);
+        commands.push({ add: { rule: { family, table, chain: op.chain, expr } } });
+      } else {
+        const handle = live.handles[op.chain][op.index];
+        if (handle === undefined) throw new Error(`no rule at position ${op.index} of chain ${op.chain}`);
+        commands.push({ delete: { rule: { family, table, chain: op.chain, handle } } });
       }
     }
+    await this.transaction(live, commands, hasNat(desired) || live.zones.length > 0, ops);
+    return ops;
+  }
+
+  /**
+   * Runs `commands` as one transaction, creating the table (and its chains) first when it
+   * is missing, or — when nothing is left to keep in it — deleting the table instead.
+   */
+  private async transaction(live: NatTableState, commands: Record<string, unknown>[], keepTable: boolean, ops: (NatOperation | ZoneOperation)[]): Promise<void> {
+    const family = 'inet';
+    const table = this.tableName;
+    let all: Record<string, unknown>[];
+    if (!keepTable) {
+      all = live.exists ? [{ delete: { table: { family, name: table } } }] : [];
+    } else if (!live.exists) {
+      all = [{ add: { table: { family, name: table } } }];
+      for (const [name, spec] of Object.entries(CHAINS)) {
+        all.push({ add: { chain: { family, table, name, type: 'nat', hook: spec.hook, prio: spec.prio, policy: 'accept' } } });
+      }
+      all.push(...commands);
+    } else {
+      all = commands;
+    }
+    if (all.length === 0) return;
     try {
-      await this.nft.runJson({ nftables: commands });
+      await this.nft.runJson({ nftables: all });
     } catch (err) {
       if (!(err instanceof NftCommandError)) throw err;
       const message = err.stderr.split('\n').filter((l) => l.trim() !== '').join('; ') || `exit ${err.exitCode}`;
-      throw new NetworkApplyError('Nat', ops.map(renderOperation).join(', '), message);
+      throw new NetworkApplyError(ops[0]?.subsystem === 'zones' ? 'Zone' : 'Nat', ops.map(renderOperation).join(', '), message);
     }
-    return ops;
+  }
+
+  private zoneSetName(zone: Zone, kind: ZoneSetKind): string {
+    return `zone${zone.id}_${zone.name}_${kind}`;
+  }
+
+  private zoneElements(zone: Zone, kind: ZoneSetKind): unknown[] {
+    if (kind === 'if') return zone.interfaces;
+    return zone.prefixes.filter((p) => parseCidr(p).family === (kind === 'v4' ? 4 : 6)).map(prefixJson);
+  }
+
+  private createZone(zone: Zone): Record<string, unknown>[] {
+    const family = 'inet';
+    const table = this.tableName;
+    return (Object.keys(ZONE_SET_TYPES) as ZoneSetKind[]).flatMap((kind) => {
+      const name = this.zoneSetName(zone, kind);
+      const set: Record<string, unknown> = { family, table, name, type: ZONE_SET_TYPES[kind] };
+      if (kind !== 'if') set.flags = ['interval'];
+      const elem = this.zoneElements(zone, kind);
+      return [{ add: { set } }, ...(elem.length > 0 ? [{ add: { element: { family, table, name, elem } } }] : [])];
+    });
+  }
+
+  private deleteZone(zone: Zone): Record<string, unknown>[] {
+    return (Object.keys(ZONE_SET_TYPES) as ZoneSetKind[]).map((kind) => ({ delete: { set: { family: 'inet', table: this.tableName, name: this.zoneSetName(zone, kind) } } }));
+  }
+
+  /** Adds the missing elements before deleting the extra ones, set by set; the sets (and their handles) stay. */
+  private changeZoneElements(previous: Zone, zone: Zone): Record<string, unknown>[] {
+    const family = 'inet';
+    const table = this.tableName;
+    return (Object.keys(ZONE_SET_TYPES) as ZoneSetKind[]).flatMap((kind) => {
+      const name = this.zoneSetName(zone, kind);
+      const key = (e: unknown) => JSON.stringify(e);
+      const have = this.zoneElements(previous, kind);
+      const want = this.zoneElements(zone, kind);
+      const adds = want.filter((e) => !have.some((h) => key(h) === key(e)));
+      const deletes = have.filter((e) => !want.some((w) => key(w) === key(e)));
+      return [
+        ...(adds.length > 0 ? [{ add: { element: { family, table, name, elem: adds } } }] : []),
+        ...(deletes.length > 0 ? [{ delete: { element: { family, table, name, elem: deletes } } }] : []),
+      ];
+    });
+  }
+}
+
+function hasNat(config: NatConfig): boolean {
+  return config.sourceNat.length > 0 || config.portForwards.length > 0;
+}
+
+/** A prefix element of an interval set as nft lists it: `{prefix}` or a plain address (a host). */
+function elementToCidr(elem: unknown, where: string): string {
+  const prefix = (elem as { prefix?: { addr: string; len: number } } | null)?.prefix;
+  try {
+    return canonicalCidr(prefix ? `${prefix.addr}/${prefix.len}` : String(elem));
+  } catch {
+    throw new ForeignStateError(`${where} holds an element fos1 does not write: ${JSON.stringify(elem)}`);
   }
 }
 

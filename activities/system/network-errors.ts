@@ -5,7 +5,7 @@
 import { IpCommandError } from './ip-runner';
 
 /** Subsystems whose kernel refusals are reported as `<Name>ApplyFailed`. */
-export type NetworkSubsystem = 'Link' | 'Vlan' | 'Address' | 'Rule' | 'Nat';
+export type NetworkSubsystem = 'Link' | 'Vlan' | 'Address' | 'Rule' | 'Zone' | 'Nat';
 
 /** An operation the kernel (or nft) refused; `operation` names it in diff form. */
 export class NetworkApplyError extends Error {

@@ -3,7 +3,7 @@
  * dev server, the node worker acting on a network namespace, iproute2 and nftables.
  *
  * A fault is injected after each step k of one change (links, addresses, routes, rules,
- * NAT) — in the activity, after it changed the kernel — and afterwards the namespace's
+ * zones, NAT) — in the activity, after it changed the kernel — and afterwards the namespace's
  * `ip -json` output and `nft -j list table` must equal what they were before the change,
  * exactly, for every k. The VLAN step is checked against this kernel's real capability:
  * without 802.1Q the change fails up front naming the feature and the links it had already
@@ -188,13 +188,14 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       { priority: 900, from: '10.60.0.0/24', table: 100 },
       { priority: 901, family: 6, fwmark: 1, table: 100 },
     ],
+    zones: [{ name: 'lan', id: 1, interfaces: ['x1'], prefixes: ['10.60.0.0/24'] }],
     nat: {
       sourceNat: [{ source: '10.60.0.0/24', outInterface: 'x2' }],
       portForwards: [{ protocol: 'tcp', port: 2222, inInterface: 'x2', to: '10.60.0.9', toPort: 22 }],
     },
   };
 
-  /** A change touching every step: links, addresses, routes (replace, ECMP, delete, IPv6), rules, NAT66 and a port forward. */
+  /** A change touching every step: links, addresses, routes (replace, ECMP, delete, IPv6), rules, zones, NAT66 and a port forward. */
   const change: NodeStateInput = {
     interfaces: [
       { name: 'x1', up: true, mtu: 1400, addresses: ['10.60.0.1/24', '10.61.0.1/24', 'fd00:60::1/64'] },
@@ -211,6 +212,10 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       { priority: 1000, from: '10.62.0.0/24', iif: 'x2', table: 200 },
       { priority: 1001, from: 'fd00:62::/64', table: 200 },
     ],
+    zones: [
+      { name: 'lan', id: 1, interfaces: ['x1'], prefixes: ['10.60.0.0/24', 'fd00:60::/64'] },
+      { name: 'dmz', id: 3, interfaces: ['x2'], prefixes: ['10.62.0.0/24'] },
+    ],
     nat: {
       sourceNat: [
         { source: '10.60.0.0/24', outInterface: 'x2' },
@@ -222,7 +227,7 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       ],
     },
   };
-  const STEPS: Subsystem[] = ['links', 'addresses', 'routes', 'rules', 'nat'];
+  const STEPS: Subsystem[] = ['links', 'addresses', 'routes', 'rules', 'zones', 'nat'];
 
   beforeEach(async () => {
     failAt = undefined;
@@ -270,6 +275,8 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       '+ rule -4 priority 1000 from 10.62.0.0/24 iif x2 table 200',
       '+ rule -6 priority 1001 from fd00:62::/64 table 200',
       '- rule -4 priority 900 from 10.60.0.0/24 table 100',
+      '+ zone dmz id 3 interfaces x2 prefixes 10.62.0.0/24',
+      '~ zone lan id 1 interfaces x1 prefixes 10.60.0.0/24 => lan id 1 interfaces x1 prefixes 10.60.0.0/24,fd00:60::/64',
       '+ nat masquerade fd00:60::/64 out x2',
       '+ nat forward udp/5353 in any to fd00:62::1 => [fd00:60::9]:5353',
     ]);

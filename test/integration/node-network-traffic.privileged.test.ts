@@ -160,6 +160,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     await activities.syncAddresses({ desired: state.interfaces });
     await activities.syncRoutes({ desired: state.routes });
     await activities.syncRules({ desired: state.rules });
+    await activities.syncZones({ desired: state.zones });
     await activities.syncNat({ desired: state.nat });
   }
 
@@ -176,6 +177,10 @@ describePrivileged('node network configuration with real traffic (privileged)', 
       { destination: 'fd00:99::/64', gateway: 'fd00:3::2', table: 100 },
       { destination: '10.98.0.0/24', table: 200, nexthops: [{ gateway: '10.3.0.2', weight: 2 }, { gateway: '10.2.0.2' }] },
       { destination: 'fd00:98::/64', table: 200, nexthops: [{ gateway: 'fd00:2::2' }, { gateway: 'fd00:3::2', weight: 3 }] },
+    ],
+    zones: [
+      { name: 'lan', id: 1, interfaces: ['r-lan'], prefixes: ['10.1.0.0/24', 'fd00:1::/64'] },
+      { name: 'wan', id: 2, interfaces: ['r-wan2', 'r-wan'] },
     ],
     nat: {
       sourceNat: [
@@ -211,6 +216,18 @@ describePrivileged('node network configuration with real traffic (privileged)', 
       ['fd00:2::2', 1],
       ['fd00:3::2', 3],
     ]);
+    // Zones are named sets in fos1's table, for firewall rules to refer to.
+    expect(observed.zones).toEqual(want.zones);
+    const sets = (JSON.parse(execIn(NS.router, 'nft', '-j', 'list', 'sets', 'table', 'inet', NAT_TABLE)) as { nftables: { set?: { name: string; elem?: unknown[] } }[] }).nftables
+      .flatMap((i) => (i.set ? [[i.set.name, i.set.elem ?? []]] : []));
+    expect(Object.fromEntries(sets)).toEqual({
+      zone1_lan_if: ['r-lan'],
+      zone1_lan_v4: [{ prefix: { addr: '10.1.0.0', len: 24 } }],
+      zone1_lan_v6: [{ prefix: { addr: 'fd00:1::', len: 64 } }],
+      zone2_wan_if: expect.arrayContaining(['r-wan', 'r-wan2']),
+      zone2_wan_v4: [],
+      zone2_wan_v6: [],
+    });
     // A second converge has nothing to do: every operation is idempotent.
     expect((await activities.syncRoutes({ desired: want.routes })).operations).toEqual([]);
     expect((await activities.syncNat({ desired: want.nat })).operations).toEqual([]);
@@ -226,7 +243,10 @@ describePrivileged('node network configuration with real traffic (privileged)', 
   test('without source NAT the upstream cannot answer (it has no route to the LAN)', async () => {
     await converge(desired({ nat: { sourceNat: [], portForwards: [] } }));
     expect(connectFrom(NS.a, '10.99.0.1', port)).toBe('TIMEOUT');
-    expect(routerDump().nat).toBe('absent'); // fos1 removes its table when no NAT is desired
+    // The zones keep fos1's table; with neither zones nor NAT desired fos1 removes it.
+    expect(routerDump().nat).not.toBe('absent');
+    await activities.syncZones({ desired: [] });
+    expect(routerDump().nat).toBe('absent');
   });
 
   test('policy rules steer the LAN into table 100 (upstream C); a rule for another source does not', async () => {

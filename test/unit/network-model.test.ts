@@ -15,6 +15,7 @@ import {
   planRoutes,
   planRules,
   planVlans,
+  planZones,
   renderPlan,
   resolveDesired,
   stateDifferences,
@@ -52,6 +53,11 @@ describe('network validation names the field and the rule', () => {
     ['a port forward to port 0', { nat: { portForwards: [{ protocol: 'tcp', port: 0, to: '10.0.0.2' }] } }, 'desired.nat.portForwards[0].port: must be a port 1–65535'],
     ['a port forward of an unknown protocol', { nat: { portForwards: [{ protocol: 'sctp', port: 80, to: '10.0.0.2' }] } }, 'desired.nat.portForwards[0].protocol'],
     ['two forwards of one port', { nat: { portForwards: [{ protocol: 'tcp', port: 80, to: '10.0.0.2' }, { protocol: 'tcp', port: 80, to: '10.0.0.3' }] } }, 'desired.nat.portForwards[1]: duplicate port forward "ipv4 tcp/80 in any to any"'],
+    ['a zone id of the router itself', { zones: [{ name: 'lan', id: 255 }] }, 'desired.zones[0].id: must be a zone id 1–254'],
+    ['a zone name nft cannot carry', { zones: [{ name: 'LAN-1', id: 1 }] }, 'desired.zones[0].name: must be a zone name'],
+    ['an interface in two zones', { zones: [{ name: 'lan', id: 1, interfaces: ['eth1'] }, { name: 'dmz', id: 2, interfaces: ['eth1'] }] }, 'desired.zones[1].interfaces: interface eth1 is already in zone lan'],
+    ['two zones with one id', { zones: [{ name: 'lan', id: 1 }, { name: 'dmz', id: 1 }] }, 'desired.zones[1]: duplicate zone id "1"'],
+    ['overlapping prefixes in a zone', { zones: [{ name: 'lan', id: 1, prefixes: ['10.0.0.0/8', '10.1.0.0/16'] }] }, 'desired.zones[0].prefixes[1]: 10.1.0.0/16 overlaps 10.0.0.0/8 (index 0) of the same zone'],
     ['an outgoing interface that could carry an option', { nat: { sourceNat: [{ source: '10.0.0.0/8', outInterface: '-x' }] } }, 'desired.nat.sourceNat[0].outInterface: must be an interface name'],
   ])('refuses %s', (_what, desired, message) => {
     expect(refusal(desired)).toContain(message);
@@ -119,6 +125,16 @@ describe('network planner', () => {
     expect(planRoutes([have!], [weighted!]).map((o) => o.action)).toEqual(['replace']);
   });
 
+  test('zones: changed members replace the zone (with an exact inverse); adds before deletes', () => {
+    const zones = (list: NodeStateInput['zones']) => parse({ zones: list }).zones;
+    const have = zones([{ name: 'lan', id: 1, interfaces: ['lan0'] }, { name: 'old', id: 9 }]);
+    const want = zones([{ name: 'lan', id: 1, interfaces: ['lan0', 'lan1'], prefixes: ['10.0.0.0/8'] }, { name: 'dmz', id: 2 }]);
+    const ops = planZones(have, want);
+    expect(ops.map((o) => `${o.action} ${o.zone.name}`)).toEqual(['add dmz', 'replace lan', 'delete old']);
+    expect(inverseOf(ops[1]!)).toEqual({ subsystem: 'zones', action: 'replace', zone: have[0], previous: want[0] });
+    expect(planZones(want, want)).toEqual([]);
+  });
+
   test('NAT: the common head of a chain stays, the new tail is appended before the old one goes', () => {
     const nat = (sources: string[]) => parse({ nat: { sourceNat: sources.map((source) => ({ source, outInterface: 'wan0' })) } }).nat;
     const ops = planNat(nat(['10.1.0.0/16', '10.2.0.0/16', '10.3.0.0/16']), nat(['10.1.0.0/16', '10.4.0.0/16']));
@@ -153,6 +169,7 @@ describe('network planner', () => {
       interfaces: [lan, wan],
       routes: [],
       rules: parse({ rules: [{ priority: 100, from: '10.0.0.0/8', table: 100 }] }).rules,
+      zones: [],
       nat: parse({ nat: { sourceNat: [{ source: '10.0.0.0/8', outInterface: 'wan0' }] } }).nat,
       blocklist: [],
     };
