@@ -87,14 +87,17 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   return {
     /** Observed state of the node: interfaces, fos1's routes, rules and NAT, and the blocklist maps' contents. */
     async readNodeState(): Promise<ObservedNodeState> {
-      return translateErrors(async () => ({
-        interfaces: await deps.links.read(),
-        routes: await routes.read(),
-        rules: await deps.rules.read(),
-        zones: await deps.nat.readZones(),
-        nat: await deps.nat.read(),
-        blocklist: blocklist().readAll().map(fromKernelEntry),
-      }));
+      return translateErrors(async () => {
+        const table = await deps.nat.readState(); // zones and NAT share fos1's nft table: one listing
+        return {
+          interfaces: await deps.links.read(),
+          routes: await routes.read(),
+          rules: await deps.rules.read(),
+          zones: table.zones,
+          nat: table.config,
+          blocklist: blocklist().readAll().map(fromKernelEntry),
+        };
+      });
     },
 
     /** Converges MTU and admin state of the interfaces `desired` names. */
