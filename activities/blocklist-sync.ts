@@ -222,7 +222,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
       return {
         operations: [
           ...upsert.map((e) => `${previous.absent.includes(e.cidr) ? '+' : '~'} block ${e.cidr}`),
-          ...remove.filter((c) => previous.present.some((e) => e.cidr === c)).map((c) => `- block ${c}`),
+          ...remove.filter((c) => previous.present.some((e) => e.cidr === c) && !upsert.some((e) => e.cidr === c)).map((c) => `- block ${c}`),
         ].slice(0, MAX_OPERATION_LINES),
         counts: { added, changed: upsert.length - added, removed, total: -1 },
         ...(snapshotRef ? { snapshotRef } : {}),

@@ -49,14 +49,18 @@ export function inNetns<T>(netns: string | undefined, fn: () => T): T {
     if (lib().setns(target, CLONE_NEWNET) !== 0) {
       throw new Error(`setns into network namespace ${netns} failed (errno ${koffi.errno()}): needs CAP_SYS_ADMIN`);
     }
+    let result: { value: T } | { error: unknown };
     try {
-      return fn();
-    } finally {
-      if (lib().setns(own, CLONE_NEWNET) !== 0) {
-        // Continuing in the wrong namespace would misdirect every later netlink call.
-        throw new Error(`could not return to the original network namespace (errno ${koffi.errno()})`);
-      }
+      result = { value: fn() };
+    } catch (error) {
+      result = { error };
     }
+    if (lib().setns(own, CLONE_NEWNET) !== 0) {
+      // Continuing in the wrong namespace would misdirect every later netlink call.
+      throw new Error(`could not return to the original network namespace (errno ${koffi.errno()})`);
+    }
+    if ('error' in result) throw result.error;
+    return result.value;
   } finally {
     if (target !== undefined) closeSync(target);
     closeSync(own);

@@ -8,8 +8,8 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { ECHO_CLIENT, ECHO_SERVER } from './echo-scripts';
 
 export const ADDR = { a4: '10.99.0.1', b4: '10.99.0.2', a6: 'fd00:99::1', b6: 'fd00:99::2' } as const;
 
@@ -79,7 +79,7 @@ export class NetnsPair {
 
   /** Starts the echo server in b with `count` TCP and `count` UDP ports. */
   async startEchoServer(count = 1): Promise<EchoServer> {
-    const child = spawn('ip', ['netns', 'exec', this.b, process.execPath, join(__dirname, 'echo-server.js'), String(count)], {
+    const child = spawn('ip', ['netns', 'exec', this.b, process.execPath, '-e', ECHO_SERVER, '--', String(count)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     this.#servers.push(child);
@@ -96,7 +96,7 @@ export class NetnsPair {
   echo(proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 800, rounds = 1): EchoResult {
     const r = spawnSync(
       'ip',
-      ['netns', 'exec', this.a, process.execPath, join(__dirname, 'echo-client.js'), proto, host, String(port), String(timeoutMs), String(rounds)],
+      ['netns', 'exec', this.a, process.execPath, '-e', ECHO_CLIENT, '--', proto, host, String(port), String(timeoutMs), String(rounds)],
       { encoding: 'utf8' },
     );
     if (r.status === 0) return { ok: true, ...(JSON.parse(r.stdout) as { rounds: number; ns: number }) };
