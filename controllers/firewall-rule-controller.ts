@@ -8,6 +8,8 @@
  * - A generation is handled once: `status.observedGeneration` equal to `metadata.generation`
  *   means done (status writes do not bump the generation, so they do not loop).
  * - A deleted rule starts the same workflow with no rules, which prunes its Cilium policies.
+ * - A FirewallZone whose spec changes re-applies every rule of its namespace that names it
+ *   (as its zone or as a peer): the rule's generation did not move, its policy must.
  * - Conditions: `Applied` (True/False), `RolledBack` (True after a verified rollback),
  *   `Failed` (True with the failure type as reason); each message names the workflow id.
  */
@@ -21,6 +23,7 @@ import { ListWatch } from './list-watch';
 
 export const FOS1_SECURITY_API_VERSION = 'security.fos1.io/v1alpha1';
 const RULES_PATH = '/apis/security.fos1.io/v1alpha1/firewallrules';
+const ZONES_PATH = '/apis/security.fos1.io/v1alpha1/firewallzones';
 
 /** A status condition as Kubernetes writes them (metav1.Condition). */
 export interface Condition {
@@ -50,6 +53,13 @@ export interface FirewallRuleControllerOptions {
 /** The controller; {@link FirewallRuleController.start} lists, watches and reconciles until stopped. */
 export class FirewallRuleController {
   private readonly listWatch: ListWatch;
+  private readonly zoneWatch: ListWatch;
+  /** Latest version of every rule, to find the rules a zone change affects. */
+  private readonly rules = new Map<string, StoredObject>();
+  /** Spec fingerprint of every zone seen; a change of it re-applies the rules naming the zone. */
+  private readonly zoneSpecs = new Map<string, string>();
+  /** Rules to re-apply although their generation was handled, with the zone change that caused it. */
+  private readonly forced = new Map<string, string>();
   /** Per-object serial queues: two events for one object never reconcile at once. */
   private readonly queues = new Map<string, Promise<void>>();
   private readonly latest = new Map<string, StoredObject | null>();
@@ -63,8 +73,25 @@ export class FirewallRuleController {
       client: options.kube,
       logger: options.logger,
       handler: {
-        upsert: (obj) => this.enqueue(obj, obj),
-        deleted: (obj) => this.enqueue(obj, null),
+        upsert: (obj) => {
+          this.rules.set(keyOf(obj), obj);
+          this.enqueue(obj, obj);
+        },
+        deleted: (obj) => {
+          this.rules.delete(keyOf(obj));
+          this.enqueue(obj, null);
+        },
+      },
+    });
+    this.zoneWatch = new ListWatch({
+      apiVersion: FOS1_SECURITY_API_VERSION,
+      kind: 'FirewallZone',
+      path: ZONES_PATH,
+      client: options.kube,
+      logger: options.logger,
+      handler: {
+        upsert: (zone) => this.zoneChanged(zone, JSON.stringify(zone.spec ?? {})),
+        deleted: (zone) => this.zoneChanged(zone, 'deleted'),
       },
     });
   }
@@ -76,17 +103,35 @@ export class FirewallRuleController {
 
   async start(): Promise<void> {
     await this.listWatch.start();
+    await this.zoneWatch.start();
   }
 
   /** Stops watching and waits for reconciles in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.listWatch.stop();
+    this.zoneWatch.stop();
     await Promise.allSettled([...this.queues.values()]);
   }
 
+  private zoneChanged(zone: StoredObject, fingerprint: string): void {
+    const key = keyOf(zone);
+    const previous = this.zoneSpecs.get(key);
+    if (fingerprint === 'deleted') this.zoneSpecs.delete(key);
+    else this.zoneSpecs.set(key, fingerprint);
+    // The first sighting is the state rules were (or are being) reconciled with.
+    if (previous === undefined || previous === fingerprint) return;
+    for (const rule of this.rules.values()) {
+      if (rule.metadata.namespace !== zone.metadata.namespace) continue;
+      const spec = (rule.spec ?? {}) as { zone?: string; peers?: { zone?: string }[] };
+      if (spec.zone !== zone.metadata.name && !(spec.peers ?? []).some((p) => p.zone === zone.metadata.name)) continue;
+      this.forced.set(keyOf(rule), `z${zone.metadata.resourceVersion ?? '0'}`);
+      this.enqueue(rule, rule);
+    }
+  }
+
   private enqueue(ref: StoredObject, obj: StoredObject | null): void {
-    const key = `${ref.metadata.namespace ?? ''}/${ref.metadata.name}`;
+    const key = keyOf(ref);
     this.latest.set(key, obj);
     const previous = this.queues.get(key) ?? Promise.resolve();
     const next = previous.then(() => this.reconcile(key, ref)).catch((err: unknown) => this.options.logger.error({ err: String(err), key }, 'reconcile failed'));
@@ -101,23 +146,25 @@ export class FirewallRuleController {
     if (obj === undefined) return; // already handled by an earlier queued reconcile
     this.latest.delete(key);
     const generation = obj?.metadata.generation ?? 0;
-    if (obj && (obj.status?.observedGeneration as number | undefined) === generation) return;
+    const forced = this.forced.get(key);
+    this.forced.delete(key);
+    if (obj && forced === undefined && (obj.status?.observedGeneration as number | undefined) === generation) return;
 
     const workflowId = policyWorkflowId('FirewallRule', namespace, name);
-    const input = obj ? await this.inputFor(obj, generation) : { changeId: `${name}-deleted`, author: 'fos1-controller', source: { kind: 'FirewallRule', namespace, name }, namespace, rules: [] };
+    const input = obj ? await this.inputFor(obj, generation, forced) : { changeId: `${name}-deleted`, author: 'fos1-controller', source: { kind: 'FirewallRule', namespace, name }, namespace, rules: [] };
     const outcome = await this.runWorkflow(workflowId, input);
     if (!obj) {
       this.options.logger.info({ key, outcome: outcome.kind }, 'policies of deleted FirewallRule pruned');
       return;
     }
-    await this.writeStatus(obj, generation, workflowId, outcome);
+    await this.writeStatus(obj, generation, `${workflowId} (change ${input.changeId})`, outcome, workflowId);
   }
 
-  private async inputFor(obj: StoredObject, generation: number): Promise<PolicyChangeInput> {
+  private async inputFor(obj: StoredObject, generation: number, forced: string | undefined): Promise<PolicyChangeInput> {
     const namespace = obj.metadata.namespace ?? 'default';
     const { items: zones } = await this.options.kube.list(FOS1_SECURITY_API_VERSION, 'FirewallZone', { namespace });
     return {
-      changeId: `${obj.metadata.name}-g${generation}`.slice(0, 63).replace(/-+$/, ''),
+      changeId: `${obj.metadata.name}-g${generation}${forced ? `-${forced}` : ''}`.slice(0, 63).replace(/[-.]+$/, ''),
       author: 'fos1-controller',
       source: { kind: 'FirewallRule', namespace, name: obj.metadata.name },
       namespace,
@@ -146,27 +193,29 @@ export class FirewallRuleController {
         }
         if (err instanceof WorkflowFailedError) {
           const cause = applicationCause(err);
-          return { kind: cause.type === 'PolicyRolledBack' ? 'rolled-back' : 'failed', type: cause.type, message: cause.message };
+          const kind = cause.type === 'PolicyRolledBack' ? 'rolled-back' : cause.type === 'PolicyRollbackFailed' ? 'rollback-failed' : 'failed';
+          return { kind, type: cause.type, message: cause.message };
         }
         throw err;
       }
     }
   }
 
-  private async writeStatus(obj: StoredObject, generation: number, workflowId: string, outcome: Outcome): Promise<void> {
+  /** `label` names the workflow and the change in messages; `workflowId` goes to status.workflowId. */
+  private async writeStatus(obj: StoredObject, generation: number, label: string, outcome: Outcome, workflowId: string): Promise<void> {
     const now = (this.options.now ?? (() => new Date()))().toISOString().replace(/\.\d{3}Z$/, 'Z');
     const cond = (type: Condition['type'], status: Condition['status'], reason: string, message: string): Condition => ({ type, status, observedGeneration: generation, lastTransitionTime: now, reason, message });
     const conditions: Condition[] =
       outcome.kind === 'applied'
         ? [
-            cond('Applied', 'True', 'Applied', `workflow ${workflowId}: applied ${outcome.result.applied.join(', ')}${outcome.result.pruned.length ? `; pruned ${outcome.result.pruned.join(', ')}` : ''}`),
-            cond('RolledBack', 'False', 'Applied', `workflow ${workflowId}`),
-            cond('Failed', 'False', 'Applied', `workflow ${workflowId}`),
+            cond('Applied', 'True', 'Applied', `workflow ${label}: applied ${outcome.result.applied.join(', ')}${outcome.result.pruned.length ? `; pruned ${outcome.result.pruned.join(', ')}` : ''}`),
+            cond('RolledBack', 'False', 'Applied', `workflow ${label}`),
+            cond('Failed', 'False', 'Applied', `workflow ${label}`),
           ]
         : [
-            cond('Applied', 'False', outcome.type, `workflow ${workflowId}: ${outcome.message}`),
-            cond('RolledBack', outcome.kind === 'rolled-back' ? 'True' : 'False', outcome.type, `workflow ${workflowId}: ${outcome.kind === 'rolled-back' ? 'previous policies restored and verified' : 'nothing to roll back or rollback did not verify'}`),
-            cond('Failed', 'True', outcome.type, `workflow ${workflowId}: ${outcome.message}`.slice(0, 32_000)),
+            cond('Applied', 'False', outcome.type, `workflow ${label}: ${outcome.message}`),
+            cond('RolledBack', outcome.kind === 'rolled-back' ? 'True' : 'False', outcome.type, `workflow ${label}: ${ROLLBACK_MESSAGE[outcome.kind]}`),
+            cond('Failed', 'True', outcome.type, `workflow ${label}: ${outcome.message}`.slice(0, 32_000)),
           ];
     // Optimistic concurrency: re-read and retry on a conflict (someone else wrote meanwhile).
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -189,7 +238,17 @@ export class FirewallRuleController {
   }
 }
 
-type Outcome = { kind: 'applied'; result: PolicyChangeResult; runId: string } | { kind: 'rolled-back' | 'failed'; type: string; message: string };
+function keyOf(obj: StoredObject): string {
+  return `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
+}
+
+type Outcome = { kind: 'applied'; result: PolicyChangeResult; runId: string } | { kind: 'rolled-back' | 'rollback-failed' | 'failed'; type: string; message: string };
+
+const ROLLBACK_MESSAGE = {
+  'rolled-back': 'the previous policies were restored and read back equal',
+  'rollback-failed': 'the rollback did not verify; an operator must look (see the Failed message)',
+  failed: 'nothing was applied, so nothing was rolled back',
+} as const;
 
 function applicationCause(err: WorkflowFailedError): { type: string; message: string } {
   let e: unknown = err.cause;

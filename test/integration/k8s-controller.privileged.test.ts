@@ -114,6 +114,32 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     await waitFor('policy pruned', async () => ((await getPolicy('fos1-web-public')) === undefined ? true : undefined));
   });
 
+  it('re-applies the rules that name a zone when the zone changes (the rule generation did not move)', async () => {
+    const zone = await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'api', namespace: NS }, spec: { selector: { app: 'api', version: 'v1' } } });
+    await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'api-in', namespace: NS },
+      spec: { zone: 'api', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 9000 }] },
+    });
+    await waitForGeneration('api-in', 1);
+    expect((await getPolicy('fos1-api-in'))?.spec).toMatchObject({ endpointSelector: { matchLabels: { app: 'api', version: 'v1' } } });
+
+    await kube.client.replace({ ...zone, spec: { selector: { app: 'api', version: 'v2' } } });
+    const policy = await waitFor('policy follows the zone', async () => {
+      const p = await getPolicy('fos1-api-in');
+      return JSON.stringify(p?.spec).includes('"version":"v2"') ? p : undefined;
+    });
+    expect(policy.metadata.annotations?.['fos1.io/change-id']).toMatch(/^api-in-g1-z\d+$/);
+    const rule = await waitFor('status of the zone-triggered change', async () => {
+      const r = await getRule('api-in');
+      return condition(r, 'Applied')?.message.includes(`(change ${policy.metadata.annotations?.['fos1.io/change-id']})`) ? r : undefined;
+    });
+    expect(rule.metadata.generation).toBe(1);
+    expect(rule.status?.observedGeneration).toBe(1);
+    expect(condition(rule, 'Applied')).toMatchObject({ status: 'True' });
+  });
+
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
     await kube.client.create({
       apiVersion: 'security.fos1.io/v1alpha1',
