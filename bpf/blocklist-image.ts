@@ -185,12 +185,13 @@ export class ImageBuilder {
   addHostV4(addr: number, expiresAt = 0, ruleId = 0): void {
     const part = this.#parts.hostV4;
     const i = this.#hostV4Index.setIfAbsent(addr, part.count);
-    if (i === part.count) {
+    const isNew = i === part.count;
+    if (isNew) {
       part.next();
       part.keys.writeUInt32BE(addr, i * 4);
     }
-    if (expiresAt !== 0 || ruleId !== 0) writeValue(part.values, i, expiresAt, ruleId);
-    else if (i !== part.count - 1) part.values.fill(0, i * BLOCK_VALUE_SIZE, (i + 1) * BLOCK_VALUE_SIZE);
+    // Fresh records are zero already (the common case: no expiry, no rule).
+    if (expiresAt !== 0 || ruleId !== 0 || !isNew) writeValue(part.values, i, expiresAt, ruleId);
   }
 
   /** Adds an IPv4 prefix shorter than /32 given as a number with host bits zero. */
