@@ -258,6 +258,27 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
     expect(dump()).toEqual(before);
   });
 
+  test('a real kernel refusal in the middle of a step (an address on a missing interface) rolls back the part already applied', async () => {
+    const before = dump();
+    const { status, failureType } = await run(
+      request({
+        patch: {
+          interfaces: {
+            upsert: [
+              { name: 'x1', mtu: 1400, addresses: ['10.60.0.1/24', '10.61.0.1/24', 'fd00:60::1/64'] }, // applies first…
+              { name: 'zz9', addresses: ['10.63.0.1/24'] }, // …then the kernel has no such device
+            ],
+          },
+        },
+      }),
+    );
+    expect(failureType).toBe('ChangeRolledBack');
+    expect(status.nodes[NODE]?.error).toEqual({ type: 'AddressApplyFailed', message: expect.stringMatching(/\+ address 10\.63\.0\.1\/24 dev zz9.*(Cannot find device|does not exist)/) });
+    const steps = status.audit.filter((r) => r.node === NODE).map((r) => `${r.step}:${r.result}`);
+    expect(steps.slice(0, 4)).toEqual(['snapshot:ok', 'plan:ok', 'links:ok', 'addresses:failed']);
+    expect(dump()).toEqual(before);
+  });
+
   test('dry run: the diff names every operation, in apply order, and nothing changes', async () => {
     const before = dump();
     const { status } = await run(request({ desired: change, options: { dryRun: true } }));
