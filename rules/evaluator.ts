@@ -29,6 +29,8 @@ export class RuleEvaluator {
   private readonly order = new Map<string, number>();
   private readonly windows: SlidingWindows;
   private readonly cache = new Map<string, RuleSpec[]>();
+  private readonly windowClamp = new Map<string, number>();
+  private readonly targets = new Map<string, string | null>();
   /** Engine runs and cache hits, for metrics and the benchmark. */
   readonly stats = { engineRuns: 0, cacheHits: 0 };
 
@@ -39,6 +41,7 @@ export class RuleEvaluator {
     private readonly cacheLimit = 10_000,
   ) {
     this.windows = new SlidingWindows(ruleSet.windows.map((w) => ({ name: w.name, groupBy: w.groupBy as keyof VerdictFacts, windowMs: w.window, where: w.where as WindowDefinition['where'] })));
+    for (const w of ruleSet.windows) this.windowClamp.set(w.name, windowBound(ruleSet.rules, w.name));
     const operators = createOperators(guard);
     const byType = new Map<string, RuleSpec[]>();
     ruleSet.rules.forEach((rule, index) => {
@@ -76,7 +79,11 @@ export class RuleEvaluator {
       runFacts[name] = facts[name];
       keyParts.push(facts[name]);
     }
-    if (entry.usesWindows) keyParts.push(counts);
+    if (entry.usesWindows) {
+      // A count above every constant the rules compare it with behaves like that bound + 1
+      // in every comparison, so clamping keeps the key exact and the cache effective.
+      for (const name in counts) keyParts.push(Math.min(counts[name]!, this.windowClamp.get(name) ?? Infinity));
+    }
     // Rules are pure functions of the facts they read (operators and allow-lists are
     // fixed for the evaluator's life), so the same facts always match the same rules.
     // IDS streams repeat themselves (one signature, one source, thousands of times);
@@ -113,7 +120,14 @@ export class RuleEvaluator {
     const spec = rule.decision;
     const address = facts[spec.target];
     if (address === undefined) return null;
-    const target = prefixOf(address, address.includes(':') ? spec.prefixLengthV6 : spec.prefixLengthV4);
+    const length = address.includes(':') ? spec.prefixLengthV6 : spec.prefixLengthV4;
+    const key = `${address}/${length}`;
+    let target = this.targets.get(key);
+    if (target === undefined) {
+      target = prefixOf(address, length);
+      if (this.targets.size >= 131_072) this.targets.clear();
+      this.targets.set(key, target);
+    }
     if (target === null) return null;
     const evidence: DecisionEvidence = { source: facts.source, eventType: facts.event_type, timestamp: facts.timestamp };
     if (facts.signature_id !== undefined) evidence.signatureId = facts.signature_id;
@@ -147,4 +161,29 @@ function collectFacts(node: unknown, out: Set<string>): void {
   if (typeof c.fact === 'string') out.add(c.fact);
   for (const key of ['all', 'any']) if (Array.isArray(c[key])) for (const child of c[key] as unknown[]) collectFacts(child, out);
   if (c.not) collectFacts(c.not, out);
+}
+
+/**
+ * The value above which a window's count can no longer change any rule's outcome:
+ * one more than the largest number any condition compares it with; Infinity when a
+ * condition compares it with something else (no clamping then).
+ */
+function windowBound(rules: readonly RuleSpec[], name: string): number {
+  let max = -Infinity;
+  let exact = true;
+  const visit = (node: unknown): void => {
+    if (typeof node !== 'object' || node === null) return;
+    const c = node as Record<string, unknown>;
+    if (c.fact === 'window' && (c.params as { name?: unknown } | undefined)?.name === name) {
+      const values = Array.isArray(c.value) ? c.value : [c.value];
+      for (const v of values) {
+        if (typeof v === 'number' && Number.isFinite(v)) max = Math.max(max, v);
+        else exact = false;
+      }
+    }
+    for (const key of ['all', 'any']) if (Array.isArray(c[key])) (c[key] as unknown[]).forEach(visit);
+    if (c.not) visit(c.not);
+  };
+  rules.forEach((r) => visit(r.conditions));
+  return exact && max > -Infinity ? Math.floor(max) + 1 : Infinity;
 }

@@ -106,7 +106,7 @@ export function parseEveRecord(raw: unknown, line?: string): EveParseResult {
   return { ok: true, facts };
 }
 
-const ADDRESS_CACHE_LIMIT = 65_536;
+const ADDRESS_CACHE_LIMIT = 131_072;
 const addressCache = new Map<string, string | null>();
 
 /** Canonical text of an address (EVE writes IPv6 uncompressed), or null; memoised. */
