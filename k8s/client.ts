@@ -78,14 +78,20 @@ export class KubeClient {
   private readonly objects: k8s.KubernetesObjectApi;
   private readonly custom: k8s.CustomObjectsApi;
 
-  constructor(connection: KubeConnection) {
-    const kc = new k8s.KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'fos1', server: connection.server, caData: connection.caPem ? Buffer.from(connection.caPem).toString('base64') : undefined, skipTLSVerify: false }],
-      users: [{ name: 'fos1', token: connection.token }],
-      contexts: [{ name: 'fos1', cluster: 'fos1', user: 'fos1' }],
-      currentContext: 'fos1',
-    });
+  /** From an explicit connection (the test harness), or a loaded KubeConfig (see {@link loadKubeConfig}). */
+  constructor(source: KubeConnection | k8s.KubeConfig) {
+    let kc: k8s.KubeConfig;
+    if (source instanceof k8s.KubeConfig) {
+      kc = source;
+    } else {
+      kc = new k8s.KubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'fos1', server: source.server, caData: source.caPem ? Buffer.from(source.caPem).toString('base64') : undefined, skipTLSVerify: false }],
+        users: [{ name: 'fos1', token: source.token }],
+        contexts: [{ name: 'fos1', cluster: 'fos1', user: 'fos1' }],
+        currentContext: 'fos1',
+      });
+    }
     this.config = kc;
     this.objects = k8s.KubernetesObjectApi.makeApiClient(kc);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
@@ -93,7 +99,8 @@ export class KubeClient {
 
   /** Server-side apply: the object as this field manager wants it; returns what the server stored. */
   async apply(obj: KubeObject, options: ApplyOptions): Promise<StoredObject> {
-    const body = toTyped({ apiVersion: obj.apiVersion, kind: obj.kind, metadata: obj.metadata, spec: obj.spec });
+    // The whole object: kinds like ClusterRole keep their content outside `spec` (rules, roleRef…).
+    const body = toTyped(obj);
     return toWire(
       await call(`apply ${describe(obj)}`, () =>
         this.objects.patch(body, undefined, options.dryRun ? 'All' : undefined, options.fieldManager, options.force ?? false, k8s.PatchStrategy.ServerSideApply),
@@ -166,6 +173,18 @@ export class KubeClient {
     );
     return () => controller.abort();
   }
+}
+
+/**
+ * Loads a kubeconfig: the file at `path` when given; otherwise the pod's service account when
+ * running in a cluster, else `$KUBECONFIG` / `~/.kube/config` (client-node's default order).
+ * Entry points call this once, with a path from their parsed configuration.
+ */
+export function loadKubeConfig(path?: string): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
 }
 
 /**

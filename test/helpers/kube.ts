@@ -18,6 +18,8 @@ export const CILIUM_CRD_DIR = resolve(__dirname, '../../../shared/data/cilium/cr
 export const CILIUM_EXAMPLES_DIR = resolve(__dirname, '../../../shared/data/cilium/examples');
 /** fos1's CRDs. */
 export const FOS1_CRD_DIR = resolve(__dirname, '../../deploy/crds');
+/** fos1's other manifests (RBAC, controller Deployment). */
+export const FOS1_DEPLOY_DIR = resolve(__dirname, '../../deploy');
 
 /** Why the kube binaries are unusable, or null. */
 export function kubeMissingReason(): string | null {

@@ -14,7 +14,7 @@ import { KubeApiError } from '../../k8s/client';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
 import { validateFirewallRule, validateFirewallZone, type FirewallZone } from '../../model/firewall';
 import { objectSetDifferences, translateCidrGroup, translateRule, type KubeObject, type PolicySource } from '../../model/firewall-translate';
-import { CILIUM_EXAMPLES_DIR, describeKube, startKubeWithCrds } from '../helpers/kube';
+import { CILIUM_EXAMPLES_DIR, describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
 
 const NS = `fos1-t-${process.pid}`;
 const FIELD_MANAGER = 'fos1-test';
@@ -176,6 +176,33 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
     expect(good.spec).toMatchObject({ vlanId: 10 });
     const dpi = { apiVersion: 'security.fos1.io/v1alpha1', kind: 'DPIProfile', metadata: { name: 'd', namespace: NS }, spec: { applications: [{ protocol: 'BitTorrent', action: 'rate-limit' }] } };
     expect((await bad(dpi))?.message).toContain('rate-limit needs rateLimitKbps');
+  });
+
+  it('accepts the deploy/ manifests, and their RBAC grants each service account exactly what it uses', async () => {
+    const manifests = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml'), join(FOS1_DEPLOY_DIR, 'controller.yaml')]);
+    for (const m of manifests) await kube.client.apply(m, { fieldManager: FIELD_MANAGER });
+    const deployment = await kube.client.get({ apiVersion: 'apps/v1', kind: 'Deployment', namespace: 'fos1-system', name: 'fos1-controller' });
+    expect((deployment?.spec as { template: { spec: { serviceAccountName: string } } }).template.spec.serviceAccountName).toBe('fos1-controller');
+    const can = async (sa: string, verb: string, group: string, resource: string, subresource?: string) => {
+      const review = await kube.client.create({
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SubjectAccessReview',
+        metadata: { name: '' },
+        spec: {
+          user: `system:serviceaccount:fos1-system:${sa}`,
+          groups: ['system:serviceaccounts', 'system:serviceaccounts:fos1-system', 'system:authenticated'],
+          resourceAttributes: { verb, group, resource, subresource, namespace: NS },
+        },
+      });
+      return (review.status as { allowed: boolean }).allowed;
+    };
+    expect(await can('fos1-controller', 'watch', 'security.fos1.io', 'firewallrules')).toBe(true);
+    expect(await can('fos1-controller', 'update', 'security.fos1.io', 'firewallrules', 'status')).toBe(true);
+    expect(await can('fos1-controller', 'update', 'security.fos1.io', 'firewallrules')).toBe(false);
+    expect(await can('fos1-controller', 'patch', 'cilium.io', 'ciliumnetworkpolicies')).toBe(false);
+    expect(await can('fos1-cluster-worker', 'patch', 'cilium.io', 'ciliumnetworkpolicies')).toBe(true);
+    expect(await can('fos1-cluster-worker', 'delete', 'cilium.io', 'ciliumclusterwidenetworkpolicies')).toBe(true);
+    expect(await can('fos1-cluster-worker', 'update', 'security.fos1.io', 'firewallrules', 'status')).toBe(false);
   });
 
   describe('policy activities', () => {

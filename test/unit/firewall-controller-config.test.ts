@@ -1,0 +1,13 @@
+/** The controller entry point's configuration: parsed once, every bad variable named. */
+import { parseControllerConfig } from '../../controllers/main';
+
+describe('parseControllerConfig', () => {
+  it('fills defaults and treats an empty kubeconfig path as "in-cluster or default"', () => {
+    expect(parseControllerConfig({})).toEqual({ kubeconfigPath: undefined, temporalAddress: 'localhost:7233', temporalNamespace: 'default', logLevel: 'info' });
+    expect(parseControllerConfig({ KUBECONFIG_PATH: '/etc/fos1/kubeconfig', TEMPORAL_ADDRESS: 'temporal:7233' })).toMatchObject({ kubeconfigPath: '/etc/fos1/kubeconfig', temporalAddress: 'temporal:7233' });
+  });
+
+  it('names every bad variable', () => {
+    expect(() => parseControllerConfig({ LOG_LEVEL: 'loud', TEMPORAL_NAMESPACE: '' })).toThrow(/invalid controller configuration:\n {2}TEMPORAL_NAMESPACE: .*\n {2}LOG_LEVEL: /);
+  });
+});
