@@ -15,7 +15,7 @@ import { FOS1_LINK_ALIAS } from '../../model/node-state';
 import type { AddressOperation, LinkOperation, VlanOperation } from '../../model/plan';
 import { planAddresses, planLinks, planVlans, renderOperation } from '../../model/plan';
 import { IpCommandError, type IpRunner } from './ip-runner';
-import { KernelFeatureMissingError, kernelMessage, NetworkApplyError } from './network-errors';
+import { applyBatch, KernelFeatureMissingError, kernelMessage, NetworkApplyError } from './network-errors';
 
 interface IpJsonLink {
   ifname: string;
@@ -89,12 +89,13 @@ export class LinkTable {
   /** Converges MTU and admin state of the named interfaces; returns the operations needed. */
   async syncLinks(desired: readonly InterfaceConfig[]): Promise<LinkOperation[]> {
     const ops = planLinks(await this.read(), [...desired]);
-    for (const op of ops) {
+    const line = (op: LinkOperation) => {
       const args = ['link', 'set', 'dev', op.name];
       if (op.settings.mtu !== undefined) args.push('mtu', String(op.settings.mtu));
       if (op.settings.up !== undefined) args.push(op.settings.up ? 'up' : 'down');
-      await this.run('Link', op, args);
-    }
+      return args;
+    };
+    await applyBatch(this.ip, [], ops, line, 'Link', renderOperation);
     return ops;
   }
 
@@ -124,17 +125,18 @@ export class LinkTable {
   /** Converges the addresses of interfaces whose address list `desired` gives. */
   async syncAddresses(desired: readonly InterfaceConfig[]): Promise<AddressOperation[]> {
     const ops = planAddresses(await this.read(), [...desired]);
-    for (const op of ops) {
+    const line = (op: AddressOperation) => {
       const args = ['address', op.action === 'add' ? 'add' : 'del', op.address, 'dev', op.device];
       // Router addresses are planned, not autoconfigured: skipping duplicate address
       // detection makes an IPv6 address usable at once instead of "tentative" for ~1s.
       if (op.action === 'add' && op.address.includes(':')) args.push('nodad');
-      await this.run('Address', op, args);
-    }
+      return args;
+    };
+    await applyBatch(this.ip, [], ops, line, 'Address', renderOperation);
     return ops;
   }
 
-  private async run(subsystem: 'Link' | 'Vlan' | 'Address', op: LinkOperation | VlanOperation | AddressOperation, args: string[]): Promise<void> {
+  private async run(subsystem: 'Vlan', op: VlanOperation, args: string[]): Promise<void> {
     try {
       // Names, addresses and numbers were validated by the model; argv, never a shell.
       await this.ip.run(args);

@@ -2,7 +2,7 @@
  * Errors of the network subsystems (links, VLANs, addresses, rules, NAT). The activities
  * turn them into ApplicationFailures whose `type` the workflows branch on.
  */
-import { IpCommandError } from './ip-runner';
+import { IpCommandError, type IpRunner } from './ip-runner';
 
 /** Subsystems whose kernel refusals are reported as `<Name>ApplyFailed`. */
 export type NetworkSubsystem = 'Link' | 'Vlan' | 'Address' | 'Rule' | 'Zone' | 'Nat';
@@ -55,4 +55,32 @@ export function kernelMessage(err: unknown): string {
     );
   }
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Runs operations as one `ip -batch -` call (one process instead of one per operation:
+ * 500 policy rules take ~60 ms instead of ~3 s). iproute2 stops at the first line the
+ * kernel refuses and reports it as "Command failed -:N"; that line's operation is named in
+ * the error. What ran before it stays applied — the caller's rollback restores it.
+ * `lines` were built only from fields the model validated, so a line cannot carry a second
+ * command or option.
+ */
+export async function applyBatch<Op>(
+  ip: IpRunner,
+  globalArgs: readonly string[],
+  ops: readonly Op[],
+  lineOf: (op: Op) => string[],
+  subsystem: NetworkSubsystem,
+  describe: (op: Op) => string,
+): Promise<void> {
+  if (ops.length === 0) return;
+  const lines = ops.map((op) => lineOf(op).join(' '));
+  try {
+    await ip.run([...globalArgs, '-batch', '-'], lines.join('\n') + '\n');
+  } catch (err) {
+    if (!(err instanceof IpCommandError)) throw err;
+    const lineNo = /Command failed -:(\d+)/.exec(err.stderr)?.[1];
+    const failed = lineNo !== undefined ? ops[Number(lineNo) - 1] : undefined;
+    throw new NetworkApplyError(subsystem, failed !== undefined ? describe(failed) : `${subsystem.toLowerCase()} batch`, kernelMessage(err));
+  }
 }

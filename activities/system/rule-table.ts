@@ -8,8 +8,8 @@ import type { PolicyRule } from '../../model/node-state';
 import { MAIN_TABLE } from '../../model/node-state';
 import type { RuleOperation } from '../../model/plan';
 import { planRules, renderOperation } from '../../model/plan';
-import { IpCommandError, type IpRunner } from './ip-runner';
-import { kernelMessage, NetworkApplyError } from './network-errors';
+import type { IpRunner } from './ip-runner';
+import { applyBatch } from './network-errors';
 
 interface IpJsonRule {
   priority: number;
@@ -48,23 +48,23 @@ export class RuleTable {
   /** Converges fos1's rules to `desired`: adds first, deletes last. */
   async sync(desired: readonly PolicyRule[]): Promise<RuleOperation[]> {
     const ops = planRules(await this.read(), [...desired]);
-    for (const op of ops) {
-      const r = op.rule;
-      const args = [`-${r.family}`, 'rule', op.action === 'add' ? 'add' : 'del', 'priority', String(r.priority)];
-      if (r.from) args.push('from', r.from);
-      if (r.to) args.push('to', r.to);
-      if (r.iif) args.push('iif', r.iif);
-      if (r.oif) args.push('oif', r.oif);
-      if (r.fwmark !== undefined) args.push('fwmark', `0x${r.fwmark.toString(16)}/0x${(r.fwmask ?? 0xffffffff).toString(16)}`);
-      args.push('table', String(r.table), 'protocol', String(this.protocol));
-      try {
-        await this.ip.run(args);
-      } catch (err) {
-        if (!(err instanceof IpCommandError)) throw err;
-        throw new NetworkApplyError('Rule', renderOperation(op), kernelMessage(err));
-      }
+    // One batch per family: `-6` must be global for rules that name no IPv6 prefix (fwmark only).
+    for (const family of [4, 6] as const) {
+      await applyBatch(this.ip, [`-${family}`], ops.filter((op) => op.rule.family === family), (op) => this.line(op), 'Rule', renderOperation);
     }
     return ops;
+  }
+
+  private line(op: RuleOperation): string[] {
+    const r = op.rule;
+    const args = ['rule', op.action === 'add' ? 'add' : 'del', 'priority', String(r.priority)];
+    if (r.from) args.push('from', r.from);
+    if (r.to) args.push('to', r.to);
+    if (r.iif) args.push('iif', r.iif);
+    if (r.oif) args.push('oif', r.oif);
+    if (r.fwmark !== undefined) args.push('fwmark', `0x${r.fwmark.toString(16)}/0x${(r.fwmask ?? 0xffffffff).toString(16)}`);
+    args.push('table', String(r.table), 'protocol', String(this.protocol));
+    return args;
   }
 }
 
