@@ -63,6 +63,8 @@ export interface EnforcementInput {
   /** Nodes whose blocklists carry the block. */
   nodes: string[];
   guard: GuardConfig;
+  /** History length past which the workflow continues as new (default 2000; tests lower it). */
+  continueAsNewAfter?: number;
   /** Carried across continue-as-new. */
   carried?: EnforcementState;
 }
@@ -89,6 +91,8 @@ export interface EnforcementState {
   rememberUntil?: string;
   active?: ActiveAction;
   verdictsReceived: number;
+  /** Runs before this one (continue-as-new). */
+  continuedRuns?: number;
   /** Every block this workflow applied, oldest first (bounded). */
   blocks: { startedAt: string; durationMs: number; changeId: string }[];
   refusals: { at: string; code: GuardRefusal['code'] | 'change-failed'; reason: string }[];
@@ -140,8 +144,9 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     if (pending.length > 0) await handleVerdicts(pending.splice(0, pending.length));
     // Continue only with nothing pending: verdicts that arrived while a change ran are
     // handled first, so none is lost to the new run.
-    if (pending.length === 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > 2000)) {
+    if (pending.length === 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (input.continueAsNewAfter ?? 2000))) {
       trimState();
+      state.continuedRuns = (state.continuedRuns ?? 0) + 1;
       await continueAsNew<typeof enforcementWorkflow>({ ...input, carried: state });
     }
   }

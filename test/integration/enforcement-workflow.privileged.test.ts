@@ -164,9 +164,17 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(signals).toBeLessThanOrEqual(5);
     const s = await eventually(() => status(target), (st) => st.verdictsReceived === signals, 'the workflow to take every signal');
     expect(s.blocks).toHaveLength(1);
-    // One workflow execution for the target: its id is the target's.
-    const executions: string[] = [];
-    for await (const wf of env.client.workflow.list({ query: `WorkflowId = '${enforcementWorkflowId(target)}'` })) executions.push(wf.runId);
+    // One workflow execution for the target: its id is the target's. (Visibility is
+    // eventually consistent, so the listing is polled until it shows the run.)
+    const executions = await eventually(
+      async () => {
+        const runs: string[] = [];
+        for await (const wf of env.client.workflow.list({ query: `WorkflowId = '${enforcementWorkflowId(target)}'` })) runs.push(wf.runId);
+        return runs;
+      },
+      (runs) => runs.length > 0,
+      'the workflow in the visibility listing',
+    );
     expect(executions).toHaveLength(1);
   });
 
@@ -199,6 +207,47 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(result.refusals).toEqual([{ at: expect.any(String), code: 'allow-listed', reason: '192.0.2.53/32 overlaps 192.0.2.53/32 on allow-list "dns"' }]);
     expect(result.audit.map((a) => `${a.actor} ${a.step}:${a.result}`)).toEqual(['fos1-enforcer refused:failed', 'fos1-enforcer done:ok']);
     expect(blocked()).toEqual(before);
+  });
+
+  test('a long-lived target continues as new with its state; quarantine and rate-limit are held and audited as recorded only', async () => {
+    const target = '203.0.113.77/32';
+    const verdict = (action: Decision['action']): Decision => ({
+      rule: `manual-${action}`,
+      action,
+      target,
+      durationMs: 60_000,
+      escalation: { factor: 2, maxDurationMs: 3_600_000 },
+      memoryMs: 60_000,
+      reason: `${action} test`,
+      evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
+      ...(action === 'quarantine' ? { quarantineLabel: 'fos1.io/quarantine=true' } : {}),
+    });
+    const send = (action: Decision['action']) =>
+      env.client.workflow.signalWithStart(enforcementWorkflow, {
+        workflowId: enforcementWorkflowId(target),
+        taskQueue: CLUSTER_TASK_QUEUE,
+        args: [{ target, nodes: [NODE], guard, continueAsNewAfter: 20 }],
+        signal: verdictSignal,
+        signalArgs: [verdict(action)],
+      });
+    const handle = await send('rate-limit');
+    const firstRun = (await handle.describe()).runId;
+    const held = await eventually(() => handle.query(enforcementQuery), (st) => st.active !== undefined, 'the rate limit to be held');
+    expect(held.active).toMatchObject({ action: 'rate-limit', enforced: false, durationMs: 60_000 });
+    expect(held.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['rate-limit:skipped']);
+    expect(held.audit[0]!.detail).toMatch(/recorded only, the change path has no rate-limit step yet/);
+    // A stronger verdict is a new offence: escalated (×2), still recorded only.
+    await send('quarantine');
+    const stronger = await eventually(() => handle.query(enforcementQuery), (st) => st.active?.action === 'quarantine', 'the quarantine');
+    expect(stronger).toMatchObject({ offences: 2, active: { action: 'quarantine', durationMs: 120_000, enforced: false } });
+    // Enough signals to pass the (lowered) history bound: the workflow continues as new,
+    // keeping its offences, its action in force and its audit trail.
+    for (let i = 0; i < 12; i++) await send('notify');
+    const continued = await eventually(() => env.client.workflow.getHandle(enforcementWorkflowId(target)).query(enforcementQuery), (st) => (st.continuedRuns ?? 0) >= 1, 'continue-as-new');
+    expect(continued).toMatchObject({ offences: 2, active: { action: 'quarantine' } });
+    expect((await env.client.workflow.getHandle(enforcementWorkflowId(target)).describe()).runId).not.toBe(firstRun);
+    expect(blocked().some((e) => e.cidr === target)).toBe(false);
+    await env.client.workflow.getHandle(enforcementWorkflowId(target)).terminate('test done');
   });
 
   test('the cap on active automated blocks is enforced cluster-wide by the coordinator', async () => {
