@@ -2,4 +2,4 @@
 # benchmark compares fos1's maps with nftables, ipset and iptables. clang, llvm,
 # libbpf-dev and bpftool come from scripts/bootstrap.sh itself.
 # Sourced by scripts/bootstrap.sh with `say`, `as_root` and `apt_install`.
-apt_install iputils-ping nftables ipset iptables
+apt_install iputils-ping nftables ipset iptables time
