@@ -218,7 +218,8 @@ export function cidrGroupObjectName(group: string): string {
   return `fos1-${group}`;
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+/** Renders a zod issue path as users write fields: `rules[0].peers[1].cidr`. */
+export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
     if (typeof part === 'number') out += `[${part}]`;

@@ -14,7 +14,7 @@
 import { ApplicationFailure, log, proxyActivities, proxySinks } from '@temporalio/workflow';
 import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
 import type { AuditRecord, AuditSinks } from '../model/audit';
-import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, type FirewallIssue } from '../model/firewall';
+import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, formatPath, type FirewallIssue } from '../model/firewall';
 import { objectSetDifferences, translateCidrGroup, translateRule, TranslateError, type KubeObject, type PolicyMapEstimate, type PolicySource } from '../model/firewall-translate';
 import { z } from 'zod';
 
@@ -73,7 +73,7 @@ export interface PolicyChangeResult {
 export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyChangeResult> {
   const parsed = policyChangeInputSchema.safeParse(rawInput);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i): FirewallIssue => ({ field: i.path.map(String).join('.'), message: i.message }));
+    const issues = parsed.error.issues.map((i): FirewallIssue => ({ field: formatPath(i.path), message: i.message }));
     throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${issues.map((i) => `${i.field}: ${i.message}`).join('\n')}`, details: [issues] });
   }
   const input = parsed.data;

@@ -12,6 +12,7 @@ import pino from 'pino';
 import { FirewallRuleController, policyWorkflowId, type Condition } from '../../controllers/firewall-rule-controller';
 import type { KubeApiServer } from '../../k8s/harness';
 import type { StoredObject } from '../../k8s/client';
+import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
@@ -229,6 +230,49 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(after?.spec).toEqual(before?.spec);
     expect(after?.metadata.annotations).toEqual(before?.metadata.annotations);
     expect(after?.metadata.uid).toBe(before?.metadata.uid);
+  });
+
+  describe('policyChangeWorkflow started directly (one JSON argument, as from the Web UI or CLI)', () => {
+    const source = { kind: 'PolicySet', namespace: NS, name: 'partners' };
+    const input = (extra: object) => ({
+      changeId: 'partners-1',
+      author: 'alice',
+      source,
+      namespace: NS,
+      zones: [{ name: 'web', selector: { app: 'web' } }],
+      cidrGroups: [{ name: 'partners', cidrs: ['198.51.100.0/24', '2001:db8:7::/48'] }],
+      rules: [{ name: 'partners-in', zone: 'web', direction: 'ingress', peers: [{ cidrGroup: 'partners' }], ports: [{ port: 443 }] }],
+      ...extra,
+    });
+    const run = async (arg: object, id: string) => (await env.client.workflow.execute('policyChangeWorkflow', { workflowId: id, taskQueue: 'fos1-cluster', args: [arg] })) as PolicyChangeResult;
+
+    it('dry run plans through the apiserver and persists nothing; the real run applies the CIDR group and the policy', async () => {
+      const planned = await run(input({ dryRun: true }), `partners-dry-${process.pid}`);
+      expect(planned).toMatchObject({ outcome: 'planned', applied: [`CiliumCIDRGroup fos1-partners`, `CiliumNetworkPolicy ${NS}/fos1-partners-in`], pruned: [] });
+      expect(await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: 'fos1-partners' })).toBeUndefined();
+
+      const applied = await run(input({}), `partners-${process.pid}`);
+      expect(applied).toMatchObject({ outcome: 'applied' });
+      expect(applied.audit.map((a) => `${a.step} ${a.result}`)).toEqual(['translate ok', 'policy-map check ok', 'snapshot ok', 'dry-run ok', 'apply ok', 'verify ok']);
+      const group = await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: 'fos1-partners' });
+      expect(group?.spec).toEqual({ externalCIDRs: ['198.51.100.0/24', '2001:db8:7::/48'] });
+      expect(JSON.stringify((await getPolicy('fos1-partners-in'))?.spec)).toContain('"cidrGroupRef":"fos1-partners"');
+
+      // The whole set for this source is now empty: both objects are pruned, policy before group.
+      const emptied = await run(input({ changeId: 'partners-2', rules: [], cidrGroups: [] }), `partners-2-${process.pid}`);
+      expect(emptied.pruned).toEqual([`CiliumNetworkPolicy ${NS}/fos1-partners-in`, 'CiliumCIDRGroup fos1-partners']);
+      expect(await getPolicy('fos1-partners-in')).toBeUndefined();
+    });
+
+    it('fails InvalidPolicyChange naming the field and the rule, before touching anything', async () => {
+      const bad = input({ rules: [{ name: 'x', zone: 'web', direction: 'egress', peers: [{ cidr: '10.0.0.1/8' }] }] });
+      const err = await run(bad, `partners-bad-${process.pid}`).then(
+        () => undefined,
+        (e: unknown) => e as { cause?: { type?: string; message?: string } },
+      );
+      expect(err?.cause?.type).toBe('InvalidPolicyChange');
+      expect(err?.cause?.message).toMatch(/rules\[0\]\.peers\[0\]\.cidr: .*host bits set/);
+    });
   });
 });
 
