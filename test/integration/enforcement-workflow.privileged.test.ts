@@ -151,6 +151,37 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     console.info(`alert → block in the map took ${blockedAfter} ms (one sample; bench/ids measures the distribution)`);
   });
 
+  test('the expiry timer is durable: with every worker down at expiry, the block lifts once they are back', async () => {
+    const target = '198.51.100.99/32';
+    const decision: Decision = {
+      rule: 'manual',
+      action: 'block',
+      target,
+      durationMs: BLOCK_SECONDS * 1000,
+      escalation: { factor: 2, maxDurationMs: 3_600_000 },
+      memoryMs: 1000,
+      reason: 'durability test',
+      evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
+    };
+    await env.client.workflow.signalWithStart(enforcementWorkflow, {
+      workflowId: enforcementWorkflowId(target),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ target, nodes: [NODE], guard }],
+      signal: verdictSignal,
+      signalArgs: [decision],
+    });
+    await eventually(() => status(target), (st) => st.active !== undefined, 'the block to be recorded');
+    expect(entryFor(target)).toBeDefined();
+    await workers.stop();
+    await new Promise((r) => setTimeout(r, (BLOCK_SECONDS + 1) * 1000));
+    // Nobody was running when the timer fired: the block is still in the map.
+    expect(entryFor(target)).toBeDefined();
+    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 } });
+    await eventually(() => entryFor(target), (e) => e === undefined, 'the block to lift after the restart');
+    const result: EnforcementStatus = await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
+    expect(result.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['block:ok', 'lift:ok', 'done:ok']);
+  });
+
   test('10,000 alerts about one source are one enforcement workflow with a handful of signals', async () => {
     const target = '198.51.100.20/32';
     const signalledBefore = ingest.bridge.counts.signalled;
