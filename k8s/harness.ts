@@ -49,8 +49,12 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
   const timeout = options.readyTimeoutMs ?? 120_000;
   const dir = mkdtempSync(join(tmpdir(), 'fos1-kube-'));
   const processes: ChildProcess[] = [];
+  // If the test process dies without stop(), do not leave etcd and the apiserver behind.
+  const killOnExit = () => processes.forEach((p) => p.kill('SIGKILL'));
+  process.once('exit', killOnExit);
   const stop = async () => {
     for (const p of processes.reverse()) await terminate(p);
+    process.removeListener('exit', killOnExit);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
