@@ -10,6 +10,7 @@ import { join, relative } from 'node:path';
 import pino from 'pino';
 import { ApplicationFailure } from '@temporalio/common';
 import { CiliumFailureType, createCiliumActivities, normaliseObject } from '../../activities/cilium-policy';
+import { ListWatch, type ListWatchClient } from '../../controllers/list-watch';
 import { KubeApiError } from '../../k8s/client';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
 import { validateFirewallRule, validateFirewallZone, type FirewallZone } from '../../model/firewall';
@@ -203,6 +204,41 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
     expect(await can('fos1-cluster-worker', 'patch', 'cilium.io', 'ciliumnetworkpolicies')).toBe(true);
     expect(await can('fos1-cluster-worker', 'delete', 'cilium.io', 'ciliumclusterwidenetworkpolicies')).toBe(true);
     expect(await can('fos1-cluster-worker', 'update', 'security.fos1.io', 'firewallrules', 'status')).toBe(false);
+  });
+
+  it('list-watch relists when the real apiserver answers a watch from a too-old resourceVersion with 410 Gone', async () => {
+    await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'lw-zone', namespace: NS }, spec: { selector: { app: 'lw' } } });
+    let firstList = true;
+    const seen: string[] = [];
+    const warnings: string[] = [];
+    const client: ListWatchClient = {
+      // The first list claims resourceVersion 1, older than anything the watch cache still has.
+      list: async (apiVersion, kind) => {
+        const real = await kube.client.list(apiVersion, kind);
+        if (!firstList) return real;
+        firstList = false;
+        return { items: [], resourceVersion: '1' };
+      },
+      watch: (path, rv, onEvent, onDone) => kube.client.watch(path, rv, onEvent, onDone),
+    };
+    const lw = new ListWatch({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallZone',
+      path: '/apis/security.fos1.io/v1alpha1/firewallzones',
+      client,
+      // Any other watch failure also relists, but logs a warning: none means it was the 410.
+      logger: pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) }),
+      handler: { upsert: (o) => seen.push(o.metadata.name), deleted: () => undefined },
+    });
+    try {
+      await lw.start();
+      for (let i = 0; i < 100 && lw.lists < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(lw.lists).toBe(2);
+      expect(warnings).toEqual([]);
+      expect(seen).toContain('lw-zone');
+    } finally {
+      lw.stop();
+    }
   });
 
   describe('policy activities', () => {
