@@ -100,9 +100,9 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       });
     },
 
-    /** Converges MTU and admin state of the interfaces `desired` names. */
-    async syncLinks(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
-      return converge('links', () => deps.links.syncLinks(input.desired));
+    /** Converges MTU and admin state of the interfaces `desired` names (`restore`: skip foreign interfaces that vanished). */
+    async syncLinks(input: { desired: InterfaceConfig[]; restore?: boolean }): Promise<SyncResult> {
+      return converge('links', () => deps.links.syncLinks(input.desired, { restore: input.restore === true }));
     },
 
     /** Converges fos1's 802.1Q VLANs; fails up front with KernelFeatureMissing on a kernel without them. */
@@ -110,9 +110,9 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       return converge('vlans', () => deps.links.syncVlans(input.desired));
     },
 
-    /** Converges the addresses of the interfaces whose address list `desired` gives. */
-    async syncAddresses(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
-      return converge('addresses', () => deps.links.syncAddresses(input.desired));
+    /** Converges the addresses of the interfaces whose address list `desired` gives (`restore`: as syncLinks). */
+    async syncAddresses(input: { desired: InterfaceConfig[]; restore?: boolean }): Promise<SyncResult> {
+      return converge('addresses', () => deps.links.syncAddresses(input.desired, { restore: input.restore === true }));
     },
 
     /** Converges fos1's routes to `desired` (used for apply and, with the snapshot, for restore). */

@@ -325,6 +325,17 @@ export function planBlocklist(observed: ObservedBlocklistEntry[], desired: Obser
   return ops;
 }
 
+/**
+ * The interfaces of a snapshot a restore can and should bring back: fos1's own VLANs (it
+ * re-creates them) and every other interface that still exists. An interface fos1 does
+ * not own that vanished since the snapshot (a pod's veth, an unplugged NIC) went away by
+ * someone else's hand; restoring or comparing it would fail every rollback on a busy node.
+ */
+export function restorableInterfaces<I extends { name: string; vlan?: unknown }>(snapshot: I[], present: readonly { name: string }[]): I[] {
+  const names = new Set(present.map((i) => i.name));
+  return snapshot.filter((i) => i.vlan !== undefined || names.has(i.name));
+}
+
 const NO_NAT: NatConfig = { sourceNat: [], portForwards: [] };
 
 /**

@@ -16,18 +16,21 @@ import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNodeState } from '../model/node-state';
-import { planNodeChange, planSize, renderPlan, resolveDesired, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
+import { planNodeChange, planSize, renderPlan, resolveDesired, restorableInterfaces, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
 
 const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
 
-/** The converge activity of each subsystem; given the snapshot it is that subsystem's restore. */
-const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState) => Promise<{ operations: string[] }>> = {
-  links: (s) => syncLinks({ desired: s.interfaces }),
+/**
+ * The converge activity of each subsystem; given the snapshot (and `restore`) it is that
+ * subsystem's restore.
+ */
+const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState, restore?: boolean) => Promise<{ operations: string[] }>> = {
+  links: (s, restore) => syncLinks({ desired: s.interfaces, restore }),
   vlans: (s) => syncVlans({ desired: s.interfaces }),
-  addresses: (s) => syncAddresses({ desired: s.interfaces }),
+  addresses: (s, restore) => syncAddresses({ desired: s.interfaces, restore }),
   routes: (s) => syncRoutes({ desired: s.routes }),
   rules: (s) => syncRules({ desired: s.rules }),
   zones: (s) => syncZones({ desired: s.zones }),
@@ -41,7 +44,7 @@ const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState) => Promise<
  * address flushes the routes through it), so a step can change what a later one owns.
  */
 function restoresFrom(snapshot: ObservedNodeState): { step: string; run: () => Promise<unknown> }[] {
-  return [...SUBSYSTEM_ORDER].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](snapshot) }));
+  return [...SUBSYSTEM_ORDER].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](snapshot, true) }));
 }
 const { audit } = proxySinks<AuditSinks>();
 
@@ -195,12 +198,15 @@ async function runRestore(
     }
   };
   await pass();
+  // Foreign interfaces that vanished since the snapshot are not fos1's to bring back.
+  const compare = (actual: ObservedNodeState) =>
+    stateDifferences(actual, { ...snapshot, interfaces: restorableInterfaces(snapshot.interfaces, actual.interfaces) });
   try {
-    let differences = stateDifferences(await readNodeState(), snapshot);
+    let differences = compare(await readNodeState());
     if (differences.length > 0) {
       auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
       await pass();
-      differences = stateDifferences(await readNodeState(), snapshot);
+      differences = compare(await readNodeState());
     }
     auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
     return differences;

@@ -13,7 +13,7 @@ import { canonicalIp } from '../../model/ip';
 import type { InterfaceConfig, ObservedInterface } from '../../model/node-state';
 import { FOS1_LINK_ALIAS } from '../../model/node-state';
 import type { AddressOperation, LinkOperation, VlanOperation } from '../../model/plan';
-import { planAddresses, planLinks, planVlans, renderOperation } from '../../model/plan';
+import { planAddresses, planLinks, planVlans, renderOperation, restorableInterfaces } from '../../model/plan';
 import { IpCommandError, type IpRunner } from './ip-runner';
 import { applyBatch, KernelFeatureMissingError, kernelMessage, NetworkApplyError } from './network-errors';
 
@@ -86,9 +86,13 @@ export class LinkTable {
     await this.ip.run(['link', 'del', 'dev', VLAN_PROBE_NAME]).catch(() => undefined);
   }
 
-  /** Converges MTU and admin state of the named interfaces; returns the operations needed. */
-  async syncLinks(desired: readonly InterfaceConfig[]): Promise<LinkOperation[]> {
-    const ops = planLinks(await this.read(), [...desired]);
+  /**
+   * Converges MTU and admin state of the named interfaces; returns the operations needed.
+   * `restore` skips interfaces fos1 does not own that no longer exist (see restorableInterfaces).
+   */
+  async syncLinks(desired: readonly InterfaceConfig[], options: { restore?: boolean } = {}): Promise<LinkOperation[]> {
+    const observed = await this.read();
+    const ops = planLinks(observed, options.restore ? restorableInterfaces([...desired], observed) : [...desired]);
     const line = (op: LinkOperation) => {
       const args = ['link', 'set', 'dev', op.name];
       if (op.settings.mtu !== undefined) args.push('mtu', String(op.settings.mtu));
@@ -122,9 +126,10 @@ export class LinkTable {
     return ops;
   }
 
-  /** Converges the addresses of interfaces whose address list `desired` gives. */
-  async syncAddresses(desired: readonly InterfaceConfig[]): Promise<AddressOperation[]> {
-    const ops = planAddresses(await this.read(), [...desired]);
+  /** Converges the addresses of interfaces whose address list `desired` gives (`restore`: as syncLinks). */
+  async syncAddresses(desired: readonly InterfaceConfig[], options: { restore?: boolean } = {}): Promise<AddressOperation[]> {
+    const observed = await this.read();
+    const ops = planAddresses(observed, options.restore ? restorableInterfaces([...desired], observed) : [...desired]);
     const line = (op: AddressOperation) => {
       const args = ['address', op.action === 'add' ? 'add' : 'del', op.address, 'dev', op.device];
       // Router addresses are planned, not autoconfigured: skipping duplicate address

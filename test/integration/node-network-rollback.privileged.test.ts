@@ -91,6 +91,8 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
   let sequence = 0;
   /** The step after whose kernel change the next run fails. */
   let failAt: Subsystem | undefined;
+  /** Runs in the worker just before the injected fault (the world changing under a change). */
+  let beforeFault: (() => void) | undefined;
   const vlans = kernelHasVlans();
   const NO_VLANS = 'this kernel has no 802.1Q VLAN support (`ip link add … type vlan` answers "Unknown device type")';
 
@@ -131,7 +133,9 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       nodeDeps: {
         ...nodeDeps,
         faults: (subsystem) => {
-          if (subsystem === failAt) throw new InjectedFaultError(`injected fault after the ${subsystem} step changed the kernel`);
+          if (subsystem !== failAt) return;
+          beforeFault?.();
+          throw new InjectedFaultError(`injected fault after the ${subsystem} step changed the kernel`);
         },
       },
       logger,
@@ -231,6 +235,7 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
 
   beforeEach(async () => {
     failAt = undefined;
+    beforeFault = undefined;
     const { status } = await run(request({ desired: baseline }));
     expect({ phase: status.phase, error: status.nodes[NODE]?.error }).toEqual({ phase: expect.stringMatching(/^(applied|unchanged)$/), error: undefined });
   });
@@ -277,6 +282,25 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
     const steps = status.audit.filter((r) => r.node === NODE).map((r) => `${r.step}:${r.result}`);
     expect(steps.slice(0, 4)).toEqual(['snapshot:ok', 'plan:ok', 'links:ok', 'addresses:failed']);
     expect(dump()).toEqual(before);
+  });
+
+  test('a foreign interface that vanishes during the change (a pod veth) does not fail the rollback', async () => {
+    inNs('link', 'add', 'pod0', 'type', 'veth', 'peer', 'name', 'pod1');
+    inNs('link', 'set', 'pod0', 'up');
+    inNs('link', 'set', 'pod0', 'down');
+    const before = dump();
+    failAt = 'routes';
+    beforeFault = () => inNs('link', 'del', 'pod0'); // the pod goes away mid-change
+    const { status, failureType } = await run(request({ desired: change }));
+    expect(failureType).toBe('ChangeRolledBack');
+    expect(status.nodes[NODE]?.outcome).toBe('rolled-back'); // not rollback-failed
+    // Everything but the vanished pair is exactly as before.
+    const withoutPod = (d: ReturnType<typeof dump>) => ({
+      ...d,
+      links: (d.links as { ifname: string }[]).filter((l) => !l.ifname.startsWith('pod')),
+      addresses: (d.addresses as { ifname: string }[]).filter((l) => !l.ifname.startsWith('pod')),
+    });
+    expect(dump()).toEqual(withoutPod(before));
   });
 
   test('dry run: the diff names every operation, in apply order, and nothing changes', async () => {

@@ -16,6 +16,7 @@ import {
   planRules,
   planVlans,
   planZones,
+  restorableInterfaces,
   renderPlan,
   resolveDesired,
   stateDifferences,
@@ -162,6 +163,11 @@ describe('network planner', () => {
       { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 443 } },
       { dnat: { family: 'ip', addr: '10.0.0.5', port: 8443 } },
     ]);
+  });
+
+  test('a restore brings back fos1\'s VLANs and interfaces still present, not foreign ones that vanished', () => {
+    const snapshot = [lan, wan, ownVlan];
+    expect(restorableInterfaces(snapshot, [lan]).map((i) => i.name)).toEqual(['lan0', 'lan0.7']);
   });
 
   test('a patch upserts interfaces and rules on the snapshot and leaves NAT alone unless given', () => {
