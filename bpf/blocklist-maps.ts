@@ -261,10 +261,14 @@ export class BlocklistMaps {
    * widened never lapses). If the kernel refuses a write (typically
    * {@link BpfMapFullError}), the maps are put back to the dump taken before the
    * change and the error is rethrown: all or nothing.
-   * Returns the diff that was applied and the contents before (for a snapshot).
+   * Returns the diff that was applied and the contents before (for a snapshot). A
+   * caller that already diffed `before` against `placed(desired)` passes the diff.
    */
-  applyImage(desired: BlocklistImage, before: BlocklistImage = this.dumpImage()): { diff: ImageDiff; before: BlocklistImage } {
-    const diff = diffImages(before, this.placed(desired));
+  applyImage(
+    desired: BlocklistImage,
+    before: BlocklistImage = this.dumpImage(),
+    diff: ImageDiff = diffImages(before, this.placed(desired)),
+  ): { diff: ImageDiff; before: BlocklistImage } {
     try {
       this.applyDiff(diff);
     } catch (err) {

@@ -104,6 +104,11 @@ export interface ZonePolicyKey {
   dport: number;
 }
 
+export function decodeZonePolicyKey(buf: Buffer): ZonePolicyKey {
+  const o = L.fos1_zone_policy_key.offsets;
+  return { srcZone: buf[o.src_zone] ?? 0, dstZone: buf[o.dst_zone] ?? 0, protocol: buf[o.protocol] ?? 0, dport: u16(buf, o.dport) };
+}
+
 export function encodeZonePolicyKey(k: ZonePolicyKey): Buffer {
   checkInt('srcZone', k.srcZone, 255);
   checkInt('dstZone', k.dstZone, 255);

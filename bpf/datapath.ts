@@ -6,6 +6,7 @@
  * The blocklist maps are the same pins `BlocklistMaps` (and the blocklist activity)
  * write; loading the programs after the maps exist reuses them, and vice versa.
  */
+import { rmSync } from 'node:fs';
 import { parseCidr } from '../model/ip';
 import { attachTc, attachXdp, detachTc, detachXdp, type TcDirection, type XdpMode } from './attach';
 import { BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP, BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP } from './blocklist-maps';
@@ -16,6 +17,7 @@ import {
   type ZonePolicyKey,
   type ZoneVerdict,
   decodeDropEvent,
+  decodeZonePolicyKey,
   decodeZoneVerdict,
   encodeEntryKey,
   encodeU32,
@@ -25,6 +27,7 @@ import {
 } from './datapath-codec';
 import { BpfObject } from './loader';
 import type { BpfMap } from './map';
+import { TypedMap } from './typed-map';
 import { ifindexOf, inNetns } from './netns';
 import { RingBufferConsumer } from './ring-buffer';
 
@@ -109,13 +112,18 @@ export class Datapath {
     else map.update(encodeU32(ifindex), encodeU32(zone));
   }
 
+  /** The zone policy as a typed map (key and value codecs checked against the BTF). */
+  get zonePolicy(): TypedMap<ZonePolicyKey, ZoneVerdict> {
+    return new TypedMap(this.map('zone_policy'), { encode: encodeZonePolicyKey, decode: decodeZonePolicyKey }, { encode: encodeZoneVerdict, decode: decodeZoneVerdict });
+  }
+
   /** Sets one zone policy rule (protocol 0 = any, dport 0 = any). */
   setZoneRule(key: ZonePolicyKey, verdict: ZoneVerdict): void {
-    this.map('zone_policy').update(encodeZonePolicyKey(key), encodeZoneVerdict(verdict));
+    this.zonePolicy.set(key, verdict);
   }
 
   removeZoneRule(key: ZonePolicyKey): boolean {
-    return this.map('zone_policy').delete(encodeZonePolicyKey(key));
+    return this.zonePolicy.delete(key);
   }
 
   /** The verdict for traffic from `zone` that no rule matches. */
@@ -164,6 +172,14 @@ export class Datapath {
   /** Map names (all pinned). */
   get mapNames(): string[] {
     return this.tc.maps.map((m) => m.name);
+  }
+
+  /**
+   * Unlinks every map pin (the maps live on while a program or fd holds them). For
+   * decommissioning a node or a test's private pin folder; idempotent.
+   */
+  unpin(): void {
+    for (const name of this.mapNames) rmSync(this.pinPath(name), { force: true });
   }
 
   /** Closes file descriptors; attached programs and pinned maps stay. Idempotent. */

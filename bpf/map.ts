@@ -354,7 +354,7 @@ export class BpfMap {
    * `bpf_map_lookup_batch` in chunks of `chunk` elements: the form large maps are
    * diffed and verified in, without a JS object per element.
    */
-  dumpRaw(chunk = 1 << 15): { keys: Buffer; values: Buffer; count: number } {
+  dumpRaw(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();

@@ -269,6 +269,10 @@ function report(args: z.output<typeof argsSchema>, results: Record<string, unkno
   const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
   const s = (sec: number) => (sec < 1 ? `${(sec * 1000).toFixed(0)} ms` : `${sec.toFixed(2)} s`);
   const fosLoad = f.loadMs / 1000;
+  const phases = (t: Record<string, number>) =>
+    Object.entries(t)
+      .map(([phase, ms]) => `${phase} ${s(ms / 1000)}`)
+      .join(', ');
   const lines = [
     '# Datapath benchmark: fos1 eBPF maps vs nftables, ipset, iptables',
     '',
@@ -286,7 +290,7 @@ function report(args: z.output<typeof argsSchema>, results: Record<string, unkno
     '',
     '| contender | load (wall) | vs fos1 | add one entry to the full set | peak RSS of the loader | kernel memory |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
-    `| (a) fos1 activity path (read+parse ${s(f.loadTimings.read! / 1000)}, dump+diff+snapshot ${s(f.loadTimings.diff! / 1000)}, batch apply ${s(f.loadTimings.apply! / 1000)}, verify ${s(f.loadTimings.verify! / 1000)}) | ${s(fosLoad)} | 1× | patch: ${f.patchMs.map((m) => m.toFixed(2)).join(' / ')} ms; full-state sync of ${(total + 1).toLocaleString('en')} entries: ${s(f.fullPlusOneMs / 1000)} | ${mib(f.maxRssKiB)} (Node process) | ${mib(f.kernelBytes / 1024)} (bpf memlock, host hash prealloc + trie) |`,
+    `| (a) fos1 activity path (${phases(f.loadTimings)}) | ${s(fosLoad)} | 1× | patch: ${f.patchMs.map((m) => m.toFixed(2)).join(' / ')} ms; full-state sync of ${(total + 6).toLocaleString('en')} entries (${phases(f.fullPlusOneTimings)}): ${s(f.fullPlusOneMs / 1000)} | ${mib(f.maxRssKiB)} (Node process) | ${mib(f.kernelBytes / 1024)} (bpf memlock, host hash prealloc + trie) |`,
     `| (b) \`nft -f\`, interval set | ${s(nft.load.seconds)} | ${(nft.load.seconds / fosLoad).toFixed(1)}× | ${s(nft.addOne.seconds)} (\`nft add element\`) | ${mib(nft.load.maxRssKiB)} (add: ${mib(nft.addOne.maxRssKiB)}) | n/a |`,
     `| (c) \`ipset restore\`, hash:net | ${s(ipset.load.seconds)} | ${(ipset.load.seconds / fosLoad).toFixed(1)}× | ${s(ipset.addOne.seconds)} (\`ipset add\`) | ${mib(ipset.load.maxRssKiB)} | ${mib(ipset.kernelBytes / 1024)} (ipset "Size in memory") |`,
     `| (d) \`iptables-restore\`, 100,000 rules (10,000: ${s(ipt.load10k.seconds)}) | ${s(ipt.load100k.seconds)} | n/a (100,000 rules) | ${s(ipt.addOne.seconds)} (\`iptables -A\`) | ${mib(ipt.load100k.maxRssKiB)} (add: ${mib(ipt.addOne.maxRssKiB)}) | n/a |`,

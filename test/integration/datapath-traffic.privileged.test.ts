@@ -41,9 +41,13 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
 
   afterAll(() => {
     blocklist?.close();
+    datapath?.unpin();
     datapath?.close();
     pair?.destroy();
-    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
+    if (pinDir) {
+      expect(existsSync(`${pinDir}/blocklist_v4`)).toBe(false);
+      rmSync(pinDir, { recursive: true, force: true });
+    }
   });
 
   afterEach(() => {
@@ -71,6 +75,17 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
     datapath.attach({ interface: pair.ifB, netns: pair.b });
     expect(queryTc({ interface: pair.ifB, netns: pair.b, direction: 'ingress' })).toBeGreaterThan(0);
     expect(queryTc({ interface: pair.ifB, netns: pair.b, direction: 'egress' })).toBeGreaterThan(0);
+  });
+
+  it('reads the zone policy back through the typed map view', () => {
+    datapath.setZoneRule({ srcZone: 9, dstZone: 255, protocol: 17, dport: 53 }, { action: 'log', ruleId: 42 });
+    try {
+      expect(datapath.zonePolicy.get({ srcZone: 9, dstZone: 255, protocol: 17, dport: 53 })).toEqual({ action: 'log', ruleId: 42 });
+      expect(datapath.zonePolicy.entries()).toEqual([[{ srcZone: 9, dstZone: 255, protocol: 17, dport: 53 }, { action: 'log', ruleId: 42 }]]);
+    } finally {
+      expect(datapath.removeZoneRule({ srcZone: 9, dstZone: 255, protocol: 17, dport: 53 })).toBe(true);
+    }
+    expect(datapath.zonePolicy.entries()).toEqual([]);
   });
 
   it('passes ping, TCP and UDP over IPv4 and IPv6 with an empty blocklist', () => {
