@@ -176,21 +176,22 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     // A new offence (nothing active, or a stronger action than the one in force).
     const offence = state.offences + 1;
     const durationMs = escalatedDuration(strongest.durationMs, strongest.escalation, offence);
-    const expiresAt = new Date(startedAt + durationMs).toISOString();
+    let expiresAt = new Date(startedAt + durationMs).toISOString();
     let enforced = false;
     let changeId = '';
     if (strongest.action === 'block') {
-      const outcome = await changeBlocklist('block', { upsert: [{ cidr: input.target, reason: strongest.reason, expiresAt }] }, !active || active.action !== 'block');
+      const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, !active || active.action !== 'block');
       if (!outcome.ok) {
         refuse(outcome.code, outcome.reason, startedAt);
         return;
       }
       enforced = true;
       changeId = outcome.changeId;
+      expiresAt = outcome.expiresAt ?? expiresAt;
       state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
     }
     state.offences = offence;
-    state.rememberUntil = new Date(startedAt + durationMs + strongest.memoryMs).toISOString();
+    state.rememberUntil = new Date(Date.parse(expiresAt) + strongest.memoryMs).toISOString();
     state.active = {
       action: strongest.action,
       rule: strongest.rule,
@@ -216,18 +217,18 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
    * duration or more; a burst of alerts must not become a burst of changes.
    */
   async function extend(active: ActiveAction, startedAt: number): Promise<void> {
-    const newExpiry = startedAt + active.durationMs;
-    if (newExpiry - Date.parse(active.expiresAt) < active.durationMs / 10) return;
-    const expiresAt = new Date(newExpiry).toISOString();
+    if (startedAt + active.durationMs - Date.parse(active.expiresAt) < active.durationMs / 10) return;
+    let expiresAt = new Date(startedAt + active.durationMs).toISOString();
     if (active.action === 'block' && active.enforced) {
-      const outcome = await changeBlocklist('extend', { upsert: [{ cidr: input.target, reason: active.reason, expiresAt }] }, false);
+      const outcome = await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false);
       if (!outcome.ok) {
         refuse(outcome.code, outcome.reason, startedAt);
         return;
       }
+      expiresAt = outcome.expiresAt ?? expiresAt;
     }
     active.expiresAt = expiresAt;
-    state.rememberUntil = new Date(newExpiry + active.memoryMs).toISOString();
+    state.rememberUntil = new Date(Date.parse(expiresAt) + active.memoryMs).toISOString();
     record('extend', 'ok', startedAt, `${input.target} until ${expiresAt}`);
   }
 
@@ -238,7 +239,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     const startedAt = Date.now();
     if (active.action === 'block' && active.enforced) {
       for (let attempt = 1; ; attempt++) {
-        const outcome = await changeBlocklist('lift', { remove: [input.target] }, false);
+        const outcome = await changeBlocklist('lift', { remove: true }, false);
         if (outcome.ok) break;
         record('lift', 'failed', startedAt, `attempt ${attempt}: ${outcome.reason}; retrying in 30s`);
         await sleep(30_000);
@@ -255,12 +256,20 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
    */
   async function changeBlocklist(
     step: 'block' | 'extend' | 'lift',
-    blocklist: { upsert?: { cidr: string; reason: string; expiresAt: string }[]; remove?: string[] },
+    what: { upsertFor?: { reason: string; durationMs: number }; remove?: true },
     newBlock: boolean,
-  ): Promise<{ ok: true; changeId: string } | { ok: false; code: GuardRefusal['code'] | 'change-failed'; reason: string }> {
+  ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: GuardRefusal['code'] | 'change-failed'; reason: string }> {
     const grant = await acquireLease(newBlock);
     if (!grant.granted) return { ok: false, code: grant.code ?? 'too-many-active-blocks', reason: grant.reason ?? 'refused by the coordinator' };
     const changeId = changeIdFor(step);
+    // The block's time starts when it is applied, not when the verdict arrived: waiting
+    // for the lease behind other changes must not eat into (or, for a short block, past)
+    // its duration — the change workflow refuses an expiry already in the past.
+    const expiresAt = what.upsertFor ? new Date(Date.now() + what.upsertFor.durationMs).toISOString() : undefined;
+    const blocklist = {
+      upsert: what.upsertFor && expiresAt ? [{ cidr: input.target, reason: what.upsertFor.reason, expiresAt }] : [],
+      remove: what.remove ? [input.target] : [],
+    };
     let blockActive = state.active?.action === 'block' && state.active.enforced;
     try {
       const request: ChangeRequestInput = {
@@ -268,11 +277,11 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
         author: ENFORCER,
         reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
         targets: input.nodes,
-        patch: { blocklist: { upsert: blocklist.upsert ?? [], remove: blocklist.remove ?? [] } },
+        patch: { blocklist },
       };
       await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
       blockActive = step !== 'lift';
-      return { ok: true, changeId };
+      return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
     } catch (err) {
       const cause = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
       return { ok: false, code: 'change-failed', reason: `change ${changeId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}` };

@@ -1,0 +1,137 @@
+/**
+ * IDS verdict to dropped packets, with real traffic: fos1's eBPF datapath (bpf/datapath.ts)
+ * attached in one of two namespaces joined by a veth pair; the node worker for that
+ * namespace writes the same pinned blocklist maps the programs consult; the ingest worker
+ * tails an eve.json. An alert about the client's address → its pings and TCP are dropped
+ * → at expiry the enforcement workflow lifts the block and traffic flows again.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import pino from 'pino';
+import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
+import { ADDR, type EchoServer, NetnsPair } from '../../bench/datapath/netns-pair';
+import { BlocklistMaps } from '../../bpf/blocklist-maps';
+import { buildDatapath } from '../../bpf/build';
+import { Datapath } from '../../bpf/datapath';
+import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
+import { enforcementWorkflowId } from '../../rules/decision';
+import { guardConfigSchema } from '../../rules/guard';
+import { cacheDir } from '../../scripts/paths';
+import { enforcementQuery } from '../../workflows/enforcement';
+import { describePrivileged } from '../helpers/capabilities';
+import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+
+const NODE = 'node-traffic';
+const SIZES = { blocklistV4: 1024, blocklistV6: 1024, hostsV4: 1024, hostsV6: 1024 };
+const BLOCK_SECONDS = 4;
+
+const RULES = {
+  name: 'traffic-test',
+  rules: [
+    {
+      name: 'block-severity-1',
+      description: 'severity-1 alerts block the source',
+      priority: 100,
+      eventTypes: ['alert'],
+      conditions: { all: [{ fact: 'severity', operator: 'severityAtLeast', value: 1 }] },
+      decision: { action: 'block', target: 'src_ip', duration: `${BLOCK_SECONDS}s`, memory: '1m' },
+    },
+  ],
+};
+
+function alertLine(src: string, dest: string): string {
+  return JSON.stringify({
+    timestamp: new Date().toISOString(),
+    flow_id: 1,
+    event_type: 'alert',
+    src_ip: src,
+    src_port: 40000,
+    dest_ip: dest,
+    dest_port: 22,
+    proto: 'TCP',
+    alert: { action: 'allowed', signature_id: 2001219, signature: 'ET SCAN Potential SSH Scan', category: 'Attempted Information Leak', severity: 1 },
+  });
+}
+
+async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
+  let pair: NetnsPair;
+  let pinDir: string;
+  let datapath: Datapath;
+  let maps: BlocklistMaps;
+  let server: EchoServer;
+  let env: TestWorkflowEnvironment;
+  let workers: RunningWorkers;
+  let ingest: RunningIngest;
+  let dir: string;
+  let eveFile: string;
+
+  beforeAll(async () => {
+    const objects = buildDatapath({ cacheDir: cacheDir() });
+    pair = NetnsPair.create();
+    pinDir = `/sys/fs/bpf/fos1-enft-${randomBytes(4).toString('hex')}`;
+    // The datapath creates and pins the maps first; the node worker then opens the same ones.
+    datapath = Datapath.load({ pinDir, objects, sizes: SIZES });
+    datapath.attach({ interface: pair.ifB, netns: pair.b });
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: SIZES.blocklistV4, maxEntriesV6: SIZES.blocklistV6 });
+    server = await pair.startEchoServer(1);
+    env = await startTemporal();
+    workers = await startWorkers(env, NODE, { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 } });
+    dir = mkdtempSync(join(tmpdir(), 'fos1-enft-'));
+    writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
+    eveFile = join(dir, 'eve.json');
+    writeFileSync(eveFile, '');
+    ingest = await startIngest(
+      { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }), nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
+      { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
+    );
+  });
+
+  afterAll(async () => {
+    await ingest?.stop();
+    await workers?.stop();
+    await env?.teardown();
+    maps?.close();
+    datapath?.close();
+    pair?.destroy();
+    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Runs a probe in the client namespace without blocking the event loop (the workers run in this process). */
+  const probe = (argv: string[]) =>
+    new Promise<boolean>((resolve) => execFile('ip', ['netns', 'exec', pair.a, ...argv], { timeout: 3000 }, (err) => resolve(err === null)));
+  const reachable = async () => ({
+    ping: await probe(['ping', '-n', '-q', '-c', '1', '-W', '1', ADDR.b4]),
+    tcp: await probe(['timeout', '1', 'bash', '-c', `exec 3<>/dev/tcp/${ADDR.b4}/${server.tcp[0]!}`]),
+  });
+
+  test('alert appended to the tailed eve file → traffic from that source dropped → after expiry it flows again', async () => {
+    expect(await reachable()).toEqual({ ping: true, tcp: true });
+
+    appendFileSync(eveFile, `${alertLine(ADDR.a4, ADDR.b4)}\n`);
+    await eventually(reachable, (r) => !r.ping && !r.tcp, 'traffic from the alerted source to be dropped');
+    // Dropped by the blocklist entry the enforcement workflow put there through the change path.
+    expect(maps.readAll().map((e) => e.cidr)).toEqual([`${ADDR.a4}/32`]);
+    // IPv6 from the same client is another address and still flows.
+    expect(await probe(['ping', '-n', '-q', '-c', '1', '-W', '1', ADDR.b6])).toBe(true);
+
+    await eventually(reachable, (r) => r.ping && r.tcp, 'traffic to flow again after expiry', (BLOCK_SECONDS + 30) * 1000);
+    expect(maps.readAll()).toEqual([]);
+    const status = await env.client.workflow.getHandle(enforcementWorkflowId(`${ADDR.a4}/32`)).query(enforcementQuery);
+    expect(status.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['block:ok', 'lift:ok']);
+  });
+});
