@@ -96,9 +96,23 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
 
   async function converge(source: PolicySource, desired: KubeObject[], options: { dryRun: boolean; force: boolean }): Promise<ApplyResult> {
     const sorted = sortForApply(desired);
+    sorted.forEach((obj) => assertOwnedBy(obj, source));
+    // Same field manager means no apply conflict: without this check a second source naming the
+    // same object would silently take it over, and the first source's prune could never find it.
+    const taken = new Map((await readOwned(`${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`)).filter((o) => !sameSource(o, source)).map((o) => [objectKey(o), o]));
+    for (const obj of sorted) {
+      const other = taken.get(objectKey(obj));
+      if (other) {
+        const l = other.metadata.labels ?? {};
+        throw ApplicationFailure.create({
+          type: CiliumFailureType.PolicyConflict,
+          nonRetryable: true,
+          message: `${objectKey(obj)} already belongs to ${l['fos1.io/source-kind']} ${l['fos1.io/source-namespace']}/${l['fos1.io/source-name']}; rename one of them`,
+        });
+      }
+    }
     const stored: KubeObject[] = [];
     for (const obj of sorted) {
-      assertOwnedBy(obj, source);
       stored.push(normaliseObject(await kube.apply(obj, { fieldManager, force: options.force, dryRun: options.dryRun })));
     }
     const wanted = new Set(sorted.map(objectKey));

@@ -65,6 +65,17 @@ describe('cilium policy activities', () => {
     expect([...kube.objects.keys()].sort()).toEqual(['CiliumNetworkPolicy/fos1-a', 'CiliumNetworkPolicy/fos1-other']);
   });
 
+  it('refuses to take over an object another fos1 source made (same field manager would not conflict)', async () => {
+    const kube = new FakeKube();
+    const acts = createCiliumActivities({ kube, logger });
+    const src2 = { ...source, kind: 'PolicySet', name: 'set' };
+    await acts.applyPolicies({ source: src2, desired: [policy('shared', {}, src2)] });
+    const failure = await failureOf(acts.applyPolicies({ source, desired: [policy('shared')] }));
+    expect(failure.type).toBe(CiliumFailureType.PolicyConflict);
+    expect(failure.message).toBe('CiliumNetworkPolicy shop/fos1-shared already belongs to policyset shop/set; rename one of them');
+    expect(kube.objects.get('CiliumNetworkPolicy/fos1-shared')?.metadata.labels?.['fos1.io/source-name']).toBe('set');
+  });
+
   it('dry-run prunes nothing and persists nothing', async () => {
     const kube = new FakeKube();
     const acts = createCiliumActivities({ kube, logger });
