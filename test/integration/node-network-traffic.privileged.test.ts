@@ -83,6 +83,7 @@ function routerDump() {
     rules4: json('-4', 'rule', 'show'),
     rules6: json('-6', 'rule', 'show'),
     nat,
+    foreignNat: JSON.parse(execIn(NS.router, 'nft', '-j', 'list', 'table', 'inet', 'foreign')) as unknown,
   };
 }
 
@@ -132,6 +133,14 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     port = await startServer(NS.b, 'B');
     await startServer(NS.c, 'C', port);
     forwardPort = await startServer(NS.a, 'A');
+
+    // State fos1 does not own, which it must never touch: a rule and a route without its
+    // protocol number, and another nftables table with a NAT chain.
+    inNs(NS.router, 'rule', 'add', 'priority', '500', 'from', '10.50.0.0/16', 'table', '100');
+    inNs(NS.router, 'route', 'add', 'blackhole', '10.51.0.0/24', 'table', '100');
+    execIn(NS.router, 'nft', 'add', 'table', 'inet', 'foreign');
+    execIn(NS.router, 'nft', 'add', 'chain', 'inet', 'foreign', 'post', '{ type nat hook postrouting priority 50 ; }');
+    execIn(NS.router, 'nft', 'add', 'rule', 'inet', 'foreign', 'post', 'ip', 'saddr', '10.52.0.0/16', 'masquerade');
 
     const logger = pino({ level: 'silent' });
     activities = createNodeActivities(
@@ -263,6 +272,8 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     expect(connectFrom(NS.a, 'fd00:99::1', port)).toBe('C fd00:3::1'); // NAT66 to the explicit address
     const rules = JSON.parse(inNs(NS.router, '-4', '-json', 'rule', 'show')) as { priority: number; protocol?: string }[];
     expect(rules.filter((r) => r.protocol === String(DEFAULT_ROUTE_PROTOCOL)).map((r) => r.priority)).toEqual([1000, 1001]);
+    expect(rules.map((r) => r.priority)).toContain(500); // the foreign rule stays
+    expect((await activities.readNodeState()).rules.map((r) => `${r.family}:${r.priority}`)).toEqual(['4:1000', '4:1001', '6:1000']); // and is not read as fos1's
     // Dropping the rules steers traffic back to the main table (upstream B).
     await converge(desired({ rules: [] }));
     expect(connectFrom(NS.a, '10.99.0.1', port)).toBe('B 10.2.0.1');
@@ -292,7 +303,10 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     expect(routerDump()).not.toEqual(before);
     await converge(snapshot);
     expect(stateDifferences(await activities.readNodeState(), snapshot)).toEqual([]);
-    expect(routerDump()).toEqual(before);
+    expect(routerDump()).toEqual(before); // foreign rule, route and nft table included, untouched
+    expect(JSON.stringify(before.rules4)).toContain('"priority":500');
+    expect(JSON.stringify(before.routes4)).toContain('10.51.0.0/24');
+    expect(JSON.stringify(before.foreignNat)).toContain('masquerade');
     expect(connectFrom(NS.a, '10.99.0.1', port)).toMatch(/ERROR|TIMEOUT/);
   });
 });
