@@ -120,8 +120,15 @@ export class LinkTable {
       if (v.mtu !== undefined) add.push('mtu', String(v.mtu));
       add.push('type', 'vlan', 'id', String(v.id));
       await this.run('Vlan', op, add);
-      // The alias is fos1's ownership mark: without it the VLAN would be foreign to fos1.
-      await this.run('Vlan', op, ['link', 'set', 'dev', v.name, 'alias', FOS1_LINK_ALIAS, ...(v.up === true ? ['up'] : [])]);
+      // The alias is fos1's ownership mark: without it the VLAN would be foreign to fos1, and
+      // no rollback would remove it. The kernel ignores an alias given to `link add`, so it
+      // takes a second call; if that fails, the unmarked VLAN is removed again at once.
+      try {
+        await this.run('Vlan', op, ['link', 'set', 'dev', v.name, 'alias', FOS1_LINK_ALIAS, ...(v.up === true ? ['up'] : [])]);
+      } catch (err) {
+        await this.ip.run(['link', 'del', 'dev', v.name]).catch(() => undefined);
+        throw err;
+      }
     }
     return ops;
   }
