@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { INTERFACE_NAME } from '../model/node-state';
 import { LineSplitter } from './line-splitter';
 
+const NETNS_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
 /** What to analyse: a capture file, or a live interface for a number of seconds. */
 export type NdpiInput = { pcap: string } | { interface: string; seconds: number };
 
@@ -21,6 +23,8 @@ export interface NdpiReaderOptions {
   configDir?: string;
   /** Path of the binary. */
   binary?: string;
+  /** Network namespace to capture in (`ip netns exec`); the interface lives there. */
+  netns?: string;
   onLine: (line: string) => Promise<unknown> | unknown;
 }
 
@@ -60,8 +64,10 @@ export function ndpiReaderArgs(input: NdpiInput, configDir?: string): string[] {
 /** Runs the reader to completion; resolves with the number of lines it printed. */
 export function runNdpiReader(options: NdpiReaderOptions): Promise<number> {
   const args = ndpiReaderArgs(options.input, options.configDir);
+  if (options.netns !== undefined && !NETNS_NAME.test(options.netns)) throw new NdpiReaderError(`"${options.netns}" is not a network namespace name`);
+  const [command, argv] = options.netns === undefined ? [options.binary ?? 'ndpiReader', args] : ['ip', ['netns', 'exec', options.netns, options.binary ?? 'ndpiReader', ...args]];
   return new Promise((resolve, reject) => {
-    const child = spawn(options.binary ?? 'ndpiReader', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const splitter = new LineSplitter();
     let lines = 0;
     let stderr = '';
