@@ -11,9 +11,10 @@
  * The controller starts it with a workflow id derived from the object, so one change per
  * object runs at a time.
  */
-import { ApplicationFailure, log, proxyActivities, proxySinks } from '@temporalio/workflow';
+import { ApplicationFailure, log, proxyActivities, proxySinks, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
 import type { AuditRecord, AuditSinks } from '../model/audit';
+import { SearchAttributes } from '../model/naming';
 import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, formatPath, type FirewallIssue } from '../model/firewall';
 import { objectSetDifferences, translateCidrGroup, translateRule, TranslateError, type KubeObject, type PolicyMapEstimate, type PolicySource } from '../model/firewall-translate';
 import { z } from 'zod';
@@ -78,6 +79,13 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
   }
   const input = parsed.data;
   const source: PolicySource = input.source;
+  // The same attributes as change workflows, so the Web UI finds policy changes the same way.
+  upsertSearchAttributes([
+    { key: SearchAttributes.changeId, value: input.changeId },
+    { key: SearchAttributes.author, value: input.author },
+    { key: SearchAttributes.status, value: 'applying' },
+  ]);
+  const setStatus = (status: string) => upsertSearchAttributes([{ key: SearchAttributes.status, value: status }]);
   const records: AuditRecord[] = [];
   const step = async <T>(name: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> => {
     const started = Date.now();
@@ -110,8 +118,9 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
       }),
     ];
   } catch (err) {
-    if (err instanceof TranslateError) throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${err.message}` });
-    throw err;
+    if (!(err instanceof TranslateError)) throw err;
+    setStatus('failed');
+    throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${err.message}` });
   }
   push('translate', 'ok', Date.now(), `${desired.length} objects`);
 
@@ -126,9 +135,13 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
   } catch (err) {
     // Nothing was written yet: fail with the activity's own type (PolicyMapOverflow, PolicyRejected, …).
     const cause = failureSummary(err);
+    setStatus('failed');
     throw ApplicationFailure.create({ type: cause.type, nonRetryable: true, message: cause.message, details: [{ audit: records }] });
   }
-  if (input.dryRun) return { changeId: input.changeId, outcome: 'planned', applied: planned.applied, pruned: planned.pruned, estimates, audit: records };
+  if (input.dryRun) {
+    setStatus('planned');
+    return { changeId: input.changeId, outcome: 'planned', applied: planned.applied, pruned: planned.pruned, estimates, audit: records };
+  }
 
   let applied: ApplyResult | undefined;
   try {
@@ -138,6 +151,7 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
       const differences = objectSetDifferences(result.stored, (await readPolicies({ source })).objects);
       if (differences.length > 0) throw ApplicationFailure.create({ type: 'PolicyVerificationFailed', nonRetryable: true, message: differences.join('\n') });
     });
+    setStatus('applied');
     return { changeId: input.changeId, outcome: 'applied', applied: result.applied, pruned: result.pruned, estimates, audit: records };
   } catch (err) {
     const cause = failureSummary(err);
@@ -149,6 +163,7 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
     } catch (restoreErr) {
       differences = [`restore failed: ${failureSummary(restoreErr).message}`];
     }
+    setStatus(differences.length === 0 ? 'rolled-back' : 'rollback-failed');
     if (differences.length === 0) {
       throw ApplicationFailure.create({ type: PolicyFailureType.PolicyRolledBack, nonRetryable: true, message: `${cause.type}: ${cause.message}`, details: [{ cause, audit: records }] });
     }

@@ -12,6 +12,7 @@ import pino from 'pino';
 import { FirewallRuleController, policyWorkflowId, type Condition } from '../../controllers/firewall-rule-controller';
 import type { KubeApiServer } from '../../k8s/harness';
 import type { StoredObject } from '../../k8s/client';
+import { SearchAttributes } from '../../model/naming';
 import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
@@ -253,6 +254,10 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
 
       const applied = await run(input({}), `partners-${process.pid}`);
       expect(applied).toMatchObject({ outcome: 'applied' });
+      const described = await env.client.workflow.getHandle(`partners-${process.pid}`).describe();
+      expect(described.typedSearchAttributes.get(SearchAttributes.changeId)).toBe('partners-1');
+      expect(described.typedSearchAttributes.get(SearchAttributes.author)).toBe('alice');
+      expect(described.typedSearchAttributes.get(SearchAttributes.status)).toBe('applied');
       expect(applied.audit.map((a) => `${a.step} ${a.result}`)).toEqual(['translate ok', 'policy-map check ok', 'snapshot ok', 'dry-run ok', 'apply ok', 'verify ok']);
       const group = await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: 'fos1-partners' });
       expect(group?.spec).toEqual({ externalCIDRs: ['198.51.100.0/24', '2001:db8:7::/48'] });
