@@ -124,6 +124,8 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   const guard = new EnforcementGuard(input.guard);
   const state: EnforcementState = input.carried ?? { offences: 0, verdictsReceived: 0, blocks: [], refusals: [], audit: [] };
   const pending: Decision[] = [];
+  let leaseSequence = 0;
+  let currentLease = '';
   let phase: EnforcementStatus['phase'] = state.active ? 'active' : 'remembering';
 
   setHandler(verdictSignal, (decision) => {
@@ -291,24 +293,35 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   }
 
   async function acquireLease(newBlock: boolean): Promise<LeaseGrant> {
-    let grant: LeaseGrant | undefined;
-    const handler = (g: LeaseGrant) => {
-      grant = g;
-    };
-    setHandler(leaseGrantSignal, handler);
-    await signalCoordinator(acquireSignal, {
-      requester: workflowInfo().workflowId,
-      target: input.target,
-      newBlock,
-      maxActiveBlocks: input.guard.maxActiveBlocks,
-      maxNewBlocksPerMinute: input.guard.maxNewBlocksPerMinute,
-    });
-    await condition(() => grant !== undefined);
-    return grant!;
+    for (;;) {
+      const requestId = `${workflowInfo().runId}-${++leaseSequence}`;
+      let grant: LeaseGrant | undefined;
+      setHandler(leaseGrantSignal, (g) => {
+        if (g.requestId === requestId) {
+          grant = g;
+        } else if (g.granted) {
+          // A grant for a request given up on: hand it straight back so nobody waits on it.
+          void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: g.requestId, target: input.target });
+        }
+      });
+      currentLease = requestId;
+      await signalCoordinator(acquireSignal, {
+        requester: workflowInfo().workflowId,
+        requestId,
+        target: input.target,
+        newBlock,
+        maxActiveBlocks: input.guard.maxActiveBlocks,
+        maxNewBlocksPerMinute: input.guard.maxNewBlocksPerMinute,
+      });
+      // A coordinator that was terminated or reset forgets its queue; ask again rather
+      // than wait for ever.
+      if (await condition(() => grant !== undefined, LEASE_WAIT_MS)) return grant!;
+      record('lease', 'failed', Date.now() - LEASE_WAIT_MS, `no answer from the coordinator in ${LEASE_WAIT_MS / 60_000} min; asking again`);
+    }
   }
 
   async function releaseLease(blockActive: boolean): Promise<void> {
-    await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, target: input.target, blockActive });
+    await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: currentLease, target: input.target, blockActive });
   }
 
   function refuse(code: GuardRefusal['code'] | 'change-failed', reason: string, startedAt: number): void {
@@ -347,6 +360,8 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 /** A request for the enforcement lease. */
 export interface LeaseRequest {
   requester: string;
+  /** Unique per request; the grant and the release carry it back. */
+  requestId: string;
   target: string;
   /** A block that is not yet active: subject to the caps. */
   newBlock: boolean;
@@ -356,6 +371,7 @@ export interface LeaseRequest {
 
 /** The coordinator's answer. */
 export interface LeaseGrant {
+  requestId: string;
   granted: boolean;
   code?: GuardRefusal['code'];
   reason?: string;
@@ -376,12 +392,15 @@ export interface CoordinatorStatus extends CoordinatorState {
 }
 
 export const acquireSignal = defineSignal<[LeaseRequest]>('acquire');
-export const releaseSignal = defineSignal<[{ requester: string; target: string; blockActive: boolean }]>('release');
+/** Ends a lease; `blockActive` (absent for a stale grant handed back) updates the active-block set. */
+export const releaseSignal = defineSignal<[{ requester: string; requestId: string; target: string; blockActive?: boolean }]>('release');
 export const leaseGrantSignal = defineSignal<[LeaseGrant]>('leaseGrant');
 export const coordinatorQuery = defineQuery<CoordinatorStatus>('coordinator');
 
 /** A lease not released in this time is taken back (its holder crashed or hangs). */
 const LEASE_TIMEOUT_MS = 10 * 60_000;
+/** How long an enforcement workflow waits for the coordinator's answer before asking again. */
+const LEASE_WAIT_MS = 15 * 60_000;
 
 /**
  * The singleton that serialises enforcement changes and applies the cluster-wide caps.
@@ -391,15 +410,15 @@ const LEASE_TIMEOUT_MS = 10 * 60_000;
 export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState): Promise<void> {
   const state: CoordinatorState = carried ?? { activeBlocks: [], recentStarts: [], queue: [], granted: 0, refused: 0 };
   const active = new Set(state.activeBlocks);
-  let holder: { requester: string; target: string } | null = null;
+  let holder: { requester: string; requestId: string; target: string } | null = null;
 
   setHandler(acquireSignal, (req) => {
     state.queue.push(req);
   });
   setHandler(releaseSignal, (rel) => {
-    if (rel.blockActive) active.add(rel.target);
-    else active.delete(rel.target);
-    if (holder && holder.requester === rel.requester) holder = null;
+    if (rel.blockActive === true) active.add(rel.target);
+    else if (rel.blockActive === false) active.delete(rel.target);
+    if (holder && holder.requestId === rel.requestId) holder = null;
   });
   setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], holder: holder?.requester ?? null }));
 
@@ -408,11 +427,11 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
     const req = state.queue.shift()!;
     const now = Date.now();
     state.recentStarts = state.recentStarts.filter((t) => now - t < 60_000);
-    let grant: LeaseGrant = { granted: true };
+    let grant: LeaseGrant = { requestId: req.requestId, granted: true };
     if (req.newBlock && !active.has(req.target)) {
       const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, maxActiveBlocks: req.maxActiveBlocks, maxNewBlocksPerMinute: req.maxNewBlocksPerMinute });
       const refusal = caps.checkCaps(active.size, state.recentStarts, now);
-      if (refusal) grant = { granted: false, code: refusal.code, reason: refusal.reason };
+      if (refusal) grant = { requestId: req.requestId, granted: false, code: refusal.code, reason: refusal.reason };
     }
     if (!grant.granted) {
       state.refused++;
@@ -420,7 +439,7 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
     } else {
       state.granted++;
       if (req.newBlock && !active.has(req.target)) state.recentStarts.push(now);
-      holder = { requester: req.requester, target: req.target };
+      holder = { requester: req.requester, requestId: req.requestId, target: req.target };
       if (await notify(req.requester, grant)) {
         if (!(await condition(() => holder === null, LEASE_TIMEOUT_MS))) holder = null;
       } else {

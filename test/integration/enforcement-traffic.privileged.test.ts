@@ -131,7 +131,8 @@ describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (pr
 
     await eventually(reachable, (r) => r.ping && r.tcp, 'traffic to flow again after expiry', (BLOCK_SECONDS + 30) * 1000);
     expect(maps.readAll()).toEqual([]);
-    const status = await env.client.workflow.getHandle(enforcementWorkflowId(`${ADDR.a4}/32`)).query(enforcementQuery);
+    const handle = env.client.workflow.getHandle(enforcementWorkflowId(`${ADDR.a4}/32`));
+    const status = await eventually(() => handle.query(enforcementQuery), (st) => st.audit.length >= 2, 'the lift to be recorded');
     expect(status.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['block:ok', 'lift:ok']);
   });
 });

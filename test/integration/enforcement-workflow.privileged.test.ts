@@ -193,7 +193,8 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     const signals = ingest.bridge.counts.signalled - signalledBefore;
     expect(signals).toBeGreaterThanOrEqual(1);
     expect(signals).toBeLessThanOrEqual(5);
-    const s = await eventually(() => status(target), (st) => st.verdictsReceived === signals, 'the workflow to take every signal');
+    // The map is written before the workflow records the block; wait for both.
+    const s = await eventually(() => status(target), (st) => st.verdictsReceived === signals && st.blocks.length > 0, 'the workflow to take every signal');
     expect(s.blocks).toHaveLength(1);
     // One workflow execution for the target: its id is the target's. (Visibility is
     // eventually consistent, so the listing is polled until it shows the run.)
