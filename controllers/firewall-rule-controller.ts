@@ -7,7 +7,8 @@
  *   time; the controller waits for the running one and then reconciles the newest spec.
  * - A generation is handled once: `status.observedGeneration` equal to `metadata.generation`
  *   means done (status writes do not bump the generation, so they do not loop).
- * - A deleted rule starts the same workflow with no rules, which prunes its Cilium policies.
+ * - A deleted rule starts the same workflow with no rules, which prunes its Cilium policies;
+ *   on start, rules deleted while no controller watched are found by the policies' labels.
  * - A FirewallZone whose spec changes re-applies every rule of its namespace that names it
  *   (as its zone or as a peer): the rule's generation did not move, its policy must.
  * - Conditions: `Applied` (True/False), `RolledBack` (True after a verified rollback),
@@ -17,6 +18,8 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client 
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient, type StoredObject } from '../k8s/client';
+import { CILIUM_KINDS } from '../activities/cilium-policy';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL } from '../model/firewall-translate';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import type { PolicyChangeInput, PolicyChangeResult } from '../workflows/policy-change';
 import { ListWatch } from './list-watch';
@@ -104,6 +107,29 @@ export class FirewallRuleController {
   async start(): Promise<void> {
     await this.listWatch.start();
     await this.zoneWatch.start();
+    await this.pruneOrphans();
+  }
+
+  /**
+   * A rule deleted while no controller was watching leaves its policies behind (the watch
+   * never saw the DELETED event). After the first list, every FirewallRule that fos1-owned
+   * objects name but that no longer exists is reconciled as deleted, which prunes them.
+   */
+  private async pruneOrphans(): Promise<void> {
+    const sources = new Map<string, { namespace: string; name: string }>();
+    for (const k of CILIUM_KINDS) {
+      const { items } = await this.options.kube.list(k.apiVersion, k.kind, { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE},${SOURCE_KIND_LABEL}=firewallrule` });
+      for (const o of items) {
+        const namespace = o.metadata.labels?.[SOURCE_NAMESPACE_LABEL];
+        const name = o.metadata.labels?.[SOURCE_NAME_LABEL];
+        if (namespace && name) sources.set(`${namespace}/${name}`, { namespace, name });
+      }
+    }
+    for (const [key, ref] of sources) {
+      if (this.rules.has(key)) continue;
+      this.options.logger.info({ rule: key }, 'policies of a FirewallRule that no longer exists: pruning');
+      this.enqueue({ apiVersion: FOS1_SECURITY_API_VERSION, kind: 'FirewallRule', metadata: { name: ref.name, namespace: ref.namespace } }, null);
+    }
   }
 
   /** Stops watching and waits for reconciles in flight. */

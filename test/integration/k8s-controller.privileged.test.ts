@@ -142,6 +142,25 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(condition(rule, 'Applied')).toMatchObject({ status: 'True' });
   });
 
+  it('prunes, when it starts, the policies of a rule deleted while no controller was watching', async () => {
+    await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'orphan', namespace: NS },
+      spec: { zone: 'web', direction: 'egress', peers: [{ entity: 'world' }], ports: [{ port: 443 }] },
+    });
+    await waitForGeneration('orphan', 1);
+    expect(await getPolicy('fos1-orphan')).toBeDefined();
+    await controller.stop();
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'orphan' });
+    expect(await getPolicy('fos1-orphan')).toBeDefined(); // nobody watching: still there
+    controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger });
+    await controller.start();
+    await waitFor('orphaned policy pruned', async () => ((await getPolicy('fos1-orphan')) === undefined ? true : undefined));
+    // Policies of rules that still exist are left alone.
+    expect(await getPolicy('fos1-api-in')).toBeDefined();
+  });
+
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
     await kube.client.create({
       apiVersion: 'security.fos1.io/v1alpha1',
