@@ -105,7 +105,15 @@ export interface EnforcementStatus extends EnforcementState {
   phase: 'active' | 'remembering' | 'done';
 }
 
+/** Who lifts a block early, and why (for the audit trail). */
+export interface OperatorLift {
+  by?: string;
+  reason?: string;
+}
+
 export const verdictSignal = defineSignal<[Decision]>('verdict');
+/** An operator lifts the target's action now and clears its offences (a false positive). */
+export const liftSignal = defineSignal<[OperatorLift]>('lift');
 export const enforcementQuery = defineQuery<EnforcementStatus>('enforcement');
 
 const { audit: auditSink } = proxySinks<AuditSinks>();
@@ -128,8 +136,12 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   let currentLease = '';
   let phase: EnforcementStatus['phase'] = state.active ? 'active' : 'remembering';
 
+  let operatorLift: OperatorLift | undefined;
   setHandler(verdictSignal, (decision) => {
     pending.push(decision);
+  });
+  setHandler(liftSignal, (request) => {
+    operatorLift ??= request ?? {};
   });
   setHandler(enforcementQuery, () => ({ target: input.target, phase, ...state }));
 
@@ -137,8 +149,11 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     if (state.active) {
       const remaining = Date.parse(state.active.expiresAt) - Date.now();
       // The durable timer: survives worker and server restarts; fires at expiry.
-      const woke = remaining > 0 ? await condition(() => pending.length > 0, remaining) : false;
-      if (!woke) await lift();
+      const woke = remaining > 0 ? await condition(() => pending.length > 0 || operatorLift !== undefined, remaining) : false;
+      if (!woke || operatorLift) await lift();
+    } else if (operatorLift) {
+      // Nothing active: the operator's word still clears the record below.
+      await lift();
     } else {
       const memoryLeft = state.rememberUntil ? Date.parse(state.rememberUntil) - Date.now() : 0;
       if (pending.length === 0 && (memoryLeft <= 0 || !(await condition(() => pending.length > 0, memoryLeft)))) break;
@@ -237,7 +252,15 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   /** The durable timer fired: lift the action (retrying until the change path takes it). */
   async function lift(): Promise<void> {
     const active = state.active;
-    if (!active) return;
+    if (!active) {
+      if (operatorLift) {
+        record('lift', 'skipped', Date.now(), `nothing active on ${input.target}; offences forgotten at the request of ${operatorLift.by ?? 'an operator'}`, operatorLift.by ?? 'operator');
+        state.offences = 0;
+        state.rememberUntil = new Date(Date.now()).toISOString();
+        operatorLift = undefined;
+      }
+      return;
+    }
     const startedAt = Date.now();
     if (active.action === 'block' && active.enforced) {
       for (let attempt = 1; ; attempt++) {
@@ -249,6 +272,16 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     }
     state.active = undefined;
     phase = 'remembering';
+    if (operatorLift) {
+      // A person said this was wrong: forget the offences too, so the next verdict about
+      // the target is a first offence again, and let the workflow end.
+      record('lift', 'ok', startedAt, `${active.action} on ${input.target} lifted early by ${operatorLift.by ?? 'an operator'}${operatorLift.reason ? `: ${operatorLift.reason}` : ''}; offences forgotten`, operatorLift.by ?? 'operator');
+      state.offences = 0;
+      state.rememberUntil = new Date(Date.now()).toISOString();
+      pending.length = 0;
+      operatorLift = undefined;
+      return;
+    }
     record('lift', 'ok', startedAt, `${active.action} on ${input.target} lifted at expiry`);
   }
 
@@ -329,10 +362,10 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     record('refused', 'failed', startedAt, `${code}: ${reason}`);
   }
 
-  function record(step: string, result: AuditRecord['result'], startedAt: number, detail: string): void {
+  function record(step: string, result: AuditRecord['result'], startedAt: number, detail: string, actor = ENFORCER): void {
     const entry: AuditRecord = {
       changeId: workflowInfo().workflowId,
-      actor: ENFORCER,
+      actor,
       step,
       result,
       startedAt: new Date(startedAt).toISOString(),

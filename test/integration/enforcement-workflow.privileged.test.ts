@@ -20,7 +20,7 @@ import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { enforcementWorkflowId, type Decision } from '../../rules/decision';
 import { guardConfigSchema } from '../../rules/guard';
 import type { ChangeStatus } from '../../workflows/change';
-import { coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementQuery, enforcementWorkflow, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
+import { coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
@@ -314,7 +314,13 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     const coordinator = await coordinatorHandle.query(coordinatorQuery);
     expect(coordinator.activeBlocks).toContain('203.0.113.1/32');
     expect(coordinator.refused).toBeGreaterThanOrEqual(1);
-    await first.terminate('test done');
+    // An operator lifts the first block early (a false positive): out of the map at once,
+    // offences forgotten, audited with the operator's name; the workflow ends.
+    await first.signal(liftSignal, { by: 'alice', reason: 'false positive' });
+    await eventually(() => entryFor('203.0.113.1/32'), (e) => e === undefined, 'the operator lift');
+    const lifted: EnforcementStatus = await first.result();
+    expect(lifted).toMatchObject({ phase: 'done', offences: 0 });
+    expect(lifted.audit.find((a) => a.step === 'lift')).toMatchObject({ actor: 'alice', result: 'ok', detail: expect.stringContaining('lifted early by alice: false positive') });
     await second.terminate('test done').catch(() => undefined);
   });
 });
