@@ -4,12 +4,15 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import pino from 'pino';
+import { loadRuleSetFile } from '../rules/rule-set';
 import { parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
   const logger = pino({ level: config.logLevel, base: { component: 'ingest' } });
+  // A bad rule set is a configuration error: report it before touching the network.
+  loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
   const connection = await Connection.connect({ address: config.temporalAddress });
   const client = new Client({ connection, namespace: config.temporalNamespace });
   const running = await startIngest(config, { workflows: client.workflow, logger });
