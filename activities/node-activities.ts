@@ -100,6 +100,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       });
     },
 
+    /** The blocklist maps' contents alone: the snapshot of a blocklist-only change. */
+    async readBlocklist(): Promise<ObservedBlocklistEntry[]> {
+      return translateErrors(async () => blocklist().readAll().map(fromKernelEntry));
+    },
+
     /** Converges MTU and admin state of the interfaces `desired` names (`restore`: skip foreign interfaces that vanished). */
     async syncLinks(input: { desired: InterfaceConfig[]; restore?: boolean }): Promise<SyncResult> {
       return converge('links', () => deps.links.syncLinks(input.desired, { restore: input.restore === true }));

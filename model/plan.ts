@@ -491,3 +491,20 @@ function byName(a: { name: string }, b: { name: string }): number {
 function sorted<V>(map: Map<string, V>): [string, V][] {
   return [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
+
+/**
+ * The subsystems a change must snapshot, verify and be able to restore.
+ *
+ * A patch that names only the blocklist cannot change kernel network state, and the
+ * blocklist maps do not depend on it, so its snapshot, verification and rollback are
+ * limited to the blocklist — the hot path of automated blocks, where reading every
+ * interface, route, rule and nft table twice would dominate alert-to-drop latency.
+ * Every other change takes the whole node: the kernel couples links, addresses and routes.
+ */
+export function changeScope(change: { desired?: NodeState; patch?: Partial<NodePatch> }): Subsystem[] {
+  const patch = change.patch;
+  if (change.desired || !patch) return [...SUBSYSTEM_ORDER];
+  const touches = (part: { upsert?: unknown[]; remove?: unknown[] } | undefined) => (part?.upsert?.length ?? 0) + (part?.remove?.length ?? 0) > 0;
+  const networkTouched = touches(patch.interfaces) || touches(patch.routes) || touches(patch.rules) || touches(patch.zones) || patch.nat !== undefined;
+  return networkTouched ? [...SUBSYSTEM_ORDER] : ['blocklist'];
+}

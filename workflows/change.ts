@@ -213,7 +213,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
       const restored = await executeChild(nodeRestoreWorkflow, {
         taskQueue: nodeTaskQueue(done.node),
         workflowId: `${workflowInfo().workflowId}/restore/${done.node}`,
-        args: [{ changeId: req.id, actor: req.author, node: done.node, snapshot: done.snapshot, reason }],
+        args: [{ changeId: req.id, actor: req.author, node: done.node, snapshot: done.snapshot, scope: done.scope, reason }],
       });
       auditTrail.records.push(...restored.audit);
       const report = status.nodes[done.node];

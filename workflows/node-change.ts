@@ -16,9 +16,9 @@ import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNodeState } from '../model/node-state';
-import { planNodeChange, planSize, renderPlan, resolveDesired, restorableInterfaces, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
+import { changeScope, planNodeChange, planSize, renderPlan, resolveDesired, restorableInterfaces, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
 
-const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
+const { readNodeState, readBlocklist, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
@@ -43,8 +43,21 @@ const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState, restore?: b
  * only the steps that ran: the kernel couples subsystems (removing an interface's last
  * address flushes the routes through it), so a step can change what a later one owns.
  */
-function restoresFrom(snapshot: ObservedNodeState): { step: string; run: () => Promise<unknown> }[] {
-  return [...SUBSYSTEM_ORDER].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](snapshot, true) }));
+function restoresFrom(snapshot: ObservedNodeState, scope: readonly Subsystem[]): { step: string; run: () => Promise<unknown> }[] {
+  return [...SUBSYSTEM_ORDER]
+    .reverse()
+    .filter((subsystem) => scope.includes(subsystem))
+    .map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](snapshot, true) }));
+}
+
+/**
+ * Reads the subsystems in `scope`. Those outside it come back empty and are never
+ * restored or compared (see {@link changeScope}): an empty list there means "not read",
+ * which is why every restore and comparison is limited to the same scope.
+ */
+async function readScoped(scope: readonly Subsystem[]): Promise<ObservedNodeState> {
+  if (SUBSYSTEM_ORDER.every((s) => scope.includes(s))) return readNodeState();
+  return { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, blocklist: await readBlocklist() };
 }
 const { audit } = proxySinks<AuditSinks>();
 
@@ -72,6 +85,8 @@ export interface NodeChangeResult {
   diff: string[];
   /** State before the change; what a rollback restores. */
   snapshot: ObservedNodeState;
+  /** The subsystems the snapshot covers; a restore touches only these. */
+  scope: Subsystem[];
   error?: FailureSummary;
   /** After a rollback that did not verify: what still differs from the snapshot. */
   rollbackDifferences?: string[];
@@ -106,9 +121,10 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     progress.step = next;
   };
 
+  const scope = changeScope(input);
   const snapshot = await auditTrail.step(
     'snapshot',
-    () => readNodeState(),
+    () => readScoped(scope),
     (s) =>
       `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.zones.length} zones, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${s.blocklist.length} blocklist entries`,
   );
@@ -126,6 +142,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     outcome,
     diff,
     snapshot,
+    scope,
     audit: auditTrail.records,
     ...extra,
   });
@@ -145,7 +162,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     }
 
     await auditTrail.step('verify', async () => {
-      const differences = stateDifferences(await readNodeState(), desired);
+      const differences = stateDifferences(await readScoped(scope), desired);
       if (differences.length > 0) throw new VerificationError(differences);
     });
     advance('done');
@@ -154,7 +171,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     const error = summariseFailure(err);
     log.warn('node change failed; rolling back', { node: input.node, error });
     progress.step = 'rollback';
-    const rollback = await runRestore(restoresFrom(snapshot), snapshot, auditTrail);
+    const rollback = await runRestore(restoresFrom(snapshot, scope), snapshot, scope, auditTrail);
     progress.step = 'done';
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
@@ -166,12 +183,15 @@ export async function nodeRestoreWorkflow(input: {
   actor: string;
   node: string;
   snapshot: ObservedNodeState;
+  /** The subsystems the snapshot covers (all when absent). */
+  scope?: Subsystem[];
   reason: string;
 }): Promise<NodeRestoreResult> {
+  const scope = input.scope ?? [...SUBSYSTEM_ORDER];
   const auditTrail = new AuditTrail(input.changeId, input.actor, input.node);
   auditTrail.record('restore requested', 'ok', Date.now(), input.reason);
   // Reverse order of apply: the blocklist went in last, so it comes out first.
-  const differences = await runRestore(restoresFrom(input.snapshot), input.snapshot, auditTrail);
+  const differences = await runRestore(restoresFrom(input.snapshot, scope), input.snapshot, scope, auditTrail);
   return { node: input.node, outcome: differences.length === 0 ? 'restored' : 'restore-failed', differences, audit: auditTrail.records };
 }
 
@@ -186,6 +206,7 @@ export async function nodeRestoreWorkflow(input: {
 async function runRestore(
   compensations: { step: string; run: () => Promise<unknown> }[],
   snapshot: ObservedNodeState,
+  scope: readonly Subsystem[],
   auditTrail: AuditTrail,
 ): Promise<string[]> {
   const pass = async () => {
@@ -202,11 +223,11 @@ async function runRestore(
   const compare = (actual: ObservedNodeState) =>
     stateDifferences(actual, { ...snapshot, interfaces: restorableInterfaces(snapshot.interfaces, actual.interfaces) });
   try {
-    let differences = compare(await readNodeState());
+    let differences = compare(await readScoped(scope));
     if (differences.length > 0) {
       auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
       await pass();
-      differences = compare(await readNodeState());
+      differences = compare(await readScoped(scope));
     }
     auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
     return differences;

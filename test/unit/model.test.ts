@@ -4,7 +4,7 @@
 import { formatIssues, validateChangeRequest, type ChangeRequestInput } from '../../model/change-request';
 import { canonicalCidr, canonicalIp, cidrContains, parseCidr } from '../../model/ip';
 import { nodeStateSchema, type NodeState, type Route } from '../../model/node-state';
-import { inverseOf, planBlocklist, planNodeChange, planRoutes, renderPlan, resolveDesired, stateDifferences } from '../../model/plan';
+import { changeScope, inverseOf, planBlocklist, planNodeChange, planRoutes, renderPlan, resolveDesired, stateDifferences } from '../../model/plan';
 
 const NOW = Date.parse('2026-11-22T00:00:00Z');
 
@@ -159,5 +159,14 @@ describe('planner', () => {
     expect(renderPlan(plan)).toEqual(['+ route 10.9.0.0/24 via 10.0.0.1 table 100 metric 0', '+ block 192.0.2.0/24 until 2030-01-01T00:00:00.000Z']);
     expect(stateDifferences({ routes: [], blocklist: [] }, desired)).toHaveLength(2);
     expect(stateDifferences({ routes: desired.routes, blocklist: [{ cidr: '192.0.2.0/24', expiresAt: '2030-01-01T00:00:00.000Z' }] }, desired)).toEqual([]);
+  });
+
+  test('a blocklist-only patch is scoped to the blocklist; anything else takes the whole node', () => {
+    const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'blocklist'];
+    expect(changeScope({ patch: { blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual(['blocklist']);
+    expect(changeScope({ patch: { blocklist: { upsert: [], remove: ['192.0.2.1/32'] }, routes: { upsert: [], remove: [] } } })).toEqual(['blocklist']);
+    expect(changeScope({ patch: { routes: { upsert: [route('10.1.0.0/16')], remove: [] } } })).toEqual(all);
+    expect(changeScope({ patch: { nat: { sourceNat: [], portForwards: [] } } })).toEqual(all);
+    expect(changeScope({ desired: { ...nodeStateSchema.parse({}) } })).toEqual(all);
   });
 });
