@@ -26,6 +26,16 @@ const envSchema = z.object({
   FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
   /** Whether this process also serves the cluster task queue (change workflows). */
   FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** fos1's nftables table (family inet) for zones and NAT. */
+  FOS1_NAT_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, 'FOS1_NAT_TABLE must be an nft table name').default('fos1'),
+  /**
+   * Kubernetes for the cluster worker's Cilium policy activities: unset = none (policy
+   * workflows then fail to schedule their activities), `default` = in-cluster service
+   * account or ~/.kube/config, otherwise a kubeconfig file path.
+   */
+  FOS1_KUBECONFIG: z.string().optional(),
+  /** Server-side apply field manager for Cilium policies. */
+  FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -38,6 +48,10 @@ export interface WorkerConfig {
   bpfPinDir: string;
   blocklistMaxEntries: { v4: number; v6: number };
   routeProtocol: number;
+  natTable: string;
+  /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
+  kubeconfig: string | undefined;
+  fieldManager: string;
   clusterWorker: boolean;
   logLevel: string;
 }
@@ -57,6 +71,9 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     bpfPinDir: e.FOS1_BPF_PIN_DIR,
     blocklistMaxEntries: { v4: e.FOS1_BLOCKLIST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKLIST_MAX_ENTRIES_V6 },
     routeProtocol: e.FOS1_ROUTE_PROTOCOL,
+    natTable: e.FOS1_NAT_TABLE,
+    kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
+    fieldManager: e.FOS1_FIELD_MANAGER,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     logLevel: e.LOG_LEVEL,
   };

@@ -6,6 +6,7 @@
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { parseWorkerConfig } from './config';
+import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
 
 async function main(): Promise<void> {
@@ -22,6 +23,9 @@ async function main(): Promise<void> {
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
     nodeDeps: createNodeDeps(config, logger),
+    ...(config.clusterWorker && config.kubeconfig
+      ? { ciliumDeps: { kube: new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)), fieldManager: config.fieldManager, logger } }
+      : {}),
     logger,
   });
   logger.info(
