@@ -197,9 +197,8 @@ export interface DropEvent {
   sport: number;
   dport: number;
   /**
-   * The blocklist entry that matched: `a.b.c.d/32` for host entries. For prefix
-   * entries the kernel's LPM lookup does not reveal which prefix matched, so this is
-   * the blocked address (no `/len`); the control plane maps it to its prefix.
+   * The blocklist entry that matched, e.g. `192.0.2.7/32` or `2001:db8::/32` (the
+   * program finds which trie prefix matched by a binary search over prefix lengths).
    */
   matched?: string;
   packetLength: number;
@@ -238,7 +237,7 @@ export function decodeDropEvent(buf: Buffer): DropEvent {
   };
   if (reason === 'blocklist-host' || reason === 'blocklist-prefix') {
     const bytes = new Uint8Array(buf.subarray(o.match_addr, o.match_addr + len));
-    event.matched = reason === 'blocklist-host' ? formatCidr({ family, bytes, prefixLength: len * 8 }) : formatIp(family, bytes);
+    event.matched = formatCidr({ family, bytes, prefixLength: buf[o.match_prefixlen] ?? 0 });
   }
   return event;
 }

@@ -87,12 +87,12 @@ struct fos1_drop_event {
 	__u8 src_zone;
 	__u8 dst_zone;
 	__u8 action;          /* FOS1_ACTION_* that was taken */
-	__u8 match_prefixlen; /* blocklist entry that matched (0 for zone verdicts) */
+	__u8 match_prefixlen; /* length of the blocklist entry that matched (0 for zone verdicts) */
 	__u16 sport;          /* host byte order; 0 when not TCP/UDP */
 	__u16 dport;
 	__u8 saddr[16];       /* network order; IPv4 uses the first 4 bytes */
 	__u8 daddr[16];
-	__u8 match_addr[16];  /* the blocklist entry's address */
+	__u8 match_addr[16];  /* the blocklist entry's prefix address (host bits zero) */
 	__u32 pkt_len;
 };                            /* 80 bytes (8-byte aligned) */
 

@@ -214,7 +214,65 @@ struct fos1_match {
 	__u8 addr[16];
 };
 
-/* Looks `addr` up in the host map, then the trie. Returns 1 on an unexpired hit. */
+/*
+ * Which prefix an LPM hit came from: the kernel returns the value, not the key.
+ * A lookup capped at prefixlen L returns the longest match no longer than L, so
+ * the matched entry's length is the smallest L whose lookup still returns the
+ * same value; a binary search finds it in log2(max) extra lookups, on the drop
+ * path only. Fills m->prefixlen and m->addr (the prefix, host bits cleared).
+ *
+ * A global function on purpose: the verifier checks it once, on its own, and the
+ * caller sees an opaque return. Inlined, every branch of the search (and of the
+ * masking) multiplied the paths through the rest of the program past the
+ * verifier's one-million-instruction budget.
+ */
+/* Clears the host bits of m->addr beyond m->prefixlen. Global for the same reason
+ * as fos1_trie_match: verified once for any length, not once per search outcome. */
+__noinline int fos1_mask_prefix(struct fos1_match *m)
+{
+	if (!m)
+		return 0;
+	int len = m->prefixlen;
+	for (int i = 0; i < 16; i++) {
+		int bits = len - i * 8;
+		if (bits <= 0)
+			m->addr[i] = 0;
+		else if (bits < 8)
+			m->addr[i] &= (__u8)(0xff << (8 - bits));
+	}
+	return 1;
+}
+
+__noinline int fos1_trie_match(struct fos1_match *m, __u8 family)
+{
+	if (!m)
+		return 0;
+	__u32 max = family == 4 ? 32 : 128;
+	struct fos1_lpm_v6_key k = {}; /* also holds a v4 key: prefixlen, then 4 bytes */
+	__builtin_memcpy(k.addr, m->addr, 16);
+	k.prefixlen = max;
+	void *trie = family == 4 ? (void *)&blocklist_v4 : (void *)&blocklist_v6;
+	void *v = bpf_map_lookup_elem(trie, &k);
+	if (!v)
+		return 0;
+	__u32 lo = 0, hi = max;
+	for (int i = 0; i < 8 && lo < hi; i++) {
+		__u32 mid = (lo + hi) / 2;
+		k.prefixlen = mid;
+		if (bpf_map_lookup_elem(trie, &k) == v)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	m->prefixlen = hi;
+	return fos1_mask_prefix(m);
+}
+
+/*
+ * Looks `addr` up in the host map, then the trie. Returns 1 on an unexpired hit.
+ * A real BPF-to-BPF call rather than inlined: called twice (source, destination),
+ * and inlining both copies of its keys overflows the 512-byte stack.
+ */
 static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fos1_match *m)
 {
 	struct fos1_block_value *v;
@@ -233,11 +291,9 @@ static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fo
 			v = bpf_map_lookup_elem(&blocklist_v4, &lk);
 			if (!v)
 				return 0;
-			/* The kernel does not say which prefix matched; report the
-			 * value's rule and the packet address masked later in user space. */
 			m->reason = FOS1_REASON_BLOCK_PREFIX;
-			m->prefixlen = 0;
 			__builtin_memcpy(m->addr, addr, 4);
+			fos1_trie_match(m, 4);
 		}
 	} else {
 		struct fos1_host_v6_key hk;
@@ -254,8 +310,8 @@ static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fo
 			if (!v)
 				return 0;
 			m->reason = FOS1_REASON_BLOCK_PREFIX;
-			m->prefixlen = 0;
 			__builtin_memcpy(m->addr, addr, 16);
+			fos1_trie_match(m, 6);
 		}
 	}
 	if (v->expires_at != 0 && v->expires_at <= fos1_now_unix())

@@ -152,8 +152,9 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
         dport: server.tcp[1],
         hook: 'tc-ingress',
         reason: 'blocklist-prefix',
-        matched: ADDR.a6,
+        matched: 'fd00:99::/120', // the trie entry, found by the program's prefix-length search
       });
+      expect(datapath.entryCounter('fd00:99::/120').packets).toBeGreaterThanOrEqual(1n);
       const after = datapath.entryCounter(`${ADDR.a4}/32`);
       expect(after.packets - before.packets).toBeGreaterThanOrEqual(1n);
       expect(after.bytes).toBeGreaterThan(before.bytes);
@@ -246,11 +247,12 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
       try {
         consumer.consume();
         events.length = 0;
-        blocklist.upsert([{ cidr: '10.99.0.0/24' }]);
+        // Nested prefixes: the event names the longest one, as the trie matched it.
+        blocklist.upsert([{ cidr: '10.0.0.0/8' }, { cidr: '10.99.0.0/24' }, { cidr: '10.99.0.0/30' }]);
         expect(pair.ping(ADDR.b4)).toBe(false);
         expect(pair.ping(ADDR.b6)).toBe(true);
         consumer.consume();
-        expect(events).toContainEqual(expect.objectContaining({ hook: 'xdp', reason: 'blocklist-prefix', source: ADDR.a4, protocol: 1 }));
+        expect(events).toContainEqual(expect.objectContaining({ hook: 'xdp', reason: 'blocklist-prefix', source: ADDR.a4, protocol: 1, matched: '10.99.0.0/30' }));
       } finally {
         consumer.close();
       }

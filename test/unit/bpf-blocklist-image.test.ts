@@ -145,6 +145,7 @@ describe('datapath codecs', () => {
     buf.set([192, 0, 2, 1], o.saddr);
     buf.set([198, 51, 100, 2], o.daddr);
     buf.set([192, 0, 2, 1], o.match_addr);
+    buf[o.match_prefixlen] = 32;
     buf.writeUInt32LE(60, o.pkt_len);
     expect(decodeDropEvent(buf)).toEqual({
       timestampNs: 123n,
