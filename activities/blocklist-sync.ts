@@ -39,6 +39,8 @@ import {
   serializeImage,
 } from '../bpf/blocklist-image';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
+import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
+import { BpfMapMismatchError } from '../bpf/map';
 
 /** Failure types of this module (`ApplicationFailure.type`). */
 export const BlocklistFailureType = {
@@ -284,4 +286,62 @@ function renderDiff(diff: ImageDiff): string[] {
     for (const e of imageEntries(part, MAX_OPERATION_LINES - lines.length)) lines.push(`- block ${e.cidr}`);
   }
   return lines;
+}
+
+/** Failure types of the blocklist activities, beyond {@link BlocklistFailureType}. */
+export const BlocklistActivityFailureType = {
+  BlocklistMapFull: 'BlocklistMapFull',
+  PermissionDenied: 'PermissionDenied',
+  BlocklistMapMismatch: 'BlocklistMapMismatch',
+  BpfError: 'BpfError',
+} as const;
+
+/**
+ * Temporal activities over {@link createBlocklistSync} for blocklists passed by
+ * reference (register them on the node's task queue next to the node activities;
+ * workflows proxy them with `import type`). Kernel errors become `ApplicationFailure`s
+ * with the same types the node activities use, so workflows branch on one vocabulary.
+ */
+export function createBlocklistActivities(deps: BlocklistSyncDeps & { store: BlocklistStore }) {
+  const sync = createBlocklistSync(deps);
+  return {
+    /** Converges the maps to the blocklist a {@link BlocklistRef} points at; returns the snapshot to restore. */
+    async syncBlocklistFromRef(input: { ref: unknown }): Promise<BlocklistSyncResult> {
+      return asFailures(() => sync.syncFromRef(input.ref));
+    },
+    /** Puts back the contents a previous sync's `snapshotRef` recorded, verified by read-back. */
+    async restoreBlocklistSnapshot(input: { snapshotRef: { sha256: string } }): Promise<BlocklistSyncResult> {
+      return asFailures(() => sync.restore(input.snapshotRef));
+    },
+    /** Upserts/removes a few entries; `previous` undoes it with {@link restoreBlocklistPatch}. */
+    async patchBlocklist(input: { upsert: KernelBlocklistEntry[]; remove: string[] }) {
+      return asFailures(() => sync.patch(input));
+    },
+    async restoreBlocklistPatch(input: { previous: PatchSnapshot }): Promise<void> {
+      return asFailures(() => sync.restorePatch(input.previous));
+    },
+  };
+}
+
+export type BlocklistActivities = ReturnType<typeof createBlocklistActivities>;
+
+async function asFailures<T>(fn: () => T): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof ApplicationFailure) throw err;
+    const type =
+      err instanceof BpfMapFullError
+        ? BlocklistActivityFailureType.BlocklistMapFull
+        : err instanceof BpfPermissionError
+          ? BlocklistActivityFailureType.PermissionDenied
+          : err instanceof BpfMapMismatchError
+            ? BlocklistActivityFailureType.BlocklistMapMismatch
+            : err instanceof BpfError
+              ? BlocklistActivityFailureType.BpfError
+              : undefined;
+    if (type === undefined) throw err;
+    // A full map, a missing privilege or an incompatible pin do not heal by retrying.
+    throw ApplicationFailure.create({ type, message: (err as Error).message, nonRetryable: type !== BlocklistActivityFailureType.BpfError });
+  }
 }

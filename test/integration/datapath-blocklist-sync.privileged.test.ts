@@ -13,7 +13,8 @@ import { deserializeImage, imageDigest, serializeImage } from '../../bpf/blockli
 import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import { BpfMapFullError } from '../../bpf/libbpf';
-import { BlocklistStore, createBlocklistSync } from '../../activities/blocklist-sync';
+import { ApplicationFailure } from '@temporalio/common';
+import { BlocklistStore, createBlocklistActivities, createBlocklistSync } from '../../activities/blocklist-sync';
 import { cacheDir } from '../../scripts/paths';
 import { ADDR, NetnsPair } from '../../bench/datapath/netns-pair';
 import { describePrivileged } from '../helpers/capabilities';
@@ -153,5 +154,29 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     const image = maps.dumpImage();
     expect([image.lpmV4.count, image.hostV4.count]).toEqual([0, 1]);
     expect(traffic()).toEqual({ v4: false, v6: true });
+  });
+
+  it('as Temporal activities: by-reference sync and snapshot restore, kernel errors as typed non-retryable failures', async () => {
+    const activities = createBlocklistActivities({ maps: () => maps, store });
+    sync.syncEntries([{ cidr: `${ADDR.a6}/128` }]);
+    const before = maps.readAll();
+    const result = await activities.syncBlocklistFromRef({ ref: store.put(Buffer.from(`${ADDR.a4}\n`)) });
+    expect(traffic()).toEqual({ v4: false, v6: true });
+    await activities.restoreBlocklistSnapshot({ snapshotRef: result.snapshotRef! });
+    expect(maps.readAll()).toEqual(before);
+    expect(traffic()).toEqual({ v4: true, v6: false });
+
+    const tooMany = Array.from({ length: 70 }, (_, i) => `10.${i}.0.0/16`).join('\n');
+    let failure: unknown;
+    try {
+      await activities.syncBlocklistFromRef({ ref: store.put(Buffer.from(tooMany)) });
+    } catch (err) {
+      failure = err;
+    }
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: 'BlocklistMapFull', nonRetryable: true });
+    expect((failure as Error).message).toMatch(/blocklist_v4.*64/);
+    await expect(activities.syncBlocklistFromRef({ ref: { sha256: 'nothex' } })).rejects.toMatchObject({ type: 'InvalidBlocklist', nonRetryable: true });
+    expect(maps.readAll()).toEqual(before);
   });
 });
