@@ -100,6 +100,11 @@ export const changeOptionsSchema = z
      * long for a `confirm`; without one, roll every node back to its snapshot.
      */
     confirmTimeout: durationMsSchema.optional(),
+    /**
+     * One change at a time per node: how long to wait for a node that another change holds
+     * (applying, or awaiting its confirmation) before giving up with NodeBusy.
+     */
+    lockTimeout: durationMsSchema.default(15 * 60_000),
   })
   .strict();
 
@@ -117,7 +122,7 @@ export const changeRequestSchema = z
       .refine((t) => new Set(t).size === t.length, 'must not name a node twice'),
     desired: nodeStateSchema.optional(),
     patch: nodePatchSchema.optional(),
-    options: changeOptionsSchema.default({ dryRun: false }),
+    options: changeOptionsSchema.prefault({}),
   })
   .strict()
   .superRefine((req, ctx) => {

@@ -16,6 +16,14 @@ export function changeWorkflowId(changeId: string): string {
   return `change-${changeId}`;
 }
 
+/**
+ * Workflow id of the node workflow that currently changes `node`. Temporal runs at most one
+ * workflow per id, so this id is the node's lock: a second change waits until it is free.
+ */
+export function nodeLockWorkflowId(node: string): string {
+  return `node-change/${node}`;
+}
+
 /** Custom search attributes; `scripts/start-dev.ts` and the test environment register them. */
 export const SearchAttributes = {
   changeId: defineSearchAttributeKey('Fos1ChangeId', SearchAttributeType.KEYWORD),

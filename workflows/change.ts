@@ -18,18 +18,23 @@ import {
   defineQuery,
   defineSignal,
   defineUpdate,
-  executeChild,
+  ParentClosePolicy,
   setHandler,
+  sleep,
+  startChild,
+  type ChildWorkflowHandle,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { AuditRecord } from '../model/audit';
-import { formatIssues, validateChangeRequest, type ChangeRequest, type ValidationIssue } from '../model/change-request';
-import { nodeTaskQueue, SearchAttributes } from '../model/naming';
+import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
+import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
 import {
   AuditTrail,
   nodeChangeWorkflow,
-  nodeRestoreWorkflow,
+  nodeDecisionSignal,
+  nodeReadySignal,
+  summariseFailure,
   type FailureSummary,
   type NodeChangeResult,
 } from './node-change';
@@ -39,6 +44,7 @@ export type ChangePhase =
   | 'validating'
   | 'rejected'
   | 'rolling-out'
+  | 'waiting-for-node'
   | 'awaiting-confirmation'
   | 'reverting'
   | 'planned'
@@ -50,8 +56,10 @@ export type ChangePhase =
 
 /** Per-node view in the status. */
 export interface NodeReport {
-  outcome: 'pending' | NodeChangeResult['outcome'] | 'restored' | 'restore-failed';
+  outcome: 'pending' | NodeChangeResult['outcome'];
   diff: string[];
+  /** How many of the node's audit records are already in the change's trail. */
+  auditCount?: number;
   error?: FailureSummary;
   differences?: string[];
 }
@@ -82,6 +90,8 @@ export const abortSignal = defineSignal<[OperatorAction]>('abort');
 /** Failure types of the change workflow, for clients to branch on. */
 export const ChangeFailureType = {
   InvalidChangeRequest: 'InvalidChangeRequest',
+  /** A target node stayed held by another change for longer than `lockTimeout`. */
+  NodeBusy: 'NodeBusy',
   ChangeRolledBack: 'ChangeRolledBack',
   RollbackFailed: 'RollbackFailed',
 } as const;
@@ -138,35 +148,50 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
   ]);
   setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
 
-  // Nodes that applied, newest last, with their snapshots: what a revert must restore.
-  const applied: NodeChangeResult[] = [];
+  // One change at a time per node: each node workflow runs under the node's lock id. When a
+  // later node or a confirmation can still undo the change, applied nodes *hold* (keep
+  // running, keeping the lock) until this workflow decides, so no other change can land on
+  // top of a provisional one and be wiped by its revert.
+  const hold = !request.options.dryRun && (request.targets.length > 1 || request.options.confirmTimeout !== undefined);
+  const ready = new Map<string, NodeChangeResult>();
+  const finished = new Map<string, NodeChangeResult>();
+  const children = new Map<string, ChildWorkflowHandle<typeof nodeChangeWorkflow>>();
+  setHandler(nodeReadySignal, (result) => {
+    ready.set(result.node, result);
+  });
+  /** Nodes applied and holding, in apply order: what a revert must restore, newest first. */
+  const held: string[] = [];
+  let appliedCount = 0;
+
   for (const node of request.targets) {
     if (operator.abort) break;
-    const result = await executeChild(nodeChangeWorkflow, {
-      taskQueue: nodeTaskQueue(node),
-      workflowId: `${workflowInfo().workflowId}/node/${node}`,
-      args: [{ changeId: request.id, author: request.author, node, desired: request.desired, patch: request.patch, dryRun: request.options.dryRun }],
-    });
-    trail.records.push(...result.audit);
-    status.nodes[node] = { outcome: result.outcome, diff: result.diff, ...(result.error ? { error: result.error } : {}), ...(result.rollbackDifferences ? { differences: result.rollbackDifferences } : {}) };
+    const child = await startNodeWorkflow(node);
+    if (!child) {
+      const why = `node ${node} stayed busy with another change for ${request.options.lockTimeout / 1000}s`;
+      await revertHeld(why);
+      return finish(cleanRevert() ? 'rolled-back' : 'rollback-failed', `${why}; nothing was applied to it${held.length > 0 ? ', and the nodes already changed were restored' : ''}`, ChangeFailureType.NodeBusy);
+    }
+    await condition(() => ready.has(node) || finished.has(node));
+    const result = ready.get(node) ?? (finished.get(node) as NodeChangeResult);
+    report(result);
     status.progress.nodesDone++;
-    status.audit = trail.records;
 
     if (result.outcome === 'rolled-back' || result.outcome === 'rollback-failed') {
-      await revert(request, applied, trail, `node ${node} failed: ${result.error?.message ?? 'unknown error'}`);
-      const clean = result.outcome === 'rolled-back' && applied.every((a) => status.nodes[a.node]?.outcome === 'restored');
-      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? 'every node was rolled back and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, true);
+      await revertHeld(`node ${node} failed: ${result.error?.message ?? 'unknown error'}`);
+      const clean = result.outcome === 'rolled-back' && cleanRevert();
+      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? 'every node was rolled back and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? ChangeFailureType.ChangeRolledBack : ChangeFailureType.RollbackFailed);
     }
-    if (result.outcome === 'applied') applied.push(result);
+    if (result.outcome === 'applied') appliedCount++;
+    if (ready.has(node)) held.push(node);
   }
 
   if (request.options.dryRun) return finish('planned', 'dry run: nothing was changed; see each node\'s diff');
   if (operator.abort) {
     const why = describeAction('aborted', operator.abort);
-    await revert(request, applied, trail, why);
+    await revertHeld(why);
     return finish('reverted', `${why} during rollout; applied nodes were restored`);
   }
-  if (applied.length === 0) return finish('unchanged', 'every node already matched the desired state');
+  if (appliedCount === 0) return finish('unchanged', 'every node already matched the desired state');
 
   const confirmTimeout = request.options.confirmTimeout;
   if (confirmTimeout !== undefined) {
@@ -179,12 +204,86 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     } else {
       const why = operator.abort ? describeAction('aborted', operator.abort) : `not confirmed within ${confirmTimeout / 1000}s`;
       trail.record('confirm', 'failed', waitStarted, why);
-      await revert(request, applied, trail, why);
-      const clean = applied.every((a) => status.nodes[a.node]?.outcome === 'restored');
-      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, !clean);
+      await revertHeld(why);
+      const clean = cleanRevert();
+      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : ChangeFailureType.RollbackFailed);
     }
   }
-  return finish('applied', `applied and verified on ${applied.length} node(s)`);
+  await releaseHeld();
+  return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+
+  /**
+   * Starts the node workflow under the node's lock id, waiting (with back-off, up to
+   * `lockTimeout`) while another change holds the node. Undefined when it never freed up.
+   */
+  async function startNodeWorkflow(node: string): Promise<ChildWorkflowHandle<typeof nodeChangeWorkflow> | undefined> {
+    const deadline = Date.now() + request.options.lockTimeout;
+    let delay = 250;
+    for (;;) {
+      try {
+        const child = await startChild(nodeChangeWorkflow, {
+          taskQueue: nodeTaskQueue(node),
+          // A dry run changes nothing, so it needs no lock.
+          workflowId: request.options.dryRun ? `${workflowInfo().workflowId}/dry-run/${node}` : nodeLockWorkflowId(node),
+          // If this workflow ends without deciding, a held node reverts itself.
+          parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+          args: [{ changeId: request.id, author: request.author, node, desired: request.desired, patch: request.patch, dryRun: request.options.dryRun, hold }],
+        });
+        children.set(node, child);
+        void child.result().then(
+          (result) => void finished.set(node, result),
+          (err: unknown) => void finished.set(node, crashed(node, err)),
+        );
+        if (status.phase === 'waiting-for-node') setPhase('rolling-out', 'applying node by node');
+        return child;
+      } catch (err) {
+        if (summariseFailure(err).type !== 'WorkflowExecutionAlreadyStartedError' && (err as Error).name !== 'WorkflowExecutionAlreadyStartedError') throw err;
+        if (Date.now() >= deadline) return undefined;
+        setPhase('waiting-for-node', `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})`);
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  /** Records what a node reported; audit records already taken from `ready` are not repeated. */
+  function report(result: NodeChangeResult): void {
+    const previous = status.nodes[result.node];
+    const known = previous?.auditCount ?? 0;
+    trail.records.push(...result.audit.slice(known));
+    status.nodes[result.node] = {
+      outcome: result.outcome,
+      diff: result.diff,
+      auditCount: result.audit.length,
+      ...(result.error ? { error: result.error } : {}),
+      ...(result.rollbackDifferences ? { differences: result.rollbackDifferences } : {}),
+    };
+    status.audit = trail.records;
+  }
+
+  /** Tells every held node to keep the change, and waits until each has let go of its lock. */
+  async function releaseHeld(): Promise<void> {
+    for (const node of held) await children.get(node)?.signal(nodeDecisionSignal, { decision: 'commit', reason: 'change committed' });
+    for (const node of held) {
+      await condition(() => finished.has(node));
+      report(finished.get(node) as NodeChangeResult);
+    }
+  }
+
+  /** Reverts held nodes newest first; each restores its own snapshot and reads it back. */
+  async function revertHeld(reason: string): Promise<void> {
+    if (held.length === 0) return;
+    setPhase('reverting', reason);
+    for (const node of [...held].reverse()) {
+      await children.get(node)?.signal(nodeDecisionSignal, { decision: 'revert', reason });
+      await condition(() => finished.has(node));
+      report(finished.get(node) as NodeChangeResult);
+    }
+  }
+
+  function cleanRevert(): boolean {
+    return held.every((node) => status.nodes[node]?.outcome === 'restored');
+  }
 
   function setPhase(phase: ChangePhase, message: string): void {
     status.phase = phase;
@@ -192,34 +291,29 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     setSearchStatus(phase);
   }
 
-  function finish(phase: ChangePhase, message: string, failed = false): ChangeStatus {
+  function finish(phase: ChangePhase, message: string, failureType?: string): ChangeStatus {
     setPhase(phase, message);
     status.audit = trail.records;
-    if (failed) {
-      throw ApplicationFailure.create({
-        type: phase === 'rollback-failed' ? ChangeFailureType.RollbackFailed : ChangeFailureType.ChangeRolledBack,
-        message,
-        nonRetryable: true,
-        details: [status],
-      });
+    if (failureType) {
+      throw ApplicationFailure.create({ type: failureType, message, nonRetryable: true, details: [status] });
     }
     return status;
   }
+}
 
-  /** Restores applied nodes newest first, each through a restore workflow on its own queue. */
-  async function revert(req: ChangeRequest, nodes: NodeChangeResult[], auditTrail: AuditTrail, reason: string): Promise<void> {
-    setPhase('reverting', reason);
-    for (const done of [...nodes].reverse()) {
-      const restored = await executeChild(nodeRestoreWorkflow, {
-        taskQueue: nodeTaskQueue(done.node),
-        workflowId: `${workflowInfo().workflowId}/restore/${done.node}`,
-        args: [{ changeId: req.id, actor: req.author, node: done.node, snapshot: done.snapshot, scope: done.scope, reason }],
-      });
-      auditTrail.records.push(...restored.audit);
-      const report = status.nodes[done.node];
-      if (report) Object.assign(report, { outcome: restored.outcome, differences: restored.differences });
-    }
-  }
+/** A node workflow that failed outright (not a reported rollback): its node's state is unknown. */
+function crashed(node: string, err: unknown): NodeChangeResult {
+  const error = summariseFailure(err);
+  return {
+    node,
+    outcome: 'rollback-failed',
+    diff: [],
+    snapshot: { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, blocklist: [] },
+    scope: [],
+    error,
+    rollbackDifferences: [`the node workflow failed (${error.type}: ${error.message}); the node's state is unknown`],
+    audit: [],
+  };
 }
 
 function describeAction(verb: string, action: OperatorAction): string {

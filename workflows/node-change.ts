@@ -8,14 +8,28 @@
  *                        └─ on any failure after the first apply: restore every subsystem
  *                           from the snapshot in reverse order, then read back and compare
  *                           with the snapshot
- *   nodeRestoreWorkflow: the same restore, started by the parent (unconfirmed change, abort,
- *                        or another node's failure)
+ *                        └─ with `hold`: report `nodeReady` to the parent, keep the node's lock,
+ *                           and on the parent's `nodeDecision` commit or restore the snapshot
  */
-import { defineQuery, log, proxyActivities, proxySinks, setHandler } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineSignal,
+  getExternalWorkflowHandle,
+  isCancellation,
+  log,
+  proxyActivities,
+  proxySinks,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNodeState } from '../model/node-state';
+import { SearchAttributes } from '../model/naming';
 import { changeScope, planNodeChange, planSize, renderPlan, resolveDesired, restorableInterfaces, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
 
 const { readNodeState, readBlocklist, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
@@ -69,7 +83,24 @@ export interface NodeChangeInput {
   desired?: NodeState;
   patch?: NodePatch;
   dryRun: boolean;
+  /**
+   * After applying and verifying, report `nodeReady` to the parent and keep running — and so
+   * keep the node's lock (the workflow id) — until the parent sends `nodeDecision`: commit,
+   * or revert to the snapshot. Used when a later node or a confirmation can still undo the change.
+   */
+  hold?: boolean;
 }
+
+/** The parent's verdict for a held node: keep the change, or restore the snapshot. */
+export interface NodeDecision {
+  decision: 'commit' | 'revert';
+  reason: string;
+}
+
+/** Parent → held node workflow. */
+export const nodeDecisionSignal = defineSignal<[NodeDecision]>('nodeDecision');
+/** Held node workflow → parent: applied and verified, holding the node until the decision. */
+export const nodeReadySignal = defineSignal<[NodeChangeResult]>('nodeReady');
 
 /** A failure as workflows report it: the ApplicationFailure type and its message. */
 export interface FailureSummary {
@@ -80,7 +111,8 @@ export interface FailureSummary {
 /** What happened on one node. */
 export interface NodeChangeResult {
   node: string;
-  outcome: 'planned' | 'unchanged' | 'applied' | 'rolled-back' | 'rollback-failed';
+  /** `restored` / `restore-failed`: applied, held, then reverted on the parent's decision. */
+  outcome: 'planned' | 'unchanged' | 'applied' | 'rolled-back' | 'rollback-failed' | 'restored' | 'restore-failed';
   /** The plan as diff lines (`+ route …`, `- block …`). */
   diff: string[];
   /** State before the change; what a rollback restores. */
@@ -90,14 +122,6 @@ export interface NodeChangeResult {
   error?: FailureSummary;
   /** After a rollback that did not verify: what still differs from the snapshot. */
   rollbackDifferences?: string[];
-  audit: AuditRecord[];
-}
-
-/** Outcome of {@link nodeRestoreWorkflow}. */
-export interface NodeRestoreResult {
-  node: string;
-  outcome: 'restored' | 'restore-failed';
-  differences: string[];
   audit: AuditRecord[];
 }
 
@@ -116,6 +140,16 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   const auditTrail = new AuditTrail(input.changeId, input.author, input.node);
   const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: 2 };
   setHandler(nodeProgressQuery, () => progress);
+  let decision: NodeDecision | undefined;
+  setHandler(nodeDecisionSignal, (d) => {
+    decision ??= d;
+  });
+  // The workflow id names the node, not the change: these make it findable by change in the UI.
+  upsertSearchAttributes([
+    { key: SearchAttributes.changeId, value: input.changeId },
+    { key: SearchAttributes.author, value: input.author },
+    { key: SearchAttributes.targetNodes, value: [input.node] },
+  ]);
   const advance = (next: string) => {
     progress.stepsDone++;
     progress.step = next;
@@ -166,7 +200,6 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
       if (differences.length > 0) throw new VerificationError(differences);
     });
     advance('done');
-    return result('applied');
   } catch (err) {
     const error = summariseFailure(err);
     log.warn('node change failed; rolling back', { node: input.node, error });
@@ -175,24 +208,30 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     progress.step = 'done';
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
-}
 
-/** Restores a node to a snapshot taken by an earlier {@link nodeChangeWorkflow}. */
-export async function nodeRestoreWorkflow(input: {
-  changeId: string;
-  actor: string;
-  node: string;
-  snapshot: ObservedNodeState;
-  /** The subsystems the snapshot covers (all when absent). */
-  scope?: Subsystem[];
-  reason: string;
-}): Promise<NodeRestoreResult> {
-  const scope = input.scope ?? [...SUBSYSTEM_ORDER];
-  const auditTrail = new AuditTrail(input.changeId, input.actor, input.node);
-  auditTrail.record('restore requested', 'ok', Date.now(), input.reason);
-  // Reverse order of apply: the blocklist went in last, so it comes out first.
-  const differences = await runRestore(restoresFrom(input.snapshot, scope), input.snapshot, scope, auditTrail);
-  return { node: input.node, outcome: differences.length === 0 ? 'restored' : 'restore-failed', differences, audit: auditTrail.records };
+  const applied = result('applied');
+  if (!input.hold) return applied;
+
+  progress.step = 'holding the node until the change commits or reverts';
+  const parent = workflowInfo().parent;
+  if (parent) await getExternalWorkflowHandle(parent.workflowId, parent.runId).signal(nodeReadySignal, applied);
+  try {
+    await condition(() => decision !== undefined);
+  } catch (err) {
+    // The parent closed without deciding (terminated, timed out): a change nobody will
+    // confirm must not stay on the node.
+    if (!isCancellation(err)) throw err;
+    decision = { decision: 'revert', reason: 'the change workflow closed before deciding' };
+  }
+  if (decision?.decision === 'commit') return applied;
+  const reason = decision?.reason ?? 'revert';
+  return CancellationScope.nonCancellable(async () => {
+    auditTrail.record('restore requested', 'ok', Date.now(), reason);
+    progress.step = 'restore';
+    const differences = await runRestore(restoresFrom(snapshot, scope), snapshot, scope, auditTrail);
+    progress.step = 'done';
+    return result(differences.length === 0 ? 'restored' : 'restore-failed', { rollbackDifferences: differences });
+  });
 }
 
 /**

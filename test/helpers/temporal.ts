@@ -52,13 +52,13 @@ export interface RunningWorkers {
 }
 
 /** Starts the cluster worker and the node worker for `nodeName`, acting on `target`. */
-export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget): Promise<RunningWorkers> {
+export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget, options: { clusterWorker?: boolean } = {}): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     nodeName,
-    clusterWorker: true,
+    clusterWorker: options.clusterWorker ?? true,
     nodeDeps: createNodeDeps(target, logger),
     logger,
     workflowBundle: await workflowBundle(),
