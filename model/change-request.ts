@@ -6,6 +6,7 @@
  * `temporal workflow start --input`, the HTTP API and the CRD controllers.
  */
 import { z } from 'zod';
+import { formatPath } from './issue-path';
 import {
   blocklistEntrySchema,
   cidrSchema,
@@ -169,13 +170,4 @@ export function validateChangeRequest(input: unknown, now: number): ValidationRe
 /** Renders issues as one line each, `field: rule`. */
 export function formatIssues(issues: ValidationIssue[]): string {
   return issues.map((i) => `${i.field || '(request)'}: ${i.message}`).join('\n');
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const part of path) {
-    if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
-  }
-  return out;
 }

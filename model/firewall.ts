@@ -8,6 +8,7 @@
  * Pure code: bundled into workflows, no Node built-ins.
  */
 import { z } from 'zod';
+import { formatPath } from './issue-path';
 import { cidrSchema } from './node-state';
 import { cidrContains, parseCidr } from './ip';
 
@@ -216,14 +217,4 @@ export function formatFirewallIssues(what: string, issues: FirewallIssue[]): str
 /** Name of the CiliumCIDRGroup fos1 publishes for a {@link CidrGroup}. */
 export function cidrGroupObjectName(group: string): string {
   return `fos1-${group}`;
-}
-
-/** Renders a zod issue path as users write fields: `rules[0].peers[1].cidr`. */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const part of path) {
-    if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
-  }
-  return out;
 }

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { durationMsSchema, formatIssues, type ValidationIssue } from '../model/change-request';
+import { formatPath } from '../model/issue-path';
 import { ENFORCEMENT_ACTIONS } from './decision';
 import { FACT_NAMES } from './facts';
 import { checkOperatorValue, KNOWN_OPERATORS } from './operators';
@@ -194,13 +195,4 @@ function checkCondition(node: unknown, path: string, topLevel: boolean, issues: 
       issues.push({ field: `${path}.params.name`, message: `must name a declared window (declared: ${[...windows].join(', ') || 'none'})` });
     }
   }
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const part of path) {
-    if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
-  }
-  return out;
 }

@@ -15,7 +15,8 @@ import { ApplicationFailure, log, proxyActivities, proxySinks, upsertSearchAttri
 import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import { SearchAttributes } from '../model/naming';
-import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, formatPath, type FirewallIssue } from '../model/firewall';
+import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, type FirewallIssue } from '../model/firewall';
+import { formatPath } from '../model/issue-path';
 import { objectSetDifferences, translateCidrGroup, translateRule, TranslateError, type KubeObject, type PolicyMapEstimate, type PolicySource } from '../model/firewall-translate';
 import { z } from 'zod';
 

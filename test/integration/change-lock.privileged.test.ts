@@ -6,14 +6,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
-import { changeWorkflow, confirmUpdate, statusQuery, type ChangeStatus } from '../../workflows/change';
+import { changeWorkflow, confirmUpdate } from '../../workflows/change';
 import { describePrivileged } from '../helpers/capabilities';
+import { changeFailure, waitForPhase } from '../helpers/change-client';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
 
@@ -56,27 +57,6 @@ describePrivileged('change lock and multi-node rollback (privileged)', ['root', 
   const block = (cidr: string) => ({ patch: { blocklist: { upsert: [{ cidr, reason: 'lock test' }] } } });
   const blockedA = () => mapsA.readAll().map((e) => e.cidr);
 
-  async function waitForPhase(handle: WorkflowHandle<typeof changeWorkflow>, phase: ChangeStatus['phase']): Promise<ChangeStatus> {
-    for (let i = 0; i < 300; i++) {
-      const status = await handle.query(statusQuery);
-      if (status.phase === phase) return status;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`workflow never reached phase ${phase}`);
-  }
-
-  async function failure(handle: WorkflowHandle<typeof changeWorkflow>): Promise<{ type?: string; status: ChangeStatus }> {
-    const err = await handle.result().then(
-      () => {
-        throw new Error('expected the change to fail');
-      },
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(WorkflowFailedError);
-    const cause = (err as WorkflowFailedError).cause as { type?: string; details?: unknown[] };
-    return { type: cause.type, status: cause.details?.[0] as ChangeStatus };
-  }
-
   test('a second change waits while a provisional one holds the node, then lands on top of it once confirmed', async () => {
     const first = await start({ ...block('192.0.2.1'), options: { confirmTimeout: '30s' } });
     await waitForPhase(first, 'awaiting-confirmation');
@@ -110,7 +90,7 @@ describePrivileged('change lock and multi-node rollback (privileged)', ['root', 
     await waitForPhase(first, 'awaiting-confirmation');
     const afterFirst = blockedA();
     const second = await start({ ...block('192.0.2.22'), options: { lockTimeout: '2s' } });
-    const { type, status } = await failure(second);
+    const { type, status } = await changeFailure(second);
     expect(type).toBe('NodeBusy');
     expect(status.message).toContain('node node-a stayed busy with another change for 2s');
     expect(blockedA()).toEqual(afterFirst);
@@ -125,7 +105,7 @@ describePrivileged('change lock and multi-node rollback (privileged)', ['root', 
       targets: ['node-a', 'node-b'],
       patch: { routes: { upsert: [{ destination: '10.88.0.0/24', gateway: LAN_GATEWAY_V4 }] }, blocklist: { upsert: [{ cidr: '192.0.2.31', reason: 'multi' }] } },
     });
-    const { type, status } = await failure(handle);
+    const { type, status } = await changeFailure(handle);
     expect(type).toBe('ChangeRolledBack');
     expect(status.nodes['node-b']).toMatchObject({ outcome: 'rolled-back', error: { type: 'RouteApplyFailed' } });
     expect(status.nodes['node-a']?.outcome).toBe('restored');

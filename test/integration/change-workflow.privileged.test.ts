@@ -11,8 +11,9 @@ import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, SearchAttributes } from '../../model/naming';
-import { changeWorkflow, confirmUpdate, statusQuery, type ChangeStatus } from '../../workflows/change';
+import { changeWorkflow, confirmUpdate, type ChangeStatus } from '../../workflows/change';
 import { describePrivileged } from '../helpers/capabilities';
+import { changeFailure, waitForPhase } from '../helpers/change-client';
 import { LAN_GATEWAY_V4, LAN_GATEWAY_V6, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
 
@@ -61,16 +62,7 @@ describePrivileged('change workflow on a real node (privileged)', ['root', 'netn
 
   /** Runs a change that must fail; returns the workflow's status from the failure details. */
   async function runFailing(req: ChangeRequestInput): Promise<{ type: string | undefined; status: ChangeStatus }> {
-    const handle = await start(req);
-    const err = await handle.result().then(
-      () => {
-        throw new Error('expected the change to fail');
-      },
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(WorkflowFailedError);
-    const cause = (err as WorkflowFailedError).cause as { type?: string; details?: unknown[] };
-    return { type: cause.type, status: cause.details?.[0] as ChangeStatus };
+    return changeFailure(await start(req));
   }
 
   /** Kernel state as raw tools see it: `ip -json` routes with fos1's protocol, and the maps' entries. */
@@ -245,12 +237,4 @@ describePrivileged('change workflow on a real node (privileged)', ['root', 'netn
     expect(kernelState()).toEqual(before);
   });
 
-  async function waitForPhase(handle: WorkflowHandle<typeof changeWorkflow>, phase: ChangeStatus['phase']): Promise<void> {
-    for (let i = 0; i < 200; i++) {
-      const status = await handle.query(statusQuery);
-      if (status.phase === phase) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`workflow never reached phase ${phase}`);
-  }
 });
