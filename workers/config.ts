@@ -26,6 +26,8 @@ const envSchema = z.object({
   FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
   /** Whether this process also serves the cluster task queue (change workflows). */
   FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** The node's content-addressed store of referenced blocklists and rollback snapshots. */
+  FOS1_BLOCKLIST_STORE_DIR: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_BLOCKLIST_STORE_DIR must be an absolute path').default('/var/lib/fos1/blocklists'),
   /** fos1's nftables table (family inet) for zones and NAT. */
   FOS1_NAT_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, 'FOS1_NAT_TABLE must be an nft table name').default('fos1'),
   /**
@@ -49,6 +51,7 @@ export interface WorkerConfig {
   blocklistMaxEntries: { v4: number; v6: number };
   routeProtocol: number;
   natTable: string;
+  blocklistStoreDir: string;
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
@@ -72,6 +75,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     blocklistMaxEntries: { v4: e.FOS1_BLOCKLIST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKLIST_MAX_ENTRIES_V6 },
     routeProtocol: e.FOS1_ROUTE_PROTOCOL,
     natTable: e.FOS1_NAT_TABLE,
+    blocklistStoreDir: e.FOS1_BLOCKLIST_STORE_DIR,
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
     clusterWorker: e.FOS1_CLUSTER_WORKER,

@@ -14,6 +14,7 @@ import { RuleTable } from '../activities/system/rule-table';
 import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
 import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
+import { BlocklistStore, createBlocklistActivities, type BlocklistActivities } from '../activities/blocklist-sync';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
@@ -60,11 +61,26 @@ export interface CreateWorkersOptions {
   /** Also serve the cluster task queue. */
   clusterWorker: boolean;
   nodeDeps: NodeActivityDeps;
+  /**
+   * Folder of the node's content-addressed blocklist store: with it, the node worker also
+   * serves the by-reference blocklist activities (`syncBlocklistFromRef`, snapshots for restore).
+   */
+  blocklistStoreDir?: string;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
   logger: Logger;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
+}
+
+function blocklistActivities(options: CreateWorkersOptions): BlocklistActivities | Record<string, never> {
+  if (!options.blocklistStoreDir) return {};
+  let maps: BlocklistMaps | undefined;
+  return createBlocklistActivities({
+    maps: () => (maps ??= options.nodeDeps.openBlocklist()),
+    store: new BlocklistStore(options.blocklistStoreDir),
+    logger: options.logger,
+  });
 }
 
 /** Creates the workers this process runs. Run them with `Promise.all(workers.map(w => w.run()))`. */
@@ -81,7 +97,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       namespace,
       taskQueue: nodeTaskQueue(nodeName),
       ...workflowSource,
-      activities: createNodeActivities(options.nodeDeps),
+      activities: { ...createNodeActivities(options.nodeDeps), ...blocklistActivities(options) },
       sinks,
       // Node activities change kernel state one change at a time; serialising them on a
       // node keeps two changes from interleaving their route and map updates.

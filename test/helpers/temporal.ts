@@ -4,6 +4,8 @@
  */
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker, type WorkflowBundle } from '@temporalio/worker';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pino from 'pino';
 import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
@@ -59,6 +61,8 @@ export async function startWorkers(env: TestWorkflowEnvironment, nodeName: strin
     namespace: env.namespace ?? 'default',
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
+    // Registers the by-reference blocklist activities too, as production workers do.
+    blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`),
     nodeDeps: createNodeDeps(target, logger),
     logger,
     workflowBundle: await workflowBundle(),
