@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `--core`: only what the embedded dev stack needs (npm start); without it, also every
+# per-subsystem step in scripts/bootstrap.d (test tools: kube-apiserver, etcd, ndpiReader, …).
+core_only=false
+[ "${1:-}" = "--core" ] && core_only=true
+
 TEMPORAL_CLI_VERSION=v1.5.1   # keep in step with scripts/paths.ts
 CACHE_DIR="${FOS1_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fos1}"
 APT_PACKAGES=(clang llvm libbpf1 libbpf-dev bpftool iproute2 nftables)
@@ -78,6 +83,7 @@ apt_install() {
 export CACHE_DIR
 for step in scripts/bootstrap.d/*.sh; do
   [ -e "$step" ] || continue
+  $core_only && break
   # shellcheck source=/dev/null
   source "$step"
 done
