@@ -366,45 +366,32 @@ export function removePinnedBlocklist(pinDir: string): void {
 }
 
 function openOrCreate(pinDir: string, family: IpFamily, maxEntries: number): BpfMap {
-  const path = blocklistPinPath(pinDir, family);
   const expect = { type: BPF_MAP_TYPE_LPM_TRIE, keySize: lpmKeySize(family), valueSize: BLOCK_VALUE_SIZE };
+  return openOrCreatePinned(blocklistPinPath(pinDir, family), expect, family === 4 ? BLOCKLIST_V4_MAP : BLOCKLIST_V6_MAP, maxEntries);
+}
+
+function openOrCreateHost(pinDir: string, family: IpFamily, maxEntries: number): BpfMap {
+  const expect = { type: BPF_MAP_TYPE_HASH, keySize: family === 4 ? 4 : 16, valueSize: BLOCK_VALUE_SIZE };
+  return openOrCreatePinned(blockhostPinPath(pinDir, family), expect, family === 4 ? BLOCKHOST_V4_MAP : BLOCKHOST_V6_MAP, maxEntries);
+}
+
+/**
+ * Opens the map pinned at `path` (refusing one of another shape), or creates and pins it.
+ * A map of the wrong shape is never silently replaced: its contents may be live blocks.
+ */
+function openOrCreatePinned(path: string, expect: { type: number; keySize: number; valueSize: number }, name: string, maxEntries: number): BpfMap {
   try {
     return BpfMap.openPinned(path, expect);
   } catch (err) {
     if (!(err instanceof BpfNotFoundError)) throw err;
   }
-  const map = BpfMap.create({
-    type: BPF_MAP_TYPE_LPM_TRIE,
-    name: family === 4 ? BLOCKLIST_V4_MAP : BLOCKLIST_V6_MAP,
-    keySize: expect.keySize,
-    valueSize: expect.valueSize,
-    maxEntries,
-  });
+  const map = BpfMap.create({ ...expect, name, maxEntries });
   try {
     map.pin(path);
     return map;
   } catch (err) {
     map.close();
     // Another worker pinned its map between our open and pin: use that one.
-    if (err instanceof BpfError && err.code === 'EEXIST') return BpfMap.openPinned(path, expect);
-    throw err;
-  }
-}
-
-function openOrCreateHost(pinDir: string, family: IpFamily, maxEntries: number): BpfMap {
-  const path = blockhostPinPath(pinDir, family);
-  const expect = { type: BPF_MAP_TYPE_HASH, keySize: family === 4 ? 4 : 16, valueSize: BLOCK_VALUE_SIZE };
-  try {
-    return BpfMap.openPinned(path, expect);
-  } catch (err) {
-    if (!(err instanceof BpfNotFoundError)) throw err;
-  }
-  const map = BpfMap.create({ ...expect, name: family === 4 ? BLOCKHOST_V4_MAP : BLOCKHOST_V6_MAP, maxEntries });
-  try {
-    map.pin(path);
-    return map;
-  } catch (err) {
-    map.close();
     if (err instanceof BpfError && err.code === 'EEXIST') return BpfMap.openPinned(path, expect);
     throw err;
   }

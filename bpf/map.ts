@@ -361,6 +361,8 @@ export class BpfMap {
     const keyChunks: Buffer[] = [];
     const valueChunks: Buffer[] = [];
     let total = 0;
+    // The batch cursor is opaque; the generic implementation uses a key, hash maps a
+    // u32 bucket index. Make it big enough for either.
     let inBatch: Buffer | null = null;
     for (;;) {
       const outBatch = Buffer.alloc(Math.max(keySize, 8));
@@ -369,6 +371,7 @@ export class BpfMap {
       const count: [number] = [chunk];
       const ret = lib.bpf_map_lookup_batch(this.fd, inBatch, outBatch, keys, values, count, { sz: lib.batchOptsSize });
       if (ret === -ERRNO.ENOSPC && count[0] === 0) {
+        // Hash maps return a whole bucket at once and say ENOSPC when it does not fit.
         chunk *= 2;
         continue;
       }
@@ -382,6 +385,7 @@ export class BpfMap {
       keyChunks.push(keys.subarray(0, count[0] * keySize));
       valueChunks.push(values.subarray(0, count[0] * valueSize));
       total += count[0];
+      // ENOENT means "iteration finished"; count still holds the last partial chunk.
       if (ret === -ERRNO.ENOENT) break;
       inBatch = outBatch;
     }
@@ -413,40 +417,12 @@ export class BpfMap {
    * falling back to {@link entries} when batch lookup is not supported.
    */
   lookupBatch(chunk = 256): Array<[Buffer, Buffer]> {
-    this.refusePerCpu('bpf_map_lookup_batch');
+    const { keys, values, count } = this.dumpRaw(chunk);
     const { keySize, valueSize } = this.#info;
-    const lib = libbpf();
-    const out: Array<[Buffer, Buffer]> = [];
-    // The batch cursor is opaque; the generic implementation uses a key, hash maps a
-    // u32 bucket index. Make it big enough for either.
-    let inBatch: Buffer | null = null;
-    for (;;) {
-      const outBatch = Buffer.alloc(Math.max(keySize, 8));
-      const keys = Buffer.alloc(keySize * chunk);
-      const values = Buffer.alloc(valueSize * chunk);
-      const count: [number] = [chunk];
-      const ret = lib.bpf_map_lookup_batch(this.fd, inBatch, outBatch, keys, values, count, {
-        sz: lib.batchOptsSize,
-      });
-      if (ret === -ERRNO.ENOSPC && count[0] === 0) {
-        // Hash maps return a whole bucket at once and say ENOSPC when it does not fit.
-        chunk *= 2;
-        continue;
-      }
-      if (ret < 0 && ret !== -ERRNO.ENOENT) {
-        if (isUnsupported(ret) && inBatch === null) return [...this.entries()];
-        throw bpfError('bpf_map_lookup_batch', ret, this.describe());
-      }
-      for (let i = 0; i < count[0]; i++) {
-        out.push([
-          Buffer.from(keys.subarray(i * keySize, (i + 1) * keySize)),
-          Buffer.from(values.subarray(i * valueSize, (i + 1) * valueSize)),
-        ]);
-      }
-      // ENOENT means "iteration finished"; count still holds the last partial chunk.
-      if (ret === -ERRNO.ENOENT) return out;
-      inBatch = outBatch;
-    }
+    return Array.from({ length: count }, (_, i): [Buffer, Buffer] => [
+      Buffer.from(keys.subarray(i * keySize, (i + 1) * keySize)),
+      Buffer.from(values.subarray(i * valueSize, (i + 1) * valueSize)),
+    ]);
   }
 
   /**

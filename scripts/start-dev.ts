@@ -21,6 +21,7 @@ import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
 import { startApiServer } from '../api/server';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { devStateDir, temporalCliPath } from './paths';
+import { createSandboxNamespace } from './sandbox-netns';
 
 const configSchema = z.object({
   FOS1_DEV_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).default('fos1-dev'),
@@ -89,14 +90,7 @@ function ensureDevNamespace(name: string): void {
   const existing = execFileSync('ip', ['-json', 'netns', 'list']).toString();
   const names = (JSON.parse(existing || '[]') as { name: string }[]).map((n) => n.name);
   if (names.includes(name)) return;
-  execFileSync('ip', ['netns', 'add', name]);
-  const run = (...args: string[]) => execFileSync('ip', ['-n', name, ...args]);
-  run('link', 'set', 'lo', 'up');
-  run('link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan1');
-  run('link', 'set', 'lan0', 'up');
-  run('link', 'set', 'lan1', 'up');
-  run('addr', 'add', '10.200.0.2/24', 'dev', 'lan0');
-  run('addr', 'add', 'fd00:200::2/64', 'dev', 'lan0', 'nodad');
+  createSandboxNamespace(name, ['10.200.0.2/24', 'fd00:200::2/64']);
 }
 
 function startTemporalServer(dbFile: string, port: number, uiPort: number): ChildProcess {

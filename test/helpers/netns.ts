@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { createIpRunner, type IpRunner } from '../../activities/system/ip-runner';
+import { createSandboxNamespace } from '../../scripts/sandbox-netns';
 
 export const LAN_GATEWAY_V4 = '10.77.0.1';
 export const LAN_GATEWAY_V6 = 'fd00:77::1';
@@ -19,16 +20,8 @@ export class TestNamespace {
 
   static create(prefix = 'fos1t'): TestNamespace {
     const name = `${prefix}-${randomBytes(3).toString('hex')}`;
-    execFileSync('ip', ['netns', 'add', name]);
-    const ns = new TestNamespace(name);
-    const run = (...args: string[]) => execFileSync('ip', ['-n', name, ...args]);
-    run('link', 'set', 'lo', 'up');
-    run('link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan1');
-    run('link', 'set', 'lan0', 'up');
-    run('link', 'set', 'lan1', 'up');
-    run('addr', 'add', '10.77.0.2/24', 'dev', 'lan0');
-    run('addr', 'add', 'fd00:77::2/64', 'dev', 'lan0', 'nodad');
-    return ns;
+    createSandboxNamespace(name, ['10.77.0.2/24', 'fd00:77::2/64']);
+    return new TestNamespace(name);
   }
 
   /** Raw `ip -json` output of all routes with the given protocol (both families). */

@@ -7,7 +7,6 @@
  */
 import { join, relative } from 'node:path';
 import pino from 'pino';
-import { ApplicationFailure } from '@temporalio/common';
 import { CiliumFailureType, createCiliumActivities, normaliseObject } from '../../activities/cilium-policy';
 import { ListWatch, type ListWatchClient } from '../../controllers/list-watch';
 import { KubeApiError } from '../../k8s/client';
@@ -16,6 +15,7 @@ import { validateManifests, yamlFilesUnder } from '../../k8s/validate';
 import { validateFirewallRule, validateFirewallZone, type FirewallZone } from '../../model/firewall';
 import { objectSetDifferences, translateCidrGroup, translateRule, type KubeObject, type PolicySource } from '../../model/firewall-translate';
 import { CILIUM_EXAMPLES_DIR, describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
+import { failureOf } from '../helpers/failures';
 
 const NS = `fos1-t-${process.pid}`;
 const FIELD_MANAGER = 'fos1-test';
@@ -59,16 +59,6 @@ function translateTable(source: PolicySource, changeId: string): { name: string;
     if (!parsed.ok) throw new Error(`${title}: ${JSON.stringify(parsed.issues)}`);
     return { name: title, object: translateRule({ rule: parsed.rule, zones, namespace: NS, source, changeId }) };
   });
-}
-
-async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected a failure');
 }
 
 describeKube('Cilium policy on a real kube-apiserver', [], () => {

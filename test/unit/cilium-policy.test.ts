@@ -3,12 +3,12 @@
  * errors are retryable, what gets pruned, what is refused before any write. The same
  * activities run against a real kube-apiserver in test/integration/k8s-cilium-policy.privileged.test.ts.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import pino from 'pino';
 import { CiliumFailureType, createCiliumActivities, type PolicyKubeClient } from '../../activities/cilium-policy';
 import { KubeApiError, type ObjectRef, type StoredObject } from '../../k8s/client';
 import { validateFirewallRule, validateFirewallZone } from '../../model/firewall';
 import { translateRule, type KubeObject, type PolicySource } from '../../model/firewall-translate';
+import { failureOf } from '../helpers/failures';
 
 const source: PolicySource = { kind: 'FirewallRule', namespace: 'shop', name: 'r1' };
 const zones = [validateFirewallZone({ name: 'web', selector: { app: 'web' } })].map((r) => (r.ok ? r.zone : undefined)).filter((z) => z !== undefined);
@@ -42,16 +42,6 @@ class FakeKube implements PolicyKubeClient {
 }
 
 const logger = pino({ level: 'silent' });
-
-async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected a failure');
-}
 
 describe('cilium policy activities', () => {
   it('prunes only the objects of the same source that are no longer desired, never another source', async () => {
