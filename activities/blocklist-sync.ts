@@ -39,8 +39,6 @@ import {
   serializeImage,
 } from '../bpf/blocklist-image';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
-import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
-import { BpfMapMismatchError } from '../bpf/map';
 
 /** Failure types of this module (`ApplicationFailure.type`). */
 export const BlocklistFailureType = {
@@ -190,7 +188,10 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
      * holds the previous state of exactly the touched prefixes (as a small image plus
      * the list of prefixes that were absent), so restoring it is another patch.
      */
-    patch(input: { upsert: KernelBlocklistEntry[]; remove: string[] }): BlocklistSyncResult & { previous: PatchSnapshot } {
+    patch(
+      input: { upsert: KernelBlocklistEntry[]; remove: string[] },
+      options: { storeSnapshot?: boolean } = {},
+    ): BlocklistSyncResult & { previous: PatchSnapshot } {
       const maps = deps.maps();
       const t0 = clock();
       const upsert = invalidInputAsFailure(() => input.upsert.map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) })));
@@ -226,7 +227,8 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
         });
       }
       const t3 = clock();
-      const snapshotRef = deps.store ? deps.store.put(Buffer.from(JSON.stringify(previous))) : undefined;
+      // A caller that keeps `previous` itself (the change workflow) needs no copy in the store.
+      const snapshotRef = deps.store && options.storeSnapshot !== false ? deps.store.put(Buffer.from(JSON.stringify(previous))) : undefined;
       const added = previous.absent.filter((c) => upsert.some((e) => e.cidr === c)).length;
       const removed = previous.present.filter((e) => remove.includes(e.cidr) && !upsert.some((u) => u.cidr === e.cidr)).length;
       return {
@@ -262,7 +264,7 @@ function applyPatchSnapshot(maps: BlocklistMaps, previous: PatchSnapshot): void 
 export type BlocklistSync = ReturnType<typeof createBlocklistSync>;
 
 /** Input errors (bad prefix in a list or file) are the caller's; retrying cannot fix them. */
-function invalidInputAsFailure<T>(fn: () => T): T {
+export function invalidInputAsFailure<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {
@@ -286,62 +288,4 @@ function renderDiff(diff: ImageDiff): string[] {
     for (const e of imageEntries(part, MAX_OPERATION_LINES - lines.length)) lines.push(`- block ${e.cidr}`);
   }
   return lines;
-}
-
-/** Failure types of the blocklist activities, beyond {@link BlocklistFailureType}. */
-export const BlocklistActivityFailureType = {
-  BlocklistMapFull: 'BlocklistMapFull',
-  PermissionDenied: 'PermissionDenied',
-  BlocklistMapMismatch: 'BlocklistMapMismatch',
-  BpfError: 'BpfError',
-} as const;
-
-/**
- * Temporal activities over {@link createBlocklistSync} for blocklists passed by
- * reference (register them on the node's task queue next to the node activities;
- * workflows proxy them with `import type`). Kernel errors become `ApplicationFailure`s
- * with the same types the node activities use, so workflows branch on one vocabulary.
- */
-export function createBlocklistActivities(deps: BlocklistSyncDeps & { store: BlocklistStore }) {
-  const sync = createBlocklistSync(deps);
-  return {
-    /** Converges the maps to the blocklist a {@link BlocklistRef} points at; returns the snapshot to restore. */
-    async syncBlocklistFromRef(input: { ref: unknown }): Promise<BlocklistSyncResult> {
-      return asFailures(() => sync.syncFromRef(input.ref));
-    },
-    /** Puts back the contents a previous sync's `snapshotRef` recorded, verified by read-back. */
-    async restoreBlocklistSnapshot(input: { snapshotRef: { sha256: string } }): Promise<BlocklistSyncResult> {
-      return asFailures(() => sync.restore(input.snapshotRef));
-    },
-    /** Upserts/removes a few entries; `previous` undoes it with {@link restoreBlocklistPatch}. */
-    async patchBlocklist(input: { upsert: KernelBlocklistEntry[]; remove: string[] }) {
-      return asFailures(() => sync.patch(input));
-    },
-    async restoreBlocklistPatch(input: { previous: PatchSnapshot }): Promise<void> {
-      return asFailures(() => sync.restorePatch(input.previous));
-    },
-  };
-}
-
-export type BlocklistActivities = ReturnType<typeof createBlocklistActivities>;
-
-async function asFailures<T>(fn: () => T): Promise<T> {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof ApplicationFailure) throw err;
-    const type =
-      err instanceof BpfMapFullError
-        ? BlocklistActivityFailureType.BlocklistMapFull
-        : err instanceof BpfPermissionError
-          ? BlocklistActivityFailureType.PermissionDenied
-          : err instanceof BpfMapMismatchError
-            ? BlocklistActivityFailureType.BlocklistMapMismatch
-            : err instanceof BpfError
-              ? BlocklistActivityFailureType.BpfError
-              : undefined;
-    if (type === undefined) throw err;
-    // A full map, a missing privilege or an incompatible pin do not heal by retrying.
-    throw ApplicationFailure.create({ type, message: (err as Error).message, nonRetryable: type !== BlocklistActivityFailureType.BpfError });
-  }
 }

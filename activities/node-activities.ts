@@ -9,10 +9,11 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import type { InterfaceConfig, NatConfig, ObservedBlocklistEntry, ObservedNodeState, PolicyRule, Route, Zone } from '../model/node-state';
+import type { InterfaceConfig, NatConfig, ObservedNetworkState, PolicyRule, Route, Zone } from '../model/node-state';
 import { renderOperation, type Subsystem } from '../model/plan';
-import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
-import { createBlocklistSync } from './blocklist-sync';
+import type { BlocklistMaps } from '../bpf/blocklist-maps';
+import { createBlocklistActivities } from './blocklist-activities';
+import type { BlocklistStore } from './blocklist-sync';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
 import { BpfMapMismatchError } from '../bpf/map';
 import { RouteApplyError, type RouteTable } from './system/route-table';
@@ -61,6 +62,8 @@ export interface NodeActivityDeps {
   faults?: FaultInjector;
   /** Opens (creating and pinning if needed) the node's blocklist maps. */
   openBlocklist: () => BlocklistMaps;
+  /** The node's content-addressed store: referenced blocklists and rollback snapshots. */
+  blocklistStore: BlocklistStore;
   logger: Logger;
 }
 
@@ -85,8 +88,12 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     });
 
   return {
-    /** Observed state of the node: interfaces, fos1's routes, rules and NAT, and the blocklist maps' contents. */
-    async readNodeState(): Promise<ObservedNodeState> {
+    /**
+     * Observed network state of the node: interfaces, fos1's routes, rules, zones and NAT.
+     * Not the blocklist: it can hold a million entries, more than a workflow payload may;
+     * the blocklist activities below plan, snapshot and verify it on the node.
+     */
+    async readNetworkState(): Promise<ObservedNetworkState> {
       return translateErrors(async () => {
         const table = await deps.nat.readState(); // zones and NAT share fos1's nft table: one listing
         return {
@@ -95,14 +102,8 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           rules: await deps.rules.read(),
           zones: table.zones,
           nat: table.config,
-          blocklist: blocklist().readAll().map(fromKernelEntry),
         };
       });
-    },
-
-    /** The blocklist maps' contents alone: the snapshot of a blocklist-only change. */
-    async readBlocklist(): Promise<ObservedBlocklistEntry[]> {
-      return translateErrors(async () => blocklist().readAll().map(fromKernelEntry));
     },
 
     /** Converges MTU and admin state of the interfaces `desired` names (`restore`: skip foreign interfaces that vanished). */
@@ -140,18 +141,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       return converge('nat', () => deps.nat.sync(input.desired));
     },
 
-    /**
-     * Converges the blocklist maps to `desired`: upserts first, deletes last, so a block
-     * being replaced by a wider or narrower one never lapses.
-     */
-    async syncBlocklist(input: { desired: ObservedBlocklistEntry[] }): Promise<SyncResult> {
-      return translateErrors(async () => {
-        // One batch dump, diff, batch apply (all or nothing) and digest read-back over
-        // the maps; see activities/blocklist-sync.ts (also by-reference and patch syncs).
-        const result = createBlocklistSync({ maps: blocklist, logger }).syncEntries(input.desired.map(toKernelEntry));
-        return { operations: result.operations };
-      });
-    },
+    ...createBlocklistActivities({ maps: blocklist, store: deps.blocklistStore, logger }),
   };
 }
 
@@ -162,14 +152,6 @@ export class InjectedFaultError extends Error {
 
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
-
-function fromKernelEntry(e: KernelBlocklistEntry): ObservedBlocklistEntry {
-  return e.expiresAt ? { cidr: e.cidr, expiresAt: new Date(e.expiresAt * 1000).toISOString() } : { cidr: e.cidr };
-}
-
-function toKernelEntry(e: ObservedBlocklistEntry): KernelBlocklistEntry {
-  return e.expiresAt ? { cidr: e.cidr, expiresAt: Math.floor(Date.parse(e.expiresAt) / 1000) } : { cidr: e.cidr };
-}
 
 /**
  * Maps system errors to ApplicationFailures with a stable `type`. Configuration errors

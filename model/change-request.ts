@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { formatPath } from './issue-path';
 import {
   blocklistEntrySchema,
+  MAX_INLINE_BLOCKLIST,
   cidrSchema,
   interfaceNameSchema,
   interfaceSchema,
@@ -84,8 +85,14 @@ export const nodePatchSchema = z
     nat: natSchema.optional(),
     blocklist: z
       .object({
-        upsert: z.array(blocklistEntrySchema).default([]),
-        remove: z.array(cidrSchema).default([]),
+        upsert: z
+          .array(blocklistEntrySchema)
+          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (desired.blocklistRef)`)
+          .default([]),
+        remove: z
+          .array(cidrSchema)
+          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (desired.blocklistRef)`)
+          .default([]),
       })
       .strict()
       .default({ upsert: [], remove: [] }),

@@ -7,7 +7,14 @@
  * Pure code: bundled into workflows, no Node built-ins.
  */
 import { z } from 'zod';
+import { blocklistRefSchema } from './blocklist-ref';
 import { canonicalCidr, canonicalIp, cidrContains, IpParseError, parseCidr, parseIp } from './ip';
+
+/**
+ * Most blocklist entries a change may carry inline (about 0.7 MB of payload, well under
+ * Temporal's 2 MB limit); larger lists go by reference.
+ */
+export const MAX_INLINE_BLOCKLIST = 10_000;
 
 /** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no slash, colon or whitespace. */
 export const INTERFACE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
@@ -313,7 +320,15 @@ export const nodeStateSchema = z
     rules: z.array(ruleSchema).max(10_000).default([]),
     zones: z.array(zoneSchema).max(254).default([]),
     nat: natSchema.default({ sourceNat: [], portForwards: [] }),
-    blocklist: z.array(blocklistEntrySchema).max(100_000).default([]),
+    blocklist: z
+      .array(blocklistEntrySchema)
+      .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries inline; give larger blocklists by reference (blocklistRef)`)
+      .default([]),
+    /**
+     * The whole blocklist by reference (a file on the node, or a content hash in the
+     * node's blocklist store) instead of inline: for lists too large for a workflow payload.
+     */
+    blocklistRef: blocklistRefSchema.optional(),
   })
   .strict()
   .superRefine((state, ctx) => {
@@ -338,6 +353,9 @@ export const nodeStateSchema = z
     );
     reportDuplicates(state.nat.portForwards.map(portForwardKey), ['nat', 'portForwards'], 'port forward', ctx);
     reportDuplicates(state.blocklist.map((e) => e.cidr), ['blocklist'], 'blocklist prefix', ctx);
+    if (state.blocklistRef && state.blocklist.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['blocklistRef'], message: 'give the blocklist inline (blocklist) or by reference (blocklistRef), not both' });
+    }
   });
 
 export type Route = z.output<typeof routeSchema>;
@@ -390,6 +408,9 @@ export interface ObservedBlocklistEntry {
   reason?: string;
   expiresAt?: string;
 }
+/** The network part of a node's observed state: everything but the blocklist, which stays on the node. */
+export type ObservedNetworkState = Omit<ObservedNodeState, 'blocklist'>;
+
 export interface ObservedNodeState {
   /** Every interface of the node but loopback (fos1 changes only those a change names, and its own VLANs). */
   interfaces: ObservedInterface[];

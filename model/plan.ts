@@ -100,7 +100,18 @@ export interface PlanState<I> {
   rules?: PolicyRule[];
   zones?: Zone[];
   nat?: NatConfig;
-  blocklist: ObservedBlocklistEntry[];
+  /** Absent: not part of this state (the node workflow plans the blocklist on the node). */
+  blocklist?: ObservedBlocklistEntry[];
+}
+
+/**
+ * A state without its blocklist. The node workflow plans, applies and verifies the
+ * network subsystems from its snapshot, and the blocklist on the node by intent (see
+ * model/blocklist-change.ts), so the blocklist is left out of both sides of its plan.
+ */
+export function withoutBlocklist<T extends object>(state: T): Omit<T, 'blocklist'> {
+  const { blocklist: _omitted, ...rest } = state as T & { blocklist?: unknown };
+  return rest;
 }
 
 /** Returns the operation that undoes `op`. */
@@ -154,7 +165,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
   for (const route of patch.routes.upsert) routes.set(routeKey(route), route);
 
   const blocklist = new Map<string, BlocklistEntry>(
-    observed.blocklist.map((e) => [e.cidr, { cidr: e.cidr, reason: e.reason ?? '(kept)', ...(e.expiresAt ? { expiresAt: e.expiresAt } : {}) }]),
+    (observed.blocklist ?? []).map((e) => [e.cidr, { cidr: e.cidr, reason: e.reason ?? '(kept)', ...(e.expiresAt ? { expiresAt: e.expiresAt } : {}) }]),
   );
   for (const cidr of patch.blocklist.remove) blocklist.delete(cidr);
   for (const entry of patch.blocklist.upsert) blocklist.set(entry.cidr, entry);
@@ -353,7 +364,7 @@ export function planNodeChange(observed: PlanState<ObservedInterface>, desired: 
     rules: desired.rules ? planRules(observed.rules ?? [], desired.rules) : [],
     zones: desired.zones ? planZones(observed.zones ?? [], desired.zones) : [],
     nat: desired.nat ? planNat(observed.nat ?? NO_NAT, desired.nat) : [],
-    blocklist: planBlocklist(observed.blocklist, desired.blocklist),
+    blocklist: planBlocklist(observed.blocklist ?? [], desired.blocklist ?? []),
   };
 }
 

@@ -23,6 +23,9 @@ const envSchema = z.object({
   FOS1_BPF_PIN_DIR: z.string().regex(/^\/sys\/fs\/bpf(\/[A-Za-z0-9_.-]+)+$/, 'FOS1_BPF_PIN_DIR must be a folder below /sys/fs/bpf').default('/sys/fs/bpf/fos1'),
   FOS1_BLOCKLIST_MAX_ENTRIES_V4: z.coerce.number().int().min(1).max(16_777_216).default(1_048_576),
   FOS1_BLOCKLIST_MAX_ENTRIES_V6: z.coerce.number().int().min(1).max(16_777_216).default(262_144),
+  /** Sizes of the single-host hash maps (preallocated: about 80 bytes of kernel memory per slot). */
+  FOS1_BLOCKHOST_MAX_ENTRIES_V4: z.coerce.number().int().min(1).max(16_777_216).default(1_048_576),
+  FOS1_BLOCKHOST_MAX_ENTRIES_V6: z.coerce.number().int().min(1).max(16_777_216).default(65_536),
   FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
   /** Whether this process also serves the cluster task queue (change workflows). */
   FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
@@ -49,6 +52,7 @@ export interface WorkerConfig {
   netns: string | undefined;
   bpfPinDir: string;
   blocklistMaxEntries: { v4: number; v6: number };
+  blocklistHostMaxEntries: { v4: number; v6: number };
   routeProtocol: number;
   natTable: string;
   blocklistStoreDir: string;
@@ -73,6 +77,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     netns: e.FOS1_NETNS === '' ? undefined : e.FOS1_NETNS,
     bpfPinDir: e.FOS1_BPF_PIN_DIR,
     blocklistMaxEntries: { v4: e.FOS1_BLOCKLIST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKLIST_MAX_ENTRIES_V6 },
+    blocklistHostMaxEntries: { v4: e.FOS1_BLOCKHOST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKHOST_MAX_ENTRIES_V6 },
     routeProtocol: e.FOS1_ROUTE_PROTOCOL,
     natTable: e.FOS1_NAT_TABLE,
     blocklistStoreDir: e.FOS1_BLOCKLIST_STORE_DIR,

@@ -3,6 +3,8 @@
  * (node workflows and the activities that touch this node). One process may run both,
  * as the embedded dev stack does; in a cluster the node worker is a DaemonSet pod.
  */
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
@@ -14,7 +16,7 @@ import { RuleTable } from '../activities/system/rule-table';
 import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
 import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
-import { BlocklistStore, createBlocklistActivities, type BlocklistActivities } from '../activities/blocklist-sync';
+import { BlocklistStore } from '../activities/blocklist-sync';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
@@ -23,7 +25,16 @@ export interface NodeTarget {
   netns: string | undefined;
   routeProtocol: number;
   bpfPinDir: string;
+  /** `max_entries` of the blocklist LPM tries (prefixes) when they are created. */
   blocklistMaxEntries: { v4: number; v6: number };
+  /** `max_entries` of the single-host hash maps (/32, /128) when they are created; the tries' sizes when not given. */
+  blocklistHostMaxEntries?: { v4: number; v6: number };
+  /**
+   * The node's content-addressed blocklist store (referenced lists, rollback snapshots).
+   * workers/main.ts passes FOS1_BLOCKLIST_STORE_DIR; tools and tests may leave it out and
+   * get a folder under the system's temp dir named after the pin folder.
+   */
+  blocklistStoreDir?: string;
   /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
   natTable?: string;
 }
@@ -36,7 +47,17 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivity
     rules: new RuleTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
     nat: new NatTable(createNftRunner({ netns: target.netns }), target.natTable ?? DEFAULT_NAT_TABLE),
     openBlocklist: () =>
-      BlocklistMaps.open({ pinDir: target.bpfPinDir, maxEntriesV4: target.blocklistMaxEntries.v4, maxEntriesV6: target.blocklistMaxEntries.v6 }),
+      BlocklistMaps.open({
+        pinDir: target.bpfPinDir,
+        maxEntriesV4: target.blocklistMaxEntries.v4,
+        maxEntriesV6: target.blocklistMaxEntries.v6,
+        // Single hosts go to hash maps: O(1) inserts, and the layout the datapath programs read.
+        hostMaps: {
+          maxEntriesV4: (target.blocklistHostMaxEntries ?? target.blocklistMaxEntries).v4,
+          maxEntriesV6: (target.blocklistHostMaxEntries ?? target.blocklistMaxEntries).v6,
+        },
+      }),
+    blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`)),
     logger,
   };
 }
@@ -61,26 +82,11 @@ export interface CreateWorkersOptions {
   /** Also serve the cluster task queue. */
   clusterWorker: boolean;
   nodeDeps: NodeActivityDeps;
-  /**
-   * Folder of the node's content-addressed blocklist store: with it, the node worker also
-   * serves the by-reference blocklist activities (`syncBlocklistFromRef`, snapshots for restore).
-   */
-  blocklistStoreDir?: string;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
   logger: Logger;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
-}
-
-function blocklistActivities(options: CreateWorkersOptions): BlocklistActivities | Record<string, never> {
-  if (!options.blocklistStoreDir) return {};
-  let maps: BlocklistMaps | undefined;
-  return createBlocklistActivities({
-    maps: () => (maps ??= options.nodeDeps.openBlocklist()),
-    store: new BlocklistStore(options.blocklistStoreDir),
-    logger: options.logger,
-  });
 }
 
 /** Creates the workers this process runs. Run them with `Promise.all(workers.map(w => w.run()))`. */
@@ -97,7 +103,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       namespace,
       taskQueue: nodeTaskQueue(nodeName),
       ...workflowSource,
-      activities: { ...createNodeActivities(options.nodeDeps), ...blocklistActivities(options) },
+      activities: createNodeActivities(options.nodeDeps),
       sinks,
       // Node activities change kernel state one change at a time; serialising them on a
       // node keeps two changes from interleaving their route and map updates.

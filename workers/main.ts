@@ -23,7 +23,6 @@ async function main(): Promise<void> {
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
     nodeDeps: createNodeDeps(config, logger),
-    blocklistStoreDir: config.blocklistStoreDir,
     ...(config.clusterWorker && config.kubeconfig
       ? { ciliumDeps: { kube: new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)), fieldManager: config.fieldManager, logger } }
       : {}),

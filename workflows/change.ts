@@ -176,10 +176,11 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     report(result);
     status.progress.nodesDone++;
 
-    if (result.outcome === 'rolled-back' || result.outcome === 'rollback-failed') {
+    if (result.outcome === 'rolled-back' || result.outcome === 'rollback-failed' || result.outcome === 'not-applied') {
       await revertHeld(`node ${node} failed: ${result.error?.message ?? 'unknown error'}`);
-      const clean = result.outcome === 'rolled-back' && cleanRevert();
-      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? 'every node was rolled back and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? ChangeFailureType.ChangeRolledBack : ChangeFailureType.RollbackFailed);
+      const clean = result.outcome !== 'rollback-failed' && cleanRevert();
+      const onNode = result.outcome === 'not-applied' ? 'nothing was applied to it' : 'it was rolled back';
+      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? `${onNode}, and every node was verified against its snapshot` : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? ChangeFailureType.ChangeRolledBack : ChangeFailureType.RollbackFailed);
     }
     if (result.outcome === 'applied') appliedCount++;
     if (ready.has(node)) held.push(node);
@@ -308,7 +309,7 @@ function crashed(node: string, err: unknown): NodeChangeResult {
     node,
     outcome: 'rollback-failed',
     diff: [],
-    snapshot: { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, blocklist: [] },
+    snapshot: { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } },
     scope: [],
     error,
     rollbackDifferences: [`the node workflow failed (${error.type}: ${error.message}); the node's state is unknown`],

@@ -10,6 +10,11 @@
  *                           with the snapshot
  *                        └─ with `hold`: report `nodeReady` to the parent, keep the node's lock,
  *                           and on the parent's `nodeDecision` commit or restore the snapshot
+ *
+ * The network subsystems travel through the workflow (snapshot and plan are small). The
+ * blocklist does not: it may hold a million entries, more than a payload may carry, so
+ * the node plans, snapshots and verifies it by intent (model/blocklist-change.ts) and the
+ * workflow only sees counts, a bounded diff, a snapshot reference and a read-back check.
  */
 import {
   CancellationScope,
@@ -28,43 +33,51 @@ import {
 } from '@temporalio/workflow';
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
+import { type BlocklistIntent, type BlocklistPlan, type BlocklistSnapshot, type PreparedBlocklist, blocklistChangeCount, blocklistIntent } from '../model/blocklist-change';
 import type { NodePatch } from '../model/change-request';
-import type { NodeState, ObservedNodeState } from '../model/node-state';
+import type { NodeState, ObservedNetworkState } from '../model/node-state';
 import { SearchAttributes } from '../model/naming';
-import { changeScope, planNodeChange, planSize, renderPlan, resolveDesired, restorableInterfaces, stateDifferences, SUBSYSTEM_ORDER, type Subsystem } from '../model/plan';
+import {
+  changeScope,
+  planNodeChange,
+  planSize,
+  renderPlan,
+  resolveDesired,
+  restorableInterfaces,
+  stateDifferences,
+  SUBSYSTEM_ORDER,
+  withoutBlocklist,
+  type Subsystem,
+} from '../model/plan';
 
-const { readNodeState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncBlocklist } = proxyActivities<NodeActivities>({
+const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
+const { readNetworkState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat } = remote;
 
 /**
- * The blocklist reads and writes of a blocklist-only change (automated blocks), as local
- * activities: the node workflow runs on the node's own worker, which holds the maps, so
- * skipping the server's activity dispatch saves round trips on the alert-to-drop path.
- * The node lock (the workflow id) still serialises them with every other change.
+ * The blocklist steps of a blocklist-only change (automated blocks), as local activities:
+ * the node workflow runs on the node's own worker, which holds the maps, so skipping the
+ * server's activity dispatch saves round trips on the alert-to-drop path. The node lock
+ * (the workflow id) still serialises them with every other change.
  */
 const local = proxyLocalActivities<NodeActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 4 },
 });
 
-/** True for a change that only touches the blocklist (see {@link changeScope}). */
-function blocklistOnly(scope: readonly Subsystem[]): boolean {
-  return scope.length === 1 && scope[0] === 'blocklist';
+type BlocklistSteps = Pick<NodeActivities, 'prepareBlocklist' | 'applyBlocklist' | 'checkBlocklist' | 'restoreBlocklist'>;
+
+/** Local activities for a blocklist-only change, regular ones otherwise (full lists may take seconds). */
+function blocklistSteps(scope: readonly Subsystem[]): BlocklistSteps {
+  return scope.length === 1 && scope[0] === 'blocklist' ? local : remote;
 }
 
-/** The converge activity for `subsystem` in a change of `scope`. */
-function syncFor(subsystem: Subsystem, scope: readonly Subsystem[]): (typeof SYNC)[Subsystem] {
-  if (subsystem === 'blocklist' && blocklistOnly(scope)) return (s) => local.syncBlocklist({ desired: s.blocklist });
-  return SYNC[subsystem];
-}
+type NetworkSubsystem = Exclude<Subsystem, 'blocklist'>;
 
-/**
- * The converge activity of each subsystem; given the snapshot (and `restore`) it is that
- * subsystem's restore.
- */
-const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState, restore?: boolean) => Promise<{ operations: string[] }>> = {
+/** The converge activity of each network subsystem; given the snapshot (and `restore`) it is that subsystem's restore. */
+const SYNC: Record<NetworkSubsystem, (state: Omit<NodeState, 'blocklist'> | ObservedNetworkState, restore?: boolean) => Promise<{ operations: string[] }>> = {
   links: (s, restore) => syncLinks({ desired: s.interfaces, restore }),
   vlans: (s) => syncVlans({ desired: s.interfaces }),
   addresses: (s, restore) => syncAddresses({ desired: s.interfaces, restore }),
@@ -72,29 +85,39 @@ const SYNC: Record<Subsystem, (state: NodeState | ObservedNodeState, restore?: b
   rules: (s) => syncRules({ desired: s.rules }),
   zones: (s) => syncZones({ desired: s.zones }),
   nat: (s) => syncNat({ desired: s.nat }),
-  blocklist: (s) => syncBlocklist({ desired: s.blocklist }),
 };
 
-/**
- * Restores of every subsystem, newest-applied first. A rollback restores all of them, not
- * only the steps that ran: the kernel couples subsystems (removing an interface's last
- * address flushes the routes through it), so a step can change what a later one owns.
- */
-function restoresFrom(snapshot: ObservedNodeState, scope: readonly Subsystem[]): { step: string; run: () => Promise<unknown> }[] {
-  return [...SUBSYSTEM_ORDER]
-    .reverse()
-    .filter((subsystem) => scope.includes(subsystem))
-    .map((subsystem) => ({ step: `restore ${subsystem}`, run: () => syncFor(subsystem, scope)(snapshot, true) }));
-}
+const EMPTY_NETWORK: ObservedNetworkState = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } };
 
 /**
- * Reads the subsystems in `scope`. Those outside it come back empty and are never
- * restored or compared (see {@link changeScope}): an empty list there means "not read",
- * which is why every restore and comparison is limited to the same scope.
+ * What a rollback restores and how it checks the result. Network subsystems are restored
+ * all (the kernel couples them: removing an interface's last address flushes the routes
+ * through it, so a step can change what a later one owns); the blocklist maps depend on
+ * nothing else, so they are restored only once the blocklist step has started.
  */
-async function readScoped(scope: readonly Subsystem[]): Promise<ObservedNodeState> {
-  if (SUBSYSTEM_ORDER.every((s) => scope.includes(s))) return readNodeState();
-  return { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, blocklist: await local.readBlocklist() };
+interface RestorePlan {
+  network: ObservedNetworkState;
+  networkScope: readonly NetworkSubsystem[];
+  blocklist?: { snapshot: BlocklistSnapshot; steps: BlocklistSteps };
+}
+
+/** Restores, newest-applied first (the blocklist is applied last, so it is restored first). */
+function restoresFrom(plan: RestorePlan): { step: string; run: () => Promise<unknown> }[] {
+  const network = [...plan.networkScope].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](plan.network, true) }));
+  const blocklist = plan.blocklist;
+  return blocklist ? [{ step: 'restore blocklist', run: () => blocklist.steps.restoreBlocklist({ snapshot: blocklist.snapshot }) }, ...network] : network;
+}
+
+/** Differences between the node and a restore plan's snapshot, read back. */
+async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
+  const differences: string[] = [];
+  if (plan.networkScope.length > 0) {
+    const actual = await readNetworkState();
+    // Foreign interfaces that vanished since the snapshot are not fos1's to bring back.
+    differences.push(...stateDifferences(actual, { ...plan.network, interfaces: restorableInterfaces(plan.network.interfaces, actual.interfaces) }));
+  }
+  if (plan.blocklist) differences.push(...(await plan.blocklist.steps.checkBlocklist({ check: plan.blocklist.snapshot.check })));
+  return differences;
 }
 const { audit } = proxySinks<AuditSinks>();
 
@@ -134,12 +157,20 @@ export interface FailureSummary {
 /** What happened on one node. */
 export interface NodeChangeResult {
   node: string;
-  /** `restored` / `restore-failed`: applied, held, then reverted on the parent's decision. */
-  outcome: 'planned' | 'unchanged' | 'applied' | 'rolled-back' | 'rollback-failed' | 'restored' | 'restore-failed';
-  /** The plan as diff lines (`+ route …`, `- block …`). */
+  /**
+   * `not-applied`: failed while taking the snapshot or planning (an unreadable blocklist
+   * file, say), before anything changed. `restored` / `restore-failed`: applied, held,
+   * then reverted on the parent's decision.
+   */
+  outcome: 'planned' | 'unchanged' | 'applied' | 'not-applied' | 'rolled-back' | 'rollback-failed' | 'restored' | 'restore-failed';
+  /** The plan as diff lines (`+ route …`, `- block …`); a large blocklist diff is cut short with a line saying how much. */
   diff: string[];
-  /** State before the change; what a rollback restores. */
-  snapshot: ObservedNodeState;
+  /** Network state before the change; what a rollback restores. */
+  snapshot: ObservedNetworkState;
+  /** The blocklist before the change (a store reference or the touched entries), when the change touches it and is not a dry run. */
+  blocklistSnapshot?: BlocklistSnapshot;
+  /** The blocklist part of the plan, with complete counts. */
+  blocklistPlan?: BlocklistPlan;
   /** The subsystems the snapshot covers; a restore touches only these. */
   scope: Subsystem[];
   error?: FailureSummary;
@@ -179,32 +210,58 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   };
 
   const scope = changeScope(input);
-  const snapshot = await auditTrail.step(
-    'snapshot',
-    () => readScoped(scope),
-    (s) =>
-      `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.zones.length} zones, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${s.blocklist.length} blocklist entries`,
-  );
+  const networkScope = SUBSYSTEM_ORDER.filter((s): s is NetworkSubsystem => s !== 'blocklist' && scope.includes(s));
+  const intent: BlocklistIntent = blocklistIntent(input);
+  const blocklist = blocklistSteps(scope);
+  let taken: { network: ObservedNetworkState; prepared: PreparedBlocklist | undefined };
+  try {
+    taken = await auditTrail.step(
+      'snapshot',
+      async () => ({
+        // Subsystems outside the scope are not read: their empty lists mean "not read",
+        // which is why every restore and comparison is limited to the same scope.
+        network: networkScope.length > 0 ? await readNetworkState() : EMPTY_NETWORK,
+        prepared: intent.mode === 'keep' ? undefined : await blocklist.prepareBlocklist({ intent, dryRun: input.dryRun }),
+      }),
+      ({ network: s, prepared: p }) =>
+        `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.zones.length} zones, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${describeBlocklistSnapshot(p)}`,
+    );
+  } catch (err) {
+    // Nothing has been changed yet: report the failure (a bad blocklist line, a missing
+    // reference) as such instead of failing the workflow, which would leave the parent
+    // thinking the node's state is unknown.
+    progress.step = 'done';
+    return { node: input.node, outcome: 'not-applied', diff: [], snapshot: EMPTY_NETWORK, scope, error: summariseFailure(err), audit: auditTrail.records };
+  }
+  const { network: snapshot, prepared } = taken;
   advance('plan');
-  const desired = resolveDesired(snapshot, input);
+  const desired = withoutBlocklist(resolveDesired(snapshot, input));
   const plan = planNodeChange(snapshot, desired);
-  const diff = renderPlan(plan);
-  auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${diff.length} operations`);
-  const steps = SUBSYSTEM_ORDER.filter((subsystem) => plan[subsystem].length > 0);
+  const blocklistPlan = prepared?.plan;
+  const blocklistChanges = blocklistPlan ? blocklistChangeCount(blocklistPlan) : 0;
+  const diff = [...renderPlan(plan), ...(blocklistPlan?.operations ?? [])];
+  if (blocklistPlan && blocklistChanges > blocklistPlan.operations.length) {
+    diff.push(`… and ${blocklistChanges - blocklistPlan.operations.length} more blocklist operations (${describeCounts(blocklistPlan)})`);
+  }
+  auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${planSize(plan) + blocklistChanges} operations`);
+  const steps = SUBSYSTEM_ORDER.filter((subsystem) => (subsystem === 'blocklist' ? blocklistChanges > 0 : plan[subsystem].length > 0));
   if (!input.dryRun) progress.stepsTotal += steps.length + 1;
   advance(input.dryRun ? 'done' : (steps[0] ?? 'verify'));
 
+  const restorePlan: RestorePlan = { network: snapshot, networkScope };
   const result = (outcome: NodeChangeResult['outcome'], extra: Partial<NodeChangeResult> = {}): NodeChangeResult => ({
     node: input.node,
     outcome,
     diff,
     snapshot,
+    ...(prepared?.snapshot ? { blocklistSnapshot: prepared.snapshot } : {}),
+    ...(blocklistPlan ? { blocklistPlan } : {}),
     scope,
     audit: auditTrail.records,
     ...extra,
   });
   if (input.dryRun) return result('planned');
-  if (planSize(plan) === 0) {
+  if (steps.length === 0) {
     progress.stepsDone = progress.stepsTotal;
     progress.step = 'done';
     return result('unchanged');
@@ -214,12 +271,19 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   // restores every subsystem from the snapshot (converging, so untouched ones are no-ops).
   try {
     for (const [i, subsystem] of steps.entries()) {
-      await auditTrail.step(subsystem, () => syncFor(subsystem, scope)(desired), (r) => `${r.operations.length} operations`);
+      if (subsystem === 'blocklist') {
+        // From here on the maps may have changed, so a rollback restores them too.
+        if (prepared?.snapshot) restorePlan.blocklist = { snapshot: prepared.snapshot, steps: blocklist };
+        await auditTrail.step('blocklist', () => blocklist.applyBlocklist({ intent }), (r) => `${r.operations.length} operations${blocklistPlan ? ` (${describeCounts(blocklistPlan)})` : ''}`);
+      } else {
+        await auditTrail.step(subsystem, () => SYNC[subsystem](desired), (r) => `${r.operations.length} operations`);
+      }
       advance(steps[i + 1] ?? 'verify');
     }
 
     await auditTrail.step('verify', async () => {
-      const differences = stateDifferences(await readScoped(scope), desired);
+      const differences = networkScope.length > 0 ? stateDifferences(await readNetworkState(), desired) : [];
+      if (prepared && steps.includes('blocklist')) differences.push(...(await blocklist.checkBlocklist({ check: prepared.expected })));
       if (differences.length > 0) throw new VerificationError(differences);
     });
     advance('done');
@@ -227,7 +291,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     const error = summariseFailure(err);
     log.warn('node change failed; rolling back', { node: input.node, error });
     progress.step = 'rollback';
-    const rollback = await runRestore(restoresFrom(snapshot, scope), snapshot, scope, auditTrail);
+    const rollback = await runRestore(restorePlan, auditTrail);
     progress.step = 'done';
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
@@ -251,26 +315,34 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   return CancellationScope.nonCancellable(async () => {
     auditTrail.record('restore requested', 'ok', Date.now(), reason);
     progress.step = 'restore';
-    const differences = await runRestore(restoresFrom(snapshot, scope), snapshot, scope, auditTrail);
+    const differences = await runRestore(restorePlan, auditTrail);
     progress.step = 'done';
     return result(differences.length === 0 ? 'restored' : 'restore-failed', { rollbackDifferences: differences });
   });
 }
 
+function describeCounts(plan: BlocklistPlan): string {
+  return `${plan.counts.added} added, ${plan.counts.changed} changed, ${plan.counts.removed} removed`;
+}
+
+function describeBlocklistSnapshot(prepared: PreparedBlocklist | undefined): string {
+  const check = prepared?.snapshot?.check;
+  if (!prepared) return 'blocklist untouched';
+  if (!check) return 'blocklist planned (dry run: no snapshot)';
+  if (check.kind === 'digest') return `${check.count} blocklist entries (snapshot ${prepared.snapshot?.ref?.sha256.slice(0, 12) ?? '?'}…)`;
+  return `${check.present.length + check.absent.length} touched blocklist prefixes (${check.present.length} present)`;
+}
+
 /**
- * Runs compensations in order (reverse of apply), keeps going when one fails so every
+ * Runs the restores in order (reverse of apply), keeps going when one fails so every
  * subsystem gets its chance, then reads the node back and compares it with the snapshot.
  * When something still differs it runs them once more: a restore can depend on a later
  * one (a snapshot route whose gateway is reachable only once the address the change removed
  * is back), and the second pass finds it in place. Returns the differences that remain:
  * empty means the rollback is verified.
  */
-async function runRestore(
-  compensations: { step: string; run: () => Promise<unknown> }[],
-  snapshot: ObservedNodeState,
-  scope: readonly Subsystem[],
-  auditTrail: AuditTrail,
-): Promise<string[]> {
+async function runRestore(plan: RestorePlan, auditTrail: AuditTrail): Promise<string[]> {
+  const compensations = restoresFrom(plan);
   const pass = async () => {
     for (const compensation of compensations) {
       try {
@@ -281,15 +353,12 @@ async function runRestore(
     }
   };
   await pass();
-  // Foreign interfaces that vanished since the snapshot are not fos1's to bring back.
-  const compare = (actual: ObservedNodeState) =>
-    stateDifferences(actual, { ...snapshot, interfaces: restorableInterfaces(snapshot.interfaces, actual.interfaces) });
   try {
-    let differences = compare(await readScoped(scope));
+    let differences = await restoreDifferences(plan);
     if (differences.length > 0) {
       auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
       await pass();
-      differences = compare(await readScoped(scope));
+      differences = await restoreDifferences(plan);
     }
     auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
     return differences;

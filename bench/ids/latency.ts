@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const pinDir = `/sys/fs/bpf/fos1-bench-${randomBytes(4).toString('hex')}`;
   const dir = mkdtempSync(join(tmpdir(), 'fos1-bench-'));
   const workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 4096, v6: 64 } });
-  const maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 4096, maxEntriesV6: 64 });
+  const maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 4096, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 4096, maxEntriesV6: 64 } });
   writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
   const eveFile = join(dir, 'eve.json');
   writeFileSync(eveFile, '');

@@ -61,9 +61,7 @@ export async function startWorkers(env: TestWorkflowEnvironment, nodeName: strin
     namespace: env.namespace ?? 'default',
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
-    // Registers the by-reference blocklist activities too, as production workers do.
-    blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`),
-    nodeDeps: createNodeDeps(target, logger),
+    nodeDeps: createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger),
     logger,
     workflowBundle: await workflowBundle(),
   });

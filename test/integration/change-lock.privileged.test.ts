@@ -36,7 +36,7 @@ describePrivileged('change lock and multi-node rollback (privileged)', ['root', 
     execFileSync('ip', ['-n', nsB, 'link', 'set', 'lo', 'up']);
     const target = (netns: string, bpfPinDir: string) => ({ netns, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir, blocklistMaxEntries: { v4: 64, v6: 64 } });
     workers = [await startWorkers(env, 'node-a', target(nsA.name, pinA)), await startWorkers(env, 'node-b', target(nsB, pinB), { clusterWorker: false })];
-    mapsA = BlocklistMaps.open({ pinDir: pinA, maxEntriesV4: 64, maxEntriesV6: 64 });
+    mapsA = BlocklistMaps.open({ pinDir: pinA, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 64, maxEntriesV6: 64 } });
   });
 
   afterAll(async () => {

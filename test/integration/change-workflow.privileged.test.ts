@@ -35,7 +35,7 @@ describePrivileged('change workflow on a real node (privileged)', ['root', 'netn
     pinDir = `/sys/fs/bpf/fos1-test-${randomBytes(4).toString('hex')}`;
     const target = { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: MAP_CAPACITY_V4, v6: 64 } };
     workers = await startWorkers(env, NODE, target);
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: MAP_CAPACITY_V4, maxEntriesV6: 64 });
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: MAP_CAPACITY_V4, maxEntriesV6: 64, hostMaps: { maxEntriesV4: MAP_CAPACITY_V4, maxEntriesV6: 64 } });
   });
 
   afterAll(async () => {
@@ -161,7 +161,7 @@ describePrivileged('change workflow on a real node (privileged)', ['root', 'netn
     );
     expect(type).toBe('ChangeRolledBack');
     expect(status.nodes[NODE]?.error?.type).toBe('BlocklistMapFull');
-    expect(status.nodes[NODE]?.error?.message).toMatch(/blocklist_v4.*8/);
+    expect(status.nodes[NODE]?.error?.message).toMatch(/blockhost_v4.*8/);
     // Routes had been applied before the map filled up; both are back to the snapshot.
     const steps = status.audit.map((r) => `${r.step}:${r.result}`);
     expect(steps).toEqual(expect.arrayContaining(['routes:ok', 'blocklist:failed', 'restore blocklist:ok', 'restore routes:ok', 'verify rollback:ok']));

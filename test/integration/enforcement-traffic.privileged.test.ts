@@ -86,10 +86,10 @@ describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (pr
     // The datapath creates and pins the maps first; the node worker then opens the same ones.
     datapath = Datapath.load({ pinDir, objects, sizes: SIZES });
     datapath.attach({ interface: pair.ifB, netns: pair.b });
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: SIZES.blocklistV4, maxEntriesV6: SIZES.blocklistV6 });
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: SIZES.blocklistV4, maxEntriesV6: SIZES.blocklistV6, hostMaps: { maxEntriesV4: SIZES.hostsV4, maxEntriesV6: SIZES.hostsV6 } });
     server = await pair.startEchoServer(1);
     env = await startTemporal();
-    workers = await startWorkers(env, NODE, { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 } });
+    workers = await startWorkers(env, NODE, { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 }, blocklistHostMaxEntries: { v4: SIZES.hostsV4, v6: SIZES.hostsV6 } });
     dir = mkdtempSync(join(tmpdir(), 'fos1-enft-'));
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
     eveFile = join(dir, 'eve.json');

@@ -86,7 +86,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     ns = TestNamespace.create('fos1e');
     pinDir = `/sys/fs/bpf/fos1-enf-${randomBytes(4).toString('hex')}`;
     workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 } });
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 1024, maxEntriesV6: 64 });
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 1024, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 1024, maxEntriesV6: 64 } });
     dir = mkdtempSync(join(tmpdir(), 'fos1-enf-'));
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
     eveFile = join(dir, 'eve.json');

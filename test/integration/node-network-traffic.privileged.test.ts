@@ -16,7 +16,7 @@ import pino from 'pino';
 import { createNodeActivities, type NodeActivities } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
-import { nodeStateSchema, type NodeState, type NodeStateInput, type ObservedNodeState } from '../../model/node-state';
+import { nodeStateSchema, type NodeState, type NodeStateInput, type ObservedNetworkState } from '../../model/node-state';
 import { stateDifferences } from '../../model/plan';
 import { createNodeDeps } from '../../workers/fos1-worker';
 import { describePrivileged } from '../helpers/capabilities';
@@ -90,7 +90,7 @@ function routerDump() {
 describePrivileged('node network configuration with real traffic (privileged)', ['root', 'netns', 'bpffs', 'iproute2'], () => {
   const pinDir = `/sys/fs/bpf/fos1-nettest-${suffix}`;
   let activities: NodeActivities;
-  let snapshot: ObservedNodeState;
+  let snapshot: ObservedNetworkState;
   let before: ReturnType<typeof routerDump>;
   let port: number;
   let forwardPort: number;
@@ -147,7 +147,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
       createNodeDeps({ netns: NS.router, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 16, v6: 16 }, natTable: NAT_TABLE }, logger),
     );
     before = routerDump();
-    snapshot = await activities.readNodeState();
+    snapshot = await activities.readNetworkState();
   });
 
   afterAll(() => {
@@ -163,7 +163,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
   });
 
   /** Applies a whole desired state the way nodeChangeWorkflow does: each subsystem in order. */
-  async function converge(state: NodeState | ObservedNodeState): Promise<void> {
+  async function converge(state: NodeState | ObservedNetworkState): Promise<void> {
     await activities.syncLinks({ desired: state.interfaces });
     await activities.syncVlans({ desired: state.interfaces });
     await activities.syncAddresses({ desired: state.interfaces });
@@ -206,7 +206,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
   test('interfaces, addresses, multi-table and ECMP routes read back exactly as desired (dual stack)', async () => {
     const want = desired();
     await converge(want);
-    const observed = await activities.readNodeState();
+    const observed = await activities.readNetworkState();
     expect(stateDifferences(observed, want)).toEqual([]);
     const wan2 = observed.interfaces.find((i) => i.name === 'r-wan2');
     expect(wan2).toEqual({ name: 'r-wan2', mtu: 1400, up: true, addresses: ['10.3.0.1/24', 'fd00:3::1/64'] });
@@ -273,7 +273,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     const rules = JSON.parse(inNs(NS.router, '-4', '-json', 'rule', 'show')) as { priority: number; protocol?: string }[];
     expect(rules.filter((r) => r.protocol === String(DEFAULT_ROUTE_PROTOCOL)).map((r) => r.priority)).toEqual([1000, 1001]);
     expect(rules.map((r) => r.priority)).toContain(500); // the foreign rule stays
-    expect((await activities.readNodeState()).rules.map((r) => `${r.family}:${r.priority}`)).toEqual(['4:1000', '4:1001', '6:1000']); // and is not read as fos1's
+    expect((await activities.readNetworkState()).rules.map((r) => `${r.family}:${r.priority}`)).toEqual(['4:1000', '4:1001', '6:1000']); // and is not read as fos1's
     // Dropping the rules steers traffic back to the main table (upstream B).
     await converge(desired({ rules: [] }));
     expect(connectFrom(NS.a, '10.99.0.1', port)).toBe('B 10.2.0.1');
@@ -302,7 +302,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     await converge(desired({ rules: [{ priority: 1000, from: '10.1.0.0/24', table: 100 }] }));
     expect(routerDump()).not.toEqual(before);
     await converge(snapshot);
-    expect(stateDifferences(await activities.readNodeState(), snapshot)).toEqual([]);
+    expect(stateDifferences(await activities.readNetworkState(), snapshot)).toEqual([]);
     expect(routerDump()).toEqual(before); // foreign rule, route and nft table included, untouched
     expect(JSON.stringify(before.rules4)).toContain('"priority":500');
     expect(JSON.stringify(before.routes4)).toContain('10.51.0.0/24');
