@@ -282,16 +282,33 @@ export class BlocklistMaps {
     return { diff, before };
   }
 
-  /** Writes a diff: upserts (all maps) first, deletes last. */
+  /**
+   * Writes a diff in an order that never lets a wanted block lapse and needs no more
+   * room than the larger of the two lists in the host maps:
+   * 1. prefix upserts (tries), so a host about to be replaced by a covering prefix stays covered;
+   * 2. host deletes, so a full switch of a million hosts for a million others fits a
+   *    map of a million (hosts being deleted are unwanted; a wanted one is never deleted);
+   * 3. host upserts;
+   * 4. prefix deletes last, so a prefix being narrowed or widened never lapses (tries are
+   *    not preallocated: their room for both costs nothing until used).
+   */
   applyDiff(diff: ImageDiff): { upserts: number; deletes: number } {
-    for (const kind of IMAGE_KINDS) {
-      const { upsert } = diff[kind];
-      if (upsert.count > 0) this.mapOfKind(kind).updateBatchRaw(upsert.keys, upsert.values, upsert.count);
-    }
-    for (const kind of IMAGE_KINDS) {
+    const upsert = (kind: ImageKind) => {
+      const { upsert: part } = diff[kind];
+      if (part.count > 0) this.mapOfKind(kind).updateBatchRaw(part.keys, part.values, part.count);
+    };
+    const remove = (kind: ImageKind) => {
       const d = diff[kind];
       if (d.deleteCount > 0) this.mapOfKind(kind).deleteBatchRaw(d.deleteKeys, d.deleteCount);
-    }
+    };
+    upsert('lpmV4');
+    upsert('lpmV6');
+    remove('hostV4');
+    remove('hostV6');
+    upsert('hostV4');
+    upsert('hostV6');
+    remove('lpmV4');
+    remove('lpmV6');
     const size = diffSize(diff);
     return { upserts: size.upserts, deletes: size.deletes };
   }
