@@ -16,7 +16,7 @@
  * translate them); input errors become non-retryable `ApplicationFailure`s here.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
@@ -55,17 +55,46 @@ export const MAX_OPERATION_LINES = 1000;
  * hash, and snapshots for rollback are written here.
  */
 export class BlocklistStore {
-  constructor(readonly dir: string) {}
+  /**
+   * @param retainMs how long a blob is kept after it was last stored. Every change of a
+   *   full list writes a snapshot (20 MB for a million entries), needed only until the
+   *   change has committed or reverted; older blobs are pruned when a new one is stored.
+   *   Seven days by default: far beyond any confirm timeout.
+   */
+  constructor(
+    readonly dir: string,
+    readonly retainMs = 7 * 24 * 3600_000,
+  ) {}
 
   /** Stores `data` (atomically: temp file + rename) and returns its reference. */
   put(data: Buffer): { sha256: string } {
     const sha256 = createHash('sha256').update(data).digest('hex');
     mkdirSync(this.dir, { recursive: true });
+    this.prune(Date.now() - this.retainMs);
     const path = join(this.dir, sha256);
     const tmp = `${path}.tmp-${process.pid}`;
     writeFileSync(tmp, data);
+    // Storing content that is already there refreshes its age, so a re-used list stays.
     renameSync(tmp, path);
     return { sha256 };
+  }
+
+  /** Deletes blobs (and leftover temp files) last written before `cutoffMs`; returns how many. */
+  prune(cutoffMs: number): number {
+    let removed = 0;
+    for (const name of readdirSync(this.dir)) {
+      if (!/^[0-9a-f]{64}(\.tmp-\d+)?$/.test(name)) continue; // only what this store writes
+      const path = join(this.dir, name);
+      try {
+        if (statSync(path).mtimeMs < cutoffMs) {
+          unlinkSync(path);
+          removed++;
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // pruned concurrently: fine
+      }
+    }
+    return removed;
   }
 
   /** Reads and hash-checks the content of a reference. */
