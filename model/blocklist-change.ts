@@ -90,8 +90,8 @@ function toMapEntry(entry: ObservedBlocklistEntry): MapBlocklistEntry {
 
 /**
  * The blocklist intent of a validated change: a desired state replaces the whole list
- * (inline, or by `blocklistRef`); a patch upserts and removes the prefixes it names, and
- * a patch that names none keeps the blocklist untouched.
+ * (inline, or by `blocklistRef`); a patch replaces it by `replaceRef`, or upserts and
+ * removes the prefixes it names, and a patch that names none keeps the blocklist untouched.
  */
 export function blocklistIntent(change: { desired?: NodeState; patch?: Partial<NodePatch> }): BlocklistIntent {
   if (change.desired) {
@@ -99,6 +99,7 @@ export function blocklistIntent(change: { desired?: NodeState; patch?: Partial<N
     return { mode: 'replace', entries: change.desired.blocklist.map(toMapEntry) };
   }
   const part = change.patch?.blocklist;
+  if (part?.replaceRef) return { mode: 'replace-ref', ref: part.replaceRef };
   if (!part || part.upsert.length + part.remove.length === 0) return { mode: 'keep' };
   return { mode: 'patch', upsert: part.upsert.map(toMapEntry), remove: [...part.remove] };
 }

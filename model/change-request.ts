@@ -6,6 +6,7 @@
  * `temporal workflow start --input`, the HTTP API and the CRD controllers.
  */
 import { z } from 'zod';
+import { blocklistRefSchema } from './blocklist-ref';
 import { formatPath } from './issue-path';
 import {
   blocklistEntrySchema,
@@ -87,14 +88,21 @@ export const nodePatchSchema = z
       .object({
         upsert: z
           .array(blocklistEntrySchema)
-          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (desired.blocklistRef)`)
+          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (patch.blocklist.replaceRef)`)
           .default([]),
         remove: z
           .array(cidrSchema)
-          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (desired.blocklistRef)`)
+          .max(MAX_INLINE_BLOCKLIST, `must have at most ${MAX_INLINE_BLOCKLIST} entries; replace large blocklists by reference (patch.blocklist.replaceRef)`)
           .default([]),
+        /** Replace the whole blocklist with the list a reference points at, leaving everything else alone. */
+        replaceRef: blocklistRefSchema.optional(),
       })
       .strict()
+      .superRefine((part, ctx) => {
+        if (part.replaceRef && part.upsert.length + part.remove.length > 0) {
+          ctx.addIssue({ code: 'custom', path: ['replaceRef'], message: 'replaces the whole blocklist: give it alone, without upsert or remove' });
+        }
+      })
       .default({ upsert: [], remove: [] }),
   })
   .strict();

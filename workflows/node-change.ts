@@ -69,9 +69,9 @@ const local = proxyLocalActivities<NodeActivities>({
 
 type BlocklistSteps = Pick<NodeActivities, 'prepareBlocklist' | 'applyBlocklist' | 'checkBlocklist' | 'restoreBlocklist'>;
 
-/** Local activities for a blocklist-only change, regular ones otherwise (full lists may take seconds). */
-function blocklistSteps(scope: readonly Subsystem[]): BlocklistSteps {
-  return scope.length === 1 && scope[0] === 'blocklist' ? local : remote;
+/** Local activities for a blocklist-only patch, regular ones otherwise (a full list may take seconds). */
+function blocklistSteps(scope: readonly Subsystem[], intent: BlocklistIntent): BlocklistSteps {
+  return scope.length === 1 && scope[0] === 'blocklist' && intent.mode === 'patch' ? local : remote;
 }
 
 type NetworkSubsystem = Exclude<Subsystem, 'blocklist'>;
@@ -212,7 +212,7 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   const scope = changeScope(input);
   const networkScope = SUBSYSTEM_ORDER.filter((s): s is NetworkSubsystem => s !== 'blocklist' && scope.includes(s));
   const intent: BlocklistIntent = blocklistIntent(input);
-  const blocklist = blocklistSteps(scope);
+  const blocklist = blocklistSteps(scope, intent);
   let taken: { network: ObservedNetworkState; prepared: PreparedBlocklist | undefined };
   try {
     taken = await auditTrail.step(

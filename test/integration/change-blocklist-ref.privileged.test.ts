@@ -141,7 +141,7 @@ describePrivileged('change workflow with a blocklist by reference (privileged)',
   test('an unconfirmed switch to another 202,000-entry list fits the map, then reverts to the previous list exactly from the node store snapshot', async () => {
     const before = mapsDigest();
     expect(before).toBe(fileDigest(listA));
-    const handle = await start(request({ desired: { blocklistRef: { file: listB } }, options: { confirmTimeout: '2s' } }));
+    const handle = await start(request({ patch: { blocklist: { replaceRef: { file: listB } } }, options: { confirmTimeout: '2s' } }));
     await waitForPhase(handle, 'awaiting-confirmation');
     expect(mapsDigest()).toBe(fileDigest(listB)); // applied while provisional
     const status: ChangeStatus = await handle.result();

@@ -26,6 +26,15 @@ describe('blocklist intent of a change', () => {
     expect(blocklistIntent({ desired: nodeStateSchema.parse({}) })).toEqual({ mode: 'replace', entries: [] });
   });
 
+  test('a patch with replaceRef replaces the whole list by reference and nothing else', () => {
+    const result = validate({ patch: { blocklist: { replaceRef: { file: '/var/lib/feeds/drop.txt' } } } });
+    expect(result.ok).toBe(true);
+    if (result.ok) expect(blocklistIntent(result.request)).toEqual({ mode: 'replace-ref', ref: { file: '/var/lib/feeds/drop.txt' } });
+    const mixed = validate({ patch: { blocklist: { replaceRef: { sha256: SHA }, upsert: [{ cidr: '192.0.2.1', reason: 'x' }] } } });
+    expect(mixed.ok).toBe(false);
+    if (!mixed.ok) expect(mixed.issues).toContainEqual({ field: 'patch.blocklist.replaceRef', message: 'replaces the whole blocklist: give it alone, without upsert or remove' });
+  });
+
   test('a patch upserts and removes only what it names; a patch without blocklist keeps it', () => {
     const patch = { blocklist: { upsert: [{ cidr: '192.0.2.9/32', reason: 'scan' }], remove: ['198.51.100.0/24'] } };
     expect(blocklistIntent({ patch: patch as never })).toEqual({ mode: 'patch', upsert: [{ cidr: '192.0.2.9/32' }], remove: ['198.51.100.0/24'] });
