@@ -9,9 +9,11 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import type { InterfaceConfig, NatConfig, ObservedNetworkState, PolicyRule, Route, Zone } from '../model/node-state';
+import type { InterfaceConfig, NatConfig, ObservedNetworkState, ObservedRateLimit, PolicyRule, Route, Zone } from '../model/node-state';
 import { renderOperation, type Subsystem } from '../model/plan';
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
+import type { KernelRateLimit, RateLimitMaps } from '../bpf/ratelimit-maps';
+import { DatapathCodecError } from '../bpf/datapath-codec';
 import { createBlocklistActivities } from './blocklist-activities';
 import type { BlocklistStore } from './blocklist-sync';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
@@ -34,6 +36,7 @@ export const NodeFailureType = {
   RuleApplyFailed: 'RuleApplyFailed',
   ZoneApplyFailed: 'ZoneApplyFailed',
   NatApplyFailed: 'NatApplyFailed',
+  RateLimitApplyFailed: 'RateLimitApplyFailed',
   /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */
   KernelFeatureMissing: 'KernelFeatureMissing',
   /** fos1's nftables table holds something fos1 did not write. */
@@ -62,6 +65,8 @@ export interface NodeActivityDeps {
   faults?: FaultInjector;
   /** Opens (creating and pinning if needed) the node's blocklist maps. */
   openBlocklist: () => BlocklistMaps;
+  /** Opens (creating and pinning if needed) the node's rate-limit maps. */
+  openRateLimits: () => RateLimitMaps;
   /** The node's content-addressed store: referenced blocklists and rollback snapshots. */
   blocklistStore: BlocklistStore;
   logger: Logger;
@@ -77,6 +82,8 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   const { routes, logger } = deps;
   let maps: BlocklistMaps | undefined;
   const blocklist = (): BlocklistMaps => (maps ??= deps.openBlocklist());
+  let rateLimitMaps: RateLimitMaps | undefined;
+  const rateLimits = (): RateLimitMaps => (rateLimitMaps ??= deps.openRateLimits());
 
   /** Runs one converge step: apply, then the test fault hook (after the kernel changed). */
   const converge = (subsystem: Subsystem, apply: () => Promise<Parameters<typeof renderOperation>[0][]>): Promise<SyncResult> =>
@@ -102,6 +109,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           rules: await deps.rules.read(),
           zones: table.zones,
           nat: table.config,
+          rateLimits: rateLimits().readAll().map(fromKernelRateLimit),
         };
       });
     },
@@ -141,6 +149,18 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       return converge('nat', () => deps.nat.sync(input.desired));
     },
 
+    /** Converges the per-source rate limits the eBPF firewall enforces (all or nothing). */
+    async syncRateLimits(input: { desired: ObservedRateLimit[] }): Promise<SyncResult> {
+      return converge('ratelimits', async () => {
+        const { added, changed, removed } = rateLimits().sync(input.desired.map(toKernelRateLimit));
+        return [
+          ...added.map((r) => ({ subsystem: 'ratelimits' as const, action: 'add' as const, entry: fromKernelRateLimit(r) })),
+          ...changed.map((c) => ({ subsystem: 'ratelimits' as const, action: 'replace' as const, entry: fromKernelRateLimit(c.entry), previous: fromKernelRateLimit(c.previous) })),
+          ...removed.map((r) => ({ subsystem: 'ratelimits' as const, action: 'delete' as const, entry: fromKernelRateLimit(r) })),
+        ];
+      });
+    },
+
     ...createBlocklistActivities({ maps: blocklist, store: deps.blocklistStore, logger }),
   };
 }
@@ -152,6 +172,14 @@ export class InjectedFaultError extends Error {
 
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
+
+function fromKernelRateLimit(r: KernelRateLimit): ObservedRateLimit {
+  return { cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: new Date(r.expiresAt * 1000).toISOString() } : {}) };
+}
+
+function toKernelRateLimit(r: ObservedRateLimit): KernelRateLimit {
+  return { cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: Math.floor(Date.parse(r.expiresAt) / 1000) } : {}) };
+}
 
 /**
  * Maps system errors to ApplicationFailures with a stable `type`. Configuration errors
@@ -176,6 +204,9 @@ async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
     }
     if (err instanceof RouteApplyError) {
       throw ApplicationFailure.create({ type: NodeFailureType.RouteApplyFailed, message: err.message, nonRetryable: true });
+    }
+    if (err instanceof DatapathCodecError) {
+      throw ApplicationFailure.create({ type: NodeFailureType.RateLimitApplyFailed, message: err.message, nonRetryable: true });
     }
     if (err instanceof BpfMapFullError) {
       throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapFull, message: err.message, nonRetryable: true });

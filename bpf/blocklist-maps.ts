@@ -22,7 +22,6 @@ import {
   type BlocklistImage,
   type ImageDiff,
   type ImageKind,
-  IMAGE_KINDS,
   diffImages,
   diffSize,
   hostsIntoTries,
@@ -396,7 +395,7 @@ function openOrCreateHost(pinDir: string, family: IpFamily, maxEntries: number):
  * Opens the map pinned at `path` (refusing one of another shape), or creates and pins it.
  * A map of the wrong shape is never silently replaced: its contents may be live blocks.
  */
-function openOrCreatePinned(path: string, expect: { type: number; keySize: number; valueSize: number }, name: string, maxEntries: number): BpfMap {
+export function openOrCreatePinned(path: string, expect: { type: number; keySize: number; valueSize: number }, name: string, maxEntries: number): BpfMap {
   try {
     return BpfMap.openPinned(path, expect);
   } catch (err) {

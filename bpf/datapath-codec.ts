@@ -24,6 +24,7 @@ export const DATAPATH_LAYOUTS = {
   fos1_host_v4_key: { size: 4, offsets: { addr: 0 } },
   fos1_host_v6_key: { size: 16, offsets: { addr: 0 } },
   fos1_block_value: { size: 16, offsets: { expires_at: 0, rule_id: 8, flags: 12 } },
+  fos1_ratelimit_value: { size: 24, offsets: { expires_at: 0, rule_id: 8, pps: 12, burst: 16, flags: 20 } },
   fos1_zone_policy_key: { size: 8, offsets: { src_zone: 0, dst_zone: 1, protocol: 2, pad: 3, dport: 4, pad2: 6 } },
   fos1_zone_verdict: { size: 8, offsets: { action: 0, rule_id: 4 } },
   fos1_counter: { size: 16, offsets: { packets: 0, bytes: 8 } },
@@ -61,7 +62,7 @@ export const ZoneAction = { allow: 0, deny: 1, log: 2 } as const;
 export type ZoneActionName = keyof typeof ZoneAction;
 
 /** Why an event was emitted (`FOS1_REASON_*`). */
-export const DropReason = { 1: 'blocklist-host', 2: 'blocklist-prefix', 3: 'zone-rule', 4: 'zone-default' } as const;
+export const DropReason = { 1: 'blocklist-host', 2: 'blocklist-prefix', 3: 'zone-rule', 4: 'zone-default', 5: 'rate-limit' } as const;
 /** Which program emitted it (`FOS1_HOOK_*`). */
 export const Hook = { 0: 'tc-ingress', 1: 'tc-egress', 2: 'xdp' } as const;
 
@@ -198,7 +199,8 @@ export interface DropEvent {
   dport: number;
   /**
    * The blocklist entry that matched, e.g. `192.0.2.7/32` or `2001:db8::/32` (the
-   * program finds which trie prefix matched by a binary search over prefix lengths).
+   * program finds which trie prefix matched by a binary search over prefix lengths),
+   * or the rate-limited source host.
    */
   matched?: string;
   packetLength: number;
@@ -235,7 +237,7 @@ export function decodeDropEvent(buf: Buffer): DropEvent {
     dport: u16(buf, o.dport),
     packetLength: u32(buf, o.pkt_len),
   };
-  if (reason === 'blocklist-host' || reason === 'blocklist-prefix') {
+  if (reason === 'blocklist-host' || reason === 'blocklist-prefix' || reason === 'rate-limit') {
     const bytes = new Uint8Array(buf.subarray(o.match_addr, o.match_addr + len));
     event.matched = formatCidr({ family, bytes, prefixLength: buf[o.match_prefixlen] ?? 0 });
   }

@@ -27,6 +27,7 @@ import {
 } from './datapath-codec';
 import { BpfObject } from './loader';
 import type { BpfMap } from './map';
+import { RATELIMIT_V4_MAP, RATELIMIT_V6_MAP } from './ratelimit-maps';
 import { TypedMap } from './typed-map';
 import { ifindexOf, inNetns } from './netns';
 import { RingBufferConsumer } from './ring-buffer';
@@ -41,6 +42,8 @@ export interface DatapathSizes {
   hostsV4: number;
   hostsV6: number;
   zonePolicy?: number;
+  /** Per family, `ratelimit_v4` / `_v6` (16384 when not given, as the node worker's default). */
+  rateLimits?: number;
 }
 
 /** Options of {@link Datapath.load}. */
@@ -77,6 +80,7 @@ export class Datapath {
       [BLOCKHOST_V4_MAP]: opts.sizes.hostsV4,
       [BLOCKHOST_V6_MAP]: opts.sizes.hostsV6,
       ...(opts.sizes.zonePolicy ? { zone_policy: opts.sizes.zonePolicy } : {}),
+      ...(opts.sizes.rateLimits ? { [RATELIMIT_V4_MAP]: opts.sizes.rateLimits, [RATELIMIT_V6_MAP]: opts.sizes.rateLimits } : {}),
     };
     const tc = BpfObject.load(opts.objects.tc, { pinDir: opts.pinDir, maxEntries });
     try {

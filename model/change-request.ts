@@ -15,6 +15,7 @@ import {
   interfaceNameSchema,
   interfaceSchema,
   natSchema,
+  rateLimitSchema,
   nodeStateSchema,
   routeSchema,
   ruleSchema,
@@ -84,6 +85,14 @@ export const nodePatchSchema = z
       .default({ upsert: [], remove: [] }),
     /** NAT rules are ordered (first match wins): a patch replaces the whole NAT config, or leaves it alone. */
     nat: natSchema.optional(),
+    /** Upsert replaces a source's rate limit; remove lifts it. */
+    rateLimits: z
+      .object({
+        upsert: z.array(rateLimitSchema).max(MAX_INLINE_BLOCKLIST).default([]),
+        remove: z.array(cidrSchema).max(MAX_INLINE_BLOCKLIST).default([]),
+      })
+      .strict()
+      .default({ upsert: [], remove: [] }),
     blocklist: z
       .object({
         upsert: z
@@ -179,6 +188,8 @@ export function validateChangeRequest(input: unknown, now: number): ValidationRe
     });
   checkExpiry(parsed.data.desired?.blocklist ?? [], 'desired.blocklist');
   checkExpiry(parsed.data.patch?.blocklist.upsert ?? [], 'patch.blocklist.upsert');
+  checkExpiry(parsed.data.desired?.rateLimits ?? [], 'desired.rateLimits');
+  checkExpiry(parsed.data.patch?.rateLimits.upsert ?? [], 'patch.rateLimits.upsert');
   return issues.length > 0 ? { ok: false, issues } : { ok: true, request: parsed.data };
 }
 

@@ -312,6 +312,25 @@ export const zoneSchema = z
   })
   .transform((zone) => ({ ...zone, interfaces: [...zone.interfaces].sort(compareText), prefixes: [...zone.prefixes].sort(compareText) }));
 
+/**
+ * A per-source packet rate limit, enforced by fos1's eBPF firewall at TC ingress (GCRA:
+ * `pps` sustained, `burst` back to back). Single hosts only: a limit is about one source.
+ */
+export const rateLimitSchema = z
+  .object({
+    cidr: cidrSchema.refine((c) => c.endsWith('/32') || c.endsWith('/128'), 'must be a single host (/32 or /128): a rate limit applies to one source'),
+    pps: z.number().int('must be a whole number of packets per second').min(1, 'must be at least 1 packet per second').max(100_000_000),
+    /** Packets that may arrive back to back; one second's worth (`pps`) when not given. */
+    burst: z.number().int().min(1, 'must be at least 1').max(100_000_000).optional(),
+    reason: z.string().min(1, 'must say why the source is limited').max(200),
+    expiresAt: z.iso
+      .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a timezone, e.g. 2026-12-01T00:00:00Z' })
+      .transform((t) => new Date(Math.floor(Date.parse(t) / 1000) * 1000).toISOString())
+      .optional(),
+  })
+  .strict()
+  .transform((r) => ({ ...r, burst: r.burst ?? r.pps }));
+
 /** The desired (or observed) network state of one node. */
 export const nodeStateSchema = z
   .object({
@@ -329,6 +348,7 @@ export const nodeStateSchema = z
      * node's blocklist store) instead of inline: for lists too large for a workflow payload.
      */
     blocklistRef: blocklistRefSchema.optional(),
+    rateLimits: z.array(rateLimitSchema).max(MAX_INLINE_BLOCKLIST).default([]),
   })
   .strict()
   .superRefine((state, ctx) => {
@@ -353,6 +373,7 @@ export const nodeStateSchema = z
     );
     reportDuplicates(state.nat.portForwards.map(portForwardKey), ['nat', 'portForwards'], 'port forward', ctx);
     reportDuplicates(state.blocklist.map((e) => e.cidr), ['blocklist'], 'blocklist prefix', ctx);
+    reportDuplicates(state.rateLimits.map((r) => r.cidr), ['rateLimits'], 'rate-limited source', ctx);
     if (state.blocklistRef && state.blocklist.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['blocklistRef'], message: 'give the blocklist inline (blocklist) or by reference (blocklistRef), not both' });
     }
@@ -396,6 +417,7 @@ export interface ObservedInterface {
 export const FOS1_LINK_ALIAS = 'fos1:owned';
 export type RouteInput = z.input<typeof routeSchema>;
 export type BlocklistEntry = z.output<typeof blocklistEntrySchema>;
+export type RateLimit = z.output<typeof rateLimitSchema>;
 export type NodeState = z.output<typeof nodeStateSchema>;
 export type NodeStateInput = z.input<typeof nodeStateSchema>;
 
@@ -411,6 +433,15 @@ export interface ObservedBlocklistEntry {
 /** The network part of a node's observed state: everything but the blocklist, which stays on the node. */
 export type ObservedNetworkState = Omit<ObservedNodeState, 'blocklist'>;
 
+/** A rate limit as read from a node (the reason lives in the change request). */
+export interface ObservedRateLimit {
+  cidr: string;
+  pps: number;
+  burst: number;
+  reason?: string;
+  expiresAt?: string;
+}
+
 export interface ObservedNodeState {
   /** Every interface of the node but loopback (fos1 changes only those a change names, and its own VLANs). */
   interfaces: ObservedInterface[];
@@ -418,6 +449,7 @@ export interface ObservedNodeState {
   rules: PolicyRule[];
   zones: Zone[];
   nat: NatConfig;
+  rateLimits: ObservedRateLimit[];
   blocklist: ObservedBlocklistEntry[];
 }
 

@@ -14,8 +14,10 @@ import type {
   NodeState,
   ObservedBlocklistEntry,
   ObservedInterface,
+  ObservedRateLimit,
   PolicyRule,
   PortForward,
+  RateLimit,
   Route,
   SourceNat,
   Zone,
@@ -27,6 +29,12 @@ export type RouteOperation =
   | { subsystem: 'routes'; action: 'add'; route: Route }
   | { subsystem: 'routes'; action: 'delete'; route: Route }
   | { subsystem: 'routes'; action: 'replace'; route: Route; previous: Route };
+
+/** A rate-limit operation. */
+export type RateLimitOperation =
+  | { subsystem: 'ratelimits'; action: 'add'; entry: ObservedRateLimit }
+  | { subsystem: 'ratelimits'; action: 'delete'; entry: ObservedRateLimit }
+  | { subsystem: 'ratelimits'; action: 'replace'; entry: ObservedRateLimit; previous: ObservedRateLimit };
 
 /** A blocklist operation. */
 export type BlocklistOperation =
@@ -72,7 +80,7 @@ export type NatOperation =
   | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'postrouting'; index: number; rule: SourceNat }
   | { subsystem: 'nat'; action: 'add' | 'delete'; chain: 'prerouting'; index: number; rule: PortForward };
 
-export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | ZoneOperation | NatOperation | BlocklistOperation;
+export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | ZoneOperation | NatOperation | RateLimitOperation | BlocklistOperation;
 
 /** The plan for one node: operations per subsystem, subsystems in apply order. */
 export interface NodePlan {
@@ -83,11 +91,12 @@ export interface NodePlan {
   rules: RuleOperation[];
   zones: ZoneOperation[];
   nat: NatOperation[];
+  ratelimits: RateLimitOperation[];
   blocklist: BlocklistOperation[];
 }
 
 /** The subsystems of a node in the order a change applies them (a rollback runs them backwards). */
-export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'blocklist'] as const;
+export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'] as const;
 export type Subsystem = (typeof SUBSYSTEM_ORDER)[number];
 
 /**
@@ -100,6 +109,7 @@ export interface PlanState<I> {
   rules?: PolicyRule[];
   zones?: Zone[];
   nat?: NatConfig;
+  rateLimits?: ObservedRateLimit[];
   /** Absent: not part of this state (the node workflow plans the blocklist on the node). */
   blocklist?: ObservedBlocklistEntry[];
 }
@@ -143,6 +153,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
     rules: { upsert: [], remove: [] },
     zones: { upsert: [], remove: [] },
     nat: undefined,
+    rateLimits: { upsert: [], remove: [] },
     blocklist: { upsert: [], remove: [] },
     ...change.patch,
   } as NodePatch;
@@ -164,6 +175,12 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
   for (const ref of patch.routes.remove) routes.delete(routeKey(ref));
   for (const route of patch.routes.upsert) routes.set(routeKey(route), route);
 
+  const rateLimits = new Map<string, RateLimit>(
+    (observed.rateLimits ?? []).map((r) => [r.cidr, { ...r, reason: r.reason ?? '(kept)' }]),
+  );
+  for (const cidr of patch.rateLimits?.remove ?? []) rateLimits.delete(cidr);
+  for (const limit of patch.rateLimits?.upsert ?? []) rateLimits.set(limit.cidr, limit);
+
   const blocklist = new Map<string, BlocklistEntry>(
     (observed.blocklist ?? []).map((e) => [e.cidr, { cidr: e.cidr, reason: e.reason ?? '(kept)', ...(e.expiresAt ? { expiresAt: e.expiresAt } : {}) }]),
   );
@@ -177,6 +194,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
     zones: [...zones.values()],
     // NAT rules are ordered (first match wins), so a patch gives the whole NAT config or none.
     nat: patch.nat ?? observed.nat ?? { sourceNat: [], portForwards: [] },
+    rateLimits: [...rateLimits.values()],
     blocklist: [...blocklist.values()],
   };
 }
@@ -321,6 +339,22 @@ export function planRoutes(observed: Route[], desired: Route[]): RouteOperation[
  * Blocklist operations turning `observed` into `desired`. Adds first, deletes last:
  * when a block is narrowed or widened there is never a moment with neither in place.
  */
+/** Rate-limit operations: a source's limit is replaced when its rate, burst or expiry differs. */
+export function planRateLimits(observed: ObservedRateLimit[], desired: ObservedRateLimit[]): RateLimitOperation[] {
+  const current = new Map(observed.map((r) => [r.cidr, r]));
+  const wanted = new Map(desired.map((r) => [r.cidr, r]));
+  const ops: RateLimitOperation[] = [];
+  for (const [cidr, entry] of sorted(wanted)) {
+    const have = current.get(cidr);
+    if (!have) ops.push({ subsystem: 'ratelimits', action: 'add', entry });
+    else if (have.pps !== entry.pps || have.burst !== entry.burst || have.expiresAt !== entry.expiresAt) ops.push({ subsystem: 'ratelimits', action: 'replace', entry, previous: have });
+  }
+  for (const [cidr, entry] of sorted(current)) {
+    if (!wanted.has(cidr)) ops.push({ subsystem: 'ratelimits', action: 'delete', entry });
+  }
+  return ops;
+}
+
 export function planBlocklist(observed: ObservedBlocklistEntry[], desired: ObservedBlocklistEntry[]): BlocklistOperation[] {
   const current = new Map(observed.map((e) => [e.cidr, e]));
   const wanted = new Map(desired.map((e) => [e.cidr, e]));
@@ -364,6 +398,7 @@ export function planNodeChange(observed: PlanState<ObservedInterface>, desired: 
     rules: desired.rules ? planRules(observed.rules ?? [], desired.rules) : [],
     zones: desired.zones ? planZones(observed.zones ?? [], desired.zones) : [],
     nat: desired.nat ? planNat(observed.nat ?? NO_NAT, desired.nat) : [],
+    ratelimits: desired.rateLimits ? planRateLimits(observed.rateLimits ?? [], desired.rateLimits) : [],
     blocklist: planBlocklist(observed.blocklist ?? [], desired.blocklist ?? []),
   };
 }
@@ -401,6 +436,10 @@ export function renderOperation(op: Operation): string {
       return `${sign} rule ${describeRule(op.rule)}`;
     case 'zones':
       return op.action === 'replace' ? `~ zone ${describeZone(op.previous)} => ${describeZone(op.zone)}` : `${sign} zone ${describeZone(op.zone)}`;
+    case 'ratelimits':
+      return op.action === 'replace'
+        ? `~ rate-limit ${describeRateLimit(op.previous)} => ${describeRateLimit(op.entry)}`
+        : `${sign} rate-limit ${describeRateLimit(op.entry)}`;
     case 'nat':
       return `${sign} nat ${op.chain === 'postrouting' ? describeSourceNat(op.rule) : describePortForward(op.rule)}`;
     default:
@@ -434,6 +473,10 @@ export function describeRoute(route: Route): string {
   for (const hop of route.nexthops ?? []) parts.push(`nexthop via ${hop.gateway}${hop.device ? ` dev ${hop.device}` : ''} weight ${hop.weight}`);
   parts.push(`table ${route.table}`, `metric ${route.metric}`);
   return parts.join(' ');
+}
+
+function describeRateLimit(r: ObservedRateLimit): string {
+  return `${r.cidr} ${r.pps} pps burst ${r.burst}${r.expiresAt ? ` until ${r.expiresAt}` : ''}`;
 }
 
 function describeEntry(entry: ObservedBlocklistEntry): string {
@@ -516,6 +559,6 @@ export function changeScope(change: { desired?: NodeState; patch?: Partial<NodeP
   const patch = change.patch;
   if (change.desired || !patch) return [...SUBSYSTEM_ORDER];
   const touches = (part: { upsert?: unknown[]; remove?: unknown[] } | undefined) => (part?.upsert?.length ?? 0) + (part?.remove?.length ?? 0) > 0;
-  const networkTouched = touches(patch.interfaces) || touches(patch.routes) || touches(patch.rules) || touches(patch.zones) || patch.nat !== undefined;
+  const networkTouched = touches(patch.interfaces) || touches(patch.routes) || touches(patch.rules) || touches(patch.zones) || touches(patch.rateLimits) || patch.nat !== undefined;
   return networkTouched ? [...SUBSYSTEM_ORDER] : ['blocklist'];
 }

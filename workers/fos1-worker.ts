@@ -16,6 +16,7 @@ import { RuleTable } from '../activities/system/rule-table';
 import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
 import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
+import { RateLimitMaps } from '../bpf/ratelimit-maps';
 import { BlocklistStore } from '../activities/blocklist-sync';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
@@ -35,6 +36,8 @@ export interface NodeTarget {
    * get a folder under the system's temp dir named after the pin folder.
    */
   blocklistStoreDir?: string;
+  /** `max_entries` of each family's rate-limit map when it is created (16384 when not given). */
+  rateLimitMaxEntries?: number;
   /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
   natTable?: string;
 }
@@ -57,6 +60,7 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivity
           maxEntriesV6: (target.blocklistHostMaxEntries ?? target.blocklistMaxEntries).v6,
         },
       }),
+    openRateLimits: () => RateLimitMaps.open({ pinDir: target.bpfPinDir, maxEntries: target.rateLimitMaxEntries ?? 16_384 }),
     blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`)),
     logger,
   };

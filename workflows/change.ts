@@ -309,7 +309,7 @@ function crashed(node: string, err: unknown): NodeChangeResult {
     node,
     outcome: 'rollback-failed',
     diff: [],
-    snapshot: { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } },
+    snapshot: { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] },
     scope: [],
     error,
     rollbackDifferences: [`the node workflow failed (${error.type}: ${error.message}); the node's state is unknown`],

@@ -54,7 +54,7 @@ const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
-const { readNetworkState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat } = remote;
+const { readNetworkState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncRateLimits } = remote;
 
 /**
  * The blocklist steps of a blocklist-only change (automated blocks), as local activities:
@@ -85,9 +85,10 @@ const SYNC: Record<NetworkSubsystem, (state: Omit<NodeState, 'blocklist'> | Obse
   rules: (s) => syncRules({ desired: s.rules }),
   zones: (s) => syncZones({ desired: s.zones }),
   nat: (s) => syncNat({ desired: s.nat }),
+  ratelimits: (s) => syncRateLimits({ desired: s.rateLimits }),
 };
 
-const EMPTY_NETWORK: ObservedNetworkState = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } };
+const EMPTY_NETWORK: ObservedNetworkState = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] };
 
 /**
  * What a rollback restores and how it checks the result. Network subsystems are restored

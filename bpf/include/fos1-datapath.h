@@ -31,6 +31,7 @@
 #define FOS1_REASON_BLOCK_PREFIX 2  /* prefix blocklist entry */
 #define FOS1_REASON_ZONE_RULE 3     /* an explicit zone policy rule */
 #define FOS1_REASON_ZONE_DEFAULT 4  /* the source zone's default */
+#define FOS1_REASON_RATE_LIMIT 5    /* the source is over its rate limit */
 
 /* Where a program runs (struct fos1_drop_event.hook). */
 #define FOS1_HOOK_TC_INGRESS 0

@@ -6,8 +6,8 @@
  * on the same maps, and the control plane writes them through the pins.
  *
  * Order of checks: blocklist (host hash first, then LPM trie; source address,
- * then destination) and only then the zone policy, so a blocked address is
- * dropped regardless of zone rules.
+ * then destination), then the source's rate limit (TC ingress), and only then the
+ * zone policy, so a blocked address is dropped regardless of zone rules.
  *
  * Stateless by design for now: no connection tracking, so a zone that denies
  * by default also denies replies to connections the other side opened.
@@ -20,6 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include "fos1-blocklist.h"
 #include "fos1-datapath.h"
+#include "fos1-ratelimit.h"
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -57,6 +58,29 @@ struct {
 	__type(value, struct fos1_block_value);
 	__uint(max_entries, 65536);
 } blockhost_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct fos1_host_v4_key);
+	__type(value, struct fos1_ratelimit_value);
+	__uint(max_entries, 16384);
+} ratelimit_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct fos1_host_v6_key);
+	__type(value, struct fos1_ratelimit_value);
+	__uint(max_entries, 16384);
+} ratelimit_v6 SEC(".maps");
+
+/* GCRA state per rate-limited source: its theoretical arrival time (ns, CLOCK_MONOTONIC).
+ * LRU, so sources whose limit was lifted age out without the control plane's help. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct fos1_entry_key);
+	__type(value, __u64);
+	__uint(max_entries, 32768);
+} ratelimit_tat SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -320,6 +344,62 @@ static __always_inline int fos1_blocked(__u8 family, const __u8 *addr, struct fo
 	return 1;
 }
 
+/*
+ * Whether the source `addr` is over its rate limit (GCRA, see fos1-ratelimit.h).
+ * Returns 1 when the packet must be dropped, filling `m` with the limited host.
+ *
+ * Concurrency: on the busy path TAT advances with an atomic add, so no conforming
+ * packet is lost; after an idle period it is reset with a plain store, and two CPUs
+ * racing there can each let one packet through: an overshoot of at most one packet
+ * per CPU per idle period, which a rate limit for abusive sources can afford.
+ */
+static __always_inline int fos1_rate_limited(__u8 family, const __u8 *addr, struct fos1_match *m)
+{
+	struct fos1_ratelimit_value *cfg;
+	struct fos1_entry_key k = {};
+	k.family = family;
+	if (family == 4) {
+		struct fos1_host_v4_key hk;
+		__builtin_memcpy(hk.addr, addr, 4);
+		cfg = bpf_map_lookup_elem(&ratelimit_v4, &hk);
+		k.prefixlen = 32;
+		__builtin_memcpy(k.addr, addr, 4);
+	} else {
+		struct fos1_host_v6_key hk;
+		__builtin_memcpy(hk.addr, addr, 16);
+		cfg = bpf_map_lookup_elem(&ratelimit_v6, &hk);
+		k.prefixlen = 128;
+		__builtin_memcpy(k.addr, addr, 16);
+	}
+	if (!cfg)
+		return 0;
+	if (cfg->expires_at != 0 && cfg->expires_at <= fos1_now_unix())
+		return 0;
+	__u64 interval = 1000000000ULL / (cfg->pps ? cfg->pps : 1);
+	__u64 tolerance = interval * (cfg->burst ? cfg->burst - 1 : 0);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *tat = bpf_map_lookup_elem(&ratelimit_tat, &k);
+	if (!tat) {
+		__u64 next = now + interval;
+		bpf_map_update_elem(&ratelimit_tat, &k, &next, BPF_ANY);
+		return 0;
+	}
+	__u64 at = *tat;
+	if (at <= now) {
+		*tat = now + interval;
+		return 0;
+	}
+	if (at - now > tolerance) {
+		m->reason = FOS1_REASON_RATE_LIMIT;
+		m->prefixlen = k.prefixlen;
+		__builtin_memcpy(m->addr, k.addr, 16);
+		m->rule_id = cfg->rule_id;
+		return 1;
+	}
+	__sync_fetch_and_add(tat, interval);
+	return 0;
+}
+
 static __always_inline void fos1_emit(const struct fos1_pkt *p, __u32 ifindex, __u8 hook, __u8 reason, __u8 action,
 				      __u8 src_zone, __u8 dst_zone, __u32 rule_id, const struct fos1_match *m, __u32 len)
 {
@@ -418,6 +498,14 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 
 	struct fos1_match m = {};
 	if (fos1_blocked(p.family, p.saddr, &m) || fos1_blocked(p.family, p.daddr, &m)) {
+		fos1_count_entry(p.family, m.prefixlen, m.addr, len);
+		fos1_count_rule(m.rule_id, len);
+		fos1_emit(&p, ifindex, hook, m.reason, FOS1_ACTION_DENY, src_zone, dst_zone, m.rule_id, &m, len);
+		return 0;
+	}
+	/* Rate limits apply where a packet enters, once: at TC ingress only (not at XDP
+	 * as well, which would count a packet twice, nor at egress of forwarded traffic). */
+	if (hook == FOS1_HOOK_TC_INGRESS && fos1_rate_limited(p.family, p.saddr, &m)) {
 		fos1_count_entry(p.family, m.prefixlen, m.addr, len);
 		fos1_count_rule(m.rule_id, len);
 		fos1_emit(&p, ifindex, hook, m.reason, FOS1_ACTION_DENY, src_zone, dst_zone, m.rule_id, &m, len);

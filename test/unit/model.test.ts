@@ -154,7 +154,7 @@ describe('planner', () => {
   });
 
   test('the diff reads like ip route, and differences are empty only when states match', () => {
-    const desired: NodeState = { interfaces: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, routes: [route('10.9.0.0/24', { table: 100 })], blocklist: [{ cidr: '192.0.2.0/24', reason: 'r', expiresAt: '2030-01-01T00:00:00.000Z' }] };
+    const desired: NodeState = { interfaces: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [], routes: [route('10.9.0.0/24', { table: 100 })], blocklist: [{ cidr: '192.0.2.0/24', reason: 'r', expiresAt: '2030-01-01T00:00:00.000Z' }] };
     const plan = planNodeChange({ routes: [], blocklist: [] }, desired);
     expect(renderPlan(plan)).toEqual(['+ route 10.9.0.0/24 via 10.0.0.1 table 100 metric 0', '+ block 192.0.2.0/24 until 2030-01-01T00:00:00.000Z']);
     expect(stateDifferences({ routes: [], blocklist: [] }, desired)).toHaveLength(2);
@@ -162,7 +162,7 @@ describe('planner', () => {
   });
 
   test('a blocklist-only patch is scoped to the blocklist; anything else takes the whole node', () => {
-    const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'blocklist'];
+    const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'];
     expect(changeScope({ patch: { blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual(['blocklist']);
     expect(changeScope({ patch: { blocklist: { upsert: [], remove: ['192.0.2.1/32'] }, routes: { upsert: [], remove: [] } } })).toEqual(['blocklist']);
     expect(changeScope({ patch: { routes: { upsert: [route('10.1.0.0/16')], remove: [] } } })).toEqual(all);

@@ -177,6 +177,7 @@ describe('network planner', () => {
       rules: parse({ rules: [{ priority: 100, from: '10.0.0.0/8', table: 100 }] }).rules,
       zones: [],
       nat: parse({ nat: { sourceNat: [{ source: '10.0.0.0/8', outInterface: 'wan0' }] } }).nat,
+      rateLimits: [],
       blocklist: [],
     };
     const result = validateChangeRequest(
