@@ -26,6 +26,8 @@ const envSchema = z.object({
   /** Sizes of the single-host hash maps (preallocated: about 80 bytes of kernel memory per slot). */
   FOS1_BLOCKHOST_MAX_ENTRIES_V4: z.coerce.number().int().min(1).max(16_777_216).default(1_048_576),
   FOS1_BLOCKHOST_MAX_ENTRIES_V6: z.coerce.number().int().min(1).max(16_777_216).default(65_536),
+  /** Size of each family's per-source rate-limit map. */
+  FOS1_RATELIMIT_MAX_ENTRIES: z.coerce.number().int().min(1).max(1_048_576).default(16_384),
   FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
   /** Whether this process also serves the cluster task queue (change workflows). */
   FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
@@ -53,6 +55,7 @@ export interface WorkerConfig {
   bpfPinDir: string;
   blocklistMaxEntries: { v4: number; v6: number };
   blocklistHostMaxEntries: { v4: number; v6: number };
+  rateLimitMaxEntries: number;
   routeProtocol: number;
   natTable: string;
   blocklistStoreDir: string;
@@ -78,6 +81,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     bpfPinDir: e.FOS1_BPF_PIN_DIR,
     blocklistMaxEntries: { v4: e.FOS1_BLOCKLIST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKLIST_MAX_ENTRIES_V6 },
     blocklistHostMaxEntries: { v4: e.FOS1_BLOCKHOST_MAX_ENTRIES_V4, v6: e.FOS1_BLOCKHOST_MAX_ENTRIES_V6 },
+    rateLimitMaxEntries: e.FOS1_RATELIMIT_MAX_ENTRIES,
     routeProtocol: e.FOS1_ROUTE_PROTOCOL,
     natTable: e.FOS1_NAT_TABLE,
     blocklistStoreDir: e.FOS1_BLOCKLIST_STORE_DIR,
