@@ -7,20 +7,48 @@
  * Repeats are coalesced: a verdict no stronger than one sent for the same target within
  * `coalesceMs` is counted, not sent, so a flood of alerts about one source costs a
  * handful of signals, not one per alert.
+ *
+ * A block is admitted first: the bridge asks the enforcement coordinator (an Update,
+ * starting the coordinator if needed) whether the caps allow one more, and hands the
+ * admission to the workflow with the verdict, so the workflow can start the change in its
+ * first task instead of asking the coordinator and waiting for a signal back. A refused
+ * or failed admission is not the bridge's to act on: the verdict goes out without one and
+ * the workflow, the durable authority, asks again and audits a refusal.
  */
-import type { Client } from '@temporalio/client';
+import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AuditRecord } from '../model/audit';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
-import { enforcementWorkflow, verdictSignal, ENFORCER, type EnforcementInput } from '../workflows/enforcement';
-import { actionStrength, enforcementWorkflowId, type Decision } from './decision';
+import {
+  admitUpdate,
+  ENFORCEMENT_COORDINATOR_ID,
+  enforcementCoordinatorWorkflow,
+  enforcementWorkflow,
+  verdictSignal,
+  ENFORCER,
+  type AdmitAnswer,
+  type EnforcementInput,
+} from '../workflows/enforcement';
+import { actionStrength, enforcementWorkflowId, type Admission, type Decision } from './decision';
 import type { EnforcementGuard } from './guard';
 
 /** What became of one decision. */
 export type BridgeOutcome = 'notified' | 'allowed' | 'refused' | 'signalled' | 'coalesced' | 'failed';
 
-/** The part of the Temporal client the bridge uses (a fake in unit tests). */
-export type WorkflowStarter = Pick<Client['workflow'], 'signalWithStart'>;
+/** What became of the admissions the bridge asked for. */
+export interface AdmissionCounts {
+  admitted: number;
+  /** Refused by the caps (the workflow asks again and audits the refusal). */
+  refused: number;
+  /** No answer in time, or an error. */
+  failed: number;
+}
+
+/**
+ * The part of the Temporal client the bridge uses (a fake in unit tests). Without
+ * `executeUpdateWithStart`, blocks go out unadmitted (the workflow asks the coordinator).
+ */
+export type WorkflowStarter = Pick<Client['workflow'], 'signalWithStart'> & Partial<Pick<Client['workflow'], 'executeUpdateWithStart'>>;
 
 /** Options of {@link EnforcementBridge}. */
 export interface BridgeOptions {
@@ -33,11 +61,14 @@ export interface BridgeOptions {
   coalesceMs: number;
   /** Clock, injectable for tests. */
   now?: () => number;
+  /** How long to wait for the coordinator's admission before sending the verdict without one (default 2000). */
+  admitTimeoutMs?: number;
 }
 
 /** Sends decisions to enforcement workflows. */
 export class EnforcementBridge {
   readonly counts: Record<BridgeOutcome, number> = { notified: 0, allowed: 0, refused: 0, signalled: 0, coalesced: 0, failed: 0 };
+  readonly admissions: AdmissionCounts = { admitted: 0, refused: 0, failed: 0 };
   private readonly recent = new Map<string, { strength: number; at: number }>();
   private readonly now: () => number;
 
@@ -74,13 +105,14 @@ export class EnforcementBridge {
     this.recent.set(decision.target, { strength, at: now });
     if (this.recent.size > 100_000) this.forgetOlderThan(now - this.options.coalesceMs);
     const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes, guard: this.options.guard.config };
+    const admission = decision.action === 'block' ? await this.admit(decision.target) : undefined;
     try {
       await this.options.workflows.signalWithStart(enforcementWorkflow, {
         workflowId: enforcementWorkflowId(decision.target),
         taskQueue: CLUSTER_TASK_QUEUE,
         args: [input],
         signal: verdictSignal,
-        signalArgs: [decision],
+        signalArgs: [admission ? { ...decision, admission } : decision],
       });
       return this.count('signalled');
     } catch (err) {
@@ -88,6 +120,53 @@ export class EnforcementBridge {
       this.recent.delete(decision.target);
       logger.error({ err, decision }, `could not signal the enforcement workflow for ${decision.target}`);
       return this.count('failed');
+    }
+  }
+
+  /**
+   * Asks the coordinator to admit a block of `target` under the caps. Undefined when it
+   * refused, did not answer in time, or the client cannot send updates: the verdict is
+   * still sent, and the workflow asks for itself. (An admission that arrives too late is
+   * held until it expires, so it errs on the side of fewer blocks.)
+   */
+  private async admit(target: string): Promise<Admission | undefined> {
+    const update = this.options.workflows.executeUpdateWithStart?.bind(this.options.workflows);
+    if (!update) return undefined;
+    const { maxActiveBlocks, maxNewBlocksPerMinute } = this.options.guard.config;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const answer = await Promise.race([
+        update(admitUpdate, {
+          args: [{ target, maxActiveBlocks, maxNewBlocksPerMinute }],
+          startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
+            workflowId: ENFORCEMENT_COORDINATOR_ID,
+            taskQueue: CLUSTER_TASK_QUEUE,
+            args: [undefined],
+            workflowIdConflictPolicy: 'USE_EXISTING',
+          }),
+        }),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), this.options.admitTimeoutMs ?? 2000);
+        }),
+      ]);
+      if (answer === 'timeout') {
+        this.admissions.failed++;
+        this.options.logger.warn({ target }, `no admission from the enforcement coordinator for ${target} in time; the workflow will ask`);
+        return undefined;
+      }
+      const result: AdmitAnswer = answer;
+      if (!result.granted) {
+        this.admissions.refused++;
+        return undefined;
+      }
+      this.admissions.admitted++;
+      return { token: result.token, expiresAt: result.expiresAt };
+    } catch (err) {
+      this.admissions.failed++;
+      this.options.logger.warn({ err, target }, `asking the enforcement coordinator to admit ${target} failed; the workflow will ask`);
+      return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -57,6 +57,18 @@ export interface Decision {
   /** One line for people: the rule's description and the event that triggered it. */
   reason: string;
   evidence: DecisionEvidence;
+  /**
+   * The coordinator's admission of this block under the caps, asked for by the ingest
+   * bridge before it signals (absent: the enforcement workflow asks itself).
+   */
+  admission?: Admission;
+}
+
+/** A block admitted by the enforcement coordinator, held for it until `expiresAt`. */
+export interface Admission {
+  token: string;
+  /** ISO 8601. */
+  expiresAt: string;
 }
 
 /**

@@ -5,8 +5,8 @@
  *        one workflow per target prefix (id from the target), so 10,000 alerts about one
  *        source are one workflow; repeated verdicts extend, stronger ones escalate
  *        ├─ guard: allow-lists and prefix bound (refusals audited)
- *        ├─ coordinator lease: caps on active blocks and new blocks/min, and one
- *        │  enforcement change at a time (see below)
+ *        ├─ caps on active blocks and new blocks/min, kept by the coordinator: a new block
+ *        │  needs its admission (see below); extensions and lifts do not ask
  *        ├─ child changeWorkflow (author "fos1-enforcer", patch blocklist.upsert) on the
  *        │  cluster queue → every node's eBPF blocklist through the normal change path
  *        ├─ durable timer → child changeWorkflow (patch blocklist.remove) lifts the block
@@ -14,20 +14,33 @@
  *           longer (fail2ban's bantime.increment); then completes. Continue-as-new keeps
  *           long-lived targets' histories bounded.
  *
- * Why a coordinator: a `patch` is resolved against the node's snapshot and converged as
- * a whole, so two enforcement changes running at once on one node could each write the
- * blocklist without the other's entry. The coordinator grants one lease at a time, and
- * because it sees every block start and lift it is also where the cluster-wide caps live.
+ * Why a coordinator: the caps are cluster-wide, so one place must count every block that
+ * starts and lifts. It does not serialise changes: two enforcement changes at once are
+ * safe because every change takes the node's lock (`node-change/<node>`, the node
+ * workflow's id) and resolves its blocklist patch against what the node holds under that
+ * lock, so neither can write the blocklist without the other's entry.
  *
+ * Admission of a new block, fastest first:
+ * - the ingest bridge asks the coordinator with an Update (`admit`, update-with-start)
+ *   before it signals, and passes the admission along with the verdict. The coordinator
+ *   counts it as a reservation (an active block and a new start) until this workflow
+ *   claims it — together with starting the change, no round trip — or hands it back unused
+ *   (an extension needs none), or it expires;
+ * - without a usable admission (a verdict signalled by other means, a refused or expired
+ *   one) this workflow asks itself: an `acquire` signal and a `leaseGrant` back.
+ *
+
  * Workflows decide, they do not evaluate rules: verdicts arrive already decided.
  */
 import {
+  allHandlersFinished,
   ApplicationFailure,
   ChildWorkflowFailure,
   condition,
   continueAsNew,
   defineQuery,
   defineSignal,
+  defineUpdate,
   executeChild,
   getExternalWorkflowHandle,
   ParentClosePolicy,
@@ -41,7 +54,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import type { ChangeRequestInput } from '../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
-import { actionStrength, escalatedDuration, type Decision, type EnforcementAction } from '../rules/decision';
+import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../rules/decision';
 import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../rules/guard';
 import { changeWorkflow } from './change';
 
@@ -133,7 +146,6 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   const state: EnforcementState = input.carried ?? { offences: 0, verdictsReceived: 0, blocks: [], refusals: [], audit: [] };
   const pending: Decision[] = [];
   let leaseSequence = 0;
-  let currentLease = '';
   let phase: EnforcementStatus['phase'] = state.active ? 'active' : 'remembering';
 
   let operatorLift: OperatorLift | undefined;
@@ -171,8 +183,20 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   record('done', 'ok', Date.now(), `forgotten after ${state.offences} offence(s)`);
   return { target: input.target, phase, ...state };
 
-  /** Applies a batch of verdicts: the strongest one decides. */
+  /**
+   * Applies a batch of verdicts: the strongest one decides. Admissions that came with the
+   * batch and were not used are handed back, so they stop counting against the caps.
+   */
   async function handleVerdicts(batch: Decision[]): Promise<void> {
+    const admissions = batch.flatMap((d) => (d.admission ? [d.admission] : []));
+    try {
+      await decide(batch, admissions);
+    } finally {
+      for (const unused of admissions) void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: unused.token, target: input.target, unused: true });
+    }
+  }
+
+  async function decide(batch: Decision[], admissions: Admission[]): Promise<void> {
     state.verdictsReceived += batch.length;
     const strongest = batch.reduce((a, b) => (actionStrength(b.action) > actionStrength(a.action) ? b : a));
     if (strongest.action === 'allow' || strongest.action === 'notify') {
@@ -197,7 +221,8 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     let enforced = false;
     let changeId = '';
     if (strongest.action === 'block') {
-      const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, !active || active.action !== 'block');
+      const newBlock = !active || active.action !== 'block';
+      const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined);
       if (!outcome.ok) {
         refuse(outcome.code, outcome.reason, startedAt);
         return;
@@ -286,19 +311,31 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   }
 
   /**
-   * Runs one blocklist change under the coordinator's lease. `newBlock` asks the
-   * coordinator to apply the caps (extensions and lifts are never refused).
+   * Runs one blocklist change. A `newBlock` is admitted by the coordinator's caps first:
+   * with the bridge's `admission` it is claimed in the same workflow task that starts the
+   * change (no round trip); without one, this workflow asks and waits for the answer.
+   * Extensions and lifts are never refused and need no admission; the coordinator hears
+   * afterwards whether the target's block is active.
    */
   async function changeBlocklist(
     step: 'block' | 'extend' | 'lift',
     what: { upsertFor?: { reason: string; durationMs: number }; remove?: true },
     newBlock: boolean,
+    admission?: Admission,
   ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: GuardRefusal['code'] | 'change-failed'; reason: string }> {
-    const grant = await acquireLease(newBlock);
-    if (!grant.granted) return { ok: false, code: grant.code ?? 'too-many-active-blocks', reason: grant.reason ?? 'refused by the coordinator' };
+    let requestId = '';
+    if (newBlock && admission) {
+      requestId = admission.token;
+      // Not awaited: the claim and the change's start leave in the same workflow task.
+      void signalCoordinator(claimSignal, { requester: workflowInfo().workflowId, requestId, target: input.target });
+    } else if (newBlock) {
+      const grant = await acquireLease();
+      if (!grant.granted) return { ok: false, code: grant.code ?? 'too-many-active-blocks', reason: grant.reason ?? 'refused by the coordinator' };
+      requestId = grant.requestId;
+    }
     const changeId = changeIdFor(step);
     // The block's time starts when it is applied, not when the verdict arrived: waiting
-    // for the lease behind other changes must not eat into (or, for a short block, past)
+    // for the node lock behind other changes must not eat into (or, for a short block, past)
     // its duration — the change workflow refuses an expiry already in the past.
     const expiresAt = what.upsertFor ? new Date(Date.now() + what.upsertFor.durationMs).toISOString() : undefined;
     const blocklist = {
@@ -321,11 +358,19 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       const cause = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
       return { ok: false, code: 'change-failed', reason: `change ${changeId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}` };
     } finally {
-      await releaseLease(blockActive);
+      // Tells the coordinator whether the target's block is active now. An extension
+      // changes nothing it counts, so it is not told.
+      if (step !== 'extend') await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId, target: input.target, blockActive });
     }
   }
 
-  async function acquireLease(newBlock: boolean): Promise<LeaseGrant> {
+  /** The first admission still valid for long enough to cover the change's start, if any. */
+  function takeAdmission(admissions: Admission[]): Admission | undefined {
+    const index = admissions.findIndex((a) => Date.parse(a.expiresAt) - Date.now() >= ADMISSION_MARGIN_MS);
+    return index < 0 ? undefined : admissions.splice(index, 1)[0];
+  }
+
+  async function acquireLease(): Promise<LeaseGrant> {
     for (;;) {
       const requestId = `${workflowInfo().runId}-${++leaseSequence}`;
       let grant: LeaseGrant | undefined;
@@ -333,16 +378,15 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
         if (g.requestId === requestId) {
           grant = g;
         } else if (g.granted) {
-          // A grant for a request given up on: hand it straight back so nobody waits on it.
-          void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: g.requestId, target: input.target });
+          // A grant for a request given up on: hand it back, so the caps stop counting it.
+          void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: g.requestId, target: input.target, blockActive: state.active?.action === 'block' && state.active.enforced });
         }
       });
-      currentLease = requestId;
       await signalCoordinator(acquireSignal, {
         requester: workflowInfo().workflowId,
         requestId,
         target: input.target,
-        newBlock,
+        newBlock: true,
         maxActiveBlocks: input.guard.maxActiveBlocks,
         maxNewBlocksPerMinute: input.guard.maxNewBlocksPerMinute,
       });
@@ -351,10 +395,6 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       if (await condition(() => grant !== undefined, LEASE_WAIT_MS)) return grant!;
       record('lease', 'failed', Date.now() - LEASE_WAIT_MS, `no answer from the coordinator in ${LEASE_WAIT_MS / 60_000} min; asking again`);
     }
-  }
-
-  async function releaseLease(blockActive: boolean): Promise<void> {
-    await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: currentLease, target: input.target, blockActive });
   }
 
   function refuse(code: GuardRefusal['code'] | 'change-failed', reason: string, startedAt: number): void {
@@ -390,7 +430,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 
 // ─── coordinator ────────────────────────────────────────────────────────────────────
 
-/** A request for the enforcement lease. */
+/** A request for the coordinator's admission of a new block (the `acquire` signal's path). */
 export interface LeaseRequest {
   requester: string;
   /** Unique per request; the grant and the release carry it back. */
@@ -402,7 +442,7 @@ export interface LeaseRequest {
   maxNewBlocksPerMinute: number;
 }
 
-/** The coordinator's answer. */
+/** The coordinator's answer to an `acquire`. */
 export interface LeaseGrant {
   requestId: string;
   granted: boolean;
@@ -410,77 +450,150 @@ export interface LeaseGrant {
   reason?: string;
 }
 
+/** Argument of the `admit` update: the ingest bridge asks before it signals a new block. */
+export interface AdmitRequest {
+  target: string;
+  maxActiveBlocks: number;
+  maxNewBlocksPerMinute: number;
+}
+
+/** Answer of the `admit` update. */
+export type AdmitAnswer = ({ granted: true } & Admission) | { granted: false; code: GuardRefusal['code']; reason: string };
+
+/** A reservation the coordinator holds for an admitted block until it is claimed, handed back or expires. */
+export interface Reservation {
+  token: string;
+  target: string;
+  /** When it was admitted (ms). */
+  at: number;
+  /** Whether it counts as a new start (the target was not active when admitted). */
+  newStart: boolean;
+  expiresAt: number;
+}
+
 /** What the coordinator tracks; carried across continue-as-new. */
 export interface CoordinatorState {
+  /** Targets whose block is active, or admitted and being applied. */
   activeBlocks: string[];
+  /** Start times (ms) of new blocks in the last minute, admitted ones included. */
   recentStarts: number[];
   queue: LeaseRequest[];
+  reservations?: Reservation[];
   granted: number;
   refused: number;
+  /** Tokens issued so far (for unique tokens across runs). */
+  issued?: number;
 }
 
 /** Answer of the coordinator's `coordinator` query. */
-export interface CoordinatorStatus extends CoordinatorState {
-  holder: string | null;
-}
+export type CoordinatorStatus = CoordinatorState;
 
 export const acquireSignal = defineSignal<[LeaseRequest]>('acquire');
-/** Ends a lease; `blockActive` (absent for a stale grant handed back) updates the active-block set. */
-export const releaseSignal = defineSignal<[{ requester: string; requestId: string; target: string; blockActive?: boolean }]>('release');
+/**
+ * After a change (or for an admission or grant not used): `blockActive` (when given) says
+ * whether the target's block is active now; `unused` hands an admission back, so it no
+ * longer counts as a new start either.
+ */
+export const releaseSignal = defineSignal<[{ requester: string; requestId: string; target: string; blockActive?: boolean; unused?: boolean }]>('release');
+/** An enforcement workflow applies an admitted block: the reservation becomes an active block. */
+export const claimSignal = defineSignal<[{ requester: string; requestId: string; target: string }]>('claim');
 export const leaseGrantSignal = defineSignal<[LeaseGrant]>('leaseGrant');
+export const admitUpdate = defineUpdate<AdmitAnswer, [AdmitRequest]>('admit');
 export const coordinatorQuery = defineQuery<CoordinatorStatus>('coordinator');
 
-/** A lease not released in this time is taken back (its holder crashed or hangs). */
-const LEASE_TIMEOUT_MS = 10 * 60_000;
 /** How long an enforcement workflow waits for the coordinator's answer before asking again. */
 const LEASE_WAIT_MS = 15 * 60_000;
+/** How long an admission is held for a verdict that is on its way. */
+export const ADMISSION_TTL_MS = 60_000;
+/** An admission with less than this left is not used (it could lapse while the change starts). */
+const ADMISSION_MARGIN_MS = 10_000;
 
 /**
- * The singleton that serialises enforcement changes and applies the cluster-wide caps.
- * Started on demand by the first enforcement workflow that needs it; never completes,
- * continues as new to keep its history short.
+ * The singleton that applies the cluster-wide caps on automated blocks. Started on demand
+ * (by the ingest bridge's first `admit`, or the first enforcement workflow that asks);
+ * never completes, continues as new to keep its history short.
  */
 export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState): Promise<void> {
   const state: CoordinatorState = carried ?? { activeBlocks: [], recentStarts: [], queue: [], granted: 0, refused: 0 };
   const active = new Set(state.activeBlocks);
-  let holder: { requester: string; requestId: string; target: string } | null = null;
+  const reservations = new Map((state.reservations ?? []).map((r) => [r.token, r]));
+  let issued = state.issued ?? 0;
+  /** Requests and updates handled in this run. */
+  let served = 0;
+
+  /** The caps' verdict on one more new block now; null when it may start. */
+  const checkCaps = (limits: { maxActiveBlocks: number; maxNewBlocksPerMinute: number }, now: number): GuardRefusal | null => {
+    for (const [token, r] of reservations) if (r.expiresAt <= now) reservations.delete(token);
+    state.recentStarts = state.recentStarts.filter((t) => now - t < 60_000);
+    const pending = new Set([...reservations.values()].map((r) => r.target).filter((t) => !active.has(t)));
+    const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, ...limits });
+    return caps.checkCaps(active.size + pending.size, state.recentStarts, now);
+  };
 
   setHandler(acquireSignal, (req) => {
     state.queue.push(req);
   });
   setHandler(releaseSignal, (rel) => {
+    const reservation = reservations.get(rel.requestId);
+    reservations.delete(rel.requestId);
+    if (rel.unused && reservation?.newStart) {
+      // Never used: it was not a new start after all.
+      const i = state.recentStarts.indexOf(reservation.at);
+      if (i >= 0) state.recentStarts.splice(i, 1);
+    }
     if (rel.blockActive === true) active.add(rel.target);
     else if (rel.blockActive === false) active.delete(rel.target);
-    if (holder && holder.requestId === rel.requestId) holder = null;
   });
-  setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], holder: holder?.requester ?? null }));
-
-  for (let served = 0; ; served++) {
-    await condition(() => state.queue.length > 0);
-    const req = state.queue.shift()!;
+  setHandler(claimSignal, (claim) => {
+    reservations.delete(claim.requestId);
+    active.add(claim.target);
+  });
+  setHandler(admitUpdate, (req) => {
+    served++;
     const now = Date.now();
-    state.recentStarts = state.recentStarts.filter((t) => now - t < 60_000);
-    let grant: LeaseGrant = { requestId: req.requestId, granted: true };
-    if (req.newBlock && !active.has(req.target)) {
-      const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, maxActiveBlocks: req.maxActiveBlocks, maxNewBlocksPerMinute: req.maxNewBlocksPerMinute });
-      const refusal = caps.checkCaps(active.size, state.recentStarts, now);
-      if (refusal) grant = { requestId: req.requestId, granted: false, code: refusal.code, reason: refusal.reason };
-    }
-    if (!grant.granted) {
+    // A target already active or admitted needs no second slot (a repeat, or an extension).
+    const refusal = active.has(req.target) ? null : checkCaps(req, now);
+    if (refusal) {
       state.refused++;
-      await notify(req.requester, grant);
-    } else {
-      state.granted++;
-      if (req.newBlock && !active.has(req.target)) state.recentStarts.push(now);
-      holder = { requester: req.requester, requestId: req.requestId, target: req.target };
-      if (await notify(req.requester, grant)) {
-        if (!(await condition(() => holder === null, LEASE_TIMEOUT_MS))) holder = null;
+      return { granted: false, code: refusal.code, reason: refusal.reason };
+    }
+    state.granted++;
+    const token = `adm-${workflowInfo().workflowId}-${++issued}`;
+    const newStart = !active.has(req.target);
+    reservations.set(token, { token, target: req.target, at: now, newStart, expiresAt: now + ADMISSION_TTL_MS });
+    if (newStart) state.recentStarts.push(now);
+    return { granted: true, token, expiresAt: new Date(now + ADMISSION_TTL_MS).toISOString() };
+  });
+  setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued }));
+
+  for (;;) {
+    // Updates are answered by their handler; the loop serves `acquire` and keeps the
+    // history short (updates alone never fill the queue, so it wakes on the suggestion too).
+    await condition(() => state.queue.length > 0 || served >= 500 || workflowInfo().continueAsNewSuggested);
+    while (state.queue.length > 0) {
+      const req = state.queue.shift()!;
+      served++;
+      const now = Date.now();
+      const refusal = req.newBlock && !active.has(req.target) ? checkCaps(req, now) : null;
+      const grant: LeaseGrant = refusal ? { requestId: req.requestId, granted: false, code: refusal.code, reason: refusal.reason } : { requestId: req.requestId, granted: true };
+      if (refusal) {
+        state.refused++;
       } else {
-        holder = null;
+        state.granted++;
+        // Counted at once, so a concurrent request sees it; the requester's release
+        // (blockActive false) takes it back if the change does not happen.
+        if (req.newBlock && !active.has(req.target)) state.recentStarts.push(now);
+        if (req.newBlock) active.add(req.target);
+      }
+      if (!(await notify(req.requester, grant)) && grant.granted && req.newBlock) {
+        // The requester is gone: nothing will be applied for it.
+        active.delete(req.target);
       }
     }
-    if (state.queue.length === 0 && (served >= 500 || workflowInfo().continueAsNewSuggested)) {
-      await continueAsNew<typeof enforcementCoordinatorWorkflow>({ ...state, activeBlocks: [...active] });
+    if (served >= 500 || workflowInfo().continueAsNewSuggested) {
+      await condition(allHandlersFinished);
+      if (state.queue.length > 0) continue;
+      await continueAsNew<typeof enforcementCoordinatorWorkflow>({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued });
     }
   }
 }

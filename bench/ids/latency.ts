@@ -190,7 +190,6 @@ async function traceHops(client: Client, t: { src: string; wallStart: number; to
   if (!node?.workflowId) return;
   const nd = await history(node.workflowId, node.runId ?? undefined);
   const nodeStarted = ms(nd[0]!);
-  if (process.env.DUMP) for (const [name, evs] of [['enf', enf], ['change', ch], ['node', nd]] as const) console.log(name, evs.map((e) => `${(ms(e) - t.wallStart).toFixed(0)} ${String(e.eventType)}`).join(' | '));
   const add = (hop: string, v: number) => (hops[hop] ??= []).push(v);
   add('alert → enforcement started (tail, rules, signalWithStart)', enfStarted - t.wallStart);
   add('enforcement started → change started (decision, caps)', changeStarted - enfStarted);
