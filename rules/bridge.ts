@@ -133,11 +133,15 @@ export class EnforcementBridge {
     const update = this.options.workflows.executeUpdateWithStart?.bind(this.options.workflows);
     if (!update) return undefined;
     const { maxActiveBlocks, maxNewBlocksPerMinute } = this.options.guard.config;
+    const timeoutMs = this.options.admitTimeoutMs ?? 2000;
+    // The coordinator's deadline is a little earlier than ours, so an answer it gives is
+    // one we still take (a slot reserved for an asker who left would be held for nothing).
+    const deadline = new Date(Date.now() + Math.max(timeoutMs - 500, timeoutMs / 2)).toISOString();
     let timer: NodeJS.Timeout | undefined;
     try {
       const answer = await Promise.race([
         update(admitUpdate, {
-          args: [{ target, maxActiveBlocks, maxNewBlocksPerMinute }],
+          args: [{ target, maxActiveBlocks, maxNewBlocksPerMinute, deadline }],
           startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
             workflowId: ENFORCEMENT_COORDINATOR_ID,
             taskQueue: CLUSTER_TASK_QUEUE,
@@ -146,7 +150,7 @@ export class EnforcementBridge {
           }),
         }),
         new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), this.options.admitTimeoutMs ?? 2000);
+          timer = setTimeout(() => resolve('timeout'), timeoutMs);
         }),
       ]);
       if (answer === 'timeout') {

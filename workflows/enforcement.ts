@@ -455,10 +455,15 @@ export interface AdmitRequest {
   target: string;
   maxActiveBlocks: number;
   maxNewBlocksPerMinute: number;
+  /**
+   * ISO 8601: the asker stops waiting then. Past it the coordinator refuses instead of
+   * reserving a slot nobody will claim (an update can wait on the server while workers are down).
+   */
+  deadline: string;
 }
 
 /** Answer of the `admit` update. */
-export type AdmitAnswer = ({ granted: true } & Admission) | { granted: false; code: GuardRefusal['code']; reason: string };
+export type AdmitAnswer = ({ granted: true } & Admission) | { granted: false; code: GuardRefusal['code'] | 'too-late'; reason: string };
 
 /** A reservation the coordinator holds for an admitted block until it is claimed, handed back or expires. */
 export interface Reservation {
@@ -551,6 +556,7 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
   setHandler(admitUpdate, (req) => {
     served++;
     const now = Date.now();
+    if (Date.parse(req.deadline) <= now) return { granted: false, code: 'too-late', reason: `asked to answer by ${req.deadline}` };
     // A target already active or admitted needs no second slot (a repeat, or an extension).
     const refusal = active.has(req.target) ? null : checkCaps(req, now);
     if (refusal) {
@@ -564,7 +570,7 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
     if (newStart) state.recentStarts.push(now);
     return { granted: true, token, expiresAt: new Date(now + ADMISSION_TTL_MS).toISOString() };
   });
-  setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued }));
+  setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], reservations: [...reservations.values()].filter((r) => r.expiresAt > Date.now()), issued }));
 
   for (;;) {
     // Updates are answered by their handler; the loop serves `acquire` and keeps the

@@ -110,6 +110,72 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
   const blocked = () => maps.readAll();
   const entryFor = (cidr: string) => blocked().find((e) => e.cidr === cidr);
   const status = (target: string) => env.client.workflow.getHandle(enforcementWorkflowId(target)).query(enforcementQuery);
+  const coordinator = () => env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).query(coordinatorQuery);
+  const manualBlock = (target: string, durationMs = 20_000): Decision => ({
+    rule: 'manual',
+    action: 'block',
+    target,
+    durationMs,
+    escalation: { factor: 2, maxDurationMs: 3_600_000 },
+    memoryMs: 1000,
+    reason: 'cap test',
+    evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
+  });
+  /** Signals a verdict straight to the target's workflow (no bridge, so no admission: the workflow asks the coordinator). */
+  const signalDirect = (decision: Decision, caps: Partial<typeof guard> = {}) =>
+    env.client.workflow.signalWithStart(enforcementWorkflow, {
+      workflowId: enforcementWorkflowId(decision.target),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ target: decision.target, nodes: [NODE], guard: { ...guard, ...caps } }],
+      signal: verdictSignal,
+      signalArgs: [decision],
+    });
+
+  // First in the file: the coordinator's one-minute window of new starts is still empty.
+  test('the cap on new blocks per minute refuses the next one, audited with its reason', async () => {
+    const first = await signalDirect(manualBlock('203.0.113.10/32'), { maxNewBlocksPerMinute: 1 });
+    await eventually(() => entryFor('203.0.113.10/32'), (e) => e !== undefined, 'the first block');
+    const second = await signalDirect(manualBlock('203.0.113.11/32'), { maxNewBlocksPerMinute: 1 });
+    const refused = await eventually(() => second.query(enforcementQuery), (s) => s.refusals.length > 0, 'the rate refusal');
+    expect(refused.refusals[0]).toMatchObject({ code: 'rate-limited', reason: '1 new automated blocks in the last minute; the cap is 1/min' });
+    // (The refused workflow then ends by itself: nothing active, its memory short.)
+    expect(refused.audit.map((a) => `${a.actor} ${a.step}:${a.result}`)[0]).toBe('fos1-enforcer refused:failed');
+    expect(refused.audit[0]!.detail).toBe('rate-limited: 1 new automated blocks in the last minute; the cap is 1/min');
+    expect(entryFor('203.0.113.11/32')).toBeUndefined();
+    await first.signal(liftSignal, { by: 'test', reason: 'done' });
+    await eventually(() => entryFor('203.0.113.10/32'), (e) => e === undefined, 'the lift');
+    await eventually(coordinator, (c) => !c.activeBlocks.includes('203.0.113.10/32'), 'the coordinator to hear of the lift');
+    await second.terminate('test done').catch(() => undefined);
+  });
+
+  test('two sources alerted at once: admitted by the coordinator, changed concurrently under the node lock, both blocks in the map', async () => {
+    const [a, b] = ['198.51.100.31', '198.51.100.32'];
+    const admittedBefore = ingest.bridge.admissions.admitted;
+    appendFileSync(eveFile, `${alertLine(a)}\n${alertLine(b)}\n`);
+    await eventually(() => [entryFor(`${a}/32`), entryFor(`${b}/32`)], (e) => e.every((x) => x !== undefined), 'both blocks in the map');
+    // Both verdicts came with the coordinator's admission (no lease round trip), and both
+    // reservations were claimed: the caps count two active blocks and nothing pending.
+    expect(ingest.bridge.admissions.admitted - admittedBefore).toBe(2);
+    const c = await eventually(coordinator, (st) => st.activeBlocks.includes(`${a}/32`) && st.activeBlocks.includes(`${b}/32`) && (st.reservations ?? []).length === 0, 'the coordinator to count both');
+    expect(c.queue).toEqual([]);
+    // The two change workflows really ran at the same time (nothing serialised them
+    // before the node lock), and neither patch lost the other's entry.
+    const changes = await Promise.all(
+      [a, b].map(async (src) => {
+        const st = await eventually(() => status(`${src}/32`), (s) => s.blocks.length === 1, 'the block to be recorded');
+        const handle = env.client.workflow.getHandle(`change-${st.blocks[0]!.changeId}`);
+        const result = (await handle.result()) as ChangeStatus;
+        expect(result.phase).toBe('applied');
+        const d = await handle.describe();
+        return { start: d.startTime.getTime(), close: d.closeTime!.getTime() };
+      }),
+    );
+    expect(changes[0]!.start).toBeLessThan(changes[1]!.close);
+    expect(changes[1]!.start).toBeLessThan(changes[0]!.close);
+    expect([entryFor(`${a}/32`), entryFor(`${b}/32`)].every((x) => x !== undefined)).toBe(true);
+    await eventually(() => [entryFor(`${a}/32`), entryFor(`${b}/32`)], (e) => e.every((x) => x === undefined), 'both blocks to lift', (BLOCK_SECONDS + 20) * 1000);
+    await eventually(coordinator, (st) => !st.activeBlocks.includes(`${a}/32`) && !st.activeBlocks.includes(`${b}/32`), 'the coordinator to hear of both lifts');
+  });
 
   test('an alert appended to the tailed eve file blocks its source on the node; the block lifts at expiry; a repeat offender\'s second block is longer', async () => {
     const target = '198.51.100.7/32';
@@ -283,28 +349,10 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
   });
 
   test('the cap on active automated blocks is enforced cluster-wide by the coordinator', async () => {
-    const capped = { ...guard, maxActiveBlocks: 1 };
-    const decisionFor = (target: string): Decision => ({
-      rule: 'manual',
-      action: 'block',
-      target,
-      durationMs: 20_000,
-      escalation: { factor: 2, maxDurationMs: 3_600_000 },
-      memoryMs: 1000,
-      reason: 'cap test',
-      evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
-    });
-    const start = (target: string) =>
-      env.client.workflow.signalWithStart(enforcementWorkflow, {
-        workflowId: enforcementWorkflowId(target),
-        taskQueue: CLUSTER_TASK_QUEUE,
-        args: [{ target, nodes: [NODE], guard: capped }],
-        signal: verdictSignal,
-        signalArgs: [decisionFor(target)],
-      });
-    // Earlier tests' blocks count against the cap until they lift.
+    const start = (target: string) => signalDirect(manualBlock(target), { maxActiveBlocks: 1 });
+    // Earlier tests' blocks (and any admission not yet claimed) count against the cap until they lift.
     const coordinatorHandle = env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID);
-    await eventually(() => coordinatorHandle.query(coordinatorQuery), (c) => c.activeBlocks.length === 0, 'earlier blocks to lift');
+    await eventually(() => coordinatorHandle.query(coordinatorQuery), (c) => c.activeBlocks.length === 0 && (c.reservations ?? []).length === 0, 'earlier blocks to lift');
     const first = await start('203.0.113.1/32');
     await eventually(() => entryFor('203.0.113.1/32'), (e) => e !== undefined, 'the first capped block');
     const second = await start('203.0.113.2/32');
