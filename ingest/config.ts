@@ -27,7 +27,10 @@ const envSchema = z.object({
     .pipe(z.array(z.string().regex(NODE_NAME, 'FOS1_ENFORCE_NODES must list node names (DNS-1123 labels)')).min(1, 'FOS1_ENFORCE_NODES must name at least one node')),
   /** EVE file to follow across rotation and truncation. */
   FOS1_EVE_FILE: z.string().optional(),
+  /** Where a fresh tail starts; once a read position is saved, it resumes there instead. */
   FOS1_EVE_FROM: z.enum(['start', 'end']).default('end'),
+  /** Read-position state file of the tail (default: next to the EVE file, `<file>.fos1-position.json`); `off` keeps none. */
+  FOS1_EVE_STATE_FILE: z.string().min(1).optional(),
   /** Unix socket to listen on for Suricata's `unix_stream` EVE output. */
   FOS1_EVE_SOCKET: z.string().optional(),
   /** Port for NDJSON over HTTP (`POST /v1/eve`, on 127.0.0.1); unset = off. */
@@ -50,11 +53,18 @@ export interface IngestConfig {
   nodes: string[];
   eveFile?: string;
   eveFrom: 'start' | 'end';
+  /** Where the tail keeps its read position (see {@link eveStateFileFor}); absent = not kept. */
+  eveStateFile?: string;
   eveSocket?: string;
   httpPort?: number;
   ndpi?: { interface: string; seconds: number; configDir?: string };
   coalesceMs: number;
   logLevel: string;
+}
+
+/** Default read-position file of a tailed EVE file: next to it. */
+export function eveStateFileFor(eveFile: string): string {
+  return `${eveFile}.fos1-position.json`;
 }
 
 /** Parses the environment; throws one error listing every bad variable. */
@@ -84,6 +94,7 @@ export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
     nodes: e.FOS1_ENFORCE_NODES,
     ...(e.FOS1_EVE_FILE ? { eveFile: e.FOS1_EVE_FILE } : {}),
     eveFrom: e.FOS1_EVE_FROM,
+    ...(e.FOS1_EVE_FILE && e.FOS1_EVE_STATE_FILE !== 'off' ? { eveStateFile: e.FOS1_EVE_STATE_FILE ?? eveStateFileFor(e.FOS1_EVE_FILE) } : {}),
     ...(e.FOS1_EVE_SOCKET ? { eveSocket: e.FOS1_EVE_SOCKET } : {}),
     ...(e.FOS1_INGEST_HTTP_PORT ? { httpPort: e.FOS1_INGEST_HTTP_PORT } : {}),
     ...(e.FOS1_NDPI_INTERFACE

@@ -46,6 +46,9 @@ export async function startIngest(config: Omit<IngestConfig, 'temporalAddress' |
   if (config.eveFile) {
     running.tail = new EveFileTail(config.eveFile, {
       from: config.eveFrom,
+      ...(config.eveStateFile ? { stateFile: config.eveStateFile } : {}),
+      // A line counts as handled, and its position may be saved, once its decision is sent.
+      beforeSave: () => pipeline.settle(),
       onLine: (line) => pipeline.eveLine(line, 'eve-file'),
       onError: (err) => logger.error({ err }, `reading ${config.eveFile} failed`),
     });
@@ -71,7 +74,7 @@ export async function startIngest(config: Omit<IngestConfig, 'temporalAddress' |
       }
     })();
   }
-  logger.info({ rules: ruleSet.rules.length, ruleSet: ruleSet.name, eveFile: config.eveFile, eveSocket: config.eveSocket, httpPort: config.httpPort, ndpi: config.ndpi?.interface }, 'fos1 ingest running');
+  logger.info({ rules: ruleSet.rules.length, ruleSet: ruleSet.name, eveFile: config.eveFile, eveStateFile: config.eveStateFile, eveSocket: config.eveSocket, httpPort: config.httpPort, ndpi: config.ndpi?.interface }, 'fos1 ingest running');
 
   running.stop = async () => {
     stopping = true;

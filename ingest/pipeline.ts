@@ -67,6 +67,14 @@ export class IngestPipeline {
     return this.evaluate(parsed.facts);
   }
 
+  /**
+   * Waits for the decisions handed to the bridge so far (not for later ones, so a steady
+   * stream cannot keep it waiting for ever).
+   */
+  async settle(): Promise<void> {
+    await Promise.all([...this.inFlight]);
+  }
+
   /** Waits until every decision handed to the bridge has been handled. */
   async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);

@@ -6,12 +6,16 @@
  *  2. the Temporal dev server with SQLite file persistence and the Web UI, with fos1's
  *     search attributes registered;
  *  3. the worker (cluster + node task queues) acting on the sandbox namespace, and the
- *     HTTP API.
+ *     HTTP API;
+ *  4. the IDS ingest worker with the default rule set, tailing `<state dir>/eve.json`
+ *     (append a Suricata alert line there and its source is blocked on the sandbox node)
+ *     and taking NDJSON at POST http://127.0.0.1:8081/v1/eve. It keeps its read position
+ *     next to the file, so a restart neither re-reads old alerts nor skips new ones.
  *
  * Ctrl-C stops everything; state (workflow history) survives a restart.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection, Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
@@ -20,6 +24,9 @@ import { z } from 'zod';
 import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
 import { startApiServer } from '../api/server';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
+import { parseIngestConfig } from '../ingest/config';
+import { startIngest } from '../ingest/ingest-worker';
+import { guardConfigSchema } from '../rules/guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { createSandboxNamespace } from './sandbox-netns';
 
@@ -30,6 +37,10 @@ const configSchema = z.object({
   TEMPORAL_PORT: z.coerce.number().int().min(1).max(65535).default(7233),
   TEMPORAL_UI_PORT: z.coerce.number().int().min(1).max(65535).default(8233),
   FOS1_API_PORT: z.coerce.number().int().min(1).max(65535).default(8080),
+  /** NDJSON EVE over HTTP for the ingest worker (on 127.0.0.1). */
+  FOS1_INGEST_HTTP_PORT: z.coerce.number().int().min(1).max(65535).default(8081),
+  /** EVE file the ingest worker tails (default `<state dir>/eve.json`, created empty). */
+  FOS1_EVE_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -62,6 +73,21 @@ async function main(): Promise<void> {
   });
   const client = new Client({ connection: await Connection.connect({ address }) });
   const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger });
+
+  // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
+  // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`.
+  const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
+  closeSync(openSync(eveFile, 'a'));
+  const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: config.FOS1_NODE_NAME, FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
+  if (!process.env.FOS1_GUARD_FILE) {
+    // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
+    ingestConfig.guard = guardConfigSchema.parse({ allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], loopback: ['127.0.0.0/8', '::1/128'] } });
+  }
+  const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }) });
+  logger.info(
+    { eveFile, eveStateFile: ingestConfig.eveStateFile, ndjson: `http://127.0.0.1:${config.FOS1_INGEST_HTTP_PORT}/v1/eve` },
+    'IDS ingest running — append a Suricata alert line to the EVE file (see README) to block its source',
+  );
   logger.info(
     { api: `http://127.0.0.1:${config.FOS1_API_PORT}`, taskQueues: workers.map((w) => w.options.taskQueue) },
     'fos1 is running — start a change from the Web UI, `temporal workflow start`, or POST /v1/changes (see README)',
@@ -73,7 +99,8 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('stopping');
     api.close();
-    workers.forEach((w) => w.shutdown());
+    // The tail saves its position once the decisions in flight are sent, then workers stop.
+    void ingest.stop().finally(() => workers.forEach((w) => w.shutdown()));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
