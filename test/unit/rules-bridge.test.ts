@@ -100,4 +100,67 @@ describe('enforcement bridge', () => {
     fail = false;
     expect(await b2.submit(decision('198.51.100.9/32'))).toBe('signalled');
   });
+
+  describe('admission by the coordinator before a block is signalled', () => {
+    /** A fake client whose `admit` update answers with `answer` (or hangs, or fails). */
+    function admitting(answer: 'grant' | 'refuse' | 'hang' | 'fail') {
+      const calls: { signalArgs: unknown[] }[] = [];
+      const updates: { name: string; args: unknown[]; workflowId: string; conflict: string }[] = [];
+      const workflows = {
+        signalWithStart: async (_wf: unknown, options: { signalArgs: unknown[] }) => {
+          calls.push({ signalArgs: options.signalArgs });
+          return {} as never;
+        },
+        executeUpdateWithStart: async (def: { name: string }, options: { args: unknown[]; startWorkflowOperation: { options: { workflowId: string; workflowIdConflictPolicy: string } } }) => {
+          updates.push({ name: def.name, args: options.args, workflowId: options.startWorkflowOperation.options.workflowId, conflict: options.startWorkflowOperation.options.workflowIdConflictPolicy });
+          if (answer === 'hang') return new Promise(() => undefined);
+          if (answer === 'fail') throw new Error('unavailable');
+          return answer === 'grant'
+            ? { granted: true, token: 'adm-1', expiresAt: '2030-01-01T00:00:00.000Z' }
+            : { granted: false, code: 'rate-limited', reason: '600 new automated blocks in the last minute; the cap is 600/min' };
+        },
+      } as unknown as WorkflowStarter;
+      const guard = new EnforcementGuard(guardConfigSchema.parse({ maxActiveBlocks: 50, maxNewBlocksPerMinute: 7 }));
+      const bridge = new EnforcementBridge({ workflows, guard, nodes: ['node-a'], logger: pino({ level: 'silent' }), coalesceMs: 5000, admitTimeoutMs: 200 });
+      return { bridge, calls, updates };
+    }
+
+    test('a granted admission travels with the block verdict; the coordinator is started if needed and asked with the caps', async () => {
+      const { bridge, calls, updates } = admitting('grant');
+      expect(await bridge.submit(decision('198.51.100.7/32'))).toBe('signalled');
+      expect(updates).toEqual([
+        { name: 'admit', args: [{ target: '198.51.100.7/32', maxActiveBlocks: 50, maxNewBlocksPerMinute: 7, deadline: expect.any(String) }], workflowId: 'fos1-enforcement-coordinator', conflict: 'USE_EXISTING' },
+      ]);
+      expect(calls[0]!.signalArgs[0]).toMatchObject({ action: 'block', admission: { token: 'adm-1', expiresAt: '2030-01-01T00:00:00.000Z' } });
+      expect(bridge.admissions).toEqual({ admitted: 1, refused: 0, failed: 0 });
+    });
+
+    test('only blocks are admitted: a rate limit goes out without asking', async () => {
+      const { bridge, calls, updates } = admitting('grant');
+      await bridge.submit(decision('198.51.100.7/32', 'rate-limit'));
+      expect(updates).toEqual([]);
+      expect(calls[0]!.signalArgs[0]).not.toHaveProperty('admission');
+    });
+
+    test.each([
+      ['refuse', { admitted: 0, refused: 1, failed: 0 }],
+      ['hang', { admitted: 0, refused: 0, failed: 1 }],
+      ['fail', { admitted: 0, refused: 0, failed: 1 }],
+    ] as const)('when the coordinator answers %s, the verdict still goes out, without an admission (the workflow asks and audits)', async (answer, counts) => {
+      const { bridge, calls } = admitting(answer);
+      expect(await bridge.submit(decision('198.51.100.7/32'))).toBe('signalled');
+      expect(calls).toHaveLength(1);
+      expect(calls[0]!.signalArgs[0]).not.toHaveProperty('admission');
+      expect(bridge.admissions).toEqual(counts);
+    });
+
+    test('the deadline given to the coordinator is earlier than the bridge stops waiting', async () => {
+      const { bridge, updates } = admitting('grant');
+      const before = Date.now();
+      await bridge.submit(decision('198.51.100.7/32'));
+      const deadline = Date.parse((updates[0]!.args[0] as { deadline: string }).deadline);
+      expect(deadline - before).toBeGreaterThanOrEqual(100);
+      expect(deadline - before).toBeLessThan(200);
+    });
+  });
 });
