@@ -192,7 +192,8 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     try {
       await decide(batch, admissions);
     } finally {
-      for (const unused of admissions) void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: unused.token, target: input.target, unused: true });
+      // Not awaited; a lost hand-back only holds the slot until the admission lapses.
+      for (const unused of admissions) signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: unused.token, target: input.target, unused: true }).catch(() => undefined);
     }
   }
 
@@ -327,7 +328,8 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     if (newBlock && admission) {
       requestId = admission.token;
       // Not awaited: the claim and the change's start leave in the same workflow task.
-      void signalCoordinator(claimSignal, { requester: workflowInfo().workflowId, requestId, target: input.target });
+      // (If it is lost, the release after the change still records the block as active.)
+      signalCoordinator(claimSignal, { requester: workflowInfo().workflowId, requestId, target: input.target }).catch(() => undefined);
     } else if (newBlock) {
       const grant = await acquireLease();
       if (!grant.granted) return { ok: false, code: grant.code ?? 'too-many-active-blocks', reason: grant.reason ?? 'refused by the coordinator' };
