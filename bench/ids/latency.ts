@@ -9,7 +9,8 @@
  *
  * Contenders, side by side in one run, each on fresh source addresses (198.18.0.0/15,
  * the benchmarking range):
- *   fos1 path        — tail → rules → bridge → enforcement workflow → coordinator lease →
+ *   fos1 path        — tail → rules → bridge (coordinator's admission, signalWithStart) →
+ *                      enforcement workflow →
  *                      change workflow → node workflow → map (what operators get)
  *   change workflow  — a blocklist patch started directly as a change workflow (the change
  *                      path alone: no tail, rules, enforcement or coordinator)
