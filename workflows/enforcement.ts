@@ -490,6 +490,10 @@ export interface CoordinatorState {
   refused: number;
   /** Tokens issued so far (for unique tokens across runs). */
   issued?: number;
+  /** Requests and updates served per run before it continues as new (default 500; tests lower it). */
+  continueAsNewAfter?: number;
+  /** Runs before this one. */
+  continuedRuns?: number;
 }
 
 /** Answer of the coordinator's `coordinator` query. */
@@ -577,7 +581,8 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
   for (;;) {
     // Updates are answered by their handler; the loop serves `acquire` and keeps the
     // history short (updates alone never fill the queue, so it wakes on the suggestion too).
-    await condition(() => state.queue.length > 0 || served >= 500 || workflowInfo().continueAsNewSuggested);
+    const limit = state.continueAsNewAfter ?? 500;
+    await condition(() => state.queue.length > 0 || served >= limit || workflowInfo().continueAsNewSuggested);
     while (state.queue.length > 0) {
       const req = state.queue.shift()!;
       served++;
@@ -598,10 +603,11 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
         active.delete(req.target);
       }
     }
-    if (served >= 500 || workflowInfo().continueAsNewSuggested) {
+    if (served >= limit || workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
       if (state.queue.length > 0) continue;
-      await continueAsNew<typeof enforcementCoordinatorWorkflow>({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued });
+      const continuedRuns = (state.continuedRuns ?? 0) + 1;
+      await continueAsNew<typeof enforcementCoordinatorWorkflow>({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued, continuedRuns });
     }
   }
 }

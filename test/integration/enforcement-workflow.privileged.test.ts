@@ -20,7 +20,17 @@ import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { enforcementWorkflowId, type Decision } from '../../rules/decision';
 import { guardConfigSchema } from '../../rules/guard';
 import type { ChangeStatus } from '../../workflows/change';
-import { coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
+import {
+  admitUpdate,
+  coordinatorQuery,
+  ENFORCEMENT_COORDINATOR_ID,
+  enforcementCoordinatorWorkflow,
+  enforcementQuery,
+  enforcementWorkflow,
+  liftSignal,
+  verdictSignal,
+  type EnforcementStatus,
+} from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
@@ -370,5 +380,31 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(lifted).toMatchObject({ phase: 'done', offences: 0 });
     expect(lifted.audit.find((a) => a.step === 'lift')).toMatchObject({ actor: 'alice', result: 'ok', detail: expect.stringContaining('lifted early by alice: false positive') });
     await second.terminate('test done').catch(() => undefined);
+  });
+
+  // Last in the file: it replaces the coordinator.
+  test('the coordinator continues as new with its active blocks, pending admissions and counts', async () => {
+    const handle = env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID);
+    await handle.terminate('replaced by a coordinator with a low continue-as-new bound');
+    const started = await env.client.workflow.start(enforcementCoordinatorWorkflow, {
+      workflowId: ENFORCEMENT_COORDINATOR_ID,
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ activeBlocks: ['203.0.113.200/32'], recentStarts: [], queue: [], granted: 0, refused: 0, continueAsNewAfter: 3 }],
+    });
+    const admit = (target: string) =>
+      started.executeUpdate(admitUpdate, { args: [{ target, maxActiveBlocks: 10, maxNewBlocksPerMinute: 10, deadline: new Date(Date.now() + 60_000).toISOString() }] });
+    const answers = [await admit('203.0.113.201/32'), await admit('203.0.113.202/32'), await admit('203.0.113.203/32')];
+    expect(answers.map((a) => a.granted)).toEqual([true, true, true]);
+    const after = await eventually(() => env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).query(coordinatorQuery), (c) => (c.continuedRuns ?? 0) === 1, 'continue-as-new');
+    expect((await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).describe()).runId).not.toBe(started.firstExecutionRunId);
+    expect(after).toMatchObject({ activeBlocks: ['203.0.113.200/32'], granted: 3, issued: 3 });
+    expect(after.reservations!.map((r) => r.target)).toEqual(['203.0.113.201/32', '203.0.113.202/32', '203.0.113.203/32']);
+    expect(after.recentStarts).toHaveLength(3);
+    // The carried reservations still count against the caps in the new run: 1 active + 3 pending = cap 4.
+    const refused = await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).executeUpdate(admitUpdate, {
+      args: [{ target: '203.0.113.204/32', maxActiveBlocks: 4, maxNewBlocksPerMinute: 10, deadline: new Date(Date.now() + 60_000).toISOString() }],
+    });
+    expect(refused).toEqual({ granted: false, code: 'too-many-active-blocks', reason: '4 automated blocks are active; the cap is 4' });
+    await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).terminate('test done');
   });
 });
