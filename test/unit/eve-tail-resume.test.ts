@@ -2,11 +2,12 @@
  * The EVE tail keeps its read position across restarts, on real files: stop the tail,
  * change the file (append, rotate, truncate, corrupt the state file), start a new tail
  * with the same state file, and assert exactly the lines that are new are delivered —
- * nothing read twice, nothing skipped.
+ * nothing read twice, nothing skipped. And where the ingest configuration puts the state file.
  */
 import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseIngestConfig } from '../../ingest/config';
 import { EveFileTail, readTailPosition } from '../../ingest/eve-tail';
 
 const SAMPLE = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n').filter((l) => l !== '');
@@ -135,5 +136,14 @@ describe('EVE tail read position', () => {
     }
     expect(await readTailPosition(stateFile)).toMatchObject({ position: statSync(path).size });
     expect(tail.stats.saves).toBe(1);
+  });
+});
+
+describe('ingest configuration of the read position', () => {
+  test('kept next to the EVE file by default, at FOS1_EVE_STATE_FILE when given, and not at all with "off"', () => {
+    expect(parseIngestConfig({ FOS1_EVE_FILE: '/var/log/suricata/eve.json', FOS1_ENFORCE_NODES: 'node-a' }).eveStateFile).toBe('/var/log/suricata/eve.json.fos1-position.json');
+    expect(parseIngestConfig({ FOS1_EVE_FILE: '/var/log/suricata/eve.json', FOS1_EVE_STATE_FILE: '/var/lib/fos1/eve.pos', FOS1_ENFORCE_NODES: 'node-a' }).eveStateFile).toBe('/var/lib/fos1/eve.pos');
+    expect(parseIngestConfig({ FOS1_EVE_FILE: '/var/log/suricata/eve.json', FOS1_EVE_STATE_FILE: 'off', FOS1_ENFORCE_NODES: 'node-a' })).not.toHaveProperty('eveStateFile');
+    expect(parseIngestConfig({ FOS1_ENFORCE_NODES: 'node-a' })).not.toHaveProperty('eveStateFile');
   });
 });
