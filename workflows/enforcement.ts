@@ -29,7 +29,6 @@
  * - without a usable admission (a verdict signalled by other means, a refused or expired
  *   one) this workflow asks itself: an `acquire` signal and a `leaseGrant` back.
  *
-
  * Workflows decide, they do not evaluate rules: verdicts arrive already decided.
  */
 import {
@@ -537,7 +536,7 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
     for (const [token, r] of reservations) if (r.expiresAt <= now) reservations.delete(token);
     state.recentStarts = state.recentStarts.filter((t) => now - t < 60_000);
     const pending = new Set([...reservations.values()].map((r) => r.target).filter((t) => !active.has(t)));
-    const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, ...limits });
+    const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, maxActiveBlocks: limits.maxActiveBlocks, maxNewBlocksPerMinute: limits.maxNewBlocksPerMinute });
     return caps.checkCaps(active.size + pending.size, state.recentStarts, now);
   };
 
