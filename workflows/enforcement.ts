@@ -9,6 +9,8 @@
  *        │  needs its admission (see below); extensions and lifts do not ask
  *        ├─ child changeWorkflow (author "fos1-enforcer", patch blocklist.upsert) on the
  *        │  cluster queue → every node's eBPF blocklist through the normal change path
+ *        ├─ rate-limit verdicts: child changeWorkflow (patch rateLimits.upsert) → every
+ *        │  node's per-source limit in the eBPF firewall (not counted against the block caps)
  *        ├─ durable timer → child changeWorkflow (patch blocklist.remove) lifts the block
  *        └─ remembers the offence for `memory`, so a repeat offender's next block is
  *           longer (fail2ban's bantime.increment); then completes. Continue-as-new keeps
@@ -57,6 +59,9 @@ import { actionStrength, escalatedDuration, type Admission, type Decision, type 
 import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../rules/guard';
 import { changeWorkflow } from './change';
 
+/** Why enforcement did not act: the guard's reasons, a change that failed, a rate limit on a prefix. */
+export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host';
+
 /** Author of every change enforcement makes; approval gates let it through, audits name it. */
 export const ENFORCER = 'fos1-enforcer';
 
@@ -91,8 +96,10 @@ export interface ActiveAction {
   memoryMs: number;
   startedAt: string;
   expiresAt: string;
-  /** Whether the action reached the nodes (blocks) or could only be recorded (others). */
+  /** Whether the action reached the nodes (blocks, rate limits) or could only be recorded (others). */
   enforced: boolean;
+  /** The rate of an enforced rate limit (packets per second). */
+  rateLimitPps?: number;
 }
 
 /** What the workflow remembers about its target. */
@@ -107,7 +114,7 @@ export interface EnforcementState {
   continuedRuns?: number;
   /** Every block this workflow applied, oldest first (bounded). */
   blocks: { startedAt: string; durationMs: number; changeId: string }[];
-  refusals: { at: string; code: GuardRefusal['code'] | 'change-failed'; reason: string }[];
+  refusals: { at: string; code: RefusalCode; reason: string }[];
   audit: AuditRecord[];
 }
 
@@ -231,6 +238,17 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       changeId = outcome.changeId;
       expiresAt = outcome.expiresAt ?? expiresAt;
       state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
+      // A block supersedes a rate limit in force: take the limit off the nodes too.
+      if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
+    } else if (strongest.action === 'rate-limit') {
+      const outcome = await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
+      if (!outcome.ok) {
+        refuse(outcome.code, outcome.reason, startedAt);
+        return;
+      }
+      enforced = true;
+      changeId = outcome.changeId;
+      expiresAt = outcome.expiresAt ?? expiresAt;
     }
     state.offences = offence;
     state.rememberUntil = new Date(Date.parse(expiresAt) + strongest.memoryMs).toISOString();
@@ -243,6 +261,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       startedAt: new Date(startedAt).toISOString(),
       expiresAt,
       enforced,
+      ...(strongest.action === 'rate-limit' ? { rateLimitPps: strongest.rateLimitPps ?? 1 } : {}),
     };
     phase = 'active';
     record(
@@ -263,6 +282,13 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     let expiresAt = new Date(startedAt + active.durationMs).toISOString();
     if (active.action === 'block' && active.enforced) {
       const outcome = await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false);
+      if (!outcome.ok) {
+        refuse(outcome.code, outcome.reason, startedAt);
+        return;
+      }
+      expiresAt = outcome.expiresAt ?? expiresAt;
+    } else if (active.action === 'rate-limit' && active.enforced) {
+      const outcome = await changeRateLimit('extend', { pps: active.rateLimitPps ?? 1, reason: active.reason, durationMs: active.durationMs });
       if (!outcome.ok) {
         refuse(outcome.code, outcome.reason, startedAt);
         return;
@@ -295,6 +321,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
         await sleep(30_000);
       }
     }
+    if (active.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
     state.active = undefined;
     phase = 'remembering';
     if (operatorLift) {
@@ -322,7 +349,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     what: { upsertFor?: { reason: string; durationMs: number }; remove?: true },
     newBlock: boolean,
     admission?: Admission,
-  ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: GuardRefusal['code'] | 'change-failed'; reason: string }> {
+  ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: RefusalCode; reason: string }> {
     let requestId = '';
     if (newBlock && admission) {
       requestId = admission.token;
@@ -365,6 +392,50 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     }
   }
 
+  /**
+   * Runs one rate-limit change: the target's per-source limit on every node's eBPF
+   * firewall (TC ingress), expiring by itself at the given duration as a safety net. Not
+   * counted against the block caps: a limit slows a source down, it does not cut it off.
+   */
+  async function changeRateLimit(
+    step: 'rate-limit' | 'extend' | 'lift',
+    what: { pps: number; reason: string; durationMs: number } | { remove: true },
+  ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: RefusalCode; reason: string }> {
+    if (!input.target.endsWith('/32') && !input.target.endsWith('/128')) {
+      return { ok: false, code: 'not-a-host', reason: `${input.target} is a prefix; a rate limit applies to one source host` };
+    }
+    const changeId = changeIdFor(step);
+    const expiresAt = 'pps' in what ? new Date(Date.now() + what.durationMs).toISOString() : undefined;
+    const rateLimits = {
+      upsert: 'pps' in what && expiresAt ? [{ cidr: input.target, pps: what.pps, reason: what.reason, expiresAt }] : [],
+      remove: 'remove' in what ? [input.target] : [],
+    };
+    try {
+      const request: ChangeRequestInput = {
+        id: changeId,
+        author: ENFORCER,
+        reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
+        targets: input.nodes,
+        patch: { rateLimits },
+      };
+      await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
+      return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
+    } catch (err) {
+      const cause = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
+      return { ok: false, code: 'change-failed', reason: `change ${changeId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}` };
+    }
+  }
+
+  /** Takes the target's rate limit off the nodes, retrying until the change path takes it. */
+  async function liftRateLimit(startedAt: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await changeRateLimit('lift', { remove: true });
+      if (outcome.ok) return;
+      record('lift rate limit', 'failed', startedAt, `attempt ${attempt}: ${outcome.reason}; retrying in 30s`);
+      await sleep(30_000);
+    }
+  }
+
   /** The first admission still valid for long enough to cover the change's start, if any. */
   function takeAdmission(admissions: Admission[]): Admission | undefined {
     const index = admissions.findIndex((a) => Date.parse(a.expiresAt) - Date.now() >= ADMISSION_MARGIN_MS);
@@ -398,7 +469,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     }
   }
 
-  function refuse(code: GuardRefusal['code'] | 'change-failed', reason: string, startedAt: number): void {
+  function refuse(code: RefusalCode, reason: string, startedAt: number): void {
     state.refusals.push({ at: new Date(startedAt).toISOString(), code, reason });
     record('refused', 'failed', startedAt, `${code}: ${reason}`);
   }

@@ -10,7 +10,10 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
@@ -22,7 +25,11 @@ import { RateLimitMaps } from '../../bpf/ratelimit-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { cacheDir } from '../../scripts/paths';
+import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
+import { enforcementWorkflowId } from '../../rules/decision';
+import { guardConfigSchema } from '../../rules/guard';
 import { changeWorkflow } from '../../workflows/change';
+import { enforcementQuery } from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
 import { changeFailure } from '../helpers/change-client';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
@@ -31,6 +38,44 @@ const NODE = 'node-rl';
 const SIZES = { blocklistV4: 256, blocklistV6: 256, hostsV4: 256, hostsV6: 256 };
 const FLOOD = 100; // echo requests, 10 ms apart: about one second of traffic
 const PPS = 5;
+const LIMIT_SECONDS = 6;
+
+/** A rule set whose only rule rate-limits the source of any alert. */
+const RULES = {
+  name: 'rate-limit-test',
+  rules: [
+    {
+      name: 'rate-limit-flooders',
+      description: 'alerts about floods rate-limit the source',
+      priority: 100,
+      eventTypes: ['alert'],
+      conditions: { all: [{ fact: 'severity', operator: 'severityAtLeast', value: 1 }] },
+      decision: { action: 'rate-limit', target: 'src_ip', duration: `${LIMIT_SECONDS}s`, memory: '1m', rateLimitPps: PPS },
+    },
+  ],
+};
+
+function alertLine(src: string, dest: string): string {
+  return JSON.stringify({
+    timestamp: new Date().toISOString(),
+    flow_id: 7,
+    event_type: 'alert',
+    src_ip: src,
+    dest_ip: dest,
+    proto: 'ICMP',
+    alert: { action: 'allowed', signature_id: 2100384, signature: 'GPL ICMP PING flood', category: 'Misc activity', severity: 1 },
+  });
+}
+
+async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 describePrivileged('per-source rate limits through the change workflow and the eBPF datapath (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
   let pair: NetnsPair;
@@ -110,6 +155,34 @@ describePrivileged('per-source rate limits through the change workflow and the e
     expect(lifted.nodes[NODE]?.diff).toEqual([`- rate-limit ${ADDR.a4}/32 ${PPS} pps burst ${PPS}`]);
     expect(limits.readAll()).toEqual([]);
     expect(await flood(ADDR.b4)).toBeGreaterThanOrEqual(FLOOD - 2);
+  });
+
+  test('a rate-limit verdict from the IDS limits the source on the node, and the limit lifts at expiry', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fos1-rl-'));
+    let ingest: RunningIngest | undefined;
+    try {
+      writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
+      const eveFile = join(dir, 'eve.json');
+      writeFileSync(eveFile, '');
+      ingest = await startIngest(
+        { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }), nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
+        { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
+      );
+      appendFileSync(eveFile, `${alertLine(ADDR.a4, ADDR.b4)}\n`);
+      const [limit] = await eventually(() => limits.readAll(), (l) => l.length === 1, 'the rate limit to reach the node');
+      expect(limit).toMatchObject({ cidr: `${ADDR.a4}/32`, pps: PPS, burst: PPS });
+      expect(limit?.expiresAt).toBeGreaterThan(Date.now() / 1000);
+      expect(await flood(ADDR.b4)).toBeLessThanOrEqual(4 * PPS);
+
+      // The durable timer lifts it through another change; the source gets its full rate back.
+      await eventually(() => limits.readAll(), (l) => l.length === 0, 'the rate limit to be lifted at expiry', (LIMIT_SECONDS + 30) * 1000);
+      expect(await flood(ADDR.b4)).toBeGreaterThanOrEqual(FLOOD - 2);
+      const status = await env.client.workflow.getHandle(enforcementWorkflowId(`${ADDR.a4}/32`)).query(enforcementQuery);
+      expect(status.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['rate-limit:ok', 'lift:ok']);
+    } finally {
+      await ingest?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a change whose later step fails rolls the rate limit back, read back from the map', async () => {
