@@ -178,7 +178,10 @@ function sortU32(input: Uint32Array, count: number): Uint32Array {
   const offsets = new Int32Array(2048);
   for (let shift = 0; shift < 32; shift += 11) {
     offsets.fill(0);
-    for (let i = 0; i < count; i++) offsets[((src[i] as number) >>> shift) & 2047]++;
+    for (let i = 0; i < count; i++) {
+      const d = ((src[i] as number) >>> shift) & 2047;
+      offsets[d] = (offsets[d] as number) + 1;
+    }
     let sum = 0;
     for (let d = 0; d < 2048; d++) {
       const c = offsets[d] as number;
@@ -187,7 +190,10 @@ function sortU32(input: Uint32Array, count: number): Uint32Array {
     }
     for (let i = 0; i < count; i++) {
       const v = src[i] as number;
-      dst[offsets[(v >>> shift) & 2047]++] = v;
+      const d = (v >>> shift) & 2047;
+      const at = offsets[d] as number;
+      offsets[d] = at + 1;
+      dst[at] = v;
     }
     const t = src;
     src = dst;
