@@ -62,6 +62,12 @@ export interface BlocklistMapsOptions {
    * goes into the tries, as before the datapath existed.
    */
   hostMaps?: { maxEntriesV4: number; maxEntriesV6: number };
+  /**
+   * Threads for the batch writes and dumps of large host maps: 2 (default) lets a helper
+   * thread insert or read half of a big hash map while this one does the other half
+   * (see `batch-threads.ts`); 1 keeps every syscall on the calling thread.
+   */
+  batchThreads?: 1 | 2;
 }
 
 /** Pin path of a family's map inside `pinDir`. */
@@ -95,6 +101,7 @@ export class BlocklistMaps {
     private readonly v4: BpfMap,
     private readonly v6: BpfMap,
     private readonly hosts?: { v4: BpfMap; v6: BpfMap },
+    private readonly threads: 1 | 2 = 2,
   ) {
     this.capacity = { v4: v4.info.maxEntries, v6: v6.info.maxEntries };
     this.hostCapacity = hosts ? { v4: hosts.v4.info.maxEntries, v6: hosts.v6.info.maxEntries } : undefined;
@@ -114,11 +121,11 @@ export class BlocklistMaps {
     try {
       const v6 = openOrCreate(opts.pinDir, 6, opts.maxEntriesV6);
       opened.push(v6);
-      if (!opts.hostMaps) return new BlocklistMaps(v4, v6);
+      if (!opts.hostMaps) return new BlocklistMaps(v4, v6, undefined, opts.batchThreads);
       const h4 = openOrCreateHost(opts.pinDir, 4, opts.hostMaps.maxEntriesV4);
       opened.push(h4);
       const h6 = openOrCreateHost(opts.pinDir, 6, opts.hostMaps.maxEntriesV6);
-      return new BlocklistMaps(v4, v6, { v4: h4, v6: h6 });
+      return new BlocklistMaps(v4, v6, { v4: h4, v6: h6 }, opts.batchThreads);
     } catch (err) {
       opened.forEach((m) => m.close());
       throw err;
@@ -241,9 +248,12 @@ export class BlocklistMaps {
    */
   dumpImage(): BlocklistImage {
     const empty = { keys: Buffer.alloc(0), values: Buffer.alloc(0), count: 0 };
+    // A big hash map is read in two bucket ranges at once (most of a dump is walking
+    // buckets in the kernel: 2^21 of them for a 1.2 M-entry map, full or not).
+    const dumpHost = (map: BpfMap) => (this.threads === 2 ? map.dumpRawThreaded() : map.dumpRaw());
     return {
-      hostV4: this.hosts ? this.hosts.v4.dumpRaw() : empty,
-      hostV6: this.hosts ? this.hosts.v6.dumpRaw() : empty,
+      hostV4: this.hosts ? dumpHost(this.hosts.v4) : empty,
+      hostV6: this.hosts ? dumpHost(this.hosts.v6) : empty,
       lpmV4: this.v4.dumpRaw(),
       lpmV6: this.v6.dumpRaw(),
     };
@@ -294,7 +304,7 @@ export class BlocklistMaps {
   applyDiff(diff: ImageDiff): { upserts: number; deletes: number } {
     const upsert = (kind: ImageKind) => {
       const { upsert: part } = diff[kind];
-      if (part.count > 0) this.mapOfKind(kind).updateBatchRaw(part.keys, part.values, part.count);
+      if (part.count > 0) this.mapOfKind(kind).updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, 1 << 16, this.threads);
     };
     const remove = (kind: ImageKind) => {
       const d = diff[kind];

@@ -18,6 +18,7 @@ import {
   libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
+import { startDumpFromBucket, startUpdateBatch } from './batch-threads';
 
 /** `enum bpf_map_type` values fos1 uses (UAPI numbering, stable forever). */
 export const BPF_MAP_TYPE_HASH = 1;
@@ -99,6 +100,15 @@ export class BpfMapMismatchError extends Error {
         `refusing to reuse or replace it — remove the pin (rm ${path}) if it is stale`,
     );
   }
+}
+
+/** Chunks of a (partial) batch dump. */
+interface DumpRange {
+  keyChunks: Buffer[];
+  valueChunks: Buffer[];
+  count: number;
+  /** The kernel has no batch lookup for this map. */
+  unsupported?: boolean;
 }
 
 /** A kernel eBPF map owned through a file descriptor. Call {@link BpfMap.close} when done. */
@@ -298,13 +308,36 @@ export class BpfMap {
   /**
    * {@link updateBatch} for keys and values already laid out back to back (`count`
    * records), sent in slices of `chunk` elements so the kernel never has to copy more
-   * than a few MB per syscall. Returns how many elements were written before an error
-   * is thrown (the error carries that number as `written`).
+   * than a few MB per syscall. With `threads` ≥ 2 and a hash map, the second half is
+   * written by a helper thread at the same time (see `batch-threads.ts`). Not atomic:
+   * after an error some elements are written; callers that need all-or-nothing restore
+   * a dump taken before (as `BlocklistMaps.applyImage` does).
    */
-  updateBatchRaw(keys: Buffer, values: Buffer, count: number, flags: number = BPF_ANY, chunk = 1 << 16): void {
+  updateBatchRaw(keys: Buffer, values: Buffer, count: number, flags: number = BPF_ANY, chunk = 1 << 16, threads = 1): void {
     const { keySize, valueSize } = this.#info;
     if (keys.length !== count * keySize || values.length !== count * valueSize) {
       throw new RangeError(`${this.describe()}: updateBatchRaw got ${keys.length}/${values.length} bytes for ${count} elements of ${keySize}/${valueSize}`);
+    }
+    if (threads >= 2 && this.#info.type === BPF_MAP_TYPE_HASH && count >= 2 * chunk) {
+      // The second half goes to a helper thread; hash buckets lock separately, so the
+      // two halves insert side by side. Both halves always run to their end or first
+      // error before this returns or throws, so a caller's rollback sees a quiet map.
+      const half = count >>> 1;
+      const helper = startUpdateBatch(this.fd, { keySize, valueSize }, keys.subarray(half * keySize), values.subarray(half * valueSize), count - half, flags, chunk, `bpf_map_update_batch on ${this.describe()}`);
+      let mine: unknown;
+      try {
+        this.updateBatchRaw(keys.subarray(0, half * keySize), values.subarray(0, half * valueSize), half, flags, chunk);
+      } catch (err) {
+        mine = err;
+      }
+      const theirs = helper.wait();
+      if (mine !== undefined) throw mine;
+      if (theirs.ret !== 0) {
+        if (!isUnsupported(theirs.ret)) throw this.updateError('bpf_map_update_batch', theirs.ret);
+        // No batch support on this kernel: the single-threaded path has the fallback.
+        this.updateBatchRaw(keys.subarray(half * keySize), values.subarray(half * valueSize), count - half, flags, chunk);
+      }
+      return;
     }
     const lib = libbpf();
     for (let at = 0; at < count; at += chunk) {
@@ -355,6 +388,64 @@ export class BpfMap {
    * diffed and verified in, without a JS object per element.
    */
   dumpRaw(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
+    const r = this.#dumpRange(chunk, Infinity);
+    return { keys: Buffer.concat(r.keyChunks), values: Buffer.concat(r.valueChunks), count: r.count };
+  }
+
+  /**
+   * {@link dumpRaw} with the upper half of a hash map's buckets read by a helper thread
+   * at the same time (the batch cursor of hash maps is a bucket index, so the two
+   * ranges are disjoint by construction). Other map types are dumped by {@link dumpRaw}.
+   * Like every dump this is not a snapshot of a map that is being written meanwhile.
+   */
+  dumpRawThreaded(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
+    const { keySize, valueSize, type, maxEntries } = this.#info;
+    // htab_map_alloc: n_buckets = roundup_pow_of_two(max_entries).
+    const buckets = 2 ** Math.ceil(Math.log2(Math.max(1, maxEntries)));
+    if (type !== BPF_MAP_TYPE_HASH || buckets < 1 << 16) return this.dumpRaw(chunk);
+    const mid = buckets / 2;
+    const helper = startDumpFromBucket(this.fd, { keySize, valueSize }, mid, chunk, `bpf_map_lookup_batch on ${this.describe()}`);
+    let mine: DumpRange | undefined;
+    let error: unknown;
+    try {
+      mine = this.#dumpRange(chunk, mid);
+    } catch (err) {
+      error = err;
+    }
+    const theirs = helper.wait();
+    if (error !== undefined || !mine) throw error;
+    if (theirs.ret !== 0) throw bpfError('bpf_map_lookup_batch', theirs.ret, this.describe());
+    if (mine.unsupported) return this.dumpRaw(chunk);
+    // The kernel returns whole buckets per call, so this thread's last call may have run
+    // past `mid` into buckets the helper read too. Keys are unique in a hash map and both
+    // sides list buckets in order: the helper's first key, if it is in our last chunk,
+    // marks where the overlap starts.
+    const last = mine.keyChunks.length - 1;
+    if (theirs.count > 0 && last >= 0) {
+      const first = theirs.keys.subarray(0, keySize);
+      const tail = mine.keyChunks[last] as Buffer;
+      for (let i = 0; i < tail.length / keySize; i++) {
+        if (tail.subarray(i * keySize, (i + 1) * keySize).equals(first)) {
+          mine.count -= tail.length / keySize - i;
+          mine.keyChunks[last] = tail.subarray(0, i * keySize);
+          mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
+          break;
+        }
+      }
+    }
+    return {
+      keys: Buffer.concat([...mine.keyChunks, theirs.keys]),
+      values: Buffer.concat([...mine.valueChunks, theirs.values]),
+      count: mine.count + theirs.count,
+    };
+  }
+
+  /**
+   * Batch lookups from the start until the end of the map or until the cursor (a bucket
+   * index for hash maps) reaches `untilBucket`. `unsupported` when the kernel has no
+   * batch lookup for this map (then only {@link dumpRaw} falls back to iteration).
+   */
+  #dumpRange(chunk: number, untilBucket: number): DumpRange {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();
@@ -377,8 +468,9 @@ export class BpfMap {
       }
       if (ret < 0 && ret !== -ERRNO.ENOENT) {
         if (isUnsupported(ret) && inBatch === null) {
+          if (untilBucket !== Infinity) return { keyChunks: [], valueChunks: [], count: 0, unsupported: true };
           const all = [...this.entries()];
-          return { keys: Buffer.concat(all.map(([k]) => k)), values: Buffer.concat(all.map(([, v]) => v)), count: all.length };
+          return { keyChunks: all.map(([k]) => k), valueChunks: all.map(([, v]) => v), count: all.length };
         }
         throw bpfError('bpf_map_lookup_batch', ret, this.describe());
       }
@@ -387,9 +479,10 @@ export class BpfMap {
       total += count[0];
       // ENOENT means "iteration finished"; count still holds the last partial chunk.
       if (ret === -ERRNO.ENOENT) break;
+      if (outBatch.readUInt32LE(0) >= untilBucket) break;
       inBatch = outBatch;
     }
-    return { keys: Buffer.concat(keyChunks), values: Buffer.concat(valueChunks), count: total };
+    return { keyChunks, valueChunks, count: total };
   }
 
   /**
