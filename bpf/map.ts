@@ -18,7 +18,7 @@ import {
   libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
-import { startDumpFromBucket, startUpdateBatch } from './batch-threads';
+import { type HelperDumpResult, type HelperJob, startDumpFromBucket, startUpdateBatch } from './batch-threads';
 
 /** `enum bpf_map_type` values fos1 uses (UAPI numbering, stable forever). */
 export const BPF_MAP_TYPE_HASH = 1;
@@ -107,8 +107,6 @@ interface DumpRange {
   keyChunks: Buffer[];
   valueChunks: Buffer[];
   count: number;
-  /** The kernel has no batch lookup for this map. */
-  unsupported?: boolean;
 }
 
 /** A kernel eBPF map owned through a file descriptor. Call {@link BpfMap.close} when done. */
@@ -404,18 +402,25 @@ export class BpfMap {
     const buckets = 2 ** Math.ceil(Math.log2(Math.max(1, maxEntries)));
     if (type !== BPF_MAP_TYPE_HASH || buckets < 1 << 16) return this.dumpRaw(chunk);
     const mid = buckets / 2;
-    const helper = startDumpFromBucket(this.fd, { keySize, valueSize }, mid, chunk, `bpf_map_lookup_batch on ${this.describe()}`);
+    // The helper is started only once the first call shows the map is big: a map that
+    // fits in one call (or whose first call already ran past the middle) is done
+    // faster alone than with a thread that takes tens of ms to start.
+    let helper: HelperJob<HelperDumpResult> | undefined;
     let mine: DumpRange | undefined;
     let error: unknown;
     try {
-      mine = this.#dumpRange(chunk, mid);
+      mine = this.#dumpRange(chunk, Infinity, (next) => {
+        if (next >= mid) return Infinity;
+        helper = startDumpFromBucket(this.fd, { keySize, valueSize }, mid, chunk, `bpf_map_lookup_batch on ${this.describe()}`);
+        return mid;
+      });
     } catch (err) {
       error = err;
     }
-    const theirs = helper.wait();
+    const theirs = helper?.wait();
     if (error !== undefined || !mine) throw error;
+    if (!theirs) return { keys: Buffer.concat(mine.keyChunks), values: Buffer.concat(mine.valueChunks), count: mine.count };
     if (theirs.ret !== 0) throw bpfError('bpf_map_lookup_batch', theirs.ret, this.describe());
-    if (mine.unsupported) return this.dumpRaw(chunk);
     // The kernel returns whole buckets per call, so this thread's last call may have run
     // past `mid` into buckets the helper read too. Keys are unique in a hash map and both
     // sides list buckets in order: the helper's first key, if it is in our last chunk,
@@ -424,13 +429,13 @@ export class BpfMap {
     if (theirs.count > 0 && last >= 0) {
       const first = theirs.keys.subarray(0, keySize);
       const tail = mine.keyChunks[last] as Buffer;
-      for (let i = 0; i < tail.length / keySize; i++) {
-        if (tail.subarray(i * keySize, (i + 1) * keySize).equals(first)) {
-          mine.count -= tail.length / keySize - i;
-          mine.keyChunks[last] = tail.subarray(0, i * keySize);
-          mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
-          break;
-        }
+      for (let at = tail.indexOf(first); at !== -1; at = tail.indexOf(first, at + 1)) {
+        if (at % keySize !== 0) continue; // bytes straddling two keys
+        const i = at / keySize;
+        mine.count -= tail.length / keySize - i;
+        mine.keyChunks[last] = tail.subarray(0, i * keySize);
+        mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
+        break;
       }
     }
     return {
@@ -442,10 +447,11 @@ export class BpfMap {
 
   /**
    * Batch lookups from the start until the end of the map or until the cursor (a bucket
-   * index for hash maps) reaches `untilBucket`. `unsupported` when the kernel has no
-   * batch lookup for this map (then only {@link dumpRaw} falls back to iteration).
+   * index for hash maps) reaches `untilBucket`, which `afterFirstCall` may set from the
+   * cursor after the first call (when the map did not fit in it). Without batch lookup
+   * in the kernel, falls back to iterating the whole map.
    */
-  #dumpRange(chunk: number, untilBucket: number): DumpRange {
+  #dumpRange(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number): DumpRange {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();
@@ -468,7 +474,6 @@ export class BpfMap {
       }
       if (ret < 0 && ret !== -ERRNO.ENOENT) {
         if (isUnsupported(ret) && inBatch === null) {
-          if (untilBucket !== Infinity) return { keyChunks: [], valueChunks: [], count: 0, unsupported: true };
           const all = [...this.entries()];
           return { keyChunks: all.map(([k]) => k), valueChunks: all.map(([, v]) => v), count: all.length };
         }
@@ -479,6 +484,7 @@ export class BpfMap {
       total += count[0];
       // ENOENT means "iteration finished"; count still holds the last partial chunk.
       if (ret === -ERRNO.ENOENT) break;
+      if (inBatch === null && afterFirstCall) untilBucket = afterFirstCall(outBatch.readUInt32LE(0));
       if (outBatch.readUInt32LE(0) >= untilBucket) break;
       inBatch = outBatch;
     }
