@@ -33,113 +33,134 @@ try {
   const lib = koffi.load(workerData.soname);
   const opts = koffi.struct({ sz: 'size_t', elem_flags: 'uint64_t', flags: 'uint64_t' });
   const inoutU32 = koffi.inout(koffi.pointer('uint32_t'));
-  const job = workerData.job;
-  if (job.op === 'update') {
-    const update = lib.func('bpf_map_update_batch', 'int', ['int', 'const void *', 'const void *', inoutU32, koffi.pointer(opts)]);
-    const keys = Buffer.from(job.keys);
-    const values = Buffer.from(job.values);
-    let written = 0;
-    let ret = 0;
-    for (let at = 0; at < job.count; at += job.chunk) {
-      const n = Math.min(job.chunk, job.count - at);
-      const done = [n];
-      ret = update(job.fd, keys.subarray(at * job.keySize, (at + n) * job.keySize), values.subarray(at * job.valueSize, (at + n) * job.valueSize), done, { sz: opts.size, elem_flags: job.flags, flags: 0 });
-      if (ret !== 0) {
-        written += done[0] < n ? done[0] : 0;
-        break;
+  const update = lib.func('bpf_map_update_batch', 'int', ['int', 'const void *', 'const void *', inoutU32, koffi.pointer(opts)]);
+  const lookup = lib.func('bpf_map_lookup_batch', 'int', ['int', 'void *', 'void *', 'void *', 'void *', inoutU32, koffi.pointer(opts)]);
+  const results = [];
+  const transfer = [];
+  let failed = false;
+  for (const job of workerData.tasks) {
+    if (failed) { results.push({ ret: 1, written: 0 }); continue; } // SKIPPED
+    if (job.op === 'update') {
+      const keys = Buffer.from(job.keys);
+      const values = Buffer.from(job.values);
+      let written = 0;
+      let ret = 0;
+      for (let at = 0; at < job.count; at += job.chunk) {
+        const n = Math.min(job.chunk, job.count - at);
+        const done = [n];
+        ret = update(job.fd, keys.subarray(at * job.keySize, (at + n) * job.keySize), values.subarray(at * job.valueSize, (at + n) * job.valueSize), done, { sz: opts.size, elem_flags: job.flags, flags: 0 });
+        if (ret !== 0) { written += done[0] < n ? done[0] : 0; break; }
+        written += n;
       }
-      written += n;
-    }
-    state[1] = ret;
-    state[2] = written;
-  } else {
-    const lookup = lib.func('bpf_map_lookup_batch', 'int', ['int', 'void *', 'void *', 'void *', 'void *', inoutU32, koffi.pointer(opts)]);
-    const keyChunks = [];
-    const valueChunks = [];
-    let chunk = job.chunk;
-    let inBatch = Buffer.alloc(8);
-    inBatch.writeUInt32LE(job.fromBucket, 0);
-    let ret = 0;
-    for (;;) {
-      const outBatch = Buffer.alloc(8);
-      const keys = Buffer.alloc(job.keySize * chunk);
-      const values = Buffer.alloc(job.valueSize * chunk);
-      const count = [chunk];
-      ret = lookup(job.fd, inBatch, outBatch, keys, values, count, { sz: opts.size, elem_flags: 0, flags: 0 });
-      if (ret === -28 && count[0] === 0) { chunk *= 2; continue; }
-      if (ret < 0 && ret !== -2) break;
-      keyChunks.push(keys.subarray(0, count[0] * job.keySize));
-      valueChunks.push(values.subarray(0, count[0] * job.valueSize));
-      if (ret === -2) { ret = 0; break; }
-      inBatch = outBatch;
-    }
-    if (ret === 0) {
+      // Later writes are skipped after a failure: the caller restores a dump anyway.
+      if (ret !== 0) failed = true;
+      results.push({ ret, written });
+    } else {
+      const keyChunks = [];
+      const valueChunks = [];
+      let chunk = job.chunk;
+      let inBatch = null;
+      if (job.fromBucket !== null) { inBatch = Buffer.alloc(Math.max(job.keySize, 8)); inBatch.writeUInt32LE(job.fromBucket, 0); }
+      let ret = 0;
+      for (;;) {
+        const outBatch = Buffer.alloc(Math.max(job.keySize, 8));
+        const keys = Buffer.alloc(job.keySize * chunk);
+        const values = Buffer.alloc(job.valueSize * chunk);
+        const count = [chunk];
+        ret = lookup(job.fd, inBatch, outBatch, keys, values, count, { sz: opts.size, elem_flags: 0, flags: 0 });
+        if (ret === -28 && count[0] === 0) { chunk *= 2; continue; }
+        if (ret < 0 && ret !== -2) break;
+        keyChunks.push(keys.subarray(0, count[0] * job.keySize));
+        valueChunks.push(values.subarray(0, count[0] * job.valueSize));
+        if (ret === -2) { ret = 0; break; }
+        inBatch = outBatch;
+      }
       const keys = Buffer.concat(keyChunks);
       const values = Buffer.concat(valueChunks);
       const k = keys.buffer.slice(keys.byteOffset, keys.byteOffset + keys.length);
       const v = values.buffer.slice(values.byteOffset, values.byteOffset + values.length);
-      port.postMessage({ keys: k, values: v }, [k, v]);
+      transfer.push(k, v);
+      results.push({ ret, written: 0, keys: k, values: v });
     }
-    state[1] = ret;
   }
+  port.postMessage({ results }, transfer);
 } catch (err) {
-  state[1] = -100000;
-  port.postMessage({ error: String(err && err.stack || err) });
+  port.postMessage({ error: String((err && err.stack) || err) });
 }
 Atomics.store(state, 0, 1);
 Atomics.notify(state, 0);
 `;
 
-/** A batch job running on the helper thread; {@link wait} blocks until it is done. */
-export interface HelperJob<T> {
-  /** Blocks until the helper finishes; returns its result or throws what it reported. */
-  wait(): T;
-}
+/** One batch job for the helper thread. Update jobs run in order; after a failed one the rest are skipped. */
+export type HelperTask =
+  | {
+      op: 'update';
+      fd: number;
+      keySize: number;
+      valueSize: number;
+      keys: Buffer;
+      values: Buffer;
+      count: number;
+      flags: number;
+      chunk: number;
+    }
+  | {
+      op: 'dump';
+      fd: number;
+      keySize: number;
+      valueSize: number;
+      /** Hash maps: the bucket to start at; null: from the start (any map type). */
+      fromBucket: number | null;
+      chunk: number;
+    };
 
-/** Result of an update half: the libbpf return value and how many elements were written. */
-export interface HelperUpdateResult {
+/** `ret` of a task skipped because an earlier update failed. */
+export const SKIPPED = 1;
+
+/**
+ * What a task did: `ret` is libbpf's return value (0, a negative errno, or
+ * {@link SKIPPED}); dumps also give keys and values back to back.
+ */
+export interface HelperOutcome {
   ret: number;
   written: number;
-}
-
-/** Result of a dump range: keys and values back to back, or the libbpf error. */
-export interface HelperDumpResult {
-  ret: number;
   keys: Buffer;
   values: Buffer;
   count: number;
 }
 
-interface UpdateJob {
-  op: 'update';
-  fd: number;
-  keySize: number;
-  valueSize: number;
-  keys: SharedArrayBuffer;
-  values: SharedArrayBuffer;
-  count: number;
-  flags: number;
-  chunk: number;
+/** A running helper; {@link wait} blocks until it is done. */
+export interface Helper {
+  /** Blocks until the helper finishes; one outcome per task, or throws if the helper itself broke. */
+  wait(): HelperOutcome[];
 }
 
-interface DumpJob {
-  op: 'dump';
-  fd: number;
-  keySize: number;
-  valueSize: number;
-  fromBucket: number;
-  chunk: number;
-}
-
-function start(job: UpdateJob | DumpJob, describe: string): { wait(): { ret: number; written: number; message?: unknown } } {
-  const state = new Int32Array(new SharedArrayBuffer(12));
+/**
+ * Starts the helper thread on `tasks` and returns at once; the caller does its own
+ * share and then calls `wait()`, which it must do before returning or throwing.
+ * Update buffers are copied into shared memory first (a few ms per half million records).
+ */
+export function startHelper(tasks: HelperTask[], describe: string): Helper {
+  const shared = (b: Buffer) => {
+    const sab = new SharedArrayBuffer(b.length);
+    new Uint8Array(sab).set(b);
+    return sab;
+  };
+  const sizes = tasks.map((t) => t.keySize);
+  const state = new Int32Array(new SharedArrayBuffer(4));
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(HELPER_SOURCE, {
     eval: true,
-    workerData: { state: state.buffer, port: port2, job, koffiPath: require.resolve('koffi'), soname: LIBBPF_SONAME },
+    workerData: {
+      state: state.buffer,
+      port: port2,
+      tasks: tasks.map((t) => (t.op === 'update' ? { ...t, keys: shared(t.keys), values: shared(t.values) } : t)),
+      koffiPath: require.resolve('koffi'),
+      soname: LIBBPF_SONAME,
+    },
     transferList: [port2],
   });
-  // The helper never keeps the process alive; it exits after its one job.
+  // The helper never keeps the process alive; it exits after its tasks.
   worker.unref();
   return {
     wait() {
@@ -147,59 +168,18 @@ function start(job: UpdateJob | DumpJob, describe: string): { wait(): { ret: num
         if (Atomics.wait(state, 0, 0, HELPER_TIMEOUT_MS) === 'timed-out') {
           throw new Error(`${describe}: helper thread did not finish within ${HELPER_TIMEOUT_MS / 1000} s`);
         }
-        const message = receiveMessageOnPort(port1)?.message as { error?: string } | undefined;
-        if (message?.error) throw new Error(`${describe}: helper thread failed: ${message.error}`);
-        return { ret: state[1] as number, written: state[2] as number, message };
+        const message = receiveMessageOnPort(port1)?.message as
+          | { error?: string; results?: Array<{ ret: number; written: number; keys?: ArrayBuffer; values?: ArrayBuffer }> }
+          | undefined;
+        if (!message?.results) throw new Error(`${describe}: helper thread failed: ${message?.error ?? 'no result'}`);
+        return message.results.map((r, i) => {
+          const keys = r.keys ? Buffer.from(r.keys) : Buffer.alloc(0);
+          return { ret: r.ret, written: r.written, keys, values: r.values ? Buffer.from(r.values) : Buffer.alloc(0), count: keys.length / (sizes[i] ?? 1) };
+        });
       } finally {
         port1.close();
         void worker.terminate();
       }
-    },
-  };
-}
-
-/**
- * Starts `bpf_map_update_batch` calls for `count` records of `keys`/`values` on the
- * helper thread (copied into shared memory first: a few ms for half a million records).
- */
-export function startUpdateBatch(
-  fd: number,
-  sizes: { keySize: number; valueSize: number },
-  keys: Buffer,
-  values: Buffer,
-  count: number,
-  flags: number,
-  chunk: number,
-  describe: string,
-): HelperJob<HelperUpdateResult> {
-  const shared = (b: Buffer) => {
-    const sab = new SharedArrayBuffer(b.length);
-    new Uint8Array(sab).set(b);
-    return sab;
-  };
-  const job = start({ op: 'update', fd, ...sizes, keys: shared(keys), values: shared(values), count, flags, chunk }, describe);
-  return { wait: () => job.wait() };
-}
-
-/**
- * Starts a `bpf_map_lookup_batch` dump of a hash map from bucket `fromBucket` to the end
- * on the helper thread (the batch cursor of hash maps is a u32 bucket index).
- */
-export function startDumpFromBucket(
-  fd: number,
-  sizes: { keySize: number; valueSize: number },
-  fromBucket: number,
-  chunk: number,
-  describe: string,
-): HelperJob<HelperDumpResult> {
-  const job = start({ op: 'dump', fd, ...sizes, fromBucket, chunk }, describe);
-  return {
-    wait() {
-      const r = job.wait();
-      const m = r.message as { keys: ArrayBuffer; values: ArrayBuffer } | undefined;
-      const keys = m ? Buffer.from(m.keys) : Buffer.alloc(0);
-      const values = m ? Buffer.from(m.values) : Buffer.alloc(0);
-      return { ret: r.ret, keys, values, count: keys.length / sizes.keySize };
     },
   };
 }

@@ -18,7 +18,7 @@ import {
   libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
-import { type HelperDumpResult, type HelperJob, startDumpFromBucket, startUpdateBatch } from './batch-threads';
+import { type Helper, startHelper } from './batch-threads';
 
 /** `enum bpf_map_type` values fos1 uses (UAPI numbering, stable forever). */
 export const BPF_MAP_TYPE_HASH = 1;
@@ -103,7 +103,7 @@ export class BpfMapMismatchError extends Error {
 }
 
 /** Chunks of a (partial) batch dump. */
-interface DumpRange {
+export interface DumpRange {
   keyChunks: Buffer[];
   valueChunks: Buffer[];
   count: number;
@@ -321,16 +321,19 @@ export class BpfMap {
       // two halves insert side by side. Both halves always run to their end or first
       // error before this returns or throws, so a caller's rollback sees a quiet map.
       const half = count >>> 1;
-      const helper = startUpdateBatch(this.fd, { keySize, valueSize }, keys.subarray(half * keySize), values.subarray(half * valueSize), count - half, flags, chunk, `bpf_map_update_batch on ${this.describe()}`);
+      const helper = startHelper(
+        [{ op: 'update', fd: this.fd, keySize, valueSize, keys: keys.subarray(half * keySize), values: values.subarray(half * valueSize), count: count - half, flags, chunk }],
+        `bpf_map_update_batch on ${this.describe()}`,
+      );
       let mine: unknown;
       try {
         this.updateBatchRaw(keys.subarray(0, half * keySize), values.subarray(0, half * valueSize), half, flags, chunk);
       } catch (err) {
         mine = err;
       }
-      const theirs = helper.wait();
+      const [theirs] = helper.wait();
       if (mine !== undefined) throw mine;
-      if (theirs.ret !== 0) {
+      if (theirs && theirs.ret !== 0) {
         if (!isUnsupported(theirs.ret)) throw this.updateError('bpf_map_update_batch', theirs.ret);
         // No batch support on this kernel: the single-threaded path has the fallback.
         this.updateBatchRaw(keys.subarray(half * keySize), values.subarray(half * valueSize), count - half, flags, chunk);
@@ -386,7 +389,7 @@ export class BpfMap {
    * diffed and verified in, without a JS object per element.
    */
   dumpRaw(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
-    const r = this.#dumpRange(chunk, Infinity);
+    const r = this.dumpBuckets(chunk, Infinity);
     return { keys: Buffer.concat(r.keyChunks), values: Buffer.concat(r.valueChunks), count: r.count };
   }
 
@@ -397,47 +400,30 @@ export class BpfMap {
    * Like every dump this is not a snapshot of a map that is being written meanwhile.
    */
   dumpRawThreaded(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
-    const { keySize, valueSize, type, maxEntries } = this.#info;
-    // htab_map_alloc: n_buckets = roundup_pow_of_two(max_entries).
-    const buckets = 2 ** Math.ceil(Math.log2(Math.max(1, maxEntries)));
+    const { keySize, valueSize, type } = this.#info;
+    const buckets = this.bucketCount;
     if (type !== BPF_MAP_TYPE_HASH || buckets < 1 << 16) return this.dumpRaw(chunk);
     const mid = buckets / 2;
     // The helper is started only once the first call shows the map is big: a map that
     // fits in one call (or whose first call already ran past the middle) is done
     // faster alone than with a thread that takes tens of ms to start.
-    let helper: HelperJob<HelperDumpResult> | undefined;
+    let helper: Helper | undefined;
     let mine: DumpRange | undefined;
     let error: unknown;
     try {
-      mine = this.#dumpRange(chunk, Infinity, (next) => {
+      mine = this.dumpBuckets(chunk, Infinity, (next) => {
         if (next >= mid) return Infinity;
-        helper = startDumpFromBucket(this.fd, { keySize, valueSize }, mid, chunk, `bpf_map_lookup_batch on ${this.describe()}`);
+        helper = startHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
         return mid;
       });
     } catch (err) {
       error = err;
     }
-    const theirs = helper?.wait();
+    const theirs = helper?.wait()[0];
     if (error !== undefined || !mine) throw error;
     if (!theirs) return { keys: Buffer.concat(mine.keyChunks), values: Buffer.concat(mine.valueChunks), count: mine.count };
     if (theirs.ret !== 0) throw bpfError('bpf_map_lookup_batch', theirs.ret, this.describe());
-    // The kernel returns whole buckets per call, so this thread's last call may have run
-    // past `mid` into buckets the helper read too. Keys are unique in a hash map and both
-    // sides list buckets in order: the helper's first key, if it is in our last chunk,
-    // marks where the overlap starts.
-    const last = mine.keyChunks.length - 1;
-    if (theirs.count > 0 && last >= 0) {
-      const first = theirs.keys.subarray(0, keySize);
-      const tail = mine.keyChunks[last] as Buffer;
-      for (let at = tail.indexOf(first); at !== -1; at = tail.indexOf(first, at + 1)) {
-        if (at % keySize !== 0) continue; // bytes straddling two keys
-        const i = at / keySize;
-        mine.count -= tail.length / keySize - i;
-        mine.keyChunks[last] = tail.subarray(0, i * keySize);
-        mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
-        break;
-      }
-    }
+    this.trimDumpOverlap(mine, theirs.keys);
     return {
       keys: Buffer.concat([...mine.keyChunks, theirs.keys]),
       values: Buffer.concat([...mine.valueChunks, theirs.values]),
@@ -446,12 +432,35 @@ export class BpfMap {
   }
 
   /**
+   * Drops from `mine` (a dump of buckets up to some bucket b, see {@link dumpBuckets})
+   * what a dump starting at bucket b (`theirKeys`) also holds. The kernel returns whole
+   * buckets per call, so the last call of `mine` may have run past b. Keys are unique
+   * in a hash map and both sides list buckets in order: their first key, if it is in
+   * our last chunk, marks where the overlap starts.
+   */
+  trimDumpOverlap(mine: DumpRange, theirKeys: Buffer): void {
+    const { keySize, valueSize } = this.#info;
+    const last = mine.keyChunks.length - 1;
+    if (theirKeys.length === 0 || last < 0) return;
+    const first = theirKeys.subarray(0, keySize);
+    const tail = mine.keyChunks[last] as Buffer;
+    for (let at = tail.indexOf(first); at !== -1; at = tail.indexOf(first, at + 1)) {
+      if (at % keySize !== 0) continue; // bytes straddling two keys
+      const i = at / keySize;
+      mine.count -= tail.length / keySize - i;
+      mine.keyChunks[last] = tail.subarray(0, i * keySize);
+      mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
+      return;
+    }
+  }
+
+  /**
    * Batch lookups from the start until the end of the map or until the cursor (a bucket
    * index for hash maps) reaches `untilBucket`, which `afterFirstCall` may set from the
    * cursor after the first call (when the map did not fit in it). Without batch lookup
    * in the kernel, falls back to iterating the whole map.
    */
-  #dumpRange(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number): DumpRange {
+  dumpBuckets(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number): DumpRange {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();
@@ -557,6 +566,19 @@ export class BpfMap {
     return this.#pinPath ? `${name} (pinned at ${this.#pinPath})` : name;
   }
 
+  /**
+   * The error for a failed `bpf_map_update_batch` on this map made elsewhere (the helper
+   * thread of `batch-threads.ts`): {@link BpfMapFullError} for E2BIG/ENOSPC.
+   */
+  batchUpdateError(ret: number): BpfError {
+    return this.updateError('bpf_map_update_batch', ret);
+  }
+
+  /** Number of hash buckets of a hash map (`roundup_pow_of_two(max_entries)` in htab_map_alloc). */
+  get bucketCount(): number {
+    return 2 ** Math.ceil(Math.log2(Math.max(1, this.#info.maxEntries)));
+  }
+
   private updateError(op: string, ret: number): BpfError {
     const errno = -ret;
     // Hash maps say E2BIG, LPM tries ENOSPC: both are "no room for a new key".
@@ -625,7 +647,8 @@ function isMapFd(fd: number): boolean {
   }
 }
 
-function isUnsupported(ret: number): boolean {
+/** True when a batch call failed because the kernel or map type has no batch support. */
+export function isUnsupported(ret: number): boolean {
   const errno = -ret;
   return errno === ERRNO.EINVAL || errno === ERRNO.ENOTSUPP || errno === ERRNO.EOPNOTSUPP;
 }

@@ -226,6 +226,11 @@ describePrivileged('pinned eBPF blocklist maps', ['root', 'bpffs'], () => {
       }
       return { keys, values, count: n };
     }
+    /** `n` distinct /24 prefixes in 20.0.0.0/8 as an lpmV4 image part. */
+    function prefixes(n: number): BlocklistImage['lpmV4'] {
+      const keys = Buffer.concat(Array.from({ length: n }, (_, i) => encodeLpmKey(`20.${i >> 8}.${i & 255}.0/24`)));
+      return { keys, values: Buffer.alloc(n * BLOCK_VALUE_SIZE), count: n };
+    }
     const digestOf = (part: BlocklistImage['hostV4']) => imageDigest({ ...emptyImage(), hostV4: part });
 
     it('writes and reads back every entry exactly once, the same as one thread does', () => {
@@ -266,6 +271,32 @@ describePrivileged('pinned eBPF blocklist maps', ['root', 'bpffs'], () => {
       expect(imageDigest(maps.dumpImage())).toBe(before);
       expect(maps.verifyImage(start)).toBeNull();
       expect(maps.readAll()).toHaveLength(1000);
+
+      // Now the helper thread's trie fills up (65 prefixes into 64 slots) while the host
+      // half of the writes succeeds: the same exact restore.
+      const trieFull: BlocklistImage = { ...emptyImage(), hostV4: hosts(140_000, 0x0a000000, 3), lpmV4: prefixes(65) };
+      error = undefined;
+      try {
+        maps.applyImage(trieFull);
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(BpfMapFullError);
+      expect((error as Error).message).toMatch(/eBPF map "blocklist_v4" is full \(max_entries 64\)/);
+      expect(imageDigest(maps.dumpImage())).toBe(before);
+    });
+
+    it('applies and reads back hosts and prefixes on two threads exactly as one thread sees them', () => {
+      const opts = { pinDir, maxEntriesV4: 2000, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 300_000, maxEntriesV6: 64 } };
+      const two = track(BlocklistMaps.open({ ...opts, batchThreads: 2 }));
+      const one = track(BlocklistMaps.open({ ...opts, batchThreads: 1 }));
+      const desired: BlocklistImage = { ...emptyImage(), hostV4: hosts(200_000, 0x64000000, 1), lpmV4: prefixes(1500) };
+      two.applyImage(desired);
+      expect(two.verifyImage(desired)).toBeNull();
+      const viaTwo = two.dumpImage();
+      expect([viaTwo.hostV4.count, viaTwo.lpmV4.count]).toEqual([200_000, 1500]);
+      expect(imageDigest(viaTwo)).toBe(imageDigest(one.dumpImage()));
+      expect(imageDigest(viaTwo)).toBe(imageDigest(desired));
     });
   });
 
