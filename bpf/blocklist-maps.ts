@@ -254,13 +254,16 @@ export class BlocklistMaps {
   /**
    * The maps' contents as a {@link BlocklistImage} (batch reads, no object per entry).
    * Hosts found in a trie stay in the trie part, so a diff against a desired image
-   * moves them into the host maps.
+   * moves them into the host maps. `meanwhile`, if given, runs on this thread while a
+   * helper thread is still reading (or first, when everything runs on one thread): work
+   * that would otherwise wait for the dump, such as the expected digest of a verify.
    */
-  dumpImage(): BlocklistImage {
+  dumpImage(meanwhile?: () => void): BlocklistImage {
     const empty = { keys: Buffer.alloc(0), values: Buffer.alloc(0), count: 0 };
     if (this.threads === 2 && this.hosts && this.hosts.v4.info.type === BPF_MAP_TYPE_HASH && this.hosts.v4.bucketCount >= 1 << 16) {
-      return this.dumpImageOnTwoThreads(this.hosts);
+      return this.dumpImageOnTwoThreads(this.hosts, meanwhile);
     }
+    meanwhile?.();
     return {
       hostV4: this.hosts ? this.hosts.v4.dumpRaw() : empty,
       hostV6: this.hosts ? this.hosts.v6.dumpRaw() : empty,
@@ -277,7 +280,7 @@ export class BlocklistMaps {
    * half (the hash map's batch cursor is a bucket index, so the halves are disjoint
    * apart from the last call, which trimDumpOverlap removes) and the small IPv6 maps.
    */
-  private dumpImageOnTwoThreads(hosts: { v4: BpfMap; v6: BpfMap }): BlocklistImage {
+  private dumpImageOnTwoThreads(hosts: { v4: BpfMap; v6: BpfMap }, meanwhile?: () => void): BlocklistImage {
     const h4 = hosts.v4;
     const { keySize, valueSize } = h4.info;
     const mid = h4.bucketCount / 2;
@@ -299,6 +302,7 @@ export class BlocklistMaps {
         return mid;
       });
       rest = { hostV6: hosts.v6.dumpRaw(), lpmV6: this.v6.dumpRaw() };
+      meanwhile?.();
     } catch (err) {
       error = err;
     }
@@ -440,8 +444,9 @@ export class BlocklistMaps {
    * digest of every (key, value). Returns null when they match, else a description.
    */
   verifyImage(desired: BlocklistImage): string | null {
-    const want = imageDigest(this.placed(desired));
-    const have = imageDigest(this.dumpImage());
+    let want = '';
+    // On two threads, the expected digest is computed while the helper still reads.
+    const have = imageDigest(this.dumpImage(() => (want = imageDigest(this.placed(desired)))));
     if (want === have) return null;
     return `blocklist maps differ from the desired contents (digest per map kind:count:sum1:sum2) — expected ${want}, read back ${have}`;
   }
