@@ -17,7 +17,7 @@
  * which would agree on how to load a TypeScript worker file. It binds only the two
  * libbpf functions it calls, with the same signatures as `libbpf.ts`.
  */
-import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { LIBBPF_SONAME } from './libbpf';
 
 /** Give up waiting for the helper after this long (a kernel call does not take minutes). */
@@ -25,20 +25,29 @@ const HELPER_TIMEOUT_MS = 120_000;
 
 const HELPER_SOURCE = `
 'use strict';
-const { workerData } = require('node:worker_threads');
+const { workerData, receiveMessageOnPort } = require('node:worker_threads');
+// state[0]: request sequence number written by the caller (-1: quit); state[1]: the
+// sequence number of the last finished request, written here.
 const state = new Int32Array(workerData.state);
 const port = workerData.port;
-try {
+let bound;
+function bind() {
   const koffi = require(workerData.koffiPath);
   const lib = koffi.load(workerData.soname);
   const opts = koffi.struct({ sz: 'size_t', elem_flags: 'uint64_t', flags: 'uint64_t' });
   const inoutU32 = koffi.inout(koffi.pointer('uint32_t'));
-  const update = lib.func('bpf_map_update_batch', 'int', ['int', 'const void *', 'const void *', inoutU32, koffi.pointer(opts)]);
-  const lookup = lib.func('bpf_map_lookup_batch', 'int', ['int', 'void *', 'void *', 'void *', 'void *', inoutU32, koffi.pointer(opts)]);
+  return {
+    optsSize: opts.size,
+    update: lib.func('bpf_map_update_batch', 'int', ['int', 'const void *', 'const void *', inoutU32, koffi.pointer(opts)]),
+    lookup: lib.func('bpf_map_lookup_batch', 'int', ['int', 'void *', 'void *', 'void *', 'void *', inoutU32, koffi.pointer(opts)]),
+  };
+}
+function runTasks(tasks) {
+  const { update, lookup, optsSize } = (bound = bound || bind());
   const results = [];
   const transfer = [];
   let failed = false;
-  for (const job of workerData.tasks) {
+  for (const job of tasks) {
     if (failed) { results.push({ ret: 1, written: 0 }); continue; } // SKIPPED
     if (job.op === 'update') {
       const keys = Buffer.from(job.keys);
@@ -48,7 +57,7 @@ try {
       for (let at = 0; at < job.count; at += job.chunk) {
         const n = Math.min(job.chunk, job.count - at);
         const done = [n];
-        ret = update(job.fd, keys.subarray(at * job.keySize, (at + n) * job.keySize), values.subarray(at * job.valueSize, (at + n) * job.valueSize), done, { sz: opts.size, elem_flags: job.flags, flags: 0 });
+        ret = update(job.fd, keys.subarray(at * job.keySize, (at + n) * job.keySize), values.subarray(at * job.valueSize, (at + n) * job.valueSize), done, { sz: optsSize, elem_flags: job.flags, flags: 0 });
         if (ret !== 0) { written += done[0] < n ? done[0] : 0; break; }
         written += n;
       }
@@ -67,12 +76,12 @@ try {
         const keys = Buffer.alloc(job.keySize * chunk);
         const values = Buffer.alloc(job.valueSize * chunk);
         const count = [chunk];
-        ret = lookup(job.fd, inBatch, outBatch, keys, values, count, { sz: opts.size, elem_flags: 0, flags: 0 });
-        if (ret === -28 && count[0] === 0) { chunk *= 2; continue; }
+        ret = lookup(job.fd, inBatch, outBatch, keys, values, count, { sz: optsSize, elem_flags: 0, flags: 0 });
+        if (ret === -28 && count[0] === 0) { chunk *= 2; continue; } // ENOSPC: bucket bigger than chunk
         if (ret < 0 && ret !== -2) break;
         keyChunks.push(keys.subarray(0, count[0] * job.keySize));
         valueChunks.push(values.subarray(0, count[0] * job.valueSize));
-        if (ret === -2) { ret = 0; break; }
+        if (ret === -2) { ret = 0; break; } // ENOENT: end of the map
         inBatch = outBatch;
       }
       const keys = Buffer.concat(keyChunks);
@@ -83,12 +92,30 @@ try {
       results.push({ ret, written: 0, keys: k, values: v });
     }
   }
-  port.postMessage({ results }, transfer);
-} catch (err) {
-  port.postMessage({ error: String((err && err.stack) || err) });
+  return { results, transfer };
 }
-Atomics.store(state, 0, 1);
-Atomics.notify(state, 0);
+function serve(tasks, seq) {
+  try {
+    const { results, transfer } = runTasks(tasks);
+    port.postMessage({ results }, transfer);
+  } catch (err) {
+    port.postMessage({ error: String((err && err.stack) || err) });
+  }
+  Atomics.store(state, 1, seq);
+  Atomics.notify(state, 1);
+}
+if (workerData.tasks) {
+  serve(workerData.tasks, 1);
+} else {
+  try { bound = bind(); } catch { /* reported with the first request */ }
+  for (let seen = 0; ; ) {
+    Atomics.wait(state, 0, seen);
+    seen = Atomics.load(state, 0);
+    if (seen < 0) break;
+    const request = receiveMessageOnPort(port);
+    serve(request ? request.message.tasks : [], seen);
+  }
+}
 `;
 
 /** One batch job for the helper thread. Update jobs run in order; after a failed one the rest are skipped. */
@@ -135,29 +162,47 @@ export interface Helper {
   wait(): HelperOutcome[];
 }
 
+const shared = (b: Buffer): SharedArrayBuffer => {
+  const sab = new SharedArrayBuffer(b.length);
+  new Uint8Array(sab).set(b);
+  return sab;
+};
+
+/** Tasks as they cross to the helper: update buffers copied into shared memory (a few ms per half million records). */
+function wire(tasks: HelperTask[]): unknown[] {
+  return tasks.map((t) => (t.op === 'update' ? { ...t, keys: shared(t.keys), values: shared(t.values) } : t));
+}
+
+/** Blocks until `state[1]` (the helper's finished-request number) reaches `seq`, then reads its answer. */
+function awaitAnswer(state: Int32Array, port: MessagePort, seq: number, keySizes: number[], describe: string): HelperOutcome[] {
+  const deadline = Date.now() + HELPER_TIMEOUT_MS;
+  for (let done = Atomics.load(state, 1); done !== seq; done = Atomics.load(state, 1)) {
+    if (Date.now() > deadline || Atomics.wait(state, 1, done, deadline - Date.now()) === 'timed-out') {
+      throw new Error(`${describe}: helper thread did not finish within ${HELPER_TIMEOUT_MS / 1000} s`);
+    }
+  }
+  const message = receiveMessageOnPort(port)?.message as
+    | { error?: string; results?: Array<{ ret: number; written: number; keys?: ArrayBuffer; values?: ArrayBuffer }> }
+    | undefined;
+  if (!message?.results) throw new Error(`${describe}: helper thread failed: ${message?.error ?? 'no answer'}`);
+  return message.results.map((r, i) => {
+    const keys = r.keys ? Buffer.from(r.keys) : Buffer.alloc(0);
+    return { ret: r.ret, written: r.written, keys, values: r.values ? Buffer.from(r.values) : Buffer.alloc(0), count: keys.length / (keySizes[i] ?? 1) };
+  });
+}
+
 /**
- * Starts the helper thread on `tasks` and returns at once; the caller does its own
- * share and then calls `wait()`, which it must do before returning or throwing.
- * Update buffers are copied into shared memory first (a few ms per half million records).
+ * Starts a one-off helper thread on `tasks` and returns at once; the caller does its
+ * own share and then calls `wait()`, which it must do before returning or throwing.
+ * Starting a thread (isolate, koffi, libbpf) takes ~40 ms here; callers that load
+ * large lists repeatedly keep a {@link BatchHelperThread} instead.
  */
 export function startHelper(tasks: HelperTask[], describe: string): Helper {
-  const shared = (b: Buffer) => {
-    const sab = new SharedArrayBuffer(b.length);
-    new Uint8Array(sab).set(b);
-    return sab;
-  };
-  const sizes = tasks.map((t) => t.keySize);
-  const state = new Int32Array(new SharedArrayBuffer(4));
+  const state = new Int32Array(new SharedArrayBuffer(8));
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(HELPER_SOURCE, {
     eval: true,
-    workerData: {
-      state: state.buffer,
-      port: port2,
-      tasks: tasks.map((t) => (t.op === 'update' ? { ...t, keys: shared(t.keys), values: shared(t.values) } : t)),
-      koffiPath: require.resolve('koffi'),
-      soname: LIBBPF_SONAME,
-    },
+    workerData: { state: state.buffer, port: port2, tasks: wire(tasks), koffiPath: require.resolve('koffi'), soname: LIBBPF_SONAME },
     transferList: [port2],
   });
   // The helper never keeps the process alive; it exits after its tasks.
@@ -165,21 +210,83 @@ export function startHelper(tasks: HelperTask[], describe: string): Helper {
   return {
     wait() {
       try {
-        if (Atomics.wait(state, 0, 0, HELPER_TIMEOUT_MS) === 'timed-out') {
-          throw new Error(`${describe}: helper thread did not finish within ${HELPER_TIMEOUT_MS / 1000} s`);
-        }
-        const message = receiveMessageOnPort(port1)?.message as
-          | { error?: string; results?: Array<{ ret: number; written: number; keys?: ArrayBuffer; values?: ArrayBuffer }> }
-          | undefined;
-        if (!message?.results) throw new Error(`${describe}: helper thread failed: ${message?.error ?? 'no result'}`);
-        return message.results.map((r, i) => {
-          const keys = r.keys ? Buffer.from(r.keys) : Buffer.alloc(0);
-          return { ret: r.ret, written: r.written, keys, values: r.values ? Buffer.from(r.values) : Buffer.alloc(0), count: keys.length / (sizes[i] ?? 1) };
-        });
+        return awaitAnswer(state, port1, 1, tasks.map((t) => t.keySize), describe);
       } finally {
         port1.close();
         void worker.terminate();
       }
     },
   };
+}
+
+/**
+ * A helper thread kept for many requests (one at a time): started once, it loads koffi
+ * and libbpf right away and then sleeps in `Atomics.wait` until {@link run} hands it
+ * tasks, so a request does not pay the thread start-up. Never keeps the process alive.
+ */
+export class BatchHelperThread {
+  readonly #state = new Int32Array(new SharedArrayBuffer(8));
+  readonly #port: MessagePort;
+  readonly #worker: Worker;
+  #seq = 0;
+  #busy = false;
+
+  constructor() {
+    const { port1, port2 } = new MessageChannel();
+    this.#port = port1;
+    this.#worker = new Worker(HELPER_SOURCE, {
+      eval: true,
+      workerData: { state: this.#state.buffer, port: port2, koffiPath: require.resolve('koffi'), soname: LIBBPF_SONAME },
+      transferList: [port2],
+    });
+    this.#worker.unref();
+  }
+
+  /** True between {@link run} and the `wait()` of its result. */
+  get busy(): boolean {
+    return this.#busy;
+  }
+
+  /** Hands `tasks` to the thread; `wait()` on the result must be called before the next run. */
+  run(tasks: HelperTask[], describe: string): Helper {
+    if (this.#seq < 0) throw new Error(`${describe}: helper thread is closed`);
+    if (this.#busy) throw new Error(`${describe}: helper thread is still busy with an earlier request`);
+    const seq = ++this.#seq;
+    this.#busy = true;
+    this.#port.postMessage({ tasks: wire(tasks) });
+    Atomics.store(this.#state, 0, seq);
+    Atomics.notify(this.#state, 0);
+    return {
+      wait: () => {
+        try {
+          return awaitAnswer(this.#state, this.#port, seq, tasks.map((t) => t.keySize), describe);
+        } finally {
+          this.#busy = false;
+        }
+      },
+    };
+  }
+
+  /** Stops the thread. Idempotent. */
+  close(): void {
+    if (this.#seq < 0) return;
+    this.#seq = -1;
+    Atomics.store(this.#state, 0, -1);
+    Atomics.notify(this.#state, 0);
+    this.#port.close();
+    void this.#worker.terminate();
+  }
+}
+
+let processHelper: BatchHelperThread | undefined;
+
+/**
+ * Runs `tasks` on the process's helper thread (started by the first call and kept:
+ * node workers open the blocklist maps per activity, and a thread per open would cost
+ * its start-up every time), or on a one-off thread if that one is busy.
+ */
+export function runOnHelper(tasks: HelperTask[], describe: string): Helper {
+  processHelper ??= new BatchHelperThread();
+  if (!processHelper.busy) return processHelper.run(tasks, describe);
+  return startHelper(tasks, describe);
 }

@@ -30,7 +30,7 @@ import {
 } from './blocklist-image';
 import { BpfError, BpfNotFoundError, bpfError } from './libbpf';
 import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap, type DumpRange, isUnsupported } from './map';
-import { type Helper, type HelperOutcome, SKIPPED, startHelper } from './batch-threads';
+import { type Helper, type HelperOutcome, SKIPPED, runOnHelper } from './batch-threads';
 
 /**
  * Estimated cost of one trie insert relative to one hash map insert (measured here:
@@ -292,7 +292,7 @@ export class BlocklistMaps {
     try {
       mine = h4.dumpBuckets(chunk, Infinity, (next) => {
         if (next >= mid) return Infinity;
-        helper = startHelper(
+        helper = runOnHelper(
           [
             { op: 'dump', fd: this.v4.fd, keySize: this.v4.info.keySize, valueSize: this.v4.info.valueSize, fromBucket: null, chunk: 1 << 16 },
             { op: 'dump', fd: h4.fd, keySize, valueSize, fromBucket: mid, chunk },
@@ -418,7 +418,7 @@ export class BlocklistMaps {
       helperJobs.push({ ...largest, part: { keys: keys.subarray(keep * keySize), values: values.subarray(keep * valueSize), count: moved } });
     }
     const chunk = 1 << 16;
-    const helper = startHelper(
+    const helper = runOnHelper(
       helperJobs.map(({ map, part }) => ({ op: 'update', fd: map.fd, keySize: map.info.keySize, valueSize: map.info.valueSize, keys: part.keys, values: part.values, count: part.count, flags: BPF_ANY, chunk })),
       `bpf_map_update_batch on ${helperJobs.map((j) => j.map.describe()).join(', ')}`,
     );

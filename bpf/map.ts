@@ -18,7 +18,7 @@ import {
   libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
-import { type Helper, startHelper } from './batch-threads';
+import { type Helper, runOnHelper } from './batch-threads';
 
 /** `enum bpf_map_type` values fos1 uses (UAPI numbering, stable forever). */
 export const BPF_MAP_TYPE_HASH = 1;
@@ -321,7 +321,7 @@ export class BpfMap {
       // two halves insert side by side. Both halves always run to their end or first
       // error before this returns or throws, so a caller's rollback sees a quiet map.
       const half = count >>> 1;
-      const helper = startHelper(
+      const helper = runOnHelper(
         [{ op: 'update', fd: this.fd, keySize, valueSize, keys: keys.subarray(half * keySize), values: values.subarray(half * valueSize), count: count - half, flags, chunk }],
         `bpf_map_update_batch on ${this.describe()}`,
       );
@@ -413,7 +413,7 @@ export class BpfMap {
     try {
       mine = this.dumpBuckets(chunk, Infinity, (next) => {
         if (next >= mid) return Infinity;
-        helper = startHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
+        helper = runOnHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
         return mid;
       });
     } catch (err) {
