@@ -52,6 +52,7 @@ const memlock = (name: string): number => {
 };
 process.stdout.write(
   `${JSON.stringify({
+    batchThreads: Number(threadsArg),
     loadMs,
     loadTimings: load.timings,
     loadCounts: load.counts,
