@@ -42,13 +42,19 @@ function bind() {
     lookup: lib.func('bpf_map_lookup_batch', 'int', ['int', 'void *', 'void *', 'void *', 'void *', inoutU32, koffi.pointer(opts)]),
   };
 }
-function runTasks(tasks) {
+function runTasks(tasks, claim) {
   const { update, lookup, optsSize } = (bound = bound || bind());
   const results = [];
   const transfer = [];
   let failed = false;
-  for (const job of tasks) {
-    if (failed) { results.push({ ret: 1, written: 0 }); continue; } // SKIPPED
+  // With a claim counter (shared with the caller), tasks are taken one at a time by
+  // whichever thread is free; without one, this thread runs them all in order.
+  const counter = claim ? new Int32Array(claim) : null;
+  for (let next = 0; ; next++) {
+    const index = counter ? Atomics.add(counter, 0, 1) : next;
+    if (index >= tasks.length) break;
+    const job = tasks[index];
+    if (failed) { results.push({ index, ret: 1, written: 0 }); continue; } // SKIPPED
     if (job.op === 'update') {
       const keys = Buffer.from(job.keys);
       const values = Buffer.from(job.values);
@@ -63,7 +69,7 @@ function runTasks(tasks) {
       }
       // Later writes are skipped after a failure: the caller restores a dump anyway.
       if (ret !== 0) failed = true;
-      results.push({ ret, written });
+      results.push({ index, ret, written });
     } else {
       const keyChunks = [];
       const valueChunks = [];
@@ -82,6 +88,7 @@ function runTasks(tasks) {
         keyChunks.push(keys.subarray(0, count[0] * job.keySize));
         valueChunks.push(values.subarray(0, count[0] * job.valueSize));
         if (ret === -2) { ret = 0; break; } // ENOENT: end of the map
+        if (job.untilBucket !== null && outBatch.readUInt32LE(0) >= job.untilBucket) break;
         inBatch = outBatch;
       }
       const keys = Buffer.concat(keyChunks);
@@ -89,14 +96,14 @@ function runTasks(tasks) {
       const k = keys.buffer.slice(keys.byteOffset, keys.byteOffset + keys.length);
       const v = values.buffer.slice(values.byteOffset, values.byteOffset + values.length);
       transfer.push(k, v);
-      results.push({ ret, written: 0, keys: k, values: v });
+      results.push({ index, ret, written: 0, keys: k, values: v });
     }
   }
   return { results, transfer };
 }
-function serve(tasks, seq) {
+function serve(tasks, claim, seq) {
   try {
-    const { results, transfer } = runTasks(tasks);
+    const { results, transfer } = runTasks(tasks, claim);
     port.postMessage({ results }, transfer);
   } catch (err) {
     port.postMessage({ error: String((err && err.stack) || err) });
@@ -105,7 +112,7 @@ function serve(tasks, seq) {
   Atomics.notify(state, 1);
 }
 if (workerData.tasks) {
-  serve(workerData.tasks, 1);
+  serve(workerData.tasks, workerData.claim, 1);
 } else {
   try { bound = bind(); } catch { /* reported with the first request */ }
   for (let seen = 0; ; ) {
@@ -113,7 +120,7 @@ if (workerData.tasks) {
     seen = Atomics.load(state, 0);
     if (seen < 0) break;
     const request = receiveMessageOnPort(port);
-    serve(request ? request.message.tasks : [], seen);
+    serve(request ? request.message.tasks : [], request ? request.message.claim : undefined, seen);
   }
 }
 `;
@@ -138,6 +145,8 @@ export type HelperTask =
       valueSize: number;
       /** Hash maps: the bucket to start at; null: from the start (any map type). */
       fromBucket: number | null;
+      /** Hash maps: stop once the cursor reaches this bucket (the last call may run past it); null: to the end. */
+      untilBucket: number | null;
       chunk: number;
     };
 
@@ -158,8 +167,11 @@ export interface HelperOutcome {
 
 /** A running helper; {@link wait} blocks until it is done. */
 export interface Helper {
-  /** Blocks until the helper finishes; one outcome per task, or throws if the helper itself broke. */
-  wait(): HelperOutcome[];
+  /**
+   * Blocks until the helper finishes; one outcome per task (undefined for tasks the
+   * caller claimed itself), or throws if the helper itself broke.
+   */
+  wait(): Array<HelperOutcome | undefined>;
 }
 
 const shared = (b: Buffer): SharedArrayBuffer => {
@@ -174,7 +186,7 @@ function wire(tasks: HelperTask[]): unknown[] {
 }
 
 /** Blocks until `state[1]` (the helper's finished-request number) reaches `seq`, then reads its answer. */
-function awaitAnswer(state: Int32Array, port: MessagePort, seq: number, keySizes: number[], describe: string): HelperOutcome[] {
+function awaitAnswer(state: Int32Array, port: MessagePort, seq: number, keySizes: number[], describe: string): Array<HelperOutcome | undefined> {
   const deadline = Date.now() + HELPER_TIMEOUT_MS;
   for (let done = Atomics.load(state, 1); done !== seq; done = Atomics.load(state, 1)) {
     if (Date.now() > deadline || Atomics.wait(state, 1, done, deadline - Date.now()) === 'timed-out') {
@@ -182,27 +194,33 @@ function awaitAnswer(state: Int32Array, port: MessagePort, seq: number, keySizes
     }
   }
   const message = receiveMessageOnPort(port)?.message as
-    | { error?: string; results?: Array<{ ret: number; written: number; keys?: ArrayBuffer; values?: ArrayBuffer }> }
+    | { error?: string; results?: Array<{ index: number; ret: number; written: number; keys?: ArrayBuffer; values?: ArrayBuffer }> }
     | undefined;
   if (!message?.results) throw new Error(`${describe}: helper thread failed: ${message?.error ?? 'no answer'}`);
-  return message.results.map((r, i) => {
+  const outcomes: Array<HelperOutcome | undefined> = keySizes.map(() => undefined);
+  for (const r of message.results) {
     const keys = r.keys ? Buffer.from(r.keys) : Buffer.alloc(0);
-    return { ret: r.ret, written: r.written, keys, values: r.values ? Buffer.from(r.values) : Buffer.alloc(0), count: keys.length / (keySizes[i] ?? 1) };
-  });
+    outcomes[r.index] = { ret: r.ret, written: r.written, keys, values: r.values ? Buffer.from(r.values) : Buffer.alloc(0), count: keys.length / (keySizes[r.index] ?? 1) };
+  }
+  return outcomes;
 }
 
 /**
+ * With `claim` (an Int32Array over shared memory, starting at 0) the helper takes tasks
+ * by `Atomics.add(claim, 0, 1)`, and the caller is expected to do the same: tasks go to
+ * whichever thread is free, which balances work whose cost is not known up front.
+ *
  * Starts a one-off helper thread on `tasks` and returns at once; the caller does its
  * own share and then calls `wait()`, which it must do before returning or throwing.
  * Starting a thread (isolate, koffi, libbpf) takes ~40 ms here; callers that load
  * large lists repeatedly keep a {@link BatchHelperThread} instead.
  */
-export function startHelper(tasks: HelperTask[], describe: string): Helper {
+export function startHelper(tasks: HelperTask[], describe: string, claim?: Int32Array): Helper {
   const state = new Int32Array(new SharedArrayBuffer(8));
   const { port1, port2 } = new MessageChannel();
   const worker = new Worker(HELPER_SOURCE, {
     eval: true,
-    workerData: { state: state.buffer, port: port2, tasks: wire(tasks), koffiPath: require.resolve('koffi'), soname: LIBBPF_SONAME },
+    workerData: { state: state.buffer, port: port2, tasks: wire(tasks), claim: claim?.buffer, koffiPath: require.resolve('koffi'), soname: LIBBPF_SONAME },
     transferList: [port2],
   });
   // The helper never keeps the process alive; it exits after its tasks.
@@ -248,12 +266,12 @@ export class BatchHelperThread {
   }
 
   /** Hands `tasks` to the thread; `wait()` on the result must be called before the next run. */
-  run(tasks: HelperTask[], describe: string): Helper {
+  run(tasks: HelperTask[], describe: string, claim?: Int32Array): Helper {
     if (this.#seq < 0) throw new Error(`${describe}: helper thread is closed`);
     if (this.#busy) throw new Error(`${describe}: helper thread is still busy with an earlier request`);
     const seq = ++this.#seq;
     this.#busy = true;
-    this.#port.postMessage({ tasks: wire(tasks) });
+    this.#port.postMessage({ tasks: wire(tasks), claim: claim?.buffer });
     Atomics.store(this.#state, 0, seq);
     Atomics.notify(this.#state, 0);
     return {
@@ -285,8 +303,8 @@ let processHelper: BatchHelperThread | undefined;
  * node workers open the blocklist maps per activity, and a thread per open would cost
  * its start-up every time), or on a one-off thread if that one is busy.
  */
-export function runOnHelper(tasks: HelperTask[], describe: string): Helper {
+export function runOnHelper(tasks: HelperTask[], describe: string, claim?: Int32Array): Helper {
   processHelper ??= new BatchHelperThread();
-  if (!processHelper.busy) return processHelper.run(tasks, describe);
-  return startHelper(tasks, describe);
+  if (!processHelper.busy) return processHelper.run(tasks, describe, claim);
+  return startHelper(tasks, describe, claim);
 }

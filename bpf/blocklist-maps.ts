@@ -30,7 +30,7 @@ import {
 } from './blocklist-image';
 import { BpfError, BpfNotFoundError, bpfError } from './libbpf';
 import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap, type DumpRange, isUnsupported } from './map';
-import { type Helper, type HelperOutcome, SKIPPED, runOnHelper } from './batch-threads';
+import { type HelperTask, SKIPPED, runOnHelper } from './batch-threads';
 
 /**
  * Estimated cost of one trie insert relative to one hash map insert (measured here:
@@ -273,51 +273,79 @@ export class BlocklistMaps {
   }
 
   /**
-   * {@link dumpImage} on two threads. Most of a dump is the kernel walking the IPv4
-   * host map's buckets (2^21 of them for 1.2 M entries, full or not) and the trie.
-   * Once the first batch call shows the host map is big, a helper thread reads the
-   * IPv4 trie and the upper half of the host buckets while this thread reads the lower
-   * half (the hash map's batch cursor is a bucket index, so the halves are disjoint
-   * apart from the last call, which trimDumpOverlap removes) and the small IPv6 maps.
+   * {@link dumpImage} on two threads. Most of a dump is kernel time per element
+   * (~0.45 µs per host, ~1 µs per trie entry here). A first small batch call on the
+   * IPv4 host map tells whether it is big; if so, the IPv4 trie and eight bucket
+   * ranges of the host map become tasks that this thread and the helper claim one at a
+   * time from a shared counter, so whichever is free takes the next one (their costs
+   * are not known up front). The hash map's batch cursor is a bucket index, so ranges
+   * start exactly where the previous one ends; the last call of a range may run past
+   * its end, and trimDumpOverlap removes what the next range read too.
    */
   private dumpImageOnTwoThreads(hosts: { v4: BpfMap; v6: BpfMap }, meanwhile?: () => void): BlocklistImage {
     const h4 = hosts.v4;
     const { keySize, valueSize } = h4.info;
-    const mid = h4.bucketCount / 2;
-    const chunk = 1 << 18;
-    let helper: Helper | undefined;
-    let mine: DumpRange | undefined;
-    let error: unknown;
+    const buckets = h4.bucketCount;
+    const probe = h4.dumpBuckets(1 << 12, Infinity, () => 0);
+    // dumpBuckets stopped after its first call (untilBucket 0) unless the map ended there.
+    const nextBucket = probe.nextBucket;
+    if (nextBucket === undefined || nextBucket >= buckets) {
+      meanwhile?.();
+      return { hostV4: joinRange(probe), hostV6: hosts.v6.dumpRaw(), lpmV4: this.v4.dumpRaw(), lpmV6: this.v6.dumpRaw() };
+    }
+    const density = probe.count / Math.max(1, nextBucket);
+    if (density * buckets < 1 << 16) {
+      // A small map: not worth a second thread.
+      meanwhile?.();
+      const rest = h4.dumpBuckets(1 << 18, Infinity, undefined, nextBucket);
+      return { hostV4: joinRange({ ...probe, keyChunks: [...probe.keyChunks, ...rest.keyChunks], valueChunks: [...probe.valueChunks, ...rest.valueChunks], count: probe.count + rest.count }), hostV6: hosts.v6.dumpRaw(), lpmV4: this.v4.dumpRaw(), lpmV6: this.v6.dumpRaw() };
+    }
+    const RANGES = 8;
+    const span = Math.ceil((buckets - nextBucket) / RANGES);
+    // Calls of about an eighth of a range: the part of a range's last call that runs into
+    // the next range is read twice, so it should stay small.
+    const chunk = Math.max(1 << 10, Math.ceil((density * span) / 8));
+    const tasks: HelperTask[] = [{ op: 'dump', fd: this.v4.fd, keySize: this.v4.info.keySize, valueSize: this.v4.info.valueSize, fromBucket: null, untilBucket: null, chunk: 1 << 16 }];
+    for (let r = 0; r < RANGES; r++) {
+      const from = nextBucket + r * span;
+      if (from >= buckets) break;
+      tasks.push({ op: 'dump', fd: h4.fd, keySize, valueSize, fromBucket: from, untilBucket: Math.min(buckets, from + span), chunk });
+    }
+    const claim = new Int32Array(new SharedArrayBuffer(4));
+    const helper = runOnHelper(tasks, `bpf_map_lookup_batch on ${h4.describe()} and ${this.v4.describe()}`, claim);
+    const mine: Array<DumpRange | undefined> = tasks.map(() => undefined);
     let rest: Pick<BlocklistImage, 'hostV6' | 'lpmV6'> | undefined;
+    let error: unknown;
     try {
-      mine = h4.dumpBuckets(chunk, Infinity, (next) => {
-        if (next >= mid) return Infinity;
-        helper = runOnHelper(
-          [
-            { op: 'dump', fd: this.v4.fd, keySize: this.v4.info.keySize, valueSize: this.v4.info.valueSize, fromBucket: null, chunk: 1 << 16 },
-            { op: 'dump', fd: h4.fd, keySize, valueSize, fromBucket: mid, chunk },
-          ],
-          `bpf_map_lookup_batch on ${h4.describe()} and ${this.v4.describe()}`,
-        );
-        return mid;
-      });
+      for (let i = Atomics.add(claim, 0, 1); i < tasks.length; i = Atomics.add(claim, 0, 1)) {
+        const t = tasks[i] as Extract<HelperTask, { op: 'dump' }>;
+        mine[i] = t.fromBucket === null ? this.v4.dumpBuckets(t.chunk, Infinity) : h4.dumpBuckets(t.chunk, t.untilBucket ?? Infinity, undefined, t.fromBucket);
+      }
       rest = { hostV6: hosts.v6.dumpRaw(), lpmV6: this.v6.dumpRaw() };
       meanwhile?.();
     } catch (err) {
       error = err;
     }
-    const outcomes = helper?.wait();
-    if (error !== undefined || !mine || !rest) throw error;
-    if (!outcomes) {
-      return { hostV4: { keys: Buffer.concat(mine.keyChunks), values: Buffer.concat(mine.valueChunks), count: mine.count }, lpmV4: this.v4.dumpRaw(), ...rest };
+    const theirs = helper.wait();
+    if (error !== undefined || !rest) throw error;
+    const ranges: DumpRange[] = tasks.map((t, i) => {
+      const own = mine[i];
+      if (own) return own;
+      const o = theirs[i];
+      if (!o) throw new Error(`blocklist dump: task ${i} was claimed by no thread`);
+      if (o.ret !== 0) throw bpfError('bpf_map_lookup_batch', o.ret, i === 0 ? this.v4.describe() : h4.describe());
+      return { keyChunks: [o.keys], valueChunks: [o.values], count: o.count };
+    });
+    const [trie, ...hostRanges] = ranges as [DumpRange, ...DumpRange[]];
+    // Trim each range by the first key of the next range that read anything.
+    for (let r = 0; r < hostRanges.length; r++) {
+      const next = hostRanges.slice(r + 1).find((x) => x.count > 0);
+      if (next) h4.trimDumpOverlap(hostRanges[r] as DumpRange, (next.keyChunks.find((c) => c.length > 0) as Buffer).subarray(0, keySize));
     }
-    const [trie, upper] = outcomes as [HelperOutcome, HelperOutcome];
-    if (trie.ret !== 0) throw bpfError('bpf_map_lookup_batch', trie.ret, this.v4.describe());
-    if (upper.ret !== 0) throw bpfError('bpf_map_lookup_batch', upper.ret, h4.describe());
-    h4.trimDumpOverlap(mine, upper.keys);
+    const all = [probe, ...hostRanges];
     return {
-      hostV4: { keys: Buffer.concat([...mine.keyChunks, upper.keys]), values: Buffer.concat([...mine.valueChunks, upper.values]), count: mine.count + upper.count },
-      lpmV4: { keys: trie.keys, values: trie.values, count: trie.count },
+      hostV4: joinRange({ keyChunks: all.flatMap((x) => x.keyChunks), valueChunks: all.flatMap((x) => x.valueChunks), count: all.reduce((n, x) => n + x.count, 0) }),
+      lpmV4: joinRange(trie),
       ...rest,
     };
   }
@@ -432,7 +460,7 @@ export class BlocklistMaps {
     if (mine !== undefined) throw mine;
     outcomes.forEach((o, i) => {
       const { map, part } = helperJobs[i] as (typeof helperJobs)[number];
-      if (o.ret === 0) return;
+      if (!o || o.ret === 0) return;
       // No batch support for this map on this kernel: the one-thread path falls back.
       if (isUnsupported(o.ret) || o.ret === SKIPPED) map.updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, chunk);
       else throw map.batchUpdateError(o.ret);
@@ -507,6 +535,10 @@ export function removePinnedBlocklist(pinDir: string): void {
     // Another pin still lives there (or it is already gone): leave the folder alone.
     if (!['ENOENT', 'ENOTEMPTY'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
   }
+}
+
+function joinRange(r: DumpRange): { keys: Buffer; values: Buffer; count: number } {
+  return { keys: Buffer.concat(r.keyChunks), values: Buffer.concat(r.valueChunks), count: r.count };
 }
 
 function openOrCreate(pinDir: string, family: IpFamily, maxEntries: number): BpfMap {

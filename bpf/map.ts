@@ -107,6 +107,8 @@ export interface DumpRange {
   keyChunks: Buffer[];
   valueChunks: Buffer[];
   count: number;
+  /** Hash maps: the bucket the next call would have started at; absent when the map ended. */
+  nextBucket?: number;
 }
 
 /** A kernel eBPF map owned through a file descriptor. Call {@link BpfMap.close} when done. */
@@ -413,7 +415,7 @@ export class BpfMap {
     try {
       mine = this.dumpBuckets(chunk, Infinity, (next) => {
         if (next >= mid) return Infinity;
-        helper = runOnHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
+        helper = runOnHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, untilBucket: null, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
         return mid;
       });
     } catch (err) {
@@ -457,10 +459,11 @@ export class BpfMap {
   /**
    * Batch lookups from the start until the end of the map or until the cursor (a bucket
    * index for hash maps) reaches `untilBucket`, which `afterFirstCall` may set from the
-   * cursor after the first call (when the map did not fit in it). Without batch lookup
-   * in the kernel, falls back to iterating the whole map.
+   * cursor after the first call (when the map did not fit in it); from bucket
+   * `fromBucket` instead of the start when given (hash maps only). Without batch lookup
+   * in the kernel, a dump from the start falls back to iterating the whole map.
    */
-  dumpBuckets(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number): DumpRange {
+  dumpBuckets(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number, fromBucket?: number): DumpRange {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();
@@ -470,6 +473,11 @@ export class BpfMap {
     // The batch cursor is opaque; the generic implementation uses a key, hash maps a
     // u32 bucket index. Make it big enough for either.
     let inBatch: Buffer | null = null;
+    if (fromBucket !== undefined) {
+      inBatch = Buffer.alloc(Math.max(keySize, 8));
+      inBatch.writeUInt32LE(fromBucket, 0);
+    }
+    let first = true;
     for (;;) {
       const outBatch = Buffer.alloc(Math.max(keySize, 8));
       const keys = Buffer.alloc(keySize * chunk);
@@ -482,7 +490,7 @@ export class BpfMap {
         continue;
       }
       if (ret < 0 && ret !== -ERRNO.ENOENT) {
-        if (isUnsupported(ret) && inBatch === null) {
+        if (isUnsupported(ret) && first && fromBucket === undefined) {
           const all = [...this.entries()];
           return { keyChunks: all.map(([k]) => k), valueChunks: all.map(([, v]) => v), count: all.length };
         }
@@ -493,9 +501,10 @@ export class BpfMap {
       total += count[0];
       // ENOENT means "iteration finished"; count still holds the last partial chunk.
       if (ret === -ERRNO.ENOENT) break;
-      if (inBatch === null && afterFirstCall) untilBucket = afterFirstCall(outBatch.readUInt32LE(0));
-      if (outBatch.readUInt32LE(0) >= untilBucket) break;
+      if (first && afterFirstCall) untilBucket = afterFirstCall(outBatch.readUInt32LE(0));
+      if (outBatch.readUInt32LE(0) >= untilBucket) return { keyChunks, valueChunks, count: total, nextBucket: outBatch.readUInt32LE(0) };
       inBatch = outBatch;
+      first = false;
     }
     return { keyChunks, valueChunks, count: total };
   }
