@@ -308,3 +308,11 @@ export function runOnHelper(tasks: HelperTask[], describe: string, claim?: Int32
   if (!processHelper.busy) return processHelper.run(tasks, describe, claim);
   return startHelper(tasks, describe, claim);
 }
+
+/**
+ * Starts the process's helper thread now if it is not running, so the first large
+ * batch does not wait ~40 ms for it (isolate, koffi, libbpf). Returns at once.
+ */
+export function warmHelper(): void {
+  processHelper ??= new BatchHelperThread();
+}

@@ -30,7 +30,7 @@ import {
 } from './blocklist-image';
 import { BpfError, BpfNotFoundError, bpfError } from './libbpf';
 import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap, type DumpRange, isUnsupported } from './map';
-import { type HelperTask, SKIPPED, runOnHelper } from './batch-threads';
+import { type HelperTask, SKIPPED, runOnHelper, warmHelper } from './batch-threads';
 
 /**
  * Estimated cost of one trie insert relative to one hash map insert (measured here:
@@ -135,6 +135,9 @@ export class BlocklistMaps {
       const h4 = openOrCreateHost(opts.pinDir, 4, opts.hostMaps.maxEntriesV4);
       opened.push(h4);
       const h6 = openOrCreateHost(opts.pinDir, 6, opts.hostMaps.maxEntriesV6);
+      // Maps big enough for the two-thread paths: start the (process-wide, kept) helper
+      // thread now, in the background, rather than on the first large write.
+      if ((opts.batchThreads ?? 2) === 2 && h4.bucketCount >= 1 << 16) warmHelper();
       return new BlocklistMaps(v4, v6, { v4: h4, v6: h6 }, opts.batchThreads);
     } catch (err) {
       opened.forEach((m) => m.close());
