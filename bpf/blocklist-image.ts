@@ -657,34 +657,51 @@ export function imageDigest(image: BlocklistImage): string {
   const parts: string[] = [];
   for (const kind of IMAGE_KINDS) {
     const p = image[kind];
-    const kw = IMAGE_KEY_SIZE[kind] / 4;
-    const vw = BLOCK_VALUE_SIZE / 4;
-    const keys = words(p.keys);
-    const values = words(p.values);
-    let s1 = 0;
-    let s2 = 0;
-    for (let i = 0; i < p.count; i++) {
-      let h = 0x811c9dc5;
-      let g = 0x9747b28c;
-      for (let k = i * kw, e = k + kw; k < e; k++) {
-        const c = keys[k] as number;
-        h = Math.imul(h ^ c, 0x01000193);
-        g = Math.imul(g ^ c, 0x5bd1e995);
-        g ^= g >>> 15;
-      }
-      for (let k = i * vw, e = k + vw; k < e; k++) {
-        const c = values[k] as number;
-        h = Math.imul(h ^ c, 0x01000193);
-        g = Math.imul(g ^ c, 0x5bd1e995);
-        g ^= g >>> 15;
-      }
-      h ^= h >>> 16;
-      s1 = (s1 + (h >>> 0)) >>> 0;
-      s2 = (s2 + (g >>> 0)) >>> 0;
-    }
+    const [s1, s2] = digestPart(words(p.keys), words(p.values), p.count, IMAGE_KEY_SIZE[kind] / 4);
     parts.push(`${kind}:${p.count}:${s1.toString(16)}:${s2.toString(16)}`);
   }
   return parts.join(',');
+}
+
+/**
+ * The two sums of {@link imageDigest} for one map. Its own small function (and the
+ * four value words unrolled) so V8 optimises the loop once instead of on-stack
+ * replacing it inside the loop over kinds.
+ */
+function digestPart(keys: Uint32Array, values: Uint32Array, count: number, kw: number): [number, number] {
+  let s1 = 0;
+  let s2 = 0;
+  for (let i = 0; i < count; i++) {
+    let h = 0x811c9dc5;
+    let g = 0x9747b28c;
+    for (let k = i * kw, e = k + kw; k < e; k++) {
+      const c = keys[k] as number;
+      h = Math.imul(h ^ c, 0x01000193);
+      g = Math.imul(g ^ c, 0x5bd1e995);
+      g ^= g >>> 15;
+    }
+    const v = i * 4; // BLOCK_VALUE_SIZE / 4 words
+    const v0 = values[v] as number;
+    const v1 = values[v + 1] as number;
+    const v2 = values[v + 2] as number;
+    const v3 = values[v + 3] as number;
+    h = Math.imul(h ^ v0, 0x01000193);
+    g = Math.imul(g ^ v0, 0x5bd1e995);
+    g ^= g >>> 15;
+    h = Math.imul(h ^ v1, 0x01000193);
+    g = Math.imul(g ^ v1, 0x5bd1e995);
+    g ^= g >>> 15;
+    h = Math.imul(h ^ v2, 0x01000193);
+    g = Math.imul(g ^ v2, 0x5bd1e995);
+    g ^= g >>> 15;
+    h = Math.imul(h ^ v3, 0x01000193);
+    g = Math.imul(g ^ v3, 0x5bd1e995);
+    g ^= g >>> 15;
+    h ^= h >>> 16;
+    s1 = (s1 + (h >>> 0)) >>> 0;
+    s2 = (s2 + (g >>> 0)) >>> 0;
+  }
+  return [s1, s2];
 }
 
 /** A Uint32Array over `buf` (copied when `buf` is not 4-byte aligned). */
