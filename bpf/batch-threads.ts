@@ -54,7 +54,9 @@ function runTasks(tasks, claim) {
     const index = counter ? Atomics.add(counter, 0, 1) : next;
     if (index >= tasks.length) break;
     const job = tasks[index];
-    if (failed) { results.push({ index, ret: 1, written: 0 }); continue; } // SKIPPED
+    // After a failed write (here, or on the caller's side: counter[1]) the rest is
+    // skipped: the caller restores a dump anyway.
+    if (failed || (counter && Atomics.load(counter, 1) !== 0)) { results.push({ index, ret: 1, written: 0 }); continue; } // SKIPPED
     if (job.op === 'update') {
       const keys = Buffer.from(job.keys);
       const values = Buffer.from(job.values);
@@ -67,8 +69,10 @@ function runTasks(tasks, claim) {
         if (ret !== 0) { written += done[0] < n ? done[0] : 0; break; }
         written += n;
       }
-      // Later writes are skipped after a failure: the caller restores a dump anyway.
-      if (ret !== 0) failed = true;
+      if (ret !== 0) {
+        failed = true;
+        if (counter) Atomics.store(counter, 1, 1);
+      }
       results.push({ index, ret, written });
     } else {
       const keyChunks = [];
@@ -206,9 +210,10 @@ function awaitAnswer(state: Int32Array, port: MessagePort, seq: number, keySizes
 }
 
 /**
- * With `claim` (an Int32Array over shared memory, starting at 0) the helper takes tasks
+ * With `claim` (an Int32Array of two over shared memory, both 0) the helper takes tasks
  * by `Atomics.add(claim, 0, 1)`, and the caller is expected to do the same: tasks go to
  * whichever thread is free, which balances work whose cost is not known up front.
+ * `claim[1]` set to 1 (by either side, after a failed write) makes both skip the rest.
  *
  * Starts a one-off helper thread on `tasks` and returns at once; the caller does its
  * own share and then calls `wait()`, which it must do before returning or throwing.
@@ -315,4 +320,9 @@ export function runOnHelper(tasks: HelperTask[], describe: string, claim?: Int32
  */
 export function warmHelper(): void {
   processHelper ??= new BatchHelperThread();
+}
+
+/** A fresh claim counter for {@link runOnHelper} (task index, abort flag). */
+export function newClaim(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(8));
 }

@@ -30,11 +30,11 @@ import {
 } from './blocklist-image';
 import { BpfError, BpfNotFoundError, bpfError } from './libbpf';
 import { BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, BpfMap, type DumpRange, isUnsupported } from './map';
-import { type HelperTask, SKIPPED, runOnHelper, warmHelper } from './batch-threads';
+import { type HelperTask, SKIPPED, newClaim, runOnHelper, warmHelper } from './batch-threads';
 
 /**
  * Estimated cost of one trie insert relative to one hash map insert (measured here:
- * ~2.2 µs vs ~0.55 µs per element in batch updates of 100 k prefixes / 1 M hosts).
+ * ~2–3 µs vs ~0.5 µs per element in batch updates of 100 k prefixes / 1 M hosts).
  */
 const TRIE_INSERT_COST = 4;
 /** Below this estimated cost (hash inserts) a helper thread costs more to start than it saves. */
@@ -314,7 +314,7 @@ export class BlocklistMaps {
       if (from >= buckets) break;
       tasks.push({ op: 'dump', fd: h4.fd, keySize, valueSize, fromBucket: from, untilBucket: Math.min(buckets, from + span), chunk });
     }
-    const claim = new Int32Array(new SharedArrayBuffer(4));
+    const claim = newClaim();
     const helper = runOnHelper(tasks, `bpf_map_lookup_batch on ${h4.describe()} and ${this.v4.describe()}`, claim);
     const mine: Array<DumpRange | undefined> = tasks.map(() => undefined);
     let rest: Pick<BlocklistImage, 'hostV6' | 'lpmV6'> | undefined;
@@ -426,47 +426,54 @@ export class BlocklistMaps {
   }
 
   /**
-   * Batch upserts on two threads. A trie has one lock and inserts cost ~4× a hash map's
-   * (node allocation), but it is a different map from the host hash map, whose buckets
-   * lock separately: the helper thread takes the tries plus the tail of the largest
-   * host upsert so that both threads carry about the same estimated cost. Both threads
-   * run to their end or first error before this returns or throws, so the rollback in
+   * Batch upserts on two threads. A trie has one lock, so each trie upsert is one task;
+   * the host hash map's buckets lock separately, so a large host upsert is cut into
+   * eight slices. Both threads take tasks from a shared counter (the trie first, as the
+   * longest), so whichever thread gets the CPU does the work: a static split would wait
+   * for a thread that the scheduler put aside. After a failed write both threads skip
+   * the rest, and both are done before this returns or throws, so the rollback in
    * {@link applyImage} restores a map nobody is writing.
    */
   private upsertOnTwoThreads(upserts: Array<{ kind: ImageKind; map: BpfMap; part: BlocklistImage[ImageKind] }>): void {
-    const isTrie = (m: BpfMap) => m.info.type === BPF_MAP_TYPE_LPM_TRIE;
-    const helperJobs = upserts.filter((u) => isTrie(u.map));
-    const mainJobs = upserts.filter((u) => !isTrie(u.map));
-    const helperWeight = helperJobs.reduce((w, u) => w + u.part.count * TRIE_INSERT_COST, 0);
-    const mainWeight = mainJobs.reduce((w, u) => w + u.part.count, 0);
-    const largest = mainJobs.reduce<(typeof mainJobs)[number] | undefined>((a, u) => (!a || u.part.count > a.part.count ? u : a), undefined);
-    if (largest && mainWeight > helperWeight) {
-      const moved = Math.min(largest.part.count, Math.round((mainWeight - helperWeight) / 2));
-      const { keySize, valueSize } = largest.map.info;
-      const keep = largest.part.count - moved;
-      const { keys, values } = largest.part;
-      mainJobs[mainJobs.indexOf(largest)] = { ...largest, part: { keys: keys.subarray(0, keep * keySize), values: values.subarray(0, keep * valueSize), count: keep } };
-      helperJobs.push({ ...largest, part: { keys: keys.subarray(keep * keySize), values: values.subarray(keep * valueSize), count: moved } });
+    const SLICES = 8;
+    const tasks: Array<{ map: BpfMap; part: BlocklistImage[ImageKind] }> = [];
+    for (const u of [...upserts].sort((a, b) => Number(b.map.info.type === BPF_MAP_TYPE_LPM_TRIE) - Number(a.map.info.type === BPF_MAP_TYPE_LPM_TRIE))) {
+      const { keySize, valueSize } = u.map.info;
+      const n = u.map.info.type === BPF_MAP_TYPE_LPM_TRIE || u.part.count < 1 << 16 ? 1 : SLICES;
+      const per = Math.ceil(u.part.count / n);
+      for (let at = 0; at < u.part.count; at += per) {
+        const end = Math.min(u.part.count, at + per);
+        tasks.push({ map: u.map, part: { keys: u.part.keys.subarray(at * keySize, end * keySize), values: u.part.values.subarray(at * valueSize, end * valueSize), count: end - at } });
+      }
     }
     const chunk = 1 << 16;
+    const claim = newClaim();
     const helper = runOnHelper(
-      helperJobs.map(({ map, part }) => ({ op: 'update', fd: map.fd, keySize: map.info.keySize, valueSize: map.info.valueSize, keys: part.keys, values: part.values, count: part.count, flags: BPF_ANY, chunk })),
-      `bpf_map_update_batch on ${helperJobs.map((j) => j.map.describe()).join(', ')}`,
+      tasks.map(({ map, part }) => ({ op: 'update', fd: map.fd, keySize: map.info.keySize, valueSize: map.info.valueSize, keys: part.keys, values: part.values, count: part.count, flags: BPF_ANY, chunk })),
+      `bpf_map_update_batch on ${[...new Set(tasks.map((t) => t.map.describe()))].join(', ')}`,
+      claim,
     );
+    const doneHere = tasks.map(() => false);
     let mine: unknown;
-    try {
-      for (const { map, part } of mainJobs) if (part.count > 0) map.updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, chunk);
-    } catch (err) {
-      mine = err;
+    for (let i = Atomics.add(claim, 0, 1); i < tasks.length; i = Atomics.add(claim, 0, 1)) {
+      if (Atomics.load(claim, 1) !== 0) continue;
+      const { map, part } = tasks[i] as (typeof tasks)[number];
+      try {
+        map.updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, chunk);
+        doneHere[i] = true;
+      } catch (err) {
+        mine = err;
+        Atomics.store(claim, 1, 1);
+      }
     }
     const outcomes = helper.wait();
     if (mine !== undefined) throw mine;
-    outcomes.forEach((o, i) => {
-      const { map, part } = helperJobs[i] as (typeof helperJobs)[number];
-      if (!o || o.ret === 0) return;
-      // No batch support for this map on this kernel: the one-thread path falls back.
-      if (isUnsupported(o.ret) || o.ret === SKIPPED) map.updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, chunk);
-      else throw map.batchUpdateError(o.ret);
+    const failed = outcomes.find((o) => o && o.ret !== 0 && o.ret !== SKIPPED && !isUnsupported(o.ret));
+    if (failed) throw (tasks[outcomes.indexOf(failed)] as (typeof tasks)[number]).map.batchUpdateError(failed.ret);
+    // Left: tasks skipped after a map without batch support stopped the helper; the
+    // one-thread path has the per-element fallback.
+    tasks.forEach(({ map, part }, i) => {
+      if (!doneHere[i] && outcomes[i]?.ret !== 0) map.updateBatchRaw(part.keys, part.values, part.count, BPF_ANY, chunk);
     });
   }
 
