@@ -8,9 +8,10 @@
  * so the helper uses the caller's fd as is.
  *
  * The public API of the callers is synchronous (activities call it from one stack), so
- * the helper is started, the caller does its own half, and then blocks on
- * `Atomics.wait` until the helper has finished: nothing runs on the event loop and no
- * call returns (or throws) while the helper can still be writing.
+ * the helper is handed its tasks, the caller does its own share (or claims tasks from
+ * the same shared counter), and then blocks on `Atomics.wait` until the helper has
+ * finished: nothing runs on the event loop and no call returns (or throws) while the
+ * helper can still be writing. One helper thread per process is kept (`runOnHelper`).
  *
  * The helper's code is plain CommonJS passed with `eval: true` rather than a .ts file:
  * it then runs the same under tsx, jest's in-process transform and plain node, none of

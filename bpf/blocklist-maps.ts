@@ -73,9 +73,11 @@ export interface BlocklistMapsOptions {
    */
   hostMaps?: { maxEntriesV4: number; maxEntriesV6: number };
   /**
-   * Threads for the batch writes and dumps of large host maps: 2 (default) lets a helper
-   * thread insert or read half of a big hash map while this one does the other half
-   * (see `batch-threads.ts`); 1 keeps every syscall on the calling thread.
+   * Threads for the batch writes and dumps of large lists: 2 (default) lets the process's
+   * helper thread (see `batch-threads.ts`) take part of the work — trie writes and slices
+   * of the host map's writes, trie and host-bucket ranges of dumps — while this thread
+   * does the rest; 1 keeps every syscall on the calling thread. Two pay off only when a
+   * second core is free.
    */
   batchThreads?: 1 | 2;
 }
