@@ -311,8 +311,21 @@ let processHelper: BatchHelperThread | undefined;
  */
 export function runOnHelper(tasks: HelperTask[], describe: string, claim?: Int32Array): Helper {
   processHelper ??= new BatchHelperThread();
-  if (!processHelper.busy) return processHelper.run(tasks, describe, claim);
-  return startHelper(tasks, describe, claim);
+  if (processHelper.busy) return startHelper(tasks, describe, claim);
+  const thread = processHelper;
+  const pending = thread.run(tasks, describe, claim);
+  return {
+    wait() {
+      try {
+        return pending.wait();
+      } catch (err) {
+        // A helper that broke or hung is not reused: the next request starts a fresh one.
+        thread.close();
+        if (processHelper === thread) processHelper = undefined;
+        throw err;
+      }
+    },
+  };
 }
 
 /**
