@@ -18,6 +18,7 @@ import {
   libbpfObjects,
   type RawMapInfo,
 } from './libbpf';
+import { type Helper, runOnHelper } from './batch-threads';
 
 /** `enum bpf_map_type` values fos1 uses (UAPI numbering, stable forever). */
 export const BPF_MAP_TYPE_HASH = 1;
@@ -99,6 +100,15 @@ export class BpfMapMismatchError extends Error {
         `refusing to reuse or replace it — remove the pin (rm ${path}) if it is stale`,
     );
   }
+}
+
+/** Chunks of a (partial) batch dump. */
+export interface DumpRange {
+  keyChunks: Buffer[];
+  valueChunks: Buffer[];
+  count: number;
+  /** Hash maps: the bucket the next call would have started at; absent when the map ended. */
+  nextBucket?: number;
 }
 
 /** A kernel eBPF map owned through a file descriptor. Call {@link BpfMap.close} when done. */
@@ -298,13 +308,39 @@ export class BpfMap {
   /**
    * {@link updateBatch} for keys and values already laid out back to back (`count`
    * records), sent in slices of `chunk` elements so the kernel never has to copy more
-   * than a few MB per syscall. Returns how many elements were written before an error
-   * is thrown (the error carries that number as `written`).
+   * than a few MB per syscall. With `threads` ≥ 2 and a hash map, the second half is
+   * written by a helper thread at the same time (see `batch-threads.ts`). Not atomic:
+   * after an error some elements are written; callers that need all-or-nothing restore
+   * a dump taken before (as `BlocklistMaps.applyImage` does).
    */
-  updateBatchRaw(keys: Buffer, values: Buffer, count: number, flags: number = BPF_ANY, chunk = 1 << 16): void {
+  updateBatchRaw(keys: Buffer, values: Buffer, count: number, flags: number = BPF_ANY, chunk = 1 << 16, threads = 1): void {
     const { keySize, valueSize } = this.#info;
     if (keys.length !== count * keySize || values.length !== count * valueSize) {
       throw new RangeError(`${this.describe()}: updateBatchRaw got ${keys.length}/${values.length} bytes for ${count} elements of ${keySize}/${valueSize}`);
+    }
+    if (threads >= 2 && this.#info.type === BPF_MAP_TYPE_HASH && count >= 2 * chunk) {
+      // The second half goes to a helper thread; hash buckets lock separately, so the
+      // two halves insert side by side. Both halves always run to their end or first
+      // error before this returns or throws, so a caller's rollback sees a quiet map.
+      const half = count >>> 1;
+      const helper = runOnHelper(
+        [{ op: 'update', fd: this.fd, keySize, valueSize, keys: keys.subarray(half * keySize), values: values.subarray(half * valueSize), count: count - half, flags, chunk }],
+        `bpf_map_update_batch on ${this.describe()}`,
+      );
+      let mine: unknown;
+      try {
+        this.updateBatchRaw(keys.subarray(0, half * keySize), values.subarray(0, half * valueSize), half, flags, chunk);
+      } catch (err) {
+        mine = err;
+      }
+      const [theirs] = helper.wait();
+      if (mine !== undefined) throw mine;
+      if (theirs && theirs.ret !== 0) {
+        if (!isUnsupported(theirs.ret)) throw this.updateError('bpf_map_update_batch', theirs.ret);
+        // No batch support on this kernel: the single-threaded path has the fallback.
+        this.updateBatchRaw(keys.subarray(half * keySize), values.subarray(half * valueSize), count - half, flags, chunk);
+      }
+      return;
     }
     const lib = libbpf();
     for (let at = 0; at < count; at += chunk) {
@@ -355,6 +391,79 @@ export class BpfMap {
    * diffed and verified in, without a JS object per element.
    */
   dumpRaw(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
+    const r = this.dumpBuckets(chunk, Infinity);
+    return { keys: Buffer.concat(r.keyChunks), values: Buffer.concat(r.valueChunks), count: r.count };
+  }
+
+  /**
+   * {@link dumpRaw} with the upper half of a hash map's buckets read by a helper thread
+   * at the same time (the batch cursor of hash maps is a bucket index, so the two
+   * ranges are disjoint by construction). Other map types are dumped by {@link dumpRaw}.
+   * Like every dump this is not a snapshot of a map that is being written meanwhile.
+   */
+  dumpRawThreaded(chunk = 1 << 18): { keys: Buffer; values: Buffer; count: number } {
+    const { keySize, valueSize, type } = this.#info;
+    const buckets = this.bucketCount;
+    if (type !== BPF_MAP_TYPE_HASH || buckets < 1 << 16) return this.dumpRaw(chunk);
+    const mid = buckets / 2;
+    // The helper is started only once the first call shows the map is big: a map that
+    // fits in one call (or whose first call already ran past the middle) is done
+    // faster alone than with a thread that takes tens of ms to start.
+    let helper: Helper | undefined;
+    let mine: DumpRange | undefined;
+    let error: unknown;
+    try {
+      mine = this.dumpBuckets(chunk, Infinity, (next) => {
+        if (next >= mid) return Infinity;
+        helper = runOnHelper([{ op: 'dump', fd: this.fd, keySize, valueSize, fromBucket: mid, untilBucket: null, chunk }], `bpf_map_lookup_batch on ${this.describe()}`);
+        return mid;
+      });
+    } catch (err) {
+      error = err;
+    }
+    const theirs = helper?.wait()[0];
+    if (error !== undefined || !mine) throw error;
+    if (!theirs) return { keys: Buffer.concat(mine.keyChunks), values: Buffer.concat(mine.valueChunks), count: mine.count };
+    if (theirs.ret !== 0) throw bpfError('bpf_map_lookup_batch', theirs.ret, this.describe());
+    this.trimDumpOverlap(mine, theirs.keys);
+    return {
+      keys: Buffer.concat([...mine.keyChunks, theirs.keys]),
+      values: Buffer.concat([...mine.valueChunks, theirs.values]),
+      count: mine.count + theirs.count,
+    };
+  }
+
+  /**
+   * Drops from `mine` (a dump of buckets up to some bucket b, see {@link dumpBuckets})
+   * what a dump starting at bucket b (`theirKeys`) also holds. The kernel returns whole
+   * buckets per call, so the last call of `mine` may have run past b. Keys are unique
+   * in a hash map and both sides list buckets in order: their first key, if it is in
+   * our last chunk, marks where the overlap starts.
+   */
+  trimDumpOverlap(mine: DumpRange, theirKeys: Buffer): void {
+    const { keySize, valueSize } = this.#info;
+    const last = mine.keyChunks.length - 1;
+    if (theirKeys.length === 0 || last < 0) return;
+    const first = theirKeys.subarray(0, keySize);
+    const tail = mine.keyChunks[last] as Buffer;
+    for (let at = tail.indexOf(first); at !== -1; at = tail.indexOf(first, at + 1)) {
+      if (at % keySize !== 0) continue; // bytes straddling two keys
+      const i = at / keySize;
+      mine.count -= tail.length / keySize - i;
+      mine.keyChunks[last] = tail.subarray(0, i * keySize);
+      mine.valueChunks[last] = (mine.valueChunks[last] as Buffer).subarray(0, i * valueSize);
+      return;
+    }
+  }
+
+  /**
+   * Batch lookups from the start until the end of the map or until the cursor (a bucket
+   * index for hash maps) reaches `untilBucket`, which `afterFirstCall` may set from the
+   * cursor after the first call (when the map did not fit in it); from bucket
+   * `fromBucket` instead of the start when given (hash maps only). Without batch lookup
+   * in the kernel, a dump from the start falls back to iterating the whole map.
+   */
+  dumpBuckets(chunk: number, untilBucket: number, afterFirstCall?: (nextBucket: number) => number, fromBucket?: number): DumpRange {
     this.refusePerCpu('bpf_map_lookup_batch');
     const { keySize, valueSize } = this.#info;
     const lib = libbpf();
@@ -364,6 +473,11 @@ export class BpfMap {
     // The batch cursor is opaque; the generic implementation uses a key, hash maps a
     // u32 bucket index. Make it big enough for either.
     let inBatch: Buffer | null = null;
+    if (fromBucket !== undefined) {
+      inBatch = Buffer.alloc(Math.max(keySize, 8));
+      inBatch.writeUInt32LE(fromBucket, 0);
+    }
+    let first = true;
     for (;;) {
       const outBatch = Buffer.alloc(Math.max(keySize, 8));
       const keys = Buffer.alloc(keySize * chunk);
@@ -376,9 +490,9 @@ export class BpfMap {
         continue;
       }
       if (ret < 0 && ret !== -ERRNO.ENOENT) {
-        if (isUnsupported(ret) && inBatch === null) {
+        if (isUnsupported(ret) && first && fromBucket === undefined) {
           const all = [...this.entries()];
-          return { keys: Buffer.concat(all.map(([k]) => k)), values: Buffer.concat(all.map(([, v]) => v)), count: all.length };
+          return { keyChunks: all.map(([k]) => k), valueChunks: all.map(([, v]) => v), count: all.length };
         }
         throw bpfError('bpf_map_lookup_batch', ret, this.describe());
       }
@@ -387,9 +501,12 @@ export class BpfMap {
       total += count[0];
       // ENOENT means "iteration finished"; count still holds the last partial chunk.
       if (ret === -ERRNO.ENOENT) break;
+      if (first && afterFirstCall) untilBucket = afterFirstCall(outBatch.readUInt32LE(0));
+      if (outBatch.readUInt32LE(0) >= untilBucket) return { keyChunks, valueChunks, count: total, nextBucket: outBatch.readUInt32LE(0) };
       inBatch = outBatch;
+      first = false;
     }
-    return { keys: Buffer.concat(keyChunks), values: Buffer.concat(valueChunks), count: total };
+    return { keyChunks, valueChunks, count: total };
   }
 
   /**
@@ -456,6 +573,19 @@ export class BpfMap {
   describe(): string {
     const name = `eBPF map "${this.#info.name}"`;
     return this.#pinPath ? `${name} (pinned at ${this.#pinPath})` : name;
+  }
+
+  /**
+   * The error for a failed `bpf_map_update_batch` on this map made elsewhere (the helper
+   * thread of `batch-threads.ts`): {@link BpfMapFullError} for E2BIG/ENOSPC.
+   */
+  batchUpdateError(ret: number): BpfError {
+    return this.updateError('bpf_map_update_batch', ret);
+  }
+
+  /** Number of hash buckets of a hash map (`roundup_pow_of_two(max_entries)` in htab_map_alloc). */
+  get bucketCount(): number {
+    return 2 ** Math.ceil(Math.log2(Math.max(1, this.#info.maxEntries)));
   }
 
   private updateError(op: string, ret: number): BpfError {
@@ -526,7 +656,8 @@ function isMapFd(fd: number): boolean {
   }
 }
 
-function isUnsupported(ret: number): boolean {
+/** True when a batch call failed because the kernel or map type has no batch support. */
+export function isUnsupported(ret: number): boolean {
   const errno = -ret;
   return errno === ERRNO.EINVAL || errno === ERRNO.ENOTSUPP || errno === ERRNO.EOPNOTSUPP;
 }

@@ -1,9 +1,11 @@
 /**
  * One fos1 contender run, in its own process so its peak RSS is its own:
- *   tsx bench/datapath/fos1-load.ts PIN_DIR LIST_FILE STORE_DIR
+ *   tsx bench/datapath/fos1-load.ts PIN_DIR LIST_FILE STORE_DIR [THREADS]
  * Loads LIST_FILE into the pinned maps through the activity path (syncFromRef: read,
  * parse, dump, diff, batch apply, digest read-back), then adds single entries through
  * the patch path and through a full-state sync, and prints one JSON line of results.
+ * THREADS (1 or 2, default 2) is `BlocklistMaps`' `batchThreads`: 1 measures the
+ * single-threaded batch apply and dump for comparison in the same run.
  */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, copyFileSync } from 'node:fs';
@@ -11,8 +13,10 @@ import { join } from 'node:path';
 import { BlocklistStore, createBlocklistSync } from '../../activities/blocklist-sync';
 import { BlocklistMaps } from '../../bpf/blocklist-maps';
 
-const [pinDir, listFile, storeDir] = process.argv.slice(2) as [string, string, string];
+const [pinDir, listFile, storeDir, threadsArg = '2'] = process.argv.slice(2) as [string, string, string, string?];
+if (threadsArg !== '1' && threadsArg !== '2') throw new Error(`THREADS must be 1 or 2, got ${threadsArg}`);
 const maps = BlocklistMaps.open({
+  batchThreads: threadsArg === '2' ? 2 : 1,
   pinDir,
   maxEntriesV4: 200_000,
   maxEntriesV6: 1024,
@@ -48,6 +52,7 @@ const memlock = (name: string): number => {
 };
 process.stdout.write(
   `${JSON.stringify({
+    batchThreads: Number(threadsArg),
     loadMs,
     loadTimings: load.timings,
     loadCounts: load.counts,

@@ -32,6 +32,7 @@ import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { cacheDir } from '../../scripts/paths';
+import { generate } from './lists';
 import { ADDR, NetnsPair } from './netns-pair';
 
 const argsSchema = z.object({
@@ -52,50 +53,6 @@ function parseArgs(argv: string[]): z.output<typeof argsSchema> {
   const parsed = argsSchema.strict().safeParse(raw);
   if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; '));
   return parsed.data;
-}
-
-/** Deterministic PRNG (xorshift32) so every run benchmarks the same sets. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
-
-const ip4 = (a: number) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-
-/**
- * Prefixes: each in its own random /20 block of 1.0.0.0–99.255.255.255 (minus 10/8),
- * length 20–28. Hosts: distinct random addresses in 100.0.0.0–223.255.255.255 (minus
- * 127/8). Disjoint by construction, and the test addresses 10.99.0.x match nothing.
- */
-function generate(hosts: number, prefixes: number): { hostList: string[]; prefixList: string[] } {
-  const next = prng(0xf051);
-  const blocks = new Set<number>();
-  const prefixList: string[] = [];
-  while (prefixList.length < prefixes) {
-    const block = next() % (99 * 4096); // /20 blocks of 1.0.0.0/8 … 99.0.0.0/8
-    const base = (((1 << 24) + block * 4096) >>> 0);
-    if (base >>> 24 === 10 || blocks.has(block)) continue;
-    blocks.add(block);
-    const len = 20 + (next() % 9);
-    const offset = (next() % (1 << (len - 20))) << (32 - len);
-    prefixList.push(`${ip4((base + offset) >>> 0)}/${len}`);
-  }
-  const seen = new Set<number>();
-  const hostList: string[] = [];
-  while (hostList.length < hosts) {
-    const a = (((100 + (next() % 124)) << 24) | (next() & 0xffffff)) >>> 0;
-    if (a >>> 24 === 127 || seen.has(a)) continue;
-    seen.add(a);
-    hostList.push(ip4(a));
-  }
-  return { hostList, prefixList };
 }
 
 interface Timed {

@@ -23,6 +23,7 @@ import {
   BpfMap,
   BpfMapMismatchError,
 } from '../../bpf/map';
+import { type BlocklistImage, emptyImage, imageDigest } from '../../bpf/blocklist-image';
 import { describePrivileged } from '../helpers/capabilities';
 
 describePrivileged('pinned eBPF blocklist maps', ['root', 'bpffs'], () => {
@@ -212,6 +213,91 @@ describePrivileged('pinned eBPF blocklist maps', ['root', 'bpffs'], () => {
     const reopened = track(BlocklistMaps.open({ pinDir, maxEntriesV4: 1000, maxEntriesV6: 1000 }));
     expect(reopened.capacity).toEqual({ v4: 8, v6: 8 });
     expect(reopened.readAll()).toEqual([{ cidr: '10.0.0.0/8' }]);
+  });
+
+  describe('two-thread batch apply and dump of large host maps', () => {
+    /** `n` distinct IPv4 hosts from `base` as a hostV4 image part, value `ruleId = i + rule0`. */
+    function hosts(n: number, base: number, rule0 = 0): BlocklistImage['hostV4'] {
+      const keys = Buffer.alloc(n * 4);
+      const values = Buffer.alloc(n * BLOCK_VALUE_SIZE);
+      for (let i = 0; i < n; i++) {
+        keys.writeUInt32BE((base + i * 7) >>> 0, i * 4);
+        encodeBlockValue({ ruleId: rule0 + i }).copy(values, i * BLOCK_VALUE_SIZE);
+      }
+      return { keys, values, count: n };
+    }
+    /** `n` distinct /24 prefixes in 20.0.0.0/8 as an lpmV4 image part. */
+    function prefixes(n: number): BlocklistImage['lpmV4'] {
+      const keys = Buffer.concat(Array.from({ length: n }, (_, i) => encodeLpmKey(`20.${i >> 8}.${i & 255}.0/24`)));
+      return { keys, values: Buffer.alloc(n * BLOCK_VALUE_SIZE), count: n };
+    }
+    const digestOf = (part: BlocklistImage['hostV4']) => imageDigest({ ...emptyImage(), hostV4: part });
+
+    it('writes and reads back every entry exactly once, the same as one thread does', () => {
+      const map = track(BpfMap.create({ type: BPF_MAP_TYPE_HASH, name: 'fos1_test_t2', keySize: 4, valueSize: BLOCK_VALUE_SIZE, maxEntries: 300_000 }));
+      const part = hosts(200_000, 0x64000000);
+      map.updateBatchRaw(part.keys, part.values, part.count, 0, 1 << 14, 2);
+      const threaded = map.dumpRawThreaded(1 << 12);
+      const single = map.dumpRaw();
+      // The two dump halves overlap in the kernel's last bucket of the first half; a
+      // duplicate (or a lost bucket) would change the count and the digest.
+      expect(threaded.count).toBe(200_000);
+      expect(single.count).toBe(200_000);
+      expect(digestOf(threaded)).toBe(digestOf(part));
+      expect(digestOf(single)).toBe(digestOf(part));
+    });
+
+    it('when the map fills up half way, both threads stop, the error names the map, and applyImage puts back the exact previous contents', () => {
+      const maps = track(
+        BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 150_000, maxEntriesV6: 64 }, batchThreads: 2 }),
+      );
+      const start: BlocklistImage = { ...emptyImage(), hostV4: hosts(1000, 0x0a000000, 5) };
+      maps.applyImage(start);
+      const before = imageDigest(maps.dumpImage());
+      expect(maps.verifyImage(start)).toBeNull();
+
+      // 200,000 new hosts (and new values for the 1000 present ones) into 150,000 slots:
+      // each thread writes half, and at least one of them hits E2BIG part way.
+      const tooMany: BlocklistImage = { ...emptyImage(), hostV4: { ...hosts(201_000, 0x0a000000, 9) } };
+      let error: unknown;
+      try {
+        maps.applyImage(tooMany);
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(BpfMapFullError);
+      expect((error as Error).message).toMatch(/eBPF map "blockhost_v4" is full \(max_entries 150000\)/);
+      // Read back: exactly the 1000 entries with their old values, nothing of the new list.
+      expect(imageDigest(maps.dumpImage())).toBe(before);
+      expect(maps.verifyImage(start)).toBeNull();
+      expect(maps.readAll()).toHaveLength(1000);
+
+      // Now the helper thread's trie fills up (65 prefixes into 64 slots) while the host
+      // half of the writes succeeds: the same exact restore.
+      const trieFull: BlocklistImage = { ...emptyImage(), hostV4: hosts(140_000, 0x0a000000, 3), lpmV4: prefixes(65) };
+      error = undefined;
+      try {
+        maps.applyImage(trieFull);
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(BpfMapFullError);
+      expect((error as Error).message).toMatch(/eBPF map "blocklist_v4" is full \(max_entries 64\)/);
+      expect(imageDigest(maps.dumpImage())).toBe(before);
+    });
+
+    it('applies and reads back hosts and prefixes on two threads exactly as one thread sees them', () => {
+      const opts = { pinDir, maxEntriesV4: 2000, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 300_000, maxEntriesV6: 64 } };
+      const two = track(BlocklistMaps.open({ ...opts, batchThreads: 2 }));
+      const one = track(BlocklistMaps.open({ ...opts, batchThreads: 1 }));
+      const desired: BlocklistImage = { ...emptyImage(), hostV4: hosts(200_000, 0x64000000, 1), lpmV4: prefixes(1500) };
+      two.applyImage(desired);
+      expect(two.verifyImage(desired)).toBeNull();
+      const viaTwo = two.dumpImage();
+      expect([viaTwo.hostV4.count, viaTwo.lpmV4.count]).toEqual([200_000, 1500]);
+      expect(imageDigest(viaTwo)).toBe(imageDigest(one.dumpImage()));
+      expect(imageDigest(viaTwo)).toBe(imageDigest(desired));
+    });
   });
 
   describe('BpfMap', () => {

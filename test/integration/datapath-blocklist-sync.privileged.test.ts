@@ -21,6 +21,9 @@ import { ADDR, NetnsPair } from '../../bench/datapath/netns-pair';
 import { describePrivileged } from '../helpers/capabilities';
 
 const HOSTS_V4 = 20_000;
+/** Enough hosts for the two-thread batch path (weight ≥ 2^17) and a host map of > 2^16 buckets. */
+const THREADED_HOSTS = 150_000;
+const HOST_CAPACITY = THREADED_HOSTS + 10_000;
 
 describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpffs', 'iproute2'], () => {
   let pair: NetnsPair;
@@ -35,9 +38,9 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     pair = NetnsPair.create();
     pinDir = `/sys/fs/bpf/fos1-bs-${randomBytes(4).toString('hex')}`;
     storeDir = mkdtempSync(join(tmpdir(), 'fos1-blocklist-store-'));
-    datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: { blocklistV4: 64, blocklistV6: 64, hostsV4: HOSTS_V4 + 100, hostsV6: 64 } });
+    datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: { blocklistV4: 64, blocklistV6: 64, hostsV4: HOST_CAPACITY, hostsV6: 64 } });
     datapath.attach({ interface: pair.ifB, netns: pair.b });
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: HOSTS_V4 + 100, maxEntriesV6: 64 } });
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: HOST_CAPACITY, maxEntriesV6: 64 }, batchThreads: 2 });
     store = new BlocklistStore(storeDir);
     sync = createBlocklistSync({ maps: () => maps, store });
   });
@@ -81,6 +84,23 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     expect(imageDigest(maps.dumpImage())).toBe(beforeDigest);
     expect(maps.readAll()).toEqual([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }, { cidr: `${ADDR.a6}/128` }]);
     expect(traffic()).toEqual({ v4: true, v6: false });
+  });
+
+  it('loads a list big enough for two threads (hosts split, trie on the helper) into the maps the programs use, and restores its snapshot exactly', () => {
+    sync.syncEntries([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
+    const beforeDigest = imageDigest(maps.dumpImage());
+    const file = join(storeDir, 'big.txt');
+    writeFileSync(file, [...hostLines(THREADED_HOSTS), ADDR.a4, '198.51.100.0/24 rule=3', ''].join('\n'));
+    const result = sync.syncFromRef({ file }); // verified by read-back of every entry, or it throws
+    expect(result.counts).toEqual({ added: THREADED_HOSTS + 2, changed: 0, removed: 1, total: THREADED_HOSTS + 2 });
+    const image = maps.dumpImage();
+    expect([image.hostV4.count, image.lpmV4.count]).toEqual([THREADED_HOSTS + 1, 1]);
+    expect(maps.getExact('100.66.38.15')).toEqual({ cidr: '100.66.38.15/32' }); // host number 140,815: in the helper thread's share
+    expect(traffic()).toEqual({ v4: false, v6: true });
+
+    sync.restore(result.snapshotRef!);
+    expect(imageDigest(maps.dumpImage())).toBe(beforeDigest);
+    expect(traffic()).toEqual({ v4: true, v6: true });
   });
 
   it('resolves content-hash references from the store and refuses content that changed', () => {

@@ -60,6 +60,14 @@ describe('parseBlocklistText', () => {
     expect((error as Error).message).toMatch(new RegExp(`^blocklist line ${line}: .*${detail}`));
   });
 
+  it('collapses duplicate hosts inside a run of plain lines and keeps the last value across slow lines', () => {
+    const text = '10.0.0.3\n10.0.0.1\n10.0.0.3\n10.0.0.2\n10.0.0.1\n10.0.0.2 rule=4\n10.0.0.9\n10.0.0.3 expires=7\n10.0.0.2\n';
+    expect(parse(text)).toEqual([{ cidr: '10.0.0.1/32' }, { cidr: '10.0.0.2/32' }, { cidr: '10.0.0.3/32', expiresAt: 7 }, { cidr: '10.0.0.9/32' }]);
+    expect(imageDigest(parseBlocklistText(Buffer.from(text)))).toBe(
+      imageDigest(imageFromEntries([{ cidr: '10.0.0.9' }, { cidr: '10.0.0.3', expiresAt: 7 }, { cidr: '10.0.0.2' }, { cidr: '10.0.0.1' }])),
+    );
+  });
+
   it('agrees with the model parser on many random IPv4 prefixes (fast path = slow path)', () => {
     let x = 7;
     const lines: string[] = [];
@@ -71,7 +79,9 @@ describe('parseBlocklistText', () => {
     }
     const fast = parse(lines.join('\n'));
     const viaModel = imageEntries(imageFromEntries(lines.map((cidr) => ({ cidr }))));
-    expect(fast).toEqual(viaModel);
+    // A run of plain host lines comes out sorted by address (radix-sort dedup); order carries no meaning.
+    const byCidr = (a: { cidr: string }, b: { cidr: string }) => a.cidr.localeCompare(b.cidr);
+    expect([...fast].sort(byCidr)).toEqual([...viaModel].sort(byCidr));
     expect(new Set(fast.map((e) => e.cidr))).toEqual(new Set(lines.map((l) => parseCidr(l)).map((c) => `${[...c.bytes].join('.')}/${c.prefixLength}`)));
   });
 });
@@ -117,6 +127,14 @@ describe('diffImages / imageDigest / snapshots', () => {
     expect(index.setIfAbsent(2654435761 >>> 0, 99)).toBe(1);
     expect(index.get((4999 * 2654435761) >>> 0)).toBe(4999);
     expect(index.get(12345)).toBeUndefined();
+  });
+
+  it('U32Index keeps keys whose low bits are all zero (prefix addresses) apart', () => {
+    // The slot comes from the hash's high bits; low bits of key*odd would put all of these in one run.
+    const index = new U32Index(4);
+    for (let i = 0; i < 20000; i++) expect(index.setIfAbsent(((i + 1) << 16) >>> 0, i)).toBe(i);
+    for (let i = 0; i < 20000; i++) expect(index.get(((i + 1) << 16) >>> 0)).toBe(i);
+    expect(index.get(0)).toBeUndefined();
   });
 });
 
