@@ -118,9 +118,9 @@ export class KubeClient {
     }
   }
 
-  /** Lists objects of a kind (all namespaces unless one is given), optionally by label selector. */
-  async list(apiVersion: string, kind: string, options: { namespace?: string; labelSelector?: string } = {}): Promise<{ items: StoredObject[]; resourceVersion: string }> {
-    const result = await call(`list ${kind}`, () => this.objects.list(apiVersion, kind, options.namespace, undefined, undefined, undefined, undefined, options.labelSelector));
+  /** Lists objects of a kind (all namespaces unless one is given), optionally by label and field selector. */
+  async list(apiVersion: string, kind: string, options: { namespace?: string; labelSelector?: string; fieldSelector?: string } = {}): Promise<{ items: StoredObject[]; resourceVersion: string }> {
+    const result = await call(`list ${kind}`, () => this.objects.list(apiVersion, kind, options.namespace, undefined, undefined, undefined, options.fieldSelector, options.labelSelector));
     return { items: result.items.map((item) => toWire({ ...item, apiVersion, kind })), resourceVersion: result.metadata?.resourceVersion ?? '' };
   }
 

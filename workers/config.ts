@@ -2,9 +2,11 @@
  * Worker configuration, parsed once at the entry point. Nothing below the entry point
  * reads `process.env`; modules receive what they need as arguments.
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
+import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 
 const envSchema = z.object({
   TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
@@ -43,6 +45,8 @@ const envSchema = z.object({
   FOS1_KUBECONFIG: z.string().optional(),
   /** Server-side apply field manager for Cilium policies. */
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
+  /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
+  FOS1_QUARANTINE_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -62,6 +66,8 @@ export interface WorkerConfig {
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
+  /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
+  quarantine: QuarantineConfig;
   clusterWorker: boolean;
   logLevel: string;
 }
@@ -73,6 +79,13 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     throw new Error(`invalid worker configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   const e = parsed.data;
+  let quarantine: QuarantineConfig;
+  try {
+    quarantine = parseQuarantineConfig(e.FOS1_QUARANTINE_FILE ? JSON.parse(readFileSync(e.FOS1_QUARANTINE_FILE, 'utf8')) : {});
+  } catch (err) {
+    const why = err instanceof QuarantineInputError ? err.message : `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`;
+    throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
+  }
   return {
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
@@ -87,6 +100,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     blocklistStoreDir: e.FOS1_BLOCKLIST_STORE_DIR,
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
+    quarantine,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     logLevel: e.LOG_LEVEL,
   };

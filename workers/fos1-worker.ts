@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
 import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
+import { createQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
@@ -88,6 +89,8 @@ export interface CreateWorkersOptions {
   nodeDeps: NodeActivityDeps;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
+  /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
+  quarantineDeps?: QuarantineActivityDeps;
   logger: Logger;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
@@ -115,7 +118,9 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     }),
   );
   if (options.clusterWorker) {
-    const clusterActivities = options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : undefined;
+    const clusterActivities = options.ciliumDeps
+      ? { ...createCiliumActivities(options.ciliumDeps), ...(options.quarantineDeps ? createQuarantineActivities(options.quarantineDeps) : {}) }
+      : undefined;
     workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks }));
   }
   return workers;

@@ -17,14 +17,15 @@ async function main(): Promise<void> {
     shutdownSignals: ['SIGINT', 'SIGTERM'],
   });
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
   const workers = await createWorkers({
     connection,
     namespace: config.temporalNamespace,
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
     nodeDeps: createNodeDeps(config, logger),
-    ...(config.clusterWorker && config.kubeconfig
-      ? { ciliumDeps: { kube: new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)), fieldManager: config.fieldManager, logger } }
+    ...(kube
+      ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
       : {}),
     logger,
   });

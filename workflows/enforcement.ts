@@ -58,9 +58,10 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
 import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../rules/decision';
 import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../rules/guard';
 import { changeWorkflow } from './change';
+import { enforceQuarantine, liftQuarantine, type QuarantinedEndpoint, type QuarantineRefusalCode } from './quarantine';
 
 /** Why enforcement did not act: the guard's reasons, a change that failed, a rate limit on a prefix. */
-export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host';
+export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host' | QuarantineRefusalCode;
 
 /** Author of every change enforcement makes; approval gates let it through, audits name it. */
 export const ENFORCER = 'fos1-enforcer';
@@ -100,6 +101,8 @@ export interface ActiveAction {
   enforced: boolean;
   /** The rate of an enforced rate limit (packets per second). */
   rateLimitPps?: number;
+  /** The labelled pod of an enforced quarantine (workflows/quarantine.ts). */
+  quarantined?: QuarantinedEndpoint;
 }
 
 /** What the workflow remembers about its target. */
@@ -227,6 +230,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     let expiresAt = new Date(startedAt + durationMs).toISOString();
     let enforced = false;
     let changeId = '';
+    let quarantined: QuarantinedEndpoint | undefined;
     if (strongest.action === 'block') {
       const newBlock = !active || active.action !== 'block';
       const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined);
@@ -240,6 +244,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
       // A block supersedes a rate limit in force: take the limit off the nodes too.
       if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
+      if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
     } else if (strongest.action === 'rate-limit') {
       const outcome = await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
       if (!outcome.ok) {
@@ -249,6 +254,13 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       enforced = true;
       changeId = outcome.changeId;
       expiresAt = outcome.expiresAt ?? expiresAt;
+    } else if (strongest.action === 'quarantine') {
+      const outcome = await enforceQuarantine(input.target, strongest, ENFORCER);
+      if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
+      ({ changeId, endpoint: quarantined } = outcome);
+      enforced = true;
+      // A quarantine supersedes a rate limit in force: take the limit off the nodes too.
+      if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
     }
     state.offences = offence;
     state.rememberUntil = new Date(Date.parse(expiresAt) + strongest.memoryMs).toISOString();
@@ -262,6 +274,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       expiresAt,
       enforced,
       ...(strongest.action === 'rate-limit' ? { rateLimitPps: strongest.rateLimitPps ?? 1 } : {}),
+      ...(quarantined ? { quarantined } : {}),
     };
     phase = 'active';
     record(
@@ -322,6 +335,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       }
     }
     if (active.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
+    if (active.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
     state.active = undefined;
     phase = 'remembering';
     if (operatorLift) {

@@ -7,3 +7,5 @@ export { policyChangeWorkflow, PolicyFailureType } from './policy-change';
 export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';
 export { enforcementWorkflow, enforcementCoordinatorWorkflow, verdictSignal, enforcementQuery, coordinatorQuery, ENFORCER } from './enforcement';
 export type { EnforcementInput, EnforcementStatus, EnforcementState, CoordinatorStatus } from './enforcement';
+export { quarantineWorkflow, QuarantineFailureType } from './quarantine';
+export type { QuarantineRequest, QuarantineResult } from './quarantine';
