@@ -14,7 +14,7 @@
  */
 import { z } from 'zod';
 import { formatPath } from './issue-path';
-import { CHANGE_ID_ANNOTATION, CILIUM_API_VERSION, ownershipLabels, POD_NAMESPACE_LABEL, type KubeObject, type PolicySource } from './firewall-translate';
+import { CHANGE_ID_ANNOTATION, CILIUM_API_VERSION, objectSetDifferences, ownershipLabels, POD_NAMESPACE_LABEL, type KubeObject, type PolicySource } from './firewall-translate';
 import { canonicalIp, parseCidr } from './ip';
 
 /** The default quarantine label (rules/rule-set.ts's default too). */
@@ -242,6 +242,16 @@ export function renderQuarantinePolicy(label: QuarantineLabel, config: Quarantin
   const metadata: KubeObject['metadata'] = { name: quarantinePolicyName(label), labels: ownershipLabels(quarantineSource(label)) };
   if (changeId) metadata.annotations = { [CHANGE_ID_ANNOTATION]: changeId };
   return { apiVersion: CILIUM_API_VERSION, kind: 'CiliumClusterwideNetworkPolicy', metadata, spec };
+}
+
+/**
+ * Whether `current` is already the policy `desired` describes: labels and spec (key order
+ * aside). The change-id annotation differs per run and does not count.
+ */
+export function samePolicy(desired: KubeObject, current: KubeObject | undefined): boolean {
+  if (!current) return false;
+  const strip = (o: KubeObject): KubeObject => ({ ...o, metadata: { name: o.metadata.name, ...(o.metadata.labels ? { labels: o.metadata.labels } : {}) } });
+  return objectSetDifferences([strip(desired)], [strip(current)]).length === 0;
 }
 
 /** Whether a policy's `endpointSelector.matchLabels` selects an endpoint with `labels`. */

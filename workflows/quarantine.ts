@@ -25,7 +25,7 @@ import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../a
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import { objectSetDifferences, type KubeObject } from '../model/firewall-translate';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
-import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
+import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, samePolicy, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
 
 const retry = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5 } as const;
 const { findEndpoint, renderQuarantinePolicy, readEndpointLabel, labelEndpoint, unlabelEndpoint } = proxyActivities<QuarantineActivities>({ startToCloseTimeout: '1 minute', retry });
@@ -138,8 +138,9 @@ export async function quarantineWorkflow(input: QuarantineRequest): Promise<Quar
     return fail(err);
   }
   const current = snapshot.objects.find((o) => o.metadata.name === desired.metadata.name);
-  // The change-id annotation differs per run; only the rule itself decides whether to write.
-  if (!current || JSON.stringify(current.spec) !== JSON.stringify(desired.spec) || snapshot.objects.length !== 1) {
+  // Written only when absent or different: concurrent quarantines with one label then do not
+  // rewrite (or roll back) the policy under each other.
+  if (!samePolicy(desired, current) || snapshot.objects.length !== 1) {
     try {
       await step('policy-map check', () => checkPolicyMap({ source, desired: [desired] }), (e) => `largest ${e[0]?.entries ?? 0} entries`);
       await step('dry-run policy', () => applyPolicies({ source, desired: [desired], dryRun: true }));

@@ -1,0 +1,269 @@
+/**
+ * Quarantine end to end on real parts: a real kube-apiserver (with Cilium's CRDs) holding
+ * Pods whose addresses are set through the status subresource (there is no kubelet), a real
+ * Temporal dev server running the enforcement and quarantine workflows on the cluster worker
+ * from workers/fos1-worker.ts with the Cilium and quarantine activities.
+ *
+ * Everything is asserted by reading the apiserver back: the pod's label and who owns it
+ * (managedFields), the CiliumClusterwideNetworkPolicy and whether it selects the pod.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Worker } from '@temporalio/worker';
+import { join } from 'node:path';
+import pino from 'pino';
+import { normaliseObject } from '../../activities/cilium-policy';
+import type { StoredObject } from '../../k8s/client';
+import { readManifests, type KubeApiServer } from '../../k8s/harness';
+import { CLUSTER_TASK_QUEUE } from '../../model/naming';
+import { KUBE_DNS_EXCEPTION, parseQuarantineConfig, policySelects, quarantinePolicyName, renderQuarantinePolicy } from '../../model/quarantine';
+import { enforcementWorkflowId, type Decision } from '../../rules/decision';
+import { guardConfigSchema } from '../../rules/guard';
+import { enforcementQuery, enforcementWorkflow, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
+import { QuarantineFailureType, quarantineWorkflow, type QuarantineRequest, type QuarantineResult } from '../../workflows/quarantine';
+import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
+import { startTemporal, workflowBundle } from '../helpers/temporal';
+
+const NS = `fos1-q-${process.pid}`;
+const LABEL = 'fos1.io/quarantine=true';
+const POLICY = quarantinePolicyName({ key: 'fos1.io/quarantine', value: 'true' });
+const QUARANTINE_SECONDS = 10;
+const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
+const guard = guardConfigSchema.parse({ allowLists: { management: ['10.77.0.0/24'] }, minPrefixLengthV4: 24 });
+
+async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function decisionFor(target: string): Decision {
+  return {
+    rule: 'quarantine-test',
+    action: 'quarantine',
+    target,
+    durationMs: QUARANTINE_SECONDS * 1000,
+    escalation: { factor: 2, maxDurationMs: 3_600_000 },
+    memoryMs: 1000,
+    quarantineLabel: LABEL,
+    reason: 'quarantine test',
+    evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
+  };
+}
+
+/** fieldsV1 of a manager's entry on an object. */
+function fieldsOf(obj: StoredObject | undefined, manager: string): unknown[] {
+  return ((obj?.metadata.managedFields ?? []) as { manager: string; fieldsV1: unknown }[]).filter((m) => m.manager === manager).map((m) => m.fieldsV1);
+}
+
+describeKube('quarantine: label → Cilium policy, through workflows on a real apiserver', ['temporal-cli'], () => {
+  let kube: KubeApiServer;
+  let core: k8s.CoreV1Api;
+  let env: TestWorkflowEnvironment;
+  let workers: Worker[];
+  let running: Promise<unknown>;
+
+  /** Creates a Pod (bound to a node name; nothing runs it) and sets its addresses through the status subresource. */
+  async function createPod(name: string, ips: string[], options: { hostNetwork?: boolean; labels?: Record<string, string> } = {}): Promise<StoredObject> {
+    await kube.client.create({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: NS, labels: { app: name, ...options.labels } },
+      spec: { nodeName: 'node-1', hostNetwork: options.hostNetwork ?? false, containers: [{ name: 'c', image: 'registry.k8s.io/pause:3.10' }] },
+    });
+    const pod = await core.readNamespacedPod({ name, namespace: NS });
+    pod.status = { phase: 'Running', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) };
+    await core.replaceNamespacedPodStatus({ name, namespace: NS, body: pod });
+    return (await getPod(name))!;
+  }
+  const getPod = (name: string) => kube.client.get({ apiVersion: 'v1', kind: 'Pod', namespace: NS, name });
+  const getPolicy = () => kube.client.get({ apiVersion: 'cilium.io/v2', kind: 'CiliumClusterwideNetworkPolicy', name: POLICY });
+  const status = (target: string) => env.client.workflow.getHandle(enforcementWorkflowId(target)).query(enforcementQuery);
+  const quarantine = (target: string) =>
+    env.client.workflow.signalWithStart(enforcementWorkflow, {
+      workflowId: enforcementWorkflowId(target),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ target, nodes: ['unused'], guard }],
+      signal: verdictSignal,
+      signalArgs: [decisionFor(target)],
+    });
+  const runQuarantine = (request: QuarantineRequest) =>
+    env.client.workflow.execute(quarantineWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `quarantine-${request.changeId}`, args: [request] }) as Promise<QuarantineResult>;
+
+  beforeAll(async () => {
+    [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
+    core = kube.client.config.makeApiClient(k8s.CoreV1Api);
+    await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+    workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: env.namespace ?? 'default',
+      nodeName: `q-${process.pid}`,
+      clusterWorker: true,
+      // The node worker is not used here; its deps are never called.
+      nodeDeps: createNodeDeps({ netns: `fos1-unused-${process.pid}`, routeProtocol: 241, bpfPinDir: `/sys/fs/bpf/fos1-unused-${process.pid}`, blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
+      ciliumDeps: { kube: kube.client, fieldManager: 'fos1', logger },
+      quarantineDeps: { kube: kube.client, fieldManager: 'fos1', config: parseQuarantineConfig({}), logger },
+      logger,
+      workflowBundle: await workflowBundle(),
+    });
+    running = Promise.all(workers.map((w) => w.run()));
+  }, 180_000);
+
+  afterAll(async () => {
+    workers?.forEach((w) => w.shutdown());
+    await running;
+    await env?.teardown();
+    await kube?.stop();
+  });
+
+  test('a quarantine decision labels the pod owning the address, the CCNP exists and selects it; expiry removes the label and the policy stays', async () => {
+    const target = '10.244.0.10/32';
+    await createPod('victim', ['10.244.0.10']);
+    await quarantine(target);
+
+    const labelled = await eventually(() => getPod('victim'), (p) => p?.metadata.labels?.['fos1.io/quarantine'] === 'true', 'the quarantine label on the pod');
+    // fos1's field manager owns that one label and nothing else on the pod.
+    expect(fieldsOf(labelled, 'fos1')).toEqual([{ 'f:metadata': { 'f:labels': { 'f:fos1.io/quarantine': {} } } }]);
+    expect(labelled?.metadata.labels).toEqual({ app: 'victim', 'fos1.io/quarantine': 'true' });
+    const policy = await getPolicy();
+    expect(policy).toBeDefined();
+    expect(policySelects(normaliseObject(policy!), labelled!.metadata.labels!)).toBe(true);
+    expect(policy!.spec).toEqual({
+      description: 'fos1 quarantine: isolates every endpoint labelled fos1.io/quarantine=true',
+      endpointSelector: { matchLabels: { 'fos1.io/quarantine': 'true' } },
+      ingressDeny: [{ fromEntities: ['all'] }],
+      egressDeny: [{ toEntities: ['all'] }],
+    });
+    expect(policy!.metadata.labels).toMatchObject({ 'app.kubernetes.io/managed-by': 'fos1', 'fos1.io/source-kind': 'quarantine' });
+
+    const active = await eventually(() => status(target), (s) => s.active !== undefined, 'the workflow to record the quarantine');
+    expect(active.active).toMatchObject({ action: 'quarantine', enforced: true, quarantined: { namespace: NS, name: 'victim', uid: labelled!.metadata.uid, ip: '10.244.0.10', label: LABEL } });
+    expect(active.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok']);
+    // The child workflow's own audit trail: found, policy written and verified, labelled, verified.
+    const changeId = /via change (\S+)/.exec(active.audit[0]!.detail ?? '')?.[1];
+    const child = (await env.client.workflow.getHandle(`quarantine-${changeId}`).result()) as QuarantineResult;
+    expect(child.audit.map((a) => `${a.step}:${a.result}`)).toEqual([
+      'find endpoint:ok', 'render policy:ok', 'snapshot policy:ok', 'policy-map check:ok', 'dry-run policy:ok', 'apply policy:ok', 'verify policy:ok', 'read label:ok', 'label:ok', 'verify:ok',
+    ]);
+    expect(new Set(child.audit.map((a) => a.actor))).toEqual(new Set(['fos1-enforcer']));
+
+    // The durable timer lifts it: the label goes, read back from the apiserver.
+    const unlabelled = await eventually(() => getPod('victim'), (p) => p?.metadata.labels?.['fos1.io/quarantine'] === undefined, 'the label to go at expiry', (QUARANTINE_SECONDS + 60) * 1000);
+    expect(unlabelled?.metadata.labels).toEqual({ app: 'victim' });
+    expect(fieldsOf(unlabelled, 'fos1')).toEqual([]);
+    const lifted = await eventually(() => status(target), (s) => s.phase !== 'active', 'the workflow to record the lift');
+    expect(lifted.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok', 'lift:ok']);
+    // The shared policy stays; it now selects no pod.
+    expect(await getPolicy()).toBeDefined();
+  });
+
+  test('an address no pod has is refused as no-endpoint and audited; nothing is labelled', async () => {
+    const target = '10.244.9.9/32';
+    await quarantine(target);
+    const s = await eventually(() => status(target), (st) => st.refusals.length > 0, 'the refusal');
+    expect(s.refusals[0]).toMatchObject({ code: 'no-endpoint' });
+    expect(s.refusals[0]!.reason).toContain('no running pod has the address 10.244.9.9');
+    expect(s.audit[0]).toMatchObject({ step: 'refused', result: 'failed', actor: 'fos1-enforcer' });
+    expect(s.audit[0]!.detail).toMatch(/^no-endpoint: /);
+    expect(s.active).toBeUndefined();
+    // Nothing active and nothing remembered: the workflow ends (a refusal is not an offence).
+    const result: EnforcementStatus = await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
+    expect(result.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['refused:failed', 'done:ok']);
+    expect(result.offences).toBe(0);
+  });
+
+  test('an allow-listed address is refused by the guard, and its pod is not labelled', async () => {
+    const target = '10.77.0.5/32';
+    await createPod('management', ['10.77.0.5']);
+    await quarantine(target);
+    const s = await eventually(() => status(target), (st) => st.refusals.length > 0, 'the refusal');
+    expect(s.refusals[0]).toMatchObject({ code: 'allow-listed' });
+    expect((await getPod('management'))?.metadata.labels).toEqual({ app: 'management' });
+  });
+
+  test('a failure after the label step takes the label off again (read back) and fails QuarantineRolledBack', async () => {
+    const pod = await createPod('rollback', ['10.244.0.12']);
+    const err = await runQuarantine({ changeId: 'q-rollback', author: 'test', operation: 'apply', target: '10.244.0.12/32', label: LABEL, failAfter: 'label' }).then(
+      () => new Error('expected a failure'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = (err as WorkflowFailedError).cause as ApplicationFailure;
+    expect(cause.type).toBe(QuarantineFailureType.QuarantineRolledBack);
+    expect(cause.message).toContain('InjectedFailure');
+    const { audit } = cause.details?.[0] as { audit: { step: string; result: string }[] };
+    expect(audit.map((a) => `${a.step}:${a.result}`)).toEqual(expect.arrayContaining(['label:ok', 'unlabel (rollback):ok', 'verify rollback:ok']));
+    const after = await getPod('rollback');
+    expect(after?.metadata.labels).toEqual({ app: 'rollback' });
+    expect(fieldsOf(after, 'fos1')).toEqual([]);
+    expect(after?.metadata.uid).toBe(pod.metadata.uid);
+  });
+
+  test('a dual-stack pod is found by its second address (podIPs[1], IPv6 in any spelling), and lift removes the label', async () => {
+    await createPod('dual', ['10.244.0.11', 'fd00:0:0::11']);
+    const applied = await runQuarantine({ changeId: 'q-dual', author: 'test', operation: 'apply', target: 'fd00::11/128', label: LABEL });
+    expect(applied.endpoint).toMatchObject({ namespace: NS, name: 'dual', ip: 'fd00::11' });
+    // The policy was already in place from the first test: not written again.
+    expect(applied.policyApplied).toBe(false);
+    expect((await getPod('dual'))?.metadata.labels?.['fos1.io/quarantine']).toBe('true');
+    const lifted = await runQuarantine({ changeId: 'q-dual-lift', author: 'test', operation: 'lift', label: LABEL, endpoint: applied.endpoint });
+    expect(lifted.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['unlabel:ok', 'verify unlabel:ok']);
+    expect((await getPod('dual'))?.metadata.labels).toEqual({ app: 'dual' });
+  });
+
+  test('a label an operator had set stays after the lift (fos1 only gives up its own field); a host-network pod is refused', async () => {
+    await createPod('operator', ['10.244.0.13'], { labels: { 'fos1.io/quarantine': 'true' } });
+    const applied = await runQuarantine({ changeId: 'q-operator', author: 'test', operation: 'apply', target: '10.244.0.13/32', label: LABEL });
+    expect(fieldsOf(await getPod('operator'), 'fos1')).toHaveLength(1);
+    const lifted = await runQuarantine({ changeId: 'q-operator-lift', author: 'test', operation: 'lift', label: LABEL, endpoint: applied.endpoint });
+    expect(lifted.audit.find((a) => a.step === 'verify unlabel')?.detail).toMatch(/^label kept: also set by /);
+    const after = await getPod('operator');
+    expect(after?.metadata.labels?.['fos1.io/quarantine']).toBe('true');
+    expect(fieldsOf(after, 'fos1')).toEqual([]);
+
+    await createPod('hostnet', ['10.244.0.14'], { hostNetwork: true });
+    const err = await runQuarantine({ changeId: 'q-hostnet', author: 'test', operation: 'apply', target: '10.244.0.14/32', label: LABEL }).catch((e: unknown) => e);
+    expect(((err as WorkflowFailedError).cause as ApplicationFailure).type).toBe('HostNetworkEndpoint');
+    expect((await getPod('hostnet'))?.metadata.labels).toEqual({ app: 'hostnet' });
+  });
+
+  test('the rendered policy, with and without the kube-dns exception, is accepted by the CCNP schema unchanged', async () => {
+    for (const config of [parseQuarantineConfig({}), parseQuarantineConfig({ exceptions: [KUBE_DNS_EXCEPTION, { name: 'scraper', direction: 'ingress', namespace: 'monitoring', labels: { app: 'prometheus', tier: 'ops' }, ports: [{ port: 9100 }] }] })]) {
+      const policy = renderQuarantinePolicy({ key: 'example.com/isolate', value: 'yes' }, config, 'schema-check');
+      const stored = await kube.client.apply(policy, { fieldManager: 'fos1-test', dryRun: true });
+      expect(normaliseObject(stored)).toEqual(policy);
+    }
+  });
+
+  test("deploy/rbac.yaml lets the cluster worker read and patch pods (not create, update or delete them, nor their status)", async () => {
+    for (const m of readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')])) await kube.client.apply(m, { fieldManager: 'fos1-test' });
+    const can = async (verb: string, resource: string, subresource?: string, group = '') => {
+      const review = await kube.client.create({
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SubjectAccessReview',
+        metadata: { name: '' },
+        spec: { user: 'system:serviceaccount:fos1-system:fos1-cluster-worker', groups: ['system:serviceaccounts', 'system:authenticated'], resourceAttributes: { verb, group, resource, subresource, namespace: NS } },
+      });
+      return (review.status as { allowed: boolean }).allowed;
+    };
+    expect(await Promise.all(['get', 'list', 'patch'].map((v) => can(v, 'pods')))).toEqual([true, true, true]);
+    expect(await Promise.all(['create', 'update', 'delete', 'watch'].map((v) => can(v, 'pods')))).toEqual([false, false, false, false]);
+    expect(await can('patch', 'pods', 'status')).toBe(false);
+    expect(await can('patch', 'ciliumclusterwidenetworkpolicies', undefined, 'cilium.io')).toBe(true);
+    // The controller gets nothing on pods.
+    const controller = await kube.client.create({
+      apiVersion: 'authorization.k8s.io/v1',
+      kind: 'SubjectAccessReview',
+      metadata: { name: '' },
+      spec: { user: 'system:serviceaccount:fos1-system:fos1-controller', groups: ['system:authenticated'], resourceAttributes: { verb: 'patch', resource: 'pods', namespace: NS } },
+    });
+    expect((controller.status as { allowed: boolean }).allowed).toBe(false);
+  });
+});
