@@ -106,10 +106,6 @@ export function quarantineAddress(target: string, field = 'target'): string {
 
 // ─── configuration ──────────────────────────────────────────────────────────────────
 
-const labelKeySchema = z.string().superRefine((k, ctx) => {
-  const p = labelKeyProblem(k);
-  if (p) ctx.addIssue({ code: 'custom', message: `must be a Kubernetes label key: ${p}` });
-});
 const labelValueSchema = z.string().superRefine((v, ctx) => {
   const p = labelValueProblem(v);
   if (p) ctx.addIssue({ code: 'custom', message: `must be a Kubernetes label value: ${p}` });
@@ -124,7 +120,17 @@ export const quarantineExceptionSchema = z
     /** Namespace of the peer pods. */
     namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name'),
     /** Labels the peer pods carry (at least one, at most two: each is a term of the deny's carve-out). */
-    labels: z.record(labelKeySchema, labelValueSchema).refine((l) => Object.keys(l).length >= 1 && Object.keys(l).length <= 2, 'must name 1 or 2 labels'),
+    labels: z
+      .record(z.string(), labelValueSchema)
+      .superRefine((l, ctx) => {
+        // Keys checked here rather than by a key schema: zod reports a bad record key only as
+        // "Invalid key in record", without the rule.
+        for (const k of Object.keys(l)) {
+          const p = labelKeyProblem(k);
+          if (p) ctx.addIssue({ code: 'custom', path: [k], message: `must be a Kubernetes label key: ${p}` });
+        }
+      })
+      .refine((l) => Object.keys(l).length >= 1 && Object.keys(l).length <= 2, 'must name 1 or 2 labels'),
     /** Ports allowed to/from the peer; empty allows none (the peer is only exempt from the deny). */
     ports: z
       .array(z.object({ port: z.number().int().min(1).max(65535), protocol: z.enum(['TCP', 'UDP', 'SCTP', 'ANY']).default('TCP') }).strict())
