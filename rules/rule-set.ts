@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { durationMsSchema, formatIssues, type ValidationIssue } from '../model/change-request';
 import { formatPath } from '../model/issue-path';
+import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, QuarantineInputError } from '../model/quarantine';
 import { ENFORCEMENT_ACTIONS } from './decision';
 import { FACT_NAMES } from './facts';
 import { checkOperatorValue, KNOWN_OPERATORS } from './operators';
@@ -41,8 +42,16 @@ export const decisionSpecSchema = z
     rateLimitPps: z.number().int().min(1).max(100_000_000).optional(),
     quarantineLabel: z
       .string()
-      .regex(/^[a-z0-9.\-/]+=[A-Za-z0-9_.-]{0,63}$/, 'must be a Kubernetes label "key=value"')
-      .default('fos1.io/quarantine=true'),
+      .superRefine((text, ctx) => {
+        // The same check the quarantine workflow makes, so a bad label fails at load, not at the first alert.
+        try {
+          parseQuarantineLabel(text);
+        } catch (err) {
+          if (!(err instanceof QuarantineInputError)) throw err;
+          ctx.addIssue({ code: 'custom', message: `must be a Kubernetes label "key=value": ${err.rule}` });
+        }
+      })
+      .default(DEFAULT_QUARANTINE_LABEL),
   })
   .strict()
   .superRefine((d, ctx) => {

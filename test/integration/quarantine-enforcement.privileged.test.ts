@@ -15,6 +15,7 @@ import type { Worker } from '@temporalio/worker';
 import { join } from 'node:path';
 import pino from 'pino';
 import { normaliseObject } from '../../activities/cilium-policy';
+import { createQuarantineActivities } from '../../activities/quarantine';
 import type { StoredObject } from '../../k8s/client';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
@@ -25,6 +26,7 @@ import { enforcementQuery, enforcementWorkflow, verdictSignal, type EnforcementS
 import { QuarantineFailureType, quarantineWorkflow, type QuarantineRequest, type QuarantineResult } from '../../workflows/quarantine';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
+import { failureOf } from '../helpers/failures';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
 const NS = `fos1-q-${process.pid}`;
@@ -204,6 +206,21 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     expect(after?.metadata.labels).toEqual({ app: 'rollback' });
     expect(fieldsOf(after, 'fos1')).toEqual([]);
     expect(after?.metadata.uid).toBe(pod.metadata.uid);
+  });
+
+  test('the label apply carries the pod uid as a precondition: a pod replaced under the same name is not labelled', async () => {
+    const pod = await createPod('replaced', ['10.244.0.15']);
+    const activities = createQuarantineActivities({ kube: kube.client, fieldManager: 'fos1', config: parseQuarantineConfig({}), logger });
+    const stale = { namespace: NS, name: 'replaced', uid: '00000000-0000-0000-0000-000000000000', ip: '10.244.0.15' };
+    const failure = await failureOf(activities.labelEndpoint({ endpoint: stale, label: LABEL }));
+    expect(failure.nonRetryable).toBe(true);
+    expect(failure.message).toMatch(/uid/i);
+    const after = await getPod('replaced');
+    expect(after?.metadata.labels).toEqual({ app: 'replaced' });
+    expect(after?.metadata.uid).toBe(pod.metadata.uid);
+    // And reading or unlabelling by a stale uid finds nothing to touch.
+    expect(await activities.readEndpointLabel({ endpoint: stale, label: LABEL })).toMatchObject({ exists: false });
+    expect(await activities.unlabelEndpoint({ endpoint: stale })).toEqual({ podGone: true });
   });
 
   test('a dual-stack pod is found by its second address (podIPs[1], IPv6 in any spelling), and lift removes the label', async () => {

@@ -15,6 +15,7 @@ import {
   renderQuarantinePolicy,
   samePolicy,
 } from '../../model/quarantine';
+import { RuleSetError, validateRuleSet } from '../../rules/rule-set';
 
 function inputError(fn: () => unknown): QuarantineInputError {
   try {
@@ -56,6 +57,31 @@ describe('quarantine label', () => {
 
   test('refuses a non-string, naming the caller\'s field', () => {
     expect(inputError(() => parseQuarantineLabel(42, 'decision.quarantineLabel')).message).toBe('decision.quarantineLabel: must be a string "key=value"');
+  });
+});
+
+describe('quarantine label in a rule set', () => {
+  const ruleSet = (quarantineLabel: string) => ({
+    name: 'q',
+    rules: [{ name: 'q1', description: 'quarantine test', eventTypes: ['alert'], conditions: { all: [{ fact: 'severity', operator: 'equal', value: 1 }] }, decision: { action: 'quarantine', quarantineLabel } }],
+  });
+
+  test('is checked at load by the same rules, with the path and the rule', () => {
+    let issues: string[] = [];
+    try {
+      validateRuleSet(ruleSet('kubernetes.io/quarantine=true'), 'q.json');
+    } catch (err) {
+      if (!(err instanceof RuleSetError)) throw err;
+      issues = err.issues.map((i) => `${i.field}: ${i.message}`);
+    }
+    expect(issues).toEqual(['rules[0].decision.quarantineLabel: must be a Kubernetes label "key=value": "kubernetes.io/quarantine" is not a Kubernetes label key: the prefix "kubernetes.io" is reserved for Kubernetes components']);
+  });
+
+  test('a valid label is kept, and the default is fos1.io/quarantine=true', () => {
+    expect(validateRuleSet(ruleSet('sec.example.com/isolate=yes'), 'q.json').rules[0]!.decision.quarantineLabel).toBe('sec.example.com/isolate=yes');
+    const withoutLabel = ruleSet('x=y');
+    delete (withoutLabel.rules[0]!.decision as { quarantineLabel?: string }).quarantineLabel;
+    expect(validateRuleSet(withoutLabel, 'q.json').rules[0]!.decision.quarantineLabel).toBe('fos1.io/quarantine=true');
   });
 });
 
