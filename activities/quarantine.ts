@@ -179,6 +179,18 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
 /** The activity interface workflows proxy (`import type` only). */
 export type QuarantineActivities = ReturnType<typeof createQuarantineActivities>;
 
+/**
+ * What a cluster worker without Kubernetes registers instead: every quarantine activity fails
+ * at once, non-retryable `QuarantineUnavailable`, so a quarantine is refused (and audited)
+ * instead of waiting for a worker that will never take it.
+ */
+export function unavailableQuarantineActivities(reason: string): QuarantineActivities {
+  const fail = async (): Promise<never> => {
+    throw ApplicationFailure.create({ type: 'QuarantineUnavailable', nonRetryable: true, message: reason });
+  };
+  return { findEndpoint: fail, renderQuarantinePolicy: fail, readEndpointLabel: fail, labelEndpoint: fail, unlabelEndpoint: fail };
+}
+
 /** Whether a managedFields entry's fieldsV1 holds `f:metadata.f:labels.f:<key>`. */
 function ownsLabel(fieldsV1: unknown, key: string): boolean {
   const labels = (fieldsV1 as { 'f:metadata'?: { 'f:labels'?: Record<string, unknown> } } | undefined)?.['f:metadata']?.['f:labels'];

@@ -8,7 +8,7 @@ import { basename, join } from 'node:path';
 import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
-import { createQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
+import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
@@ -118,9 +118,12 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     }),
   );
   if (options.clusterWorker) {
-    const clusterActivities = options.ciliumDeps
-      ? { ...createCiliumActivities(options.ciliumDeps), ...(options.quarantineDeps ? createQuarantineActivities(options.quarantineDeps) : {}) }
-      : undefined;
+    const clusterActivities = {
+      ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
+      ...(options.quarantineDeps && options.ciliumDeps
+        ? createQuarantineActivities(options.quarantineDeps)
+        : unavailableQuarantineActivities('quarantine needs Kubernetes: this cluster worker has no kubeconfig (FOS1_KUBECONFIG)')),
+    };
     workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks }));
   }
   return workers;

@@ -19,7 +19,7 @@
  * (that pod labelled, its policy deleted under it); keeping it means a label is never on a
  * pod without its policy. For the same reason a failed label step does not remove the policy.
  */
-import { ApplicationFailure, executeChild, log, proxyActivities, proxySinks, sleep, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, executeChild, log, proxyActivities, proxySinks, sleep, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../activities/quarantine';
 import type { AuditRecord, AuditSinks } from '../model/audit';
@@ -27,9 +27,13 @@ import { objectSetDifferences, type KubeObject } from '../model/firewall-transla
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, samePolicy, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
 
-const retry = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5 } as const;
-const { findEndpoint, renderQuarantinePolicy, readEndpointLabel, labelEndpoint, unlabelEndpoint } = proxyActivities<QuarantineActivities>({ startToCloseTimeout: '1 minute', retry });
-const { readPolicies, checkPolicyMap, applyPolicies, restorePolicies } = proxyActivities<CiliumActivities>({ startToCloseTimeout: '1 minute', retry });
+// NotFoundError: this cluster worker lacks the activities; retrying it will not grow them.
+const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['NotFoundError', 'QuarantineUnavailable'] };
+// scheduleToClose bounds the wait for a worker to pick an activity up: the enforcement
+// workflow waits on this one, and must get a refusal rather than stall.
+const timeouts = { startToCloseTimeout: '1 minute', scheduleToCloseTimeout: '3 minutes', retry } as const;
+const { findEndpoint, renderQuarantinePolicy, readEndpointLabel, labelEndpoint, unlabelEndpoint } = proxyActivities<QuarantineActivities>(timeouts);
+const { readPolicies, checkPolicyMap, applyPolicies, restorePolicies } = proxyActivities<CiliumActivities>(timeouts);
 const { audit } = proxySinks<AuditSinks>();
 
 /** Failure types of {@link quarantineWorkflow}. */
@@ -242,7 +246,7 @@ function failureSummary(err: unknown): { type: string; message: string } {
 // ─── the enforcement hook ───────────────────────────────────────────────────────────
 
 /** Refusal codes a quarantine adds to the guard's (the enforcement workflow audits them). */
-export type QuarantineRefusalCode = 'no-endpoint' | 'ambiguous-endpoint' | 'host-network-endpoint' | 'label-conflict' | 'invalid-quarantine' | 'quarantine-failed';
+export type QuarantineRefusalCode = 'no-endpoint' | 'ambiguous-endpoint' | 'host-network-endpoint' | 'label-conflict' | 'invalid-quarantine' | 'quarantine-unavailable' | 'quarantine-failed';
 
 const REFUSAL_BY_TYPE: Record<string, QuarantineRefusalCode> = {
   NoEndpoint: 'no-endpoint',
@@ -250,6 +254,9 @@ const REFUSAL_BY_TYPE: Record<string, QuarantineRefusalCode> = {
   HostNetworkEndpoint: 'host-network-endpoint',
   LabelConflict: 'label-conflict',
   InvalidQuarantine: 'invalid-quarantine',
+  // The cluster worker was started without Kubernetes (FOS1_KUBECONFIG unset).
+  QuarantineUnavailable: 'quarantine-unavailable',
+  NotFoundError: 'quarantine-unavailable',
 };
 
 /** An endpoint in quarantine, as the enforcement workflow remembers it for the lift. */

@@ -317,7 +317,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(blocked()).toEqual(before);
   });
 
-  test('a long-lived target continues as new with its state; quarantine and rate-limit are held and audited as recorded only', async () => {
+  test('a long-lived target continues as new with its state; rate-limit is held and audited as recorded only; quarantine without Kubernetes is refused', async () => {
     const target = '203.0.113.77/32';
     const verdict = (action: Decision['action']): Decision => ({
       rule: `manual-${action}`,
@@ -344,15 +344,16 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(held.active).toMatchObject({ action: 'rate-limit', enforced: false, durationMs: 60_000 });
     expect(held.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['rate-limit:skipped']);
     expect(held.audit[0]!.detail).toMatch(/recorded only, the change path has no rate-limit step yet/);
-    // A stronger verdict is a new offence: escalated (×2), still recorded only.
+    // Quarantine is enforced through Kubernetes (test/integration/quarantine-enforcement…);
+    // this worker has none, so the stronger verdict is refused, audited, and changes nothing.
     await send('quarantine');
-    const stronger = await eventually(() => handle.query(enforcementQuery), (st) => st.active?.action === 'quarantine', 'the quarantine');
-    expect(stronger).toMatchObject({ offences: 2, active: { action: 'quarantine', durationMs: 120_000, enforced: false } });
+    const refused = await eventually(() => handle.query(enforcementQuery), (st) => st.refusals.length > 0, 'the quarantine refusal');
+    expect(refused).toMatchObject({ offences: 1, active: { action: 'rate-limit' }, refusals: [{ code: 'quarantine-unavailable', reason: expect.stringContaining('FOS1_KUBECONFIG') }] });
     // Enough signals to pass the (lowered) history bound: the workflow continues as new,
     // keeping its offences, its action in force and its audit trail.
     for (let i = 0; i < 12; i++) await send('notify');
     const continued = await eventually(() => env.client.workflow.getHandle(enforcementWorkflowId(target)).query(enforcementQuery), (st) => (st.continuedRuns ?? 0) >= 1, 'continue-as-new');
-    expect(continued).toMatchObject({ offences: 2, active: { action: 'quarantine' } });
+    expect(continued).toMatchObject({ offences: 1, active: { action: 'rate-limit' }, refusals: [{ code: 'quarantine-unavailable' }] });
     expect((await env.client.workflow.getHandle(enforcementWorkflowId(target)).describe()).runId).not.toBe(firstRun);
     expect(blocked().some((e) => e.cidr === target)).toBe(false);
     await env.client.workflow.getHandle(enforcementWorkflowId(target)).terminate('test done');
