@@ -22,7 +22,7 @@ import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { KUBE_DNS_EXCEPTION, parseQuarantineConfig, policySelects, quarantinePolicyName, renderQuarantinePolicy } from '../../model/quarantine';
 import { enforcementWorkflowId, type Decision } from '../../rules/decision';
 import { guardConfigSchema } from '../../rules/guard';
-import { enforcementQuery, enforcementWorkflow, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
+import { enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
 import { QuarantineFailureType, quarantineWorkflow, type QuarantineRequest, type QuarantineResult } from '../../workflows/quarantine';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
@@ -164,6 +164,19 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     expect(lifted.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok', 'lift:ok']);
     // The shared policy stays; it now selects no pod.
     expect(await getPolicy()).toBeDefined();
+  });
+
+  test("an operator's lift signal takes the label off before expiry and forgets the offence", async () => {
+    const target = '10.244.0.16/32';
+    await createPod('early', ['10.244.0.16']);
+    await quarantine(target);
+    await eventually(() => getPod('early'), (p) => p?.metadata.labels?.['fos1.io/quarantine'] === 'true', 'the quarantine label');
+    await eventually(() => status(target), (s) => s.active !== undefined, 'the workflow to record the quarantine');
+    await env.client.workflow.getHandle(enforcementWorkflowId(target)).signal(liftSignal, { by: 'alice', reason: 'false positive' });
+    const result: EnforcementStatus = await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
+    expect(result.audit.map((a) => `${a.actor} ${a.step}:${a.result}`)).toEqual(['fos1-enforcer quarantine:ok', 'alice lift:ok', 'fos1-enforcer done:ok']);
+    expect(result.offences).toBe(0);
+    expect((await getPod('early'))?.metadata.labels).toEqual({ app: 'early' });
   });
 
   test('an address no pod has is refused as no-endpoint and audited; nothing is labelled', async () => {
