@@ -100,7 +100,12 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     env.client.workflow.execute(quarantineWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `quarantine-${request.changeId}`, args: [request] }) as Promise<QuarantineResult>;
 
   beforeAll(async () => {
-    [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
+    // Started together, assigned as each comes up: afterAll then stops whichever started even
+    // if the other never does.
+    const kubeStarting = startKubeWithCrds();
+    const envStarting = startTemporal();
+    kube = await kubeStarting;
+    env = await envStarting;
     core = kube.client.config.makeApiClient(k8s.CoreV1Api);
     await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     workers = await createWorkers({
