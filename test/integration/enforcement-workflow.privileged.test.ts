@@ -317,7 +317,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(blocked()).toEqual(before);
   });
 
-  test('a long-lived target continues as new with its state; rate-limit is held and audited as recorded only; quarantine without Kubernetes is refused', async () => {
+  test('a long-lived target continues as new with its state (a rate limit in force); quarantine without Kubernetes is refused and audited', async () => {
     const target = '203.0.113.77/32';
     const verdict = (action: Decision['action']): Decision => ({
       rule: `manual-${action}`,
@@ -341,9 +341,8 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     const handle = await send('rate-limit');
     const firstRun = (await handle.describe()).runId;
     const held = await eventually(() => handle.query(enforcementQuery), (st) => st.active !== undefined, 'the rate limit to be held');
-    expect(held.active).toMatchObject({ action: 'rate-limit', enforced: false, durationMs: 60_000 });
-    expect(held.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['rate-limit:skipped']);
-    expect(held.audit[0]!.detail).toMatch(/recorded only, the change path has no rate-limit step yet/);
+    expect(held.active).toMatchObject({ action: 'rate-limit', enforced: true, durationMs: 60_000 });
+    expect(held.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['rate-limit:ok']);
     // Quarantine is enforced through Kubernetes (test/integration/quarantine-enforcement…);
     // this worker has none, so the stronger verdict is refused, audited, and changes nothing.
     await send('quarantine');
