@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { formatPath } from './issue-path';
 import { CHANGE_ID_ANNOTATION, CILIUM_API_VERSION, objectSetDifferences, ownershipLabels, POD_NAMESPACE_LABEL, type KubeObject, type PolicySource } from './firewall-translate';
 import { canonicalIp, parseCidr } from './ip';
+import { shortHash } from './short-hash';
 
 /** The default quarantine label (rules/rule-set.ts's default too). */
 export const DEFAULT_QUARANTINE_LABEL = 'fos1.io/quarantine=true';
@@ -192,7 +193,7 @@ export function quarantinePolicyName(label: QuarantineLabel): string {
     .replace(/^-+|-+$/g, '')
     .slice(0, 36)
     .replace(/-+$/, '');
-  return `fos1-quarantine-${readable}-${fnv(text)}`;
+  return `fos1-quarantine-${readable}-${shortHash(text)}`;
 }
 
 /** The ownership source of a label's policy: fos1 only ever prunes or restores inside it. */
@@ -265,14 +266,4 @@ export function policySelects(policy: KubeObject, labels: Record<string, string>
   const selector = (policy.spec as { endpointSelector?: { matchLabels?: Record<string, string> } } | undefined)?.endpointSelector?.matchLabels;
   if (!selector || Object.keys(selector).length === 0) return false;
   return Object.entries(selector).every(([k, v]) => labels[k.replace(/^(k8s|any):/, '')] === v);
-}
-
-/** FNV-1a, 32 bits, base 36. */
-function fnv(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(36);
 }

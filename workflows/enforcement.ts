@@ -36,7 +36,6 @@
 import {
   allHandlersFinished,
   ApplicationFailure,
-  ChildWorkflowFailure,
   condition,
   continueAsNew,
   defineQuery,
@@ -58,7 +57,9 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
 import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../rules/decision';
 import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../rules/guard';
 import { changeWorkflow } from './change';
+import { summariseFailure } from './node-change';
 import { enforceQuarantine, liftQuarantine, type QuarantinedEndpoint, type QuarantineRefusalCode } from './quarantine';
+import { shortHash } from '../model/short-hash';
 
 /** Why enforcement did not act: the guard's reasons, a change that failed, a rate limit on a prefix. */
 export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host' | QuarantineRefusalCode;
@@ -397,8 +398,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       blockActive = step !== 'lift';
       return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
     } catch (err) {
-      const cause = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
-      return { ok: false, code: 'change-failed', reason: `change ${changeId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}` };
+      return changeFailed(changeId, err);
     } finally {
       // Tells the coordinator whether the target's block is active now. An extension
       // changes nothing it counts, so it is not told.
@@ -435,8 +435,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
       return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
     } catch (err) {
-      const cause = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
-      return { ok: false, code: 'change-failed', reason: `change ${changeId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}` };
+      return changeFailed(changeId, err);
     }
   }
 
@@ -504,7 +503,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 
   function changeIdFor(step: string): string {
     // Change ids are DNS labels; the workflow clock makes the id unique per run and step.
-    return `enf-${step}-${hash(input.target)}-${Date.now().toString(36)}`;
+    return `enf-${step}-${shortHash(input.target)}-${Date.now().toString(36)}`;
   }
 
   function trimState(): void {
@@ -728,12 +727,8 @@ async function signalCoordinator<T extends unknown[]>(signal: ReturnType<typeof 
   await getExternalWorkflowHandle(ENFORCEMENT_COORDINATOR_ID).signal(signal, ...args);
 }
 
-/** FNV-1a, 32 bits, base 36: a short stable tag of a target for change ids. */
-function hash(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(36);
+/** A failed child change as an enforcement refusal, with the failure type the change reported. */
+function changeFailed(changeId: string, err: unknown): { ok: false; code: 'change-failed'; reason: string } {
+  const failure = summariseFailure(err);
+  return { ok: false, code: 'change-failed', reason: `change ${changeId} failed (${failure.type}): ${failure.message}` };
 }

@@ -26,6 +26,7 @@ import type { AuditRecord, AuditSinks } from '../model/audit';
 import { objectSetDifferences, type KubeObject } from '../model/firewall-translate';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, samePolicy, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
+import { shortHash } from '../model/short-hash';
 
 // NotFoundError: this cluster worker lacks the activities; retrying it will not grow them.
 const retry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['NotFoundError', 'QuarantineUnavailable'] };
@@ -308,14 +309,5 @@ export async function liftQuarantine(endpoint: QuarantinedEndpoint, author: stri
 
 function quarantineChangeId(step: string, what: string): string {
   // DNS-label ids; the workflow clock and attempt make them unique per run and step.
-  return `enf-${step}-${fnv(`${workflowInfo().workflowId}/${what}`)}-${Date.now().toString(36)}`;
-}
-
-function fnv(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(36);
+  return `enf-${step}-${shortHash(`${workflowInfo().workflowId}/${what}`)}-${Date.now().toString(36)}`;
 }

@@ -24,6 +24,7 @@ import { cacheDir } from '../../scripts/paths';
 import { enforcementQuery } from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 const NODE = 'node-traffic';
 const SIZES = { blocklistV4: 1024, blocklistV6: 1024, hostsV4: 1024, hostsV6: 1024 };
@@ -55,16 +56,6 @@ function alertLine(src: string, dest: string): string {
     proto: 'TCP',
     alert: { action: 'allowed', signature_id: 2001219, signature: 'ET SCAN Potential SSH Scan', category: 'Attempted Information Leak', severity: 1 },
   });
-}
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {

@@ -34,6 +34,7 @@ import {
 import { describePrivileged } from '../helpers/capabilities';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 const NODE = 'node-enf';
 const BLOCK_SECONDS = 3;
@@ -68,16 +69,6 @@ function alertLine(src: string): string {
     alert: { action: 'allowed', gid: 1, signature_id: 2024833, rev: 3, signature: 'ET POLICY Observed IP Lookup Domain (l2 .io in TLS SNI)', category: 'Potential Corporate Privacy Violation', severity: 1 },
     app_proto: 'tls',
   });
-}
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {

@@ -28,6 +28,7 @@ import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
 import { failureOf } from '../helpers/failures';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 const NS = `fos1-q-${process.pid}`;
 const LABEL = 'fos1.io/quarantine=true';
@@ -35,16 +36,6 @@ const POLICY = quarantinePolicyName({ key: 'fos1.io/quarantine', value: 'true' }
 const QUARANTINE_SECONDS = 10;
 const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
 const guard = guardConfigSchema.parse({ allowLists: { management: ['10.77.0.0/24'] }, minPrefixLengthV4: 24 });
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function decisionFor(target: string): Decision {
   return {

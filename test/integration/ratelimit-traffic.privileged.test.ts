@@ -33,6 +33,7 @@ import { enforcementQuery } from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
 import { changeFailure } from '../helpers/change-client';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { eventually } from '../helpers/eventually';
 
 const NODE = 'node-rl';
 const SIZES = { blocklistV4: 256, blocklistV6: 256, hostsV4: 256, hostsV6: 256 };
@@ -65,16 +66,6 @@ function alertLine(src: string, dest: string): string {
     proto: 'ICMP',
     alert: { action: 'allowed', signature_id: 2100384, signature: 'GPL ICMP PING flood', category: 'Misc activity', severity: 1 },
   });
-}
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (v: T) => boolean, what: string, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describePrivileged('per-source rate limits through the change workflow and the eBPF datapath (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {

@@ -17,6 +17,7 @@ import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
+import { until } from '../helpers/eventually';
 
 const SAMPLE = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n').filter((l) => l !== '');
 
@@ -27,13 +28,6 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Polls until `check` holds (the tail also reacts to inotify; this only bounds the wait). */
-async function eventually(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('EVE file tail', () => {
   test('follows appends, a line written in two pieces, rotation and truncation without losing or repeating a line', async () => {
@@ -45,7 +39,7 @@ describe('EVE file tail', () => {
     try {
       // from: 'end' skips what was there before.
       appendFileSync(path, `${SAMPLE[1]}\n`);
-      await eventually(() => seen.length === 1, 'the appended line');
+      await until(() => seen.length === 1, 'the appended line');
       expect(seen).toEqual([SAMPLE[1]]);
 
       // A line arriving in two writes is one line, emitted once complete.
@@ -53,14 +47,14 @@ describe('EVE file tail', () => {
       await tail.poll();
       expect(seen).toHaveLength(1);
       appendFileSync(path, `${SAMPLE[2]!.slice(40)}\n`);
-      await eventually(() => seen.length === 2, 'the completed line');
+      await until(() => seen.length === 2, 'the completed line');
       expect(seen[1]).toBe(SAMPLE[2]);
 
       // Rotation: a last line lands in the old file after the rename, then a new file appears.
       renameSync(path, `${path}.1`);
       appendFileSync(`${path}.1`, `${SAMPLE[3]}\n`);
       writeFileSync(path, `${SAMPLE[4]}\n`);
-      await eventually(() => seen.length === 4, 'the lines around the rotation');
+      await until(() => seen.length === 4, 'the lines around the rotation');
       expect(seen.slice(2)).toEqual([SAMPLE[3], SAMPLE[4]]);
       expect(tail.stats.rotations).toBe(1);
 
@@ -70,14 +64,14 @@ describe('EVE file tail', () => {
       truncateSync(path, 0);
       appendFileSync(path, `${SAMPLE[5]}\n${SAMPLE[6]}\n`);
       await tail.poll();
-      await eventually(() => seen.length === 6, 'the lines after truncation');
+      await until(() => seen.length === 6, 'the lines after truncation');
       expect(seen.slice(4)).toEqual([SAMPLE[5], SAMPLE[6]]);
       expect(tail.stats.truncations).toBe(1);
 
       // And a plain truncation to a shorter file.
       truncateSync(path, 0);
       appendFileSync(path, '{"timestamp":"2026-01-01T00:00:00Z","event_type":"dns"}\n');
-      await eventually(() => seen.length === 7, 'the short line');
+      await until(() => seen.length === 7, 'the short line');
       expect(tail.stats.truncations).toBe(2);
     } finally {
       await tail.stop();
@@ -91,7 +85,7 @@ describe('EVE file tail', () => {
     await tail.start();
     try {
       writeFileSync(path, `${SAMPLE[0]}\n${SAMPLE[1]}\n`);
-      await eventually(() => seen.length === 2, 'both lines');
+      await until(() => seen.length === 2, 'both lines');
       expect(seen).toEqual([SAMPLE[0], SAMPLE[1]]);
     } finally {
       await tail.stop();
@@ -113,7 +107,7 @@ describe('EVE through the pipeline from every input', () => {
     await tail.start();
     try {
       appendFileSync(path, ['{"broken', SAMPLE[21], '{"timestamp":"2026-01-01T00:00:00Z"}', SAMPLE[0], ''].join('\n'));
-      await eventually(() => p.stats.lines === 4, 'four lines');
+      await until(() => p.stats.lines === 4, 'four lines');
       expect(p.stats).toMatchObject({ lines: 4, accepted: 2, rejected: 2, decisions: { 'rate-limit': 1, notify: 1 } });
       expect(Object.keys(p.stats.rejectedBy).sort()).toEqual(['event_type', 'not JSON']);
     } finally {
@@ -135,7 +129,7 @@ describe('EVE through the pipeline from every input', () => {
         client.on('close', () => resolve());
         client.on('error', reject);
       });
-      await eventually(() => p.stats.lines === 3, 'three lines');
+      await until(() => p.stats.lines === 3, 'three lines');
       expect(p.stats).toMatchObject({ accepted: 2, rejected: 1, decisions: { notify: 1, 'rate-limit': 1 } });
     } finally {
       await new Promise((r) => server.close(r));

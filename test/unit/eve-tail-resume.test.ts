@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseIngestConfig } from '../../ingest/config';
 import { EveFileTail, readTailPosition } from '../../ingest/eve-tail';
+import { until } from '../helpers/eventually';
 
 const SAMPLE = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n').filter((l) => l !== '');
 
@@ -22,21 +23,13 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-async function eventually(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** Runs a tail until `expected` lines arrived (and no more after a final read), then stops it. */
 async function runTail(expected: number, from: 'start' | 'end' = 'end', errors: unknown[] = []): Promise<{ seen: string[]; tail: EveFileTail }> {
   const seen: string[] = [];
   const tail = new EveFileTail(path, { from, pollMs: 50, stateFile, onLine: (l) => void seen.push(l), onError: (e) => void errors.push(e) });
   await tail.start();
   try {
-    await eventually(() => seen.length >= expected, `${expected} line(s)`);
+    await until(() => seen.length >= expected, `${expected} line(s)`);
     await tail.poll();
   } finally {
     await tail.stop();
@@ -128,7 +121,7 @@ describe('EVE tail read position', () => {
     const tail = new EveFileTail(path, { from: 'start', pollMs: 50, stateFile, beforeSave: () => gate, onLine: (l) => void seen.push(l) });
     await tail.start();
     try {
-      await eventually(() => seen.length === 1, 'the line');
+      await until(() => seen.length === 1, 'the line');
       expect(await readTailPosition(stateFile)).toBeNull();
     } finally {
       release();
