@@ -12,7 +12,9 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Worker } from '@temporalio/worker';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import pino from 'pino';
 import { normaliseObject } from '../../activities/cilium-policy';
 import { createQuarantineActivities } from '../../activities/quarantine';
@@ -31,6 +33,8 @@ import { startTemporal, workflowBundle } from '../helpers/temporal';
 import { eventually } from '../helpers/eventually';
 
 const NS = `fos1-q-${process.pid}`;
+const NODE = `q-${process.pid}`;
+const BLOCK_PIN_DIR = `/sys/fs/bpf/fos1-q-${process.pid}`;
 const LABEL = 'fos1.io/quarantine=true';
 const POLICY = quarantinePolicyName({ key: 'fos1.io/quarantine', value: 'true' });
 const QUARANTINE_SECONDS = 10;
@@ -56,7 +60,7 @@ function fieldsOf(obj: StoredObject | undefined, manager: string): unknown[] {
   return ((obj?.metadata.managedFields ?? []) as { manager: string; fieldsV1: unknown }[]).filter((m) => m.manager === manager).map((m) => m.fieldsV1);
 }
 
-describeKube('quarantine: label → Cilium policy, through workflows on a real apiserver', ['temporal-cli'], () => {
+describeKube('quarantine: label → Cilium policy, through workflows on a real apiserver', ['temporal-cli', 'root', 'bpffs'], () => {
   let kube: KubeApiServer;
   let core: k8s.CoreV1Api;
   let env: TestWorkflowEnvironment;
@@ -102,10 +106,11 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     workers = await createWorkers({
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
-      nodeName: `q-${process.pid}`,
+      nodeName: NODE,
       clusterWorker: true,
       // The node worker is not used here; its deps are never called.
-      nodeDeps: createNodeDeps({ netns: `fos1-unused-${process.pid}`, routeProtocol: 241, bpfPinDir: `/sys/fs/bpf/fos1-unused-${process.pid}`, blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
+      // The node worker serves blocklist-only changes (the block test); they touch only the maps.
+      nodeDeps: createNodeDeps({ netns: `fos1-unused-${process.pid}`, routeProtocol: 241, bpfPinDir: BLOCK_PIN_DIR, blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
       ciliumDeps: { kube: kube.client, fieldManager: 'fos1', logger },
       quarantineDeps: { kube: kube.client, fieldManager: 'fos1', config: parseQuarantineConfig({}), logger },
       logger,
@@ -119,6 +124,8 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     await running;
     await env?.teardown();
     await kube?.stop();
+    removePinnedBlocklist(BLOCK_PIN_DIR);
+    rmSync(BLOCK_PIN_DIR, { recursive: true, force: true });
   });
 
   test('a quarantine decision labels the pod owning the address, the CCNP exists and selects it; expiry removes the label and the policy stays', async () => {
@@ -160,6 +167,42 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     expect(lifted.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok', 'lift:ok']);
     // The shared policy stays; it now selects no pod.
     expect(await getPolicy()).toBeDefined();
+  });
+
+  test('a block verdict supersedes an active quarantine: the source lands in the node blocklist and the pod loses its label', async () => {
+    const target = '10.244.0.18/32';
+    await createPod('escalated', ['10.244.0.18']);
+    // This workflow's nodes are the test worker's own node: a blocklist-only change needs only
+    // its pinned maps (no network namespace), which this process creates under BLOCK_PIN_DIR.
+    const start = (decision: Decision) =>
+      env.client.workflow.signalWithStart(enforcementWorkflow, {
+        workflowId: enforcementWorkflowId(target),
+        taskQueue: CLUSTER_TASK_QUEUE,
+        args: [{ target, nodes: [NODE], guard }],
+        signal: verdictSignal,
+        signalArgs: [decision],
+      });
+    await start(decisionFor(target));
+    await eventually(() => getPod('escalated'), (p) => p?.metadata.labels?.['fos1.io/quarantine'] === 'true', 'the quarantine label');
+    await eventually(() => status(target), (s) => s.active?.action === 'quarantine', 'the workflow to record the quarantine');
+
+    await start({ ...decisionFor(target), rule: 'block-test', action: 'block', reason: 'escalated to a block' });
+    const blocked = await eventually(() => status(target), (s) => s.active?.action === 'block', 'the block to take over');
+    expect(blocked.active).toMatchObject({ action: 'block', enforced: true });
+    expect(blocked.active?.quarantined).toBeUndefined();
+    expect(blocked.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok', 'block:ok']);
+    // Read back: the source is in the node's host blocklist map, and the pod carries no label of fos1's.
+    const maps = BlocklistMaps.open({ pinDir: BLOCK_PIN_DIR, maxEntriesV4: 16, maxEntriesV6: 16, hostMaps: { maxEntriesV4: 16, maxEntriesV6: 16 } });
+    try {
+      expect(maps.getExact(target)).toMatchObject({ cidr: target });
+    } finally {
+      maps.close();
+    }
+    const pod = await getPod('escalated');
+    expect(pod?.metadata.labels).toEqual({ app: 'escalated' });
+    expect(fieldsOf(pod, 'fos1')).toEqual([]);
+    await env.client.workflow.getHandle(enforcementWorkflowId(target)).signal(liftSignal, { by: 'test', reason: 'clean up' });
+    await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
   });
 
   test("an operator's lift signal takes the label off before expiry and forgets the offence", async () => {
