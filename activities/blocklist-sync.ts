@@ -191,6 +191,11 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
   }
 
   return {
+    /** Converges the maps to an image the caller already has (parsed for a plan, say). */
+    syncToImage(desired: BlocklistImage): BlocklistSyncResult {
+      return syncImage(desired, 0);
+    },
+
     /** Converges the maps to an inline list (the change workflow's payload; expiresAt in unix seconds). */
     syncEntries(desired: KernelBlocklistEntry[]): BlocklistSyncResult {
       const t = clock();

@@ -5,7 +5,7 @@
  * all-or-nothing on a full map, patches, and input errors that change nothing.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlocklistMaps } from '../../bpf/blocklist-maps';
@@ -175,6 +175,23 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     const image = maps.dumpImage();
     expect([image.lpmV4.count, image.hostV4.count]).toEqual([0, 1]);
     expect(traffic()).toEqual({ v4: false, v6: true });
+  });
+
+  it('prepare then apply of a file reference: a file replaced in between is read again, so the maps hold what the file says at apply time', async () => {
+    const activities = createBlocklistActivities({ maps: () => maps, store });
+    const file = join(storeDir, 'feed.txt');
+    writeFileSync(file, `${ADDR.a6}\n`);
+    const intent = { mode: 'replace-ref' as const, ref: { file } };
+    const prepared = await activities.prepareBlocklist({ intent });
+    expect(prepared.plan.operations).toEqual([`+ block ${ADDR.a6}/128 (no expiry)`]);
+    // Replaced the way feeds are (new file renamed over the old one) between plan and apply.
+    writeFileSync(`${file}.new`, `${ADDR.a4}\n`);
+    renameSync(`${file}.new`, file);
+    await activities.applyBlocklist({ intent });
+    expect(maps.readAll().map((e) => e.cidr)).toEqual([`${ADDR.a4}/32`]);
+    // The workflow's verify step would catch it: the maps no longer match the plan's expectation.
+    expect(await activities.checkBlocklist({ check: prepared.expected })).toEqual([expect.stringMatching(/blocklist maps differ from the expected contents/)]);
+    if (prepared.snapshot) await activities.restoreBlocklist({ snapshot: prepared.snapshot });
   });
 
   it('as Temporal activities: by-reference sync and snapshot restore, kernel errors as typed non-retryable failures', async () => {
