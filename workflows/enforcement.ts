@@ -387,14 +387,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     };
     let blockActive = state.active?.action === 'block' && state.active.enforced;
     try {
-      const request: ChangeRequestInput = {
-        id: changeId,
-        author: ENFORCER,
-        reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
-        targets: input.nodes,
-        patch: { blocklist },
-      };
-      await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
+      await runChange(step, changeId, { blocklist });
       blockActive = step !== 'lift';
       return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
     } catch (err) {
@@ -425,18 +418,23 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       remove: 'remove' in what ? [input.target] : [],
     };
     try {
-      const request: ChangeRequestInput = {
-        id: changeId,
-        author: ENFORCER,
-        reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
-        targets: input.nodes,
-        patch: { rateLimits },
-      };
-      await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
+      await runChange(step, changeId, { rateLimits });
       return expiresAt ? { ok: true, changeId, expiresAt } : { ok: true, changeId };
     } catch (err) {
       return changeFailed(changeId, err);
     }
+  }
+
+  /** Runs one automated change on the target's nodes through the change workflow, authored by the enforcer. */
+  async function runChange(step: string, changeId: string, patch: NonNullable<ChangeRequestInput['patch']>): Promise<void> {
+    const request: ChangeRequestInput = {
+      id: changeId,
+      author: ENFORCER,
+      reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
+      targets: input.nodes,
+      patch,
+    };
+    await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
   }
 
   /** Takes the target's rate limit off the nodes, retrying until the change path takes it. */
