@@ -199,13 +199,7 @@ export class BlocklistMaps {
         undo.push(replaceExact(map, key, value));
       }
     } catch (err) {
-      for (const step of undo.reverse()) {
-        try {
-          step();
-        } catch {
-          // Best effort: the original error is the one worth reporting.
-        }
-      }
+      undoInReverse(undo);
       throw err;
     }
   }
@@ -520,6 +514,21 @@ export class BlocklistMaps {
         if (!map) throw new Error(`blocklist maps were opened without host maps but a ${kind} write was planned`);
         return map;
       }
+    }
+  }
+}
+
+/**
+ * Runs the undo steps of a partly done write, newest first, each on a best-effort basis:
+ * the error that stopped the write is the one worth reporting, so an undo that fails too
+ * is left to the caller's read-back to show.
+ */
+export function undoInReverse(undo: Array<() => void>): void {
+  for (const step of [...undo].reverse()) {
+    try {
+      step();
+    } catch {
+      // See above: the original error wins.
     }
   }
 }

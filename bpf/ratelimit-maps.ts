@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { type IpFamily, formatCidr, parseCidr } from '../model/ip';
 import { HOST_LITTLE_ENDIAN } from './blocklist-codec';
-import { openOrCreatePinned } from './blocklist-maps';
+import { openOrCreatePinned, undoInReverse } from './blocklist-maps';
 import { DATAPATH_LAYOUTS, DatapathCodecError } from './datapath-codec';
 import { BPF_MAP_TYPE_HASH, type BpfMap } from './map';
 
@@ -148,13 +148,7 @@ export class RateLimitMaps {
         }
       }
     } catch (err) {
-      for (const step of undo.reverse()) {
-        try {
-          step();
-        } catch {
-          // Best effort: the original error is the one worth reporting.
-        }
-      }
+      undoInReverse(undo);
       throw err;
     }
     for (const entry of current.values()) {

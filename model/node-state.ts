@@ -122,16 +122,18 @@ export const routeSchema = z
     metric: normaliseMetric(route.destination, route.metric),
   }));
 
+/** When an entry lifts by itself: ISO 8601 with a timezone, stored to the second (the maps keep unix seconds). */
+const expiresAtSchema = z.iso
+  .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a timezone, e.g. 2026-12-01T00:00:00Z' })
+  .transform((t) => new Date(Math.floor(Date.parse(t) / 1000) * 1000).toISOString());
+
 /** One entry of the IP blocklist (enforced by fos1's eBPF LPM tries). */
 export const blocklistEntrySchema = z
   .object({
     cidr: cidrSchema,
     reason: z.string().min(1, 'must say why the range is blocked').max(200),
     /** When the block lifts by itself; ISO 8601 with a timezone. Stored to the second. */
-    expiresAt: z.iso
-      .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a timezone, e.g. 2026-12-01T00:00:00Z' })
-      .transform((t) => new Date(Math.floor(Date.parse(t) / 1000) * 1000).toISOString())
-      .optional(),
+    expiresAt: expiresAtSchema.optional(),
   })
   .strict();
 
@@ -323,10 +325,7 @@ export const rateLimitSchema = z
     /** Packets that may arrive back to back; one second's worth (`pps`) when not given. */
     burst: z.number().int().min(1, 'must be at least 1').max(100_000_000).optional(),
     reason: z.string().min(1, 'must say why the source is limited').max(200),
-    expiresAt: z.iso
-      .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a timezone, e.g. 2026-12-01T00:00:00Z' })
-      .transform((t) => new Date(Math.floor(Date.parse(t) / 1000) * 1000).toISOString())
-      .optional(),
+    expiresAt: expiresAtSchema.optional(),
   })
   .strict()
   .transform((r) => ({ ...r, burst: r.burst ?? r.pps }));

@@ -177,9 +177,10 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
   }
 }
 
-function failureSummary(err: unknown): { type: string; message: string } {
+/** The ApplicationFailure under an activity or child-workflow failure, as type and message (also used by workflows/quarantine.ts). */
+export function failureSummary(err: unknown): { type: string; message: string } {
   let e: unknown = err;
-  // ActivityFailure wraps the ApplicationFailure the activity threw.
+  // ActivityFailure and ChildWorkflowFailure wrap the ApplicationFailure that was thrown.
   while (e && typeof e === 'object' && 'cause' in e && (e as { cause?: unknown }).cause && !(e instanceof ApplicationFailure)) e = (e as { cause: unknown }).cause;
   if (e instanceof ApplicationFailure) return { type: e.type ?? 'ApplicationFailure', message: e.message };
   return { type: 'Error', message: e instanceof Error ? e.message : String(e) };

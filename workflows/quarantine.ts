@@ -27,6 +27,7 @@ import { objectSetDifferences, type KubeObject } from '../model/firewall-transla
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, samePolicy, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
 import { shortHash } from '../model/short-hash';
+import { failureSummary } from './policy-change';
 
 // NotFoundError: this cluster worker lacks the activities; retrying it will not grow them.
 const retry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['NotFoundError', 'QuarantineUnavailable'] };
@@ -237,14 +238,6 @@ function rolledBack(cause: { type: string; message: string }, differences: strin
     message: `${cause.type}: ${cause.message}; rollback did not verify:\n${differences.join('\n')}`,
     details: [{ cause, differences, audit: records }],
   });
-}
-
-function failureSummary(err: unknown): { type: string; message: string } {
-  let e: unknown = err;
-  // ActivityFailure and ChildWorkflowFailure wrap the ApplicationFailure that was thrown.
-  while (e && typeof e === 'object' && 'cause' in e && (e as { cause?: unknown }).cause && !(e instanceof ApplicationFailure)) e = (e as { cause: unknown }).cause;
-  if (e instanceof ApplicationFailure) return { type: e.type ?? 'ApplicationFailure', message: e.message };
-  return { type: 'Error', message: e instanceof Error ? e.message : String(e) };
 }
 
 // ─── the enforcement hook ───────────────────────────────────────────────────────────
