@@ -3,7 +3,7 @@
  * and the state of the embedded dev stack. Shared by scripts, workers and tests.
  */
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** Pinned Temporal CLI version; scripts/bootstrap.sh builds exactly this one. */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
@@ -21,4 +21,12 @@ export function temporalCliPath(): string {
 /** Folder for the dev stack's persistent state (Temporal's SQLite file). */
 export function devStateDir(): string {
   return process.env.FOS1_STATE_DIR ?? join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'fos1');
+}
+
+/**
+ * The shared third-party test data (Cilium CRDs and policies, Suricata EVE, nDPI captures):
+ * `../shared/data` beside the repository, found from this file so any clone location works.
+ */
+export function sharedDataDir(): string {
+  return resolve(__dirname, '..', '..', 'shared', 'data');
 }

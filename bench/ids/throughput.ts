@@ -11,7 +11,7 @@
  *   parse + rules (cache)      — the ingest path: windows, json-rules-engine, decision cache
  *   parse + rules (no cache)   — json-rules-engine runs for every event (worst case: no repeats)
  * Inputs:
- *   samples  — the 58 shared EVE lines (/work/shared/data/suricata/eve), repeated
+ *   samples  — the 58 shared EVE lines (../shared/data/suricata/eve beside the repository), repeated
  *   alerts   — eve-alerts.log only (21 alerts + 1 tls), repeated
  *   alerts, 65,536 sources — the alert lines with src_ip rewritten to distinct addresses
  *                            (every event a new window group; the cache key does not
@@ -25,8 +25,9 @@ import { parseEveLine } from '../../rules/eve';
 import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
+import { sharedDataDir } from '../../scripts/paths';
 
-const EVE_DIR = '/work/shared/data/suricata/eve';
+const EVE_DIR = join(sharedDataDir(), 'suricata', 'eve');
 const args = process.argv.slice(2);
 const seconds = Number(args[args.indexOf('--seconds') + 1] ?? 2) || 2;
 const rounds = Number(args[args.indexOf('--rounds') + 1] ?? 3) || 3;

@@ -9,10 +9,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { temporalCliPath } from '../../scripts/paths';
+import { sharedDataDir, temporalCliPath } from '../../scripts/paths';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -30,6 +30,10 @@ export function missingReason(capability: Capability): string | null {
         ? null
         : 'bpffs is not mounted at /sys/fs/bpf (scripts/bootstrap.sh mounts it)';
     }
+    case 'shared-data':
+      return existsSync(sharedDataDir())
+        ? null
+        : `the shared test data is not at ${sharedDataDir()} (it belongs in ../shared/data beside the repository)`;
     case 'temporal-cli':
       return existsSync(temporalCliPath())
         ? null

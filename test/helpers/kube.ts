@@ -11,11 +11,12 @@ import { join, resolve } from 'node:path';
 import { startKubeApiServer, type KubeApiServer } from '../../k8s/harness';
 import { etcdPath, kubeApiserverPath } from '../../k8s/paths';
 import { describePrivileged, missingReason, type Capability } from './capabilities';
+import { sharedData } from './shared-data';
 
 /** Cilium's CRDs (shared test data, read in place, never copied). */
-export const CILIUM_CRD_DIR = resolve(__dirname, '../../../shared/data/cilium/crds');
+export const CILIUM_CRD_DIR = sharedData('cilium', 'crds');
 /** Cilium's example policies. */
-export const CILIUM_EXAMPLES_DIR = resolve(__dirname, '../../../shared/data/cilium/examples');
+export const CILIUM_EXAMPLES_DIR = sharedData('cilium', 'examples');
 /** fos1's CRDs. */
 export const FOS1_CRD_DIR = resolve(__dirname, '../../deploy/crds');
 /** fos1's other manifests (RBAC, controller Deployment). */

@@ -16,6 +16,7 @@ import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { parseNdpiFlowLine } from '../../rules/ndpi';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { describePrivileged } from '../helpers/capabilities';
+import { sharedData } from '../helpers/shared-data';
 
 // ndpiReader comes from libndpi-bin (scripts/bootstrap.d/60-ids.sh). Without it the suite
 // says so and skips, except under CI=true where the test fails on the missing binary.
@@ -23,7 +24,7 @@ const readerMissing = (spawnSync('ndpiReader', ['-h'], { stdio: 'ignore' }).erro
 if (readerMissing && process.env.CI !== 'true') console.warn('SKIPPED "ndpiReader on a live interface" — ndpiReader is not installed (libndpi-bin)');
 const describeLive = readerMissing && process.env.CI !== 'true' ? (name: string, _needs: unknown, body: () => void) => describe.skip(name, body) : describePrivileged;
 
-describeLive('ndpiReader on a live interface in a namespace (privileged)', ['root', 'netns', 'iproute2'], () => {
+describeLive('ndpiReader on a live interface in a namespace (privileged)', ['root', 'netns', 'iproute2', 'shared-data'], () => {
   let pair: NetnsPair;
   let server: EchoServer;
 
@@ -42,7 +43,7 @@ describeLive('ndpiReader on a live interface in a namespace (privileged)', ['roo
     const decisions: Decision[] = [];
     const reader = runNdpiReader({
       input: { interface: pair.ifB, seconds: 4 },
-      configDir: '/work/shared/data/ndpi/reader-config-4.2',
+      configDir: sharedData('ndpi', 'reader-config-4.2'),
       netns: pair.b,
       onLine: async (line) => {
         const parsed = parseNdpiFlowLine(line, Date.now());

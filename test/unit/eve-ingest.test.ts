@@ -4,7 +4,7 @@
  * Suricata's `unix_stream` output connects to; NDJSON over HTTP. Bad lines are counted
  * with their reason and do not stop the stream.
  */
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import { createConnection, type AddressInfo, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,8 +18,10 @@ import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { until } from '../helpers/eventually';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedLines } from '../helpers/shared-data';
 
-const SAMPLE = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n').filter((l) => l !== '');
+const SAMPLE = sharedLines('suricata', 'eve', 'eve-alerts.log');
 
 let dir: string;
 beforeEach(() => {
@@ -29,7 +31,7 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Polls until `check` holds (the tail also reacts to inotify; this only bounds the wait). */
 
-describe('EVE file tail', () => {
+describePrivileged('EVE file tail', ['shared-data'], () => {
   test('follows appends, a line written in two pieces, rotation and truncation without losing or repeating a line', async () => {
     const path = join(dir, 'eve.json');
     writeFileSync(path, `${SAMPLE[0]}\n`);
@@ -93,7 +95,7 @@ describe('EVE file tail', () => {
   });
 });
 
-describe('EVE through the pipeline from every input', () => {
+describePrivileged('EVE through the pipeline from every input', ['shared-data'], () => {
   function pipeline(): IngestPipeline {
     const evaluator = new RuleEvaluator(loadRuleSetFile(DEFAULT_RULES_FILE), new EnforcementGuard(guardConfigSchema.parse({})));
     return new IngestPipeline({ evaluator, logger: pino({ level: 'silent' }) });

@@ -6,15 +6,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEveLine } from '../../rules/eve';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedData } from '../helpers/shared-data';
 
-const EVE_DIR = '/work/shared/data/suricata/eve';
-const SCHEMA = '/work/shared/data/suricata/schema.json';
+const EVE_DIR = sharedData('suricata', 'eve');
+const SCHEMA = sharedData('suricata', 'schema.json');
 
 function lines(file: string): string[] {
   return readFileSync(join(EVE_DIR, file), 'utf8').split('\n').filter((l) => l !== '');
 }
 
-describe('EVE parser', () => {
+describePrivileged('EVE parser', ['shared-data'], () => {
   test('accepts all 58 sample lines, old DNS and stats records included', () => {
     const results = ['eve-small.log', 'eve-alerts.log', 'eve-dns-4.1.4.log'].flatMap(lines).map(parseEveLine);
     expect(results.filter((r) => !r.ok)).toEqual([]);

@@ -4,19 +4,20 @@
  * is counted, and decisions in flight are capped (lines wait, memory does not grow).
  */
 import pino from 'pino';
-import { readFileSync } from 'node:fs';
 import { IngestPipeline } from '../../ingest/pipeline';
 import type { Decision } from '../../rules/decision';
 import type { RuleEvaluator } from '../../rules/evaluator';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedLines } from '../helpers/shared-data';
 
-const ALERT = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n')[0]!;
+const ALERT = sharedLines('suricata', 'eve', 'eve-alerts.log')[0]!;
 const silent = pino({ level: 'silent' });
 
 function decision(): Decision {
   return { rule: 'r', action: 'block', target: '198.51.100.7/32', durationMs: 1000, escalation: { factor: 2, maxDurationMs: 2000 }, memoryMs: 1000, reason: 'r', evidence: { source: 'suricata', eventType: 'alert', timestamp: 't' } };
 }
 
-describe('ingest pipeline', () => {
+describePrivileged('ingest pipeline', ['shared-data'], () => {
   test('an evaluator failure is counted and the next line is handled', async () => {
     let calls = 0;
     const evaluator = {

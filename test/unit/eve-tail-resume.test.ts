@@ -4,14 +4,16 @@
  * with the same state file, and assert exactly the lines that are new are delivered —
  * nothing read twice, nothing skipped. And where the ingest configuration puts the state file.
  */
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseIngestConfig } from '../../ingest/config';
 import { EveFileTail, readTailPosition } from '../../ingest/eve-tail';
 import { until } from '../helpers/eventually';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedLines } from '../helpers/shared-data';
 
-const SAMPLE = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n').filter((l) => l !== '');
+const SAMPLE = sharedLines('suricata', 'eve', 'eve-alerts.log');
 
 let dir: string;
 let path: string;
@@ -39,7 +41,7 @@ async function runTail(expected: number, from: 'start' | 'end' = 'end', errors: 
 
 const lines = (from: number, to: number) => SAMPLE.slice(from, to).map((l) => `${l}\n`).join('');
 
-describe('EVE tail read position', () => {
+describePrivileged('EVE tail read position', ['shared-data'], () => {
   test('after a restart, exactly the lines appended while it was stopped are delivered', async () => {
     writeFileSync(path, lines(0, 2));
     const first = await runTail(2, 'start');
@@ -132,7 +134,7 @@ describe('EVE tail read position', () => {
   });
 });
 
-describe('ingest configuration of the read position', () => {
+describePrivileged('ingest configuration of the read position', ['shared-data'], () => {
   test('kept next to the EVE file by default, at FOS1_EVE_STATE_FILE when given, and not at all with "off"', () => {
     expect(parseIngestConfig({ FOS1_EVE_FILE: '/var/log/suricata/eve.json', FOS1_ENFORCE_NODES: 'node-a' }).eveStateFile).toBe('/var/log/suricata/eve.json.fos1-position.json');
     expect(parseIngestConfig({ FOS1_EVE_FILE: '/var/log/suricata/eve.json', FOS1_EVE_STATE_FILE: '/var/lib/fos1/eve.pos', FOS1_ENFORCE_NODES: 'node-a' }).eveStateFile).toBe('/var/lib/fos1/eve.pos');

@@ -9,8 +9,10 @@ import { parseEveLine } from '../../rules/eve';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedData } from '../helpers/shared-data';
 
-const EVE_DIR = '/work/shared/data/suricata/eve';
+const EVE_DIR = sharedData('suricata', 'eve');
 
 /** file:line → action target (rule). The same table is in rules/README.md. */
 const DOCUMENTED: Record<string, string> = {
@@ -47,7 +49,7 @@ async function decide(files: string[]): Promise<{ decisions: Record<string, stri
   return { decisions, accepted, rejected };
 }
 
-describe('default rule set on the shared EVE samples', () => {
+describePrivileged('default rule set on the shared EVE samples', ['shared-data'], () => {
   test('makes exactly the documented decisions, and none on the other 37 lines', async () => {
     const { decisions, accepted, rejected } = await decide(['eve-small.log', 'eve-alerts.log', 'eve-dns-4.1.4.log']);
     expect(decisions).toEqual(DOCUMENTED);

@@ -16,8 +16,10 @@ import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { parseNdpiFlowLine } from '../../rules/ndpi';
 import { loadRuleSetFile } from '../../rules/rule-set';
+import { describePrivileged } from '../helpers/capabilities';
+import { sharedData } from '../helpers/shared-data';
 
-const NDPI = '/work/shared/data/ndpi';
+const NDPI = sharedData('ndpi');
 const CONFIG = join(NDPI, 'reader-config-4.2');
 const NOW = Date.parse('2026-01-01T00:00:00Z');
 
@@ -48,7 +50,7 @@ async function decide(pcap: string): Promise<{ flows: number; decisions: Decisio
   return { flows: pipeline.stats.accepted, decisions };
 }
 
-describe('nDPI flow lines', () => {
+describePrivileged('nDPI flow lines', ['shared-data'], () => {
   test('parse the 4.2 reference output: protocol, category, risks, endpoints', () => {
     const lines = readFileSync(join(NDPI, 'result-4.2', 'bittorrent.pcap.out'), 'utf8').split('\n');
     const flows = lines.map((l) => parseNdpiFlowLine(l, NOW)).filter((r) => 'ok' in r);
