@@ -33,6 +33,12 @@ const envSchema = z.object({
   FOS1_ROUTE_PROTOCOL: z.coerce.number().int().min(5).max(255).default(DEFAULT_ROUTE_PROTOCOL),
   /** Whether this process also serves the cluster task queue (change workflows). */
   FOS1_CLUSTER_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Whether this process serves its node's task queue (`false` for a cluster-only worker Deployment). */
+  FOS1_NODE_WORKER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Port of the readiness endpoint (`GET /readyz`, workers/readiness.ts); unset = none. */
+  FOS1_HEALTH_PORT: z.coerce.number().int().min(1, 'FOS1_HEALTH_PORT must be a port 1-65535').max(65535, 'FOS1_HEALTH_PORT must be a port 1-65535').optional(),
+  /** Address the readiness endpoint binds to: loopback by default (a host-network pod's probe reaches it there). */
+  FOS1_HEALTH_HOST: z.union([z.ipv4(), z.ipv6()], 'FOS1_HEALTH_HOST must be an IP address').default('127.0.0.1'),
   /** The node's content-addressed store of referenced blocklists and rollback snapshots. */
   FOS1_BLOCKLIST_STORE_DIR: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_BLOCKLIST_STORE_DIR must be an absolute path').default('/var/lib/fos1/blocklists'),
   /** fos1's nftables table (family inet) for zones and NAT. */
@@ -69,6 +75,9 @@ export interface WorkerConfig {
   /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
   quarantine: QuarantineConfig;
   clusterWorker: boolean;
+  nodeWorker: boolean;
+  /** The readiness endpoint, when FOS1_HEALTH_PORT is set. */
+  health: { port: number; host: string } | undefined;
   logLevel: string;
 }
 
@@ -79,6 +88,9 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     throw new Error(`invalid worker configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   const e = parsed.data;
+  if (!e.FOS1_NODE_WORKER && !e.FOS1_CLUSTER_WORKER) {
+    throw new Error('invalid worker configuration:\n  FOS1_NODE_WORKER, FOS1_CLUSTER_WORKER: at least one must be true (a process with no worker does nothing)');
+  }
   let quarantine: QuarantineConfig;
   try {
     quarantine = parseQuarantineConfig(e.FOS1_QUARANTINE_FILE ? JSON.parse(readFileSync(e.FOS1_QUARANTINE_FILE, 'utf8')) : {});
@@ -102,6 +114,8 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
+    nodeWorker: e.FOS1_NODE_WORKER,
+    health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -86,6 +86,8 @@ export interface CreateWorkersOptions {
   nodeName: string;
   /** Also serve the cluster task queue. */
   clusterWorker: boolean;
+  /** Serve the node's task queue (default true; false for a cluster-only worker Deployment). */
+  nodeWorker?: boolean;
   nodeDeps: NodeActivityDeps;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
@@ -104,19 +106,21 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     : { workflowsPath: require.resolve('../workflows/index') };
   const sinks = auditSinks(logger);
   const workers: Worker[] = [];
-  workers.push(
-    await Worker.create({
-      connection,
-      namespace,
-      taskQueue: nodeTaskQueue(nodeName),
-      ...workflowSource,
-      activities: createNodeActivities(options.nodeDeps),
-      sinks,
-      // Node activities change kernel state one change at a time; serialising them on a
-      // node keeps two changes from interleaving their route and map updates.
-      maxConcurrentActivityTaskExecutions: 1,
-    }),
-  );
+  if (options.nodeWorker ?? true) {
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: nodeTaskQueue(nodeName),
+        ...workflowSource,
+        activities: createNodeActivities(options.nodeDeps),
+        sinks,
+        // Node activities change kernel state one change at a time; serialising them on a
+        // node keeps two changes from interleaving their route and map updates.
+        maxConcurrentActivityTaskExecutions: 1,
+      }),
+    );
+  }
   if (options.clusterWorker) {
     const clusterActivities = {
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),

@@ -1,13 +1,15 @@
 /**
  * Worker entry point: parses configuration once, connects to Temporal, and runs the
- * node worker (and, unless FOS1_CLUSTER_WORKER=false, the cluster worker) until SIGINT
- * or SIGTERM.
+ * node worker (unless FOS1_NODE_WORKER=false) and the cluster worker (unless
+ * FOS1_CLUSTER_WORKER=false) until SIGINT or SIGTERM. With FOS1_HEALTH_PORT set it serves
+ * `GET /readyz` (workers/readiness.ts): 200 once every worker polls its task queue.
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
+import { checkReadiness, startReadinessServer } from './readiness';
 
 async function main(): Promise<void> {
   const config = parseWorkerConfig(process.env);
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
     namespace: config.temporalNamespace,
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
+    nodeWorker: config.nodeWorker,
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
@@ -33,9 +36,15 @@ async function main(): Promise<void> {
     { taskQueues: workers.map((w) => w.options.taskQueue), netns: config.netns ?? '(host)', bpfPinDir: config.bpfPinDir },
     'fos1 worker running',
   );
+  const running = Promise.all(workers.map((w) => w.run()));
+  const health = config.health
+    ? await startReadinessServer({ ...config.health, check: () => checkReadiness(workers, connection.workflowService) })
+    : undefined;
+  if (config.health) logger.info(config.health, 'readiness endpoint listening (GET /readyz)');
   try {
-    await Promise.all(workers.map((w) => w.run()));
+    await running;
   } finally {
+    health?.close();
     await connection.close();
   }
 }
