@@ -1,6 +1,6 @@
 /**
  * Pinned versions and cache paths of the Kubernetes tools fos1 builds from the Go module proxy
- * (scripts/bootstrap.d/50-kube.sh builds exactly these; keep the three places in step).
+ * (scripts/bootstrap.d/50-kube.sh and 55-helm.sh build exactly these; keep the places in step).
  */
 import { join } from 'node:path';
 import { cacheDir } from '../scripts/paths';
@@ -18,4 +18,12 @@ export function kubeApiserverPath(): string {
 /** Path of the etcd binary. */
 export function etcdPath(): string {
   return join(cacheDir(), `etcd-${ETCD_VERSION}`, 'etcd');
+}
+
+/** Helm version (helm.sh/helm/v3); scripts/bootstrap.d/55-helm.sh builds exactly this one. */
+export const HELM_VERSION = 'v3.22.0';
+
+/** Path of the helm binary. */
+export function helmPath(): string {
+  return join(cacheDir(), `helm-${HELM_VERSION}`, 'helm');
 }

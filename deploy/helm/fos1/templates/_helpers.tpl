@@ -1,0 +1,115 @@
+{{/* Name prefix of every object: the release name, or "<release>-fos1" when it does not contain "fos1". */}}
+{{- define "fos1.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object of one component: include "fos1.labels" (list . "node-worker") */}}
+{{- define "fos1.labels" -}}
+{{- $root := index . 0 -}}
+{{ include "fos1.selectorLabels" . }}
+app.kubernetes.io/part-of: fos1
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one component: include "fos1.selectorLabels" (list . "node-worker") */}}
+{{- define "fos1.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: fos1
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "fos1.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+The Temporal connection of every fos1 process. The TLS variables are the Temporal SDKs' own
+names (workers/temporal-connection.ts); the material comes from the Secret mounted by
+"fos1.temporalTlsVolume".
+*/}}
+{{- define "fos1.temporalEnv" -}}
+- {name: TEMPORAL_ADDRESS, value: {{ .Values.temporal.address | quote }}}
+- {name: TEMPORAL_NAMESPACE, value: {{ .Values.temporal.namespace | quote }}}
+{{- with .Values.temporal.tls }}
+{{- if .enabled }}
+{{- if not .secretName }}{{ fail "temporal.tls.secretName: name the Secret holding the TLS material when temporal.tls.enabled is true" }}{{ end }}
+{{- if ne (empty .certKey) (empty .keyKey) }}{{ fail "temporal.tls.certKey, temporal.tls.keyKey: set both (mutual TLS) or neither (server-authenticated TLS)" }}{{ end }}
+- {name: TEMPORAL_TLS, value: "true"}
+{{- if .certKey }}
+- {name: TEMPORAL_TLS_CLIENT_CERT_PATH, value: {{ printf "/etc/fos1/temporal-tls/%s" .certKey | quote }}}
+- {name: TEMPORAL_TLS_CLIENT_KEY_PATH, value: {{ printf "/etc/fos1/temporal-tls/%s" .keyKey | quote }}}
+{{- end }}
+{{- if .caKey }}
+- {name: TEMPORAL_TLS_SERVER_CA_CERT_PATH, value: {{ printf "/etc/fos1/temporal-tls/%s" .caKey | quote }}}
+{{- end }}
+{{- if .serverName }}
+- {name: TEMPORAL_TLS_SERVER_NAME, value: {{ .serverName | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
+- {name: LOG_LEVEL, value: {{ .Values.logLevel | quote }}}
+{{- end -}}
+
+{{- define "fos1.temporalTlsMount" -}}
+{{- if .Values.temporal.tls.enabled }}
+- {name: temporal-tls, mountPath: /etc/fos1/temporal-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "fos1.temporalTlsVolume" -}}
+{{- if .Values.temporal.tls.enabled }}
+- name: temporal-tls
+  secret:
+    secretName: {{ .Values.temporal.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{/* FOS1_METRICS_PORT and the container port, when the ServiceMonitor asks for metrics. */}}
+{{- define "fos1.metricsEnv" -}}
+{{- if .Values.metrics.serviceMonitor.enabled }}
+- {name: FOS1_METRICS_PORT, value: {{ .Values.metrics.port | quote }}}
+{{- end }}
+{{- end -}}
+
+{{- define "fos1.metricsPort" -}}
+{{- if .Values.metrics.serviceMonitor.enabled }}
+- {name: metrics, containerPort: {{ .Values.metrics.port }}, protocol: TCP}
+{{- end }}
+{{- end -}}
+
+{{/* The restricted container security context of every component except the node worker. */}}
+{{- define "fos1.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{- define "fos1.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{/* Scheduling fields of a component's values: include "fos1.scheduling" .Values.api */}}
+{{- define "fos1.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
