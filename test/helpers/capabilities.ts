@@ -9,10 +9,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { helmPath } from '../../k8s/paths';
 import { sharedDataDir, temporalCliPath } from '../../scripts/paths';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data' | 'helm';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -38,6 +39,8 @@ export function missingReason(capability: Capability): string | null {
       return existsSync(temporalCliPath())
         ? null
         : `Temporal CLI not built at ${temporalCliPath()} (scripts/bootstrap.sh builds it)`;
+    case 'helm':
+      return existsSync(helmPath()) ? null : `helm not built at ${helmPath()} (scripts/bootstrap.d/55-helm.sh builds it)`;
   }
 }
 

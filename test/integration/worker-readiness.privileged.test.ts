@@ -59,7 +59,7 @@ describePrivileged('worker readiness (GET /readyz) on a real Temporal server', [
     let running: Promise<void> | undefined;
 
     beforeAll(async () => {
-      [worker] = await createWorkers({
+      const workers = await createWorkers({
         connection: env.nativeConnection,
         namespace: env.namespace ?? 'default',
         nodeName,
@@ -69,6 +69,8 @@ describePrivileged('worker readiness (GET /readyz) on a real Temporal server', [
         logger,
         workflowBundle: await workflowBundle(),
       });
+      expect(workers).toHaveLength(1);
+      worker = workers[0] as Worker;
       server = await startReadinessServer({ port: 0, host: '127.0.0.1', check: () => checkReadiness([worker], env.nativeConnection.workflowService) });
       port = listeningPort(server);
     }, 180_000);

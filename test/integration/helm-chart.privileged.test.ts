@@ -1,0 +1,294 @@
+/**
+ * The Helm chart (deploy/helm/fos1) with the real helm (built by scripts/bootstrap.d/55-helm.sh)
+ * and the real kube-apiserver: `helm lint` passes; `helm template` renders with the default
+ * values and with ci/tls-servicemonitor-values.yaml (mutual TLS to Temporal, a ServiceMonitor);
+ * every rendered object is accepted by a server-side dry-run apply (the ServiceMonitor excepted:
+ * prometheus-operator's CRD is not in the test apiserver, so it is checked by shape only); the
+ * node worker's DaemonSet grants no capability beyond NET_ADMIN, BPF and PERFMON (SYS_ADMIN only
+ * when nodeWorker.sysAdmin asks), drops ALL, and runs no privileged container; the RBAC is
+ * deploy/rbac.yaml's.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { parseAllDocuments } from 'yaml';
+import type { KubeApiServer } from '../../k8s/harness';
+import { readManifests } from '../../k8s/harness';
+import { helmPath, KUBE_VERSION } from '../../k8s/paths';
+import { validateManifests } from '../../k8s/validate';
+import type { KubeObject } from '../../model/firewall-translate';
+import { parseQuarantineConfig } from '../../model/quarantine';
+import { describeKube, FOS1_CRD_DIR, FOS1_DEPLOY_DIR, startKubeWithCrds, yamlFiles } from '../helpers/kube';
+
+const CHART = resolve(__dirname, '../../deploy/helm/fos1');
+const CI_VALUES = join(CHART, 'ci/tls-servicemonitor-values.yaml');
+const NAMESPACE = 'fos1-system';
+const ALLOWED_CAPS = ['NET_ADMIN', 'BPF', 'PERFMON'];
+
+/** A rendered object, with the top-level fields of the kinds the chart has. */
+type Doc = KubeObject & { rules?: unknown; roleRef?: unknown; subjects?: unknown; automountServiceAccountToken?: boolean; data?: Record<string, string> };
+
+const run = promisify(execFile);
+let helmHome: string;
+
+async function helm(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  // Its own config/cache/data folders: nothing of the user's helm setup leaks in or out.
+  const env = { PATH: process.env.PATH, HOME: helmHome, HELM_CACHE_HOME: join(helmHome, 'cache'), HELM_CONFIG_HOME: join(helmHome, 'config'), HELM_DATA_HOME: join(helmHome, 'data') };
+  return run(helmPath(), args, { env, maxBuffer: 16 * 1024 * 1024 });
+}
+
+/** `helm template` of the chart, parsed; `args` are extra flags (-f, --set). */
+async function render(args: string[] = []): Promise<Doc[]> {
+  const { stdout } = await helm(['template', 'fos1', CHART, '--namespace', NAMESPACE, '--kube-version', KUBE_VERSION, ...args]);
+  return parseAllDocuments(stdout)
+    .map((d) => {
+      if (d.errors.length > 0) throw new Error(`helm template printed invalid YAML: ${d.errors[0]?.message}`);
+      return d.toJS() as Doc | null;
+    })
+    .filter((o): o is Doc => o !== null);
+}
+
+/** Why `helm template` with `args` failed (its stderr), or null if it rendered. */
+async function renderFailure(args: string[]): Promise<string | null> {
+  try {
+    await render(args);
+    return null;
+  } catch (err) {
+    return String((err as { stderr?: string }).stderr ?? err);
+  }
+}
+
+const find = (objects: Doc[], kind: string, name: string): Doc => {
+  const o = objects.find((x) => x.kind === kind && x.metadata.name === name);
+  if (!o) throw new Error(`no ${kind} ${name} rendered (have: ${objects.map((x) => `${x.kind}/${x.metadata.name}`).join(', ')})`);
+  return o;
+};
+
+interface Container {
+  name: string;
+  command?: string[];
+  env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+  securityContext?: { privileged?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { add?: string[]; drop?: string[] }; runAsUser?: number };
+  readinessProbe?: { httpGet?: { host?: string; path: string; port: number | string } };
+  volumeMounts?: { name: string; mountPath: string; mountPropagation?: string; readOnly?: boolean }[];
+}
+interface PodSpec {
+  hostNetwork?: boolean;
+  automountServiceAccountToken?: boolean;
+  serviceAccountName?: string;
+  securityContext?: { runAsNonRoot?: boolean };
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: { name: string; hostPath?: { path: string }; secret?: { secretName: string }; configMap?: { name: string } }[];
+}
+const podSpec = (o: KubeObject): PodSpec => (o.spec as { template: { spec: PodSpec } }).template.spec;
+const allContainers = (o: KubeObject): Container[] => [...(podSpec(o).initContainers ?? []), ...podSpec(o).containers];
+const envOf = (c: Container, name: string) => c.env?.find((e) => e.name === name);
+const workloads = (objects: KubeObject[]) => objects.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet');
+
+/** Dry-runs every object on the apiserver; returns the rejections (empty = all accepted). */
+async function dryRunAll(kube: KubeApiServer, objects: KubeObject[]): Promise<string[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'fos1-helm-render-'));
+  try {
+    const file = join(dir, 'rendered.yaml');
+    writeFileSync(file, objects.map((o) => JSON.stringify(o)).join('\n---\n'));
+    const verdicts = await validateManifests(kube.client, [file], { defaultNamespace: NAMESPACE, namespacedKinds: new Set(), fieldManager: 'fos1-helm-test', ensureNamespaces: true });
+    expect(verdicts).toHaveLength(objects.length);
+    return verdicts.filter((v) => v.verdict === 'rejected').map((v) => `${v.object}: ${v.reason}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
+  let kube: KubeApiServer;
+  let defaults: Doc[];
+  let withTls: Doc[];
+
+  beforeAll(async () => {
+    helmHome = mkdtempSync(join(tmpdir(), 'fos1-helm-home-'));
+    [kube, defaults, withTls] = await Promise.all([startKubeWithCrds(), render(), render(['-f', CI_VALUES])]);
+  }, 180_000);
+  afterAll(async () => {
+    await kube?.stop();
+    if (helmHome) rmSync(helmHome, { recursive: true, force: true });
+  });
+
+  it('passes helm lint --strict, with the default values and with the TLS + ServiceMonitor values', async () => {
+    for (const args of [[], ['-f', CI_VALUES]]) {
+      const { stdout } = await helm(['lint', '--strict', CHART, '--namespace', NAMESPACE, '--kube-version', KUBE_VERSION, ...args]);
+      expect(stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+      expect(stdout).not.toMatch(/\[(ERROR|WARNING)\]/);
+    }
+  });
+
+  it('renders every component with the default values, and no ServiceMonitor', () => {
+    const kinds = defaults.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    expect(kinds).toEqual(
+      [
+        'ClusterRole/fos1-controller',
+        'ClusterRole/fos1-policy-applier',
+        'ClusterRole/fos1-quarantine',
+        'ClusterRoleBinding/fos1-controller',
+        'ClusterRoleBinding/fos1-policy-applier',
+        'ClusterRoleBinding/fos1-quarantine',
+        'DaemonSet/fos1-node-worker',
+        'Deployment/fos1-api',
+        'Deployment/fos1-cluster-worker',
+        'Deployment/fos1-controller',
+        'Service/fos1-api',
+        'ServiceAccount/fos1-api',
+        'ServiceAccount/fos1-cluster-worker',
+        'ServiceAccount/fos1-controller',
+        'ServiceAccount/fos1-node-worker',
+      ].sort(),
+    );
+    for (const o of defaults.filter((x) => !x.kind.startsWith('Cluster'))) expect(o.metadata.namespace).toBe(NAMESPACE);
+  });
+
+  it('installs exactly the CRDs of deploy/crds', async () => {
+    const { stdout } = await helm(['show', 'crds', CHART]);
+    const shown = parseAllDocuments(stdout).map((d) => (d.toJS() as KubeObject).metadata.name).sort();
+    expect(shown).toEqual(readManifests(yamlFiles(FOS1_CRD_DIR)).map((c) => c.metadata.name).sort());
+    expect(shown).toHaveLength(5);
+  });
+
+  it('has every object of the default render accepted by a server-side dry run', async () => {
+    expect(await dryRunAll(kube, defaults)).toEqual([]);
+  });
+
+  it('has every object of the TLS + ServiceMonitor render accepted (the ServiceMonitor checked by shape)', async () => {
+    const serviceMonitor = find(withTls, 'ServiceMonitor', 'fos1');
+    expect(await dryRunAll(kube, withTls.filter((o) => o !== serviceMonitor))).toEqual([]);
+    // Without prometheus-operator's CRD the apiserver has no such kind; its shape instead:
+    // it selects the metrics Service, whose port it names, in the release namespace.
+    expect(serviceMonitor.apiVersion).toBe('monitoring.coreos.com/v1');
+    expect(serviceMonitor.metadata.labels).toMatchObject({ release: 'prometheus' });
+    const spec = serviceMonitor.spec as { selector: { matchLabels: Record<string, string> }; namespaceSelector: { matchNames: string[] }; endpoints: { port: string; path: string }[] };
+    const metrics = find(withTls, 'Service', 'fos1-metrics');
+    expect(metrics.metadata.labels).toMatchObject(spec.selector.matchLabels);
+    expect(spec.namespaceSelector.matchNames).toEqual([NAMESPACE]);
+    const ports = (metrics.spec as { ports: { name: string }[] }).ports.map((p) => p.name);
+    expect(spec.endpoints.map((e) => [e.port, e.path])).toEqual([['metrics', '/metrics']]);
+    expect(ports).toContain('metrics');
+    // The Service's selector picks every fos1 pod of the release, and each one declares the port.
+    for (const w of workloads(withTls)) {
+      const template = (w.spec as { template: { metadata: { labels: Record<string, string> } } }).template;
+      expect(template.metadata.labels).toMatchObject((metrics.spec as { selector: Record<string, string> }).selector);
+      expect(allContainers(w).flatMap((c) => ((c as { ports?: { name: string }[] }).ports ?? []).map((p) => p.name))).toContain('metrics');
+    }
+  });
+
+  it('grants the node worker only NET_ADMIN, BPF and PERFMON, drops ALL, and runs no privileged container', () => {
+    const ds = find(defaults, 'DaemonSet', 'fos1-node-worker');
+    const containers = allContainers(ds);
+    expect(containers.length).toBeGreaterThan(0);
+    for (const c of containers) {
+      const sc = c.securityContext ?? {};
+      expect(sc.privileged).not.toBe(true);
+      expect(sc.capabilities?.drop).toEqual(['ALL']);
+      expect([...(sc.capabilities?.add ?? [])].sort()).toEqual([...ALLOWED_CAPS].sort());
+      expect(sc.allowPrivilegeEscalation).toBe(false);
+    }
+  });
+
+  it('adds SYS_ADMIN only when nodeWorker.sysAdmin asks, and that render is accepted too', async () => {
+    const objects = await render(['--set', 'nodeWorker.sysAdmin=true']);
+    const ds = find(objects, 'DaemonSet', 'fos1-node-worker');
+    for (const c of allContainers(ds)) {
+      expect(c.securityContext?.privileged).not.toBe(true);
+      expect(c.securityContext?.capabilities?.drop).toEqual(['ALL']);
+      expect([...(c.securityContext?.capabilities?.add ?? [])].sort()).toEqual([...ALLOWED_CAPS, 'SYS_ADMIN'].sort());
+    }
+    expect(await dryRunAll(kube, [ds])).toEqual([]);
+    // The dry run is a real check: the apiserver refuses SYS_ADMIN with allowPrivilegeEscalation
+    // false, which is why the chart lets the container escalate in that case.
+    const refused = structuredClone(ds);
+    for (const c of allContainers(refused)) if (c.securityContext) c.securityContext.allowPrivilegeEscalation = false;
+    const rejections = await dryRunAll(kube, [refused]);
+    expect(rejections).toHaveLength(1);
+    expect(rejections[0]).toMatch(/allowPrivilegeEscalation/);
+  });
+
+  it('runs the node worker on the host network with bpffs, its node name, no cluster queue, and readiness = polling', () => {
+    const ds = find(defaults, 'DaemonSet', 'fos1-node-worker');
+    const spec = podSpec(ds);
+    expect(spec.hostNetwork).toBe(true);
+    expect(spec.automountServiceAccountToken).toBe(false);
+    expect(ds.spec).toMatchObject({ updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } } });
+    const [c] = spec.containers;
+    expect(c?.command).toEqual(['node_modules/.bin/tsx', 'workers/main.ts']);
+    expect(envOf(c!, 'FOS1_NODE_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName');
+    expect(envOf(c!, 'FOS1_CLUSTER_WORKER')?.value).toBe('false');
+    const bpffs = spec.volumes?.find((v) => v.hostPath?.path === '/sys/fs/bpf');
+    expect(bpffs).toBeDefined();
+    expect(c?.volumeMounts).toContainEqual({ name: bpffs?.name, mountPath: '/sys/fs/bpf', mountPropagation: 'HostToContainer' });
+    expect(envOf(c!, 'FOS1_BPF_PIN_DIR')?.value).toMatch(/^\/sys\/fs\/bpf\//);
+    // The probe reads the endpoint the worker serves: same port, loopback (host network).
+    expect(c?.readinessProbe?.httpGet).toEqual({ host: '127.0.0.1', path: '/readyz', port: Number(envOf(c!, 'FOS1_HEALTH_PORT')?.value) });
+    expect(envOf(c!, 'FOS1_HEALTH_HOST')?.value).toBe('127.0.0.1');
+  });
+
+  it('runs the other components as non-root with every capability dropped; the cluster worker serves only the cluster queue', () => {
+    for (const w of workloads(defaults).filter((o) => o.kind === 'Deployment')) {
+      expect(podSpec(w).securityContext?.runAsNonRoot).toBe(true);
+      expect(podSpec(w).hostNetwork).not.toBe(true);
+      for (const c of allContainers(w)) expect(c.securityContext).toMatchObject({ privileged: false, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+      for (const c of allContainers(w)) expect(c.securityContext?.capabilities?.add).toBeUndefined();
+    }
+    const [cw] = podSpec(find(defaults, 'Deployment', 'fos1-cluster-worker')).containers;
+    expect(envOf(cw!, 'FOS1_NODE_WORKER')?.value).toBe('false');
+    expect(envOf(cw!, 'FOS1_CLUSTER_WORKER')?.value).toBe('true');
+    expect(envOf(cw!, 'FOS1_KUBECONFIG')?.value).toBe('default');
+    expect(find(defaults, 'Deployment', 'fos1-controller').spec).toMatchObject({ replicas: 1, strategy: { type: 'Recreate' } });
+  });
+
+  it('has deploy/rbac.yaml\'s roles and bindings; only the controller and the cluster worker mount a token', () => {
+    const reference = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')]) as Doc[];
+    for (const kind of ['ClusterRole', 'ClusterRoleBinding']) {
+      const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
+      const got = defaults.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
+      expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
+    }
+    const tokens = Object.fromEntries(defaults.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.automountServiceAccountToken]));
+    expect(tokens).toEqual({ 'fos1-api': false, 'fos1-cluster-worker': true, 'fos1-controller': true, 'fos1-node-worker': false });
+  });
+
+  it('gives every fos1 process the Temporal TLS material from the Secret, at paths inside its mount', () => {
+    for (const w of workloads(withTls)) {
+      const spec = podSpec(w);
+      const volume = spec.volumes?.find((v) => v.secret?.secretName === 'fos1-temporal-tls');
+      expect(volume).toBeDefined();
+      for (const c of spec.containers) {
+        const mount = c.volumeMounts?.find((m) => m.name === volume?.name);
+        expect(mount?.readOnly).toBe(true);
+        expect(envOf(c, 'TEMPORAL_ADDRESS')?.value).toBe('temporal.example.internal:7233');
+        expect(envOf(c, 'TEMPORAL_NAMESPACE')?.value).toBe('fos1');
+        expect(envOf(c, 'TEMPORAL_TLS')?.value).toBe('true');
+        expect(envOf(c, 'TEMPORAL_TLS_SERVER_NAME')?.value).toBe('temporal.example.internal');
+        for (const [name, key] of [['TEMPORAL_TLS_CLIENT_CERT_PATH', 'tls.crt'], ['TEMPORAL_TLS_CLIENT_KEY_PATH', 'tls.key'], ['TEMPORAL_TLS_SERVER_CA_CERT_PATH', 'ca.crt']] as const) {
+          expect(envOf(c, name)?.value).toBe(`${mount?.mountPath}/${key}`);
+        }
+      }
+    }
+    for (const w of workloads(defaults)) for (const c of podSpec(w).containers) expect(c.env?.filter((e) => e.name.startsWith('TEMPORAL_TLS'))).toEqual([]);
+  });
+
+  it('writes the quarantine exceptions as a file the cluster worker accepts', () => {
+    const cm = find(withTls, 'ConfigMap', 'fos1-quarantine');
+    const config = parseQuarantineConfig(JSON.parse(cm.data?.['quarantine.json'] ?? ''));
+    expect(config.exceptions.map((e) => [e.name, e.direction, e.ports.length])).toEqual([['kube-dns', 'egress', 2]]);
+    const [cw] = podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).containers;
+    const file = envOf(cw!, 'FOS1_QUARANTINE_FILE')?.value ?? '';
+    const mount = cw?.volumeMounts?.find((m) => file.startsWith(`${m.mountPath}/`));
+    expect(podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).volumes?.find((v) => v.name === mount?.name)?.configMap?.name).toBe('fos1-quarantine');
+  });
+
+  it('refuses bad values with the field and the rule', async () => {
+    expect(await renderFailure(['--set', 'controller.replicas=2'])).toMatch(/controller\.replicas: must be 1 — the controllers have no leader election yet/);
+    expect(await renderFailure(['--set', 'temporal.tls.enabled=true'])).toMatch(/temporal\.tls\.secretName: name the Secret/);
+    expect(await renderFailure(['--set', 'temporal.tls.enabled=true', '--set', 'temporal.tls.secretName=s', '--set', 'temporal.tls.keyKey='])).toMatch(/temporal\.tls\.certKey, temporal\.tls\.keyKey: set both/);
+  });
+});
