@@ -55,7 +55,15 @@ export async function startMtlsTemporalServer(options: MtlsServerOptions): Promi
   const logFd = openSync(logFile, 'a');
   const child = spawn(temporalServerPath(), ['--root', options.dir, '--config', 'config', '--env', 'development', '--allow-no-auth', 'start'], { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // However the test process ends, the server must not outlive it.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      process.off('exit', killOnExit);
+      resolve();
+    }),
+  );
   const running: RunningMtlsServer = {
     address,
     namespace: options.namespace,
@@ -75,7 +83,7 @@ export async function startMtlsTemporalServer(options: MtlsServerOptions): Promi
 }
 
 async function registerFos1Namespace(child: ChildProcess, address: string, options: MtlsServerOptions): Promise<void> {
-  const tls = { serverRootCACertificate: readFileSync(options.ca.cert), clientCertPair: { crt: readFileSync(options.admin.cert), key: readFileSync(options.admin.key) } };
+  const tls = { serverRootCACertificate: readFileSync(options.ca.cert), serverNameOverride: 'localhost', clientCertPair: { crt: readFileSync(options.admin.cert), key: readFileSync(options.admin.key) } };
   const connection = (await eventually(
     async () => {
       if (child.exitCode !== null) throw new Error(`Temporal server exited during start-up (code ${child.exitCode})`);
