@@ -13,14 +13,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, SearchAttributes } from '../../model/naming';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
@@ -59,7 +58,8 @@ describePrivileged('Temporal with TLS and client certificates (privileged)', ['r
 
   afterAll(async () => {
     await server?.stop();
-    if (pinDir) removePinnedBlocklist(pinDir);
+    // Every map the node worker pinned (blocklist and rate-limit maps) goes with the folder.
+    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
     ns?.destroy();
     pki?.destroy();
   });
