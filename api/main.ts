@@ -4,8 +4,7 @@
  *
  * | variable | default | meaning |
  * | --- | --- | --- |
- * | `TEMPORAL_ADDRESS` | `localhost:7233` | Temporal frontend |
- * | `TEMPORAL_NAMESPACE` | `default` | |
+ * | `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TLS*` | `localhost:7233`, `default`, off | Temporal, as every fos1 process reaches it (workers/temporal-connection.ts) |
  * | `FOS1_API_PORT` | `8080` | port to listen on |
  * | `FOS1_API_HOST` | `127.0.0.1` | address to bind (`0.0.0.0` in a pod, behind the Service) |
  * | `LOG_LEVEL` | `info` | pino level |
@@ -13,11 +12,10 @@
 import { Client, Connection } from '@temporalio/client';
 import pino from 'pino';
 import { z } from 'zod';
+import { clientConnectionOptions, parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 import { startApiServer } from './server';
 
 const envSchema = z.object({
-  TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
-  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   FOS1_API_PORT: z.coerce.number().int().min(1).max(65535, 'FOS1_API_PORT must be a port 1-65535').default(8080),
   FOS1_API_HOST: z.union([z.ipv4(), z.ipv6()], 'FOS1_API_HOST must be an IP address').default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
@@ -25,8 +23,7 @@ const envSchema = z.object({
 
 /** Parsed API process configuration. */
 export interface ApiProcessConfig {
-  temporalAddress: string;
-  temporalNamespace: string;
+  temporal: TemporalConnectionConfig;
   port: number;
   host: string;
   logLevel: string;
@@ -34,20 +31,16 @@ export interface ApiProcessConfig {
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseApiConfig(env: NodeJS.ProcessEnv): ApiProcessConfig {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new Error(`invalid API configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
-  }
-  const e = parsed.data;
-  return { temporalAddress: e.TEMPORAL_ADDRESS, temporalNamespace: e.TEMPORAL_NAMESPACE, port: e.FOS1_API_PORT, host: e.FOS1_API_HOST, logLevel: e.LOG_LEVEL };
+  const { vars: e, temporal } = parseEnvWithTemporal('API', envSchema, env);
+  return { temporal, port: e.FOS1_API_PORT, host: e.FOS1_API_HOST, logLevel: e.LOG_LEVEL };
 }
 
 async function main(): Promise<void> {
   const config = parseApiConfig(process.env);
   const logger = pino({ level: config.logLevel });
-  const connection = await Connection.connect({ address: config.temporalAddress });
-  const server = await startApiServer({ client: new Client({ connection, namespace: config.temporalNamespace }), port: config.port, host: config.host, logger });
-  logger.info({ host: config.host, port: config.port }, 'fos1 API listening');
+  const connection = await Connection.connect(clientConnectionOptions(config.temporal));
+  const server = await startApiServer({ client: new Client({ connection, namespace: config.temporal.namespace }), port: config.port, host: config.host, logger });
+  logger.info({ host: config.host, port: config.port, temporal: config.temporal.describe }, 'fos1 API listening');
   const stop = () => {
     server.close();
     void connection.close().finally(() => process.exit(0));

@@ -7,6 +7,7 @@
  * | `KUBECONFIG_PATH` | (empty: in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`) | kubeconfig file |
  * | `TEMPORAL_ADDRESS` | `localhost:7233` | Temporal frontend |
  * | `TEMPORAL_NAMESPACE` | `default` | |
+ * | `TEMPORAL_TLS*`, `TEMPORAL_API_KEY` | (plaintext) | TLS / mTLS, see workers/temporal-connection.ts and docs/security.md |
  * | `LOG_LEVEL` | `info` | pino level |
  *
  * The policy workflows it starts run on the cluster task queue; the cluster worker must be
@@ -17,38 +18,34 @@ import pino from 'pino';
 import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { FirewallRuleController } from './firewall-rule-controller';
+import { clientConnectionOptions, parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const envSchema = z.object({
   KUBECONFIG_PATH: z.string().default(''),
-  TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
-  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
 /** Parsed controller configuration. */
 export interface ControllerConfig {
   kubeconfigPath: string | undefined;
-  temporalAddress: string;
-  temporalNamespace: string;
+  /** Address, namespace and TLS/mTLS material (TEMPORAL_* variables). */
+  temporal: TemporalConnectionConfig;
   logLevel: string;
 }
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new Error(`invalid controller configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
-  }
-  const e = parsed.data;
-  return { kubeconfigPath: e.KUBECONFIG_PATH || undefined, temporalAddress: e.TEMPORAL_ADDRESS, temporalNamespace: e.TEMPORAL_NAMESPACE, logLevel: e.LOG_LEVEL };
+  const { vars: e, temporal } = parseEnvWithTemporal('controller', envSchema, env);
+  return { kubeconfigPath: e.KUBECONFIG_PATH || undefined, temporal, logLevel: e.LOG_LEVEL };
 }
 
 async function main(): Promise<void> {
   const config = parseControllerConfig(process.env);
   const logger = pino({ level: config.logLevel });
   const kube = new KubeClient(loadKubeConfig(config.kubeconfigPath));
-  const connection = await Connection.connect({ address: config.temporalAddress });
-  const controller = new FirewallRuleController({ kube, temporal: new Client({ connection, namespace: config.temporalNamespace }), logger });
+  const connection = await Connection.connect(clientConnectionOptions(config.temporal));
+  logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
+  const controller = new FirewallRuleController({ kube, temporal: new Client({ connection, namespace: config.temporal.namespace }), logger });
   await controller.start();
   logger.info('fos1 controller watching FirewallRules and FirewallZones');
   const stop = async () => {

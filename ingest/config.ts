@@ -6,15 +6,15 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { guardConfigSchema, type GuardConfig } from '../rules/guard';
+import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** The rule set fos1 ships. */
 export const DEFAULT_RULES_FILE = join(__dirname, '..', 'rules', 'sets', 'default.json');
 
+/** The TEMPORAL_* variables (address, namespace, TLS) are parsed by workers/temporal-connection. */
 const envSchema = z.object({
-  TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
-  TEMPORAL_NAMESPACE: z.string().default('default'),
   /** Rule set (JSON) to evaluate verdicts with. */
   FOS1_RULES_FILE: z.string().default(DEFAULT_RULES_FILE),
   /** Guard configuration (JSON: allowLists, minPrefixLengthV4/V6, maxActiveBlocks, maxNewBlocksPerMinute). */
@@ -46,8 +46,8 @@ const envSchema = z.object({
 
 /** Parsed ingest configuration. */
 export interface IngestConfig {
-  temporalAddress: string;
-  temporalNamespace: string;
+  /** Address, namespace and TLS/mTLS material (TEMPORAL_* variables). */
+  temporal: TemporalConnectionConfig;
   rulesFile: string;
   guard: GuardConfig;
   nodes: string[];
@@ -69,11 +69,7 @@ export function eveStateFileFor(eveFile: string): string {
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new Error(`invalid ingest configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
-  }
-  const e = parsed.data;
+  const { vars: e, temporal } = parseEnvWithTemporal('ingest', envSchema, env);
   let guardInput: unknown = {};
   if (e.FOS1_GUARD_FILE) {
     try {
@@ -87,8 +83,7 @@ export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
     throw new Error(`invalid guard configuration ${e.FOS1_GUARD_FILE}:\n${guard.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
   }
   return {
-    temporalAddress: e.TEMPORAL_ADDRESS,
-    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    temporal,
     rulesFile: e.FOS1_RULES_FILE,
     guard: guard.data,
     nodes: e.FOS1_ENFORCE_NODES,

@@ -33,7 +33,7 @@ export interface IngestDeps {
 }
 
 /** Starts the ingest worker's sources. Throws (before starting anything) on an invalid rule set. */
-export async function startIngest(config: Omit<IngestConfig, 'temporalAddress' | 'temporalNamespace' | 'logLevel'>, deps: IngestDeps): Promise<RunningIngest> {
+export async function startIngest(config: Omit<IngestConfig, 'temporal' | 'logLevel'>, deps: IngestDeps): Promise<RunningIngest> {
   const { logger } = deps;
   const guard = new EnforcementGuard(config.guard);
   const ruleSet = loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });

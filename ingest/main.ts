@@ -7,14 +7,16 @@ import pino from 'pino';
 import { loadRuleSetFile } from '../rules/rule-set';
 import { parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
+import { clientConnectionOptions } from '../workers/temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
   const logger = pino({ level: config.logLevel, base: { component: 'ingest' } });
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
-  const connection = await Connection.connect({ address: config.temporalAddress });
-  const client = new Client({ connection, namespace: config.temporalNamespace });
+  const connection = await Connection.connect(clientConnectionOptions(config.temporal));
+  logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
+  const client = new Client({ connection, namespace: config.temporal.namespace });
   const running = await startIngest(config, { workflows: client.workflow, logger });
   const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts }, 'ingest stats'), 60_000);
   await new Promise<void>((resolve) => {

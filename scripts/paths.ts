@@ -8,6 +8,9 @@ import { join, resolve } from 'node:path';
 /** Pinned Temporal CLI version; scripts/bootstrap.sh builds exactly this one. */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
 
+/** Pinned Temporal server version (the one CLI v1.5.1 embeds); scripts/bootstrap.d/40-temporal-server.sh builds it. */
+export const TEMPORAL_SERVER_VERSION = 'v1.29.1';
+
 /** Root of fos1's tool cache: `$FOS1_CACHE_DIR`, else `$XDG_CACHE_HOME/fos1`, else `~/.cache/fos1`. */
 export function cacheDir(): string {
   return process.env.FOS1_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'fos1');
@@ -16,6 +19,11 @@ export function cacheDir(): string {
 /** Path of the Temporal CLI binary built by scripts/bootstrap.sh. */
 export function temporalCliPath(): string {
   return join(cacheDir(), `temporal-${TEMPORAL_CLI_VERSION}`, 'temporal');
+}
+
+/** Path of the Temporal server binary (runs from a config file: TLS, mTLS) built by scripts/bootstrap.d. */
+export function temporalServerPath(): string {
+  return join(cacheDir(), `temporal-server-${TEMPORAL_SERVER_VERSION}`, 'temporal-server');
 }
 
 /** Folder for the dev stack's persistent state (Temporal's SQLite file). */

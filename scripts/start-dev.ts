@@ -13,6 +13,10 @@
  *     next to the file, so a restart neither re-reads old alerts nor skips new ones.
  *
  * Ctrl-C stops everything; state (workflow history) survives a restart.
+ *
+ * With `TEMPORAL_ADDRESS` set, step 2 is skipped: the worker, the API and ingest use that
+ * Temporal instead, with TLS/mTLS from the `TEMPORAL_TLS_*` variables (docs/security.md); its
+ * namespace must exist and have fos1's search attributes registered.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
@@ -29,6 +33,7 @@ import { startIngest } from '../ingest/ingest-worker';
 import { guardConfigSchema } from '../rules/guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { createSandboxNamespace } from './sandbox-netns';
+import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const configSchema = z.object({
   FOS1_DEV_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).default('fos1-dev'),
@@ -54,15 +59,25 @@ async function main(): Promise<void> {
 
   const stateDir = devStateDir();
   mkdirSync(stateDir, { recursive: true });
-  const temporal = startTemporalServer(join(stateDir, 'temporal.db'), config.TEMPORAL_PORT, config.TEMPORAL_UI_PORT);
-  const address = `127.0.0.1:${config.TEMPORAL_PORT}`;
-  await waitForServer(address, temporal);
-  logger.info({ address, ui: `http://localhost:${config.TEMPORAL_UI_PORT}` }, 'Temporal dev server ready');
+  let temporal: ChildProcess | undefined;
+  let temporalConfig: TemporalConnectionConfig;
+  if (process.env.TEMPORAL_ADDRESS) {
+    temporalConfig = parseTemporalEnv(process.env);
+    logger.info({ temporal: temporalConfig.describe }, 'using the Temporal at TEMPORAL_ADDRESS (no dev server)');
+  } else {
+    // The dev server listens in plaintext on loopback; TLS settings would be silently unused.
+    const tlsVars = Object.keys(process.env).filter((k) => (k.startsWith('TEMPORAL_TLS') || k === 'TEMPORAL_API_KEY') && process.env[k]);
+    if (tlsVars.length > 0) throw new Error(`${tlsVars.join(', ')}: set, but TEMPORAL_ADDRESS is not; the embedded dev server has no TLS (set TEMPORAL_ADDRESS to use a Temporal that has)`);
+    temporalConfig = parseTemporalEnv({ TEMPORAL_ADDRESS: `127.0.0.1:${config.TEMPORAL_PORT}` });
+    temporal = startTemporalServer(join(stateDir, 'temporal.db'), config.TEMPORAL_PORT, config.TEMPORAL_UI_PORT);
+    await waitForServer(temporalConfig.address, temporal);
+    logger.info({ address: temporalConfig.address, ui: `http://localhost:${config.TEMPORAL_UI_PORT}` }, 'Temporal dev server ready');
+  }
 
-  const connection = await NativeConnection.connect({ address });
+  const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   const workers = await createWorkers({
     connection,
-    namespace: 'default',
+    namespace: temporalConfig.namespace,
     nodeName: config.FOS1_NODE_NAME,
     clusterWorker: true,
     nodeDeps: createNodeDeps(
@@ -71,7 +86,7 @@ async function main(): Promise<void> {
     ),
     logger,
   });
-  const client = new Client({ connection: await Connection.connect({ address }) });
+  const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
   const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger });
 
   // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
@@ -108,7 +123,7 @@ async function main(): Promise<void> {
     await Promise.all(workers.map((w) => w.run()));
   } finally {
     await connection.close();
-    temporal.kill('SIGTERM');
+    temporal?.kill('SIGTERM');
   }
 }
 

@@ -7,10 +7,10 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
+import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
 
+/** The TEMPORAL_* variables (address, namespace, TLS) are parsed by ./temporal-connection. */
 const envSchema = z.object({
-  TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
-  TEMPORAL_NAMESPACE: z.string().default('default'),
   /** This node's name; its task queue is `fos1-node-<name>`. Kubernetes sets it from spec.nodeName. */
   FOS1_NODE_NAME: z
     .string()
@@ -58,8 +58,8 @@ const envSchema = z.object({
 
 /** Parsed worker configuration. */
 export interface WorkerConfig {
-  temporalAddress: string;
-  temporalNamespace: string;
+  /** Address, namespace and TLS/mTLS material (TEMPORAL_* variables). */
+  temporal: TemporalConnectionConfig;
   nodeName: string;
   netns: string | undefined;
   bpfPinDir: string;
@@ -83,11 +83,7 @@ export interface WorkerConfig {
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new Error(`invalid worker configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
-  }
-  const e = parsed.data;
+  const { vars: e, temporal } = parseEnvWithTemporal('worker', envSchema, env);
   if (!e.FOS1_NODE_WORKER && !e.FOS1_CLUSTER_WORKER) {
     throw new Error('invalid worker configuration:\n  FOS1_NODE_WORKER, FOS1_CLUSTER_WORKER: at least one must be true (a process with no worker does nothing)');
   }
@@ -99,8 +95,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
   }
   return {
-    temporalAddress: e.TEMPORAL_ADDRESS,
-    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    temporal,
     nodeName: e.FOS1_NODE_NAME,
     netns: e.FOS1_NETNS === '' ? undefined : e.FOS1_NETNS,
     bpfPinDir: e.FOS1_BPF_PIN_DIR,

@@ -10,6 +10,7 @@ import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
 import { checkReadiness, startReadinessServer } from './readiness';
+import { nativeConnectionOptions } from './temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseWorkerConfig(process.env);
@@ -18,11 +19,12 @@ async function main(): Promise<void> {
     logger: new DefaultLogger('WARN', (entry) => logger.child({ component: 'temporal' })[entry.level === 'WARN' ? 'warn' : 'error']({ ...entry.meta }, entry.message)),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
   });
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const connection = await NativeConnection.connect(nativeConnectionOptions(config.temporal));
+  logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
   const workers = await createWorkers({
     connection,
-    namespace: config.temporalNamespace,
+    namespace: config.temporal.namespace,
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,

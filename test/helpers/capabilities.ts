@@ -1,7 +1,7 @@
 /**
  * Capability checks for privileged tests.
  *
- * A test that needs root, network namespaces, bpffs or the built Temporal CLI calls
+ * A test that needs root, network namespaces, bpffs or a built tool (Temporal CLI or server) calls
  * {@link describePrivileged}. When something is missing the suite is skipped with a
  * plain message saying what and why — except under `CI=true`, where a missing
  * capability is a failure: CI machines have all of them, so an absence there means a
@@ -10,10 +10,10 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { helmPath } from '../../k8s/paths';
-import { sharedDataDir, temporalCliPath } from '../../scripts/paths';
+import { sharedDataDir, temporalCliPath, temporalServerPath } from '../../scripts/paths';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data' | 'helm';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -41,6 +41,12 @@ export function missingReason(capability: Capability): string | null {
         : `Temporal CLI not built at ${temporalCliPath()} (scripts/bootstrap.sh builds it)`;
     case 'helm':
       return existsSync(helmPath()) ? null : `helm not built at ${helmPath()} (scripts/bootstrap.d/55-helm.sh builds it)`;
+    case 'temporal-server':
+      return existsSync(temporalServerPath())
+        ? null
+        : `Temporal server not built at ${temporalServerPath()} (scripts/bootstrap.sh builds it: scripts/bootstrap.d/40-temporal-server.sh)`;
+    case 'openssl':
+      return commandWorks('openssl', ['version']) ? null : '`openssl` is not installed (it makes the test certificates)';
   }
 }
 

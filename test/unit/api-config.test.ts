@@ -3,12 +3,13 @@ import { parseApiConfig } from '../../api/main';
 
 describe('parseApiConfig', () => {
   it('defaults to loopback on 8080 and the local Temporal', () => {
-    expect(parseApiConfig({})).toEqual({ temporalAddress: 'localhost:7233', temporalNamespace: 'default', port: 8080, host: '127.0.0.1', logLevel: 'info' });
+    const c = parseApiConfig({});
+    expect({ ...c, temporal: c.temporal.describe }).toEqual({ temporal: { address: 'localhost:7233', namespace: 'default', tls: 'off' }, port: 8080, host: '127.0.0.1', logLevel: 'info' });
   });
 
   it('takes the chart\'s settings', () => {
     const c = parseApiConfig({ TEMPORAL_ADDRESS: 'temporal:7233', TEMPORAL_NAMESPACE: 'fos1', FOS1_API_PORT: '9000', FOS1_API_HOST: '0.0.0.0', LOG_LEVEL: 'debug' });
-    expect(c).toEqual({ temporalAddress: 'temporal:7233', temporalNamespace: 'fos1', port: 9000, host: '0.0.0.0', logLevel: 'debug' });
+    expect({ ...c, temporal: c.temporal.describe }).toEqual({ temporal: { address: 'temporal:7233', namespace: 'fos1', tls: 'off' }, port: 9000, host: '0.0.0.0', logLevel: 'debug' });
   });
 
   it('lists every bad variable with its rule', () => {
