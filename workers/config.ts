@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { loadIdentityKey } from '../auth/identity-assertion';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 
@@ -47,6 +48,8 @@ const envSchema = z.object({
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
+  /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
+  FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -69,6 +72,8 @@ export interface WorkerConfig {
   /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
   quarantine: QuarantineConfig;
   clusterWorker: boolean;
+  /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
+  identityKey: Buffer | undefined;
   logLevel: string;
 }
 
@@ -86,6 +91,12 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     const why = err instanceof QuarantineInputError ? err.message : `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`;
     throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
   }
+  let identityKey: Buffer | undefined;
+  try {
+    identityKey = e.FOS1_IDENTITY_KEY_FILE ? loadIdentityKey(e.FOS1_IDENTITY_KEY_FILE) : undefined;
+  } catch (err) {
+    throw new Error(`invalid worker configuration:\n  FOS1_IDENTITY_KEY_FILE: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return {
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
@@ -102,6 +113,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
+    identityKey,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -23,6 +23,7 @@ async function main(): Promise<void> {
     namespace: config.temporalNamespace,
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
+    ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
