@@ -344,9 +344,11 @@ async function checkIdentity(input: unknown, assertion: unknown, author: string)
   try {
     return { actor: auditActor(await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })) };
   } catch (err) {
-    const cause = (err as { cause?: { type?: string; message?: string } }).cause;
-    if (cause?.type !== IdentityFailureType.InvalidIdentityAssertion) throw err;
-    return { actor: auditActor({ verified: false, principal: author, why: 'refused' }), refused: cause.message ?? 'invalid' };
+    // The refusal arrives as the activity's ApplicationFailure, possibly wrapped in an ActivityFailure.
+    const e = err as { type?: string; message?: string; cause?: { type?: string; message?: string } };
+    const failure = e.type === IdentityFailureType.InvalidIdentityAssertion ? e : e.cause;
+    if (failure?.type !== IdentityFailureType.InvalidIdentityAssertion) throw err;
+    return { actor: auditActor({ verified: false, principal: author, why: 'refused' }), refused: failure.message ?? 'invalid' };
   }
 }
 
