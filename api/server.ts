@@ -121,7 +121,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
         for (const [param, attribute] of filters) {
           const value = url.searchParams.get(param);
           if (value === null) continue;
-          if (!/^[\w.@-]{1,100}$/.test(value)) throw new HttpError(400, `query parameter "${param}" may hold only letters, digits, "_", "-", ".", "@"`);
+          if (!/^[\w.@:-]{1,100}$/.test(value)) throw new HttpError(400, `query parameter "${param}" may hold only letters, digits, "_", "-", ".", "@", ":"`);
           clauses.push(`${attribute} = '${value}'`);
         }
         const changes = [];
