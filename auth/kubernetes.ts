@@ -6,7 +6,7 @@
  *
  * Results are cached briefly (positive and negative alike, keyed by the token's hash, never
  * the token), so a burst of requests costs the apiserver one review each. The apiserver
- * being unreachable is an error (the request fails with 503), never an allow.
+ * being unreachable is an error (the request fails with 500), never an allow.
  */
 import { createHash } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
