@@ -5,8 +5,9 @@
  * hands the change workflow an *identity assertion*: the principal, its roles, the change id
  * and a digest of the exact request, signed (HMAC-SHA256) with a key the API and the cluster
  * worker share. The workflow verifies it in a local activity (activities/identity.ts) and
- * records the change's actor as verified. A change started any other way (the Temporal Web
- * UI, `temporal workflow start`) carries no assertion and is recorded as self-asserted: it
+ * records the change's actor as verified (`actorVerified: true` in its audit records). A
+ * change started any other way (the Temporal Web UI, `temporal workflow start`, another
+ * workflow) carries no assertion and is recorded self-asserted (`actorVerified: false`): it
  * still runs, and the audit says whose word it is.
  *
  * Pure data and schemas only: the workflow sandbox imports this file.
@@ -61,11 +62,6 @@ export const IdentityFailureType = {
   /** An assertion was given and does not hold (bad signature, other change, other request, stale). */
   InvalidIdentityAssertion: 'InvalidIdentityAssertion',
 } as const;
-
-/** The actor as the audit records it: `alice (verified)` or `alice (self-asserted)`. */
-export function auditActor(identity: VerifiedIdentity): string {
-  return `${identity.principal} (${identity.verified ? 'verified' : 'self-asserted'})`;
-}
 
 /**
  * JSON with object keys sorted at every level: the same value always serialises to the same

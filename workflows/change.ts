@@ -30,7 +30,7 @@ import {
 } from '@temporalio/workflow';
 import type { IdentityActivities } from '../activities/identity';
 import type { AuditRecord } from '../model/audit';
-import { auditActor, IdentityFailureType } from '../model/identity';
+import { IdentityFailureType } from '../model/identity';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
 import {
@@ -133,8 +133,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   const validatedAt = Date.now();
   const validation = validateChangeRequest(input, validatedAt);
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
-  const identity = validation.ok ? await checkIdentity(input, identityAssertion, validation.request.author) : undefined;
-  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), identity?.actor ?? 'unknown');
+  const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
+  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', undefined, identity?.verified);
   if (!validation.ok) {
     trail.record('validate', 'failed', validatedAt, formatIssues(validation.issues));
     Object.assign(status, { phase: 'rejected', message: `invalid change request:\n${formatIssues(validation.issues)}`, issues: validation.issues, audit: trail.records });
@@ -335,20 +335,20 @@ function crashed(node: string, err: unknown): NodeChangeResult {
 
 /**
  * Verifies the API's identity assertion in a local activity on the cluster worker (which
- * holds the key): the audit's actor is `author (verified)` or `author (self-asserted)`;
+ * holds the key): `verified` goes into the audit records (AuditRecord.actorVerified);
  * `refused` says why a given assertion does not hold. Histories from before identity
- * verification replay without the activity (all self-asserted).
+ * verification replay without the activity (self-asserted).
  */
-async function checkIdentity(input: unknown, assertion: unknown, author: string): Promise<{ actor: string; refused?: string }> {
-  if (!patched('verify-identity')) return { actor: auditActor({ verified: false, principal: author, why: 'recorded before identity verification' }) };
+async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; refused?: string }> {
+  if (!patched('verify-identity')) return { verified: false };
   try {
-    return { actor: auditActor(await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })) };
+    return { verified: (await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })).verified };
   } catch (err) {
     // The refusal arrives as the activity's ApplicationFailure, possibly wrapped in an ActivityFailure.
     const e = err as { type?: string; message?: string; cause?: { type?: string; message?: string } };
     const failure = e.type === IdentityFailureType.InvalidIdentityAssertion ? e : e.cause;
     if (failure?.type !== IdentityFailureType.InvalidIdentityAssertion) throw err;
-    return { actor: auditActor({ verified: false, principal: author, why: 'refused' }), refused: failure.message ?? 'invalid' };
+    return { verified: false, refused: failure.message ?? 'invalid' };
   }
 }
 
