@@ -5,17 +5,26 @@
  *   POST /v1/changes/dry-run       plan only; answers with each node's diff
  *   GET  /v1/changes               list changes (?author=, ?status=, ?node=) via search attributes
  *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
- *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "by", "reason" })
- *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "by", "reason" })
+ *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "reason" })
+ *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" })
+ *
+ * Every request carries a bearer token (auth/http-guard.ts: 401 without, 403 without the
+ * route's permission on `changes.fos1.io`, 415 for a body that is not JSON, 403 for a foreign
+ * Host or Origin). The change's `author` and the `by` of confirm/abort are the authenticated
+ * principal, never taken from the body: a body naming someone else is refused. The workflow
+ * gets an identity assertion signed with the identity key (model/identity.ts) so it can
+ * record the author as verified.
  *
  * Requests are validated with the same zod model the workflow uses, so a bad request is
- * refused before a workflow exists. Binds to loopback by default; put it behind your
- * authenticating proxy before exposing it.
+ * refused before a workflow exists. Binds to loopback by default.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { Logger } from 'pino';
+import type { Permission, Principal } from '../auth/authenticator';
+import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
+import { signIdentity } from '../auth/identity-assertion';
 import { validateChangeRequest } from '../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
 import { abortSignal, changeWorkflow, confirmUpdate, statusQuery } from '../workflows/change';
@@ -29,6 +38,18 @@ export interface ApiServerOptions {
   port: number;
   host: string;
   logger: Logger;
+  /** Authentication, Host/Origin checks and limits. */
+  security: HttpSecurityOptions;
+  /** Key to sign identity assertions with (FOS1_IDENTITY_KEY_FILE); without it changes are recorded self-asserted. */
+  identityKey?: Buffer;
+}
+
+/** A route: method, path, the permission it needs, and its handler. */
+interface Route {
+  method: 'GET' | 'POST';
+  pattern: RegExp;
+  permission: Permission;
+  handle: (req: IncomingMessage, match: RegExpExecArray, url: URL, principal: Principal) => Promise<[number, unknown]>;
 }
 
 class HttpError extends Error {
@@ -44,23 +65,30 @@ class HttpError extends Error {
 /** Starts the API; resolves once it listens. */
 export async function startApiServer(options: ApiServerOptions): Promise<Server> {
   const { client, logger } = options;
+  const guard = new HttpGuard(options.security, logger);
+  /** The workflow's arguments: the request with its author, and the assertion when the API has a key. */
+  const workflowArgs = (body: Record<string, unknown>, principal: Principal): [unknown] | [unknown, unknown] =>
+    options.identityKey ? [body, signIdentity(options.identityKey, { principal: principal.name, roles: principal.roles }, String(body.id), body)] : [body];
 
-  const routes: { method: string; pattern: RegExp; handle: (req: IncomingMessage, match: RegExpExecArray, url: URL) => Promise<[number, unknown]> }[] = [
+  const routes: Route[] = [
     {
       method: 'POST',
       pattern: /^\/v1\/changes\/dry-run$/,
-      handle: async (req) => {
-        const body = (await readJson(req)) as Record<string, unknown>;
-        const request = validated({ ...body, options: { ...((body.options as object) ?? {}), dryRun: true } });
-        const handle = await client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `${changeWorkflowId(request.id)}-dry-run-${Date.now()}`, args: [request] });
+      permission: { resource: 'changes', verb: 'submit' },
+      handle: async (req, _match, _url, principal) => {
+        const raw = authored(await readJson(req), principal);
+        const body = { ...raw, options: { ...((raw.options as object) ?? {}), dryRun: true } };
+        const request = validated(body);
+        const handle = await client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `${changeWorkflowId(request.id)}-dry-run-${Date.now()}`, args: workflowArgs(body, principal) });
         return [200, await handle.result()];
       },
     },
     {
       method: 'POST',
       pattern: /^\/v1\/changes$/,
-      handle: async (req) => {
-        const body = await readJson(req);
+      permission: { resource: 'changes', verb: 'submit' },
+      handle: async (req, _match, _url, principal) => {
+        const body = authored(await readJson(req), principal);
         const request = validated(body);
         const workflowId = changeWorkflowId(request.id);
         try {
@@ -68,10 +96,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
           const handle = await client.workflow.start(changeWorkflow, {
             taskQueue: CLUSTER_TASK_QUEUE,
             workflowId,
-            args: [body],
+            args: workflowArgs(body, principal),
             workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
           });
-          logger.info({ changeId: request.id, author: request.author, workflowId }, 'change submitted');
+          logger.info({ changeId: request.id, author: request.author, workflowId, signed: options.identityKey !== undefined }, 'change submitted');
           return [202, { changeId: request.id, workflowId, runId: handle.firstExecutionRunId, status: `/v1/changes/${request.id}` }];
         } catch (err) {
           if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(409, `a change with id "${request.id}" already exists; change ids are single-use`);
@@ -82,6 +110,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
     {
       method: 'GET',
       pattern: /^\/v1\/changes$/,
+      permission: { resource: 'changes', verb: 'view' },
       handle: async (_req, _match, url) => {
         const clauses = ["WorkflowType = 'changeWorkflow'"];
         const filters: [string, string][] = [
@@ -92,7 +121,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
         for (const [param, attribute] of filters) {
           const value = url.searchParams.get(param);
           if (value === null) continue;
-          if (!/^[\w.@-]{1,100}$/.test(value)) throw new HttpError(400, `query parameter "${param}" may hold only letters, digits, "_", "-", ".", "@"`);
+          if (!/^[\w.@:-]{1,100}$/.test(value)) throw new HttpError(400, `query parameter "${param}" may hold only letters, digits, "_", "-", ".", "@", ":"`);
           clauses.push(`${attribute} = '${value}'`);
         }
         const changes = [];
@@ -106,13 +135,15 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
     {
       method: 'GET',
       pattern: /^\/v1\/changes\/([^/]+)$/,
+      permission: { resource: 'changes', verb: 'view' },
       handle: async (_req, match) => [200, await client.workflow.getHandle(changeWorkflowId(idFrom(match))).query(statusQuery)],
     },
     {
       method: 'POST',
       pattern: /^\/v1\/changes\/([^/]+)\/confirm$/,
-      handle: async (req, match) => {
-        const action = operatorAction(await readJson(req));
+      permission: { resource: 'changes', verb: 'confirm' },
+      handle: async (req, match, _url, principal) => {
+        const action = operatorAction(await readJson(req), principal);
         const handle = client.workflow.getHandle(changeWorkflowId(idFrom(match)));
         try {
           return [200, await handle.executeUpdate(confirmUpdate, { args: [action] })];
@@ -128,8 +159,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
     {
       method: 'POST',
       pattern: /^\/v1\/changes\/([^/]+)\/abort$/,
-      handle: async (req, match) => {
-        await client.workflow.getHandle(changeWorkflowId(idFrom(match))).signal(abortSignal, operatorAction(await readJson(req)));
+      permission: { resource: 'changes', verb: 'abort' },
+      handle: async (req, match, _url, principal) => {
+        await client.workflow.getHandle(changeWorkflowId(idFrom(match))).signal(abortSignal, operatorAction(await readJson(req), principal));
         return [202, { aborted: true }];
       },
     },
@@ -139,15 +171,22 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       try {
+        // Host, Origin and the concurrency cap first, then the token: an unknown route is
+        // answered 404 only to an authenticated caller.
+        guard.admit(req, res);
+        const principal = await guard.authenticate(req);
         for (const route of routes) {
           const match = route.pattern.exec(url.pathname);
           if (match && route.method === req.method) {
-            const [status, body] = await route.handle(req, match, url);
+            await guard.authorize(req, principal, route.permission);
+            if (route.method === 'POST') guard.requireMediaType(req, 'application/json');
+            const [status, body] = await route.handle(req, match, url, principal);
             return send(res, status, body);
           }
         }
         throw new HttpError(404, `no route for ${req.method} ${url.pathname}`);
       } catch (err) {
+        if (err instanceof HttpRefusal) return send(res, err.status, { error: err.message }, err.headers);
         if (err instanceof HttpError) return send(res, err.status, { error: err.message, ...err.body });
         if (err instanceof WorkflowNotFoundError) return send(res, 404, { error: 'no such change' });
         logger.error({ err, path: url.pathname }, 'API request failed');
@@ -155,6 +194,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
       }
     })();
   });
+  applyServerLimits(server, options.security);
   await new Promise<void>((resolve) => server.listen(options.port, options.host, resolve));
   return server;
 }
@@ -171,12 +211,23 @@ function idFrom(match: RegExpExecArray): string {
   return id;
 }
 
-function operatorAction(body: unknown): { by?: string; reason?: string } {
+/** The change request with `author` set to the principal; a body naming anyone else is refused. */
+function authored(body: unknown, principal: Principal): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'invalid change request', { issues: [{ field: '', message: 'must be a JSON object' }] });
+  const b = body as Record<string, unknown>;
+  if (b.author !== undefined && b.author !== principal.name) {
+    throw new HttpError(403, `"author" must be the authenticated principal "${principal.name}" (or left out): a change cannot be submitted in someone else's name`);
+  }
+  return { ...b, author: principal.name };
+}
+
+function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {
   const b = (body ?? {}) as Record<string, unknown>;
-  const pick = (key: string) => (typeof b[key] === 'string' ? (b[key] as string).slice(0, 200) : undefined);
-  const by = pick('by');
-  const reason = pick('reason');
-  return { ...(by ? { by } : {}), ...(reason ? { reason } : {}) };
+  if (b.by !== undefined && b.by !== principal.name) {
+    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms or aborts in someone else's name`);
+  }
+  const reason = typeof b.reason === 'string' ? b.reason.slice(0, 200) : undefined;
+  return { by: principal.name, ...(reason ? { reason } : {}) };
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -196,7 +247,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
   res.end(JSON.stringify(body, null, 2) + '\n');
 }

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { authEnvSchema, type AuthEnv } from '../auth/config';
 import { guardConfigSchema, type GuardConfig } from '../rules/guard';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
@@ -33,8 +34,10 @@ const envSchema = z.object({
   FOS1_EVE_STATE_FILE: z.string().min(1).optional(),
   /** Unix socket to listen on for Suricata's `unix_stream` EVE output. */
   FOS1_EVE_SOCKET: z.string().optional(),
-  /** Port for NDJSON over HTTP (`POST /v1/eve`, on 127.0.0.1); unset = off. */
+  /** Port for NDJSON over HTTP (`POST /v1/eve`, on 127.0.0.1, bearer token with `ingest` on alerts.fos1.io); unset = off. */
   FOS1_INGEST_HTTP_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+  /** Lines one `POST /v1/eve` may carry (413 above). */
+  FOS1_MAX_NDJSON_LINES: z.coerce.number().int().min(1).max(10_000_000).default(10_000),
   /** Interface for a live ndpiReader, run in rounds of FOS1_NDPI_SECONDS. */
   FOS1_NDPI_INTERFACE: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'FOS1_NDPI_INTERFACE must be an interface name').optional(),
   FOS1_NDPI_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
@@ -42,7 +45,7 @@ const envSchema = z.object({
   /** Repeats of a verdict about one target within this many ms are coalesced. */
   FOS1_COALESCE_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
-});
+}).extend(authEnvSchema.shape);
 
 /** Parsed ingest configuration. */
 export interface IngestConfig {
@@ -57,6 +60,9 @@ export interface IngestConfig {
   eveStateFile?: string;
   eveSocket?: string;
   httpPort?: number;
+  /** Who may POST to the HTTP endpoint, and its limits (auth/config.ts). */
+  auth: AuthEnv;
+  maxNdjsonLines: number;
   ndpi?: { interface: string; seconds: number; configDir?: string };
   coalesceMs: number;
   logLevel: string;
@@ -92,6 +98,8 @@ export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
     ...(e.FOS1_EVE_FILE && e.FOS1_EVE_STATE_FILE !== 'off' ? { eveStateFile: e.FOS1_EVE_STATE_FILE ?? eveStateFileFor(e.FOS1_EVE_FILE) } : {}),
     ...(e.FOS1_EVE_SOCKET ? { eveSocket: e.FOS1_EVE_SOCKET } : {}),
     ...(e.FOS1_INGEST_HTTP_PORT ? { httpPort: e.FOS1_INGEST_HTTP_PORT } : {}),
+    auth: authEnvSchema.parse(e),
+    maxNdjsonLines: e.FOS1_MAX_NDJSON_LINES,
     ...(e.FOS1_NDPI_INTERFACE
       ? { ndpi: { interface: e.FOS1_NDPI_INTERFACE, seconds: e.FOS1_NDPI_SECONDS, ...(e.FOS1_NDPI_CONFIG_DIR ? { configDir: e.FOS1_NDPI_CONFIG_DIR } : {}) } }
       : {}),

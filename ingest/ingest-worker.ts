@@ -6,6 +6,8 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
+import type { Authenticator } from '../auth/authenticator';
+import { authEnvSchema, createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { EnforcementBridge, type WorkflowStarter } from '../rules/bridge';
 import { RuleEvaluator } from '../rules/evaluator';
 import { EnforcementGuard } from '../rules/guard';
@@ -30,10 +32,15 @@ export interface RunningIngest {
 export interface IngestDeps {
   workflows: WorkflowStarter;
   logger: Logger;
+  /** Checks the HTTP endpoint's callers; built from `config.auth` when not given. */
+  authenticator?: Authenticator;
 }
 
+/** What {@link startIngest} reads of the configuration (`auth` and the line cap have defaults). */
+export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'auth' | 'maxNdjsonLines'> & Partial<Pick<IngestConfig, 'auth' | 'maxNdjsonLines'>>;
+
 /** Starts the ingest worker's sources. Throws (before starting anything) on an invalid rule set. */
-export async function startIngest(config: Omit<IngestConfig, 'temporal' | 'logLevel'>, deps: IngestDeps): Promise<RunningIngest> {
+export async function startIngest(config: IngestStartConfig, deps: IngestDeps): Promise<RunningIngest> {
   const { logger } = deps;
   const guard = new EnforcementGuard(config.guard);
   const ruleSet = loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
@@ -55,7 +62,14 @@ export async function startIngest(config: Omit<IngestConfig, 'temporal' | 'logLe
     await running.tail.start();
   }
   if (config.eveSocket) running.socket = await listenUnixSocket(config.eveSocket, (line) => pipeline.eveLine(line, 'eve-socket'));
-  if (config.httpPort) running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http'));
+  if (config.httpPort) {
+    const auth = config.auth ?? authEnvSchema.parse({});
+    running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http'), {
+      security: httpSecurityFrom(auth, deps.authenticator ?? createAuthenticator(auth)),
+      logger,
+      ...(config.maxNdjsonLines ? { maxLines: config.maxNdjsonLines } : {}),
+    });
+  }
   let ndpiLoop: Promise<void> | undefined;
   if (config.ndpi) {
     const ndpi = config.ndpi;

@@ -3,11 +3,16 @@
  *
  * - a unix stream socket: Suricata's `eve-log` with `filetype: unix_stream` connects to
  *   a socket the collector listens on and writes one record per line;
+ *   (protected by the socket file's permissions: only who may write the file may send);
  * - NDJSON over HTTP: `POST /v1/eve` with `Content-Type: application/x-ndjson` (any
  *   body of newline-separated records), answered with how many lines were accepted and
- *   why the others were not.
+ *   why the others were not. A bearer token with `ingest` on `alerts.fos1.io` is required
+ *   (auth/http-guard.ts: 401/403), as is the media type (415); a body of more lines than
+ *   the cap is cut off with 413 after the cap's lines were handled.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { rmSync, statSync } from 'node:fs';
 import type { LineResult } from './pipeline';
@@ -67,24 +72,46 @@ export interface NdjsonResponse {
   errors: { line: number; reason: string }[];
 }
 
-/**
- * An HTTP server taking NDJSON EVE at `POST /v1/eve`. Listens on 127.0.0.1 by default:
- * it is an ingestion port, not something to expose.
- */
-export async function listenNdjsonHttp(port: number, onLine: LineHandler, host = '127.0.0.1'): Promise<HttpServer> {
+/** Options of {@link listenNdjsonHttp}. */
+export interface NdjsonHttpOptions {
+  /** Default 127.0.0.1: an ingestion port, not something to expose. */
+  host?: string;
+  security: HttpSecurityOptions;
+  logger: Logger;
+  /** Lines one request may carry (default 10 000); more are answered 413. */
+  maxLines?: number;
+}
+
+/** Too many lines in one request. */
+class TooManyLines extends Error {}
+
+/** An HTTP server taking NDJSON EVE at `POST /v1/eve` (see the module comment). */
+export async function listenNdjsonHttp(port: number, onLine: LineHandler, options: NdjsonHttpOptions): Promise<HttpServer> {
+  const guard = new HttpGuard(options.security, options.logger);
+  const maxLines = options.maxLines ?? 10_000;
+  const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
+    res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
   const server = createHttpServer((req, res) => {
-    if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== '/v1/eve') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'POST NDJSON to /v1/eve' }));
-      return;
-    }
-    handleNdjson(req, onLine).then(
-      (result) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(result)),
-      (err: unknown) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: err instanceof Error ? err.message : String(err) })),
-    );
+    void (async () => {
+      try {
+        guard.admit(req, res);
+        const principal = await guard.authenticate(req);
+        if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== '/v1/eve') return json(res, 404, { error: 'POST NDJSON to /v1/eve' });
+        await guard.authorize(req, principal, { resource: 'alerts', verb: 'ingest' });
+        guard.requireMediaType(req, 'application/x-ndjson');
+        const result = await handleNdjson(req, onLine, maxLines);
+        return json(res, 200, result);
+      } catch (err) {
+        if (err instanceof HttpRefusal) return json(res, err.status, { error: err.message }, err.headers);
+        if (err instanceof TooManyLines) return json(res, 413, { error: err.message }, { connection: 'close' });
+        return json(res, 400, { error: err instanceof Error ? err.message : String(err) });
+      }
+    })();
   });
+  applyServerLimits(server, options.security);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen(port, options.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
@@ -92,10 +119,13 @@ export async function listenNdjsonHttp(port: number, onLine: LineHandler, host =
   return server;
 }
 
-async function handleNdjson(req: IncomingMessage, onLine: LineHandler): Promise<NdjsonResponse> {
+async function handleNdjson(req: IncomingMessage, onLine: LineHandler, maxLines: number): Promise<NdjsonResponse> {
   const splitter = new LineSplitter();
   const result: NdjsonResponse = { lines: 0, accepted: 0, rejected: 0, errors: [] };
+  let seen = 0;
   const handle = async (line: string) => {
+    // Counted before handling: the cap bounds the work one request can cause.
+    if (++seen > maxLines) throw new TooManyLines(`more than ${maxLines} lines in one request; the first ${maxLines} were handled (${result.accepted} accepted), send the rest in another`);
     const outcome = await onLine(line);
     if ('skipped' in outcome) return;
     result.lines++;

@@ -10,6 +10,13 @@ export interface AuditRecord {
   changeId: string;
   /** Who asked for the change (the request's author; "system" for automated steps). */
   actor: string;
+  /**
+   * Change-wide records: true when the HTTP API vouched for the actor (its signed identity
+   * assertion was verified by the cluster worker, model/identity.ts), false when the actor
+   * is only what the request said (started from the Web UI, the CLI or another workflow).
+   * Absent on node records and other workflows' records.
+   */
+  actorVerified?: boolean;
   /** The node the step ran on; absent for change-wide steps. */
   node?: string;
   step: string;

@@ -12,6 +12,12 @@
  *     and taking NDJSON at POST http://127.0.0.1:8081/v1/eve. It keeps its read position
  *     next to the file, so a restart neither re-reads old alerts nor skips new ones.
  *
+ * Every HTTP endpoint needs a bearer token. On first start this creates, under the state
+ * directory (mode 0600): `tokens.json` (sha256 of each token → principal and roles),
+ * `admin-token` (the admin token itself, for the README's curl commands) and
+ * `identity.key` (the key the API signs identity assertions with and the cluster worker
+ * checks them with). The token is never logged; the log names the files.
+ *
  * Ctrl-C stops everything; state (workflow history) survives a restart.
  *
  * With `TEMPORAL_ADDRESS` set, step 2 is skipped: the worker, the API and ingest use that
@@ -27,6 +33,9 @@ import pino from 'pino';
 import { z } from 'zod';
 import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
 import { startApiServer } from '../api/server';
+import { authEnvSchema, createAuthenticator, defaultIdentityKeyFile, defaultTokenFile, httpSecurityFrom } from '../auth/config';
+import { createIdentityKeyFile, loadIdentityKey } from '../auth/identity-assertion';
+import { createTokenFile } from '../auth/token-file';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
@@ -46,8 +55,10 @@ const configSchema = z.object({
   FOS1_INGEST_HTTP_PORT: z.coerce.number().int().min(1).max(65535).default(8081),
   /** EVE file the ingest worker tails (default `<state dir>/eve.json`, created empty). */
   FOS1_EVE_FILE: z.string().min(1).optional(),
+  /** Key shared by the API (signs) and the cluster worker (verifies); created on first start. */
+  FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
-});
+}).extend(authEnvSchema.shape);
 
 async function main(): Promise<void> {
   const config = configSchema.parse(process.env);
@@ -74,12 +85,29 @@ async function main(): Promise<void> {
     logger.info({ address: temporalConfig.address, ui: `http://localhost:${config.TEMPORAL_UI_PORT}` }, 'Temporal dev server ready');
   }
 
+  const auth = authEnvSchema.parse(config);
+  if (auth.FOS1_AUTH === 'token-file') {
+    const tokenFile = auth.FOS1_TOKEN_FILE ?? defaultTokenFile();
+    const tokenOut = join(stateDir, 'admin-token');
+    if (createTokenFile(tokenFile, tokenOut)) {
+      logger.info({ tokenFile, adminToken: tokenOut }, `created the token file with an admin token; read it with: cat ${tokenOut}`);
+    } else {
+      logger.info({ tokenFile }, 'bearer tokens from the token file (see docs/security.md to add one)');
+    }
+  }
+  const identityKeyFile = config.FOS1_IDENTITY_KEY_FILE ?? defaultIdentityKeyFile();
+  if (createIdentityKeyFile(identityKeyFile)) logger.info({ identityKeyFile }, 'created the identity key (the API signs who submitted a change; the worker checks it)');
+  const identityKey = loadIdentityKey(identityKeyFile);
+  const authenticator = createAuthenticator(auth);
+  const security = httpSecurityFrom(auth, authenticator);
+
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   const workers = await createWorkers({
     connection,
     namespace: temporalConfig.namespace,
     nodeName: config.FOS1_NODE_NAME,
     clusterWorker: true,
+    identityKey,
     nodeDeps: createNodeDeps(
       { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 } },
       logger,
@@ -87,7 +115,7 @@ async function main(): Promise<void> {
     logger,
   });
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
-  const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger });
+  const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
 
   // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
   // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`.
@@ -98,7 +126,7 @@ async function main(): Promise<void> {
     // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
     ingestConfig.guard = guardConfigSchema.parse({ allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], loopback: ['127.0.0.0/8', '::1/128'] } });
   }
-  const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }) });
+  const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
     { eveFile, eveStateFile: ingestConfig.eveStateFile, ndjson: `http://127.0.0.1:${config.FOS1_INGEST_HTTP_PORT}/v1/eve` },
     'IDS ingest running — append a Suricata alert line to the EVE file (see README) to block its source',

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { loadIdentityKey } from '../auth/identity-assertion';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
@@ -53,6 +54,8 @@ const envSchema = z.object({
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
+  /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
+  FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -78,6 +81,8 @@ export interface WorkerConfig {
   nodeWorker: boolean;
   /** The readiness endpoint, when FOS1_HEALTH_PORT is set. */
   health: { port: number; host: string } | undefined;
+  /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
+  identityKey: Buffer | undefined;
   logLevel: string;
 }
 
@@ -93,6 +98,12 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
   } catch (err) {
     const why = err instanceof QuarantineInputError ? err.message : `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`;
     throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
+  }
+  let identityKey: Buffer | undefined;
+  try {
+    identityKey = e.FOS1_IDENTITY_KEY_FILE ? loadIdentityKey(e.FOS1_IDENTITY_KEY_FILE) : undefined;
+  } catch (err) {
+    throw new Error(`invalid worker configuration:\n  FOS1_IDENTITY_KEY_FILE: ${err instanceof Error ? err.message : String(err)}`);
   }
   return {
     temporal,
@@ -111,6 +122,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
+    identityKey,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -9,6 +9,7 @@ import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } fro
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
+import { createIdentityActivities } from '../activities/identity';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
@@ -94,6 +95,12 @@ export interface CreateWorkersOptions {
   /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
   quarantineDeps?: QuarantineActivityDeps;
   logger: Logger;
+  /**
+   * The key the API signs identity assertions with (FOS1_IDENTITY_KEY_FILE): with it the
+   * cluster worker records API-submitted changes as verified; without it every change is
+   * self-asserted.
+   */
+  identityKey?: Buffer;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
 }
@@ -123,6 +130,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   }
   if (options.clusterWorker) {
     const clusterActivities = {
+      ...createIdentityActivities({ identityKey: options.identityKey }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

@@ -28,6 +28,7 @@ async function main(): Promise<void> {
     nodeName: config.nodeName,
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
+    ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }

@@ -19,6 +19,8 @@ import {
   defineSignal,
   defineUpdate,
   ParentClosePolicy,
+  patched,
+  proxyLocalActivities,
   setHandler,
   sleep,
   startChild,
@@ -26,7 +28,9 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { IdentityActivities } from '../activities/identity';
 import type { AuditRecord } from '../model/audit';
+import { IdentityFailureType } from '../model/identity';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
 import {
@@ -96,8 +100,13 @@ export const ChangeFailureType = {
   RollbackFailed: 'RollbackFailed',
 } as const;
 
-/** Runs one change request. See the module comment for the shape. */
-export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
+const { verifyIdentity } = proxyLocalActivities<IdentityActivities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 3 } });
+
+/**
+ * Runs one change request. See the module comment for the shape. `identityAssertion` is
+ * what the HTTP API signs (model/identity.ts); without it the author is self-asserted.
+ */
+export async function changeWorkflow(input: unknown, identityAssertion?: unknown): Promise<ChangeStatus> {
   const status: ChangeStatus = { phase: 'validating', message: 'validating the request', progress: { nodesDone: 0, nodesTotal: 0 }, nodes: {}, audit: [] };
   // Set by the confirm update and the abort signal; read after every await.
   const operator: { confirmation?: OperatorAction; abort?: OperatorAction } = {};
@@ -124,7 +133,8 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
   const validatedAt = Date.now();
   const validation = validateChangeRequest(input, validatedAt);
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
-  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown');
+  const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
+  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', undefined, identity?.verified);
   if (!validation.ok) {
     trail.record('validate', 'failed', validatedAt, formatIssues(validation.issues));
     Object.assign(status, { phase: 'rejected', message: `invalid change request:\n${formatIssues(validation.issues)}`, issues: validation.issues, audit: trail.records });
@@ -135,6 +145,12 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
       nonRetryable: true,
       details: [status],
     });
+  }
+  if (identity?.refused !== undefined) {
+    trail.record('verify identity', 'failed', validatedAt, identity.refused);
+    Object.assign(status, { phase: 'rejected', message: `identity assertion refused: ${identity.refused}`, audit: trail.records });
+    setSearchStatus('rejected');
+    throw ApplicationFailure.create({ type: IdentityFailureType.InvalidIdentityAssertion, message: status.message, nonRetryable: true, details: [status] });
   }
   const request = validation.request;
   trail.record('validate', 'ok', validatedAt, `${request.targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
@@ -315,6 +331,25 @@ function crashed(node: string, err: unknown): NodeChangeResult {
     rollbackDifferences: [`the node workflow failed (${error.type}: ${error.message}); the node's state is unknown`],
     audit: [],
   };
+}
+
+/**
+ * Verifies the API's identity assertion in a local activity on the cluster worker (which
+ * holds the key): `verified` goes into the audit records (AuditRecord.actorVerified);
+ * `refused` says why a given assertion does not hold. Histories from before identity
+ * verification replay without the activity (self-asserted).
+ */
+async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; refused?: string }> {
+  if (!patched('verify-identity')) return { verified: false };
+  try {
+    return { verified: (await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })).verified };
+  } catch (err) {
+    // The refusal arrives as the activity's ApplicationFailure, possibly wrapped in an ActivityFailure.
+    const e = err as { type?: string; message?: string; cause?: { type?: string; message?: string } };
+    const failure = e.type === IdentityFailureType.InvalidIdentityAssertion ? e : e.cause;
+    if (failure?.type !== IdentityFailureType.InvalidIdentityAssertion) throw err;
+    return { verified: false, refused: failure.message ?? 'invalid' };
+  }
 }
 
 function describeAction(verb: string, action: OperatorAction): string {

@@ -403,6 +403,8 @@ export class AuditTrail {
     private readonly changeId: string,
     private readonly actor: string,
     private readonly node?: string,
+    /** Whether the actor is verified (see AuditRecord.actorVerified); left out when not known. */
+    private readonly actorVerified?: boolean,
   ) {}
 
   /** Runs `fn` as a named step and records its result and duration. */
@@ -423,6 +425,7 @@ export class AuditTrail {
     const record: AuditRecord = {
       changeId: this.changeId,
       actor: this.actor,
+      ...(this.actorVerified !== undefined ? { actorVerified: this.actorVerified } : {}),
       ...(this.node ? { node: this.node } : {}),
       step,
       result,

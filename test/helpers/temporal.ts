@@ -53,14 +53,15 @@ export interface RunningWorkers {
   stop(): Promise<void>;
 }
 
-/** Starts the cluster worker and the node worker for `nodeName`, acting on `target`. */
-export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget, options: { clusterWorker?: boolean } = {}): Promise<RunningWorkers> {
+/** Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the node worker for `nodeName`, acting on `target`. */
+export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget, options: { clusterWorker?: boolean; identityKey?: Buffer } = {}): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
+    ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     nodeDeps: createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger),
     logger,
     workflowBundle: await workflowBundle(),

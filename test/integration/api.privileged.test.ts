@@ -1,5 +1,7 @@
 /**
  * The HTTP API against a real Temporal dev server and a real node (netns + pinned maps).
+ * Every call authenticates with a bearer token from a token-file authenticator; the API
+ * signs identity assertions that the cluster worker verifies with the same key.
  * Privileged: needs root, netns, bpffs and the built Temporal CLI.
  */
 import { randomBytes } from 'node:crypto';
@@ -8,6 +10,11 @@ import type { Server } from 'node:http';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
 import { startApiServer } from '../../api/server';
+import { signIdentity } from '../../auth/identity-assertion';
+import { SearchAttributes, CLUSTER_TASK_QUEUE } from '../../model/naming';
+import { changeWorkflow } from '../../workflows/change';
+import { testTokens } from '../helpers/api-tokens';
+import { changeFailure } from '../helpers/change-client';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { describePrivileged } from '../helpers/capabilities';
@@ -15,6 +22,8 @@ import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
 
 const NODE = 'api-node';
+const IDENTITY_KEY = randomBytes(32);
+const { authenticator, tokens } = testTokens({ carol: ['admin'], frank: ['operator'], dave: ['operator'], erin: ['operator'], vic: ['viewer'] });
 
 describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
   let env: TestWorkflowEnvironment;
@@ -28,8 +37,8 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
     env = await startTemporal();
     ns = TestNamespace.create('fos1api');
     pinDir = `/sys/fs/bpf/fos1-test-api-${randomBytes(4).toString('hex')}`;
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } });
-    server = await startApiServer({ client: env.client, port: 0, host: '127.0.0.1', logger: pino({ level: 'silent' }) });
+    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } }, { identityKey: IDENTITY_KEY });
+    server = await startApiServer({ client: env.client, port: 0, host: '127.0.0.1', logger: pino({ level: 'silent' }), security: { authenticator }, identityKey: IDENTITY_KEY });
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
 
@@ -44,15 +53,24 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
   const id = () => `api-${randomBytes(3).toString('hex')}`;
   const change = (changeId: string, extra: object = {}) => ({
     id: changeId,
-    author: 'carol',
     reason: 'api test',
     targets: [NODE],
     patch: { routes: { upsert: [{ destination: '10.90.0.0/24', gateway: LAN_GATEWAY_V4 }] } },
     ...extra,
   });
-  async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-    const res = await fetch(base + path, { method, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  async function call(method: string, path: string, body?: unknown, as: keyof typeof tokens | null = 'carol', headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
+    const res = await fetch(base + path, {
+      method,
+      headers: { ...(as ? { authorization: `Bearer ${tokens[as]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown>, headers: res.headers };
+  }
+  /** Workflows whose id starts with `change-<id>` (any run, open or closed). */
+  async function workflowsOf(changeId: string): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const wf of env.client.workflow.list({ query: `WorkflowId STARTS_WITH 'change-${changeId}'` })) ids.push(wf.workflowId);
+    return ids;
   }
   async function waitForPhase(changeId: string, phase: string): Promise<Record<string, unknown>> {
     for (let i = 0; i < 200; i++) {
@@ -96,10 +114,11 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
     const changeId = id();
     await call('POST', '/v1/changes', change(changeId, { patch: { blocklist: { upsert: [{ cidr: '192.0.2.10', reason: 'api' }] } }, options: { confirmTimeout: '30s' } }));
     await waitForPhase(changeId, 'awaiting-confirmation');
-    const confirmed = await call('POST', `/v1/changes/${changeId}/confirm`, { by: 'dave' });
+    const confirmed = await call('POST', `/v1/changes/${changeId}/confirm`, {}, 'dave');
     expect(confirmed.status).toBe(200);
-    await waitForPhase(changeId, 'applied');
-    const again = await call('POST', `/v1/changes/${changeId}/confirm`, { by: 'dave' });
+    const status = await waitForPhase(changeId, 'applied');
+    expect(status.audit).toEqual(expect.arrayContaining([expect.objectContaining({ step: 'confirm', result: 'ok', detail: 'confirmed by dave' })]));
+    const again = await call('POST', `/v1/changes/${changeId}/confirm`, { by: 'dave' }, 'dave');
     expect(again.status).toBe(409);
     expect(again.json.error).toContain('nothing to confirm');
   });
@@ -108,7 +127,8 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
     const changeId = id();
     await call('POST', '/v1/changes', change(changeId, { patch: { routes: { upsert: [{ destination: '10.92.0.0/24', gateway: LAN_GATEWAY_V4 }] } }, options: { confirmTimeout: '30s' } }));
     await waitForPhase(changeId, 'awaiting-confirmation');
-    expect((await call('POST', `/v1/changes/${changeId}/abort`, { by: 'erin', reason: 'wrong table' })).status).toBe(202);
+    expect((await call('POST', `/v1/changes/${changeId}/abort`, { by: 'carol', reason: 'wrong table' }, 'erin')).status).toBe(403);
+    expect((await call('POST', `/v1/changes/${changeId}/abort`, { reason: 'wrong table' }, 'erin')).status).toBe(202);
     const status = await waitForPhase(changeId, 'reverted');
     expect(status.message).toContain('aborted by erin: wrong table');
     const [v4] = ns.routesJson(DEFAULT_ROUTE_PROTOCOL) as { dst: string }[][];
@@ -117,7 +137,7 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
 
   test('changes are listed by author through the search attributes', async () => {
     const changeId = id();
-    await call('POST', '/v1/changes', change(changeId, { author: 'frank', patch: { blocklist: { upsert: [{ cidr: '192.0.2.77', reason: 'list test' }] } } }));
+    await call('POST', '/v1/changes', change(changeId, { patch: { blocklist: { upsert: [{ cidr: '192.0.2.77', reason: 'list test' }] } } }), 'frank');
     await waitForPhase(changeId, 'applied');
     // Visibility is eventually consistent: poll briefly.
     for (let i = 0; i < 100; i++) {
@@ -135,7 +155,108 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
   test('unknown routes and malformed ids are answered plainly', async () => {
     expect((await call('GET', '/v1/nope')).status).toBe(404);
     expect((await call('GET', '/v1/changes/NOT_AN_ID')).status).toBe(400);
-    const res = await fetch(`${base}/v1/changes`, { method: 'POST', body: '{not json' });
-    expect(res.status).toBe(400);
+    expect((await call('POST', '/v1/changes', '{not json')).status).toBe(400);
+  });
+
+  const ROUTES: [string, string][] = [
+    ['POST', '/v1/changes'],
+    ['POST', '/v1/changes/dry-run'],
+    ['GET', '/v1/changes'],
+    ['GET', '/v1/changes/some-change'],
+    ['POST', '/v1/changes/some-change/confirm'],
+    ['POST', '/v1/changes/some-change/abort'],
+    ['GET', '/v1/nope'],
+  ];
+
+  test('no token, or a wrong one, is 401 with WWW-Authenticate on every route, and starts nothing', async () => {
+    const changeId = id();
+    for (const [method, path] of ROUTES) {
+      const body = method === 'POST' ? change(changeId) : undefined;
+      for (const headers of [{}, { authorization: 'Bearer not-a-token' }, { authorization: 'Basic Y2Fyb2w6eA==' }] as Record<string, string>[]) {
+        const res = await call(method, path, body, null, headers);
+        expect([method, path, res.status]).toEqual([method, path, 401]);
+        expect(res.headers.get('www-authenticate')).toBe('Bearer realm="fos1"');
+      }
+    }
+    expect(await workflowsOf(changeId)).toEqual([]);
+  });
+
+  test('a viewer may read but not submit, confirm or abort (403)', async () => {
+    const changeId = id();
+    const refused = await call('POST', '/v1/changes', change(changeId), 'vic');
+    expect(refused.status).toBe(403);
+    expect(refused.json.error).toBe('vic may not submit changes.fos1.io');
+    expect((await call('POST', '/v1/changes/dry-run', change(changeId), 'vic')).status).toBe(403);
+    expect((await call('POST', `/v1/changes/${changeId}/abort`, {}, 'vic')).status).toBe(403);
+    expect((await call('GET', '/v1/changes', undefined, 'vic')).status).toBe(200);
+    expect(await workflowsOf(changeId)).toEqual([]);
+  });
+
+  test("the token's principal is the author in the status, the audit (verified) and the search attributes; a body naming someone else is refused", async () => {
+    const forged = id();
+    const refused = await call('POST', '/v1/changes', change(forged, { author: 'fos1-enforcer' }), 'frank');
+    expect(refused.status).toBe(403);
+    expect(refused.json.error).toContain('"author" must be the authenticated principal "frank"');
+    expect(await workflowsOf(forged)).toEqual([]);
+
+    const changeId = id();
+    expect((await call('POST', '/v1/changes', change(changeId, { author: 'frank', patch: { blocklist: { upsert: [{ cidr: '192.0.2.88', reason: 'author test' }] } } }), 'frank')).status).toBe(202);
+    const status = await waitForPhase(changeId, 'applied');
+    const audit = status.audit as { actor: string; actorVerified?: boolean; step: string; node?: string }[];
+    const changeLevel = audit.filter((r) => r.node === undefined);
+    expect(changeLevel.length).toBeGreaterThan(0);
+    expect(changeLevel.every((r) => r.actor === 'frank' && r.actorVerified === true)).toBe(true);
+    expect(audit.filter((r) => r.node === NODE).every((r) => r.actor === 'frank')).toBe(true);
+    const described = await env.client.workflow.getHandle(`change-${changeId}`).describe();
+    expect(described.typedSearchAttributes.get(SearchAttributes.author)).toBe('frank');
+  });
+
+  test('a text/plain POST from a foreign Origin is refused (403) and starts nothing; text/plain from anywhere is 415', async () => {
+    const changeId = id();
+    const body = JSON.stringify(change(changeId));
+    const foreign = await call('POST', '/v1/changes', body, 'carol', { 'content-type': 'text/plain', origin: 'http://evil.example' });
+    expect(foreign.status).toBe(403);
+    expect(foreign.json.error).toContain('origin "http://evil.example"');
+    // Even without a token: the Origin check comes first, so a browser learns nothing.
+    expect((await call('POST', '/v1/changes', body, null, { 'content-type': 'text/plain', origin: 'http://evil.example' })).status).toBe(403);
+    const plain = await call('POST', '/v1/changes', body, 'carol', { 'content-type': 'text/plain' });
+    expect(plain.status).toBe(415);
+    expect(await workflowsOf(changeId)).toEqual([]);
+    // The API's own origin (a page served from it) is fine.
+    expect((await call('GET', '/v1/changes', undefined, 'carol', { origin: base })).status).toBe(200);
+  });
+
+  test('started straight from a Temporal client, the same change runs and is recorded self-asserted', async () => {
+    const changeId = id();
+    const handle = await env.client.workflow.start(changeWorkflow, {
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowId: `change-${changeId}`,
+      args: [{ ...change(changeId, { patch: { routes: { upsert: [{ destination: '10.93.0.0/24', gateway: LAN_GATEWAY_V4 }] } } }), author: 'carol' }],
+    });
+    const status = await handle.result();
+    expect(status.phase).toBe('applied');
+    const changeLevel = status.audit.filter((r) => r.node === undefined);
+    expect(changeLevel.length).toBeGreaterThan(0);
+    expect(changeLevel.every((r) => r.actor === 'carol' && r.actorVerified === false)).toBe(true);
+  });
+
+  test('a forged or altered identity assertion is refused: InvalidIdentityAssertion, nothing applied', async () => {
+    const before = ns.routesJson(DEFAULT_ROUTE_PROTOCOL);
+    const cases: [string, (body: Record<string, unknown>, changeId: string) => unknown, string][] = [
+      ['signed with another key', (body, changeId) => signIdentity(randomBytes(32), { principal: 'carol', roles: ['admin'] }, changeId, body), 'signature does not match'],
+      ['principal swapped after signing', (body, changeId) => ({ ...signIdentity(IDENTITY_KEY, { principal: 'carol', roles: [] }, changeId, body), principal: 'fos1-enforcer' }), 'signature does not match'],
+      ['request altered after signing', (body, changeId) => signIdentity(IDENTITY_KEY, { principal: 'carol', roles: [] }, changeId, { ...body, targets: ['other-node'] }), 'different request'],
+    ];
+    for (const [what, assertion, why] of cases) {
+      const changeId = id();
+      const body = { ...change(changeId, { patch: { routes: { upsert: [{ destination: '10.94.0.0/24', gateway: LAN_GATEWAY_V4 }] } } }), author: 'carol' };
+      const handle = await env.client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `change-${changeId}`, args: [body, assertion(body, changeId)] });
+      const { type, status } = await changeFailure(handle);
+      expect([what, type]).toEqual([what, 'InvalidIdentityAssertion']);
+      expect(status.phase).toBe('rejected');
+      expect(status.message).toContain(why);
+      expect(status.audit).toEqual([expect.objectContaining({ step: 'verify identity', result: 'failed', actor: 'carol', actorVerified: false })]);
+    }
+    expect(ns.routesJson(DEFAULT_ROUTE_PROTOCOL)).toEqual(before);
   });
 });

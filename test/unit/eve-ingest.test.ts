@@ -17,6 +17,7 @@ import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
+import { DEFAULT_ROLES, hashToken, TokenFileAuthenticator } from '../../auth/token-file';
 import { until } from '../helpers/eventually';
 import { describePrivileged } from '../helpers/capabilities';
 import { sharedLines } from '../helpers/shared-data';
@@ -138,13 +139,26 @@ describePrivileged('EVE through the pipeline from every input', ['shared-data'],
     }
   });
 
+  const INGEST_TOKEN = 'ingest-token-for-tests';
+  const VIEWER_TOKEN = 'viewer-token-for-tests';
+  const authenticator = new TokenFileAuthenticator({
+    tokens: [
+      { sha256: hashToken(INGEST_TOKEN), principal: 'suricata', roles: ['ingest'] },
+      { sha256: hashToken(VIEWER_TOKEN), principal: 'grafana', roles: ['viewer'] },
+    ],
+    roles: DEFAULT_ROLES,
+  });
+  const listen = (p: IngestPipeline, maxLines?: number) =>
+    listenNdjsonHttp(0, (l) => p.eveLine(l, 'http'), { security: { authenticator }, logger: pino({ level: 'silent' }), ...(maxLines ? { maxLines } : {}) });
+  const ndjson = (token: string) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' });
+
   test('HTTP: POST /v1/eve NDJSON answers with counts and the reasons of refused lines', async () => {
     const p = pipeline();
-    const server: HttpServer = await listenNdjsonHttp(0, (l) => p.eveLine(l, 'http'));
+    const server: HttpServer = await listen(p);
     try {
       const { port } = server.address() as AddressInfo;
       const body = [...SAMPLE.slice(0, 6), '{"event_type":"alert"}', ''].join('\n');
-      const res = await fetch(`http://127.0.0.1:${port}/v1/eve`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body });
+      const res = await fetch(`http://127.0.0.1:${port}/v1/eve`, { method: 'POST', headers: ndjson(INGEST_TOKEN), body });
       expect(res.status).toBe(200);
       expect((await res.json()) as NdjsonResponse).toEqual({
         lines: 7,
@@ -154,7 +168,46 @@ describePrivileged('EVE through the pipeline from every input', ['shared-data'],
       });
       // The 3rd leak alert within 10 minutes was the 5th line: quarantine, as documented.
       expect(p.stats.decisions).toEqual({ notify: 5, quarantine: 1 });
-      expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+      expect((await fetch(`http://127.0.0.1:${port}/other`, { headers: ndjson(INGEST_TOKEN) })).status).toBe(404);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('HTTP: no token is 401 on every route, a token without ingest is 403, a non-NDJSON body 415, a foreign Origin 403 — and no line is read', async () => {
+    const p = pipeline();
+    const server: HttpServer = await listen(p);
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const body = `${SAMPLE[0]}\n`;
+      for (const [method, path] of [['POST', '/v1/eve'], ['GET', '/v1/eve'], ['GET', '/other']] as const) {
+        const res = await fetch(base + path, { method, ...(method === 'POST' ? { body, headers: { 'content-type': 'application/x-ndjson' } } : {}) });
+        expect(res.status).toBe(401);
+        expect(res.headers.get('www-authenticate')).toMatch(/^Bearer/);
+      }
+      expect((await fetch(`${base}/v1/eve`, { method: 'POST', headers: ndjson('not-a-token'), body })).status).toBe(401);
+      const forbidden = await fetch(`${base}/v1/eve`, { method: 'POST', headers: ndjson(VIEWER_TOKEN), body });
+      expect(forbidden.status).toBe(403);
+      expect(((await forbidden.json()) as { error: string }).error).toBe('grafana may not ingest alerts.fos1.io');
+      const plain = await fetch(`${base}/v1/eve`, { method: 'POST', headers: { authorization: `Bearer ${INGEST_TOKEN}`, 'content-type': 'text/plain' }, body });
+      expect(plain.status).toBe(415);
+      const foreign = await fetch(`${base}/v1/eve`, { method: 'POST', headers: { ...ndjson(INGEST_TOKEN), origin: 'http://evil.example' }, body });
+      expect(foreign.status).toBe(403);
+      expect(p.stats.lines).toBe(0);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('HTTP: a request over the line cap is cut off with 413 after the cap', async () => {
+    const p = pipeline();
+    const server: HttpServer = await listen(p, 3);
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const res = await fetch(`${base}/v1/eve`, { method: 'POST', headers: ndjson(INGEST_TOKEN), body: `${SAMPLE.slice(0, 5).join('\n')}\n` });
+      expect(res.status).toBe(413);
+      expect(((await res.json()) as { error: string }).error).toContain('more than 3 lines');
+      expect(p.stats.lines).toBe(3);
     } finally {
       await new Promise((r) => server.close(r));
     }
