@@ -36,7 +36,7 @@ import type { LinkTable } from './system/link-table';
 import type { NatTable } from './system/nat-table';
 import type { RuleTable } from './system/rule-table';
 import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError } from './system/network-errors';
-import { createSubsystems } from './subsystems';
+import { createSubsystems, prepareSubsystem } from './subsystems';
 import { onceScope } from './subsystems/table';
 
 /** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
@@ -123,11 +123,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
         for (const name of SUBSYSTEM_ORDER) {
           const intent = input.intents[name];
           if (intent === undefined) continue;
-          const impl = subsystem(name) as SubsystemContract<Subsystem>;
-          const observed = await impl.read(intent, reads);
-          const { plan, expected } = await impl.plan(observed, intent);
-          const snapshot = await impl.snapshot(observed, intent, input.dryRun === true);
-          (prepared as Record<string, unknown>)[name] = { plan, expected, ...(snapshot ? { snapshot } : {}), summary: impl.describe(observed, snapshot) };
+          (prepared as Record<string, unknown>)[name] = await prepareSubsystem(subsystem(name) as SubsystemContract<Subsystem>, intent, { dryRun: input.dryRun === true, reads });
         }
         return prepared;
       });

@@ -7,7 +7,7 @@
  */
 import type { BlocklistMaps } from '../../bpf/blocklist-maps';
 import type { RateLimitMaps } from '../../bpf/ratelimit-maps';
-import type { Subsystem, SubsystemContract } from '../../model/subsystem';
+import type { IntentOf, PreparedOf, ReadScope, Subsystem, SubsystemContract } from '../../model/subsystem';
 import type { BlocklistStore } from '../blocklist-sync';
 import type { LinkTable } from '../system/link-table';
 import type { NatTable } from '../system/nat-table';
@@ -22,6 +22,7 @@ import { createRateLimitsSubsystem } from './ratelimits';
 import { createRoutesSubsystem } from './routes';
 import { createRulesSubsystem } from './rules';
 import { createVlansSubsystem } from './vlans';
+import { onceScope } from './table';
 import { createZonesSubsystem } from './zones';
 
 /** What the subsystems act on. */
@@ -54,4 +55,15 @@ export function createSubsystems(deps: SubsystemDeps): Subsystems {
     ratelimits: createRateLimitsSubsystem(deps.rateLimits),
     blocklist: createBlocklistSubsystem({ maps: deps.blocklist, store: deps.blocklistStore, ...(deps.logger ? { logger: deps.logger } : {}) }),
   };
+}
+
+/**
+ * The node's answer to one intent: read, plan, and (see {@link SubsystemContract.snapshot})
+ * the snapshot a rollback restores.
+ */
+export async function prepareSubsystem<S extends Subsystem>(impl: SubsystemContract<S>, intent: IntentOf<S>, options: { dryRun: boolean; reads?: ReadScope }): Promise<PreparedOf<S>> {
+  const observed = await impl.read(intent, options.reads ?? onceScope());
+  const { plan, expected } = await impl.plan(observed, intent);
+  const snapshot = await impl.snapshot(observed, intent, options.dryRun);
+  return { plan, expected, ...(snapshot ? { snapshot } : {}), summary: impl.describe(observed, snapshot) };
 }
