@@ -10,6 +10,7 @@ import pino from 'pino';
 import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
+import type { FaultInjector } from '../../activities/node-activities';
 
 let runtimeInstalled = false;
 
@@ -54,14 +55,19 @@ export interface RunningWorkers {
 }
 
 /** Starts the cluster worker and the node worker for `nodeName`, acting on `target`. */
-export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget, options: { clusterWorker?: boolean } = {}): Promise<RunningWorkers> {
+export async function startWorkers(
+  env: TestWorkflowEnvironment,
+  nodeName: string,
+  target: NodeTarget,
+  options: { clusterWorker?: boolean; faults?: FaultInjector } = {},
+): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
-    nodeDeps: createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger),
+    nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
   });
