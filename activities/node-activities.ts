@@ -1,20 +1,33 @@
 /**
- * Activities that touch one router node: read its state, converge routes, converge the
- * eBPF blocklist. They run on the node's own task queue, so the worker on that node is
- * the only one that ever executes them.
+ * Activities that touch one router node: the subsystem contract's verbs (model/subsystem.ts)
+ * for every subsystem registered in activities/subsystems/. They run on the node's own
+ * task queue, so the worker on that node is the only one that ever executes them.
  *
- * Each activity is idempotent and retry-safe: it re-reads live state and plans against
- * it, so a retry after a crash (or a rollback after a partial apply) converges instead of
- * tripping over what the previous attempt already did.
+ *   prepareSubsystems  intents → per subsystem: plan, expected check, snapshot (read once)
+ *   applySubsystem     one subsystem's intent → converged
+ *   checkSubsystems    checks → what differs (empty: verified)
+ *   restoreSubsystem   one subsystem's snapshot → as before
+ *
+ * Each is idempotent and retry-safe: apply and restore re-read live state and plan
+ * against it, so a retry after a crash (or a rollback after a partial apply) converges
+ * instead of tripping over what the previous attempt already did.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import type { InterfaceConfig, NatConfig, ObservedNetworkState, ObservedRateLimit, PolicyRule, Route, Zone } from '../model/node-state';
-import { renderOperation, type Subsystem } from '../model/plan';
+import {
+  type CheckOf,
+  type IntentOf,
+  type PreparedSubsystems,
+  type Subsystem,
+  type SubsystemChecks,
+  type SubsystemContract,
+  type SubsystemIntents,
+  type SubsystemSnapshot,
+  SUBSYSTEM_ORDER,
+} from '../model/subsystem';
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
-import type { KernelRateLimit, RateLimitMaps } from '../bpf/ratelimit-maps';
+import type { RateLimitMaps } from '../bpf/ratelimit-maps';
 import { DatapathCodecError } from '../bpf/datapath-codec';
-import { createBlocklistActivities } from './blocklist-activities';
 import type { BlocklistStore } from './blocklist-sync';
 import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
 import { BpfMapMismatchError } from '../bpf/map';
@@ -23,6 +36,8 @@ import type { LinkTable } from './system/link-table';
 import type { NatTable } from './system/nat-table';
 import type { RuleTable } from './system/rule-table';
 import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError } from './system/network-errors';
+import { createSubsystems, prepareSubsystem } from './subsystems';
+import { onceScope } from './subsystems/table';
 
 /** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
 export const NodeFailureType = {
@@ -72,96 +87,75 @@ export interface NodeActivityDeps {
   logger: Logger;
 }
 
-/** Result of a converge step: the operations that were needed, as diff lines. */
+/** Result of an apply or restore: the operations that were needed, as diff lines. */
 export interface SyncResult {
   operations: string[];
 }
 
 /** Builds the node activities around injected clients. */
 export function createNodeActivities(deps: NodeActivityDeps) {
-  const { routes, logger } = deps;
+  const { logger } = deps;
   let maps: BlocklistMaps | undefined;
-  const blocklist = (): BlocklistMaps => (maps ??= deps.openBlocklist());
   let rateLimitMaps: RateLimitMaps | undefined;
-  const rateLimits = (): RateLimitMaps => (rateLimitMaps ??= deps.openRateLimits());
-
-  /** Runs one converge step: apply, then the test fault hook (after the kernel changed). */
-  const converge = (subsystem: Subsystem, apply: () => Promise<Parameters<typeof renderOperation>[0][]>): Promise<SyncResult> =>
-    translateErrors(async () => {
-      const operations = (await apply()).map(renderOperation);
-      await deps.faults?.(subsystem);
-      logger.info({ subsystem, operations }, `${subsystem} converged`);
-      return { operations };
-    });
+  const subsystems = createSubsystems({
+    routes: deps.routes,
+    links: deps.links,
+    rules: deps.rules,
+    nat: deps.nat,
+    blocklist: () => (maps ??= deps.openBlocklist()),
+    rateLimits: () => (rateLimitMaps ??= deps.openRateLimits()),
+    blocklistStore: deps.blocklistStore,
+    logger,
+  });
+  // One subsystem, typed by its name (the registry's type keeps the pairing).
+  const subsystem = <S extends Subsystem>(name: S): SubsystemContract<S> => subsystems[name] as SubsystemContract<S>;
 
   return {
     /**
-     * Observed network state of the node: interfaces, fos1's routes, rules, zones and NAT.
-     * Not the blocklist: it can hold a million entries, more than a workflow payload may;
-     * the blocklist activities below plan, snapshot and verify it on the node.
+     * Reads and plans each intent against its subsystem and, unless `dryRun` (for state
+     * that would be written to the node's store), takes the snapshot a rollback restores.
+     * Subsystems sharing a kernel listing read it once.
      */
-    async readNetworkState(): Promise<ObservedNetworkState> {
+    async prepareSubsystems(input: { intents: SubsystemIntents; dryRun?: boolean }): Promise<PreparedSubsystems> {
       return translateErrors(async () => {
-        const table = await deps.nat.readState(); // zones and NAT share fos1's nft table: one listing
-        return {
-          interfaces: await deps.links.read(),
-          routes: await routes.read(),
-          rules: await deps.rules.read(),
-          zones: table.zones,
-          nat: table.config,
-          rateLimits: rateLimits().readAll().map(fromKernelRateLimit),
-        };
+        const reads = onceScope();
+        const prepared: PreparedSubsystems = {};
+        for (const name of SUBSYSTEM_ORDER) {
+          const intent = input.intents[name];
+          if (intent === undefined) continue;
+          (prepared as Record<string, unknown>)[name] = await prepareSubsystem(subsystem(name) as SubsystemContract<Subsystem>, intent, { dryRun: input.dryRun === true, reads });
+        }
+        return prepared;
       });
     },
 
-    /** Converges MTU and admin state of the interfaces `desired` names (`restore`: skip foreign interfaces that vanished). */
-    async syncLinks(input: { desired: InterfaceConfig[]; restore?: boolean }): Promise<SyncResult> {
-      return converge('links', () => deps.links.syncLinks(input.desired, { restore: input.restore === true }));
-    },
-
-    /** Converges fos1's 802.1Q VLANs; fails up front with KernelFeatureMissing on a kernel without them. */
-    async syncVlans(input: { desired: InterfaceConfig[] }): Promise<SyncResult> {
-      return converge('vlans', () => deps.links.syncVlans(input.desired));
-    },
-
-    /** Converges the addresses of the interfaces whose address list `desired` gives (`restore`: as syncLinks). */
-    async syncAddresses(input: { desired: InterfaceConfig[]; restore?: boolean }): Promise<SyncResult> {
-      return converge('addresses', () => deps.links.syncAddresses(input.desired, { restore: input.restore === true }));
-    },
-
-    /** Converges fos1's routes to `desired` (used for apply and, with the snapshot, for restore). */
-    async syncRoutes(input: { desired: Route[] }): Promise<SyncResult> {
-      return converge('routes', () => routes.sync(input.desired));
-    },
-
-    /** Converges fos1's policy routing rules. */
-    async syncRules(input: { desired: PolicyRule[] }): Promise<SyncResult> {
-      return converge('rules', () => deps.rules.sync(input.desired));
-    },
-
-    /** Converges fos1's zones (named nft sets in its table; one transaction). */
-    async syncZones(input: { desired: Zone[] }): Promise<SyncResult> {
-      return converge('zones', () => deps.nat.syncZones(input.desired));
-    },
-
-    /** Converges fos1's NAT rules (one nft transaction). */
-    async syncNat(input: { desired: NatConfig }): Promise<SyncResult> {
-      return converge('nat', () => deps.nat.sync(input.desired));
-    },
-
-    /** Converges the per-source rate limits the eBPF firewall enforces (all or nothing). */
-    async syncRateLimits(input: { desired: ObservedRateLimit[] }): Promise<SyncResult> {
-      return converge('ratelimits', async () => {
-        const { added, changed, removed } = rateLimits().sync(input.desired.map(toKernelRateLimit));
-        return [
-          ...added.map((r) => ({ subsystem: 'ratelimits' as const, action: 'add' as const, entry: fromKernelRateLimit(r) })),
-          ...changed.map((c) => ({ subsystem: 'ratelimits' as const, action: 'replace' as const, entry: fromKernelRateLimit(c.entry), previous: fromKernelRateLimit(c.previous) })),
-          ...removed.map((r) => ({ subsystem: 'ratelimits' as const, action: 'delete' as const, entry: fromKernelRateLimit(r) })),
-        ];
+    /** Converges one subsystem to its intent, then runs the test fault hook (after the kernel changed). */
+    async applySubsystem<S extends Subsystem>(input: { subsystem: S; intent: IntentOf<S> }): Promise<SyncResult> {
+      return translateErrors(async () => {
+        const { operations } = await subsystem(input.subsystem).apply(input.intent);
+        await deps.faults?.(input.subsystem);
+        logger.info({ subsystem: input.subsystem, operations: operations.slice(0, 100), count: operations.length }, `${input.subsystem} converged`);
+        return { operations };
       });
     },
 
-    ...createBlocklistActivities({ maps: blocklist, store: deps.blocklistStore, logger }),
+    /** Reads every subsystem named in `checks` back; returns what differs (empty: verified). */
+    async checkSubsystems(input: { checks: SubsystemChecks }): Promise<string[]> {
+      return translateErrors(async () => {
+        const reads = onceScope();
+        const differences: string[] = [];
+        for (const name of SUBSYSTEM_ORDER) {
+          const check = input.checks[name];
+          if (check !== undefined) differences.push(...(await (subsystem(name) as SubsystemContract<Subsystem>).check(check, reads)));
+        }
+        return differences;
+      });
+    },
+
+    /** Puts one subsystem's snapshot back (the caller then checks `snapshot.check`). */
+    async restoreSubsystem<S extends Subsystem>(input: { subsystem: S; snapshot: SubsystemSnapshot<CheckOf<S>> }): Promise<SyncResult> {
+      return translateErrors(() => subsystem(input.subsystem).restore(input.snapshot));
+    },
   };
 }
 
@@ -172,14 +166,6 @@ export class InjectedFaultError extends Error {
 
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
-
-function fromKernelRateLimit(r: KernelRateLimit): ObservedRateLimit {
-  return { cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: new Date(r.expiresAt * 1000).toISOString() } : {}) };
-}
-
-function toKernelRateLimit(r: ObservedRateLimit): KernelRateLimit {
-  return { cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: Math.floor(Date.parse(r.expiresAt) / 1000) } : {}) };
-}
 
 /**
  * Maps system errors to ApplicationFailures with a stable `type`. Configuration errors

@@ -5,7 +5,7 @@
  * source's GCRA state lives in the program-owned `ratelimit_tat` map.
  *
  * Rate limits are few (automated verdicts about single sources), so they are read and
- * written entry by entry and travel inline in the change workflow's snapshot.
+ * written entry by entry and their snapshots travel by value (activities/subsystems/ratelimits.ts).
  */
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -115,49 +115,46 @@ export class RateLimitMaps {
     return out.sort((a, b) => a.family - b.family || Buffer.compare(Buffer.from(a.bytes), Buffer.from(b.bytes))).map((e) => e.entry);
   }
 
+  /** The limit of one source (a canonical or parseable host prefix), or undefined. */
+  get(cidr: string): KernelRateLimit | undefined {
+    const { map, key, canonical } = this.locate(cidr);
+    const value = map.lookup(key);
+    return value ? { cidr: canonical, ...decodeRateLimitValue(value) } : undefined;
+  }
+
   /**
-   * Makes the maps hold exactly `desired`: writes new and changed entries, then deletes
-   * the rest. All or nothing: if the kernel refuses a write (a full map), the entries
-   * already written are put back as they were before the error is rethrown.
-   * Returns what changed.
+   * Writes `upsert` and deletes the sources in `remove` (the diff is the model's:
+   * planRateLimits in model/plan.ts). All or nothing: everything is validated and encoded
+   * before the first write, and if the kernel refuses one (a full map), what was already
+   * changed is put back as it was before the error is rethrown.
    */
-  sync(desired: KernelRateLimit[]): { added: KernelRateLimit[]; changed: { entry: KernelRateLimit; previous: KernelRateLimit }[]; removed: KernelRateLimit[] } {
-    // Validate and encode everything before the first write.
-    const wanted = new Map<string, { map: BpfMap; key: Buffer; value: Buffer; entry: KernelRateLimit }>();
-    for (const entry of desired) {
-      const cidr = parseCidr(entry.cidr);
-      if (cidr.prefixLength !== (cidr.family === 4 ? 32 : 128)) throw new DatapathCodecError(`rate limit ${entry.cidr}: only single hosts (/32, /128) can be rate-limited`);
-      const canonical = { ...entry, cidr: formatCidr(cidr) };
-      wanted.set(canonical.cidr, { map: cidr.family === 4 ? this.v4 : this.v6, key: Buffer.from(cidr.bytes), value: encodeRateLimitValue(entry), entry: canonical });
-    }
-    const current = new Map(this.readAll().map((e) => [e.cidr, e]));
-    const result: ReturnType<RateLimitMaps['sync']> = { added: [], changed: [], removed: [] };
+  update(upsert: readonly KernelRateLimit[], remove: readonly string[]): void {
+    const writes = upsert.map((entry) => ({ ...this.locate(entry.cidr), value: encodeRateLimitValue(entry) }));
+    const deletes = remove.map((cidr) => this.locate(cidr));
     const undo: (() => void)[] = [];
     try {
-      for (const { map, key, value, entry } of wanted.values()) {
-        const previous = current.get(entry.cidr);
-        if (previous && encodeRateLimitValue(previous).equals(value)) continue;
+      for (const { map, key, value } of writes) {
+        const old = map.lookup(key);
         map.update(key, value);
-        if (previous) {
-          const old = encodeRateLimitValue(previous);
-          undo.push(() => map.update(key, old));
-          result.changed.push({ entry, previous });
-        } else {
-          undo.push(() => map.delete(key));
-          result.added.push(entry);
-        }
+        undo.push(old ? () => map.update(key, old) : () => map.delete(key));
+      }
+      for (const { map, key } of deletes) {
+        const old = map.lookup(key);
+        if (!old) continue;
+        map.delete(key);
+        undo.push(() => map.update(key, old));
       }
     } catch (err) {
       undoInReverse(undo);
       throw err;
     }
-    for (const entry of current.values()) {
-      if (wanted.has(entry.cidr)) continue;
-      const cidr = parseCidr(entry.cidr);
-      (cidr.family === 4 ? this.v4 : this.v6).delete(Buffer.from(cidr.bytes));
-      result.removed.push(entry);
-    }
-    return result;
+  }
+
+  /** The map and key of a source; only single hosts can be rate-limited. */
+  private locate(cidr: string): { map: BpfMap; key: Buffer; canonical: string } {
+    const parsed = parseCidr(cidr);
+    if (parsed.prefixLength !== (parsed.family === 4 ? 32 : 128)) throw new DatapathCodecError(`rate limit ${cidr}: only single hosts (/32, /128) can be rate-limited`);
+    return { map: parsed.family === 4 ? this.v4 : this.v6, key: Buffer.from(parsed.bytes), canonical: formatCidr(parsed) };
   }
 
   /** Closes the file descriptors; the pins stay. Idempotent. */

@@ -8,21 +8,21 @@
  */
 import type { NodePatch } from './change-request';
 import type {
-  BlocklistEntry,
   InterfaceConfig,
   NatConfig,
   NodeState,
   ObservedBlocklistEntry,
   ObservedInterface,
-  ObservedRateLimit,
   PolicyRule,
   PortForward,
-  RateLimit,
   Route,
   SourceNat,
   Zone,
 } from './node-state';
 import { portForwardKey, routeKey, ruleKey } from './node-state';
+import { type MapRateLimit, SUBSYSTEM_ORDER, type Subsystem } from './subsystem';
+
+export { SUBSYSTEM_ORDER, type Subsystem };
 
 /** A route operation. `inverse` undoes it exactly. */
 export type RouteOperation =
@@ -32,9 +32,9 @@ export type RouteOperation =
 
 /** A rate-limit operation. */
 export type RateLimitOperation =
-  | { subsystem: 'ratelimits'; action: 'add'; entry: ObservedRateLimit }
-  | { subsystem: 'ratelimits'; action: 'delete'; entry: ObservedRateLimit }
-  | { subsystem: 'ratelimits'; action: 'replace'; entry: ObservedRateLimit; previous: ObservedRateLimit };
+  | { subsystem: 'ratelimits'; action: 'add'; entry: MapRateLimit }
+  | { subsystem: 'ratelimits'; action: 'delete'; entry: MapRateLimit }
+  | { subsystem: 'ratelimits'; action: 'replace'; entry: MapRateLimit; previous: MapRateLimit };
 
 /** A blocklist operation. */
 export type BlocklistOperation =
@@ -82,7 +82,11 @@ export type NatOperation =
 
 export type Operation = LinkOperation | VlanOperation | AddressOperation | RouteOperation | RuleOperation | ZoneOperation | NatOperation | RateLimitOperation | BlocklistOperation;
 
-/** The plan for one node: operations per subsystem, subsystems in apply order. */
+/** The network tables of a node (the kernel couples them; see SUBSYSTEM_GROUPS in model/subsystem.ts). */
+export const NETWORK_SUBSYSTEMS = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat'] as const satisfies readonly Subsystem[];
+export type NetworkSubsystem = (typeof NETWORK_SUBSYSTEMS)[number];
+
+/** The plan for one node's network tables: operations per subsystem, in apply order. */
 export interface NodePlan {
   links: LinkOperation[];
   vlans: VlanOperation[];
@@ -91,17 +95,12 @@ export interface NodePlan {
   rules: RuleOperation[];
   zones: ZoneOperation[];
   nat: NatOperation[];
-  ratelimits: RateLimitOperation[];
-  blocklist: BlocklistOperation[];
 }
 
-/** The subsystems of a node in the order a change applies them (a rollback runs them backwards). */
-export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'] as const;
-export type Subsystem = (typeof SUBSYSTEM_ORDER)[number];
-
 /**
- * A node's state as the planner takes it. Subsystems left out are not compared (older
- * callers and tests that only deal with routes and the blocklist).
+ * A node's network state as the planner takes it. Tables left out are not compared
+ * (callers and tests that only deal with some of them). The eBPF maps (rate limits,
+ * blocklist) are planned on the node by their subsystems (activities/subsystems/).
  */
 export interface PlanState<I> {
   interfaces?: I[];
@@ -109,19 +108,6 @@ export interface PlanState<I> {
   rules?: PolicyRule[];
   zones?: Zone[];
   nat?: NatConfig;
-  rateLimits?: ObservedRateLimit[];
-  /** Absent: not part of this state (the node workflow plans the blocklist on the node). */
-  blocklist?: ObservedBlocklistEntry[];
-}
-
-/**
- * A state without its blocklist. The node workflow plans, applies and verifies the
- * network subsystems from its snapshot, and the blocklist on the node by intent (see
- * model/blocklist-change.ts), so the blocklist is left out of both sides of its plan.
- */
-export function withoutBlocklist<T extends object>(state: T): Omit<T, 'blocklist'> {
-  const { blocklist: _omitted, ...rest } = state as T & { blocklist?: unknown };
-  return rest;
 }
 
 /** Returns the operation that undoes `op`. */
@@ -140,63 +126,70 @@ export function inverseOf<T extends Operation>(op: T): T {
   return op;
 }
 
+/** The tables a patch names, as model/change-request.ts parses them (every part optional here). */
+type NetworkPatch = Partial<Pick<NodePatch, 'interfaces' | 'routes' | 'rules' | 'zones' | 'nat'>>;
+
+/** The network tables of a node after a patch on top of `observed` (a full desired state is returned as given). */
+export type ResolvedNetwork = Required<PlanState<InterfaceConfig>>;
+
 /**
- * Resolves what a node should look like: a full desired state as given, or a patch
- * applied on top of the observed state (the snapshot). Observed blocklist entries keep
- * no reason text; they are carried over as "(kept)".
+ * Resolves what a node's network tables should look like: a full desired state as given,
+ * or a patch applied on top of the observed state.
  */
-export function resolveDesired(observed: PlanState<ObservedInterface>, change: { desired?: NodeState; patch?: Partial<NodePatch> }): NodeState {
-  if (change.desired) return change.desired;
-  const patch: NodePatch = {
-    interfaces: { upsert: [], remove: [] },
-    routes: { upsert: [], remove: [] },
-    rules: { upsert: [], remove: [] },
-    zones: { upsert: [], remove: [] },
-    nat: undefined,
-    rateLimits: { upsert: [], remove: [] },
-    blocklist: { upsert: [], remove: [] },
-    ...change.patch,
-  } as NodePatch;
-
-  // Interfaces: an upsert replaces what fos1 manages of that interface (fields left out are left alone).
-  const interfaces = new Map<string, InterfaceConfig>((observed.interfaces ?? []).map((i) => [i.name, i]));
-  for (const name of patch.interfaces?.remove ?? []) interfaces.delete(name);
-  for (const iface of patch.interfaces?.upsert ?? []) interfaces.set(iface.name, iface);
-
-  const rules = new Map((observed.rules ?? []).map((r) => [ruleKey(r), r]));
-  for (const rule of patch.rules?.remove ?? []) rules.delete(ruleKey(rule));
-  for (const rule of patch.rules?.upsert ?? []) rules.set(ruleKey(rule), rule);
-
-  const zones = new Map((observed.zones ?? []).map((z) => [z.name, z]));
-  for (const name of patch.zones?.remove ?? []) zones.delete(name);
-  for (const zone of patch.zones?.upsert ?? []) zones.set(zone.name, zone);
-
-  const routes = new Map(observed.routes.map((r) => [routeKey(r), r]));
-  for (const ref of patch.routes.remove) routes.delete(routeKey(ref));
-  for (const route of patch.routes.upsert) routes.set(routeKey(route), route);
-
-  const rateLimits = new Map<string, RateLimit>(
-    (observed.rateLimits ?? []).map((r) => [r.cidr, { ...r, reason: r.reason ?? '(kept)' }]),
-  );
-  for (const cidr of patch.rateLimits?.remove ?? []) rateLimits.delete(cidr);
-  for (const limit of patch.rateLimits?.upsert ?? []) rateLimits.set(limit.cidr, limit);
-
-  const blocklist = new Map<string, BlocklistEntry>(
-    (observed.blocklist ?? []).map((e) => [e.cidr, { cidr: e.cidr, reason: e.reason ?? '(kept)', ...(e.expiresAt ? { expiresAt: e.expiresAt } : {}) }]),
-  );
-  for (const cidr of patch.blocklist.remove) blocklist.delete(cidr);
-  for (const entry of patch.blocklist.upsert) blocklist.set(entry.cidr, entry);
-
+export function resolveDesired(observed: PlanState<ObservedInterface>, change: { desired?: NodeState; patch?: NetworkPatch }): ResolvedNetwork {
+  if (change.desired) {
+    const { interfaces, routes, rules, zones, nat } = change.desired;
+    return { interfaces, routes, rules, zones, nat };
+  }
+  const patch = change.patch ?? {};
   return {
-    interfaces: [...interfaces.values()],
-    routes: [...routes.values()],
-    rules: [...rules.values()],
-    zones: [...zones.values()],
+    interfaces: patchInterfaces(observed.interfaces ?? [], patch.interfaces),
+    routes: patchRoutes(observed.routes, patch.routes),
+    rules: patchRules(observed.rules ?? [], patch.rules),
+    zones: patchZones(observed.zones ?? [], patch.zones),
     // NAT rules are ordered (first match wins), so a patch gives the whole NAT config or none.
     nat: patch.nat ?? observed.nat ?? { sourceNat: [], portForwards: [] },
-    rateLimits: [...rateLimits.values()],
-    blocklist: [...blocklist.values()],
   };
+}
+
+/** Interfaces after a patch: an upsert replaces what fos1 manages of that interface (fields left out are left alone). */
+export function patchInterfaces(observed: readonly InterfaceConfig[], part: Partial<NodePatch['interfaces']> | undefined): InterfaceConfig[] {
+  const interfaces = new Map<string, InterfaceConfig>(observed.map((i) => [i.name, i]));
+  for (const name of part?.remove ?? []) interfaces.delete(name);
+  for (const iface of part?.upsert ?? []) interfaces.set(iface.name, iface);
+  return [...interfaces.values()];
+}
+
+/** Routes after a patch (by the kernel's identity: family, table, destination, metric). */
+export function patchRoutes(observed: readonly Route[], part: Partial<NodePatch['routes']> | undefined): Route[] {
+  const routes = new Map(observed.map((r) => [routeKey(r), r]));
+  for (const ref of part?.remove ?? []) routes.delete(routeKey(ref));
+  for (const route of part?.upsert ?? []) routes.set(routeKey(route), route);
+  return [...routes.values()];
+}
+
+/** Policy rules after a patch. */
+export function patchRules(observed: readonly PolicyRule[], part: Partial<NodePatch['rules']> | undefined): PolicyRule[] {
+  const rules = new Map(observed.map((r) => [ruleKey(r), r]));
+  for (const rule of part?.remove ?? []) rules.delete(ruleKey(rule));
+  for (const rule of part?.upsert ?? []) rules.set(ruleKey(rule), rule);
+  return [...rules.values()];
+}
+
+/** Zones after a patch (by name). */
+export function patchZones(observed: readonly Zone[], part: Partial<NodePatch['zones']> | undefined): Zone[] {
+  const zones = new Map(observed.map((z) => [z.name, z]));
+  for (const name of part?.remove ?? []) zones.delete(name);
+  for (const zone of part?.upsert ?? []) zones.set(zone.name, zone);
+  return [...zones.values()];
+}
+
+/** Rate limits after a patch (by source). */
+export function patchRateLimits(observed: readonly MapRateLimit[], upsert: readonly MapRateLimit[], remove: readonly string[]): MapRateLimit[] {
+  const limits = new Map(observed.map((r) => [r.cidr, r]));
+  for (const cidr of remove) limits.delete(cidr);
+  for (const limit of upsert) limits.set(limit.cidr, limit);
+  return [...limits.values()];
 }
 
 /**
@@ -336,11 +329,11 @@ export function planRoutes(observed: Route[], desired: Route[]): RouteOperation[
 }
 
 /**
- * Blocklist operations turning `observed` into `desired`. Adds first, deletes last:
- * when a block is narrowed or widened there is never a moment with neither in place.
+ * Rate-limit operations (the one diff of the rate-limit maps: the node plans and applies
+ * with it, see activities/subsystems/ratelimits.ts): a source's limit is replaced when
+ * its rate, burst or expiry differs.
  */
-/** Rate-limit operations: a source's limit is replaced when its rate, burst or expiry differs. */
-export function planRateLimits(observed: ObservedRateLimit[], desired: ObservedRateLimit[]): RateLimitOperation[] {
+export function planRateLimits(observed: readonly MapRateLimit[], desired: readonly MapRateLimit[]): RateLimitOperation[] {
   const current = new Map(observed.map((r) => [r.cidr, r]));
   const wanted = new Map(desired.map((r) => [r.cidr, r]));
   const ops: RateLimitOperation[] = [];
@@ -351,21 +344,6 @@ export function planRateLimits(observed: ObservedRateLimit[], desired: ObservedR
   }
   for (const [cidr, entry] of sorted(current)) {
     if (!wanted.has(cidr)) ops.push({ subsystem: 'ratelimits', action: 'delete', entry });
-  }
-  return ops;
-}
-
-export function planBlocklist(observed: ObservedBlocklistEntry[], desired: ObservedBlocklistEntry[]): BlocklistOperation[] {
-  const current = new Map(observed.map((e) => [e.cidr, e]));
-  const wanted = new Map(desired.map((e) => [e.cidr, e]));
-  const ops: BlocklistOperation[] = [];
-  for (const [cidr, entry] of sorted(wanted)) {
-    const have = current.get(cidr);
-    if (!have) ops.push({ subsystem: 'blocklist', action: 'add', entry });
-    else if (have.expiresAt !== entry.expiresAt) ops.push({ subsystem: 'blocklist', action: 'replace', entry, previous: have });
-  }
-  for (const [cidr, entry] of sorted(current)) {
-    if (!wanted.has(cidr)) ops.push({ subsystem: 'blocklist', action: 'delete', entry });
   }
   return ops;
 }
@@ -398,14 +376,12 @@ export function planNodeChange(observed: PlanState<ObservedInterface>, desired: 
     rules: desired.rules ? planRules(observed.rules ?? [], desired.rules) : [],
     zones: desired.zones ? planZones(observed.zones ?? [], desired.zones) : [],
     nat: desired.nat ? planNat(observed.nat ?? NO_NAT, desired.nat) : [],
-    ratelimits: desired.rateLimits ? planRateLimits(observed.rateLimits ?? [], desired.rateLimits) : [],
-    blocklist: planBlocklist(observed.blocklist ?? [], desired.blocklist ?? []),
   };
 }
 
 /** Number of operations in a plan. */
 export function planSize(plan: NodePlan): number {
-  return SUBSYSTEM_ORDER.reduce((n, s) => n + plan[s].length, 0);
+  return NETWORK_SUBSYSTEMS.reduce((n, s) => n + plan[s].length, 0);
 }
 
 /**
@@ -419,7 +395,7 @@ export function stateDifferences(actual: PlanState<ObservedInterface>, expected:
 
 /** Renders a plan as a diff, one line an operation: `+ add`, `- delete`, `~ replace`. */
 export function renderPlan(plan: NodePlan): string[] {
-  return SUBSYSTEM_ORDER.flatMap((s) => plan[s] as Operation[]).map(renderOperation);
+  return NETWORK_SUBSYSTEMS.flatMap((s) => plan[s] as Operation[]).map(renderOperation);
 }
 
 /** One operation as a diff line. */
@@ -475,8 +451,8 @@ export function describeRoute(route: Route): string {
   return parts.join(' ');
 }
 
-function describeRateLimit(r: ObservedRateLimit): string {
-  return `${r.cidr} ${r.pps} pps burst ${r.burst}${r.expiresAt ? ` until ${r.expiresAt}` : ''}`;
+function describeRateLimit(r: MapRateLimit): string {
+  return `${r.cidr} ${r.pps} pps burst ${r.burst}${r.expiresAt ? ` until ${new Date(r.expiresAt * 1000).toISOString()}` : ''}`;
 }
 
 function describeEntry(entry: ObservedBlocklistEntry): string {
@@ -544,21 +520,4 @@ function byName(a: { name: string }, b: { name: string }): number {
 
 function sorted<V>(map: Map<string, V>): [string, V][] {
   return [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/**
- * The subsystems a change must snapshot, verify and be able to restore.
- *
- * A patch that names only the blocklist cannot change kernel network state, and the
- * blocklist maps do not depend on it, so its snapshot, verification and rollback are
- * limited to the blocklist — the hot path of automated blocks, where reading every
- * interface, route, rule and nft table twice would dominate alert-to-drop latency.
- * Every other change takes the whole node: the kernel couples links, addresses and routes.
- */
-export function changeScope(change: { desired?: NodeState; patch?: Partial<NodePatch> }): Subsystem[] {
-  const patch = change.patch;
-  if (change.desired || !patch) return [...SUBSYSTEM_ORDER];
-  const touches = (part: { upsert?: unknown[]; remove?: unknown[] } | undefined) => (part?.upsert?.length ?? 0) + (part?.remove?.length ?? 0) > 0;
-  const networkTouched = touches(patch.interfaces) || touches(patch.routes) || touches(patch.rules) || touches(patch.zones) || touches(patch.rateLimits) || patch.nat !== undefined;
-  return networkTouched ? [...SUBSYSTEM_ORDER] : ['blocklist'];
 }

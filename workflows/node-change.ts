@@ -3,18 +3,20 @@
  * on the worker of that node and nowhere else.
  *
  *   nodeChangeWorkflow:  snapshot → plan → (dry-run stops) → links → vlans → addresses →
- *                        routes → rules → zones → nat → blocklist → verify (steps without planned
- *                        operations are skipped)
- *                        └─ on any failure after the first apply: restore every subsystem
- *                           from the snapshot in reverse order, then read back and compare
- *                           with the snapshot
+ *                        routes → rules → zones → nat → ratelimits → blocklist → verify
+ *                        (steps without planned operations are skipped)
+ *                        └─ on any failure after the first apply: restore every registered
+ *                           subsystem from its snapshot, newest first, then read back and
+ *                           compare with the snapshot (once more if something still differs)
  *                        └─ with `hold`: report `nodeReady` to the parent, keep the node's lock,
  *                           and on the parent's `nodeDecision` commit or restore the snapshot
  *
- * The network subsystems travel through the workflow (snapshot and plan are small). The
- * blocklist does not: it may hold a million entries, more than a payload may carry, so
- * the node plans, snapshots and verifies it by intent (model/blocklist-change.ts) and the
- * workflow only sees counts, a bounded diff, a snapshot reference and a read-back check.
+ * Every subsystem is driven through the same contract (model/subsystem.ts): the node
+ * reads, plans and snapshots each one the change covers (`prepareSubsystems`), and the
+ * workflow only sees counts, bounded diffs, snapshots (by value when small, a store
+ * reference when large) and read-back checks. One loop applies them in SUBSYSTEM_ORDER;
+ * before each step the compensations of its group are registered, so a failure restores
+ * exactly what may have changed.
  */
 import {
   CancellationScope,
@@ -33,92 +35,72 @@ import {
 } from '@temporalio/workflow';
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord, AuditSinks } from '../model/audit';
-import { type BlocklistIntent, type BlocklistPlan, type BlocklistSnapshot, type PreparedBlocklist, blocklistChangeCount, blocklistIntent } from '../model/blocklist-change';
+import type { BlocklistPlan, BlocklistSnapshot } from '../model/blocklist-change';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
 import { SearchAttributes } from '../model/naming';
 import {
+  changeCount,
   changeScope,
-  planNodeChange,
-  planSize,
-  renderPlan,
-  resolveDesired,
-  restorableInterfaces,
-  stateDifferences,
-  SUBSYSTEM_ORDER,
-  withoutBlocklist,
+  compensationsBefore,
+  describeCounts,
+  type PreparedSubsystems,
+  renderDiff,
+  stepsOf,
   type Subsystem,
-} from '../model/plan';
+  type SubsystemChecks,
+  subsystemIntents,
+  type SubsystemIntents,
+} from '../model/subsystem';
 
 const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
-const { readNetworkState, syncLinks, syncVlans, syncAddresses, syncRoutes, syncRules, syncZones, syncNat, syncRateLimits } = remote;
 
 /**
- * The blocklist steps of a blocklist-only change (automated blocks), as local activities:
- * the node workflow runs on the node's own worker, which holds the maps, so skipping the
- * server's activity dispatch saves round trips on the alert-to-drop path. The node lock
- * (the workflow id) still serialises them with every other change.
+ * The steps of a blocklist-only change (automated blocks), as local activities: the node
+ * workflow runs on the node's own worker, which holds the maps, so skipping the server's
+ * activity dispatch saves round trips on the alert-to-drop path. The node lock (the
+ * workflow id) still serialises them with every other change.
  */
 const local = proxyLocalActivities<NodeActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 4 },
 });
 
-type BlocklistSteps = Pick<NodeActivities, 'prepareBlocklist' | 'applyBlocklist' | 'checkBlocklist' | 'restoreBlocklist'>;
+type Steps = Pick<NodeActivities, 'prepareSubsystems' | 'applySubsystem' | 'checkSubsystems' | 'restoreSubsystem'>;
 
 /** Local activities for a blocklist-only patch, regular ones otherwise (a full list may take seconds). */
-function blocklistSteps(scope: readonly Subsystem[], intent: BlocklistIntent): BlocklistSteps {
-  return scope.length === 1 && scope[0] === 'blocklist' && intent.mode === 'patch' ? local : remote;
+function stepsFor(scope: readonly Subsystem[], intents: SubsystemIntents): Steps {
+  return scope.length === 1 && scope[0] === 'blocklist' && intents.blocklist?.mode === 'patch' ? local : remote;
 }
-
-type NetworkSubsystem = Exclude<Subsystem, 'blocklist'>;
-
-/** The converge activity of each network subsystem; given the snapshot (and `restore`) it is that subsystem's restore. */
-const SYNC: Record<NetworkSubsystem, (state: Omit<NodeState, 'blocklist'> | ObservedNetworkState, restore?: boolean) => Promise<{ operations: string[] }>> = {
-  links: (s, restore) => syncLinks({ desired: s.interfaces, restore }),
-  vlans: (s) => syncVlans({ desired: s.interfaces }),
-  addresses: (s, restore) => syncAddresses({ desired: s.interfaces, restore }),
-  routes: (s) => syncRoutes({ desired: s.routes }),
-  rules: (s) => syncRules({ desired: s.rules }),
-  zones: (s) => syncZones({ desired: s.zones }),
-  nat: (s) => syncNat({ desired: s.nat }),
-  ratelimits: (s) => syncRateLimits({ desired: s.rateLimits }),
-};
 
 const EMPTY_NETWORK: ObservedNetworkState = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] };
 
-/**
- * What a rollback restores and how it checks the result. Network subsystems are restored
- * all (the kernel couples them: removing an interface's last address flushes the routes
- * through it, so a step can change what a later one owns); the blocklist maps depend on
- * nothing else, so they are restored only once the blocklist step has started.
- */
+/** The subsystems whose snapshots a rollback restores, in the order they were registered (apply order). */
 interface RestorePlan {
-  network: ObservedNetworkState;
-  networkScope: readonly NetworkSubsystem[];
-  blocklist?: { snapshot: BlocklistSnapshot; steps: BlocklistSteps };
+  prepared: PreparedSubsystems;
+  registered: Subsystem[];
+  steps: Steps;
 }
 
-/** Restores, newest-applied first (the blocklist is applied last, so it is restored first). */
+/** Restores, newest-registered first. */
 function restoresFrom(plan: RestorePlan): { step: string; run: () => Promise<unknown> }[] {
-  const network = [...plan.networkScope].reverse().map((subsystem) => ({ step: `restore ${subsystem}`, run: () => SYNC[subsystem](plan.network, true) }));
-  const blocklist = plan.blocklist;
-  return blocklist ? [{ step: 'restore blocklist', run: () => blocklist.steps.restoreBlocklist({ snapshot: blocklist.snapshot }) }, ...network] : network;
+  return [...plan.registered].reverse().flatMap((subsystem) => {
+    const snapshot = plan.prepared[subsystem]?.snapshot;
+    return snapshot ? [{ step: `restore ${subsystem}`, run: () => plan.steps.restoreSubsystem({ subsystem, snapshot }) }] : [];
+  });
 }
 
-/** Differences between the node and a restore plan's snapshot, read back. */
+/** Differences between the node and a restore plan's snapshots, read back. */
 async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
-  const differences: string[] = [];
-  if (plan.networkScope.length > 0) {
-    const actual = await readNetworkState();
-    // Foreign interfaces that vanished since the snapshot are not fos1's to bring back.
-    differences.push(...stateDifferences(actual, { ...plan.network, interfaces: restorableInterfaces(plan.network.interfaces, actual.interfaces) }));
+  const checks: SubsystemChecks = {};
+  for (const s of plan.registered) {
+    const snapshot = plan.prepared[s]?.snapshot;
+    if (snapshot) (checks as Record<string, unknown>)[s] = snapshot.check;
   }
-  if (plan.blocklist) differences.push(...(await plan.blocklist.steps.checkBlocklist({ check: plan.blocklist.snapshot.check })));
-  return differences;
+  return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
 const { audit } = proxySinks<AuditSinks>();
 
@@ -210,22 +192,18 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     progress.step = next;
   };
 
-  const scope = changeScope(input);
-  const networkScope = SUBSYSTEM_ORDER.filter((s): s is NetworkSubsystem => s !== 'blocklist' && scope.includes(s));
-  const intent: BlocklistIntent = blocklistIntent(input);
-  const blocklist = blocklistSteps(scope, intent);
-  let taken: { network: ObservedNetworkState; prepared: PreparedBlocklist | undefined };
+  const intents = subsystemIntents(input);
+  const scope = changeScope(intents);
+  const steps = stepsFor(scope, intents);
+  const covered: SubsystemIntents = {};
+  for (const s of scope) (covered as Record<string, unknown>)[s] = intents[s];
+  let prepared: PreparedSubsystems;
   try {
-    taken = await auditTrail.step(
+    // Subsystems outside the scope are not read; every restore and comparison is limited to the same scope.
+    prepared = await auditTrail.step(
       'snapshot',
-      async () => ({
-        // Subsystems outside the scope are not read: their empty lists mean "not read",
-        // which is why every restore and comparison is limited to the same scope.
-        network: networkScope.length > 0 ? await readNetworkState() : EMPTY_NETWORK,
-        prepared: intent.mode === 'keep' ? undefined : await blocklist.prepareBlocklist({ intent, dryRun: input.dryRun }),
-      }),
-      ({ network: s, prepared: p }) =>
-        `${s.interfaces.length} interfaces, ${s.routes.length} routes, ${s.rules.length} rules, ${s.zones.length} zones, ${s.nat.sourceNat.length + s.nat.portForwards.length} NAT rules, ${describeBlocklistSnapshot(p)}`,
+      () => (scope.length > 0 ? steps.prepareSubsystems({ intents: covered, dryRun: input.dryRun }) : Promise.resolve<PreparedSubsystems>({})),
+      (p) => scope.map((s) => p[s]?.summary).filter((d) => d !== undefined).join(', ') || 'nothing to read',
     );
   } catch (err) {
     // Nothing has been changed yet: report the failure (a bad blocklist line, a missing
@@ -234,57 +212,55 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     progress.step = 'done';
     return { node: input.node, outcome: 'not-applied', diff: [], snapshot: EMPTY_NETWORK, scope, error: summariseFailure(err), audit: auditTrail.records };
   }
-  const { network: snapshot, prepared } = taken;
   advance('plan');
-  const desired = withoutBlocklist(resolveDesired(snapshot, input));
-  const plan = planNodeChange(snapshot, desired);
-  const blocklistPlan = prepared?.plan;
-  const blocklistChanges = blocklistPlan ? blocklistChangeCount(blocklistPlan) : 0;
-  const diff = [...renderPlan(plan), ...(blocklistPlan?.operations ?? [])];
-  if (blocklistPlan && blocklistChanges > blocklistPlan.operations.length) {
-    diff.push(`… and ${blocklistChanges - blocklistPlan.operations.length} more blocklist operations (${describeCounts(blocklistPlan)})`);
-  }
-  auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${planSize(plan) + blocklistChanges} operations`);
-  const steps = SUBSYSTEM_ORDER.filter((subsystem) => (subsystem === 'blocklist' ? blocklistChanges > 0 : plan[subsystem].length > 0));
-  if (!input.dryRun) progress.stepsTotal += steps.length + 1;
-  advance(input.dryRun ? 'done' : (steps[0] ?? 'verify'));
+  const diff = renderDiff(prepared);
+  const operations = scope.reduce((n, s) => n + (prepared[s] ? changeCount(prepared[s].plan) : 0), 0);
+  auditTrail.record('plan', 'ok', Date.now(), diff.length === 0 ? 'no changes' : `${operations} operations`);
+  const plannedSteps = stepsOf(prepared);
+  if (!input.dryRun) progress.stepsTotal += plannedSteps.length + 1;
+  advance(input.dryRun ? 'done' : (plannedSteps[0] ?? 'verify'));
 
-  const restorePlan: RestorePlan = { network: snapshot, networkScope };
+  const restorePlan: RestorePlan = { prepared, registered: [], steps };
+  const blocklist = prepared.blocklist;
   const result = (outcome: NodeChangeResult['outcome'], extra: Partial<NodeChangeResult> = {}): NodeChangeResult => ({
     node: input.node,
     outcome,
     diff,
-    snapshot,
-    ...(prepared?.snapshot ? { blocklistSnapshot: prepared.snapshot } : {}),
-    ...(blocklistPlan ? { blocklistPlan } : {}),
+    snapshot: networkSnapshot(prepared),
+    ...(blocklist?.snapshot ? { blocklistSnapshot: blocklist.snapshot } : {}),
+    ...(blocklist ? { blocklistPlan: blocklist.plan } : {}),
     scope,
     audit: auditTrail.records,
     ...extra,
   });
   if (input.dryRun) return result('planned');
-  if (steps.length === 0) {
+  if (plannedSteps.length === 0) {
     progress.stepsDone = progress.stepsTotal;
     progress.step = 'done';
     return result('unchanged');
   }
 
-  // An apply that fails half way has already changed the node, so a failure at any step
-  // restores every subsystem from the snapshot (converging, so untouched ones are no-ops).
+  // An apply that fails half way has already changed the node, so before each step the
+  // compensations of its group are registered: a failure at any later point restores them.
   try {
-    for (const [i, subsystem] of steps.entries()) {
-      if (subsystem === 'blocklist') {
-        // From here on the maps may have changed, so a rollback restores them too.
-        if (prepared?.snapshot) restorePlan.blocklist = { snapshot: prepared.snapshot, steps: blocklist };
-        await auditTrail.step('blocklist', () => blocklist.applyBlocklist({ intent }), (r) => `${r.operations.length} operations${blocklistPlan ? ` (${describeCounts(blocklistPlan)})` : ''}`);
-      } else {
-        await auditTrail.step(subsystem, () => SYNC[subsystem](desired), (r) => `${r.operations.length} operations`);
-      }
-      advance(steps[i + 1] ?? 'verify');
+    for (const [i, subsystem] of plannedSteps.entries()) {
+      restorePlan.registered.push(...compensationsBefore(subsystem, scope, restorePlan.registered));
+      const plan = prepared[subsystem]?.plan;
+      await auditTrail.step(
+        subsystem,
+        () => steps.applySubsystem({ subsystem, intent: intents[subsystem] }),
+        (r) => `${r.operations.length} operations${plan && changeCount(plan) > plan.operations.length ? ` (${describeCounts(plan)})` : ''}`,
+      );
+      advance(plannedSteps[i + 1] ?? 'verify');
     }
 
     await auditTrail.step('verify', async () => {
-      const differences = networkScope.length > 0 ? stateDifferences(await readNetworkState(), desired) : [];
-      if (prepared && steps.includes('blocklist')) differences.push(...(await blocklist.checkBlocklist({ check: prepared.expected })));
+      const checks: SubsystemChecks = {};
+      for (const s of restorePlan.registered) {
+        const expected = prepared[s]?.expected;
+        if (expected) (checks as Record<string, unknown>)[s] = expected;
+      }
+      const differences = await steps.checkSubsystems({ checks });
       if (differences.length > 0) throw new VerificationError(differences);
     });
     advance('done');
@@ -322,16 +298,23 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   });
 }
 
-function describeCounts(plan: BlocklistPlan): string {
-  return `${plan.counts.added} added, ${plan.counts.changed} changed, ${plan.counts.removed} removed`;
-}
-
-function describeBlocklistSnapshot(prepared: PreparedBlocklist | undefined): string {
-  const check = prepared?.snapshot?.check;
-  if (!prepared) return 'blocklist untouched';
-  if (!check) return 'blocklist planned (dry run: no snapshot)';
-  if (check.kind === 'digest') return `${check.count} blocklist entries (snapshot ${prepared.snapshot?.ref?.sha256.slice(0, 12) ?? '?'}…)`;
-  return `${check.present.length + check.absent.length} touched blocklist prefixes (${check.present.length} present)`;
+/**
+ * The network tables of the snapshot, as NodeChangeResult reports them (by-value
+ * snapshots; tables outside the scope read as empty). A rate-limit patch snapshots only
+ * the sources it touches, and those are what `rateLimits` lists then.
+ */
+function networkSnapshot(prepared: PreparedSubsystems): ObservedNetworkState {
+  const state = <T>(check: { kind: string; state?: unknown } | undefined, empty: T): T => (check?.kind === 'state' ? (check.state as T) : empty);
+  const limits = prepared.ratelimits?.snapshot?.check;
+  const rateLimits = limits === undefined ? [] : limits.kind === 'all' ? limits.entries : limits.present;
+  return {
+    interfaces: state(prepared.links?.snapshot?.check, EMPTY_NETWORK.interfaces),
+    routes: state(prepared.routes?.snapshot?.check, EMPTY_NETWORK.routes),
+    rules: state(prepared.rules?.snapshot?.check, EMPTY_NETWORK.rules),
+    zones: state(prepared.zones?.snapshot?.check, EMPTY_NETWORK.zones),
+    nat: state(prepared.nat?.snapshot?.check, EMPTY_NETWORK.nat),
+    rateLimits: rateLimits.map((r) => ({ cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: new Date(r.expiresAt * 1000).toISOString() } : {}) })),
+  };
 }
 
 /**

@@ -10,6 +10,7 @@ import pino from 'pino';
 import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
+import type { FaultInjector } from '../../activities/node-activities';
 
 let runtimeInstalled = false;
 
@@ -54,7 +55,12 @@ export interface RunningWorkers {
 }
 
 /** Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the node worker for `nodeName`, acting on `target`. */
-export async function startWorkers(env: TestWorkflowEnvironment, nodeName: string, target: NodeTarget, options: { clusterWorker?: boolean; identityKey?: Buffer } = {}): Promise<RunningWorkers> {
+export async function startWorkers(
+  env: TestWorkflowEnvironment,
+  nodeName: string,
+  target: NodeTarget,
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector } = {},
+): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
@@ -62,7 +68,7 @@ export async function startWorkers(env: TestWorkflowEnvironment, nodeName: strin
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
-    nodeDeps: createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger),
+    nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
   });

@@ -14,7 +14,8 @@ import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import { BpfMapFullError } from '../../bpf/libbpf';
 import { ApplicationFailure } from '@temporalio/common';
-import { createBlocklistActivities } from '../../activities/blocklist-activities';
+import { createBlocklistSubsystem } from '../../activities/subsystems/blocklist';
+import { prepareSubsystem } from '../../activities/subsystems';
 import { BlocklistStore, createBlocklistSync } from '../../activities/blocklist-sync';
 import { cacheDir } from '../../scripts/paths';
 import { ADDR, NetnsPair } from '../../bench/datapath/netns-pair';
@@ -178,43 +179,47 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
   });
 
   it('prepare then apply of a file reference: a file replaced in between is read again, so the maps hold what the file says at apply time', async () => {
-    const activities = createBlocklistActivities({ maps: () => maps, store });
+    const blocklist = createBlocklistSubsystem({ maps: () => maps, store });
     const file = join(storeDir, 'feed.txt');
     writeFileSync(file, `${ADDR.a6}\n`);
     const intent = { mode: 'replace-ref' as const, ref: { file } };
-    const prepared = await activities.prepareBlocklist({ intent });
+    const prepared = await prepareSubsystem(blocklist, intent, { dryRun: false });
     expect(prepared.plan.operations).toEqual([`+ block ${ADDR.a6}/128 (no expiry)`]);
     // Replaced the way feeds are (new file renamed over the old one) between plan and apply.
     writeFileSync(`${file}.new`, `${ADDR.a4}\n`);
     renameSync(`${file}.new`, file);
-    await activities.applyBlocklist({ intent });
+    await blocklist.apply(intent);
     expect(maps.readAll().map((e) => e.cidr)).toEqual([`${ADDR.a4}/32`]);
     // The workflow's verify step would catch it: the maps no longer match the plan's expectation.
-    expect(await activities.checkBlocklist({ check: prepared.expected })).toEqual([expect.stringMatching(/blocklist maps differ from the expected contents/)]);
-    if (prepared.snapshot) await activities.restoreBlocklist({ snapshot: prepared.snapshot });
+    expect(await blocklist.check(prepared.expected, { once: (_k, read) => read() })).toEqual([expect.stringMatching(/blocklist maps differ from the expected contents/)]);
+    if (prepared.snapshot) await blocklist.restore(prepared.snapshot);
   });
 
-  it('as Temporal activities: by-reference sync and snapshot restore, kernel errors as typed non-retryable failures', async () => {
-    const activities = createBlocklistActivities({ maps: () => maps, store });
+  it('as a subsystem: a by-reference list applies, its store snapshot restores exactly, kernel errors are typed non-retryable failures', async () => {
+    const blocklist = createBlocklistSubsystem({ maps: () => maps, store });
     sync.syncEntries([{ cidr: `${ADDR.a6}/128` }]);
     const before = maps.readAll();
-    const result = await activities.syncBlocklistFromRef({ ref: store.put(Buffer.from(`${ADDR.a4}\n`)) });
+    const intent = { mode: 'replace-ref' as const, ref: store.put(Buffer.from(`${ADDR.a4}\n`)) };
+    const prepared = await prepareSubsystem(blocklist, intent, { dryRun: false });
+    expect(prepared.snapshot?.ref?.sha256).toMatch(/^[0-9a-f]{64}$/); // by reference: the maps' image is in the node's store
+    await blocklist.apply(intent);
     expect(traffic()).toEqual({ v4: false, v6: true });
-    await activities.restoreBlocklistSnapshot({ snapshotRef: result.snapshotRef! });
+    await blocklist.restore(prepared.snapshot!);
+    expect(await blocklist.check(prepared.snapshot!.check, { once: (_k, read) => read() })).toEqual([]);
     expect(maps.readAll()).toEqual(before);
     expect(traffic()).toEqual({ v4: true, v6: false });
 
     const tooMany = Array.from({ length: 70 }, (_, i) => `10.${i}.0.0/16`).join('\n');
     let failure: unknown;
     try {
-      await activities.syncBlocklistFromRef({ ref: store.put(Buffer.from(tooMany)) });
+      await blocklist.apply({ mode: 'replace-ref', ref: store.put(Buffer.from(tooMany)) });
     } catch (err) {
       failure = err;
     }
     expect(failure).toBeInstanceOf(ApplicationFailure);
     expect(failure).toMatchObject({ type: 'BlocklistMapFull', nonRetryable: true });
     expect((failure as Error).message).toMatch(/blocklist_v4.*64/);
-    await expect(activities.syncBlocklistFromRef({ ref: { sha256: 'nothex' } })).rejects.toMatchObject({ type: 'InvalidBlocklist', nonRetryable: true });
+    await expect(prepareSubsystem(blocklist, { mode: 'replace-ref', ref: { sha256: 'nothex' } }, { dryRun: false })).rejects.toMatchObject({ type: 'InvalidBlocklist', nonRetryable: true });
     expect(maps.readAll()).toEqual(before);
   });
 });

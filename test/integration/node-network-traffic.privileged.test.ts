@@ -16,8 +16,9 @@ import pino from 'pino';
 import { createNodeActivities, type NodeActivities } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
-import { nodeStateSchema, type NodeState, type NodeStateInput, type ObservedNetworkState } from '../../model/node-state';
-import { stateDifferences } from '../../model/plan';
+import { nodeStateSchema, type NodeState, type NodeStateInput, type ObservedInterface } from '../../model/node-state';
+import { NETWORK_SUBSYSTEMS, type NetworkSubsystem, type ResolvedNetwork, stateDifferences } from '../../model/plan';
+import type { IntentOf, StateCheck } from '../../model/subsystem';
 import { createNodeDeps } from '../../workers/fos1-worker';
 import { describePrivileged } from '../helpers/capabilities';
 
@@ -90,7 +91,7 @@ function routerDump() {
 describePrivileged('node network configuration with real traffic (privileged)', ['root', 'netns', 'bpffs', 'iproute2'], () => {
   const pinDir = `/sys/fs/bpf/fos1-nettest-${suffix}`;
   let activities: NodeActivities;
-  let snapshot: ObservedNetworkState;
+  let snapshot: ResolvedNetwork;
   let before: ReturnType<typeof routerDump>;
   let port: number;
   let forwardPort: number;
@@ -147,8 +148,20 @@ describePrivileged('node network configuration with real traffic (privileged)', 
       createNodeDeps({ netns: NS.router, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 16, v6: 16 }, natTable: NAT_TABLE }, logger),
     );
     before = routerDump();
-    snapshot = await activities.readNetworkState();
+    snapshot = await readNetworkState();
   });
+
+  /** The network tables as the node reads them: the by-value snapshots of a dry-run prepare. */
+  async function readNetworkState(): Promise<ResolvedNetwork & { interfaces: ObservedInterface[] }> {
+    const prepared = await activities.prepareSubsystems({ intents: Object.fromEntries(NETWORK_SUBSYSTEMS.map((s) => [s, { mode: 'keep' }])), dryRun: true });
+    const state = <T>(s: NetworkSubsystem) => (prepared[s]?.snapshot?.check as StateCheck<T>).state;
+    return { interfaces: state('links'), routes: state('routes'), rules: state('rules'), zones: state('zones'), nat: state('nat') };
+  }
+
+  /** Converges one table to `desired` through the node's apply activity. */
+  function apply<S extends NetworkSubsystem>(subsystem: S, desired: Extract<IntentOf<S>, { mode: 'replace' }>['desired']) {
+    return activities.applySubsystem({ subsystem, intent: { mode: 'replace', desired } as IntentOf<S> });
+  }
 
   afterAll(() => {
     for (const s of servers) s.kill();
@@ -163,14 +176,14 @@ describePrivileged('node network configuration with real traffic (privileged)', 
   });
 
   /** Applies a whole desired state the way nodeChangeWorkflow does: each subsystem in order. */
-  async function converge(state: NodeState | ObservedNetworkState): Promise<void> {
-    await activities.syncLinks({ desired: state.interfaces });
-    await activities.syncVlans({ desired: state.interfaces });
-    await activities.syncAddresses({ desired: state.interfaces });
-    await activities.syncRoutes({ desired: state.routes });
-    await activities.syncRules({ desired: state.rules });
-    await activities.syncZones({ desired: state.zones });
-    await activities.syncNat({ desired: state.nat });
+  async function converge(state: NodeState | ResolvedNetwork): Promise<void> {
+    await apply('links', state.interfaces);
+    await apply('vlans', state.interfaces);
+    await apply('addresses', state.interfaces);
+    await apply('routes', state.routes);
+    await apply('rules', state.rules);
+    await apply('zones', state.zones);
+    await apply('nat', state.nat);
   }
 
   const base: NodeStateInput = {
@@ -206,7 +219,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
   test('interfaces, addresses, multi-table and ECMP routes read back exactly as desired (dual stack)', async () => {
     const want = desired();
     await converge(want);
-    const observed = await activities.readNetworkState();
+    const observed = await readNetworkState();
     expect(stateDifferences(observed, want)).toEqual([]);
     const wan2 = observed.interfaces.find((i) => i.name === 'r-wan2');
     expect(wan2).toEqual({ name: 'r-wan2', mtu: 1400, up: true, addresses: ['10.3.0.1/24', 'fd00:3::1/64'] });
@@ -238,9 +251,9 @@ describePrivileged('node network configuration with real traffic (privileged)', 
       zone2_wan_v6: [],
     });
     // A second converge has nothing to do: every operation is idempotent.
-    expect((await activities.syncRoutes({ desired: want.routes })).operations).toEqual([]);
-    expect((await activities.syncNat({ desired: want.nat })).operations).toEqual([]);
-    expect((await activities.syncAddresses({ desired: want.interfaces })).operations).toEqual([]);
+    expect((await apply('routes', want.routes)).operations).toEqual([]);
+    expect((await apply('nat', want.nat)).operations).toEqual([]);
+    expect((await apply('addresses', want.interfaces)).operations).toEqual([]);
   });
 
   test('masquerade: host A reaches upstream B through the router, and B sees the router (IPv4 and IPv6)', async () => {
@@ -254,7 +267,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     expect(connectFrom(NS.a, '10.99.0.1', port)).toBe('TIMEOUT');
     // The zones keep fos1's table; with neither zones nor NAT desired fos1 removes it.
     expect(routerDump().nat).not.toBe('absent');
-    await activities.syncZones({ desired: [] });
+    await apply('zones', []);
     expect(routerDump().nat).toBe('absent');
   });
 
@@ -273,7 +286,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     const rules = JSON.parse(inNs(NS.router, '-4', '-json', 'rule', 'show')) as { priority: number; protocol?: string }[];
     expect(rules.filter((r) => r.protocol === String(DEFAULT_ROUTE_PROTOCOL)).map((r) => r.priority)).toEqual([1000, 1001]);
     expect(rules.map((r) => r.priority)).toContain(500); // the foreign rule stays
-    expect((await activities.readNetworkState()).rules.map((r) => `${r.family}:${r.priority}`)).toEqual(['4:1000', '4:1001', '6:1000']); // and is not read as fos1's
+    expect((await readNetworkState()).rules.map((r) => `${r.family}:${r.priority}`)).toEqual(['4:1000', '4:1001', '6:1000']); // and is not read as fos1's
     // Dropping the rules steers traffic back to the main table (upstream B).
     await converge(desired({ rules: [] }));
     expect(connectFrom(NS.a, '10.99.0.1', port)).toBe('B 10.2.0.1');
@@ -302,7 +315,7 @@ describePrivileged('node network configuration with real traffic (privileged)', 
     await converge(desired({ rules: [{ priority: 1000, from: '10.1.0.0/24', table: 100 }] }));
     expect(routerDump()).not.toEqual(before);
     await converge(snapshot);
-    expect(stateDifferences(await activities.readNetworkState(), snapshot)).toEqual([]);
+    expect(stateDifferences(await readNetworkState(), snapshot)).toEqual([]);
     expect(routerDump()).toEqual(before); // foreign rule, route and nft table included, untouched
     expect(JSON.stringify(before.rules4)).toContain('"priority":500');
     expect(JSON.stringify(before.routes4)).toContain('10.51.0.0/24');

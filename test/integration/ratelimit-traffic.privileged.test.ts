@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { InjectedFaultError } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { ADDR, NetnsPair } from '../../bench/datapath/netns-pair';
 import { buildDatapath } from '../../bpf/build';
@@ -23,6 +24,7 @@ import { Datapath } from '../../bpf/datapath';
 import type { DropEvent } from '../../bpf/datapath-codec';
 import { RateLimitMaps } from '../../bpf/ratelimit-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
+import type { Subsystem } from '../../model/subsystem';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { cacheDir } from '../../scripts/paths';
 import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
@@ -76,6 +78,8 @@ describePrivileged('per-source rate limits through the change workflow and the e
   let env: TestWorkflowEnvironment;
   let workers: RunningWorkers;
   let sequence = 0;
+  /** The subsystem whose next apply fails after changing the kernel (a test fault). */
+  let failAt: Subsystem | undefined;
 
   beforeAll(async () => {
     pair = NetnsPair.create();
@@ -85,7 +89,16 @@ describePrivileged('per-source rate limits through the change workflow and the e
     datapath.attach({ interface: pair.ifB, netns: pair.b });
     limits = RateLimitMaps.open({ pinDir, maxEntries: 64 });
     env = await startTemporal();
-    workers = await startWorkers(env, NODE, { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 } });
+    workers = await startWorkers(
+      env,
+      NODE,
+      { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 } },
+      {
+        faults: (subsystem) => {
+          if (subsystem === failAt) throw new InjectedFaultError(`injected fault after the ${subsystem} step changed the maps`);
+        },
+      },
+    );
   });
 
   afterAll(async () => {
@@ -194,5 +207,47 @@ describePrivileged('per-source rate limits through the change workflow and the e
     expect(steps).toEqual(expect.arrayContaining(['ratelimits:ok', 'blocklist:failed', 'restore ratelimits:ok', 'verify rollback:ok']));
     expect(limits.readAll()).toEqual([]);
     expect(await flood(ADDR.b4)).toBeGreaterThanOrEqual(FLOOD - 2);
+  });
+
+  test('a rate-limit-only patch reads and snapshots only the sources it touches, and a failure after its step restores them, verified by read-back', async () => {
+    const existing = await (await start(request({ patch: { rateLimits: { upsert: [{ cidr: ADDR.a4, pps: 50, reason: 'existing limit' }] } } }))).result();
+    expect(existing.phase).toBe('applied');
+    const before = limits.readAll();
+    expect(before).toEqual([{ cidr: `${ADDR.a4}/32`, pps: 50, burst: 50 }]);
+
+    failAt = 'ratelimits';
+    let status;
+    try {
+      const failed = await changeFailure(
+        await start(request({ patch: { rateLimits: { upsert: [{ cidr: ADDR.a4, pps: PPS, reason: 'tighter' }, { cidr: ADDR.a6, pps: PPS, reason: 'new source' }] } } })),
+      );
+      expect(failed.type).toBe('ChangeRolledBack');
+      status = failed.status;
+    } finally {
+      failAt = undefined;
+    }
+    expect(status.nodes[NODE]?.error?.type).toBe('InjectedFault');
+    const records = status.audit.filter((r) => r.node === NODE);
+    // Nothing but the rate limits is snapshotted, applied, restored or verified…
+    expect(records.map((r) => `${r.step}:${r.result}`)).toEqual(['snapshot:ok', 'plan:ok', 'ratelimits:failed', 'restore ratelimits:ok', 'verify rollback:ok']);
+    // …and of those, only the two sources the patch names: one had a limit, one had none.
+    expect(records[0]?.detail).toBe('2 touched rate-limited sources (1 present)');
+    expect(limits.readAll()).toEqual(before);
+
+    // The node was asked to read only the rate limits, and every step named only them.
+    const history = await env.client.workflow.getHandle(`node-change/${NODE}`).fetchHistory();
+    const calls = (history.events ?? []).flatMap((e) => {
+      const scheduled = e.activityTaskScheduledEventAttributes;
+      const data = scheduled?.input?.payloads?.[0]?.data;
+      return scheduled && data ? [{ activity: scheduled.activityType?.name, input: JSON.parse(Buffer.from(data).toString()) as Record<string, unknown> }] : [];
+    });
+    expect(calls.map((c) => c.activity)).toEqual(['prepareSubsystems', 'applySubsystem', 'restoreSubsystem', 'checkSubsystems']);
+    expect(Object.keys(calls[0]?.input.intents as object)).toEqual(['ratelimits']);
+    expect(calls.slice(1, 3).map((c) => c.input.subsystem)).toEqual(['ratelimits', 'ratelimits']);
+    expect(Object.keys(calls[3]?.input.checks as object)).toEqual(['ratelimits']);
+
+    const lifted = await (await start(request({ patch: { rateLimits: { remove: [ADDR.a4] } } }))).result();
+    expect(lifted.phase).toBe('applied');
+    expect(limits.readAll()).toEqual([]);
   });
 });

@@ -4,7 +4,8 @@
 import { formatIssues, validateChangeRequest, type ChangeRequestInput } from '../../model/change-request';
 import { canonicalCidr, canonicalIp, cidrContains, parseCidr } from '../../model/ip';
 import { nodeStateSchema, type NodeState, type Route } from '../../model/node-state';
-import { changeScope, inverseOf, planBlocklist, planNodeChange, planRoutes, renderPlan, resolveDesired, stateDifferences } from '../../model/plan';
+import { inverseOf, planNodeChange, planRoutes, renderPlan, resolveDesired, stateDifferences } from '../../model/plan';
+import { changeScope, subsystemIntents } from '../../model/subsystem';
 
 const NOW = Date.parse('2026-11-22T00:00:00Z');
 
@@ -132,41 +133,40 @@ describe('planner', () => {
     expect(ops.map((o) => o.action)).toEqual(['add', 'add', 'delete']);
   });
 
-  test('blocklist: the reason is not kernel state, the expiry is', () => {
-    const observed = [{ cidr: '192.0.2.0/24' }, { cidr: '198.51.100.0/24', expiresAt: '2030-01-01T00:00:00.000Z' }];
-    const desired = [
-      { cidr: '192.0.2.0/24', reason: 'new reason' },
-      { cidr: '198.51.100.0/24', reason: 'x', expiresAt: '2031-01-01T00:00:00.000Z' },
-    ];
-    expect(planBlocklist(observed, desired).map((o) => o.action)).toEqual(['replace']);
+  test('blocklist: the reason is not kernel state, the expiry is (the intent the node plans against carries only the expiry)', () => {
+    const desired = nodeStateSchema.parse({ blocklist: [{ cidr: '192.0.2.0/24', reason: 'new reason' }, { cidr: '198.51.100.0/24', reason: 'x', expiresAt: '2031-01-01T00:00:00.000Z' }] });
+    expect(subsystemIntents({ desired }).blocklist).toEqual({ mode: 'replace', entries: [{ cidr: '192.0.2.0/24' }, { cidr: '198.51.100.0/24', expiresAt: Date.parse('2031-01-01T00:00:00Z') / 1000 }] });
   });
 
   test('a patch resolves against the snapshot', () => {
-    const observed = { routes: [route('10.1.0.0/16'), route('10.2.0.0/16')], blocklist: [{ cidr: '192.0.2.0/24' }] };
-    const desired = resolveDesired(observed, {
-      patch: {
-        routes: { upsert: [route('10.3.0.0/16')], remove: [{ destination: '10.1.0.0/16', table: 254, metric: 0 }] },
-        blocklist: { upsert: [{ cidr: '198.51.100.1/32', reason: 'scanner' }], remove: ['192.0.2.0/24'] },
-      },
-    });
+    const observed = { routes: [route('10.1.0.0/16'), route('10.2.0.0/16')] };
+    const patch = {
+      routes: { upsert: [route('10.3.0.0/16')], remove: [{ destination: '10.1.0.0/16', table: 254, metric: 0 }] },
+      blocklist: { upsert: [{ cidr: '198.51.100.1/32', reason: 'scanner' }], remove: ['192.0.2.0/24'] },
+    };
+    const desired = resolveDesired(observed, { patch });
     expect(desired.routes.map((r) => r.destination)).toEqual(['10.2.0.0/16', '10.3.0.0/16']);
-    expect(desired.blocklist).toEqual([{ cidr: '198.51.100.1/32', reason: 'scanner' }]);
+    // The blocklist is patched on the node, by intent: only the touched prefixes travel.
+    expect(subsystemIntents({ patch }).blocklist).toEqual({ mode: 'patch', upsert: [{ cidr: '198.51.100.1/32' }], remove: ['192.0.2.0/24'] });
   });
 
   test('the diff reads like ip route, and differences are empty only when states match', () => {
-    const desired: NodeState = { interfaces: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [], routes: [route('10.9.0.0/24', { table: 100 })], blocklist: [{ cidr: '192.0.2.0/24', reason: 'r', expiresAt: '2030-01-01T00:00:00.000Z' }] };
-    const plan = planNodeChange({ routes: [], blocklist: [] }, desired);
-    expect(renderPlan(plan)).toEqual(['+ route 10.9.0.0/24 via 10.0.0.1 table 100 metric 0', '+ block 192.0.2.0/24 until 2030-01-01T00:00:00.000Z']);
-    expect(stateDifferences({ routes: [], blocklist: [] }, desired)).toHaveLength(2);
-    expect(stateDifferences({ routes: desired.routes, blocklist: [{ cidr: '192.0.2.0/24', expiresAt: '2030-01-01T00:00:00.000Z' }] }, desired)).toEqual([]);
+    const desired: NodeState = { interfaces: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [], routes: [route('10.9.0.0/24', { table: 100 }), route('10.8.0.0/24')], blocklist: [] };
+    const plan = planNodeChange({ routes: [] }, desired);
+    expect(renderPlan(plan)).toEqual(['+ route 10.9.0.0/24 via 10.0.0.1 table 100 metric 0', '+ route 10.8.0.0/24 via 10.0.0.1 table 254 metric 0']); // by table, then prefix
+    expect(stateDifferences({ routes: [] }, desired)).toHaveLength(2);
+    expect(stateDifferences({ routes: desired.routes }, desired)).toEqual([]);
   });
 
-  test('a blocklist-only patch is scoped to the blocklist; anything else takes the whole node', () => {
+  test('a blocklist-only patch is scoped to the blocklist; a network change takes every network table; a desired state the whole node', () => {
     const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'];
-    expect(changeScope({ patch: { blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual(['blocklist']);
-    expect(changeScope({ patch: { blocklist: { upsert: [], remove: ['192.0.2.1/32'] }, routes: { upsert: [], remove: [] } } })).toEqual(['blocklist']);
-    expect(changeScope({ patch: { routes: { upsert: [route('10.1.0.0/16')], remove: [] } } })).toEqual(all);
-    expect(changeScope({ patch: { nat: { sourceNat: [], portForwards: [] } } })).toEqual(all);
-    expect(changeScope({ desired: { ...nodeStateSchema.parse({}) } })).toEqual(all);
+    const network = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat'];
+    const scope = (change: Parameters<typeof subsystemIntents>[0]) => changeScope(subsystemIntents(change));
+    expect(scope({ patch: { blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual(['blocklist']);
+    expect(scope({ patch: { blocklist: { upsert: [], remove: ['192.0.2.1/32'] }, routes: { upsert: [], remove: [] } } })).toEqual(['blocklist']);
+    expect(scope({ patch: { routes: { upsert: [route('10.1.0.0/16')], remove: [] } } })).toEqual(network);
+    expect(scope({ patch: { nat: { sourceNat: [], portForwards: [] } } })).toEqual(network);
+    expect(scope({ patch: { routes: { upsert: [route('10.1.0.0/16')], remove: [] }, blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual([...network, 'blocklist']);
+    expect(scope({ desired: { ...nodeStateSchema.parse({}) } })).toEqual(all);
   });
 });

@@ -112,7 +112,7 @@ describe('network planner', () => {
     const [a, b] = parse({ rules: [{ priority: 100, from: '10.0.0.0/8', table: 100 }, { priority: 100, from: '10.0.0.0/8', table: 200 }] }).rules;
     const ops = planRules([a!], [b!]);
     expect(ops.map((o) => o.action)).toEqual(['add', 'delete']);
-    expect(renderPlan({ ...planNodeChange({ routes: [], blocklist: [] }, { routes: [], blocklist: [] }), rules: ops })).toEqual([
+    expect(renderPlan({ ...planNodeChange({ routes: [] }, { routes: [] }), rules: ops })).toEqual([
       '+ rule -4 priority 100 from 10.0.0.0/8 table 200',
       '- rule -4 priority 100 from 10.0.0.0/8 table 100',
     ]);

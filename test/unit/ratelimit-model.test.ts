@@ -6,7 +6,8 @@
 import { decodeRateLimitValue, encodeRateLimitValue } from '../../bpf/ratelimit-maps';
 import { validateChangeRequest } from '../../model/change-request';
 import { nodeStateSchema } from '../../model/node-state';
-import { changeScope, planNodeChange, planRateLimits, renderPlan, resolveDesired } from '../../model/plan';
+import { planRateLimits, renderOperation } from '../../model/plan';
+import { changeScope, subsystemIntents } from '../../model/subsystem';
 
 const NOW = Date.parse('2026-11-22T00:00:00Z');
 const base = { id: 'r1', author: 'fos1-enforcer', reason: 'ids', targets: ['node-a'] };
@@ -36,23 +37,24 @@ describe('rate limits in change requests', () => {
 });
 
 describe('rate-limit planning', () => {
-  const limit = (cidr: string, pps: number, burst = pps, expiresAt?: string) => ({ cidr, pps, burst, ...(expiresAt ? { expiresAt } : {}) });
+  const limit = (cidr: string, pps: number, burst = pps, expiresAt?: number) => ({ cidr, pps, burst, ...(expiresAt ? { expiresAt } : {}) });
 
   test('adds, replaces when rate, burst or expiry differ, deletes what is no longer wanted', () => {
     const ops = planRateLimits([limit('192.0.2.1/32', 10), limit('192.0.2.2/32', 10), limit('192.0.2.3/32', 10)], [limit('192.0.2.1/32', 10), limit('192.0.2.2/32', 10, 40), limit('192.0.2.4/32', 5)]);
-    expect(renderPlan({ links: [], vlans: [], addresses: [], routes: [], rules: [], zones: [], nat: [], ratelimits: ops, blocklist: [] })).toEqual([
+    expect(ops.map(renderOperation)).toEqual([
       '~ rate-limit 192.0.2.2/32 10 pps burst 10 => 192.0.2.2/32 10 pps burst 40',
       '+ rate-limit 192.0.2.4/32 5 pps burst 5',
       '- rate-limit 192.0.2.3/32 10 pps burst 10',
     ]);
   });
 
-  test('a patch upserts and removes limits on the snapshot and takes the whole node in scope', () => {
-    const observed = { routes: [], rateLimits: [limit('192.0.2.1/32', 10), limit('192.0.2.2/32', 10)], blocklist: [] };
+  test('a patch becomes an intent of the touched sources (expiry in unix seconds) and is scoped to the rate limits alone', () => {
     const patch = { rateLimits: { upsert: [{ cidr: '192.0.2.3/32', pps: 7, burst: 7, reason: 'flood', expiresAt: '2030-01-01T00:00:00.000Z' }], remove: ['192.0.2.1/32'] } };
-    const desired = resolveDesired(observed, { patch: patch as never });
-    expect(renderPlan(planNodeChange(observed, desired))).toEqual(['+ rate-limit 192.0.2.3/32 7 pps burst 7 until 2030-01-01T00:00:00.000Z', '- rate-limit 192.0.2.1/32 10 pps burst 10']);
-    expect(changeScope({ patch: patch as never })).toContain('ratelimits');
+    const intents = subsystemIntents({ patch: patch as never });
+    expect(intents.ratelimits).toEqual({ mode: 'patch', upsert: [limit('192.0.2.3/32', 7, 7, Date.parse('2030-01-01T00:00:00Z') / 1000)], remove: ['192.0.2.1/32'] });
+    expect(changeScope(intents)).toEqual(['ratelimits']);
+    const upsert = intents.ratelimits.mode === 'patch' ? intents.ratelimits.upsert : [];
+    expect(planRateLimits([limit('192.0.2.1/32', 10)], upsert).map(renderOperation)).toEqual(['+ rate-limit 192.0.2.3/32 7 pps burst 7 until 2030-01-01T00:00:00.000Z', '- rate-limit 192.0.2.1/32 10 pps burst 10']);
   });
 });
 
