@@ -8,11 +8,10 @@
  *   restoreBlocklist  snapshot → maps as they were
  *
  * Also the by-reference building blocks (`syncBlocklistFromRef`, …) for tools and tests.
- * Kernel errors become `ApplicationFailure`s with the node activities' failure types,
+ * Kernel errors become `ApplicationFailure`s of fos1's vocabulary (activities/failures.ts),
  * so workflows branch on one vocabulary.
  */
 import { statSync } from 'node:fs';
-import { ApplicationFailure } from '@temporalio/common';
 import {
   type BlocklistImage,
   type ImageDiff,
@@ -31,8 +30,6 @@ import {
 } from '../bpf/blocklist-image';
 import { BLOCK_VALUE_SIZE } from '../bpf/blocklist-codec';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
-import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
-import { BpfMapMismatchError } from '../bpf/map';
 import {
   type BlocklistCheck,
   type BlocklistIntent,
@@ -52,16 +49,8 @@ import {
   type BlocklistSyncResult,
   type PatchSnapshot,
   createBlocklistSync,
-  invalidInputAsFailure,
 } from './blocklist-sync';
-
-/** Failure types of the blocklist activities, beyond the sync's own (`InvalidBlocklist`, …). */
-export const BlocklistActivityFailureType = {
-  BlocklistMapFull: 'BlocklistMapFull',
-  PermissionDenied: 'PermissionDenied',
-  BlocklistMapMismatch: 'BlocklistMapMismatch',
-  BpfError: 'BpfError',
-} as const;
+import { ErrorDomains, translateErrors, translateErrorsSync } from './failures';
 
 /** Dependencies: the node's maps (opened lazily) and its content-addressed store. */
 export type BlocklistActivityDeps = BlocklistSyncDeps & { store: BlocklistStore };
@@ -91,7 +80,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
   /** The desired image of a full-list intent (canonical, last entry for a prefix wins). */
   const desiredImage = (intent: Extract<BlocklistIntent, { mode: 'replace' | 'replace-ref' }>): BlocklistImage =>
-    invalidInputAsFailure(() => {
+    translateErrorsSync(ErrorDomains.blocklist, () => {
       if (intent.mode === 'replace') return imageFromEntries(intent.entries);
       const key = refKey(intent.ref);
       if (key !== undefined && parsed?.key === key) return parsed.image;
@@ -103,7 +92,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
   /** The touched prefixes of a patch, canonical; upserts win over removes of the same prefix. */
   const patchParts = (intent: Extract<BlocklistIntent, { mode: 'patch' }>) =>
-    invalidInputAsFailure(() => {
+    translateErrorsSync(ErrorDomains.blocklist, () => {
       const upsert = new Map<string, MapBlocklistEntry>();
       for (const e of intent.upsert) {
         const cidr = canonicalCidr(e.cidr);
@@ -121,7 +110,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
      * as its hash, with the digest that verifies a restore).
      */
     async prepareBlocklist(input: { intent: BlocklistIntent; dryRun?: boolean }): Promise<PreparedBlocklist> {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         const { intent } = input;
         const maps = deps.maps();
         if (intent.mode === 'keep') {
@@ -183,7 +172,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
     /** Applies an intent: a full list by batch diff (verified by digest), a patch key by key. */
     async applyBlocklist(input: { intent: BlocklistIntent }): Promise<{ operations: string[] }> {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         const { intent } = input;
         switch (intent.mode) {
           case 'keep':
@@ -203,7 +192,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
     /** Reads the maps back against a check; returns what differs (empty: verified). */
     async checkBlocklist(input: { check: BlocklistCheck }): Promise<string[]> {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         const maps = deps.maps();
         const { check } = input;
         if (check.kind === 'digest') {
@@ -229,7 +218,7 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
     /** Puts back what {@link prepareBlocklist} recorded (the caller then checks `snapshot.check`). */
     async restoreBlocklist(input: { snapshot: BlocklistSnapshot }): Promise<{ operations: string[] }> {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         const { snapshot } = input;
         if (snapshot.ref) return { operations: sync.restore(snapshot.ref).operations };
         if (snapshot.check.kind !== 'entries') throw new Error('a blocklist snapshot without a store reference must list its entries');
@@ -240,18 +229,18 @@ export function createBlocklistActivities(deps: BlocklistActivityDeps) {
 
     /** Converges the maps to the blocklist a reference points at; returns the snapshot to restore. */
     async syncBlocklistFromRef(input: { ref: unknown }): Promise<BlocklistSyncResult> {
-      return asFailures(() => sync.syncFromRef(input.ref));
+      return translateErrors(ErrorDomains.blocklist, () => sync.syncFromRef(input.ref));
     },
     /** Puts back the contents a previous sync's `snapshotRef` recorded, verified by read-back. */
     async restoreBlocklistSnapshot(input: { snapshotRef: { sha256: string } }): Promise<BlocklistSyncResult> {
-      return asFailures(() => sync.restore(input.snapshotRef));
+      return translateErrors(ErrorDomains.blocklist, () => sync.restore(input.snapshotRef));
     },
     /** Upserts/removes a few entries; `previous` undoes it with {@link restoreBlocklistPatch}. */
     async patchBlocklist(input: { upsert: KernelBlocklistEntry[]; remove: string[] }) {
-      return asFailures(() => sync.patch(input));
+      return translateErrors(ErrorDomains.blocklist, () => sync.patch(input));
     },
     async restoreBlocklistPatch(input: { previous: PatchSnapshot }): Promise<void> {
-      return asFailures(() => sync.restorePatch(input.previous));
+      return translateErrors(ErrorDomains.blocklist, () => sync.restorePatch(input.previous));
     },
   };
 }
@@ -288,26 +277,4 @@ function renderImageDiff(diff: ImageDiff, maps: BlocklistMaps): string[] {
     }
   }
   return ops.map(renderOperation);
-}
-
-/** Kernel errors as `ApplicationFailure`s (input errors already are). */
-async function asFailures<T>(fn: () => T): Promise<T> {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof ApplicationFailure) throw err;
-    const type =
-      err instanceof BpfMapFullError
-        ? BlocklistActivityFailureType.BlocklistMapFull
-        : err instanceof BpfPermissionError
-          ? BlocklistActivityFailureType.PermissionDenied
-          : err instanceof BpfMapMismatchError
-            ? BlocklistActivityFailureType.BlocklistMapMismatch
-            : err instanceof BpfError
-              ? BlocklistActivityFailureType.BpfError
-              : undefined;
-    if (type === undefined) throw err;
-    // A full map, a missing privilege or an incompatible pin do not heal by retrying.
-    throw ApplicationFailure.create({ type, message: (err as Error).message, nonRetryable: type !== BlocklistActivityFailureType.BpfError });
-  }
 }

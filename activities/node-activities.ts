@@ -7,48 +7,24 @@
  * it, so a retry after a crash (or a rollback after a partial apply) converges instead of
  * tripping over what the previous attempt already did.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import type { InterfaceConfig, NatConfig, ObservedNetworkState, ObservedRateLimit, PolicyRule, Route, Zone } from '../model/node-state';
 import { renderOperation, type Subsystem } from '../model/plan';
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
 import type { KernelRateLimit, RateLimitMaps } from '../bpf/ratelimit-maps';
-import { DatapathCodecError } from '../bpf/datapath-codec';
 import { createBlocklistActivities } from './blocklist-activities';
 import type { BlocklistStore } from './blocklist-sync';
-import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
-import { BpfMapMismatchError } from '../bpf/map';
-import { RouteApplyError, type RouteTable } from './system/route-table';
+import { ErrorDomains, translateErrors } from './failures';
+import type { RouteTable } from './system/route-table';
 import type { LinkTable } from './system/link-table';
 import type { NatTable } from './system/nat-table';
 import type { RuleTable } from './system/rule-table';
-import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError } from './system/network-errors';
-
-/** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
-export const NodeFailureType = {
-  RouteApplyFailed: 'RouteApplyFailed',
-  BlocklistMapFull: 'BlocklistMapFull',
-  PermissionDenied: 'PermissionDenied',
-  BlocklistMapMismatch: 'BlocklistMapMismatch',
-  LinkApplyFailed: 'LinkApplyFailed',
-  VlanApplyFailed: 'VlanApplyFailed',
-  AddressApplyFailed: 'AddressApplyFailed',
-  RuleApplyFailed: 'RuleApplyFailed',
-  ZoneApplyFailed: 'ZoneApplyFailed',
-  NatApplyFailed: 'NatApplyFailed',
-  RateLimitApplyFailed: 'RateLimitApplyFailed',
-  /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */
-  KernelFeatureMissing: 'KernelFeatureMissing',
-  /** fos1's nftables table holds something fos1 did not write. */
-  ForeignState: 'ForeignState',
-  /** A fault injected by a test through {@link NodeActivityDeps.faults}. */
-  InjectedFault: 'InjectedFault',
-} as const;
 
 /**
  * Test hook: called by a converge activity right after it changed the kernel, before it
  * reports success. Throwing there makes the step fail in the real apply path, with its
- * changes already made — exactly what a rollback must undo. Production workers pass none.
+ * changes already made — exactly what a rollback must undo (throw an InjectedFaultError,
+ * activities/failures.ts, to fail it as `InjectedFault`). Production workers pass none.
  */
 export type FaultInjector = (subsystem: Subsystem) => void | Promise<void>;
 
@@ -87,7 +63,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
   /** Runs one converge step: apply, then the test fault hook (after the kernel changed). */
   const converge = (subsystem: Subsystem, apply: () => Promise<Parameters<typeof renderOperation>[0][]>): Promise<SyncResult> =>
-    translateErrors(async () => {
+    translateErrors(ErrorDomains.node, async () => {
       const operations = (await apply()).map(renderOperation);
       await deps.faults?.(subsystem);
       logger.info({ subsystem, operations }, `${subsystem} converged`);
@@ -101,7 +77,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      * the blocklist activities below plan, snapshot and verify it on the node.
      */
     async readNetworkState(): Promise<ObservedNetworkState> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.node, async () => {
         const table = await deps.nat.readState(); // zones and NAT share fos1's nft table: one listing
         return {
           interfaces: await deps.links.read(),
@@ -165,11 +141,6 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   };
 }
 
-/** What a {@link FaultInjector} throws to fail a step on purpose. */
-export class InjectedFaultError extends Error {
-  override readonly name = 'InjectedFaultError';
-}
-
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
 
@@ -179,47 +150,4 @@ function fromKernelRateLimit(r: KernelRateLimit): ObservedRateLimit {
 
 function toKernelRateLimit(r: ObservedRateLimit): KernelRateLimit {
   return { cidr: r.cidr, pps: r.pps, burst: r.burst, ...(r.expiresAt ? { expiresAt: Math.floor(Date.parse(r.expiresAt) / 1000) } : {}) };
-}
-
-/**
- * Maps system errors to ApplicationFailures with a stable `type`. Configuration errors
- * the kernel refuses (bad gateway, full map, missing privilege) will not heal by retrying,
- * so they are non-retryable; anything unexpected stays retryable.
- */
-async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof InjectedFaultError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.InjectedFault, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof NetworkApplyError) {
-      throw ApplicationFailure.create({ type: err.failureType, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof KernelFeatureMissingError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.KernelFeatureMissing, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof ForeignStateError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.ForeignState, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof RouteApplyError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.RouteApplyFailed, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof DatapathCodecError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.RateLimitApplyFailed, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfMapFullError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapFull, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfPermissionError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.PermissionDenied, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfMapMismatchError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapMismatch, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfError) {
-      throw ApplicationFailure.create({ type: 'BpfError', message: err.message, nonRetryable: false });
-    }
-    throw err;
-  }
 }

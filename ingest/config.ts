@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { guardConfigSchema, type GuardConfig } from '../rules/guard';
+import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 

@@ -6,9 +6,9 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
-import { EnforcementBridge, type WorkflowStarter } from '../rules/bridge';
+import { EnforcementBridge, type WorkflowStarter } from './bridge';
 import { RuleEvaluator } from '../rules/evaluator';
-import { EnforcementGuard } from '../rules/guard';
+import { EnforcementGuard } from '../model/enforcement-guard';
 import { loadRuleSetFile } from '../rules/rule-set';
 import type { IngestConfig } from './config';
 import { EveFileTail } from './eve-tail';

@@ -26,7 +26,7 @@ import { startApiServer } from '../api/server';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
-import { guardConfigSchema } from '../rules/guard';
+import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { createSandboxNamespace } from './sandbox-netns';
 

@@ -10,10 +10,10 @@
  * restored to its snapshot (Junos-style "commit confirmed").
  *
  * The single argument is `unknown` on purpose: it arrives as raw JSON from the Web UI,
- * the CLI or the API, and is validated here before anything runs.
+ * the CLI or the API, and is validated here before anything runs. Its failure types
+ * (`InvalidChangeRequest`, `NodeBusy`, `ChangeRolledBack`, `RollbackFailed`) are in model/failures.ts.
  */
 import {
-  ApplicationFailure,
   condition,
   defineQuery,
   defineSignal,
@@ -29,15 +29,9 @@ import {
 import type { AuditRecord } from '../model/audit';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
-import {
-  AuditTrail,
-  nodeChangeWorkflow,
-  nodeDecisionSignal,
-  nodeReadySignal,
-  summariseFailure,
-  type FailureSummary,
-  type NodeChangeResult,
-} from './node-change';
+import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
+import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
+import { AuditTrail, isAlreadyStarted } from './support';
 
 /** Where a change stands. */
 export type ChangePhase =
@@ -87,15 +81,6 @@ export const statusQuery = defineQuery<ChangeStatus>('status');
 export const confirmUpdate = defineUpdate<ChangeStatus, [OperatorAction]>('confirm');
 export const abortSignal = defineSignal<[OperatorAction]>('abort');
 
-/** Failure types of the change workflow, for clients to branch on. */
-export const ChangeFailureType = {
-  InvalidChangeRequest: 'InvalidChangeRequest',
-  /** A target node stayed held by another change for longer than `lockTimeout`. */
-  NodeBusy: 'NodeBusy',
-  ChangeRolledBack: 'ChangeRolledBack',
-  RollbackFailed: 'RollbackFailed',
-} as const;
-
 /** Runs one change request. See the module comment for the shape. */
 export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
   const status: ChangeStatus = { phase: 'validating', message: 'validating the request', progress: { nodesDone: 0, nodesTotal: 0 }, nodes: {}, audit: [] };
@@ -129,12 +114,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     trail.record('validate', 'failed', validatedAt, formatIssues(validation.issues));
     Object.assign(status, { phase: 'rejected', message: `invalid change request:\n${formatIssues(validation.issues)}`, issues: validation.issues, audit: trail.records });
     setSearchStatus('rejected');
-    throw ApplicationFailure.create({
-      type: ChangeFailureType.InvalidChangeRequest,
-      message: status.message,
-      nonRetryable: true,
-      details: [status],
-    });
+    throw failure(FailureType.InvalidChangeRequest, status.message, [status]);
   }
   const request = validation.request;
   trail.record('validate', 'ok', validatedAt, `${request.targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
@@ -169,7 +149,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     if (!child) {
       const why = `node ${node} stayed busy with another change for ${request.options.lockTimeout / 1000}s`;
       await revertHeld(why);
-      return finish(cleanRevert() ? 'rolled-back' : 'rollback-failed', `${why}; nothing was applied to it${held.length > 0 ? ', and the nodes already changed were restored' : ''}`, ChangeFailureType.NodeBusy);
+      return finish(cleanRevert() ? 'rolled-back' : 'rollback-failed', `${why}; nothing was applied to it${held.length > 0 ? ', and the nodes already changed were restored' : ''}`, FailureType.NodeBusy);
     }
     await condition(() => ready.has(node) || finished.has(node));
     const result = ready.get(node) ?? (finished.get(node) as NodeChangeResult);
@@ -180,7 +160,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
       await revertHeld(`node ${node} failed: ${result.error?.message ?? 'unknown error'}`);
       const clean = result.outcome !== 'rollback-failed' && cleanRevert();
       const onNode = result.outcome === 'not-applied' ? 'nothing was applied to it' : 'it was rolled back';
-      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? `${onNode}, and every node was verified against its snapshot` : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? ChangeFailureType.ChangeRolledBack : ChangeFailureType.RollbackFailed);
+      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? `${onNode}, and every node was verified against its snapshot` : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? FailureType.ChangeRolledBack : FailureType.RollbackFailed);
     }
     if (result.outcome === 'applied') appliedCount++;
     if (ready.has(node)) held.push(node);
@@ -207,7 +187,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
       trail.record('confirm', 'failed', waitStarted, why);
       await revertHeld(why);
       const clean = cleanRevert();
-      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : ChangeFailureType.RollbackFailed);
+      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
     }
   }
   await releaseHeld();
@@ -238,7 +218,7 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
         if (status.phase === 'waiting-for-node') setPhase('rolling-out', 'applying node by node');
         return child;
       } catch (err) {
-        if (summariseFailure(err).type !== 'WorkflowExecutionAlreadyStartedError' && (err as Error).name !== 'WorkflowExecutionAlreadyStartedError') throw err;
+        if (!isAlreadyStarted(err)) throw err;
         if (Date.now() >= deadline) return undefined;
         setPhase('waiting-for-node', `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})`);
         await sleep(delay);
@@ -292,12 +272,10 @@ export async function changeWorkflow(input: unknown): Promise<ChangeStatus> {
     setSearchStatus(phase);
   }
 
-  function finish(phase: ChangePhase, message: string, failureType?: string): ChangeStatus {
+  function finish(phase: ChangePhase, message: string, failureType?: FailureTypeName): ChangeStatus {
     setPhase(phase, message);
     status.audit = trail.records;
-    if (failureType) {
-      throw ApplicationFailure.create({ type: failureType, message, nonRetryable: true, details: [status] });
-    }
+    if (failureType) throw failure(failureType, message, [status]);
     return status;
   }
 }

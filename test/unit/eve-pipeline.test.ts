@@ -6,7 +6,7 @@
 import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { IngestPipeline } from '../../ingest/pipeline';
-import type { Decision } from '../../rules/decision';
+import type { Decision } from '../../model/enforcement-decision';
 import type { RuleEvaluator } from '../../rules/evaluator';
 
 const ALERT = readFileSync('/work/shared/data/suricata/eve/eve-alerts.log', 'utf8').split('\n')[0]!;

@@ -11,9 +11,9 @@ import pino from 'pino';
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { ndpiReaderArgs, NdpiReaderError, runNdpiReader } from '../../ingest/ndpi-reader';
 import { IngestPipeline } from '../../ingest/pipeline';
-import type { Decision } from '../../rules/decision';
+import type { Decision } from '../../model/enforcement-decision';
 import { RuleEvaluator } from '../../rules/evaluator';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { parseNdpiFlowLine } from '../../rules/ndpi';
 import { loadRuleSetFile } from '../../rules/rule-set';
 

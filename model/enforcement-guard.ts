@@ -13,8 +13,8 @@
  * caps need the cluster-wide count the coordinator workflow keeps).
  */
 import { z } from 'zod';
-import { cidrContains, parseCidr, type Cidr } from '../model/ip';
-import { cidrSchema } from '../model/node-state';
+import { cidrContains, parseCidr, type Cidr } from './ip';
+import { cidrSchema } from './node-state';
 
 /** Guard configuration. Lists are named so refusals can say which list matched. */
 export const guardConfigSchema = z
