@@ -16,7 +16,7 @@
  *           longer (fail2ban's bantime.increment); then completes. Continue-as-new keeps
  *           long-lived targets' histories bounded.
  *
- * Why a coordinator: the caps are cluster-wide, so one place must count every block that
+ * Why a coordinator (workflows/enforcement-coordinator.ts): the caps are cluster-wide, so one place must count every block that
  * starts and lifts. It does not serialise changes: two enforcement changes at once are
  * safe because every change takes the node's lock (`node-change/<node>`, the node
  * workflow's id) and resolves its blocklist patch against what the node holds under that
@@ -210,29 +210,22 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     let enforced = false;
     let changeId = '';
     let quarantined: QuarantinedEndpoint | undefined;
-    if (strongest.action === 'block') {
-      const newBlock = !active || active.action !== 'block';
-      const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined);
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
+    if (strongest.action === 'block' || strongest.action === 'rate-limit') {
+      const newBlock = strongest.action === 'block' && (!active || active.action !== 'block');
+      const outcome =
+        strongest.action === 'block'
+          ? await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined)
+          : await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
+      if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       enforced = true;
       changeId = outcome.changeId;
       expiresAt = outcome.expiresAt ?? expiresAt;
-      state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
-      // A block supersedes a rate limit in force: take the limit off the nodes too.
-      if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
-      if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
-    } else if (strongest.action === 'rate-limit') {
-      const outcome = await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
+      if (strongest.action === 'block') {
+        state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
+        // A block supersedes a rate limit in force: take the limit off the nodes too.
+        if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
+        if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
       }
-      enforced = true;
-      changeId = outcome.changeId;
-      expiresAt = outcome.expiresAt ?? expiresAt;
     } else if (strongest.action === 'quarantine') {
       const outcome = await enforceQuarantine(input.target, strongest, ENFORCER);
       if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
@@ -272,19 +265,12 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   async function extend(active: ActiveAction, startedAt: number): Promise<void> {
     if (startedAt + active.durationMs - Date.parse(active.expiresAt) < active.durationMs / 10) return;
     let expiresAt = new Date(startedAt + active.durationMs).toISOString();
-    if (active.action === 'block' && active.enforced) {
-      const outcome = await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false);
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
-      expiresAt = outcome.expiresAt ?? expiresAt;
-    } else if (active.action === 'rate-limit' && active.enforced) {
-      const outcome = await changeRateLimit('extend', { pps: active.rateLimitPps ?? 1, reason: active.reason, durationMs: active.durationMs });
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
+    if (active.enforced && (active.action === 'block' || active.action === 'rate-limit')) {
+      const outcome =
+        active.action === 'block'
+          ? await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false)
+          : await changeRateLimit('extend', { pps: active.rateLimitPps ?? 1, reason: active.reason, durationMs: active.durationMs });
+      if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       expiresAt = outcome.expiresAt ?? expiresAt;
     }
     active.expiresAt = expiresAt;
