@@ -13,18 +13,17 @@
  * Every change returns a `snapshotRef` to the previous contents (written to the
  * content-addressed store) so a rollback is `restore(snapshotRef)`, verified by reading
  * the maps back. Kernel errors propagate as the bpf/ error classes (the node activities
- * translate them); input errors become non-retryable `ApplicationFailure`s here.
+ * translate them); input errors become `InvalidBlocklist` here (activities/failures.ts).
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import { type BlocklistRef, blocklistRefSchema } from '../model/blocklist-ref';
-import { canonicalCidr, IpParseError } from '../model/ip';
+import { failure, FailureType } from '../model/failures';
+import { canonicalCidr } from '../model/ip';
 import {
   type BlocklistImage,
-  BlocklistFileError,
   IMAGE_KINDS,
   type ImageDiff,
   diffSize,
@@ -39,13 +38,7 @@ import {
   serializeImage,
 } from '../bpf/blocklist-image';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../bpf/blocklist-maps';
-
-/** Failure types of this module (`ApplicationFailure.type`). */
-export const BlocklistFailureType = {
-  InvalidBlocklist: 'InvalidBlocklist',
-  BlocklistRefNotFound: 'BlocklistRefNotFound',
-  BlocklistVerifyFailed: 'BlocklistVerifyFailed',
-} as const;
+import { ErrorDomains, translateErrorsSync } from './failures';
 
 /** At most this many diff lines are returned (the counts are always complete). */
 export const MAX_OPERATION_LINES = 1000;
@@ -102,11 +95,7 @@ export class BlocklistStore {
     const parsed = blocklistRefSchema.safeParse(input);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      throw ApplicationFailure.create({
-        type: BlocklistFailureType.InvalidBlocklist,
-        message: `blocklist reference${issue?.path.length ? ` field "${issue.path.join('.')}"` : ''}: ${issue?.message ?? 'invalid'}`,
-        nonRetryable: true,
-      });
+      throw failure(FailureType.InvalidBlocklist, `blocklist reference${issue?.path.length ? ` field "${issue.path.join('.')}"` : ''}: ${issue?.message ?? 'invalid'}`);
     }
     const ref: BlocklistRef = parsed.data;
     const path = 'file' in ref ? ref.file : join(this.dir, ref.sha256);
@@ -114,20 +103,12 @@ export class BlocklistStore {
     try {
       data = readFileSync(path);
     } catch (err) {
-      throw ApplicationFailure.create({
-        type: BlocklistFailureType.BlocklistRefNotFound,
-        message: `blocklist ${'file' in ref ? `file ${path}` : `sha256 ${ref.sha256} (${path})`} cannot be read: ${(err as Error).message}`,
-        nonRetryable: true,
-      });
+      throw failure(FailureType.BlocklistRefNotFound, `blocklist ${'file' in ref ? `file ${path}` : `sha256 ${ref.sha256} (${path})`} cannot be read: ${(err as Error).message}`);
     }
     if (ref.sha256 !== undefined) {
       const actual = createHash('sha256').update(data).digest('hex');
       if (actual !== ref.sha256) {
-        throw ApplicationFailure.create({
-          type: BlocklistFailureType.InvalidBlocklist,
-          message: `blocklist at ${path} has sha256 ${actual}, but the reference says ${ref.sha256}: the content changed after it was referenced`,
-          nonRetryable: true,
-        });
+        throw failure(FailureType.InvalidBlocklist, `blocklist at ${path} has sha256 ${actual}, but the reference says ${ref.sha256}: the content changed after it was referenced`);
       }
     }
     return data;
@@ -176,7 +157,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
     const t2 = clock();
     const mismatch = maps.verifyImage(placed);
     if (mismatch) {
-      throw ApplicationFailure.create({ type: BlocklistFailureType.BlocklistVerifyFailed, message: mismatch, nonRetryable: false });
+      throw failure(FailureType.BlocklistVerifyFailed, mismatch);
     }
     const t3 = clock();
     const size = diffSize(diff);
@@ -199,7 +180,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
     /** Converges the maps to an inline list (the change workflow's payload; expiresAt in unix seconds). */
     syncEntries(desired: KernelBlocklistEntry[]): BlocklistSyncResult {
       const t = clock();
-      const image = invalidInputAsFailure(() => imageFromEntries(desired));
+      const image = translateErrorsSync(ErrorDomains.blocklist, () => imageFromEntries(desired));
       return syncImage(image, clock() - t);
     },
 
@@ -208,7 +189,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
       if (!deps.store) throw new Error('blocklist sync by reference needs a BlocklistStore');
       const t = clock();
       const data = deps.store.read(ref);
-      const image = invalidInputAsFailure(() => (isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data)));
+      const image = translateErrorsSync(ErrorDomains.blocklist, () => (isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data)));
       return syncImage(image, clock() - t);
     },
 
@@ -228,8 +209,8 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
     ): BlocklistSyncResult & { previous: PatchSnapshot } {
       const maps = deps.maps();
       const t0 = clock();
-      const upsert = invalidInputAsFailure(() => input.upsert.map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) })));
-      const remove = invalidInputAsFailure(() => input.remove.map((c) => canonicalCidr(c)));
+      const upsert = translateErrorsSync(ErrorDomains.blocklist, () => input.upsert.map((e) => ({ ...e, cidr: canonicalCidr(e.cidr) })));
+      const remove = translateErrorsSync(ErrorDomains.blocklist, () => input.remove.map((c) => canonicalCidr(c)));
       const touched = [...new Set([...upsert.map((e) => e.cidr), ...remove])];
       const previous: PatchSnapshot = { present: [], absent: [] };
       for (const cidr of touched) {
@@ -254,11 +235,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
         if ((have?.expiresAt ?? 0) !== (want?.expiresAt ?? 0) || (have === null) !== (want === null)) wrong.push(cidr);
       }
       if (wrong.length > 0) {
-        throw ApplicationFailure.create({
-          type: BlocklistFailureType.BlocklistVerifyFailed,
-          message: `blocklist read-back differs for ${wrong.join(', ')}`,
-          nonRetryable: false,
-        });
+        throw failure(FailureType.BlocklistVerifyFailed, `blocklist read-back differs for ${wrong.join(', ')}`);
       }
       const t3 = clock();
       // A caller that keeps `previous` itself (the change workflow) needs no copy in the store.
@@ -296,18 +273,6 @@ function applyPatchSnapshot(maps: BlocklistMaps, previous: PatchSnapshot): void 
 }
 
 export type BlocklistSync = ReturnType<typeof createBlocklistSync>;
-
-/** Input errors (bad prefix in a list or file) are the caller's; retrying cannot fix them. */
-export function invalidInputAsFailure<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof BlocklistFileError || err instanceof IpParseError || err instanceof RangeError) {
-      throw ApplicationFailure.create({ type: BlocklistFailureType.InvalidBlocklist, message: err.message, nonRetryable: true });
-    }
-    throw err;
-  }
-}
 
 /** Diff lines for the first {@link MAX_OPERATION_LINES} operations, upserts before deletes. */
 function renderDiff(diff: ImageDiff): string[] {

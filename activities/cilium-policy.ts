@@ -12,9 +12,8 @@
  *
  * Errors become ApplicationFailures: 409 is `PolicyConflict`, other 4xx `PolicyRejected`
  * (both non-retryable: the same request will be refused again), 429/5xx/unreachable
- * `KubeUnavailable` (retryable).
+ * `KubeUnavailable` (retryable); see activities/failures.ts.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import {
   CILIUM_API_VERSION,
@@ -29,15 +28,9 @@ import {
   type PolicyMapEstimateOptions,
   type PolicySource,
 } from '../model/firewall-translate';
-import { KubeApiError, type ApplyOptions, type ObjectRef, type StoredObject } from '../k8s/client';
-
-/** Failure types the policy workflow branches on. */
-export const CiliumFailureType = {
-  PolicyConflict: 'PolicyConflict',
-  PolicyRejected: 'PolicyRejected',
-  KubeUnavailable: 'KubeUnavailable',
-  PolicyMapOverflow: 'PolicyMapOverflow',
-} as const;
+import { failure, FailureType } from '../model/failures';
+import type { ApplyOptions, ObjectRef, StoredObject } from '../k8s/client';
+import { ErrorDomains, translateErrors } from './failures';
 
 /** The kinds fos1 writes, in apply order (groups before the policies that reference them). */
 export const CILIUM_KINDS: readonly { apiVersion: string; kind: string; namespaced: boolean }[] = [
@@ -104,11 +97,7 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
       const other = taken.get(objectKey(obj));
       if (other) {
         const l = other.metadata.labels ?? {};
-        throw ApplicationFailure.create({
-          type: CiliumFailureType.PolicyConflict,
-          nonRetryable: true,
-          message: `${objectKey(obj)} already belongs to ${l['fos1.io/source-kind']} ${l['fos1.io/source-namespace']}/${l['fos1.io/source-name']}; rename one of them`,
-        });
+        throw failure(FailureType.PolicyConflict, `${objectKey(obj)} already belongs to ${l['fos1.io/source-kind']} ${l['fos1.io/source-namespace']}/${l['fos1.io/source-name']}; rename one of them`);
       }
     }
     const stored: KubeObject[] = [];
@@ -130,7 +119,7 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
   return {
     /** The objects fos1 made from `source`, as they are now (the snapshot, and the read-back). */
     async readPolicies(input: { source: PolicySource }): Promise<PolicySnapshot> {
-      return translateErrors(async () => ({ source: input.source, objects: await readOwned(ownershipSelector(input.source)) }));
+      return translateErrors(ErrorDomains.cilium, async () => ({ source: input.source, objects: await readOwned(ownershipSelector(input.source)) }));
     },
 
     /**
@@ -138,7 +127,7 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
      * other fos1-owned policy in the cluster, and refuses the change if one would exceed the map.
      */
     async checkPolicyMap(input: { source: PolicySource; desired: KubeObject[] }): Promise<PolicyMapEstimate[]> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.cilium, async () => {
         const others = (await readOwned(`${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`)).filter((o) => !sameSource(o, input.source));
         const groupSizes: Record<string, number> = { ...deps.estimate?.cidrGroupSizes };
         for (const o of [...others, ...input.desired]) {
@@ -148,14 +137,10 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
         const max = deps.policyMapMax ?? DEFAULT_POLICY_MAP_MAX;
         const over = estimates.filter((e) => e.entries > max);
         if (over.length > 0) {
-          throw ApplicationFailure.create({
-            type: CiliumFailureType.PolicyMapOverflow,
-            nonRetryable: true,
-            message: over
-              .map((e) => `endpoints selected by ${e.subject} would need about ${e.entries} policy-map entries (identities × ports × protocols), more than the map holds (${max}); policies: ${e.policies.join(', ')}`)
-              .join('\n'),
-            details: [over],
-          });
+          const message = over
+            .map((e) => `endpoints selected by ${e.subject} would need about ${e.entries} policy-map entries (identities × ports × protocols), more than the map holds (${max}); policies: ${e.policies.join(', ')}`)
+            .join('\n');
+          throw failure(FailureType.PolicyMapOverflow, message, [over]);
         }
         return estimates;
       });
@@ -167,7 +152,7 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
      * apiserver validates and admits everything (schema, CEL, webhooks) and persists nothing.
      */
     async applyPolicies(input: { source: PolicySource; desired: KubeObject[]; dryRun?: boolean }): Promise<ApplyResult> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.cilium, async () => {
         const result = await converge(input.source, input.desired, { dryRun: input.dryRun ?? false, force: false });
         logger.info({ applied: result.applied, pruned: result.pruned, dryRun: input.dryRun ?? false }, 'cilium policies converged');
         return result;
@@ -176,7 +161,7 @@ export function createCiliumActivities(deps: CiliumActivityDeps) {
 
     /** Brings `snapshot.source`'s objects back to the snapshot (force-applied, extras pruned). */
     async restorePolicies(input: { snapshot: PolicySnapshot }): Promise<ApplyResult> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.cilium, async () => {
         const result = await converge(input.snapshot.source, input.snapshot.objects, { dryRun: false, force: true });
         logger.info({ restored: result.applied, pruned: result.pruned }, 'cilium policies restored');
         return result;
@@ -232,35 +217,10 @@ function sameSource(obj: KubeObject, source: PolicySource): boolean {
 
 function assertOwnedBy(obj: KubeObject, source: PolicySource): void {
   if (!CILIUM_KINDS.some((k) => k.kind === obj.kind && k.apiVersion === obj.apiVersion)) {
-    throw ApplicationFailure.create({ type: CiliumFailureType.PolicyRejected, nonRetryable: true, message: `${objectKey(obj)}: fos1 only writes ${CILIUM_KINDS.map((k) => `${k.apiVersion} ${k.kind}`).join(', ')}` });
+    throw failure(FailureType.PolicyRejected, `${objectKey(obj)}: fos1 only writes ${CILIUM_KINDS.map((k) => `${k.apiVersion} ${k.kind}`).join(', ')}`);
   }
   if (!sameSource(obj, source)) {
     // Without the labels the prune could never find it again: refuse rather than leak it.
-    throw ApplicationFailure.create({ type: CiliumFailureType.PolicyRejected, nonRetryable: true, message: `${objectKey(obj)} does not carry fos1's ownership labels for ${source.kind} ${source.namespace}/${source.name}` });
-  }
-}
-
-async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof KubeApiError) {
-      // Server-side apply answers a field the schema does not declare with a 500 ("failed to
-      // create typed patch object … field not declared in schema"): it is the object that is
-      // wrong, and retrying would only repeat it.
-      if (err.status === 500 && err.message.includes('failed to create typed patch object')) {
-        throw ApplicationFailure.create({ type: CiliumFailureType.PolicyRejected, message: err.message, nonRetryable: true });
-      }
-      if (err.retryable) throw ApplicationFailure.create({ type: CiliumFailureType.KubeUnavailable, message: err.message, nonRetryable: false });
-      if (err.status === 409) {
-        throw ApplicationFailure.create({
-          type: CiliumFailureType.PolicyConflict,
-          message: `${err.message} (another field manager owns these fields; fos1 does not take them over without an operator)`,
-          nonRetryable: true,
-        });
-      }
-      throw ApplicationFailure.create({ type: CiliumFailureType.PolicyRejected, message: err.message, nonRetryable: true });
-    }
-    throw err;
+    throw failure(FailureType.PolicyRejected, `${objectKey(obj)} does not carry fos1's ownership labels for ${source.kind} ${source.namespace}/${source.name}`);
   }
 }

@@ -4,9 +4,9 @@
  * identity key; its result is recorded in the workflow history, so a replay sees the same
  * verdict.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import { verifyIdentityAssertion } from '../auth/identity-assertion';
-import { IdentityFailureType, type VerifiedIdentity, type VerifyIdentityInput } from '../model/identity';
+import { failure, FailureType } from '../model/failures';
+import type { VerifiedIdentity, VerifyIdentityInput } from '../model/identity';
 
 /** What the identity activity needs: the shared key, or none (nothing can then be verified). */
 export interface IdentityActivityDeps {
@@ -27,7 +27,7 @@ export function createIdentityActivities(deps: IdentityActivityDeps) {
       if (input.assertion === undefined || input.assertion === null) return { verified: false, principal, why: 'no identity assertion (started outside the API)' };
       if (!deps.identityKey) return { verified: false, principal, why: 'this worker has no identity key (FOS1_IDENTITY_KEY_FILE) to check the assertion with' };
       const check = verifyIdentityAssertion(deps.identityKey, input.assertion, input.request, input.workflowStartedAt);
-      if (!check.ok) throw ApplicationFailure.create({ type: IdentityFailureType.InvalidIdentityAssertion, message: check.why, nonRetryable: true });
+      if (!check.ok) throw failure(FailureType.InvalidIdentityAssertion, check.why);
       return { verified: true, principal: check.claims.principal, roles: check.claims.roles };
     },
   };

@@ -12,7 +12,6 @@
  * against it, so a retry after a crash (or a rollback after a partial apply) converges
  * instead of tripping over what the previous attempt already did.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
 import {
   type CheckOf,
@@ -27,43 +26,20 @@ import {
 } from '../model/subsystem';
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
 import type { RateLimitMaps } from '../bpf/ratelimit-maps';
-import { DatapathCodecError } from '../bpf/datapath-codec';
 import type { BlocklistStore } from './blocklist-sync';
-import { BpfError, BpfMapFullError, BpfPermissionError } from '../bpf/libbpf';
-import { BpfMapMismatchError } from '../bpf/map';
-import { RouteApplyError, type RouteTable } from './system/route-table';
+import { ErrorDomains, translateErrors } from './failures';
+import type { RouteTable } from './system/route-table';
 import type { LinkTable } from './system/link-table';
 import type { NatTable } from './system/nat-table';
 import type { RuleTable } from './system/rule-table';
-import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError } from './system/network-errors';
 import { createSubsystems, prepareSubsystem } from './subsystems';
 import { onceScope } from './subsystems/table';
-
-/** Failure types the workflows branch on (`failure.type`, never `instanceof`). */
-export const NodeFailureType = {
-  RouteApplyFailed: 'RouteApplyFailed',
-  BlocklistMapFull: 'BlocklistMapFull',
-  PermissionDenied: 'PermissionDenied',
-  BlocklistMapMismatch: 'BlocklistMapMismatch',
-  LinkApplyFailed: 'LinkApplyFailed',
-  VlanApplyFailed: 'VlanApplyFailed',
-  AddressApplyFailed: 'AddressApplyFailed',
-  RuleApplyFailed: 'RuleApplyFailed',
-  ZoneApplyFailed: 'ZoneApplyFailed',
-  NatApplyFailed: 'NatApplyFailed',
-  RateLimitApplyFailed: 'RateLimitApplyFailed',
-  /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */
-  KernelFeatureMissing: 'KernelFeatureMissing',
-  /** fos1's nftables table holds something fos1 did not write. */
-  ForeignState: 'ForeignState',
-  /** A fault injected by a test through {@link NodeActivityDeps.faults}. */
-  InjectedFault: 'InjectedFault',
-} as const;
 
 /**
  * Test hook: called by a converge activity right after it changed the kernel, before it
  * reports success. Throwing there makes the step fail in the real apply path, with its
- * changes already made — exactly what a rollback must undo. Production workers pass none.
+ * changes already made — exactly what a rollback must undo (throw an InjectedFaultError,
+ * activities/failures.ts, to fail it as `InjectedFault`). Production workers pass none.
  */
 export type FaultInjector = (subsystem: Subsystem) => void | Promise<void>;
 
@@ -117,7 +93,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      * Subsystems sharing a kernel listing read it once.
      */
     async prepareSubsystems(input: { intents: SubsystemIntents; dryRun?: boolean }): Promise<PreparedSubsystems> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.node, async () => {
         const reads = onceScope();
         const prepared: PreparedSubsystems = {};
         for (const name of SUBSYSTEM_ORDER) {
@@ -131,7 +107,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
     /** Converges one subsystem to its intent, then runs the test fault hook (after the kernel changed). */
     async applySubsystem<S extends Subsystem>(input: { subsystem: S; intent: IntentOf<S> }): Promise<SyncResult> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.node, async () => {
         const { operations } = await subsystem(input.subsystem).apply(input.intent);
         await deps.faults?.(input.subsystem);
         logger.info({ subsystem: input.subsystem, operations: operations.slice(0, 100), count: operations.length }, `${input.subsystem} converged`);
@@ -141,7 +117,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
     /** Reads every subsystem named in `checks` back; returns what differs (empty: verified). */
     async checkSubsystems(input: { checks: SubsystemChecks }): Promise<string[]> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.node, async () => {
         const reads = onceScope();
         const differences: string[] = [];
         for (const name of SUBSYSTEM_ORDER) {
@@ -154,58 +130,10 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
     /** Puts one subsystem's snapshot back (the caller then checks `snapshot.check`). */
     async restoreSubsystem<S extends Subsystem>(input: { subsystem: S; snapshot: SubsystemSnapshot<CheckOf<S>> }): Promise<SyncResult> {
-      return translateErrors(() => subsystem(input.subsystem).restore(input.snapshot));
+      return translateErrors(ErrorDomains.node, () => subsystem(input.subsystem).restore(input.snapshot));
     },
   };
 }
 
-/** What a {@link FaultInjector} throws to fail a step on purpose. */
-export class InjectedFaultError extends Error {
-  override readonly name = 'InjectedFaultError';
-}
-
 /** The activity interface workflows proxy (`import type` only). */
 export type NodeActivities = ReturnType<typeof createNodeActivities>;
-
-/**
- * Maps system errors to ApplicationFailures with a stable `type`. Configuration errors
- * the kernel refuses (bad gateway, full map, missing privilege) will not heal by retrying,
- * so they are non-retryable; anything unexpected stays retryable.
- */
-async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof InjectedFaultError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.InjectedFault, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof NetworkApplyError) {
-      throw ApplicationFailure.create({ type: err.failureType, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof KernelFeatureMissingError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.KernelFeatureMissing, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof ForeignStateError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.ForeignState, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof RouteApplyError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.RouteApplyFailed, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof DatapathCodecError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.RateLimitApplyFailed, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfMapFullError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapFull, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfPermissionError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.PermissionDenied, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfMapMismatchError) {
-      throw ApplicationFailure.create({ type: NodeFailureType.BlocklistMapMismatch, message: err.message, nonRetryable: true });
-    }
-    if (err instanceof BpfError) {
-      throw ApplicationFailure.create({ type: 'BpfError', message: err.message, nonRetryable: false });
-    }
-    throw err;
-  }
-}

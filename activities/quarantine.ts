@@ -13,25 +13,15 @@
  * a host-network pod is `HostNetworkEndpoint` (its address is the node's: Cilium does not
  * isolate it with endpoint policy), 409 is `LabelConflict` (someone else set the label to
  * another value), other 4xx `QuarantineRejected`, 429/5xx/unreachable `KubeUnavailable`
- * (retryable).
+ * (retryable); see activities/failures.ts.
  */
-import { ApplicationFailure } from '@temporalio/common';
 import type { Logger } from 'pino';
-import { KubeApiError, type ApplyOptions, type ObjectRef, type StoredObject } from '../k8s/client';
+import type { ApplyOptions, ObjectRef, StoredObject } from '../k8s/client';
+import { failure, FailureType } from '../model/failures';
 import type { KubeObject } from '../model/firewall-translate';
 import { canonicalIp, parseIp } from '../model/ip';
-import { parseQuarantineLabel, QuarantineInputError, renderQuarantinePolicy, type QuarantineConfig } from '../model/quarantine';
-
-/** Failure types the quarantine workflow branches on. */
-export const QuarantineActivityFailure = {
-  NoEndpoint: 'NoEndpoint',
-  AmbiguousEndpoint: 'AmbiguousEndpoint',
-  HostNetworkEndpoint: 'HostNetworkEndpoint',
-  LabelConflict: 'LabelConflict',
-  QuarantineRejected: 'QuarantineRejected',
-  KubeUnavailable: 'KubeUnavailable',
-  InvalidQuarantine: 'InvalidQuarantine',
-} as const;
+import { parseQuarantineLabel, renderQuarantinePolicy, type QuarantineConfig } from '../model/quarantine';
+import { ErrorDomains, translateErrors } from './failures';
 
 /** The part of {@link KubeClient} the activities use. */
 export interface QuarantineKubeClient {
@@ -96,27 +86,23 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
      * pod, or an address written in another form) a list of every pod, compared canonically.
      */
     async findEndpoint(input: { address: string }): Promise<EndpointRef> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.quarantine, async () => {
         const ip = parseIp(input.address) ? canonicalIp(input.address) : undefined;
-        if (!ip) throw ApplicationFailure.create({ type: QuarantineActivityFailure.InvalidQuarantine, nonRetryable: true, message: `address: "${input.address}" is not an IP address` });
+        if (!ip) throw failure(FailureType.InvalidQuarantine, `address: "${input.address}" is not an IP address`);
         const live = (p: PodShape) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed';
         const holds = (p: PodShape) => [p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].some((a) => a !== undefined && parseIp(a) !== null && canonicalIp(a) === ip);
         let candidates = ((await kube.list('v1', 'Pod', { fieldSelector: `status.podIP=${ip}` })).items as PodShape[]).filter(live);
         if (candidates.length === 0) candidates = ((await kube.list('v1', 'Pod')).items as PodShape[]).filter((p) => live(p) && holds(p));
         const name = (p: PodShape) => `${p.metadata.namespace}/${p.metadata.name}`;
         if (candidates.length === 0) {
-          throw ApplicationFailure.create({ type: QuarantineActivityFailure.NoEndpoint, nonRetryable: true, message: `no running pod has the address ${ip} (status.podIP / status.podIPs)` });
+          throw failure(FailureType.NoEndpoint, `no running pod has the address ${ip} (status.podIP / status.podIPs)`);
         }
         const pods = candidates.filter((p) => !p.spec?.hostNetwork);
         if (pods.length === 0) {
-          throw ApplicationFailure.create({
-            type: QuarantineActivityFailure.HostNetworkEndpoint,
-            nonRetryable: true,
-            message: `${ip} belongs to host-network pod(s) ${candidates.map(name).join(', ')}: that is the node's address, which endpoint policy cannot isolate`,
-          });
+          throw failure(FailureType.HostNetworkEndpoint, `${ip} belongs to host-network pod(s) ${candidates.map(name).join(', ')}: that is the node's address, which endpoint policy cannot isolate`);
         }
         if (pods.length > 1) {
-          throw ApplicationFailure.create({ type: QuarantineActivityFailure.AmbiguousEndpoint, nonRetryable: true, message: `${ip} is held by ${pods.length} pods (${pods.map(name).join(', ')}); refusing to guess` });
+          throw failure(FailureType.AmbiguousEndpoint, `${ip} is held by ${pods.length} pods (${pods.map(name).join(', ')}); refusing to guess`);
         }
         const pod = pods[0]!;
         return { namespace: pod.metadata.namespace ?? '', name: pod.metadata.name, uid: pod.metadata.uid ?? '', ip };
@@ -125,17 +111,12 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
 
     /** The label's policy, rendered with this worker's exceptions. */
     async renderQuarantinePolicy(input: { label: string; changeId?: string }): Promise<KubeObject> {
-      try {
-        return renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), deps.config, input.changeId);
-      } catch (err) {
-        if (err instanceof QuarantineInputError) throw ApplicationFailure.create({ type: QuarantineActivityFailure.InvalidQuarantine, nonRetryable: true, message: err.message });
-        throw err;
-      }
+      return translateErrors(ErrorDomains.quarantine, () => renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), deps.config, input.changeId));
     },
 
     /** Reads the Pod's quarantine label and who owns it. */
     async readEndpointLabel(input: { endpoint: EndpointRef; label: string }): Promise<EndpointLabelState> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.quarantine, async () => {
         const { key } = parseQuarantineLabel(input.label, 'label');
         const pod = await podOf(input.endpoint);
         if (!pod) return { exists: false, ownedByFos1: false, otherOwners: [], labels: {} };
@@ -152,7 +133,7 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
      * configuration is a precondition: a replacement pod with the same name is not labelled.
      */
     async labelEndpoint(input: { endpoint: EndpointRef; label: string }): Promise<void> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.quarantine, async () => {
         const { key, value } = parseQuarantineLabel(input.label, 'label');
         const { namespace, name, uid } = input.endpoint;
         await kube.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, uid, labels: { [key]: value } } as KubeObject['metadata'] }, { fieldManager });
@@ -165,7 +146,7 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
      * another manager owns it too. A Pod that is gone (or replaced) has nothing to remove.
      */
     async unlabelEndpoint(input: { endpoint: EndpointRef }): Promise<{ podGone: boolean }> {
-      return translateErrors(async () => {
+      return translateErrors(ErrorDomains.quarantine, async () => {
         const { namespace, name, uid } = input.endpoint;
         if (!(await podOf(input.endpoint))) return { podGone: true };
         await kube.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, uid } as KubeObject['metadata'] }, { fieldManager });
@@ -186,7 +167,7 @@ export type QuarantineActivities = ReturnType<typeof createQuarantineActivities>
  */
 export function unavailableQuarantineActivities(reason: string): QuarantineActivities {
   const fail = async (): Promise<never> => {
-    throw ApplicationFailure.create({ type: 'QuarantineUnavailable', nonRetryable: true, message: reason });
+    throw failure(FailureType.QuarantineUnavailable, reason);
   };
   return { findEndpoint: fail, renderQuarantinePolicy: fail, readEndpointLabel: fail, labelEndpoint: fail, unlabelEndpoint: fail };
 }
@@ -195,20 +176,4 @@ export function unavailableQuarantineActivities(reason: string): QuarantineActiv
 function ownsLabel(fieldsV1: unknown, key: string): boolean {
   const labels = (fieldsV1 as { 'f:metadata'?: { 'f:labels'?: Record<string, unknown> } } | undefined)?.['f:metadata']?.['f:labels'];
   return labels !== undefined && `f:${key}` in labels;
-}
-
-async function translateErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof QuarantineInputError) throw ApplicationFailure.create({ type: QuarantineActivityFailure.InvalidQuarantine, nonRetryable: true, message: err.message });
-    if (err instanceof KubeApiError) {
-      if (err.retryable) throw ApplicationFailure.create({ type: QuarantineActivityFailure.KubeUnavailable, message: err.message, nonRetryable: false });
-      if (err.status === 409) {
-        throw ApplicationFailure.create({ type: QuarantineActivityFailure.LabelConflict, nonRetryable: true, message: `${err.message} (another field manager set this label; fos1 does not take it over)` });
-      }
-      throw ApplicationFailure.create({ type: QuarantineActivityFailure.QuarantineRejected, nonRetryable: true, message: err.message });
-    }
-    throw err;
-  }
 }

@@ -15,7 +15,7 @@
  *   `Failed` (True with the failure type as reason); each message names the workflow id.
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { summariseFailure, FailureType, UNKNOWN_FAILURE, type FailureSummary } from '../model/failures';
 import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient, type StoredObject } from '../k8s/client';
 import { CILIUM_KINDS } from '../activities/cilium-policy';
@@ -219,7 +219,7 @@ export class FirewallRuleController {
         }
         if (err instanceof WorkflowFailedError) {
           const cause = applicationCause(err);
-          const kind = cause.type === 'PolicyRolledBack' ? 'rolled-back' : cause.type === 'PolicyRollbackFailed' ? 'rollback-failed' : 'failed';
+          const kind = cause.type === FailureType.PolicyRolledBack ? 'rolled-back' : cause.type === FailureType.PolicyRollbackFailed ? 'rollback-failed' : 'failed';
           return { kind, type: cause.type, message: cause.message };
         }
         throw err;
@@ -276,9 +276,8 @@ const ROLLBACK_MESSAGE = {
   failed: 'nothing was applied, so nothing was rolled back',
 } as const;
 
-function applicationCause(err: WorkflowFailedError): { type: string; message: string } {
-  let e: unknown = err.cause;
-  while (e && !(e instanceof ApplicationFailure) && typeof e === 'object' && 'cause' in e) e = (e as { cause?: unknown }).cause;
-  if (e instanceof ApplicationFailure) return { type: e.type ?? 'Failed', message: e.message };
-  return { type: 'Failed', message: err.message };
+/** The workflow's failure type and message; `Failed` (a condition reason) when it carried no type. */
+function applicationCause(err: WorkflowFailedError): FailureSummary {
+  const cause = summariseFailure(err.cause ?? err);
+  return cause.type === UNKNOWN_FAILURE ? { type: 'Failed', message: err.message } : cause;
 }

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { authEnvSchema, type AuthEnv } from '../auth/config';
-import { guardConfigSchema, type GuardConfig } from '../rules/guard';
+import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

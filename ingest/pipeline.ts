@@ -8,8 +8,8 @@
  * decisions in flight, past which the stream waits (back-pressure instead of memory).
  */
 import type { Logger } from 'pino';
-import type { BridgeOutcome, EnforcementBridge } from '../rules/bridge';
-import type { Decision } from '../rules/decision';
+import type { BridgeOutcome, EnforcementBridge } from './bridge';
+import type { Decision } from '../model/enforcement-decision';
 import { parseEveLine } from '../rules/eve';
 import type { RuleEvaluator } from '../rules/evaluator';
 import type { VerdictFacts } from '../rules/facts';

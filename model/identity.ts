@@ -57,12 +57,6 @@ export type VerifiedIdentity =
   | { verified: true; principal: string; roles: string[] }
   | { verified: false; principal: string; why: string };
 
-/** Failure types of identity verification. */
-export const IdentityFailureType = {
-  /** An assertion was given and does not hold (bad signature, other change, other request, stale). */
-  InvalidIdentityAssertion: 'InvalidIdentityAssertion',
-} as const;
-
 /**
  * JSON with object keys sorted at every level: the same value always serialises to the same
  * text, whichever order a client or a payload converter wrote the keys in. `undefined`

@@ -5,10 +5,10 @@
  * `allow` rule placed high can exempt traffic from the blocking rules below it).
  */
 import { Engine, type Almanac } from 'json-rules-engine';
-import type { Decision, DecisionEvidence } from './decision';
-import { prefixOf } from './decision';
+import type { Decision, DecisionEvidence } from '../model/enforcement-decision';
+import { prefixOf } from '../model/enforcement-decision';
 import type { VerdictFacts } from './facts';
-import type { EnforcementGuard } from './guard';
+import type { EnforcementGuard } from '../model/enforcement-guard';
 import { createOperators } from './operators';
 import type { RuleSet, RuleSpec } from './rule-set';
 import { SlidingWindows, type WindowDefinition } from './windows';

@@ -5,7 +5,7 @@
  */
 import { Operator } from 'json-rules-engine';
 import { cidrContains, parseCidr, parseIp, type Cidr } from '../model/ip';
-import type { EnforcementGuard } from './guard';
+import type { EnforcementGuard } from '../model/enforcement-guard';
 
 /** Names of the custom operators, for rule-set validation. */
 export const CUSTOM_OPERATORS = ['inCidr', 'notInCidr', 'inAllowList', 'notInAllowList', 'severityAtLeast'] as const;

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { durationMsSchema, formatIssues, type ValidationIssue } from '../model/change-request';
 import { formatPath } from '../model/issue-path';
 import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, QuarantineInputError } from '../model/quarantine';
-import { ENFORCEMENT_ACTIONS } from './decision';
+import { ENFORCEMENT_ACTIONS } from '../model/enforcement-decision';
 import { FACT_NAMES } from './facts';
 import { checkOperatorValue, KNOWN_OPERATORS } from './operators';
 

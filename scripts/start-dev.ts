@@ -39,7 +39,7 @@ import { createTokenFile } from '../auth/token-file';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
-import { guardConfigSchema } from '../rules/guard';
+import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { createSandboxNamespace } from './sandbox-netns';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';

@@ -10,10 +10,10 @@
  * restored to its snapshot (Junos-style "commit confirmed").
  *
  * The single argument is `unknown` on purpose: it arrives as raw JSON from the Web UI,
- * the CLI or the API, and is validated here before anything runs.
+ * the CLI or the API, and is validated here before anything runs. Its failure types
+ * (`InvalidChangeRequest`, `NodeBusy`, `ChangeRolledBack`, `RollbackFailed`) are in model/failures.ts.
  */
 import {
-  ApplicationFailure,
   condition,
   defineQuery,
   defineSignal,
@@ -30,18 +30,11 @@ import {
 } from '@temporalio/workflow';
 import type { IdentityActivities } from '../activities/identity';
 import type { AuditRecord } from '../model/audit';
-import { IdentityFailureType } from '../model/identity';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
-import {
-  AuditTrail,
-  nodeChangeWorkflow,
-  nodeDecisionSignal,
-  nodeReadySignal,
-  summariseFailure,
-  type FailureSummary,
-  type NodeChangeResult,
-} from './node-change';
+import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
+import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
+import { AuditTrail, isAlreadyStarted } from './support';
 
 /** Where a change stands. */
 export type ChangePhase =
@@ -91,15 +84,6 @@ export const statusQuery = defineQuery<ChangeStatus>('status');
 export const confirmUpdate = defineUpdate<ChangeStatus, [OperatorAction]>('confirm');
 export const abortSignal = defineSignal<[OperatorAction]>('abort');
 
-/** Failure types of the change workflow, for clients to branch on. */
-export const ChangeFailureType = {
-  InvalidChangeRequest: 'InvalidChangeRequest',
-  /** A target node stayed held by another change for longer than `lockTimeout`. */
-  NodeBusy: 'NodeBusy',
-  ChangeRolledBack: 'ChangeRolledBack',
-  RollbackFailed: 'RollbackFailed',
-} as const;
-
 const { verifyIdentity } = proxyLocalActivities<IdentityActivities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 3 } });
 
 /**
@@ -134,23 +118,18 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   const validation = validateChangeRequest(input, validatedAt);
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
   const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
-  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', undefined, identity?.verified);
+  const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', identity ? { actorVerified: identity.verified } : {});
   if (!validation.ok) {
     trail.record('validate', 'failed', validatedAt, formatIssues(validation.issues));
     Object.assign(status, { phase: 'rejected', message: `invalid change request:\n${formatIssues(validation.issues)}`, issues: validation.issues, audit: trail.records });
     setSearchStatus('rejected');
-    throw ApplicationFailure.create({
-      type: ChangeFailureType.InvalidChangeRequest,
-      message: status.message,
-      nonRetryable: true,
-      details: [status],
-    });
+    throw failure(FailureType.InvalidChangeRequest, status.message, [status]);
   }
   if (identity?.refused !== undefined) {
     trail.record('verify identity', 'failed', validatedAt, identity.refused);
     Object.assign(status, { phase: 'rejected', message: `identity assertion refused: ${identity.refused}`, audit: trail.records });
     setSearchStatus('rejected');
-    throw ApplicationFailure.create({ type: IdentityFailureType.InvalidIdentityAssertion, message: status.message, nonRetryable: true, details: [status] });
+    throw failure(FailureType.InvalidIdentityAssertion, status.message, [status]);
   }
   const request = validation.request;
   trail.record('validate', 'ok', validatedAt, `${request.targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
@@ -185,7 +164,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     if (!child) {
       const why = `node ${node} stayed busy with another change for ${request.options.lockTimeout / 1000}s`;
       await revertHeld(why);
-      return finish(cleanRevert() ? 'rolled-back' : 'rollback-failed', `${why}; nothing was applied to it${held.length > 0 ? ', and the nodes already changed were restored' : ''}`, ChangeFailureType.NodeBusy);
+      return finish(cleanRevert() ? 'rolled-back' : 'rollback-failed', `${why}; nothing was applied to it${held.length > 0 ? ', and the nodes already changed were restored' : ''}`, FailureType.NodeBusy);
     }
     await condition(() => ready.has(node) || finished.has(node));
     const result = ready.get(node) ?? (finished.get(node) as NodeChangeResult);
@@ -196,7 +175,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       await revertHeld(`node ${node} failed: ${result.error?.message ?? 'unknown error'}`);
       const clean = result.outcome !== 'rollback-failed' && cleanRevert();
       const onNode = result.outcome === 'not-applied' ? 'nothing was applied to it' : 'it was rolled back';
-      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? `${onNode}, and every node was verified against its snapshot` : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? ChangeFailureType.ChangeRolledBack : ChangeFailureType.RollbackFailed);
+      return finish(clean ? 'rolled-back' : 'rollback-failed', `change failed on node ${node} (${result.error?.type}: ${result.error?.message}); ${clean ? `${onNode}, and every node was verified against its snapshot` : 'ROLLBACK INCOMPLETE — see nodes for the differences left'}`, clean ? FailureType.ChangeRolledBack : FailureType.RollbackFailed);
     }
     if (result.outcome === 'applied') appliedCount++;
     if (ready.has(node)) held.push(node);
@@ -223,7 +202,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       trail.record('confirm', 'failed', waitStarted, why);
       await revertHeld(why);
       const clean = cleanRevert();
-      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : ChangeFailureType.RollbackFailed);
+      return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
     }
   }
   await releaseHeld();
@@ -254,7 +233,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
         if (status.phase === 'waiting-for-node') setPhase('rolling-out', 'applying node by node');
         return child;
       } catch (err) {
-        if (summariseFailure(err).type !== 'WorkflowExecutionAlreadyStartedError' && (err as Error).name !== 'WorkflowExecutionAlreadyStartedError') throw err;
+        if (!isAlreadyStarted(err)) throw err;
         if (Date.now() >= deadline) return undefined;
         setPhase('waiting-for-node', `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})`);
         await sleep(delay);
@@ -308,12 +287,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     setSearchStatus(phase);
   }
 
-  function finish(phase: ChangePhase, message: string, failureType?: string): ChangeStatus {
+  function finish(phase: ChangePhase, message: string, failureType?: FailureTypeName): ChangeStatus {
     setPhase(phase, message);
     status.audit = trail.records;
-    if (failureType) {
-      throw ApplicationFailure.create({ type: failureType, message, nonRetryable: true, details: [status] });
-    }
+    if (failureType) throw failure(failureType, message, [status]);
     return status;
   }
 }
@@ -344,11 +321,10 @@ async function checkIdentity(input: unknown, assertion: unknown): Promise<{ veri
   try {
     return { verified: (await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })).verified };
   } catch (err) {
-    // The refusal arrives as the activity's ApplicationFailure, possibly wrapped in an ActivityFailure.
-    const e = err as { type?: string; message?: string; cause?: { type?: string; message?: string } };
-    const failure = e.type === IdentityFailureType.InvalidIdentityAssertion ? e : e.cause;
-    if (failure?.type !== IdentityFailureType.InvalidIdentityAssertion) throw err;
-    return { verified: false, refused: failure.message ?? 'invalid' };
+    // The refusal arrives as the activity's ApplicationFailure, wrapped in an ActivityFailure.
+    const refusal = summariseFailure(err);
+    if (refusal.type !== FailureType.InvalidIdentityAssertion) throw err;
+    return { verified: false, refused: refusal.message || 'invalid' };
   }
 }
 

@@ -16,7 +16,7 @@
  *           longer (fail2ban's bantime.increment); then completes. Continue-as-new keeps
  *           long-lived targets' histories bounded.
  *
- * Why a coordinator: the caps are cluster-wide, so one place must count every block that
+ * Why a coordinator (workflows/enforcement-coordinator.ts): the caps are cluster-wide, so one place must count every block that
  * starts and lifts. It does not serialise changes: two enforcement changes at once are
  * safe because every change takes the node's lock (`node-change/<node>`, the node
  * workflow's id) and resolves its blocklist patch against what the node holds under that
@@ -33,47 +33,24 @@
  *
  * Workflows decide, they do not evaluate rules: verdicts arrive already decided.
  */
-import {
-  allHandlersFinished,
-  ApplicationFailure,
-  condition,
-  continueAsNew,
-  defineQuery,
-  defineSignal,
-  defineUpdate,
-  executeChild,
-  getExternalWorkflowHandle,
-  ParentClosePolicy,
-  proxySinks,
-  setHandler,
-  sleep,
-  startChild,
-  workflowInfo,
-} from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import type { AuditRecord, AuditSinks } from '../model/audit';
+import { condition, continueAsNew, defineQuery, defineSignal, executeChild, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { AuditRecord } from '../model/audit';
 import type { ChangeRequestInput } from '../model/change-request';
+import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../model/enforcement-decision';
+import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../model/enforcement-guard';
+import { failure, FailureType, summariseFailure } from '../model/failures';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
-import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../rules/decision';
-import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../rules/guard';
-import { changeWorkflow } from './change';
-import { summariseFailure } from './node-change';
-import { enforceQuarantine, liftQuarantine, type QuarantinedEndpoint, type QuarantineRefusalCode } from './quarantine';
 import { shortHash } from '../model/short-hash';
+import { changeWorkflow } from './change';
+import { acquireSignal, claimSignal, leaseGrantSignal, releaseSignal, signalCoordinator, type LeaseGrant } from './enforcement-coordinator';
+import { enforceQuarantine, liftQuarantine, type QuarantinedEndpoint, type QuarantineRefusalCode } from './quarantine';
+import { AuditTrail, retryUntil } from './support';
 
 /** Why enforcement did not act: the guard's reasons, a change that failed, a rate limit on a prefix. */
 export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host' | QuarantineRefusalCode;
 
 /** Author of every change enforcement makes; approval gates let it through, audits name it. */
 export const ENFORCER = 'fos1-enforcer';
-
-/** Workflow id of the singleton coordinator. */
-export const ENFORCEMENT_COORDINATOR_ID = 'fos1-enforcement-coordinator';
-
-/** Failure types of enforcement workflows. */
-export const EnforcementFailureType = {
-  InvalidEnforcementInput: 'InvalidEnforcementInput',
-} as const;
 
 /** Input of {@link enforcementWorkflow}. */
 export interface EnforcementInput {
@@ -139,21 +116,22 @@ export const verdictSignal = defineSignal<[Decision]>('verdict');
 export const liftSignal = defineSignal<[OperatorLift]>('lift');
 export const enforcementQuery = defineQuery<EnforcementStatus>('enforcement');
 
-const { audit: auditSink } = proxySinks<AuditSinks>();
-
 const MAX_KEPT = 50;
+
+/** How long an enforcement workflow waits for the coordinator's answer before asking again. */
+const LEASE_WAIT_MS = 15 * 60_000;
+/** An admission with less than this left is not used (it could lapse while the change starts). */
+const ADMISSION_MARGIN_MS = 10_000;
 
 /** Enforces decisions about one target until nothing is active and its offences are forgotten. */
 export async function enforcementWorkflow(input: EnforcementInput): Promise<EnforcementStatus> {
   if (!input || typeof input.target !== 'string' || !Array.isArray(input.nodes) || input.nodes.length === 0 || !input.guard) {
-    throw ApplicationFailure.create({
-      type: EnforcementFailureType.InvalidEnforcementInput,
-      message: 'enforcement input needs target (a prefix), nodes (at least one) and guard',
-      nonRetryable: true,
-    });
+    throw failure(FailureType.InvalidEnforcementInput, 'enforcement input needs target (a prefix), nodes (at least one) and guard');
   }
   const guard = new EnforcementGuard(input.guard);
   const state: EnforcementState = input.carried ?? { offences: 0, verdictsReceived: 0, blocks: [], refusals: [], audit: [] };
+  // Records go into the state, so they travel across continue-as-new.
+  const trail = new AuditTrail(workflowInfo().workflowId, ENFORCER, { records: state.audit });
   const pending: Decision[] = [];
   let leaseSequence = 0;
   let phase: EnforcementStatus['phase'] = state.active ? 'active' : 'remembering';
@@ -232,29 +210,22 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     let enforced = false;
     let changeId = '';
     let quarantined: QuarantinedEndpoint | undefined;
-    if (strongest.action === 'block') {
-      const newBlock = !active || active.action !== 'block';
-      const outcome = await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined);
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
+    if (strongest.action === 'block' || strongest.action === 'rate-limit') {
+      const newBlock = strongest.action === 'block' && (!active || active.action !== 'block');
+      const outcome =
+        strongest.action === 'block'
+          ? await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined)
+          : await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
+      if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       enforced = true;
       changeId = outcome.changeId;
       expiresAt = outcome.expiresAt ?? expiresAt;
-      state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
-      // A block supersedes a rate limit in force: take the limit off the nodes too.
-      if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
-      if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
-    } else if (strongest.action === 'rate-limit') {
-      const outcome = await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
+      if (strongest.action === 'block') {
+        state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
+        // A block supersedes a rate limit in force: take the limit off the nodes too.
+        if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
+        if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
       }
-      enforced = true;
-      changeId = outcome.changeId;
-      expiresAt = outcome.expiresAt ?? expiresAt;
     } else if (strongest.action === 'quarantine') {
       const outcome = await enforceQuarantine(input.target, strongest, ENFORCER);
       if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
@@ -294,19 +265,12 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   async function extend(active: ActiveAction, startedAt: number): Promise<void> {
     if (startedAt + active.durationMs - Date.parse(active.expiresAt) < active.durationMs / 10) return;
     let expiresAt = new Date(startedAt + active.durationMs).toISOString();
-    if (active.action === 'block' && active.enforced) {
-      const outcome = await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false);
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
-      expiresAt = outcome.expiresAt ?? expiresAt;
-    } else if (active.action === 'rate-limit' && active.enforced) {
-      const outcome = await changeRateLimit('extend', { pps: active.rateLimitPps ?? 1, reason: active.reason, durationMs: active.durationMs });
-      if (!outcome.ok) {
-        refuse(outcome.code, outcome.reason, startedAt);
-        return;
-      }
+    if (active.enforced && (active.action === 'block' || active.action === 'rate-limit')) {
+      const outcome =
+        active.action === 'block'
+          ? await changeBlocklist('extend', { upsertFor: { reason: active.reason, durationMs: active.durationMs } }, false)
+          : await changeRateLimit('extend', { pps: active.rateLimitPps ?? 1, reason: active.reason, durationMs: active.durationMs });
+      if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       expiresAt = outcome.expiresAt ?? expiresAt;
     }
     active.expiresAt = expiresAt;
@@ -328,12 +292,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     }
     const startedAt = Date.now();
     if (active.action === 'block' && active.enforced) {
-      for (let attempt = 1; ; attempt++) {
-        const outcome = await changeBlocklist('lift', { remove: true }, false);
-        if (outcome.ok) break;
-        record('lift', 'failed', startedAt, `attempt ${attempt}: ${outcome.reason}; retrying in 30s`);
-        await sleep(30_000);
-      }
+      await retryUntil(() => changeBlocklist('lift', { remove: true }, false), (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
     }
     if (active.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
     if (active.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
@@ -439,12 +398,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 
   /** Takes the target's rate limit off the nodes, retrying until the change path takes it. */
   async function liftRateLimit(startedAt: number): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      const outcome = await changeRateLimit('lift', { remove: true });
-      if (outcome.ok) return;
-      record('lift rate limit', 'failed', startedAt, `attempt ${attempt}: ${outcome.reason}; retrying in 30s`);
-      await sleep(30_000);
-    }
+    await retryUntil(() => changeRateLimit('lift', { remove: true }), (n, why) => record('lift rate limit', 'failed', startedAt, `attempt ${n}: ${why}`));
   }
 
   /** The first admission still valid for long enough to cover the change's start, if any. */
@@ -486,17 +440,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   }
 
   function record(step: string, result: AuditRecord['result'], startedAt: number, detail: string, actor = ENFORCER): void {
-    const entry: AuditRecord = {
-      changeId: workflowInfo().workflowId,
-      actor,
-      step,
-      result,
-      startedAt: new Date(startedAt).toISOString(),
-      durationMs: Date.now() - startedAt,
-      detail,
-    };
-    state.audit.push(entry);
-    auditSink.record(entry);
+    trail.record(step, result, startedAt, detail, actor);
   }
 
   function changeIdFor(step: string): string {
@@ -505,224 +449,11 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   }
 
   function trimState(): void {
-    state.audit = state.audit.slice(-MAX_KEPT);
+    // In place: the audit trail holds this list.
+    state.audit.splice(0, Math.max(0, state.audit.length - MAX_KEPT));
     state.blocks = state.blocks.slice(-MAX_KEPT);
     state.refusals = state.refusals.slice(-MAX_KEPT);
   }
-}
-
-// ─── coordinator ────────────────────────────────────────────────────────────────────
-
-/** A request for the coordinator's admission of a new block (the `acquire` signal's path). */
-export interface LeaseRequest {
-  requester: string;
-  /** Unique per request; the grant and the release carry it back. */
-  requestId: string;
-  target: string;
-  /** A block that is not yet active: subject to the caps. */
-  newBlock: boolean;
-  maxActiveBlocks: number;
-  maxNewBlocksPerMinute: number;
-}
-
-/** The coordinator's answer to an `acquire`. */
-export interface LeaseGrant {
-  requestId: string;
-  granted: boolean;
-  code?: GuardRefusal['code'];
-  reason?: string;
-}
-
-/** Argument of the `admit` update: the ingest bridge asks before it signals a new block. */
-export interface AdmitRequest {
-  target: string;
-  maxActiveBlocks: number;
-  maxNewBlocksPerMinute: number;
-  /**
-   * ISO 8601: the asker stops waiting then. Past it the coordinator refuses instead of
-   * reserving a slot nobody will claim (an update can wait on the server while workers are down).
-   */
-  deadline: string;
-}
-
-/** Answer of the `admit` update. */
-export type AdmitAnswer = ({ granted: true } & Admission) | { granted: false; code: GuardRefusal['code'] | 'too-late'; reason: string };
-
-/** A reservation the coordinator holds for an admitted block until it is claimed, handed back or expires. */
-export interface Reservation {
-  token: string;
-  target: string;
-  /** When it was admitted (ms). */
-  at: number;
-  /** Whether it counts as a new start (the target was not active when admitted). */
-  newStart: boolean;
-  expiresAt: number;
-}
-
-/** What the coordinator tracks; carried across continue-as-new. */
-export interface CoordinatorState {
-  /** Targets whose block is active, or admitted and being applied. */
-  activeBlocks: string[];
-  /** Start times (ms) of new blocks in the last minute, admitted ones included. */
-  recentStarts: number[];
-  queue: LeaseRequest[];
-  reservations?: Reservation[];
-  granted: number;
-  refused: number;
-  /** Tokens issued so far (for unique tokens across runs). */
-  issued?: number;
-  /** Requests and updates served per run before it continues as new (default 500; tests lower it). */
-  continueAsNewAfter?: number;
-  /** Runs before this one. */
-  continuedRuns?: number;
-}
-
-/** Answer of the coordinator's `coordinator` query. */
-export type CoordinatorStatus = CoordinatorState;
-
-export const acquireSignal = defineSignal<[LeaseRequest]>('acquire');
-/**
- * After a change (or for an admission or grant not used): `blockActive` (when given) says
- * whether the target's block is active now; `unused` hands an admission back, so it no
- * longer counts as a new start either.
- */
-export const releaseSignal = defineSignal<[{ requester: string; requestId: string; target: string; blockActive?: boolean; unused?: boolean }]>('release');
-/** An enforcement workflow applies an admitted block: the reservation becomes an active block. */
-export const claimSignal = defineSignal<[{ requester: string; requestId: string; target: string }]>('claim');
-export const leaseGrantSignal = defineSignal<[LeaseGrant]>('leaseGrant');
-export const admitUpdate = defineUpdate<AdmitAnswer, [AdmitRequest]>('admit');
-export const coordinatorQuery = defineQuery<CoordinatorStatus>('coordinator');
-
-/** How long an enforcement workflow waits for the coordinator's answer before asking again. */
-const LEASE_WAIT_MS = 15 * 60_000;
-/** How long an admission is held for a verdict that is on its way. */
-export const ADMISSION_TTL_MS = 60_000;
-/** An admission with less than this left is not used (it could lapse while the change starts). */
-const ADMISSION_MARGIN_MS = 10_000;
-
-/**
- * The singleton that applies the cluster-wide caps on automated blocks. Started on demand
- * (by the ingest bridge's first `admit`, or the first enforcement workflow that asks);
- * never completes, continues as new to keep its history short.
- */
-export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState): Promise<void> {
-  const state: CoordinatorState = carried ?? { activeBlocks: [], recentStarts: [], queue: [], granted: 0, refused: 0 };
-  const active = new Set(state.activeBlocks);
-  const reservations = new Map((state.reservations ?? []).map((r) => [r.token, r]));
-  let issued = state.issued ?? 0;
-  /** Requests and updates handled in this run. */
-  let served = 0;
-
-  /** The caps' verdict on one more new block now; null when it may start. */
-  const checkCaps = (limits: { maxActiveBlocks: number; maxNewBlocksPerMinute: number }, now: number): GuardRefusal | null => {
-    for (const [token, r] of reservations) if (r.expiresAt <= now) reservations.delete(token);
-    state.recentStarts = state.recentStarts.filter((t) => now - t < 60_000);
-    const pending = new Set([...reservations.values()].map((r) => r.target).filter((t) => !active.has(t)));
-    const caps = new EnforcementGuard({ allowLists: {}, minPrefixLengthV4: 0, minPrefixLengthV6: 0, maxActiveBlocks: limits.maxActiveBlocks, maxNewBlocksPerMinute: limits.maxNewBlocksPerMinute });
-    return caps.checkCaps(active.size + pending.size, state.recentStarts, now);
-  };
-
-  setHandler(acquireSignal, (req) => {
-    state.queue.push(req);
-  });
-  setHandler(releaseSignal, (rel) => {
-    const reservation = reservations.get(rel.requestId);
-    reservations.delete(rel.requestId);
-    if (rel.unused && reservation?.newStart) {
-      // Never used: it was not a new start after all.
-      const i = state.recentStarts.indexOf(reservation.at);
-      if (i >= 0) state.recentStarts.splice(i, 1);
-    }
-    if (rel.blockActive === true) active.add(rel.target);
-    else if (rel.blockActive === false) active.delete(rel.target);
-  });
-  setHandler(claimSignal, (claim) => {
-    reservations.delete(claim.requestId);
-    active.add(claim.target);
-  });
-  setHandler(admitUpdate, (req) => {
-    served++;
-    const now = Date.now();
-    if (Date.parse(req.deadline) <= now) return { granted: false, code: 'too-late', reason: `asked to answer by ${req.deadline}` };
-    // A target already active or admitted needs no second slot (a repeat, or an extension).
-    const refusal = active.has(req.target) ? null : checkCaps(req, now);
-    if (refusal) {
-      state.refused++;
-      return { granted: false, code: refusal.code, reason: refusal.reason };
-    }
-    state.granted++;
-    const token = `adm-${workflowInfo().workflowId}-${++issued}`;
-    const newStart = !active.has(req.target);
-    reservations.set(token, { token, target: req.target, at: now, newStart, expiresAt: now + ADMISSION_TTL_MS });
-    if (newStart) state.recentStarts.push(now);
-    return { granted: true, token, expiresAt: new Date(now + ADMISSION_TTL_MS).toISOString() };
-  });
-  setHandler(coordinatorQuery, () => ({ ...state, activeBlocks: [...active], reservations: [...reservations.values()].filter((r) => r.expiresAt > Date.now()), issued }));
-
-  for (;;) {
-    // Updates are answered by their handler; the loop serves `acquire` and keeps the
-    // history short (updates alone never fill the queue, so it wakes on the suggestion too).
-    const limit = state.continueAsNewAfter ?? 500;
-    await condition(() => state.queue.length > 0 || served >= limit || workflowInfo().continueAsNewSuggested);
-    while (state.queue.length > 0) {
-      const req = state.queue.shift()!;
-      served++;
-      const now = Date.now();
-      const refusal = req.newBlock && !active.has(req.target) ? checkCaps(req, now) : null;
-      const grant: LeaseGrant = refusal ? { requestId: req.requestId, granted: false, code: refusal.code, reason: refusal.reason } : { requestId: req.requestId, granted: true };
-      if (refusal) {
-        state.refused++;
-      } else {
-        state.granted++;
-        // Counted at once, so a concurrent request sees it; the requester's release
-        // (blockActive false) takes it back if the change does not happen.
-        if (req.newBlock && !active.has(req.target)) state.recentStarts.push(now);
-        if (req.newBlock) active.add(req.target);
-      }
-      if (!(await notify(req.requester, grant)) && grant.granted && req.newBlock) {
-        // The requester is gone: nothing will be applied for it.
-        active.delete(req.target);
-      }
-    }
-    if (served >= limit || workflowInfo().continueAsNewSuggested) {
-      await condition(allHandlersFinished);
-      if (state.queue.length > 0) continue;
-      const continuedRuns = (state.continuedRuns ?? 0) + 1;
-      await continueAsNew<typeof enforcementCoordinatorWorkflow>({ ...state, activeBlocks: [...active], reservations: [...reservations.values()], issued, continuedRuns });
-    }
-  }
-}
-
-async function notify(requester: string, grant: LeaseGrant): Promise<boolean> {
-  try {
-    await getExternalWorkflowHandle(requester).signal(leaseGrantSignal, grant);
-    return true;
-  } catch {
-    // The requester is gone (terminated, timed out): nothing to grant.
-    return false;
-  }
-}
-
-/** Signals the coordinator, starting it first if it is not running. */
-async function signalCoordinator<T extends unknown[]>(signal: ReturnType<typeof defineSignal<T>>, ...args: T): Promise<void> {
-  try {
-    await getExternalWorkflowHandle(ENFORCEMENT_COORDINATOR_ID).signal(signal, ...args);
-    return;
-  } catch {
-    // Not running yet (or between runs): start it, then signal again.
-  }
-  try {
-    await startChild(enforcementCoordinatorWorkflow, {
-      workflowId: ENFORCEMENT_COORDINATOR_ID,
-      taskQueue: CLUSTER_TASK_QUEUE,
-      args: [undefined],
-      // The coordinator outlives whichever enforcement workflow happened to start it.
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-    });
-  } catch (err) {
-    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-  }
-  await getExternalWorkflowHandle(ENFORCEMENT_COORDINATOR_ID).signal(signal, ...args);
 }
 
 /** A failed child change as an enforcement refusal, with the failure type the change reported. */

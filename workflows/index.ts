@@ -1,11 +1,18 @@
-/** Every workflow the fos1 workers register (the worker bundles this file). */
-export { changeWorkflow, statusQuery, confirmUpdate, abortSignal, ChangeFailureType } from './change';
+/**
+ * Every workflow the fos1 workers register (the worker bundles this file: each exported
+ * function is a workflow type, by its name). Failure types clients branch on are in
+ * model/failures.ts (`FailureType`).
+ */
+export { changeWorkflow, statusQuery, confirmUpdate, abortSignal } from './change';
 export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction } from './change';
 export { nodeChangeWorkflow, nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
-export { policyChangeWorkflow, PolicyFailureType } from './policy-change';
+export { policyChangeWorkflow } from './policy-change';
 export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';
-export { enforcementWorkflow, enforcementCoordinatorWorkflow, verdictSignal, enforcementQuery, coordinatorQuery, ENFORCER } from './enforcement';
-export type { EnforcementInput, EnforcementStatus, EnforcementState, CoordinatorStatus } from './enforcement';
-export { quarantineWorkflow, QuarantineFailureType } from './quarantine';
+export { enforcementWorkflow, verdictSignal, enforcementQuery, ENFORCER } from './enforcement';
+export type { EnforcementInput, EnforcementStatus, EnforcementState } from './enforcement';
+export { enforcementCoordinatorWorkflow, coordinatorQuery } from './enforcement-coordinator';
+export type { CoordinatorStatus } from './enforcement-coordinator';
+export { quarantineWorkflow } from './quarantine';
 export type { QuarantineRequest, QuarantineResult } from './quarantine';
+export { FailureType } from '../model/failures';

@@ -28,16 +28,16 @@ import {
   log,
   proxyActivities,
   proxyLocalActivities,
-  proxySinks,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { NodeActivities } from '../activities/node-activities';
-import type { AuditRecord, AuditSinks } from '../model/audit';
+import type { AuditRecord } from '../model/audit';
 import type { BlocklistPlan, BlocklistSnapshot } from '../model/blocklist-change';
 import type { NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
+import { summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
 import {
   changeCount,
@@ -52,6 +52,7 @@ import {
   subsystemIntents,
   type SubsystemIntents,
 } from '../model/subsystem';
+import { AuditTrail } from './support';
 
 const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
@@ -102,7 +103,6 @@ async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
   }
   return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
-const { audit } = proxySinks<AuditSinks>();
 
 /** Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request. */
 export interface NodeChangeInput {
@@ -130,12 +130,6 @@ export interface NodeDecision {
 export const nodeDecisionSignal = defineSignal<[NodeDecision]>('nodeDecision');
 /** Held node workflow → parent: applied and verified, holding the node until the decision. */
 export const nodeReadySignal = defineSignal<[NodeChangeResult]>('nodeReady');
-
-/** A failure as workflows report it: the ApplicationFailure type and its message. */
-export interface FailureSummary {
-  type: string;
-  message: string;
-}
 
 /** What happened on one node. */
 export interface NodeChangeResult {
@@ -174,7 +168,7 @@ export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
 
 /** Applies one change request to one node, rolling back to the snapshot on any failure. */
 export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeChangeResult> {
-  const auditTrail = new AuditTrail(input.changeId, input.author, input.node);
+  const auditTrail = new AuditTrail(input.changeId, input.author, { node: input.node });
   const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: 2 };
   setHandler(nodeProgressQuery, () => progress);
   let decision: NodeDecision | undefined;
@@ -350,73 +344,5 @@ async function runRestore(plan: RestorePlan, auditTrail: AuditTrail): Promise<st
     const message = `could not read the node back: ${summariseFailure(err).message}`;
     auditTrail.record('verify rollback', 'failed', Date.now(), message);
     return [message];
-  }
-}
-
-/** Verification found the node different from what the change asked for. */
-class VerificationError extends Error {
-  readonly type = 'VerificationFailed';
-  constructor(readonly differences: string[]) {
-    super(`read-back differs from the desired state: ${differences.join('; ')}`);
-  }
-}
-
-/**
- * Extracts the failure type and message. Activity failures wrap an ApplicationFailure
- * whose `type` was set by the activity; we walk the cause chain by shape (not
- * `instanceof`, which is unreliable across the workflow sandbox).
- */
-export function summariseFailure(err: unknown): FailureSummary {
-  let current: unknown = err;
-  while (current && typeof current === 'object') {
-    const candidate = current as { type?: unknown; message?: unknown; cause?: unknown };
-    if (typeof candidate.type === 'string' && candidate.type !== '') {
-      return { type: candidate.type, message: String(candidate.message ?? '') };
-    }
-    current = candidate.cause;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  return { type: 'UnknownFailure', message };
-}
-
-/** Collects audit records for one workflow and mirrors each to the worker's audit sink. */
-export class AuditTrail {
-  readonly records: AuditRecord[] = [];
-  constructor(
-    private readonly changeId: string,
-    private readonly actor: string,
-    private readonly node?: string,
-    /** Whether the actor is verified (see AuditRecord.actorVerified); left out when not known. */
-    private readonly actorVerified?: boolean,
-  ) {}
-
-  /** Runs `fn` as a named step and records its result and duration. */
-  async step<T>(step: string, fn: () => Promise<T>, describe?: (r: T) => string): Promise<T> {
-    const startedAt = Date.now();
-    try {
-      const value = await fn();
-      this.record(step, 'ok', startedAt, describe?.(value));
-      return value;
-    } catch (err) {
-      this.record(step, 'failed', startedAt, summariseFailure(err).message);
-      throw err;
-    }
-  }
-
-  /** Records a step that already happened. */
-  record(step: string, result: AuditRecord['result'], startedAt: number, detail?: string): void {
-    const record: AuditRecord = {
-      changeId: this.changeId,
-      actor: this.actor,
-      ...(this.actorVerified !== undefined ? { actorVerified: this.actorVerified } : {}),
-      ...(this.node ? { node: this.node } : {}),
-      step,
-      result,
-      startedAt: new Date(startedAt).toISOString(),
-      durationMs: Date.now() - startedAt,
-      ...(detail !== undefined ? { detail } : {}),
-    };
-    this.records.push(record);
-    audit.record(record);
   }
 }

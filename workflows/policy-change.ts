@@ -11,28 +11,22 @@
  * The controller starts it with a workflow id derived from the object, so one change per
  * object runs at a time.
  */
-import { ApplicationFailure, log, proxyActivities, proxySinks, upsertSearchAttributes } from '@temporalio/workflow';
+import { log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
-import type { AuditRecord, AuditSinks } from '../model/audit';
+import type { AuditRecord } from '../model/audit';
+import { failure, FailureType, summariseFailure } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
 import { cidrGroupSchema, firewallRuleSchema, firewallZoneSchema, type FirewallIssue } from '../model/firewall';
 import { formatPath } from '../model/issue-path';
 import { objectSetDifferences, translateCidrGroup, translateRule, TranslateError, type KubeObject, type PolicyMapEstimate, type PolicySource } from '../model/firewall-translate';
 import { z } from 'zod';
+import { AuditTrail, Compensations, failedBeforeChange, rollbackFailure } from './support';
 
 const { readPolicies, checkPolicyMap, applyPolicies, restorePolicies } = proxyActivities<CiliumActivities>({
   startToCloseTimeout: '1 minute',
   // 429/5xx are retried (KubeUnavailable); conflicts and rejections are non-retryable.
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['PolicyConflict', 'PolicyRejected', 'PolicyMapOverflow'] },
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [FailureType.PolicyConflict, FailureType.PolicyRejected, FailureType.PolicyMapOverflow] },
 });
-const { audit } = proxySinks<AuditSinks>();
-
-/** Failure types of {@link policyChangeWorkflow}. */
-export const PolicyFailureType = {
-  InvalidPolicyChange: 'InvalidPolicyChange',
-  PolicyRolledBack: 'PolicyRolledBack',
-  PolicyRollbackFailed: 'PolicyRollbackFailed',
-} as const;
 
 const sourceSchema = z
   .object({
@@ -76,7 +70,7 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
   const parsed = policyChangeInputSchema.safeParse(rawInput);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i): FirewallIssue => ({ field: formatPath(i.path), message: i.message }));
-    throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${issues.map((i) => `${i.field}: ${i.message}`).join('\n')}`, details: [issues] });
+    throw failure(FailureType.InvalidPolicyChange, `invalid policy change:\n${issues.map((i) => `${i.field}: ${i.message}`).join('\n')}`, [issues]);
   }
   const input = parsed.data;
   const source: PolicySource = input.source;
@@ -87,23 +81,9 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
     { key: SearchAttributes.status, value: 'applying' },
   ]);
   const setStatus = (status: string) => upsertSearchAttributes([{ key: SearchAttributes.status, value: status }]);
-  const records: AuditRecord[] = [];
-  const step = async <T>(name: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> => {
-    const started = Date.now();
-    try {
-      const r = await fn();
-      push(name, 'ok', started, detail?.(r));
-      return r;
-    } catch (err) {
-      push(name, 'failed', started, err instanceof Error ? err.message : String(err));
-      throw err;
-    }
-  };
-  const push = (name: string, result: AuditRecord['result'], started: number, detail?: string) => {
-    const record: AuditRecord = { changeId: input.changeId, actor: input.author, step: name, result, startedAt: new Date(started).toISOString(), durationMs: Date.now() - started, detail };
-    records.push(record);
-    audit.record(record);
-  };
+  const trail = new AuditTrail(input.changeId, input.author);
+  const { records } = trail;
+  const step = trail.step.bind(trail);
 
   let desired: KubeObject[];
   try {
@@ -121,9 +101,9 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
   } catch (err) {
     if (!(err instanceof TranslateError)) throw err;
     setStatus('failed');
-    throw ApplicationFailure.create({ type: PolicyFailureType.InvalidPolicyChange, nonRetryable: true, message: `invalid policy change:\n${err.message}` });
+    throw failure(FailureType.InvalidPolicyChange, `invalid policy change:\n${err.message}`);
   }
-  push('translate', 'ok', Date.now(), `${desired.length} objects`);
+  trail.record('translate', 'ok', Date.now(), `${desired.length} objects`);
 
   let estimates: PolicyMapEstimate[];
   let snapshot: PolicySnapshot;
@@ -135,53 +115,35 @@ export async function policyChangeWorkflow(rawInput: unknown): Promise<PolicyCha
     planned = await step('dry-run', () => applyPolicies({ source, desired, dryRun: true }), (r) => `${r.applied.length} to apply, ${r.pruned.length} to prune`);
   } catch (err) {
     // Nothing was written yet: fail with the activity's own type (PolicyMapOverflow, PolicyRejected, …).
-    const cause = failureSummary(err);
     setStatus('failed');
-    throw ApplicationFailure.create({ type: cause.type, nonRetryable: true, message: cause.message, details: [{ audit: records }] });
+    throw failedBeforeChange(err, records);
   }
   if (input.dryRun) {
     setStatus('planned');
     return { changeId: input.changeId, outcome: 'planned', applied: planned.applied, pruned: planned.pruned, estimates, audit: records };
   }
 
+  // Registered before the apply: one that fails half way has already written some objects.
+  const compensations = new Compensations(trail);
+  compensations.add('restore', () => restorePolicies({ snapshot }));
   let applied: ApplyResult | undefined;
   try {
     applied = await step('apply', () => applyPolicies({ source, desired }), (r) => `${r.applied.length} applied, ${r.pruned.length} pruned`);
     const result = applied;
     await step('verify', async () => {
       const differences = objectSetDifferences(result.stored, (await readPolicies({ source })).objects);
-      if (differences.length > 0) throw ApplicationFailure.create({ type: 'PolicyVerificationFailed', nonRetryable: true, message: differences.join('\n') });
+      if (differences.length > 0) throw failure(FailureType.PolicyVerificationFailed, differences.join('\n'));
     });
     setStatus('applied');
     return { changeId: input.changeId, outcome: 'applied', applied: result.applied, pruned: result.pruned, estimates, audit: records };
   } catch (err) {
-    const cause = failureSummary(err);
+    const cause = summariseFailure(err);
     log.warn('policy change failed; restoring the snapshot', { changeId: input.changeId, cause });
-    let differences: string[];
-    try {
-      await step('restore', () => restorePolicies({ snapshot }));
-      differences = await step('verify restore', async () => objectSetDifferences(snapshot.objects, (await readPolicies({ source })).objects), (d) => (d.length === 0 ? 'equal to snapshot' : `${d.length} differences`));
-    } catch (restoreErr) {
-      differences = [`restore failed: ${failureSummary(restoreErr).message}`];
-    }
+    const differences = await compensations.run({ step: 'verify restore', differences: async () => objectSetDifferences(snapshot.objects, (await readPolicies({ source })).objects), ok: 'equal to snapshot' });
     setStatus(differences.length === 0 ? 'rolled-back' : 'rollback-failed');
-    if (differences.length === 0) {
-      throw ApplicationFailure.create({ type: PolicyFailureType.PolicyRolledBack, nonRetryable: true, message: `${cause.type}: ${cause.message}`, details: [{ cause, audit: records }] });
-    }
-    throw ApplicationFailure.create({
-      type: PolicyFailureType.PolicyRollbackFailed,
-      nonRetryable: true,
-      message: `${cause.type}: ${cause.message}; rollback did not verify:\n${differences.join('\n')}`,
-      details: [{ cause, differences, audit: records }],
-    });
+    throw rollbackFailure(POLICY_ROLLBACK, cause, differences, records);
   }
 }
 
-/** The ApplicationFailure under an activity or child-workflow failure, as type and message (also used by workflows/quarantine.ts). */
-export function failureSummary(err: unknown): { type: string; message: string } {
-  let e: unknown = err;
-  // ActivityFailure and ChildWorkflowFailure wrap the ApplicationFailure that was thrown.
-  while (e && typeof e === 'object' && 'cause' in e && (e as { cause?: unknown }).cause && !(e instanceof ApplicationFailure)) e = (e as { cause: unknown }).cause;
-  if (e instanceof ApplicationFailure) return { type: e.type ?? 'ApplicationFailure', message: e.message };
-  return { type: 'Error', message: e instanceof Error ? e.message : String(e) };
-}
+/** How {@link policyChangeWorkflow} ends after a rollback. */
+const POLICY_ROLLBACK = { rolledBack: FailureType.PolicyRolledBack, rollbackFailed: FailureType.PolicyRollbackFailed } as const;

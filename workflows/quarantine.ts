@@ -19,18 +19,19 @@
  * (that pod labelled, its policy deleted under it); keeping it means a label is never on a
  * pod without its policy. For the same reason a failed label step does not remove the policy.
  */
-import { ApplicationFailure, executeChild, log, proxyLocalActivities, proxySinks, sleep, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
+import { executeChild, log, proxyLocalActivities, workflowInfo, type RetryPolicy } from '@temporalio/workflow';
 import type { CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../activities/quarantine';
-import type { AuditRecord, AuditSinks } from '../model/audit';
+import type { AuditRecord } from '../model/audit';
+import { failure, FailureType, summariseFailure, TemporalFailureType, type FailureTypeName } from '../model/failures';
 import { objectSetDifferences, type KubeObject } from '../model/firewall-translate';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import { DEFAULT_QUARANTINE_LABEL, parseQuarantineLabel, policySelects, samePolicy, quarantineAddress, QuarantineInputError, quarantineSource, type QuarantineLabel } from '../model/quarantine';
 import { shortHash } from '../model/short-hash';
-import { failureSummary } from './policy-change';
+import { AuditTrail, Compensations, failedBeforeChange, retryUntil, rollbackFailure } from './support';
 
 // NotFoundError: this cluster worker lacks the activities; retrying it will not grow them.
-const retry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: ['NotFoundError', 'QuarantineUnavailable'] };
+const retry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, maximumAttempts: 5, nonRetryableErrorTypes: [TemporalFailureType.NotFound, FailureType.QuarantineUnavailable] };
 // Local activities: the workflow runs on the cluster worker, which holds the Kubernetes
 // client, so skipping the server's activity dispatch saves a round trip per step (about
 // 100 ms each on the loaded dev machine; bench/quarantine). scheduleToClose bounds a step,
@@ -39,14 +40,9 @@ const retry: RetryPolicy = { initialInterval: '500ms', backoffCoefficient: 2, ma
 const timeouts = { startToCloseTimeout: '1 minute', scheduleToCloseTimeout: '3 minutes', retry } as const;
 const { findEndpoint, renderQuarantinePolicy, readEndpointLabel, labelEndpoint, unlabelEndpoint } = proxyLocalActivities<QuarantineActivities>(timeouts);
 const { readPolicies, checkPolicyMap, applyPolicies, restorePolicies } = proxyLocalActivities<CiliumActivities>(timeouts);
-const { audit } = proxySinks<AuditSinks>();
 
-/** Failure types of {@link quarantineWorkflow}. */
-export const QuarantineFailureType = {
-  InvalidQuarantine: 'InvalidQuarantine',
-  QuarantineRolledBack: 'QuarantineRolledBack',
-  QuarantineRollbackFailed: 'QuarantineRollbackFailed',
-} as const;
+/** How {@link quarantineWorkflow} ends after a rollback. */
+const QUARANTINE_ROLLBACK = { rolledBack: FailureType.QuarantineRolledBack, rollbackFailed: FailureType.QuarantineRollbackFailed } as const;
 
 /** Input of {@link quarantineWorkflow}. */
 export interface QuarantineRequest {
@@ -90,31 +86,16 @@ export async function quarantineWorkflow(input: QuarantineRequest): Promise<Quar
     else if (!input.endpoint?.name || !input.endpoint.namespace || !input.endpoint.uid) throw new QuarantineInputError('endpoint', 'lift needs the endpoint (namespace, name, uid) apply labelled');
   } catch (err) {
     if (!(err instanceof QuarantineInputError)) throw err;
-    throw ApplicationFailure.create({ type: QuarantineFailureType.InvalidQuarantine, nonRetryable: true, message: `invalid quarantine: ${err.message}` });
+    throw failure(FailureType.InvalidQuarantine, `invalid quarantine: ${err.message}`);
   }
   const labelText = `${label.key}=${label.value}`;
   const source = quarantineSource(label);
-  const records: AuditRecord[] = [];
-  const push = (step: string, result: AuditRecord['result'], started: number, detail?: string) => {
-    const record: AuditRecord = { changeId: input.changeId, actor: input.author, step, result, startedAt: new Date(started).toISOString(), durationMs: Date.now() - started, detail };
-    records.push(record);
-    audit.record(record);
-  };
-  const step = async <T>(name: string, fn: () => Promise<T>, detail?: (r: T) => string): Promise<T> => {
-    const started = Date.now();
-    try {
-      const r = await fn();
-      push(name, 'ok', started, detail?.(r));
-      return r;
-    } catch (err) {
-      push(name, 'failed', started, failureSummary(err).message);
-      throw err;
-    }
-  };
+  const trail = new AuditTrail(input.changeId, input.author);
+  const { records } = trail;
+  const step = trail.step.bind(trail);
+  // Activity failures keep their own type (NoEndpoint, LabelConflict, …) so callers branch on it.
   const fail = (err: unknown): never => {
-    // Activity failures keep their own type (NoEndpoint, LabelConflict, …) so callers branch on it.
-    const cause = failureSummary(err);
-    throw ApplicationFailure.create({ type: cause.type, nonRetryable: true, message: cause.message, details: [{ audit: records }] });
+    throw failedBeforeChange(err, records);
   };
 
   if (input.operation === 'lift') {
@@ -124,7 +105,7 @@ export async function quarantineWorkflow(input: QuarantineRequest): Promise<Quar
       if (!podGone) {
         await step('verify unlabel', async () => {
           const after = await readEndpointLabel({ endpoint, label: labelText });
-          if (after.exists && after.ownedByFos1) throw ApplicationFailure.create({ type: 'QuarantineVerificationFailed', nonRetryable: true, message: `fos1 still owns ${labelText} on ${endpoint.namespace}/${endpoint.name}` });
+          if (after.exists && after.ownedByFos1) throw failure(FailureType.QuarantineVerificationFailed, `fos1 still owns ${labelText} on ${endpoint.namespace}/${endpoint.name}`);
           return after;
         }, (after) => (after.value === undefined ? 'label absent' : `label kept: also set by ${after.otherOwners.join(', ')}`));
       }
@@ -156,42 +137,40 @@ export async function quarantineWorkflow(input: QuarantineRequest): Promise<Quar
     } catch (err) {
       return fail(err);
     }
+    // Registered before the apply: one that fails half way has already written the policy.
+    const policyUndo = new Compensations(trail);
+    policyUndo.add('restore policy', () => restorePolicies({ snapshot }));
     try {
       const applied = await step('apply policy', () => applyPolicies({ source, desired: [desired] }), (r) => `${r.applied.join(', ')}${r.pruned.length ? `; pruned ${r.pruned.join(', ')}` : ''}`);
       await step('verify policy', async () => {
         const d = objectSetDifferences(applied.stored, (await readPolicies({ source })).objects);
-        if (d.length > 0) throw ApplicationFailure.create({ type: 'QuarantineVerificationFailed', nonRetryable: true, message: d.join('\n') });
+        if (d.length > 0) throw failure(FailureType.QuarantineVerificationFailed, d.join('\n'));
       });
       policyApplied = true;
     } catch (err) {
-      const cause = failureSummary(err);
-      let differences: string[];
-      try {
-        await step('restore policy', () => restorePolicies({ snapshot }));
-        differences = await step('verify policy restore', async () => objectSetDifferences(snapshot.objects, (await readPolicies({ source })).objects), (d) => (d.length ? `${d.length} differences` : 'equal to snapshot'));
-      } catch (restoreErr) {
-        differences = [`restore failed: ${failureSummary(restoreErr).message}`];
-      }
-      throw rolledBack(cause, differences, records);
+      const cause = summariseFailure(err);
+      const differences = await policyUndo.run({ step: 'verify policy restore', differences: async () => objectSetDifferences(snapshot.objects, (await readPolicies({ source })).objects), ok: 'equal to snapshot' });
+      throw rollbackFailure(QUARANTINE_ROLLBACK, cause, differences, records);
     }
   } else {
-    push('policy', 'skipped', Date.now(), `${desired.metadata.name} already in place`);
+    trail.record('policy', 'skipped', Date.now(), `${desired.metadata.name} already in place`);
   }
 
   let before: EndpointLabelState;
   try {
     before = await step('read label', () => readEndpointLabel({ endpoint, label: labelText }), describeLabel);
     if (before.value !== undefined && before.value !== label.value) {
-      throw ApplicationFailure.create({ type: 'LabelConflict', nonRetryable: true, message: `${endpoint.namespace}/${endpoint.name} already has ${label.key}=${before.value} (set by ${before.otherOwners.join(', ') || 'someone else'}); fos1 does not overwrite it` });
+      throw failure(FailureType.LabelConflict, `${endpoint.namespace}/${endpoint.name} already has ${label.key}=${before.value} (set by ${before.otherOwners.join(', ') || 'someone else'}); fos1 does not overwrite it`);
     }
   } catch (err) {
     return fail(err);
   }
-  let labelAttempted = false;
+  const labelUndo = new Compensations(trail);
   try {
-    labelAttempted = true;
+    // Registered before the label: an apply that times out may still have landed.
+    labelUndo.add('unlabel (rollback)', () => unlabelEndpoint({ endpoint }));
     await step('label', () => labelEndpoint({ endpoint, label: labelText }), () => `${labelText} on ${endpoint.namespace}/${endpoint.name}`);
-    if (input.failAfter === 'label') throw ApplicationFailure.create({ type: 'InjectedFailure', nonRetryable: true, message: 'injected failure after the label step (failAfter: label)' });
+    if (input.failAfter === 'label') throw failure(FailureType.InjectedFailure, 'injected failure after the label step (failAfter: label)');
     await step('verify', async () => {
       const after = await readEndpointLabel({ endpoint, label: labelText });
       const policy = (await readPolicies({ source })).objects.find((o) => o.metadata.name === desired.metadata.name);
@@ -201,24 +180,22 @@ export async function quarantineWorkflow(input: QuarantineRequest): Promise<Quar
         ...(policy ? [] : [`${desired.metadata.name} is missing`]),
         ...(policy && !policySelects(policy, after.labels) ? [`${desired.metadata.name} does not select the pod`] : []),
       ];
-      if (problems.length > 0) throw ApplicationFailure.create({ type: 'QuarantineVerificationFailed', nonRetryable: true, message: problems.join('; ') });
+      if (problems.length > 0) throw failure(FailureType.QuarantineVerificationFailed, problems.join('; '));
     }, () => `pod labelled and selected by ${desired.metadata.name}`);
   } catch (err) {
-    const cause = failureSummary(err);
+    const cause = summariseFailure(err);
     log.warn('quarantine failed after the label step; taking the label off', { changeId: input.changeId, cause });
-    let differences: string[] = [];
-    if (labelAttempted) {
-      try {
-        await step('unlabel (rollback)', () => unlabelEndpoint({ endpoint }));
-        const after = await step('verify rollback', () => readEndpointLabel({ endpoint, label: labelText }), describeLabel);
-        if (after.exists && (after.value !== before.value || after.ownedByFos1 !== before.ownedByFos1)) {
-          differences = [`label is ${after.value ?? 'absent'} (fos1 owns it: ${after.ownedByFos1}), was ${before.value ?? 'absent'} (fos1 owned it: ${before.ownedByFos1})`];
-        }
-      } catch (restoreErr) {
-        differences = [`unlabel failed: ${failureSummary(restoreErr).message}`];
-      }
-    }
-    throw rolledBack(cause, differences, records);
+    const differences = await labelUndo.run({
+      step: 'verify rollback',
+      differences: async () => {
+        const after = await readEndpointLabel({ endpoint, label: labelText });
+        return after.exists && (after.value !== before.value || after.ownedByFos1 !== before.ownedByFos1)
+          ? [`label is ${after.value ?? 'absent'} (fos1 owns it: ${after.ownedByFos1}), was ${before.value ?? 'absent'} (fos1 owned it: ${before.ownedByFos1})`]
+          : [];
+      },
+      ok: `label as before (${describeLabel(before)})`,
+    });
+    throw rollbackFailure(QUARANTINE_ROLLBACK, cause, differences, records);
   }
   return { changeId: input.changeId, outcome: 'quarantined', endpoint, policy: desired.metadata.name, policyApplied, audit: records };
 }
@@ -228,32 +205,20 @@ function describeLabel(s: EndpointLabelState): string {
   return s.value === undefined ? 'label absent' : `label ${s.value}${s.ownedByFos1 ? ' (fos1)' : ''}${s.otherOwners.length ? ` (${s.otherOwners.join(', ')})` : ''}`;
 }
 
-function rolledBack(cause: { type: string; message: string }, differences: string[], records: AuditRecord[]): ApplicationFailure {
-  if (differences.length === 0) {
-    return ApplicationFailure.create({ type: QuarantineFailureType.QuarantineRolledBack, nonRetryable: true, message: `${cause.type}: ${cause.message}`, details: [{ cause, audit: records }] });
-  }
-  return ApplicationFailure.create({
-    type: QuarantineFailureType.QuarantineRollbackFailed,
-    nonRetryable: true,
-    message: `${cause.type}: ${cause.message}; rollback did not verify:\n${differences.join('\n')}`,
-    details: [{ cause, differences, audit: records }],
-  });
-}
-
 // ─── the enforcement hook ───────────────────────────────────────────────────────────
 
 /** Refusal codes a quarantine adds to the guard's (the enforcement workflow audits them). */
 export type QuarantineRefusalCode = 'no-endpoint' | 'ambiguous-endpoint' | 'host-network-endpoint' | 'label-conflict' | 'invalid-quarantine' | 'quarantine-unavailable' | 'quarantine-failed';
 
-const REFUSAL_BY_TYPE: Record<string, QuarantineRefusalCode> = {
-  NoEndpoint: 'no-endpoint',
-  AmbiguousEndpoint: 'ambiguous-endpoint',
-  HostNetworkEndpoint: 'host-network-endpoint',
-  LabelConflict: 'label-conflict',
-  InvalidQuarantine: 'invalid-quarantine',
+const REFUSAL_BY_TYPE: Partial<Record<FailureTypeName | (typeof TemporalFailureType)['NotFound'], QuarantineRefusalCode>> = {
+  [FailureType.NoEndpoint]: 'no-endpoint',
+  [FailureType.AmbiguousEndpoint]: 'ambiguous-endpoint',
+  [FailureType.HostNetworkEndpoint]: 'host-network-endpoint',
+  [FailureType.LabelConflict]: 'label-conflict',
+  [FailureType.InvalidQuarantine]: 'invalid-quarantine',
   // The cluster worker was started without Kubernetes (FOS1_KUBECONFIG unset).
-  QuarantineUnavailable: 'quarantine-unavailable',
-  NotFoundError: 'quarantine-unavailable',
+  [FailureType.QuarantineUnavailable]: 'quarantine-unavailable',
+  [TemporalFailureType.NotFound]: 'quarantine-unavailable',
 };
 
 /** An endpoint in quarantine, as the enforcement workflow remembers it for the lift. */
@@ -277,8 +242,8 @@ export async function enforceQuarantine(
     const result = await executeChild(quarantineWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `quarantine-${changeId}`, args: [request] });
     return { ok: true, changeId, endpoint: { ...result.endpoint, label } };
   } catch (err) {
-    const cause = failureSummary(err);
-    return { ok: false, code: REFUSAL_BY_TYPE[cause.type] ?? 'quarantine-failed', reason: `quarantine ${changeId} (${cause.type}): ${cause.message}` };
+    const cause = summariseFailure(err);
+    return { ok: false, code: REFUSAL_BY_TYPE[cause.type as FailureTypeName] ?? 'quarantine-failed', reason: `quarantine ${changeId} (${cause.type}): ${cause.message}` };
   }
 }
 
@@ -287,17 +252,17 @@ export async function enforceQuarantine(
  * reporting each failed attempt through `onFailure` for the audit trail.
  */
 export async function liftQuarantine(endpoint: QuarantinedEndpoint, author: string, onFailure: (attempt: number, reason: string) => void): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
+  const { changeId } = await retryUntil(async () => {
     const changeId = quarantineChangeId('unquarantine', `${endpoint.namespace}/${endpoint.name}`);
     const { label, ...ref } = endpoint;
     try {
       await executeChild(quarantineWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `quarantine-${changeId}`, args: [{ changeId, author, operation: 'lift', label, endpoint: ref }] });
-      return changeId;
+      return { ok: true as const, changeId };
     } catch (err) {
-      onFailure(attempt, `${changeId}: ${failureSummary(err).message}; retrying in 30s`);
-      await sleep(30_000);
+      return { ok: false as const, reason: `${changeId}: ${summariseFailure(err).message}` };
     }
-  }
+  }, onFailure);
+  return changeId;
 }
 
 function quarantineChangeId(step: string, what: string): string {

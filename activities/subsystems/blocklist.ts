@@ -38,8 +38,8 @@ import type { BlocklistRef } from '../../model/blocklist-ref';
 import { canonicalCidr } from '../../model/ip';
 import { renderOperation } from '../../model/plan';
 import type { SubsystemContract } from '../../model/subsystem';
-import { asFailures } from '../blocklist-activities';
-import { type BlocklistStore, type BlocklistSyncDeps, createBlocklistSync, invalidInputAsFailure } from '../blocklist-sync';
+import { ErrorDomains, translateErrors, translateErrorsSync } from '../failures';
+import { type BlocklistStore, type BlocklistSyncDeps, createBlocklistSync } from '../blocklist-sync';
 
 /** Dependencies: the node's maps (opened lazily) and its content-addressed store. */
 export type BlocklistSubsystemDeps = BlocklistSyncDeps & { store: BlocklistStore };
@@ -77,7 +77,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
 
   /** The desired image of a full-list intent (canonical, last entry for a prefix wins). */
   const desiredImage = (intent: Extract<BlocklistIntent, { mode: 'replace' | 'replace-ref' }>): BlocklistImage =>
-    invalidInputAsFailure(() => {
+    translateErrorsSync(ErrorDomains.blocklist, () => {
       if (intent.mode === 'replace') return imageFromEntries(intent.entries);
       const key = refKey(intent.ref);
       if (key !== undefined && parsed?.key === key) return parsed.image;
@@ -89,7 +89,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
 
   /** The touched prefixes of a patch, canonical; upserts win over removes of the same prefix. */
   const patchParts = (intent: Extract<BlocklistIntent, { mode: 'patch' }>) =>
-    invalidInputAsFailure(() => {
+    translateErrorsSync(ErrorDomains.blocklist, () => {
       const upsert = new Map<string, MapBlocklistEntry>();
       for (const e of intent.upsert) {
         const cidr = canonicalCidr(e.cidr);
@@ -103,7 +103,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     name: 'blocklist',
 
     async read(intent) {
-      return asFailures((): BlocklistRead => {
+      return translateErrors(ErrorDomains.blocklist, (): BlocklistRead => {
         const maps = deps.maps();
         if (intent.mode === 'keep') return { mode: 'keep' };
         if (intent.mode === 'patch') {
@@ -122,7 +122,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async plan(observed, intent) {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         if (intent.mode === 'keep' || observed.mode === 'keep') {
           return { plan: { operations: [], counts: { added: 0, changed: 0, removed: 0 } }, expected: { kind: 'entries', present: [], absent: [] } };
         }
@@ -165,7 +165,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
         parsed = undefined; // no apply follows a dry run
         return undefined;
       }
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         if (observed.mode === 'keep') return undefined;
         // A few touched prefixes travel by value; a whole list goes to the store, by reference.
         if (observed.mode === 'patch') return { check: { kind: 'entries', present: observed.present, absent: observed.absent } };
@@ -182,7 +182,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async apply(intent) {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         switch (intent.mode) {
           case 'keep':
             return { operations: [] };
@@ -200,7 +200,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async check(check) {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         const maps = deps.maps();
         if (check.kind === 'digest') {
           const image = maps.dumpImage();
@@ -224,7 +224,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async restore(snapshot) {
-      return asFailures(() => {
+      return translateErrors(ErrorDomains.blocklist, () => {
         if (snapshot.ref) return { operations: sync.restore(snapshot.ref).operations };
         if (snapshot.check.kind !== 'entries') throw new Error('a blocklist snapshot without a store reference must list its entries');
         sync.restorePatch({ present: snapshot.check.present, absent: snapshot.check.absent });

@@ -1,10 +1,10 @@
 /**
  * Errors of the network subsystems (links, VLANs, addresses, rules, NAT). The activities
- * turn them into ApplicationFailures whose `type` the workflows branch on.
+ * turn them into ApplicationFailures whose `type` the workflows branch on (activities/failures.ts).
  */
 import { IpCommandError, type IpRunner } from './ip-runner';
 
-/** Subsystems whose kernel refusals are reported as `<Name>ApplyFailed`. */
+/** Subsystems whose kernel refusals are reported as `<Name>ApplyFailed` (model/failures.ts). */
 export type NetworkSubsystem = 'Link' | 'Vlan' | 'Address' | 'Rule' | 'Zone' | 'Nat';
 
 /** An operation the kernel (or nft) refused; `operation` names it in diff form. */
@@ -16,11 +16,6 @@ export class NetworkApplyError extends Error {
     readonly kernelMessage: string,
   ) {
     super(`the kernel refused "${operation}": ${kernelMessage}`);
-  }
-
-  /** The failure type workflows see, e.g. `RuleApplyFailed`. */
-  get failureType(): string {
-    return `${this.subsystem}ApplyFailed`;
   }
 }
 

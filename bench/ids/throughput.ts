@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { parseEveLine } from '../../rules/eve';
 import { RuleEvaluator } from '../../rules/evaluator';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { sharedDataDir } from '../../scripts/paths';
 

@@ -9,10 +9,10 @@ import { ADDR, type EchoServer, NetnsPair } from '../../bench/datapath/netns-pai
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { runNdpiReader } from '../../ingest/ndpi-reader';
 import { IngestPipeline } from '../../ingest/pipeline';
-import type { Decision } from '../../rules/decision';
+import type { Decision } from '../../model/enforcement-decision';
 import { RuleEvaluator } from '../../rules/evaluator';
 import type { VerdictFacts } from '../../rules/facts';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { parseNdpiFlowLine } from '../../rules/ndpi';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { describePrivileged } from '../helpers/capabilities';

@@ -17,20 +17,11 @@ import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
-import { enforcementWorkflowId, type Decision } from '../../rules/decision';
-import { guardConfigSchema } from '../../rules/guard';
+import { enforcementWorkflowId, type Decision } from '../../model/enforcement-decision';
+import { guardConfigSchema } from '../../model/enforcement-guard';
 import type { ChangeStatus } from '../../workflows/change';
-import {
-  admitUpdate,
-  coordinatorQuery,
-  ENFORCEMENT_COORDINATOR_ID,
-  enforcementCoordinatorWorkflow,
-  enforcementQuery,
-  enforcementWorkflow,
-  liftSignal,
-  verdictSignal,
-  type EnforcementStatus,
-} from '../../workflows/enforcement';
+import { enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
+import { admitUpdate, coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow } from '../../workflows/enforcement-coordinator';
 import { describePrivileged } from '../helpers/capabilities';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';

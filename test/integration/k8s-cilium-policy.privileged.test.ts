@@ -7,7 +7,8 @@
  */
 import { join, relative } from 'node:path';
 import pino from 'pino';
-import { CiliumFailureType, createCiliumActivities, normaliseObject } from '../../activities/cilium-policy';
+import { createCiliumActivities, normaliseObject } from '../../activities/cilium-policy';
+import { FailureType } from '../../model/failures';
 import { ListWatch, type ListWatchClient } from '../../controllers/list-watch';
 import { KubeApiError } from '../../k8s/client';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
@@ -247,7 +248,7 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
       const broken = objectsFor('c2', [['zz-broken', { zone: 'web', direction: 'egress', peers: [{ cidr: '10.0.0.0/8' }] }]])[0] as KubeObject;
       (broken.spec as { egress: { toCIDRSet: { cidr: string }[] }[] }).egress[0]!.toCIDRSet[0]!.cidr = '10.0.0.999/8';
       const failure = await failureOf(a.applyPolicies({ source, desired: [...after, broken] }));
-      expect(failure.type).toBe(CiliumFailureType.PolicyRejected);
+      expect(failure.type).toBe(FailureType.PolicyRejected);
       expect(failure.nonRetryable).toBe(true);
       expect(failure.message).toMatch(/CiliumNetworkPolicy .*fos1-zz-broken: 422 Invalid: .*toCIDRSet\[0\]\.cidr/s);
       // Half applied: the changed and the added policy are live.
@@ -270,7 +271,7 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
       const [obj] = objectsFor('c3', [['contested', { zone: 'web', direction: 'ingress', peers: [{ zone: 'db' }], ports: [{ port: 81 }], description: 'fos1 wrote this' }]]);
       await kube.client.apply({ ...obj!, spec: { ...(obj!.spec as object), description: 'an operator wrote this' } }, { fieldManager: 'kubectl' });
       const failure = await failureOf(acts().applyPolicies({ source, desired: [obj!] }));
-      expect(failure.type).toBe(CiliumFailureType.PolicyConflict);
+      expect(failure.type).toBe(FailureType.PolicyConflict);
       expect(failure.nonRetryable).toBe(true);
       expect(failure.message).toMatch(/409 Conflict: .*conflict with "kubectl".*\.spec\.description/s);
     });

@@ -16,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
-import { InjectedFaultError } from '../../activities/node-activities';
+import { InjectedFaultError } from '../../activities/failures';
 import { createIpRunner } from '../../activities/system/ip-runner';
 import { LinkTable } from '../../activities/system/link-table';
 import { KernelFeatureMissingError } from '../../activities/system/network-errors';

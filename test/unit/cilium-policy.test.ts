@@ -4,7 +4,8 @@
  * activities run against a real kube-apiserver in test/integration/k8s-cilium-policy.privileged.test.ts.
  */
 import pino from 'pino';
-import { CiliumFailureType, createCiliumActivities, type PolicyKubeClient } from '../../activities/cilium-policy';
+import { createCiliumActivities, type PolicyKubeClient } from '../../activities/cilium-policy';
+import { FailureType } from '../../model/failures';
 import { KubeApiError, type ObjectRef, type StoredObject } from '../../k8s/client';
 import { validateFirewallRule, validateFirewallZone } from '../../model/firewall';
 import { translateRule, type KubeObject, type PolicySource } from '../../model/firewall-translate';
@@ -61,7 +62,7 @@ describe('cilium policy activities', () => {
     const src2 = { ...source, kind: 'PolicySet', name: 'set' };
     await acts.applyPolicies({ source: src2, desired: [policy('shared', {}, src2)] });
     const failure = await failureOf(acts.applyPolicies({ source, desired: [policy('shared')] }));
-    expect(failure.type).toBe(CiliumFailureType.PolicyConflict);
+    expect(failure.type).toBe(FailureType.PolicyConflict);
     expect(failure.message).toBe('CiliumNetworkPolicy shop/fos1-shared already belongs to policyset shop/set; rename one of them');
     expect(kube.objects.get('CiliumNetworkPolicy/fos1-shared')?.metadata.labels?.['fos1.io/source-name']).toBe('set');
   });
@@ -76,13 +77,13 @@ describe('cilium policy activities', () => {
   });
 
   it.each([
-    [409, 'Conflict', CiliumFailureType.PolicyConflict, true],
-    [422, 'Invalid', CiliumFailureType.PolicyRejected, true],
-    [403, 'Forbidden', CiliumFailureType.PolicyRejected, true],
-    [429, 'TooManyRequests', CiliumFailureType.KubeUnavailable, false],
-    [503, 'ServiceUnavailable', CiliumFailureType.KubeUnavailable, false],
-    [500, 'InternalError', CiliumFailureType.KubeUnavailable, false],
-    [0, 'Unreachable', CiliumFailureType.KubeUnavailable, false],
+    [409, 'Conflict', FailureType.PolicyConflict, true],
+    [422, 'Invalid', FailureType.PolicyRejected, true],
+    [403, 'Forbidden', FailureType.PolicyRejected, true],
+    [429, 'TooManyRequests', FailureType.KubeUnavailable, false],
+    [503, 'ServiceUnavailable', FailureType.KubeUnavailable, false],
+    [500, 'InternalError', FailureType.KubeUnavailable, false],
+    [0, 'Unreachable', FailureType.KubeUnavailable, false],
   ])('maps HTTP %i to %s → %s (nonRetryable %s)', async (status, reason, type, nonRetryable) => {
     const kube = new FakeKube();
     kube.failApply = new KubeApiError(status, reason, `apply CiliumNetworkPolicy shop/fos1-a: ${status} ${reason}: spec.ingress[0]: bad`);
@@ -96,7 +97,7 @@ describe('cilium policy activities', () => {
     const kube = new FakeKube();
     kube.failApply = new KubeApiError(500, 'HTTP500', 'apply CiliumNetworkPolicy shop/fos1-a: 500 HTTP500: failed to create typed patch object (shop/fos1-a; cilium.io/v2, Kind=CiliumNetworkPolicy): .spec.egress[0].auth: field not declared in schema');
     const failure = await failureOf(createCiliumActivities({ kube, logger }).applyPolicies({ source, desired: [policy('a')] }));
-    expect(failure.type).toBe(CiliumFailureType.PolicyRejected);
+    expect(failure.type).toBe(FailureType.PolicyRejected);
     expect(failure.nonRetryable).toBe(true);
   });
 
@@ -104,7 +105,7 @@ describe('cilium policy activities', () => {
     const kube = new FakeKube();
     const foreign = policy('a', {}, { ...source, name: 'someone-else' });
     const failure = await failureOf(createCiliumActivities({ kube, logger }).applyPolicies({ source, desired: [foreign] }));
-    expect(failure.type).toBe(CiliumFailureType.PolicyRejected);
+    expect(failure.type).toBe(FailureType.PolicyRejected);
     expect(kube.calls).toEqual([]);
   });
 
@@ -115,7 +116,7 @@ describe('cilium policy activities', () => {
     const peers = Array.from({ length: 400 }, (_, i) => ({ cidr: `10.${Math.floor(i / 256)}.${i % 256}.0/24` }));
     const big = policy('big', { peers, ports: [{ port: 1, endPort: 65535, protocol: 'ANY' }] });
     const failure = await failureOf(acts.checkPolicyMap({ source, desired: [big] }));
-    expect(failure.type).toBe(CiliumFailureType.PolicyMapOverflow);
+    expect(failure.type).toBe(FailureType.PolicyMapOverflow);
     expect(failure.nonRetryable).toBe(true);
     expect(failure.message).toMatch(/about 19200 policy-map entries .* more than the map holds \(16384\)/);
     expect(kube.calls).toEqual([]);

@@ -15,7 +15,7 @@ import { listenNdjsonHttp, listenUnixSocket, type NdjsonResponse } from '../../i
 import { IngestPipeline } from '../../ingest/pipeline';
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { RuleEvaluator } from '../../rules/evaluator';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { DEFAULT_ROLES, hashToken, TokenFileAuthenticator } from '../../auth/token-file';
 import { until } from '../helpers/eventually';

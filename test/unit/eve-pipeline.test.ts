@@ -5,7 +5,7 @@
  */
 import pino from 'pino';
 import { IngestPipeline } from '../../ingest/pipeline';
-import type { Decision } from '../../rules/decision';
+import type { Decision } from '../../model/enforcement-decision';
 import type { RuleEvaluator } from '../../rules/evaluator';
 import { describePrivileged } from '../helpers/capabilities';
 import { sharedLines } from '../helpers/shared-data';

@@ -6,9 +6,9 @@
  */
 import pino from 'pino';
 import { Writable } from 'node:stream';
-import { EnforcementBridge, type WorkflowStarter } from '../../rules/bridge';
-import type { Decision } from '../../rules/decision';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementBridge, type WorkflowStarter } from '../../ingest/bridge';
+import type { Decision } from '../../model/enforcement-decision';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 
 function decision(target: string, action: Decision['action'] = 'block'): Decision {
   return {

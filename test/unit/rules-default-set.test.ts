@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RuleEvaluator } from '../../rules/evaluator';
 import { parseEveLine } from '../../rules/eve';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { loadRuleSetFile } from '../../rules/rule-set';
 import { DEFAULT_RULES_FILE } from '../../ingest/config';
 import { describePrivileged } from '../helpers/capabilities';

@@ -5,10 +5,10 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { escalatedDuration, enforcementWorkflowId, prefixOf } from '../../rules/decision';
+import { escalatedDuration, enforcementWorkflowId, prefixOf } from '../../model/enforcement-decision';
 import { RuleEvaluator } from '../../rules/evaluator';
 import type { VerdictFacts } from '../../rules/facts';
-import { EnforcementGuard, guardConfigSchema } from '../../rules/guard';
+import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { loadRuleSetFile, RuleSetError, validateRuleSet } from '../../rules/rule-set';
 import { SlidingWindows } from '../../rules/windows';
 

@@ -3,7 +3,7 @@
  *
  * Pure code: the enforcement workflow imports it (no Node built-ins here).
  */
-import { formatCidr, parseIp, type Cidr } from '../model/ip';
+import { formatCidr, parseIp, type Cidr } from './ip';
 
 /** Enforcement actions, weakest first: a stronger verdict about a target supersedes a weaker one. */
 export const ENFORCEMENT_ACTIONS = ['allow', 'notify', 'rate-limit', 'quarantine', 'block'] as const;

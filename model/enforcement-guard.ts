@@ -8,13 +8,14 @@
  * and beyond caps on how many automated blocks may be active and how fast new ones may
  * start. Every refusal carries its reason; callers log and audit it.
  *
- * Pure code: the ingest bridge checks early (cheap refusals never reach Temporal) and
+ * Pure code: the ingest bridge (ingest/bridge.ts) checks early (cheap refusals never reach Temporal) and
  * the enforcement workflows check again (the workflow is the durable authority, and the
- * caps need the cluster-wide count the coordinator workflow keeps).
+ * caps need the cluster-wide count the coordinator workflow keeps,
+ * workflows/enforcement-coordinator.ts).
  */
 import { z } from 'zod';
-import { cidrContains, parseCidr, type Cidr } from '../model/ip';
-import { cidrSchema } from '../model/node-state';
+import { cidrContains, parseCidr, type Cidr } from './ip';
+import { cidrSchema } from './node-state';
 
 /** Guard configuration. Lists are named so refusals can say which list matched. */
 export const guardConfigSchema = z

@@ -19,18 +19,10 @@ import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import type { AuditRecord } from '../model/audit';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
-import {
-  admitUpdate,
-  ENFORCEMENT_COORDINATOR_ID,
-  enforcementCoordinatorWorkflow,
-  enforcementWorkflow,
-  verdictSignal,
-  ENFORCER,
-  type AdmitAnswer,
-  type EnforcementInput,
-} from '../workflows/enforcement';
-import { actionStrength, enforcementWorkflowId, type Admission, type Decision } from './decision';
-import type { EnforcementGuard } from './guard';
+import { enforcementWorkflow, verdictSignal, ENFORCER, type EnforcementInput } from '../workflows/enforcement';
+import { admitUpdate, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow, type AdmitAnswer } from '../workflows/enforcement-coordinator';
+import { actionStrength, enforcementWorkflowId, type Admission, type Decision } from '../model/enforcement-decision';
+import type { EnforcementGuard } from '../model/enforcement-guard';
 
 /** What became of one decision. */
 export type BridgeOutcome = 'notified' | 'allowed' | 'refused' | 'signalled' | 'coalesced' | 'failed';

@@ -1,0 +1,177 @@
+/**
+ * What every fos1 workflow does the same way: keep an audit trail, undo what it applied
+ * (newest first, then read back), retry a step that must not be lost, and report failures.
+ * Used by the change, node-change, policy-change, quarantine and enforcement workflows.
+ *
+ * Workflow code: deterministic (Date.now() and sleep() are the workflow's clock and timers).
+ */
+import { ApplicationFailure, proxySinks, sleep } from '@temporalio/workflow';
+import type { AuditRecord, AuditSinks } from '../model/audit';
+import { failure, summariseFailure, TemporalFailureType, type FailureSummary, type FailureTypeName } from '../model/failures';
+
+const { audit } = proxySinks<AuditSinks>();
+
+/** Collects audit records for one workflow and mirrors each to the worker's audit sink. */
+export class AuditTrail {
+  readonly records: AuditRecord[];
+  private readonly node: string | undefined;
+  private readonly actorVerified: boolean | undefined;
+
+  /**
+   * @param options.node set on records of a node workflow.
+   * @param options.records where records go: a list the workflow carries across continue-as-new, say.
+   * @param options.actorVerified whether the actor is verified (AuditRecord.actorVerified); left out when not known.
+   */
+  constructor(
+    private readonly changeId: string,
+    private readonly actor: string,
+    options: { node?: string; records?: AuditRecord[]; actorVerified?: boolean } = {},
+  ) {
+    this.records = options.records ?? [];
+    this.node = options.node;
+    this.actorVerified = options.actorVerified;
+  }
+
+  /** Runs `fn` as a named step and records its result and duration. */
+  async step<T>(step: string, fn: () => Promise<T>, describe?: (r: T) => string): Promise<T> {
+    const startedAt = Date.now();
+    try {
+      const value = await fn();
+      this.record(step, 'ok', startedAt, describe?.(value));
+      return value;
+    } catch (err) {
+      this.record(step, 'failed', startedAt, summariseFailure(err).message);
+      throw err;
+    }
+  }
+
+  /** Records a step that already happened; `actor` overrides the trail's (an operator's lift). */
+  record(step: string, result: AuditRecord['result'], startedAt: number, detail?: string, actor = this.actor): void {
+    const record: AuditRecord = {
+      changeId: this.changeId,
+      actor,
+      ...(this.actorVerified !== undefined ? { actorVerified: this.actorVerified } : {}),
+      ...(this.node ? { node: this.node } : {}),
+      step,
+      result,
+      startedAt: new Date(startedAt).toISOString(),
+      durationMs: Date.now() - startedAt,
+      ...(detail !== undefined ? { detail } : {}),
+    };
+    this.records.push(record);
+    audit.record(record);
+  }
+}
+
+/** How a rollback is checked: a read-back that lists what still differs from the state before. */
+export interface ReadBack {
+  /** Audit step name of the read-back. */
+  step: string;
+  /** What differs from the state before the change; empty when it is restored. */
+  differences: () => Promise<string[]>;
+  /** Audit detail when nothing differs. */
+  ok: string;
+}
+
+/**
+ * LIFO compensations with a verified restore. Register each undo when its step may have
+ * changed something — before the step when a failure half way leaves changes behind, after
+ * it otherwise — then, on failure, {@link run} undoes newest first and reads back. The
+ * read-back, not the undos' own success, decides whether the rollback worked.
+ */
+export class Compensations {
+  private readonly undos: { step: string; run: () => Promise<unknown> }[] = [];
+
+  constructor(private readonly trail: AuditTrail) {}
+
+  /** Registers the undo of the step about to run (or just run). */
+  add(step: string, run: () => Promise<unknown>): void {
+    this.undos.push({ step, run });
+  }
+
+  /** How many undos are registered. */
+  get size(): number {
+    return this.undos.length;
+  }
+
+  /**
+   * Runs every undo, newest first; one that fails does not stop the others (it is audited,
+   * and the read-back reports what it left). Then reads back; with `passes` above 1, runs
+   * the undos again while something differs (an undo that depends on a later one finds it
+   * in place the second time). Returns the differences left: empty means verified.
+   */
+  async run(readBack: ReadBack, passes = 1): Promise<string[]> {
+    const pass = async () => {
+      for (const undo of [...this.undos].reverse()) {
+        try {
+          await this.trail.step(undo.step, undo.run);
+        } catch {
+          // Recorded in the audit trail; the read-back reports what is left.
+        }
+      }
+    };
+    let differences: string[] = [];
+    for (let n = 1; n <= passes; n++) {
+      await pass();
+      const startedAt = Date.now();
+      try {
+        differences = await readBack.differences();
+      } catch (err) {
+        const message = `could not read back: ${summariseFailure(err).message}`;
+        this.trail.record(readBack.step, 'failed', startedAt, message);
+        return [message];
+      }
+      const again = differences.length > 0 && n < passes;
+      this.trail.record(readBack.step, differences.length === 0 ? 'ok' : 'failed', startedAt, differences.length === 0 ? readBack.ok : `${differences.join('; ')}${again ? '; restoring once more' : ''}`);
+      if (differences.length === 0) break;
+    }
+    return differences;
+  }
+}
+
+/** The failure types a workflow ends with after a rollback: verified, or not. */
+export interface RollbackTypes {
+  rolledBack: FailureTypeName;
+  rollbackFailed: FailureTypeName;
+}
+
+/**
+ * The failure a workflow ends with after {@link Compensations.run}: `rolledBack` when the
+ * read-back found nothing different, `rollbackFailed` with the differences otherwise. The
+ * message leads with the cause's type, so clients see what went wrong first.
+ */
+export function rollbackFailure(types: RollbackTypes, cause: FailureSummary, differences: string[], records: AuditRecord[]): ApplicationFailure {
+  if (differences.length === 0) return failure(types.rolledBack, `${cause.type}: ${cause.message}`, [{ cause, audit: records }]);
+  return failure(types.rollbackFailed, `${cause.type}: ${cause.message}; rollback did not verify:\n${differences.join('\n')}`, [{ cause, differences, audit: records }]);
+}
+
+/**
+ * A failure before anything was changed, passed on with its own type (PolicyMapOverflow,
+ * NoEndpoint, …) so callers branch on what went wrong, and the audit trail as details.
+ */
+export function failedBeforeChange(err: unknown, records: AuditRecord[]): ApplicationFailure {
+  const cause = summariseFailure(err);
+  return ApplicationFailure.create({ type: cause.type, nonRetryable: true, message: cause.message, details: [{ audit: records }] });
+}
+
+/** How often {@link retryUntil} tries again. */
+export const RETRY_UNTIL_INTERVAL_MS = 30_000;
+
+/**
+ * Runs `attempt` until it succeeds, every 30 s, for a step that must not be lost (lifting a
+ * block, a rate limit, a quarantine). Each failure is reported through `onFailure` (for the
+ * audit trail) with the reason and when the next attempt comes.
+ */
+export async function retryUntil<R extends { ok: true } | { ok: false; reason: string }>(attempt: (n: number) => Promise<R>, onFailure: (n: number, reason: string) => void): Promise<Extract<R, { ok: true }>> {
+  for (let n = 1; ; n++) {
+    const outcome: { ok: true } | { ok: false; reason: string } = await attempt(n);
+    if (outcome.ok) return outcome as Extract<R, { ok: true }>;
+    onFailure(n, `${outcome.reason}; retrying in ${RETRY_UNTIL_INTERVAL_MS / 1000}s`);
+    await sleep(RETRY_UNTIL_INTERVAL_MS);
+  }
+}
+
+/** Whether starting a workflow failed because one with that id is running (a node's lock, the coordinator). */
+export function isAlreadyStarted(err: unknown): boolean {
+  return (err instanceof Error && err.name === TemporalFailureType.WorkflowExecutionAlreadyStarted) || summariseFailure(err).type === TemporalFailureType.WorkflowExecutionAlreadyStarted;
+}
