@@ -28,7 +28,14 @@ import { AuditConflictError, checkpointDue, now, type AppendResult, type AuditSt
 export interface FileAuditStoreOptions {
   /** The store's folder (e.g. `<state dir>/audit`); created if missing. */
   dir: string;
-  checkpoints: CheckpointPolicy;
+  /** Who signs checkpoints; required unless `readOnly`. */
+  checkpoints?: CheckpointPolicy;
+  /**
+   * Open for queries and verification only, beside the process that appends (the API, the
+   * `audit verify` script): no lock, nothing created or cut, and every read stops at the
+   * last complete line, so an append in progress is not half seen.
+   */
+  readOnly?: boolean;
 }
 
 /** File names inside the store's folder. */
@@ -47,7 +54,7 @@ export class FileAuditStore implements AuditStore {
 
   private constructor(
     private readonly dir: string,
-    private readonly policy: CheckpointPolicy,
+    private readonly policy: CheckpointPolicy | undefined,
     private readonly chainFd: number,
     private readonly checkpointsFd: number,
   ) {}
@@ -55,6 +62,8 @@ export class FileAuditStore implements AuditStore {
   /** Opens (creating if needed) the store in `options.dir`, rebuilding the id index from the file. */
   static open(options: FileAuditStoreOptions): FileAuditStore {
     const { dir } = options;
+    if (options.readOnly) return new FileAuditStore(dir, undefined, -1, -1);
+    if (!options.checkpoints) throw new Error('audit file store: a checkpoint signer is needed to append (or open it readOnly)');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     takeLock(join(dir, AuditFiles.lock));
     const chain = openDurably(join(dir, AuditFiles.chain), dir);
@@ -85,7 +94,29 @@ export class FileAuditStore implements AuditStore {
     }
   }
 
+  private get readOnly(): boolean {
+    return this.chainFd < 0;
+  }
+
+  /** Bytes of `file` a reader may read: the tracked durable size, or (read-only) up to the last newline. */
+  private readable(file: string): number {
+    if (!this.readOnly) return file === AuditFiles.chain ? this.chainSize : this.checkpointsSize;
+    let fd: number;
+    try {
+      fd = openSync(join(this.dir, file), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    try {
+      return completeLines(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   append(records: KeyedAuditRecord[]): Promise<AppendResult> {
+    if (this.readOnly) return Promise.reject(new Error('audit file store is open read-only'));
     return this.serialised(() => {
       const result: AppendResult = { appended: [], duplicates: [], head: this.head ?? { seq: 0, hash: GENESIS_HASH } };
       const fresh: KeyedAuditRecord[] = [];
@@ -113,18 +144,19 @@ export class FileAuditStore implements AuditStore {
         this.head = { seq: prev!.seq, hash: prev!.hash };
       }
       result.head = this.head ?? { seq: 0, hash: GENESIS_HASH };
-      if (checkpointDue(this.policy, this.head?.seq ?? 0, this.lastCheckpoint)) result.checkpoint = this.writeCheckpoint();
+      if (checkpointDue(this.policy!, this.head?.seq ?? 0, this.lastCheckpoint)) result.checkpoint = this.writeCheckpoint();
       return result;
     });
   }
 
   checkpoint(): Promise<{ seq: number; keyId: string } | undefined> {
+    if (this.readOnly) return Promise.reject(new Error('audit file store is open read-only'));
     return this.serialised(() => (this.head && (this.lastCheckpoint?.seq ?? 0) < this.head.seq ? this.writeCheckpoint() : undefined));
   }
 
   private writeCheckpoint(): { seq: number; keyId: string } {
     const head = this.head!;
-    const cp = this.policy.signer.sign(head.seq, head.hash, now(this.policy).toISOString());
+    const cp = this.policy!.signer.sign(head.seq, head.hash, now(this.policy!).toISOString());
     this.checkpointsSize = appendDurably(this.checkpointsFd, this.checkpointsSize, `${canonicalJson(cp)}\n`);
     this.lastCheckpoint = { seq: cp.seq, time: cp.time };
     return { seq: cp.seq, keyId: cp.keyId };
@@ -133,7 +165,7 @@ export class FileAuditStore implements AuditStore {
   async query(input: AuditQuery): Promise<AuditEntry[]> {
     const query = validateAuditQuery(input);
     const out: AuditEntry[] = [];
-    for await (const { line } of this.lines(AuditFiles.chain, this.chainSize)) {
+    for await (const { line } of this.lines(AuditFiles.chain, this.readable(AuditFiles.chain))) {
       const entry = parseEntryLine(line);
       if (!entry || !matchesAuditQuery(entry.seq, entry.record, query)) continue;
       out.push(entry);
@@ -149,8 +181,8 @@ export class FileAuditStore implements AuditStore {
   /** The raw stored chain, for {@link verifyAuditChain}. */
   source(): AuditChainSource {
     const lines = this.lines.bind(this);
-    const chainSize = this.chainSize;
-    const checkpointsSize = this.checkpointsSize;
+    const chainSize = this.readable(AuditFiles.chain);
+    const checkpointsSize = this.readable(AuditFiles.checkpoints);
     return {
       async *entries(): AsyncIterable<RawEntry> {
         for await (const { line, n } of lines(AuditFiles.chain, chainSize)) yield rawEntry(line, n);
@@ -174,6 +206,7 @@ export class FileAuditStore implements AuditStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.readOnly) return;
     await this.queue.catch(() => undefined);
     closeSync(this.chainFd);
     closeSync(this.checkpointsFd);
@@ -281,6 +314,17 @@ function openDurably(path: string, dir: string): number {
 /** Cuts an unterminated last line (an append that never returned); returns the file's size. */
 function cutTornTail(fd: number): number {
   const size = fstatSync(fd).size;
+  const keep = completeLines(fd);
+  if (keep < size) {
+    ftruncateSync(fd, keep);
+    fsyncSync(fd);
+  }
+  return keep;
+}
+
+/** Bytes of the file up to and including its last newline. */
+function completeLines(fd: number): number {
+  const size = fstatSync(fd).size;
   if (size === 0) return 0;
   const buf = Buffer.alloc(Math.min(size, 1 << 20));
   // Read backwards from the end until a newline is found (or the start of the file).
@@ -289,18 +333,9 @@ function cutTornTail(fd: number): number {
     const start = Math.max(0, end - buf.length);
     const n = readAt(fd, buf, end - start, start);
     const at = buf.subarray(0, n).lastIndexOf(0x0a);
-    if (at >= 0) {
-      const keep = start + at + 1;
-      if (keep < size) {
-        ftruncateSync(fd, keep);
-        fsyncSync(fd);
-      }
-      return keep;
-    }
+    if (at >= 0) return start + at + 1;
     end = start;
   }
-  ftruncateSync(fd, 0);
-  fsyncSync(fd);
   return 0;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Capability checks for privileged tests.
  *
- * A test that needs root, network namespaces, bpffs or the built Temporal CLI calls
+ * A test that needs root, network namespaces, bpffs, the built Temporal CLI or a PostgreSQL
+ * server (test/helpers/postgres.ts) calls
  * {@link describePrivileged}. When something is missing the suite is skipped with a
  * plain message saying what and why — except under `CI=true`, where a missing
  * capability is a failure: CI machines have all of them, so an absence there means a
@@ -10,9 +11,10 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { sharedDataDir, temporalCliPath } from '../../scripts/paths';
+import { postgresMissingReason } from './postgres';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'iproute2' | 'shared-data' | 'postgres';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -34,6 +36,8 @@ export function missingReason(capability: Capability): string | null {
       return existsSync(sharedDataDir())
         ? null
         : `the shared test data is not at ${sharedDataDir()} (it belongs in ../shared/data beside the repository)`;
+    case 'postgres':
+      return postgresMissingReason();
     case 'temporal-cli':
       return existsSync(temporalCliPath())
         ? null
