@@ -16,7 +16,7 @@
  * cuts it off. Nothing else is ever rewritten.
  */
 import type { KeyObject } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { canonicalJson, GENESIS_HASH, matchesAuditQuery, validateAuditQuery, type AuditCheckpoint, type AuditEntry, type AuditQuery, type KeyedAuditRecord } from '../../model/audit-chain';
@@ -65,7 +65,11 @@ export class FileAuditStore implements AuditStore {
     if (options.readOnly) return new FileAuditStore(dir, undefined, -1, -1);
     if (!options.checkpoints) throw new Error('audit file store: a checkpoint signer is needed to append (or open it readOnly)');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const key = realpathSync(dir);
+    // Two writers in one process would each extend the chain from their own head: a fork.
+    if (openInThisProcess.has(key)) throw new Error(`audit store ${dir}: already open for appending in this process`);
     takeLock(join(dir, AuditFiles.lock));
+    openInThisProcess.add(key);
     const chain = openDurably(join(dir, AuditFiles.chain), dir);
     const checkpoints = openDurably(join(dir, AuditFiles.checkpoints), dir);
     const store = new FileAuditStore(dir, options.checkpoints, chain, checkpoints);
@@ -208,6 +212,7 @@ export class FileAuditStore implements AuditStore {
     this.closed = true;
     if (this.readOnly) return;
     await this.queue.catch(() => undefined);
+    openInThisProcess.delete(realpathSync(this.dir));
     closeSync(this.chainFd);
     closeSync(this.checkpointsFd);
     try {
@@ -264,7 +269,14 @@ function rawCheckpoint(line: string, n: number): RawCheckpoint {
   }
 }
 
-/** Takes the folder's lock file; a lock left by a process that is gone is taken over. */
+/** Folders this process has open for appending (the lock file guards against other processes). */
+const openInThisProcess = new Set<string>();
+
+/**
+ * Takes the folder's lock file. A lock left by a process that is gone is taken over, and so
+ * is one naming this process's own pid (a restarted container's pid 1): this process has not
+ * opened the folder (checked before), so that lock is a predecessor's.
+ */
 function takeLock(path: string): void {
   try {
     writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
