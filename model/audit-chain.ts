@@ -243,7 +243,7 @@ export const AUDIT_ACTIVITY_OPTIONS: ActivityOptions = {
     initialInterval: '1 second',
     backoffCoefficient: 2,
     maximumInterval: '1 minute',
-    maximumAttempts: 0,
+    // maximumAttempts left unset: unlimited (the SDK refuses 0).
     nonRetryableErrorTypes: [AuditFailureType.AuditRecordConflict, AuditFailureType.InvalidAuditRecord],
   },
 };

@@ -86,7 +86,15 @@ export async function startPostgres(): Promise<TestPostgres> {
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     server = child;
-    exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    // If the test process ends without destroy() (a crash, a kill), the server goes with it.
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    exited = new Promise((resolve) =>
+      child.once('exit', () => {
+        process.removeListener('exit', killOnExit);
+        resolve();
+      }),
+    );
     let gone = false;
     void exited.then(() => (gone = true));
     await eventually(
