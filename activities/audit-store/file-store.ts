@@ -17,7 +17,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { closeSync, createReadStream, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { canonicalJson, GENESIS_HASH, matchesAuditQuery, validateAuditQuery, type AuditCheckpoint, type AuditEntry, type AuditQuery, type KeyedAuditRecord } from '../../model/audit-chain';
 import type { AuditRecord } from '../../model/audit';
@@ -64,7 +64,9 @@ export class FileAuditStore implements AuditStore {
     const { dir } = options;
     if (options.readOnly) return new FileAuditStore(dir, undefined, -1, -1);
     if (!options.checkpoints) throw new Error('audit file store: a checkpoint signer is needed to append (or open it readOnly)');
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // A folder made now must itself survive a crash: fsync the folder it was made in.
+    if (created !== undefined) fsyncDir(dirname(resolve(dir)));
     const key = realpathSync(dir);
     // Two writers in one process would each extend the chain from their own head: a fork.
     if (openInThisProcess.has(key)) throw new Error(`audit store ${dir}: already open for appending in this process`);
@@ -313,14 +315,18 @@ function openDurably(path: string, dir: string): number {
   }
   if (created) {
     fsyncSync(fd);
-    const dirFd = openSync(dir, 'r');
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
+    fsyncDir(dir);
   }
   return fd;
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Cuts an unterminated last line (an append that never returned); returns the file's size. */

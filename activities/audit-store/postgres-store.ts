@@ -208,7 +208,9 @@ interface EntryRow {
 function unavailable(err: unknown): AuditUnavailableError {
   if (err instanceof AuditUnavailableError) return err;
   const e = err as { code?: string; message?: string };
-  // pg's messages name the server and the failing statement's kind, not parameter values.
+  // A server error (a five-character SQLSTATE) is named by its code only: its message can
+  // quote the values of the statement. Network errors (ECONNREFUSED, …) say where they failed.
+  if (e.code && /^[0-9A-Z]{5}$/.test(e.code)) return new AuditUnavailableError(`PostgreSQL audit store failed: SQLSTATE ${e.code}`);
   return new AuditUnavailableError(`PostgreSQL audit store unavailable: ${e.code ?? 'error'}${e.message ? ` (${e.message})` : ''}`);
 }
 
