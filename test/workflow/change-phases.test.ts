@@ -8,7 +8,7 @@
  * Workflows, queries, updates and signals are named by their type names (what a client
  * outside the code base uses), so moving workflow code between files does not touch this.
  */
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowClient, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { FakeNode, startFakeWorkers, type FakeWorkers } from '../helpers/fake-node';
@@ -126,11 +126,14 @@ describeTimeSkipping('change workflow phases (time-skipping server, fake nodes)'
   });
 
   it('gives up with NodeBusy when another change holds the node past lockTimeout', async () => {
-    const holder = await startBlock([nodes.a.name], { confirmTimeout: '7d' });
+    const holder = await startBlock([nodes.a.name], { confirmTimeout: '100h' });
     await waitForPhase(holder, 'awaiting-confirmation');
     const before = await env.currentTimeMs();
     const late = await startBlock([nodes.a.name], { lockTimeout: '30s' });
-    const { type, status: final } = await failureOf(late);
+    // Skip exactly 40 s: awaiting the result through the time-skipping client would let the
+    // server run on to the holder's confirm timeout as soon as the late change is done.
+    await env.sleep(40_000);
+    const { type, status: final } = await failureOf(new WorkflowClient({ connection: env.connection }).getHandle(late.workflowId));
     expect(type).toBe('NodeBusy');
     expect(final.phase).toBe('rolled-back');
     expect(final.message).toMatch(/stayed busy with another change for 30s/);
