@@ -56,7 +56,7 @@ export class FakeNode {
 
   /** The activities to register on this node's task queue. */
   activities(): FakeNodeActivities {
-    const node = this;
+    const node = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the activities close over the fake
     const replace = (key: 'routes' | 'rules' | 'zones' | 'rateLimits', call: string) => async (input: { desired: unknown[] }) => {
       node.calls.push(call);
       const before = JSON.stringify(node.network[key]);
@@ -187,7 +187,7 @@ export class FakeCluster {
 
   /** The activities to register on the cluster task queue. */
   activities(): FakeClusterActivities {
-    const cluster = this;
+    const cluster = this; // eslint-disable-line @typescript-eslint/no-this-alias -- as above
     const labelState = (endpoint: EndpointRef, label: string): EndpointLabelState => {
       const pod = cluster.pod(endpoint);
       const key = label.split('=')[0] ?? label;
