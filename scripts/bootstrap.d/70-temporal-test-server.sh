@@ -17,7 +17,7 @@ if [ ! -x "$fos1_tts_dir/temporal-test-server" ]; then
   say "fetching Temporal test server $TEMPORAL_TEST_SERVER_VERSION from Maven Central (first time only)"
   mkdir -p "$CACHE_DIR"
   fos1_tts_tmp=$(mktemp -d "$CACHE_DIR/.fetch-temporal-test-server.XXXXXX")
-  mvn -q -B -f test/tools/temporal-test-server/pom.xml dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f test/tools/temporal-test-server/pom.xml dependency:copy-dependencies \
     -Dtemporal.test-server.version="$TEMPORAL_TEST_SERVER_VERSION" -DincludeScope=runtime \
     -DoutputDirectory="$fos1_tts_tmp/lib" || { rm -rf "$fos1_tts_tmp"; return 1; }
   # Quick start matters more than peak speed: the SDK gives the server 5 s to answer.
