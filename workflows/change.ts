@@ -298,6 +298,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 /** A node workflow that failed outright (not a reported rollback): its node's state is unknown. */
 function crashed(node: string, err: unknown): NodeChangeResult {
   const error = summariseFailure(err);
+  const empty = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] };
+  // The node workflow refuses an input it cannot validate before it reads anything (issue 11):
+  // nothing was applied there, whatever the parent sent.
+  if (error.type === FailureType.InvalidNodeChangeInput) return { node, outcome: 'not-applied', diff: [], snapshot: empty, scope: [], error, audit: [] };
   return {
     node,
     outcome: 'rollback-failed',
