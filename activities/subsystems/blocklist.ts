@@ -19,7 +19,6 @@ import {
   type BlocklistImage,
   type ImageDiff,
   IMAGE_KINDS,
-  deserializeImage,
   diffImages,
   diffSize,
   emptyImage,
@@ -27,8 +26,6 @@ import {
   imageEntries,
   imageFromEntries,
   imageSize,
-  isSerializedImage,
-  parseBlocklistText,
   serializeImage,
 } from '../../bpf/blocklist-image';
 import { BLOCK_VALUE_SIZE } from '../../bpf/blocklist-codec';
