@@ -71,9 +71,9 @@ describePrivileged('node workflow started directly on the node queue (privileged
     expect(routes()).toEqual(routesBefore);
   });
 
-  test('an input that names another node than the queue\'s, or carries unknown fields, is refused before anything is read', async () => {
-    const other = await startDirect({ changeId: 'direct-2', author: 'mallory', node: 'router-9', dryRun: false, patch: {} });
-    expect(other).toMatchObject({ type: 'InvalidNodeChangeInput', message: expect.stringContaining(`node: must be the node of the task queue (${nodeTaskQueue(NODE)}), not router-9`) });
+  test('an input with a bad node name or unknown fields is refused before anything is read', async () => {
+    const other = await startDirect({ changeId: 'direct-2', author: 'mallory', node: 'Router 9', dryRun: false, patch: {} });
+    expect(other).toMatchObject({ type: 'InvalidNodeChangeInput', message: expect.stringContaining('node: must be a node name') });
     const extra = await startDirect({ changeId: 'direct-3', author: 'mallory', node: NODE, dryRun: true, desired: {}, guard: { minPrefixLengthV4: 0 } });
     expect(extra).toMatchObject({ type: 'InvalidNodeChangeInput', message: expect.stringContaining('Unrecognized key: "guard"') });
   });
