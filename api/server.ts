@@ -23,7 +23,6 @@ import type { Server } from 'node:http';
 import swagger from '@fastify/swagger';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifySchema } from 'fastify';
-import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Principal } from '../auth/authenticator';
 import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
