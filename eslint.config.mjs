@@ -9,7 +9,7 @@ const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
 const TOP = ['workers', 'ingest', 'api', 'controllers', 'cli'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs', 'test/helpers/*.js'] },
+  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs', 'test/helpers/*.js', 'bin/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
