@@ -57,7 +57,9 @@ function expandHome(path: string): string {
 }
 
 /** Resolves the connection; see the module comment. Throws {@link CliError} (exit 2) for a bad config file. */
-export function resolveConnection(options: { server?: string; config?: string }, env: NodeJS.ProcessEnv): CliConnection {
+export function resolveConnection(options: { server?: string; config?: string }, processEnv: NodeJS.ProcessEnv): CliConnection {
+  // An empty variable is an unset one (`FOS1_API_URL= fos1 list`).
+  const env = Object.fromEntries(Object.entries(processEnv).filter(([, v]) => v !== '')) as NodeJS.ProcessEnv;
   const configPath = options.config ?? defaultConfigFile(env);
   let file: z.infer<typeof configFileSchema> = {};
   if (options.config !== undefined || existsSync(configPath)) {
