@@ -100,16 +100,14 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
   app.setSerializerCompiler(() => (data) => serialize(data));
   // Every answer goes through serialize(): errors and the 404 handler too.
 
-  // The one JSON parser: an empty body is `{}`, a malformed one a plain 400.
+  // The one JSON parser: Fastify's own (it refuses `__proto__` and `constructor.prototype`
+  // keys), except that an empty body is `{}` and a malformed one a plain 400.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser(['application/json', 'text/plain']);
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, text, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, text, done) => {
     const body = String(text);
     if (body.trim() === '') return done(null, {});
-    try {
-      done(null, JSON.parse(body));
-    } catch {
-      done(new HttpError(400, 'request body is not valid JSON'), undefined);
-    }
+    void parseJson(request, body, (err, value) => (err ? done(new HttpError(400, 'request body is not valid JSON (or holds a "__proto__" or "constructor.prototype" key)'), undefined) : done(null, value)));
   });
 
   // The guard, before the body is read. Host, Origin and the cap first, then the token:

@@ -12,7 +12,7 @@ import pino from 'pino';
 import { buildApiServer } from '../../api/server';
 import { testTokens } from '../helpers/api-tokens';
 
-const { authenticator, tokens } = testTokens({ vic: ['viewer'] });
+const { authenticator, tokens } = testTokens({ vic: ['viewer'], olga: ['operator'] });
 
 describe('OpenAPI document', () => {
   let app: FastifyInstance;
@@ -59,6 +59,15 @@ describe('OpenAPI document', () => {
     const schema = doc.paths['/v1/changes']?.post?.requestBody?.content['application/json']?.schema;
     expect(schema?.required).toEqual(expect.arrayContaining(['id', 'reason', 'targets']));
     expect(schema?.required).not.toContain('author');
+  });
+
+  test('a body with a __proto__ key is refused like a malformed one (400), before any handler runs', async () => {
+    const post = (body: string) => fetch(`${base}/v1/changes/x/abort`, { method: 'POST', headers: { authorization: `Bearer ${tokens.olga}`, 'content-type': 'application/json' }, body });
+    for (const body of ['{"__proto__": {"by": "admin"}}', '{"constructor": {"prototype": {"by": "admin"}}}', '{not json']) {
+      const res = await post(body);
+      expect([body, res.status]).toEqual([body, 400]);
+      expect(((await res.json()) as { error: string }).error).toContain('request body is not valid JSON');
+    }
   });
 
   test('the document needs a token like every route (401)', async () => {
