@@ -3,7 +3,7 @@
  * until SIGINT/SIGTERM. `npx tsx ingest/main.ts` (see rules/README.md for the variables).
  */
 import { Client, Connection } from '@temporalio/client';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { loadRuleSetFile } from '../rules/rule-set';
 import { parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
@@ -11,7 +11,7 @@ import { clientConnectionOptions } from '../workers/temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
-  const logger = pino({ level: config.logLevel, base: { component: 'ingest' } });
+  const logger = createLogger({ level: config.logLevel, base: { component: 'ingest' } });
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));

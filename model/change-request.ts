@@ -208,27 +208,40 @@ export interface ValidationIssue {
 export type ValidationResult = { ok: true; request: ChangeRequest } | { ok: false; issues: ValidationIssue[] };
 
 /**
+ * The change request schema with the checks that need a clock: blocks and rate limits
+ * whose `expiresAt` is not after `now()` are refused (an expired block would be removed at
+ * once). The HTTP API validates request bodies with `changeRequestSchemaAt(Date.now)`; the
+ * workflow goes through {@link validateChangeRequest} with its deterministic clock.
+ */
+export function changeRequestSchemaAt(now: () => number) {
+  return changeRequestSchema.superRefine((request, ctx) => {
+    const at = now();
+    const checkExpiry = (entries: { expiresAt?: string }[], path: string[]) =>
+      entries.forEach((e, i) => {
+        if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= at) {
+          ctx.addIssue({ code: 'custom', path: [...path, i, 'expiresAt'], message: `is in the past (${e.expiresAt}); an expired block would be removed at once` });
+        }
+      });
+    checkExpiry(request.desired?.blocklist ?? [], ['desired', 'blocklist']);
+    checkExpiry(request.patch?.blocklist.upsert ?? [], ['patch', 'blocklist', 'upsert']);
+    checkExpiry(request.desired?.rateLimits ?? [], ['desired', 'rateLimits']);
+    checkExpiry(request.patch?.rateLimits.upsert ?? [], ['patch', 'rateLimits', 'upsert']);
+  });
+}
+
+/** A zod error as {@link ValidationIssue}s: each field's path and the rule it breaks. */
+export function issuesOf(error: z.ZodError): ValidationIssue[] {
+  return error.issues.map((i) => ({ field: formatPath(i.path), message: i.message }));
+}
+
+/**
  * Validates a change request. `now` (ms since epoch) is the caller's clock — the
  * workflow's deterministic one inside a workflow — used to refuse blocks that
  * would already have expired.
  */
 export function validateChangeRequest(input: unknown, now: number): ValidationResult {
-  const parsed = changeRequestSchema.safeParse(input);
-  if (!parsed.success) {
-    return { ok: false, issues: parsed.error.issues.map((i) => ({ field: formatPath(i.path), message: i.message })) };
-  }
-  const issues: ValidationIssue[] = [];
-  const checkExpiry = (entries: { expiresAt?: string }[], path: string) =>
-    entries.forEach((e, i) => {
-      if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= now) {
-        issues.push({ field: `${path}[${i}].expiresAt`, message: `is in the past (${e.expiresAt}); an expired block would be removed at once` });
-      }
-    });
-  checkExpiry(parsed.data.desired?.blocklist ?? [], 'desired.blocklist');
-  checkExpiry(parsed.data.patch?.blocklist.upsert ?? [], 'patch.blocklist.upsert');
-  checkExpiry(parsed.data.desired?.rateLimits ?? [], 'desired.rateLimits');
-  checkExpiry(parsed.data.patch?.rateLimits.upsert ?? [], 'patch.rateLimits.upsert');
-  return issues.length > 0 ? { ok: false, issues } : { ok: true, request: parsed.data };
+  const parsed = changeRequestSchemaAt(() => now).safeParse(input);
+  return parsed.success ? { ok: true, request: parsed.data } : { ok: false, issues: issuesOf(parsed.error) };
 }
 
 /** Renders issues as one line each, `field: rule`. */

@@ -32,7 +32,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection, Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
 import { startApiServer } from '../api/server';
@@ -65,7 +65,7 @@ const configSchema = z.object({
 
 async function main(): Promise<void> {
   const config = configSchema.parse(process.env);
-  const logger = pino({ level: config.LOG_LEVEL, base: { node: config.FOS1_NODE_NAME } });
+  const logger = createLogger({ level: config.LOG_LEVEL, base: { node: config.FOS1_NODE_NAME } });
   Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [] });
 
   ensureDevNamespace(config.FOS1_DEV_NETNS);

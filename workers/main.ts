@@ -5,7 +5,7 @@
  * `GET /readyz` (workers/readiness.ts): 200 once every worker polls its task queue.
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
@@ -14,7 +14,7 @@ import { nativeConnectionOptions } from './temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseWorkerConfig(process.env);
-  const logger = pino({ level: config.logLevel, base: { node: config.nodeName } });
+  const logger = createLogger({ level: config.logLevel, base: { node: config.nodeName } });
   Runtime.install({
     logger: new DefaultLogger('WARN', (entry) => logger.child({ component: 'temporal' })[entry.level === 'WARN' ? 'warn' : 'error']({ ...entry.meta }, entry.message)),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
