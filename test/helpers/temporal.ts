@@ -11,6 +11,7 @@ import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
+import type { GuardConfig } from '../../model/enforcement-guard';
 
 let runtimeInstalled = false;
 
@@ -54,12 +55,15 @@ export interface RunningWorkers {
   stop(): Promise<void>;
 }
 
-/** Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the node worker for `nodeName`, acting on `target`. */
+/**
+ * Starts the cluster worker (checking identity assertions with `identityKey`, if given; enforcing
+ * with `guard`, the defaults when not given) and the node worker for `nodeName`, acting on `target`.
+ */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; guard?: GuardConfig | (() => GuardConfig) } = {},
 ): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
@@ -68,6 +72,7 @@ export async function startWorkers(
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
+    ...(options.guard ? { guard: options.guard } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
