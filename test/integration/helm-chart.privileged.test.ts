@@ -247,11 +247,18 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(find(defaults, 'Deployment', 'fos1-controller').spec).toMatchObject({ replicas: 1, strategy: { type: 'Recreate' } });
   });
 
-  it('has deploy/rbac.yaml\'s roles and bindings; only the controller and the cluster worker mount a token', () => {
+  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller and the cluster worker mount a token', () => {
     const reference = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')]) as Doc[];
     for (const kind of ['ClusterRole', 'ClusterRoleBinding']) {
       const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
       const got = defaults.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
+      expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
+    }
+    // The admission policies that narrow those roles (deploy/rbac.yaml's, for this release's names).
+    for (const kind of ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']) {
+      const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, spec: (o as { spec?: unknown }).spec }));
+      const got = defaults.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, spec: (o as { spec?: unknown }).spec }));
+      expect(want).toHaveLength(3);
       expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
     }
     const tokens = Object.fromEntries(defaults.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.automountServiceAccountToken]));
