@@ -143,6 +143,12 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
         'ServiceAccount/fos1-cluster-worker',
         'ServiceAccount/fos1-controller',
         'ServiceAccount/fos1-node-worker',
+        'ValidatingAdmissionPolicy/fos1-cilium-owned-only',
+        'ValidatingAdmissionPolicy/fos1-host-firewall-zones',
+        'ValidatingAdmissionPolicy/fos1-quarantine-label-only',
+        'ValidatingAdmissionPolicyBinding/fos1-cilium-owned-only',
+        'ValidatingAdmissionPolicyBinding/fos1-host-firewall-zones',
+        'ValidatingAdmissionPolicyBinding/fos1-quarantine-label-only',
       ].sort(),
     );
     for (const o of defaults.filter((x) => !x.kind.startsWith('Cluster'))) expect(o.metadata.namespace).toBe(NAMESPACE);

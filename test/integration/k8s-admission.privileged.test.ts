@@ -87,8 +87,10 @@ describeKube('admission policies: what RBAC grants, narrowed to what fos1 does (
   test('the quarantine role may set and remove fos1\'s label, and nothing else on the pod', async () => {
     await kube.client.create(pod('victim', { app: 'victim' }));
     const image = (img: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'victim', namespace: TENANT }, spec: { containers: [{ name: 'c', image: img }] } });
-    // The policies start being enforced a moment after they are created: wait for the first denial.
-    const denied = await eventually(() => refusal(() => worker.apply(image('evil.example/miner:1'), { fieldManager: 'fos1', force: true })), (e) => e !== undefined, 'the image change to be denied');
+    // The policies start being enforced a moment after they are created: wait for the first
+    // denial of a dry run (admission runs on dry runs too), so no probe changes anything.
+    await eventually(() => refusal(() => worker.apply(image('evil.example/miner:1'), { fieldManager: 'fos1', force: true, dryRun: true })), (e) => e !== undefined, 'the policy to be in force');
+    const denied = await refusal(() => worker.apply(image('evil.example/miner:1'), { fieldManager: 'fos1', force: true }));
     expect(denied).toMatchObject({ status: 403 });
     expect(denied!.message).toContain("fos1's cluster worker may change only a pod's quarantine label, not its spec (image, command, …)");
     const label = (labels: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'victim', namespace: TENANT, labels } });
@@ -113,7 +115,8 @@ describeKube('admission policies: what RBAC grants, narrowed to what fos1 does (
   test('the policy role may write only fos1-owned Cilium objects', async () => {
     const foreign = cnp('theirs', { team: 'a' });
     await kube.client.create(foreign);
-    const deny = await eventually(() => refusal(() => worker.apply(cnp('mine-unlabelled', {}), { fieldManager: 'fos1' })), (e) => e !== undefined, 'an unlabelled create to be denied');
+    await eventually(() => refusal(() => worker.apply(cnp('mine-unlabelled', {}), { fieldManager: 'fos1', dryRun: true })), (e) => e !== undefined, 'the policy to be in force');
+    const deny = await refusal(() => worker.apply(cnp('mine-unlabelled', {}), { fieldManager: 'fos1' }));
     expect(deny).toMatchObject({ status: 403 });
     expect(deny!.message).toContain('may write only Cilium objects labelled app.kubernetes.io/managed-by=fos1');
     // Not someone else's: neither changed (even by labelling it fos1's) nor deleted.
@@ -136,7 +139,8 @@ describeKube('admission policies: what RBAC grants, narrowed to what fos1 does (
 
   test('a tenant namespace cannot create a host-firewall zone; a pod zone it can, and fos1-system may hold hosts zones', async () => {
     const zone = (namespace: string, name: string, kind: 'pods' | 'hosts'): KubeObject => ({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name, namespace }, spec: { kind, selector: { role: 'edge' } } });
-    const denied = await eventually(() => refusal(() => tenant.create(zone(TENANT, 'edge', 'hosts'))), (e) => e !== undefined, 'the hosts zone to be denied');
+    await eventually(() => refusal(() => tenant.create(zone(TENANT, 'edge', 'hosts'), { dryRun: true })), (e) => e !== undefined, 'the policy to be in force');
+    const denied = await refusal(() => tenant.create(zone(TENANT, 'edge', 'hosts')));
     expect(denied).toMatchObject({ status: 403 });
     expect(denied!.message).toContain(`a FirewallZone of kind hosts (the host firewall of every node) may be made only in fos1-system or a namespace labelled fos1.io/host-firewall=true; ${TENANT} is not`);
     await tenant.create(zone(TENANT, 'web', 'pods'));
