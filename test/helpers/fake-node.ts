@@ -17,7 +17,9 @@ import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../.
 import type { AuditSinks } from '../../model/audit';
 import type { BlocklistCheck, BlocklistIntent, BlocklistSnapshot, MapBlocklistEntry, PreparedBlocklist } from '../../model/blocklist-change';
 import type { KubeObject } from '../../model/firewall-translate';
-import { parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
+import { parseQuarantineConfig, parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
+import type { EnforcementConfigActivities } from '../../activities/enforcement-config';
+import { guardConfigSchema, type GuardConfig, type NodeProtectedAddresses } from '../../model/enforcement-guard';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
 import type { ObservedNetworkState } from '../../model/node-state';
 
@@ -37,6 +39,7 @@ export type FakeNodeActivities = Pick<
   | 'applyBlocklist'
   | 'checkBlocklist'
   | 'restoreBlocklist'
+  | 'reportProtectedAddresses'
 >;
 
 /** One fake router node: its network state and its blocklist maps, in memory. */
@@ -51,6 +54,8 @@ export class FakeNode {
    * message (type InjectedFault, not retryable): a half-done apply the rollback must undo.
    */
   failBlocklistApply?: string;
+  /** What the node reports as its own addresses, gateways and DNS servers (the guard's default allow-list). */
+  protectedAddresses: Omit<NodeProtectedAddresses, 'node'> = { addresses: ['10.77.0.2/32'], gateways: ['10.77.0.1/32'], dnsServers: [] };
 
   constructor(readonly name: string) {}
 
@@ -156,6 +161,10 @@ export class FakeNode {
         for (const cidr of check.absent) node.blocklist.delete(cidr);
         return { operations: [] };
       },
+      async reportProtectedAddresses(input: { node: string }) {
+        node.calls.push('reportProtectedAddresses');
+        return { node: input.node, ...structuredClone(node.protectedAddresses) };
+      },
     };
   }
 }
@@ -166,13 +175,16 @@ function entry(cidr: string, expiresAt: number | undefined): MapBlocklistEntry {
 
 /** The cluster worker's quarantine and Cilium activities, faked. */
 export type FakeClusterActivities = Pick<QuarantineActivities, 'findEndpoint' | 'renderQuarantinePolicy' | 'readEndpointLabel' | 'labelEndpoint' | 'unlabelEndpoint'> &
-  Pick<CiliumActivities, 'readPolicies' | 'checkPolicyMap' | 'applyPolicies' | 'restorePolicies'>;
+  Pick<CiliumActivities, 'readPolicies' | 'checkPolicyMap' | 'applyPolicies' | 'restorePolicies'> &
+  EnforcementConfigActivities;
 
 /** A fake cluster: pods by IP with their labels (and who set them), and fos1's Cilium policies. */
 export class FakeCluster {
   readonly pods = new Map<string, { ref: EndpointRef; labels: Record<string, string>; fos1Labels: Set<string> }>();
   readonly policies = new Map<string, KubeObject>();
   readonly calls: string[] = [];
+  /** The cluster worker's guard configuration (FOS1_GUARD_FILE), read by the enforcement workflows; tests change it. */
+  guard: GuardConfig = guardConfigSchema.parse({});
 
   /** Adds a pod at `ip`. */
   addPod(ip: string, namespace: string, name: string): EndpointRef {
@@ -203,7 +215,7 @@ export class FakeCluster {
       },
       async renderQuarantinePolicy(input: { label: string; changeId?: string }) {
         cluster.calls.push('renderQuarantinePolicy');
-        return renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), { exceptions: [] }, input.changeId);
+        return renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), parseQuarantineConfig({}), input.changeId);
       },
       async readEndpointLabel(input: { endpoint: EndpointRef; label: string }) {
         cluster.calls.push('readEndpointLabel');
@@ -238,6 +250,10 @@ export class FakeCluster {
         cluster.calls.push(input.dryRun ? 'applyPolicies(dryRun)' : 'applyPolicies');
         if (!input.dryRun) for (const o of input.desired) cluster.policies.set(o.metadata.name, structuredClone(o));
         return { applied: input.desired.map((o) => o.metadata.name), pruned: [], stored: input.desired.map((o) => structuredClone(o)) };
+      },
+      async readEnforcementConfig() {
+        cluster.calls.push('readEnforcementConfig');
+        return structuredClone(cluster.guard);
       },
       async restorePolicies(input) {
         cluster.calls.push('restorePolicies');
