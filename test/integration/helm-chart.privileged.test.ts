@@ -20,6 +20,7 @@ import { helmPath, KUBE_VERSION } from '../../k8s/paths';
 import { validateManifests } from '../../k8s/validate';
 import type { KubeObject } from '../../model/firewall-translate';
 import { parseQuarantineConfig } from '../../model/quarantine';
+import { parseGuardConfig } from '../../model/enforcement-guard';
 import { describeKube, FOS1_CRD_DIR, FOS1_DEPLOY_DIR, startKubeWithCrds, yamlFiles } from '../helpers/kube';
 
 const CHART = resolve(__dirname, '../../deploy/helm/fos1');
@@ -289,6 +290,19 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
       }
     }
     for (const w of workloads(defaults)) for (const c of podSpec(w).containers) expect(c.env?.filter((e) => e.name.startsWith('TEMPORAL_TLS'))).toEqual([]);
+  });
+
+  it('writes the enforcement guard as a file the cluster worker accepts (FOS1_GUARD_FILE)', () => {
+    const cm = find(withTls, 'ConfigMap', 'fos1-guard');
+    const guard = parseGuardConfig(JSON.parse(cm.data?.['guard.json'] ?? ''));
+    expect(guard).toMatchObject({ allowLists: { management: ['10.0.0.0/24'] }, maxActiveQuarantines: 20, maxActiveBlocks: 10_000 });
+    const [cw] = podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).containers;
+    const file = envOf(cw!, 'FOS1_GUARD_FILE')?.value ?? '';
+    const mount = cw?.volumeMounts?.find((m) => file.startsWith(`${m.mountPath}/`));
+    expect(podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).volumes?.find((v) => v.name === mount?.name)?.configMap?.name).toBe('fos1-guard');
+    // Without a guard value: no ConfigMap, no variable (the worker's defaults).
+    expect(defaults.some((o) => o.kind === 'ConfigMap' && o.metadata.name === 'fos1-guard')).toBe(false);
+    expect(envOf(podSpec(find(defaults, 'Deployment', 'fos1-cluster-worker')).containers[0]!, 'FOS1_GUARD_FILE')).toBeUndefined();
   });
 
   it('writes the quarantine exceptions as a file the cluster worker accepts', () => {
