@@ -168,7 +168,9 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     expect(unlabelled?.metadata.labels).toEqual({ app: 'victim' });
     expect(fieldsOf(unlabelled, 'fos1')).toEqual([]);
     const lifted = await eventually(() => status(target), (s) => s.phase !== 'active', 'the workflow to record the lift');
-    expect(lifted.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['quarantine:ok', 'lift:ok']);
+    // (With a 1 s memory the workflow may already have ended: `done` follows the lift.)
+    expect(lifted.audit.map((a) => `${a.step}:${a.result}`).slice(0, 2)).toEqual(['quarantine:ok', 'lift:ok']);
+    expect(lifted.audit.length).toBeLessThanOrEqual(3);
     // The shared policy stays; it now selects no pod.
     expect(await getPolicy()).toBeDefined();
   });
