@@ -116,7 +116,8 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
   try {
     guard = parseGuardConfig(e.FOS1_GUARD_FILE ? readGuardFile(e.FOS1_GUARD_FILE) : {}, `FOS1_GUARD_FILE (${e.FOS1_GUARD_FILE ?? 'unset'})`);
   } catch (err) {
-    throw new Error(`invalid worker configuration:\n  ${err instanceof Error ? err.message : String(err)}`);
+    // Indented under the heading, one field per line.
+    throw new Error(`invalid worker configuration:\n  ${(err instanceof Error ? err.message : String(err)).replace(/\n/g, '\n  ')}`);
   }
   let identityKey: Buffer | undefined;
   try {
