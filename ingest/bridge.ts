@@ -1,6 +1,10 @@
 /**
  * The decision → workflow bridge: runs in the ingest worker, outside workflows.
  *
+ * The bridge's guard (the ingest worker's FOS1_GUARD_FILE) only refuses early, to spare
+ * Temporal; it is never handed on. The enforcement workflows and the coordinator enforce the
+ * cluster worker's guard and caps, whatever a caller sends.
+ *
  * `notify` and `allow` decisions end here (logged). Enforcing decisions go through the
  * guard first, so an alert about a management address is refused (and audited) without
  * touching Temporal, then to the target's enforcement workflow with signalWithStart.
@@ -96,7 +100,8 @@ export class EnforcementBridge {
     // Marked before the await, so concurrent repeats coalesce against this one.
     this.recent.set(decision.target, { strength, at: now });
     if (this.recent.size > 100_000) this.forgetOlderThan(now - this.options.coalesceMs);
-    const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes, guard: this.options.guard.config };
+    // No guard and no caps: the workflow reads them from the cluster worker's configuration.
+    const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes };
     const admission = decision.action === 'block' ? await this.admit(decision.target) : undefined;
     try {
       await this.options.workflows.signalWithStart(enforcementWorkflow, {
@@ -124,7 +129,6 @@ export class EnforcementBridge {
   private async admit(target: string): Promise<Admission | undefined> {
     const update = this.options.workflows.executeUpdateWithStart?.bind(this.options.workflows);
     if (!update) return undefined;
-    const { maxActiveBlocks, maxNewBlocksPerMinute } = this.options.guard.config;
     const timeoutMs = this.options.admitTimeoutMs ?? 2000;
     // The coordinator's deadline is a little earlier than ours, so an answer it gives is
     // one we still take (a slot reserved for an asker who left would be held for nothing).
@@ -133,7 +137,7 @@ export class EnforcementBridge {
     try {
       const answer = await Promise.race([
         update(admitUpdate, {
-          args: [{ target, maxActiveBlocks, maxNewBlocksPerMinute, deadline }],
+          args: [{ target, deadline }],
           startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
             workflowId: ENFORCEMENT_COORDINATOR_ID,
             taskQueue: CLUSTER_TASK_QUEUE,

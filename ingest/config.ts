@@ -18,7 +18,11 @@ export const DEFAULT_RULES_FILE = join(__dirname, '..', 'rules', 'sets', 'defaul
 const envSchema = z.object({
   /** Rule set (JSON) to evaluate verdicts with. */
   FOS1_RULES_FILE: z.string().default(DEFAULT_RULES_FILE),
-  /** Guard configuration (JSON: allowLists, minPrefixLengthV4/V6, maxActiveBlocks, maxNewBlocksPerMinute). */
+  /**
+   * Guard configuration (JSON, model/enforcement-guard.ts) for the bridge's early refusals and
+   * the rules' `inAllowList`. Never handed to a workflow: the enforcement workflows enforce the
+   * cluster worker's own FOS1_GUARD_FILE.
+   */
   FOS1_GUARD_FILE: z.string().optional(),
   /** Nodes whose blocklists enforcement writes, comma-separated. */
   FOS1_ENFORCE_NODES: z

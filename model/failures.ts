@@ -95,6 +95,8 @@ const FAILURES = {
   AmbiguousEndpoint: { retryable: false, raisedBy: 'quarantine' },
   /** The address is a host-network pod's, i.e. the node's: endpoint policy cannot isolate it. */
   HostNetworkEndpoint: { retryable: false, raisedBy: 'quarantine' },
+  /** The pod is in a system namespace (kube-system, fos1's own, …) that the configuration does not open to quarantine. */
+  ProtectedNamespace: { retryable: false, raisedBy: 'quarantine' },
   /** Someone else set the label to another value. */
   LabelConflict: { retryable: false, raisedBy: 'quarantine' },
   QuarantineRejected: { retryable: false, raisedBy: 'quarantine' },

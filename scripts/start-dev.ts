@@ -109,6 +109,16 @@ async function main(): Promise<void> {
   mkdirSync(feedDir, { recursive: true });
   logger.info({ feedDir }, 'blocklist files by reference are read from the feed directory only');
 
+  // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
+  // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`. The guard
+  // (FOS1_GUARD_FILE) is the cluster worker's too: in one process, one configuration.
+  const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
+  closeSync(openSync(eveFile, 'a'));
+  const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: config.FOS1_NODE_NAME, FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
+  if (!process.env.FOS1_GUARD_FILE) {
+    // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
+    ingestConfig.guard = guardConfigSchema.parse({ allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], loopback: ['127.0.0.0/8', '::1/128'] } });
+  }
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   const workers = await createWorkers({
     connection,
@@ -116,6 +126,7 @@ async function main(): Promise<void> {
     nodeName: config.FOS1_NODE_NAME,
     clusterWorker: true,
     identityKey,
+    guard: ingestConfig.guard,
     nodeDeps: createNodeDeps(
       { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 }, feeds: { dirs: [feedDir] } },
       logger,
@@ -125,15 +136,6 @@ async function main(): Promise<void> {
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
   const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
 
-  // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
-  // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`.
-  const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
-  closeSync(openSync(eveFile, 'a'));
-  const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: config.FOS1_NODE_NAME, FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
-  if (!process.env.FOS1_GUARD_FILE) {
-    // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
-    ingestConfig.guard = guardConfigSchema.parse({ allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], loopback: ['127.0.0.0/8', '::1/128'] } });
-  }
   const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
     { eveFile, eveStateFile: ingestConfig.eveStateFile, ndjson: `http://127.0.0.1:${config.FOS1_INGEST_HTTP_PORT}/v1/eve` },

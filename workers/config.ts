@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { loadIdentityKey } from '../auth/identity-assertion';
 import { DEFAULT_FEED_MAX_BYTES, DEFAULT_FEED_READ_TIMEOUT_MS } from '../activities/blocklist-sync';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
+import { parseGuardConfig, type GuardConfig } from '../model/enforcement-guard';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
 
@@ -68,6 +69,15 @@ const envSchema = z.object({
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
+  /**
+   * JSON file with the enforcement guard (allow-lists, prefix bounds, caps on blocks, rate
+   * limits and quarantines; model/enforcement-guard.ts). The cluster worker's enforcement
+   * workflows read it (never from a request); unset = the defaults, which still protect
+   * loopback, link-local and every node's own addresses, gateways and DNS servers.
+   */
+  FOS1_GUARD_FILE: z.string().min(1).optional(),
+  /** resolv.conf whose `nameserver`s the node reports as never to be blocked. */
+  FOS1_RESOLV_CONF: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_RESOLV_CONF must be an absolute path').default('/etc/resolv.conf'),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
@@ -97,6 +107,9 @@ export interface WorkerConfig {
   nodeWorker: boolean;
   /** The readiness endpoint, when FOS1_HEALTH_PORT is set. */
   health: { port: number; host: string } | undefined;
+  /** The enforcement guard (FOS1_GUARD_FILE, or the defaults). */
+  guard: GuardConfig;
+  resolvConf: string;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
   logLevel: string;
@@ -114,6 +127,13 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
   } catch (err) {
     const why = err instanceof QuarantineInputError ? err.message : `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`;
     throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
+  }
+  let guard: GuardConfig;
+  try {
+    guard = parseGuardConfig(e.FOS1_GUARD_FILE ? readGuardFile(e.FOS1_GUARD_FILE) : {}, `FOS1_GUARD_FILE (${e.FOS1_GUARD_FILE ?? 'unset'})`);
+  } catch (err) {
+    // Indented under the heading, one field per line.
+    throw new Error(`invalid worker configuration:\n  ${(err instanceof Error ? err.message : String(err)).replace(/\n/g, '\n  ')}`);
   }
   let identityKey: Buffer | undefined;
   try {
@@ -139,7 +159,19 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
+    guard,
+    resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
     logLevel: e.LOG_LEVEL,
   };
+}
+
+/** The guard file's JSON; the error names the file, never its content. */
+function readGuardFile(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const why = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+    throw new Error(`FOS1_GUARD_FILE ${file} ${why}`);
+  }
 }

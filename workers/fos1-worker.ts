@@ -10,6 +10,8 @@ import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createIdentityActivities } from '../activities/identity';
+import { createEnforcementConfigActivities } from '../activities/enforcement-config';
+import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
@@ -47,6 +49,8 @@ export interface NodeTarget {
   rateLimitMaxEntries?: number;
   /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
   natTable?: string;
+  /** The node's resolv.conf (its DNS servers are never blocked); /etc/resolv.conf when not given. */
+  resolvConf?: string;
 }
 
 /** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
@@ -68,6 +72,7 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivity
         },
       }),
     openRateLimits: () => RateLimitMaps.open({ pinDir: target.bpfPinDir, maxEntries: target.rateLimitMaxEntries ?? 16_384 }),
+    protectedAddresses: { ip: createIpRunner({ netns: target.netns }), ...(target.resolvConf ? { resolvConf: target.resolvConf } : {}) },
     blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`), undefined, target.feeds ?? {}),
     logger,
   };
@@ -106,6 +111,12 @@ export interface CreateWorkersOptions {
    * self-asserted.
    */
   identityKey?: Buffer;
+  /**
+   * The cluster worker's enforcement guard (FOS1_GUARD_FILE): allow-lists, prefix bounds and
+   * caps; the defaults of model/enforcement-guard.ts when not given. A function is asked each
+   * time a workflow reads it (tests change it between cases).
+   */
+  guard?: GuardConfig | (() => GuardConfig);
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
 }
@@ -136,6 +147,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   if (options.clusterWorker) {
     const clusterActivities = {
       ...createIdentityActivities({ identityKey: options.identityKey }),
+      ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

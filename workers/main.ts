@@ -29,6 +29,7 @@ async function main(): Promise<void> {
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    guard: config.guard,
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }

@@ -11,6 +11,7 @@ import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
+import type { GuardConfig } from '../../model/enforcement-guard';
 
 let runtimeInstalled = false;
 
@@ -55,15 +56,16 @@ export interface RunningWorkers {
 }
 
 /**
- * Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the
- * node worker for `nodeName`, acting on `target`. `faults` is the node activities' fault hook
- * (it may return a promise the test resolves, to hold a step); `logger` receives the workers' logs.
+ * Starts the cluster worker (checking identity assertions with `identityKey`, if given; enforcing
+ * with `guard`, the defaults when not given) and the node worker for `nodeName`, acting on `target`.
+ * `faults` is the node activities' fault hook (it may return a promise the test resolves, to hold
+ * a step); `logger` receives the workers' logs.
  */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig) } = {},
 ): Promise<RunningWorkers> {
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
@@ -73,6 +75,7 @@ export async function startWorkers(
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
+    ...(options.guard ? { guard: options.guard } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
