@@ -358,7 +358,8 @@ export interface TaskQueuePollers {
  */
 export interface NodeGateActivities {
   measureGate(input: MeasureGateInput): Promise<Measurement>;
-  datapathBaseline(): Promise<DatapathBaseline>;
+  /** Samples the drop counters over `sampleSeconds` (default 1; use the datapath gate's). */
+  datapathBaseline(input?: { sampleSeconds?: number }): Promise<DatapathBaseline>;
 }
 
 /** Gate activities on the CLUSTER task queue. */
