@@ -208,9 +208,11 @@ export function createNodeGateActivities(deps: NodeGateDeps): NodeGateActivities
           table = await showRoutes(ip, family, want.table);
           tables.set(key, table);
         }
-        const found = table.filter((r) => routeDestination(r, family) === want.destination && (r.type ?? 'unicast') === 'unicast');
+        const found = table.filter((r) => routeDestination(r, family) === want.destination);
+        // A blackhole, unreachable or prohibit route to the destination is there but carries nothing.
         const matching = found.filter(
           (r) =>
+            (r.type ?? 'unicast') === 'unicast' &&
             (!want.gateway || routeGateways(r).includes(want.gateway)) && (!want.device || routeDevices(r).includes(want.device)),
         );
         const label = `route ${want.destination}${want.table !== 254 ? ` table ${want.table}` : ''}${want.gateway ? ` via ${want.gateway}` : ''}${want.device ? ` dev ${want.device}` : ''}`;
