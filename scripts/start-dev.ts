@@ -194,6 +194,8 @@ async function main(): Promise<void> {
   } finally {
     await connection.close();
     temporal?.kill('SIGTERM');
+    // Its pipes would keep this process alive after the workers stopped.
+    upstreamService.kill('SIGTERM');
   }
 }
 
