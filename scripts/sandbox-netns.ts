@@ -1,7 +1,11 @@
 /**
- * A network namespace standing in for a router node: loopback up and a veth pair
- * (`lan0` ↔ `lan1`, both inside) with the given addresses on `lan0`, so routes via the
- * `.1` / `::1` of those networks have an on-link gateway. Used by the dev stack and tests.
+ * Network namespaces standing in for router nodes, for the dev stack and tests.
+ *
+ * One node: loopback up and a veth pair (`lan0` ↔ `lan1`, both inside) with the given
+ * addresses on `lan0`, so routes via the `.1` / `::1` of those networks have an on-link
+ * gateway. A fleet: such nodes `router-1..N`, each also with `up0`, a veth to the bridge of
+ * an "upstream" namespace (10.200.255.1, with a tiny TCP service), so probes between nodes
+ * and to the upstream are real traffic.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 
