@@ -6,10 +6,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
 import { createInventoryActivities } from '../../activities/inventory';
-import { startKubeApiServer, type KubeApiServer } from '../../k8s/harness';
+import { KubeClient } from '../../k8s/client';
+import { readManifests, startKubeApiServer, type KubeApiServer } from '../../k8s/harness';
 import { selectNodes } from '../../model/inventory';
-import { describeKube } from '../helpers/kube';
+import { describeKube, FOS1_DEPLOY_DIR } from '../helpers/kube';
 
 describe('inventory file', () => {
   let dir: string;
@@ -84,8 +86,22 @@ describeKube('inventory from Kubernetes Nodes', [], () => {
     }
   });
 
+  it("works with the cluster worker's ServiceAccount under deploy/rbac.yaml (fos1-inventory: get, list nodes)", async () => {
+    for (const m of readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')])) await kube.client.apply(m, { fieldManager: 'fos1-test' });
+    const core = kube.client.config.makeApiClient(k8s.CoreV1Api);
+    // A token as the kubelet projects it (TokenRequest; empty audiences = the apiserver's own).
+    const as = async (name: string) => {
+      const request = await core.createNamespacedServiceAccountToken({ name, namespace: 'fos1-system', body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [], expirationSeconds: 600 } } });
+      return new KubeClient({ ...kube.connection, token: request.status?.token ?? '' });
+    };
+    const asWorker = await as('fos1-cluster-worker');
+    expect((await createInventoryActivities({ kind: 'kubernetes', kube: asWorker }).listInventory()).map((n) => n.name)).toEqual(['edge-a', 'edge-b']);
+    // The controller's ServiceAccount has no such grant: the listing is refused, not empty.
+    const asController = await as('fos1-controller');
+    await expect(createInventoryActivities({ kind: 'kubernetes', kube: asController }).listInventory()).rejects.toMatchObject({ type: 'InventoryUnavailable', message: expect.stringContaining('403') });
+  });
+
   it('reports an unreachable apiserver as unavailable (retryable)', async () => {
-    const { KubeClient } = await import('../../k8s/client');
     const dead = new KubeClient({ ...kube.connection, server: 'https://127.0.0.1:9' });
     await expect(createInventoryActivities({ kind: 'kubernetes', kube: dead }).listInventory()).rejects.toMatchObject({ type: 'InventoryUnavailable' });
   });
