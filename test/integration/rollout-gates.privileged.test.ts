@@ -8,14 +8,13 @@
  * black-holed route) is a failure; a probe that cannot run (no such namespace, no datapath
  * counters, no baseline) is inconclusive — never a success.
  */
-import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, type Worker } from '@temporalio/worker';
-import pino from 'pino';
+import { bundleWorkflowCode } from '@temporalio/worker';
 import { createNodeGateActivities } from '../../activities/gates';
 import { BlocklistMaps } from '../../bpf/blocklist-maps';
 import { buildDatapath } from '../../bpf/build';
@@ -23,10 +22,10 @@ import { Datapath } from '../../bpf/datapath';
 import { gateSpecSchema, type DatapathBaseline, type GateSpecInput, type Measurement } from '../../model/gates';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
 import { cacheDir } from '../../scripts/paths';
-import { ensureSandboxFleet, removeSandboxFleet, sandboxFleetLayout, startUpstreamService, type SandboxFleet } from '../../scripts/sandbox-netns';
-import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import type { SandboxFleet } from '../../scripts/sandbox-netns';
 import { describePrivileged } from '../helpers/capabilities';
 import { eventually } from '../helpers/eventually';
+import { createTestFleet, startFleetWorkers, type FleetWorkers, type TestFleet } from '../helpers/fleet';
 import { startTemporal } from '../helpers/temporal';
 import type * as GateWorkflows from '../fixtures/gate-workflows';
 
@@ -34,26 +33,20 @@ const spec = (input: GateSpecInput) => gateSpecSchema.parse(input);
 
 describePrivileged('health gates on a sandbox fleet', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
   const id = randomBytes(3).toString('hex');
-  let fleet: SandboxFleet;
-  let upstreamService: ChildProcess;
-  const pinDir = `/sys/fs/bpf/fos1-gates-${id}`;
+  let fleet: TestFleet;
+  let pinDir: string;
   let r1: SandboxFleet['nodes'][number];
   let r2: SandboxFleet['nodes'][number];
   let gates: ReturnType<typeof createNodeGateActivities>;
 
   beforeAll(async () => {
-    fleet = sandboxFleetLayout({ prefix: `fg${id}`, size: 2 });
-    ensureSandboxFleet(fleet);
+    fleet = await createTestFleet(2);
     [r1, r2] = fleet.nodes as [typeof r1, typeof r2];
-    upstreamService = await startUpstreamService(fleet);
+    pinDir = fleet.pinDir(r1);
     gates = createNodeGateActivities({ netns: r1.netns, bpfPinDir: pinDir });
   });
 
-  afterAll(() => {
-    upstreamService?.kill('SIGTERM');
-    if (fleet) removeSandboxFleet(fleet);
-    rmSync(pinDir, { recursive: true, force: true });
-  });
+  afterAll(() => fleet?.destroy());
 
   const inR1 = (...args: string[]) => execFileSync('ip', ['-n', r1.netns, ...args]);
 
@@ -207,34 +200,21 @@ describePrivileged('health gates on a sandbox fleet', ['root', 'netns', 'bpffs',
 
   describe('through Temporal task queues', () => {
     let env: TestWorkflowEnvironment;
-    let workers: Worker[];
-    let running: Promise<unknown>;
+    let workers: FleetWorkers;
     const inventoryFile = join(tmpdir(), `fos1-inventory-${id}.yaml`);
 
     beforeAll(async () => {
       writeFileSync(inventoryFile, `- name: ${r1.name}\n  labels: { site: lab }\n- name: ${r2.name}\n`);
       env = await startTemporal();
-      const logger = pino({ level: 'silent' });
       const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../fixtures/gate-workflows'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m) } });
-      workers = await createWorkers({
-        connection: env.nativeConnection,
-        namespace: env.namespace ?? 'default',
-        nodeName: r1.name,
-        clusterWorker: true,
-        inventory: { kind: 'file', path: inventoryFile },
-        nodeDeps: createNodeDeps({ netns: r1.netns, routeProtocol: 241, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 16, v6: 16 }, blocklistStoreDir: join(tmpdir(), `fos1-gates-store-${id}`) }, logger),
-        logger,
-        workflowBundle,
-      });
-      running = Promise.all(workers.map((w) => w.run()));
+      // Only router-1 gets a worker: router-2 stands for a dead node.
+      workers = await startFleetWorkers(env, fleet, { nodes: [r1.name], inventory: { kind: 'file', path: inventoryFile }, workflowBundle });
     });
 
     afterAll(async () => {
-      workers?.forEach((w) => w.shutdown());
-      await running;
+      await workers?.stop();
       await env?.teardown();
       rmSync(inventoryFile, { force: true });
-      rmSync(join(tmpdir(), `fos1-gates-store-${id}`), { recursive: true, force: true });
     });
 
     const run = <K extends keyof typeof GateWorkflows>(name: K, ...args: Parameters<(typeof GateWorkflows)[K]>) =>
@@ -243,7 +223,7 @@ describePrivileged('health gates on a sandbox fleet', ['root', 'netns', 'bpffs',
     it("reports the pollers of a live node's queue and none for a node without a worker", async () => {
       const queues = [nodeTaskQueue(r1.name), nodeTaskQueue(r2.name)];
       const pollers = await eventually(() => run('pollersOnCluster', queues), (p) => (p[queues[0]!]?.pollers ?? 0) >= 1, 'router-1 polling', 30_000, 200);
-      expect(pollers[queues[0]!]?.identities).toContain(workers[0]!.options.identity);
+      expect(pollers[queues[0]!]?.identities).toContain(workers.byNode.get(r1.name)?.[0]?.options.identity);
       expect(pollers[queues[1]!]).toEqual({ pollers: 0, identities: [] });
     });
 
