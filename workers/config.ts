@@ -70,6 +70,12 @@ const envSchema = z.object({
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
   /**
+   * The fleet inventory for staged rollouts when there is no Kubernetes (FOS1_KUBECONFIG
+   * unset): a YAML/JSON list of `{ name, labels }` (docs/rollouts.md). With Kubernetes, the
+   * Nodes labelled fos1.io/router=true are the inventory and this is ignored.
+   */
+  FOS1_INVENTORY_FILE: z.string().min(1, 'FOS1_INVENTORY_FILE must be a path').optional(),
+  /**
    * JSON file with the enforcement guard (allow-lists, prefix bounds, caps on blocks, rate
    * limits and quarantines; model/enforcement-guard.ts). The cluster worker's enforcement
    * workflows read it (never from a request); unset = the defaults, which still protect
@@ -101,6 +107,8 @@ export interface WorkerConfig {
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
+  /** The inventory file (FOS1_INVENTORY_FILE), when there is no Kubernetes. */
+  inventoryFile: string | undefined;
   /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
   quarantine: QuarantineConfig;
   clusterWorker: boolean;
@@ -156,6 +164,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,
+    inventoryFile: e.FOS1_INVENTORY_FILE,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },

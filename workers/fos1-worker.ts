@@ -13,6 +13,8 @@ import { createIdentityActivities } from '../activities/identity';
 import { createEnforcementConfigActivities } from '../activities/enforcement-config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
+import { createClusterGateActivities, createNodeGateActivities, unavailableNodeGateActivities, type NodeGateDeps } from '../activities/gates';
+import { createInventoryActivities, type InventorySource } from '../activities/inventory';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
 import { LinkTable } from '../activities/system/link-table';
@@ -53,9 +55,16 @@ export interface NodeTarget {
   resolvConf?: string;
 }
 
+/** The node worker's dependencies: its node activities' and its health gates' (same namespace and pin folder). */
+export type NodeWorkerDeps = NodeActivityDeps & {
+  /** Where the gate activities measure; without it they answer inconclusive (nothing to measure). */
+  gates?: NodeGateDeps;
+};
+
 /** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
-export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivityDeps {
+export function createNodeDeps(target: NodeTarget, logger: Logger): NodeWorkerDeps {
   return {
+    gates: { netns: target.netns, bpfPinDir: target.bpfPinDir },
     routes: new RouteTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
     links: new LinkTable(createIpRunner({ netns: target.netns })),
     rules: new RuleTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
@@ -99,7 +108,9 @@ export interface CreateWorkersOptions {
   clusterWorker: boolean;
   /** Serve the node's task queue (default true; false for a cluster-only worker Deployment). */
   nodeWorker?: boolean;
-  nodeDeps: NodeActivityDeps;
+  nodeDeps: NodeWorkerDeps;
+  /** Where the cluster worker's `listInventory` reads the fleet (none: it fails, saying what to set). */
+  inventory?: InventorySource;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
   /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
@@ -136,7 +147,12 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         namespace,
         taskQueue: nodeTaskQueue(nodeName),
         ...workflowSource,
-        activities: createNodeActivities(options.nodeDeps),
+        activities: {
+          ...createNodeActivities(options.nodeDeps),
+          ...(options.nodeDeps.gates
+            ? createNodeGateActivities(options.nodeDeps.gates)
+            : unavailableNodeGateActivities(`node worker ${nodeName} was built without gate dependencies (createNodeDeps provides them)`)),
+        },
         sinks,
         // Node activities change kernel state one change at a time; serialising them on a
         // node keeps two changes from interleaving their route and map updates.
@@ -148,6 +164,8 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     const clusterActivities = {
       ...createIdentityActivities({ identityKey: options.identityKey }),
       ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
+      ...createClusterGateActivities(),
+      ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

@@ -31,6 +31,7 @@ async function main(): Promise<void> {
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     guard: config.guard,
     nodeDeps: createNodeDeps(config, logger),
+    inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
       : {}),

@@ -130,9 +130,11 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(kinds).toEqual(
       [
         'ClusterRole/fos1-controller',
+        'ClusterRole/fos1-inventory',
         'ClusterRole/fos1-policy-applier',
         'ClusterRole/fos1-quarantine',
         'ClusterRoleBinding/fos1-controller',
+        'ClusterRoleBinding/fos1-inventory',
         'ClusterRoleBinding/fos1-policy-applier',
         'ClusterRoleBinding/fos1-quarantine',
         'DaemonSet/fos1-node-worker',
