@@ -16,7 +16,7 @@ export interface FailureSpec {
   /** Whether the same request may succeed when retried (a busy apiserver) or never will (a bad prefix). */
   retryable: boolean;
   /** Who raises it, for readers. */
-  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement';
+  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement' | 'rollout';
 }
 
 const FAILURES = {
@@ -95,6 +95,14 @@ const FAILURES = {
 
   // ── enforcement (workflows/enforcement.ts) ──
   InvalidEnforcementInput: { retryable: false, raisedBy: 'enforcement' },
+
+  // ── rollouts: inventory and gates (activities/inventory.ts, activities/gates.ts) ──
+  /** The inventory file or a Kubernetes Node does not parse; the message names the field. */
+  InvalidInventory: { retryable: false, raisedBy: 'rollout' },
+  /** The inventory could not be read (file missing, apiserver down): may be transient. */
+  InventoryUnavailable: { retryable: true, raisedBy: 'rollout' },
+  /** Temporal could not describe a task queue (pollers): may be transient. */
+  PollersUnavailable: { retryable: true, raisedBy: 'rollout' },
 } as const satisfies Record<string, FailureSpec>;
 
 /** A failure type fos1 raises. */
