@@ -105,6 +105,8 @@ const FAILURES = {
   InvalidInventory: { retryable: false, raisedBy: 'rollout' },
   /** The inventory could not be read (file missing, apiserver down): may be transient. */
   InventoryUnavailable: { retryable: true, raisedBy: 'rollout' },
+  /** Bad input to a gate activity (a task queue name, a sample window); the message names it. */
+  InvalidGateInput: { retryable: false, raisedBy: 'rollout' },
   /** Temporal could not describe a task queue (pollers): may be transient. */
   PollersUnavailable: { retryable: true, raisedBy: 'rollout' },
 } as const satisfies Record<string, FailureSpec>;

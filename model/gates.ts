@@ -160,8 +160,14 @@ export const gateSpecSchema = z.discriminatedUnion('kind', [reachabilityGateSche
 
 /** The strategy's `gates` object: gate name → spec. */
 export const gatesSchema = z
-  .record(z.string().regex(GATE_NAME, 'gate names must be lowercase letters, digits and "-", starting with a letter (at most 63)'), gateSpecSchema)
-  .refine((gates) => Object.keys(gates).length <= 16, 'must name at most 16 gates');
+  .record(z.string(), gateSpecSchema)
+  .superRefine((gates, ctx) => {
+    // Checked here rather than as the record's key schema, whose error would not name the key.
+    for (const name of Object.keys(gates)) {
+      if (!GATE_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'gate names must be lowercase letters, digits and "-", starting with a letter (at most 63)' });
+    }
+    if (Object.keys(gates).length > 16) ctx.addIssue({ code: 'custom', message: 'must name at most 16 gates' });
+  });
 
 export type GateSpec = z.output<typeof gateSpecSchema>;
 export type GateSpecInput = z.input<typeof gateSpecSchema>;
@@ -358,7 +364,8 @@ export interface TaskQueuePollers {
  */
 export interface NodeGateActivities {
   measureGate(input: MeasureGateInput): Promise<Measurement>;
-  datapathBaseline(): Promise<DatapathBaseline>;
+  /** Samples the drop counters over `sampleSeconds` (default 1; use the datapath gate's). */
+  datapathBaseline(input?: { sampleSeconds?: number }): Promise<DatapathBaseline>;
 }
 
 /** Gate activities on the CLUSTER task queue. */

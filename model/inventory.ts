@@ -26,11 +26,19 @@ export const labelKeySchema = z
   .regex(LABEL_KEY, 'must be a Kubernetes label key like "site" or "topology.kubernetes.io/zone"');
 export const labelValueSchema = z.string().regex(LABEL_VALUE, 'must be a Kubernetes label value: at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit');
 
+/** A label map; a bad key is reported at its own path (`labels["bad key"]`), which a record's key schema would not do. */
+export const labelsSchema = z.record(z.string(), labelValueSchema).superRefine((labels, ctx) => {
+  for (const key of Object.keys(labels)) {
+    const r = labelKeySchema.safeParse(key);
+    if (!r.success) ctx.addIssue({ code: 'custom', path: [key], message: `key: ${r.error.issues[0]?.message ?? 'invalid'}` });
+  }
+});
+
 /** One node of the inventory. */
 export const inventoryNodeSchema = z
   .object({
     name: z.string().regex(NODE_NAME, 'must be a node name: lowercase letters, digits and "-" (DNS-1123 label)'),
-    labels: z.record(labelKeySchema, labelValueSchema).default({}),
+    labels: labelsSchema.default({}),
   })
   .strict();
 
@@ -62,7 +70,7 @@ export const selectorRequirementSchema = z
 /** A label selector (Kubernetes' LabelSelector); an empty selector matches every node. */
 export const labelSelectorSchema = z
   .object({
-    matchLabels: z.record(labelKeySchema, labelValueSchema).default({}),
+    matchLabels: labelsSchema.default({}),
     matchExpressions: z.array(selectorRequirementSchema).default([]),
   })
   .strict();

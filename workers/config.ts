@@ -54,6 +54,12 @@ const envSchema = z.object({
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
+  /**
+   * The fleet inventory for staged rollouts when there is no Kubernetes (FOS1_KUBECONFIG
+   * unset): a YAML/JSON list of `{ name, labels }` (docs/rollouts.md). With Kubernetes, the
+   * Nodes labelled fos1.io/router=true are the inventory and this is ignored.
+   */
+  FOS1_INVENTORY_FILE: z.string().min(1, 'FOS1_INVENTORY_FILE must be a path').optional(),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
@@ -75,6 +81,8 @@ export interface WorkerConfig {
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
+  /** The inventory file (FOS1_INVENTORY_FILE), when there is no Kubernetes. */
+  inventoryFile: string | undefined;
   /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
   quarantine: QuarantineConfig;
   clusterWorker: boolean;
@@ -119,6 +127,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,
+    inventoryFile: e.FOS1_INVENTORY_FILE,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },

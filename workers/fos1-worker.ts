@@ -11,6 +11,8 @@ import { createCiliumActivities, type CiliumActivityDeps } from '../activities/c
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createIdentityActivities } from '../activities/identity';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
+import { createClusterGateActivities, createNodeGateActivities, unavailableNodeGateActivities, type NodeGateDeps } from '../activities/gates';
+import { createInventoryActivities, type InventorySource } from '../activities/inventory';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
 import { LinkTable } from '../activities/system/link-table';
@@ -44,9 +46,16 @@ export interface NodeTarget {
   natTable?: string;
 }
 
+/** The node worker's dependencies: its node activities' and its health gates' (same namespace and pin folder). */
+export type NodeWorkerDeps = NodeActivityDeps & {
+  /** Where the gate activities measure; without it they answer inconclusive (nothing to measure). */
+  gates?: NodeGateDeps;
+};
+
 /** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
-export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivityDeps {
+export function createNodeDeps(target: NodeTarget, logger: Logger): NodeWorkerDeps {
   return {
+    gates: { netns: target.netns, bpfPinDir: target.bpfPinDir },
     routes: new RouteTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
     links: new LinkTable(createIpRunner({ netns: target.netns })),
     rules: new RuleTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
@@ -89,7 +98,9 @@ export interface CreateWorkersOptions {
   clusterWorker: boolean;
   /** Serve the node's task queue (default true; false for a cluster-only worker Deployment). */
   nodeWorker?: boolean;
-  nodeDeps: NodeActivityDeps;
+  nodeDeps: NodeWorkerDeps;
+  /** Where the cluster worker's `listInventory` reads the fleet (none: it fails, saying what to set). */
+  inventory?: InventorySource;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
   /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
@@ -120,7 +131,12 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         namespace,
         taskQueue: nodeTaskQueue(nodeName),
         ...workflowSource,
-        activities: createNodeActivities(options.nodeDeps),
+        activities: {
+          ...createNodeActivities(options.nodeDeps),
+          ...(options.nodeDeps.gates
+            ? createNodeGateActivities(options.nodeDeps.gates)
+            : unavailableNodeGateActivities(`node worker ${nodeName} was built without gate dependencies (createNodeDeps provides them)`)),
+        },
         sinks,
         // Node activities change kernel state one change at a time; serialising them on a
         // node keeps two changes from interleaving their route and map updates.
@@ -131,6 +147,8 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   if (options.clusterWorker) {
     const clusterActivities = {
       ...createIdentityActivities({ identityKey: options.identityKey }),
+      ...createClusterGateActivities(),
+      ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)
