@@ -56,6 +56,7 @@ import {
   waveDecisionSignal,
   waveReportSignal,
   type WaveControl,
+  type WaveDecision,
   type WaveNodePhase,
   type WaveNodeSummary,
   type WaveReport,
@@ -482,7 +483,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       if (operator.abort && !abortForwarded) {
         // Abort mid-wave: the wave stops launching nodes, waits for those applying, restores its own.
         abortForwarded = true;
-        await handle.signal(waveDecisionSignal, { decision: 'revert', reason: describeAction('aborted', operator.abort) });
+        await decide(wave, { decision: 'revert', reason: describeAction('aborted', operator.abort) });
         continue;
       }
       const fresh = mine().slice(seen);
@@ -573,7 +574,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   /** Tells every wave to keep the change, and waits until each has released its nodes. */
   async function commitTouched(reason: string): Promise<void> {
     const open = touched.filter((w) => !results.has(w.index));
-    await Promise.all(open.map((w) => handles.get(w.index)?.signal(waveDecisionSignal, { decision: 'commit', reason })));
+    await Promise.all(open.map((w) => decide(w, { decision: 'commit', reason })));
     await condition(() => touched.every((w) => results.has(w.index)));
     for (const w of touched) applyResult(results.get(w.index) as WaveResult);
   }
@@ -585,12 +586,22 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     const startedAt = Date.now();
     for (const w of [...touched].reverse()) {
       if (!results.has(w.index)) {
-        await handles.get(w.index)?.signal(waveDecisionSignal, { decision: 'revert', reason });
+        await decide(w, { decision: 'revert', reason });
         await condition(() => results.has(w.index));
       }
       applyResult(results.get(w.index) as WaveResult);
     }
     trail.record('restore every touched node', cleanRevert() ? 'ok' : 'failed', startedAt, `${touched.flatMap((w) => w.nodes).filter((n) => status.nodes[n]?.outcome === 'restored').length} node(s) restored, waves ${[...touched].reverse().map((w) => w.name).join(', ')}`);
+  }
+
+  /** Sends a wave its decision; a wave that has just ended (its result not yet seen here) needs none. */
+  async function decide(w: PlannedWave, decision: WaveDecision): Promise<void> {
+    try {
+      await handles.get(w.index)?.signal(waveDecisionSignal, decision);
+    } catch (err) {
+      await condition(() => results.has(w.index), 10_000);
+      if (!results.has(w.index)) throw err;
+    }
   }
 
   function cleanRevert(): boolean {

@@ -217,9 +217,10 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   const waiting = new Set<string>();
   const failedNodes: string[] = [];
   const settle = (node: string) => {
-    const r = ready.get(node) ?? finished.get(node);
+    // The final result wins over the earlier `nodeReady` one.
+    const r = finished.get(node) ?? ready.get(node);
     if (!r) return false;
-    summarise(r, ready.has(node) && !finished.has(node) ? 'holding' : 'done');
+    summarise(r, finished.has(node) ? 'done' : 'holding');
     return true;
   };
   while ((queue.length > 0 || running.size > 0) && !(failedNodes.length > 0 && running.size === 0)) {
@@ -235,7 +236,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
       if (!nodeSettled(node)) continue;
       running.delete(node);
       settle(node);
-      const outcome = (ready.get(node) ?? finished.get(node))?.outcome;
+      const outcome = (finished.get(node) ?? ready.get(node))?.outcome;
       if (outcome === 'rolled-back' || outcome === 'rollback-failed' || outcome === 'not-applied') failedNodes.push(node);
     }
   }
@@ -260,8 +261,9 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     if (outcome !== 'passed') return outcome;
   }
   setState('ready', `applied on ${wave.nodes.length} node(s)${gateNames.length > 0 && !control.promoted ? ', gates passed' : ''}`);
-  await report({ state: 'ready', message: result.message, nodes: [...nodes.values()], gates: result.gates });
+  // Nodes that do not hold have already released their locks: the result is the report.
   if (!input.hold) return finish('committed', result.message);
+  await report({ state: 'ready', message: result.message, nodes: [...nodes.values()], gates: result.gates });
   await condition(() => decided.value !== undefined);
   const verdict = decided.value as WaveDecision | undefined;
   if (verdict?.decision === 'commit') return commitAll(verdict.reason);
