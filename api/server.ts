@@ -6,11 +6,15 @@
  *   GET  /v1/changes               list changes (?author=, ?status=, ?node=) via search attributes
  *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
  *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "reason" })
- *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" })
+ *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" }); 409 once it has ended
+ *   POST /v1/changes/:id/pause     pause a staged rollout ({ "reason" })
+ *   POST /v1/changes/:id/resume    resume it (a paused gate is measured again)
+ *   POST /v1/changes/:id/promote   next wave now ({ "full": true }: skip every remaining bake and gate)
+ *   POST /v1/changes/:id/extend-bake  add { "seconds" } to the current wave's bake
  *
  * Every request carries a bearer token (auth/http-guard.ts: 401 without, 403 without the
  * route's permission on `changes.fos1.io`, 415 for a body that is not JSON, 403 for a foreign
- * Host or Origin). The change's `author` and the `by` of confirm/abort are the authenticated
+ * Host or Origin). The change's `author` and the `by` of every operator control are the authenticated
  * principal, never taken from the body: a body naming someone else is refused. The workflow
  * gets an identity assertion signed with the identity key (model/identity.ts) so it can
  * record the author as verified.
@@ -20,14 +24,14 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowIdReusePolicy, type UpdateDefinition } from '@temporalio/common';
 import type { Logger } from 'pino';
 import type { Permission, Principal } from '../auth/authenticator';
 import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
 import { signIdentity } from '../auth/identity-assertion';
 import { validateChangeRequest } from '../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
-import { abortSignal, changeWorkflow, confirmUpdate, statusQuery } from '../workflows/change';
+import { abortUpdate, changeWorkflow, confirmUpdate, extendBakeUpdate, pauseUpdate, promoteUpdate, resumeUpdate, statusQuery, type ChangeStatus } from '../workflows/change';
 
 const MAX_BODY_BYTES = 2 * 1024 * 1024;
 const ID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -138,34 +142,52 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
       permission: { resource: 'changes', verb: 'view' },
       handle: async (_req, match) => [200, await client.workflow.getHandle(changeWorkflowId(idFrom(match))).query(statusQuery)],
     },
-    {
+    operatorRoute('confirm', confirmUpdate, 'confirm', 'confirm'),
+    // 202: the abort is accepted; restoring the nodes runs on in the workflow.
+    operatorRoute('abort', abortUpdate, 'abort', 'abort', undefined, 202),
+    operatorRoute('pause', pauseUpdate, 'pause', 'pause'),
+    operatorRoute('resume', resumeUpdate, 'pause', 'resume'),
+    operatorRoute('promote', promoteUpdate, 'promote', 'promote', (body) => ((body as { full?: unknown } | null)?.full === true ? { full: true } : {})),
+    operatorRoute('extend-bake', extendBakeUpdate, 'pause', 'extend', (body) => {
+      const seconds = (body as { seconds?: unknown } | null)?.seconds;
+      if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 1) throw new HttpError(400, 'invalid request', { issues: [{ field: 'seconds', message: 'must be a whole number of seconds, at least 1' }] });
+      return { seconds };
+    }),
+  ];
+
+  /**
+   * POST /v1/changes/:id/<path>: an operator control, sent as the workflow's update (whose
+   * validator refuses the wrong phase: 409 with its reason). `by` is the principal.
+   */
+  function operatorRoute<A extends object>(
+    path: string,
+    update: UpdateDefinition<ChangeStatus, [A]>,
+    verb: 'confirm' | 'abort' | 'pause' | 'promote',
+    what: string,
+    extra: (body: unknown) => Partial<A> = () => ({}),
+    okStatus = 200,
+  ): Route {
+    return {
       method: 'POST',
-      pattern: /^\/v1\/changes\/([^/]+)\/confirm$/,
-      permission: { resource: 'changes', verb: 'confirm' },
+      pattern: new RegExp(`^/v1/changes/([^/]+)/${path}$`),
+      permission: { resource: 'changes', verb },
       handle: async (req, match, _url, principal) => {
-        const action = operatorAction(await readJson(req), principal);
+        const body = await readJson(req);
+        const action = { ...extra(body), ...operatorAction(body, principal) } as unknown as A;
         const handle = client.workflow.getHandle(changeWorkflowId(idFrom(match)));
         try {
-          return [200, await handle.executeUpdate(confirmUpdate, { args: [action] })];
+          return [okStatus, await handle.executeUpdate(update, { args: [action] })];
         } catch (err) {
           // A finished change rejects updates as "not found"; tell it apart from a missing one.
           const status = await handle.query(statusQuery).catch(() => undefined);
-          if (status) throw new HttpError(409, `nothing to confirm: the change is ${status.phase}`);
+          const reason = (err as { cause?: { message?: string } }).cause?.message;
+          if (status && !reason) throw new HttpError(409, `nothing to ${what}: the change is ${status.phase}`);
           if (err instanceof WorkflowNotFoundError) throw err;
-          throw new HttpError(409, err instanceof Error ? err.message : String(err));
+          throw new HttpError(409, reason ?? (err instanceof Error ? err.message : String(err)));
         }
       },
-    },
-    {
-      method: 'POST',
-      pattern: /^\/v1\/changes\/([^/]+)\/abort$/,
-      permission: { resource: 'changes', verb: 'abort' },
-      handle: async (req, match, _url, principal) => {
-        await client.workflow.getHandle(changeWorkflowId(idFrom(match))).signal(abortSignal, operatorAction(await readJson(req), principal));
-        return [202, { aborted: true }];
-      },
-    },
-  ];
+    };
+  }
 
   const server = createServer((req, res) => {
     void (async () => {
@@ -224,7 +246,7 @@ function authored(body: unknown, principal: Principal): Record<string, unknown> 
 function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {
   const b = (body ?? {}) as Record<string, unknown>;
   if (b.by !== undefined && b.by !== principal.name) {
-    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms or aborts in someone else's name`);
+    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody steers a change in someone else's name`);
   }
   const reason = typeof b.reason === 'string' ? b.reason.slice(0, 200) : undefined;
   return { by: principal.name, ...(reason ? { reason } : {}) };

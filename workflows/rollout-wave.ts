@@ -249,7 +249,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     if (first) {
       result.state = 'failed';
       result.message = why;
-      await report({ state: 'failed', message: why });
+      await report({ state: 'failed', message: why, nodes: [...nodes.values()] });
     }
     await condition(() => decided.value !== undefined);
     return revertAll(decided.value?.reason ?? why, first ? 'failed' : 'aborted');
@@ -326,6 +326,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     resetGates();
     let remainingMs = wave.bakeSeconds * 1000;
     let lastReport = 0;
+    /** Tell the parent at once: the bake started, resumed or was extended (its end moved). */
+    let mustReport = true;
     let seenResumes = control.resumed;
     setState('baking', `baking for ${wave.bakeSeconds}s${gateNames.length > 0 ? ` with gates ${gateNames.join(', ')}` : ''}`);
     for (;;) {
@@ -341,12 +343,14 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         await condition(() => !control.paused || decided.value !== undefined || control.promoted);
         if (control.resumed !== seenResumes) seenResumes = control.resumed;
         if (!decided.value && !control.promoted) setState('baking', 'resumed');
+        mustReport = true;
         continue;
       }
       if (control.extendMs > 0) {
         remainingMs = (bakeEndsAt !== undefined ? Math.max(0, bakeEndsAt - Date.now()) : remainingMs) + control.extendMs;
         bakeEndsAt = undefined;
         control.extendMs = 0;
+        mustReport = true;
       }
       bakeEndsAt ??= Date.now() + remainingMs;
 
@@ -368,13 +372,15 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         if (decided.value || control.promoted) continue;
         resetGates();
         setState('baking', 'resumed: measuring the gates again');
+        mustReport = true;
         continue;
       }
       const gatesDone = phases.every((p) => p === 'success');
       if (Date.now() >= bakeEndsAt && gatesDone) return 'passed';
 
-      if (Date.now() - lastReport >= GATE_REPORT_INTERVAL_MS && gateNames.length > 0) {
+      if (mustReport || (Date.now() - lastReport >= GATE_REPORT_INTERVAL_MS && gateNames.length > 0)) {
         lastReport = Date.now();
+        mustReport = false;
         await report({ state: 'baking', message: result.message, gates: verdicts, bakeEndsAt: new Date(bakeEndsAt).toISOString() });
       }
       const due = gateNames.filter((g) => (nextDue.get(g) ?? 0) <= Date.now() && verdicts[g]?.phase === 'running');

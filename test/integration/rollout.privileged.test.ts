@@ -95,7 +95,7 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
         FOS1_BLOCKLIST_STORE_DIR: join(tmpdir(), `fos1-test-ro6-store-${suffix}`),
         LOG_LEVEL: 'error',
       },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: 'ignore',
     });
     return child;
   }
@@ -111,7 +111,11 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
   }, 180_000);
 
   afterAll(async () => {
-    killable?.kill('SIGKILL');
+    if (killable && killable.exitCode === null) {
+      const exited = new Promise((resolve) => killable?.once('exit', resolve));
+      killable.kill('SIGKILL');
+      await exited;
+    }
     for (const w of workers) await w.stop();
     for (const m of maps.values()) m.close();
     for (const n of nodes) {
@@ -222,8 +226,8 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
     for (const n of ['ro1', 'ro4', 'ro5']) expect(blocked(n)).toContain('192.0.2.101/32');
     expect(done.waves?.[0]?.gateVerdicts.reach?.measurements.length).toBeGreaterThan(0);
     expect(done.audit.map((r) => r.step)).toEqual(expect.arrayContaining(['extend bake', 'pause', 'resume', 'promote']));
-    expect(await refusal(handle.executeUpdate(abortUpdate, { args: [{ by: 'bob' }] }))).toMatch(/nothing to abort: the change is applied/);
-    expect(await refusal(handle.executeUpdate(promoteUpdate, { args: [{ by: 'bob' }] }))).toMatch(/nothing to promote: the change is applied/);
+    // Once the change has ended, Temporal itself refuses every update (the API answers 409 with the phase).
+    expect(await refusal(handle.executeUpdate(abortUpdate, { args: [{ by: 'bob' }] }))).toMatch(/already completed/);
   });
 
   test('abort mid-wave restores every node changed so far, newest first', async () => {
@@ -236,6 +240,7 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
     await waitFor(handle, 'wave two baking', (s) => s.phase === 'baking' && s.currentWave === 'two');
     expect(blocked('ro4')).toContain('192.0.2.102/32');
     await handle.executeUpdate(abortUpdate, { args: [{ by: 'bob', reason: 'wrong list' }] });
+    expect(await refusal(handle.executeUpdate(abortUpdate, { args: [{ by: 'bob' }] }))).toMatch(/already reverting|already completed/);
     const done = await handle.result();
     expect(done.phase).toBe('reverted');
     expect(done.message).toContain('aborted by bob: wrong list');
@@ -260,6 +265,8 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
     expect(paused.waves?.[0]).toMatchObject({ state: 'gate-inconclusive', gateVerdicts: { metrics: { phase: 'inconclusive' } } });
     expect(paused.paused?.reason).toMatch(/metrics was inconclusive/);
     expect(paused.nodes.ro4?.outcome).toBe('pending');
+    // Paused on a gate, not in a bake: there is no bake to extend.
+    expect(await refusal(handle.executeUpdate(extendBakeUpdate, { args: [{ by: 'bob', seconds: 10 }] }))).toMatch(/no bake to extend: the change is paused/);
     await handle.executeUpdate(resumeUpdate, { args: [{ by: 'bob' }] });
     const again = await waitFor(handle, 'a second inconclusive run', (s) => s.phase === 'paused' && s.audit.filter((r) => r.step === 'wave one gates').length === 2);
     expect(again.nodes.ro4?.outcome).toBe('pending');
