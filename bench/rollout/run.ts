@@ -33,7 +33,7 @@ import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, nodeLockWorkflowId, nodeTaskQueue } from '../../model/naming';
 import { createSandboxNamespace } from '../../scripts/sandbox-netns';
 import { startTemporal, startWorkers, workflowBundle } from '../../test/helpers/temporal';
-import { createNodeDeps } from '../../workers/fos1-worker';
+import { auditSinks, createNodeDeps } from '../../workers/fos1-worker';
 import { changeWorkflow, type ChangeStatus } from '../../workflows/change';
 
 function arg(name: string, fallback: string): string {
@@ -48,6 +48,7 @@ const nodeWork = (audit: AuditRecord[], node: string, steps: (s: string) => bool
 async function main(): Promise<void> {
   const n = Number(arg('nodes', '100'));
   const jsonPath = arg('json', '');
+  const inMainThread = arg('main-thread', 'true') === 'true';
   const suffix = randomBytes(2).toString('hex');
   const names = Array.from({ length: n }, (_, i) => `sim${i + 1}`);
   const netns = (node: string) => `fos1b-${node}-${suffix}`;
@@ -72,10 +73,13 @@ async function main(): Promise<void> {
           taskQueue: nodeTaskQueue(node),
           workflowBundle: bundle,
           activities: { ...createNodeActivities(deps), ...createNodeGateActivities(deps.gates ?? { netns: netns(node), bpfPinDir: pinDir(node) }) },
+          sinks: auditSinks(logger),
           maxConcurrentActivityTaskExecutions: 1,
-          // N workers in one process: one poller of each kind per queue keeps the server's long polls at 2 N.
-          maxConcurrentWorkflowTaskPolls: 1,
-          maxConcurrentActivityTaskPolls: 1,
+          // N workers in one process: workflows run on the main thread (debugMode) instead of one
+          // V8 worker thread per Worker (~100 MB each), and two pollers of each kind per queue.
+          ...(inMainThread ? { debugMode: true } : {}),
+          maxConcurrentWorkflowTaskPolls: 2,
+          maxConcurrentActivityTaskPolls: 2,
         }),
       );
     }
@@ -151,7 +155,7 @@ async function main(): Promise<void> {
       takenAt: new Date().toISOString(),
       machine: { loadavg: loadavg().map((l) => Number(l.toFixed(2))), rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) },
       nodes: n,
-      workerLayout: `1 process: cluster worker + ${n} node task queues (one Worker each, 1 workflow + 1 activity poller)`,
+      workerLayout: `1 process: cluster worker + ${n} node task queues (one Worker each, 2 workflow + 2 activity pollers${inMainThread ? ', workflows on the main thread (debugMode)' : ', one workflow thread each'})`,
       run1: {
         totalMs: Math.round(ok.totalMs),
         waves,
