@@ -208,9 +208,11 @@ export function createNodeGateActivities(deps: NodeGateDeps): NodeGateActivities
           table = await showRoutes(ip, family, want.table);
           tables.set(key, table);
         }
-        const found = table.filter((r) => routeDestination(r, family) === want.destination && (r.type ?? 'unicast') === 'unicast');
+        const found = table.filter((r) => routeDestination(r, family) === want.destination);
+        // A blackhole, unreachable or prohibit route to the destination is there but carries nothing.
         const matching = found.filter(
           (r) =>
+            (r.type ?? 'unicast') === 'unicast' &&
             (!want.gateway || routeGateways(r).includes(want.gateway)) && (!want.device || routeDevices(r).includes(want.device)),
         );
         const label = `route ${want.destination}${want.table !== 254 ? ` table ${want.table}` : ''}${want.gateway ? ` via ${want.gateway}` : ''}${want.device ? ` dev ${want.device}` : ''}`;
@@ -345,6 +347,20 @@ export interface ClusterGateDeps {
 const TASK_TYPES = [temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY] as const;
 const TASK_QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$/;
 
+/** Why a fetch failed, in a few words: a time-out, the socket error's code (ECONNREFUSED...), or undici's message. */
+function fetchFailure(err: unknown, timeoutMs: number): string {
+  // Errors may come from another realm (undici inside Node, jest's sandbox): read them by shape.
+  const e = err as { name?: string; message?: string; cause?: unknown };
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') return `no answer within ${timeoutMs} ms`;
+  for (let c: unknown = e.cause; c && typeof c === 'object'; c = (c as { cause?: unknown }).cause) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const message = (c as { message?: unknown }).message;
+    if (typeof message === 'string' && message) return message.slice(0, 200);
+  }
+  return (e.message ?? String(err)).slice(0, 200);
+}
+
 /** Builds the cluster gate activities (Prometheus, pollers). */
 export function createClusterGateActivities(deps: ClusterGateDeps = {}): ClusterGateActivities {
   const now = deps.now ?? (() => new Date());
@@ -369,9 +385,7 @@ export function createClusterGateActivities(deps: ClusterGateDeps = {}): Cluster
         return { result: 'inconclusive', detail: `${label}: HTTP ${response.status} ${typeof err.errorType === 'string' ? err.errorType : ''}: ${typeof err.error === 'string' ? err.error.slice(0, 200) : ''}`.trim() };
       }
     } catch (err) {
-      const e = err as { name?: string; cause?: { code?: string } };
-      const why = e.name === 'TimeoutError' ? `no answer within ${spec.timeoutMs} ms` : e.cause?.code ?? (err instanceof Error ? err.message : String(err));
-      return { result: 'inconclusive', detail: `${label}: ${why}` };
+      return { result: 'inconclusive', detail: `${label}: ${fetchFailure(err, spec.timeoutMs)}` };
     }
     const data = (body as { status?: string; data?: { resultType?: string; result?: unknown } }).data;
     let raw: unknown;

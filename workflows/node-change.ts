@@ -52,7 +52,7 @@ import {
   subsystemIntents,
   type SubsystemIntents,
 } from '../model/subsystem';
-import { AuditTrail } from './support';
+import { AuditTrail, Compensations } from './support';
 
 const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
@@ -312,37 +312,16 @@ function networkSnapshot(prepared: PreparedSubsystems): ObservedNetworkState {
 }
 
 /**
- * Runs the restores in order (reverse of apply), keeps going when one fails so every
- * subsystem gets its chance, then reads the node back and compares it with the snapshot.
- * When something still differs it runs them once more: a restore can depend on a later
- * one (a snapshot route whose gateway is reachable only once the address the change removed
- * is back), and the second pass finds it in place. Returns the differences that remain:
- * empty means the rollback is verified.
+ * Restores every registered subsystem, newest first, through the shared LIFO compensations
+ * (workflows/support.ts): a failing restore does not stop the others, then the node is read
+ * back and compared with the snapshot. When something still differs it runs them once more:
+ * a restore can depend on a later one (a snapshot route whose gateway is reachable only once
+ * the address the change removed is back), and the second pass finds it in place. Returns
+ * the differences that remain: empty means the rollback is verified.
  */
 async function runRestore(plan: RestorePlan, auditTrail: AuditTrail): Promise<string[]> {
-  const compensations = restoresFrom(plan);
-  const pass = async () => {
-    for (const compensation of compensations) {
-      try {
-        await auditTrail.step(compensation.step, compensation.run);
-      } catch {
-        // Recorded in the audit trail; the read-back below reports what is left.
-      }
-    }
-  };
-  await pass();
-  try {
-    let differences = await restoreDifferences(plan);
-    if (differences.length > 0) {
-      auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
-      await pass();
-      differences = await restoreDifferences(plan);
-    }
-    auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
-    return differences;
-  } catch (err) {
-    const message = `could not read the node back: ${summariseFailure(err).message}`;
-    auditTrail.record('verify rollback', 'failed', Date.now(), message);
-    return [message];
-  }
+  const compensations = new Compensations(auditTrail);
+  // restoresFrom lists newest first; Compensations runs the last added first.
+  for (const restore of restoresFrom(plan).reverse()) compensations.add(restore.step, restore.run);
+  return compensations.run({ step: 'verify rollback', differences: () => restoreDifferences(plan), ok: 'node equals snapshot' }, 2);
 }
