@@ -249,7 +249,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     if (first) {
       result.state = 'failed';
       result.message = why;
-      await report({ state: 'failed', message: why, nodes: [...nodes.values()] });
+      await report({ state: 'failed', message: why, nodes: withoutAudit() });
     }
     await condition(() => decided.value !== undefined);
     return revertAll(decided.value?.reason ?? why, first ? 'failed' : 'aborted');
@@ -263,7 +263,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   setState('ready', `applied on ${wave.nodes.length} node(s)${gateNames.length > 0 && !control.promoted ? ', gates passed' : ''}`);
   // Nodes that do not hold have already released their locks: the result is the report.
   if (!input.hold) return finish('committed', result.message);
-  await report({ state: 'ready', message: result.message, nodes: [...nodes.values()], gates: result.gates });
+  await report({ state: 'ready', message: result.message, nodes: withoutAudit(), gates: result.gates });
   await condition(() => decided.value !== undefined);
   const verdict = decided.value as WaveDecision | undefined;
   if (verdict?.decision === 'commit') return commitAll(verdict.reason);
@@ -365,7 +365,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         remainingMs = Math.max(0, bakeEndsAt - Date.now());
         bakeEndsAt = undefined;
         setState(state, message);
-        await report({ state, message, nodes: [...nodes.values()], gates: verdicts });
+        await report({ state, message, nodes: withoutAudit(), gates: verdicts });
         // Wait for the parent: revert (rollback or abort), resume (measure again), promote (go on).
         await condition(() => decided.value !== undefined || control.resumed !== seenResumes || control.promoted);
         seenResumes = control.resumed;
@@ -485,6 +485,11 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     if (!clean) return finish('restore-failed', `${reason}; RESTORE INCOMPLETE on ${[...nodes.values()].filter((s) => s.outcome === 'restore-failed' || s.outcome === 'rollback-failed').map((s) => s.node).join(', ')}`);
     const state: WaveState = endState === 'failed' ? 'failed' : restored > 0 ? 'restored' : endState === 'aborted' ? 'aborted' : 'restored';
     return finish(state, `${reason}; ${restored} node(s) restored and verified against their snapshots`);
+  }
+
+  /** Node summaries for a report: the audit records travel once, in the wave's result. */
+  function withoutAudit(): WaveNodeSummary[] {
+    return [...nodes.values()].map((n) => ({ ...n, audit: [] }));
   }
 
   function setState(state: WaveState, message: string): void {
