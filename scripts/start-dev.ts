@@ -24,6 +24,9 @@
  * `identity.key` (the key the API signs identity assertions with and the cluster worker
  * checks them with). The token is never logged; the log names the files.
  *
+ * Blocklists by reference (`blocklistRef: { file }`) are read only from `<state dir>/feeds/`,
+ * which this creates.
+ *
  * Ctrl-C stops everything; state (workflow history) survives a restart.
  *
  * With `TEMPORAL_ADDRESS` set, step 2 is skipped: the worker, the API and ingest use that
@@ -123,6 +126,11 @@ async function main(): Promise<void> {
   const authenticator = createAuthenticator(auth);
   const security = httpSecurityFrom(auth, authenticator);
 
+  // Blocklists by reference may name only files in this folder (FOS1_FEED_DIRS in a cluster).
+  const feedDir = join(stateDir, 'feeds');
+  mkdirSync(feedDir, { recursive: true });
+  logger.info({ feedDir }, 'blocklist files by reference are read from the feed directory only');
+
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   // One bundle for every worker of this process (bundling is the slow part of start-up).
   const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN') });
@@ -146,6 +154,7 @@ async function main(): Promise<void> {
             blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 },
             // Preallocated hash maps cost ~80 B a slot: the extra sandbox nodes get smaller ones.
             ...(node.index === 1 ? {} : { blocklistHostMaxEntries: { v4: 65_536, v6: 16_384 } }),
+            feeds: { dirs: [feedDir] },
           },
           nodeLogger,
         ),

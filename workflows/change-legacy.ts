@@ -6,7 +6,7 @@
  *
  * Workflow code: deterministic.
  */
-import { condition, ParentClosePolicy, setHandler, sleep, startChild, type ChildWorkflowHandle, workflowInfo } from '@temporalio/workflow';
+import { condition, ParentClosePolicy, patched, setHandler, startChild, type ChildWorkflowHandle, workflowInfo } from '@temporalio/workflow';
 import type { ChangeRequest } from '../model/change-request';
 import { FailureType, type FailureTypeName } from '../model/failures';
 import { nodeLockWorkflowId, nodeTaskQueue } from '../model/naming';
@@ -30,11 +30,13 @@ export interface LegacyContext {
 /** Runs the pre-rollout loop (see the module comment). */
 export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
   const { request, targets, status, operator, trail, setPhase, finish, describeAction } = ctx;
-  // One change at a time per node: each node workflow runs under the node's lock id. When a
-  // later node or a confirmation can still undo the change, applied nodes *hold* (keep
-  // running, keeping the lock) until this workflow decides, so no other change can land on
-  // top of a provisional one and be wiped by its revert.
-  const hold = !request.options.dryRun && (targets.length > 1 || request.options.confirmTimeout !== undefined);
+  // One change at a time per node: each node workflow runs under the node's lock id. Applied
+  // nodes *hold* (keep running, keeping the lock) until this workflow decides, so no other
+  // change can land on top of a provisional one and be wiped by its revert. Every non-dry-run
+  // node holds (issue 11): an `abort` that arrives while the only node is applying must still
+  // be able to restore it. Before the patch only multi-node or commit-confirmed changes held.
+  // (rollout-engine: keep this rule when the node loop is rewritten.)
+  const hold = !request.options.dryRun && (patched('hold-every-node') || targets.length > 1 || request.options.confirmTimeout !== undefined);
   const ready = new Map<string, NodeChangeResult>();
   const finished = new Map<string, NodeChangeResult>();
   const children = new Map<string, ChildWorkflowHandle<typeof nodeChangeWorkflow>>();
@@ -48,6 +50,7 @@ export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
   for (const node of targets) {
     if (operator.abort) break;
     const child = await startNodeWorkflow(node);
+    if (child === 'aborted') break; // the abort ended the wait for the lock: nothing ran on this node
     if (!child) {
       const why = `node ${node} stayed busy with another change for ${request.options.lockTimeout / 1000}s`;
       await revertHeld(why);
@@ -70,9 +73,18 @@ export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
 
   if (request.options.dryRun) return finish('planned', 'dry run: nothing was changed; see each node\'s diff');
   if (operator.abort) {
+    // Report what a read-back shows, not what was intended: no node changed, every applied
+    // node restored and verified, or a revert that did not verify.
     const why = describeAction('aborted', operator.abort);
+    for (const node of targets) {
+      const report = status.nodes[node];
+      if (report?.outcome === 'pending') status.nodes[node] = { ...report, outcome: 'not-applied' };
+    }
+    if (held.length === 0) return finish('aborted', `${why} before anything was applied; no node was changed`);
     await revertHeld(why);
-    return finish('reverted', `${why} during rollout; applied nodes were restored`);
+    return cleanRevert()
+      ? finish('reverted', `${why} during rollout; every applied node was restored and verified against its snapshot`)
+      : finish('rollback-failed', `${why} during rollout; REVERT INCOMPLETE — see nodes`, FailureType.RollbackFailed);
   }
   if (appliedCount === 0) return finish('unchanged', 'every node already matched the desired state');
 
@@ -97,9 +109,10 @@ export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
 
   /**
    * Starts the node workflow under the node's lock id, waiting (with back-off, up to
-   * `lockTimeout`) while another change holds the node. Undefined when it never freed up.
+   * `lockTimeout`) while another change holds the node. Undefined when it never freed up;
+   * `aborted` when an abort ended the wait (nothing was started).
    */
-  async function startNodeWorkflow(node: string): Promise<ChildWorkflowHandle<typeof nodeChangeWorkflow> | undefined> {
+  async function startNodeWorkflow(node: string): Promise<ChildWorkflowHandle<typeof nodeChangeWorkflow> | undefined | 'aborted'> {
     const deadline = Date.now() + request.options.lockTimeout;
     let delay = 250;
     for (;;) {
@@ -123,7 +136,8 @@ export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
         if (!isAlreadyStarted(err)) throw err;
         if (Date.now() >= deadline) return undefined;
         setPhase('waiting-for-node', `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})`);
-        await sleep(delay);
+        // The back-off ends early on an abort: waiting on would only delay an answer that is already known.
+        if (await condition(() => operator.abort !== undefined, delay)) return 'aborted';
         delay = Math.min(delay * 2, 5000);
       }
     }

@@ -77,6 +77,8 @@ export type ChangePhase =
   | 'reverting'
   | 'checking-gates'
   | 'planned'
+  /** Aborted before anything was applied (while waiting for a node's lock, say): nothing changed. */
+  | 'aborted'
   | 'applied'
   | 'unchanged'
   | 'reverted'
@@ -84,7 +86,7 @@ export type ChangePhase =
   | 'rollback-failed';
 
 /** Phases after which nothing happens any more. */
-const FINAL_PHASES: readonly ChangePhase[] = ['rejected', 'planned', 'applied', 'unchanged', 'reverted', 'rolled-back', 'rollback-failed'];
+const FINAL_PHASES: readonly ChangePhase[] = ['rejected', 'planned', 'aborted', 'applied', 'unchanged', 'reverted', 'rolled-back', 'rollback-failed'];
 
 /** Per-node view in the status. */
 export interface NodeReport {
@@ -367,8 +369,9 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   // later wave, a gate or a confirmation can still undo the change, applied nodes *hold* (keep
   // running, keeping the lock) until this workflow decides, so no other change can land on
   // top of a provisional one and be wiped by its revert.
-  const anyGateOrBake = waves.some((w) => w.nodes.length > 0 && (w.bakeSeconds > 0 || w.gates.length > 0));
-  const hold = !request.options.dryRun && (targets.length > 1 || request.options.confirmTimeout !== undefined || anyGateOrBake);
+  // Every non-dry-run node holds (issue 11): an abort that arrives while the only node is
+  // applying must still be able to restore it, and a gate or bake after the last node needs it too.
+  const hold = !request.options.dryRun;
   const reports: WaveReport[] = [];
   const results = new Map<number, WaveResult>();
   const handles = new Map<number, ChildWorkflowHandle<typeof rolloutWaveWorkflow>>();
@@ -396,11 +399,16 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 
   if (request.options.dryRun) return finish('planned', "dry run: nothing was changed; see the waves and each node's diff");
   if (operator.abort) {
+    // Report what a read-back shows, not what was intended: no node changed, every applied
+    // node restored and verified, or a revert that did not verify.
     const why = describeAction('aborted', operator.abort);
     await revertTouched(why);
+    for (const report of Object.values(status.nodes)) if (report.outcome === 'pending') report.outcome = 'not-applied';
+    const touchedAny = Object.values(status.nodes).some((n) => ['restored', 'restore-failed', 'rollback-failed', 'rolled-back'].includes(n.outcome));
+    if (!touchedAny) return finish('aborted', `${why} before anything was applied; no node was changed`);
     const clean = cleanRevert();
     await recheckGates();
-    return finish(clean ? 'reverted' : 'rollback-failed', `${why} during rollout; ${clean ? 'applied nodes were restored' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
+    return finish(clean ? 'reverted' : 'rollback-failed', `${why} during rollout; ${clean ? 'every applied node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
   }
   const appliedCount = Object.values(status.nodes).filter((n) => n.outcome === 'applied').length;
   if (appliedCount === 0) {

@@ -237,7 +237,9 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
       running.delete(node);
       settle(node);
       const outcome = (finished.get(node) ?? ready.get(node))?.outcome;
-      if (outcome === 'rolled-back' || outcome === 'rollback-failed' || outcome === 'not-applied') failedNodes.push(node);
+      // A node whose lock wait the parent's decision ended is not a failure: it was told to stop.
+      const stopped = outcome === 'not-applied' && decided.value !== undefined && !launched.includes(node);
+      if ((outcome === 'rolled-back' || outcome === 'rollback-failed' || outcome === 'not-applied') && !stopped) failedNodes.push(node);
     }
   }
 
@@ -524,6 +526,9 @@ const EMPTY_NETWORK = { interfaces: [], routes: [], rules: [], zones: [], nat: {
 /** A node workflow that failed outright (not a reported rollback): its node's state is unknown. */
 export function crashed(node: string, err: unknown): NodeChangeResult {
   const error = summariseFailure(err);
+  // The node workflow refuses an input it cannot validate before it reads anything (issue 11):
+  // nothing was applied there, whatever the parent sent.
+  if (error.type === FailureType.InvalidNodeChangeInput) return { node, outcome: 'not-applied', diff: [], snapshot: EMPTY_NETWORK, scope: [], error, audit: [] };
   return {
     node,
     outcome: 'rollback-failed',

@@ -246,7 +246,7 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
     expect(done.message).toContain('aborted by bob: wrong list');
     expect(done.nodes.ro1?.outcome).toBe('restored');
     expect(done.nodes.ro4?.outcome).toBe('restored');
-    expect(done.nodes.ro5?.outcome).toBe('pending');
+    expect(done.nodes.ro5?.outcome).toBe('not-applied');
     expect({ ro1: blocked('ro1'), ro4: blocked('ro4'), ro5: blocked('ro5') }).toEqual(before);
   });
 
