@@ -314,25 +314,23 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   const request = validation.request;
   status.changeId = request.id;
 
+  // The same first command as before staged rollouts (named targets are known; a selector's
+  // are set once resolved), then the patch marker: a marker right after the identity check's
+  // local-activity marker does not replay reliably.
+  upsertSearchAttributes([
+    { key: SearchAttributes.changeId, value: request.id },
+    { key: SearchAttributes.author, value: request.author },
+    { key: SearchAttributes.targetNodes, value: request.targets ?? [] },
+  ]);
   if (!patched('staged-rollout')) {
     // Replaying a change started before staged rollouts: its named targets, one at a time.
     const targets = request.targets ?? [];
     trail.record('validate', 'ok', validatedAt, `${targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
     status.progress.nodesTotal = targets.length;
     for (const node of targets) status.nodes[node] = { outcome: 'pending', diff: [] };
-    upsertSearchAttributes([
-      { key: SearchAttributes.changeId, value: request.id },
-      { key: SearchAttributes.author, value: request.author },
-      { key: SearchAttributes.targetNodes, value: targets },
-    ]);
     setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
     return legacyChange({ request, targets, status, operator, trail, setPhase, finish, describeAction });
   }
-
-  upsertSearchAttributes([
-    { key: SearchAttributes.changeId, value: request.id },
-    { key: SearchAttributes.author, value: request.author },
-  ]);
 
   // ── targets and waves ──
   let inventory: InventoryNode[] | undefined;
@@ -360,7 +358,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   status.onGateFailure = strategy.onGateFailure;
   status.waves = waves.map((w) => ({ index: w.index, name: w.name, nodes: w.nodes, concurrency: w.concurrency, bakeSeconds: w.bakeSeconds, gates: w.gates, state: w.nodes.length === 0 ? 'skipped' : 'pending', gateVerdicts: {} }));
   for (const w of waves) for (const node of w.nodes) status.nodes[node] = { outcome: 'pending', diff: [], wave: w.name, phase: 'pending' };
-  upsertSearchAttributes([{ key: SearchAttributes.targetNodes, value: targets.map((t) => t.name) }]);
+  if (!request.targets) upsertSearchAttributes([{ key: SearchAttributes.targetNodes, value: targets.map((t) => t.name) }]);
 
   // ── every target's worker must be polling before anything changes ──
   await checkPollers(targets.map((t) => t.name));
