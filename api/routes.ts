@@ -9,16 +9,20 @@
  *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
  *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "reason" })
  *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" })
+ *   POST /v1/changes/:id/pause     pause a staged rollout ({ "reason" })
+ *   POST /v1/changes/:id/resume    resume it (a paused gate is measured again)
+ *   POST /v1/changes/:id/promote   next wave now ({ "full": true }: skip every remaining bake and gate)
+ *   POST /v1/changes/:id/extend-bake  add { "seconds" } to the current wave's bake
  *   GET  /openapi.json             the OpenAPI 3.1 document (any authenticated caller)
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowIdReusePolicy, type UpdateDefinition } from '@temporalio/common';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Permission, Principal } from '../auth/authenticator';
 import { signIdentity } from '../auth/identity-assertion';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
-import { abortSignal, changeWorkflow, confirmUpdate, statusQuery } from '../workflows/change';
+import { abortSignal, changeWorkflow, confirmUpdate, extendBakeUpdate, pauseUpdate, promoteUpdate, resumeUpdate, statusQuery, type ChangeStatus } from '../workflows/change';
 import {
   abortedSchema,
   changeBodySchema,
@@ -26,8 +30,10 @@ import {
   changeParamsSchema,
   changeStatusSchema,
   errorSchema,
+  extendBakeBodySchema,
   listQuerySchema,
   operatorActionSchema,
+  promoteBodySchema,
   submittedSchema,
 } from './schemas';
 
@@ -230,7 +236,56 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
         return [202, { aborted: true }];
       },
     },
+    rolloutControl('pause', 'pauseChange', 'Pause a staged rollout (its bake clock and gates stop).', pauseUpdate, 'pause', operatorActionSchema),
+    rolloutControl('resume', 'resumeChange', 'Resume a paused rollout (a paused gate is measured again).', resumeUpdate, 'pause', operatorActionSchema),
+    rolloutControl('promote', 'promoteChange', 'Start the next wave now; with `full`, skip every remaining bake and gate.', promoteUpdate, 'promote', promoteBodySchema),
+    rolloutControl('extend-bake', 'extendBake', 'Add `seconds` to the current wave\'s bake.', extendBakeUpdate, 'pause', extendBakeBodySchema),
   ];
+
+  /**
+   * POST /v1/changes/:id/<path>: a rollout control, sent as the workflow's update (whose
+   * validator refuses the wrong phase: 409 with its reason). `by` is the principal.
+   */
+  function rolloutControl<A extends object>(
+    path: string,
+    operationId: string,
+    summary: string,
+    update: UpdateDefinition<ChangeStatus, [A]>,
+    verb: 'pause' | 'promote',
+    body: z.ZodType,
+  ): ApiRoute {
+    return {
+      method: 'POST',
+      url: `/v1/changes/:id/${path}`,
+      operationId,
+      summary,
+      permission: { resource: 'changes', verb },
+      params: changeParamsSchema,
+      body,
+      prepareBody: checkActor,
+      responses: {
+        200: { description: 'Done: the change\'s status.', schema: changeStatusSchema },
+        ...refusals,
+        ...notFound,
+        409: { description: 'Refused in the change\'s current phase (the reason says why).', schema: errorSchema },
+      },
+      handle: async ({ params, body: b, principal }) => {
+        const extra = (b ?? {}) as { full?: boolean; seconds?: number };
+        const action = { ...(extra.full === true ? { full: true } : {}), ...(extra.seconds !== undefined ? { seconds: extra.seconds } : {}), ...operatorAction(b, principal) } as unknown as A;
+        const handle = client.workflow.getHandle(changeWorkflowId(String(params.id)));
+        try {
+          return [200, await handle.executeUpdate(update, { args: [action] })];
+        } catch (err) {
+          // A finished change rejects updates as "not found"; tell it apart from a missing one.
+          const status = await handle.query(statusQuery).catch(() => undefined);
+          const reason = (err as { cause?: { message?: string } }).cause?.message;
+          if (status && !reason) throw new HttpError(409, `nothing to ${path}: the change is ${status.phase}`);
+          if (err instanceof WorkflowNotFoundError) throw err;
+          throw new HttpError(409, reason ?? (err instanceof Error ? err.message : String(err)));
+        }
+      },
+    };
+  }
 }
 
 /** The change request with `author` set to the principal; a body naming anyone else is refused. */

@@ -48,13 +48,22 @@ export const operatorActionSchema = z
   })
   .meta({ description: 'Who confirms or aborts (always the caller) and why.' });
 
+/** Body of promote. */
+export const promoteBodySchema = operatorActionSchema.extend({ full: z.boolean().optional().meta({ description: 'Skip every remaining bake and gate.' }) });
+
+/** Body of extend-bake. */
+export const extendBakeBodySchema = operatorActionSchema.extend({ seconds: z.number().int().min(1).max(86_400).meta({ description: 'Seconds to add to the current wave\'s bake.' }) });
+
 const PHASES = [
   'validating',
   'rejected',
   'rolling-out',
   'waiting-for-node',
+  'baking',
+  'paused',
   'awaiting-confirmation',
   'reverting',
+  'checking-gates',
   'planned',
   'aborted',
   'applied',

@@ -7,7 +7,9 @@
  */
 import { z } from 'zod';
 import { blocklistRefSchema } from './blocklist-ref';
+import { labelSelectorSchema } from './inventory';
 import { formatPath } from './issue-path';
+import { DEFAULT_BAKE_SECONDS, MAX_BAKE_SECONDS, planWaves, rolloutStrategySchema, usesSelectors } from './rollout-strategy';
 import {
   blocklistEntrySchema,
   MAX_INLINE_BLOCKLIST,
@@ -130,6 +132,8 @@ export const changeOptionsSchema = z
      * (applying, or awaiting its confirmation) before giving up with NodeBusy.
      */
     lockTimeout: durationMsSchema.default(15 * 60_000),
+    /** Bake of the default strategy's canary and middle wave (used when the request gives no `strategy`), seconds. */
+    defaultBakeSeconds: z.number().int('must be a whole number').min(0, 'must be 0 or more').max(MAX_BAKE_SECONDS, `must be at most ${MAX_BAKE_SECONDS} (7 days)`).default(DEFAULT_BAKE_SECONDS),
   })
   .strict();
 
@@ -148,7 +152,12 @@ export const changeRequestSchema = z
       .array(nodeNameSchema)
       .min(1, 'must name at least one node')
       .max(1000)
-      .refine((t) => new Set(t).size === t.length, 'must not name a node twice'),
+      .refine((t) => new Set(t).size === t.length, 'must not name a node twice')
+      .optional(),
+    /** Instead of `targets`: every inventory node whose labels match (Kubernetes label selector semantics), in inventory order. */
+    targetSelector: labelSelectorSchema.optional(),
+    /** How the change rolls out across its targets (waves, bakes, gates); see model/rollout-strategy.ts. Default: canary, bake, then the rest in waves. */
+    strategy: rolloutStrategySchema.optional(),
     desired: nodeStateSchema.optional(),
     patch: nodePatchSchema.optional(),
     options: changeOptionsSchema.prefault({}),
@@ -157,6 +166,9 @@ export const changeRequestSchema = z
   .superRefine((req, ctx) => {
     if ((req.desired === undefined) === (req.patch === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
+    }
+    if ((req.targets === undefined) === (req.targetSelector === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['targets'], message: 'give exactly one of "targets" (node names) or "targetSelector" (labels over the inventory)' });
     }
   });
 
@@ -241,7 +253,15 @@ export function issuesOf(error: z.ZodError): ValidationIssue[] {
  */
 export function validateChangeRequest(input: unknown, now: number): ValidationResult {
   const parsed = changeRequestSchemaAt(() => now).safeParse(input);
-  return parsed.success ? { ok: true, request: parsed.data } : { ok: false, issues: issuesOf(parsed.error) };
+  if (!parsed.success) return { ok: false, issues: issuesOf(parsed.error) };
+  // With named targets and no label selectors the waves are known now: report a strategy
+  // that leaves a node out or names a stranger before anything runs.
+  const { targets, strategy } = parsed.data;
+  if (targets && strategy && !usesSelectors(strategy)) {
+    const plan = planWaves(strategy, targets.map((name) => ({ name, labels: {} })));
+    if (!plan.ok) return { ok: false, issues: plan.issues.map(({ field, message }) => ({ field, message })) };
+  }
+  return { ok: true, request: parsed.data };
 }
 
 /** Renders issues as one line each, `field: rule`. */

@@ -29,6 +29,10 @@ const FAILURES = {
   ChangeRolledBack: { retryable: false, raisedBy: 'change' },
   /** A rollback or revert did not verify: an operator must look. */
   RollbackFailed: { retryable: false, raisedBy: 'change' },
+  /** A target node has no worker polling its task queue: reported before anything was applied anywhere. */
+  NodeNotPolling: { retryable: false, raisedBy: 'change' },
+  /** A health gate of the rollout failed (or was inconclusive and the change was aborted); every node changed so far was restored and verified. */
+  RolloutGateFailed: { retryable: false, raisedBy: 'change' },
   /** The API's identity assertion was given and does not hold (bad signature, other change, other request, stale). */
   InvalidIdentityAssertion: { retryable: false, raisedBy: 'change' },
 

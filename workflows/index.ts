@@ -3,8 +3,10 @@
  * function is a workflow type, by its name). Failure types clients branch on are in
  * model/failures.ts (`FailureType`).
  */
-export { changeWorkflow, statusQuery, confirmUpdate, abortSignal } from './change';
-export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction } from './change';
+export { changeWorkflow, statusQuery, confirmUpdate, abortSignal, abortUpdate, pauseUpdate, resumeUpdate, promoteUpdate, extendBakeUpdate } from './change';
+export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction, PromoteAction, ExtendBakeAction, WaveStatus } from './change';
+export { rolloutWaveWorkflow, rolloutCheckWorkflow, waveStatusQuery } from './rollout-wave';
+export type { WaveInput, WaveResult, WaveReport, WaveState, WaveNodeSummary } from './rollout-wave';
 export { nodeChangeWorkflow, nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
 export { policyChangeWorkflow } from './policy-change';

@@ -379,7 +379,14 @@ export async function startFakeWorkers(options: {
   for (const node of options.nodes) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: nodeTaskQueue(node.name), workflowBundle, activities: node.activities(), sinks }));
   }
-  workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: { ...(options.cluster ?? new FakeCluster()).activities(), ...createIdentityActivities({ identityKey: options.identityKey }) }, sinks }));
+  // The change workflow checks that every target's worker polls before it starts (describePollers):
+  // the fake nodes poll, any other queue has nobody.
+  const polled = new Set(options.nodes.map((n) => nodeTaskQueue(n.name)));
+  const describePollers = async ({ taskQueues }: { taskQueues: string[] }) =>
+    Object.fromEntries(taskQueues.map((q) => [q, polled.has(q) ? { pollers: 1, identities: ['fake-node'] } : { pollers: 0, identities: [] }]));
+  workers.push(
+    await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: { ...(options.cluster ?? new FakeCluster()).activities(), ...createIdentityActivities({ identityKey: options.identityKey }), describePollers }, sinks }),
+  );
   const running = Promise.all(workers.map((w) => w.run()));
   return {
     workers,
