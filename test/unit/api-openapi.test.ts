@@ -59,7 +59,7 @@ describe('OpenAPI document', () => {
     const schema = doc.paths['/v1/changes']?.post?.requestBody?.content['application/json']?.schema;
     expect(schema?.required).toEqual(expect.arrayContaining(['id', 'reason']));
     // `targets` or `targetSelector`: either names the nodes (model/change-request.ts).
-    expect(Object.keys(schema?.properties ?? {})).toEqual(expect.arrayContaining(['targets', 'targetSelector']));
+    expect(Object.keys((schema as { properties?: object } | undefined)?.properties ?? {})).toEqual(expect.arrayContaining(['targets', 'targetSelector']));
     expect(schema?.required).not.toContain('author');
   });
 
