@@ -5,7 +5,7 @@
 import { Client, Connection } from '@temporalio/client';
 import pino from 'pino';
 import { loadRuleSetFile } from '../rules/rule-set';
-import { parseIngestConfig } from './config';
+import { INGEST_CHANNEL_ARGS, parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
   // Lazy: ingest starts (and keeps alerts in its spool) even while Temporal is unreachable.
-  const connection = Connection.lazy(clientConnectionOptions(config.temporal));
+  const connection = Connection.lazy(clientConnectionOptions(config.temporal, { channelArgs: { ...INGEST_CHANNEL_ARGS } }));
   logger.info({ temporal: config.temporal.describe }, 'Temporal client ready (connects on first use)');
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const running = await startIngest(config, { workflows: client.workflow, logger });
