@@ -130,6 +130,12 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
   });
 
   const entries = () => maps.readAll().map((e) => e.cidr);
+  /** The coordinator's state; undefined while the loaded worker cannot answer a query in time. */
+  const coordinator = () =>
+    client.workflow
+      .getHandle(ENFORCEMENT_COORDINATOR_ID)
+      .query(coordinatorQuery)
+      .catch(() => undefined);
   const query = (target: string) => client.workflow.getHandle(enforcementWorkflowId(target)).query(enforcementQuery);
 
   test('alerts from the EVE file and over HTTP while Temporal is down are kept, survive an ingest restart, and are all blocked once it is back; the tail position is right; replaying them is harmless', async () => {
@@ -193,7 +199,8 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
     expect(statSync(join(config.stateDir!, 'decisions.spool')).size).toBe(0);
     expect(ingest.bridge.delivery.delivered).toBe(6);
     expect(await savedPosition()).toBe(statSync(eveFile).size);
-    for (const t of all) expect(await query(t)).toMatchObject({ offences: 1, blocks: [expect.anything()] });
+    // The map holds the entry before the workflow records the finished change: wait for that.
+    for (const t of all) expect(await eventually(() => query(t), (s) => s.offences > 0, `${t}'s workflow to record its block`)).toMatchObject({ offences: 1, blocks: [expect.anything()] });
 
     // Replay (as after a crash before the spool's head was saved): every verdict is delivered
     // again, to the same per-target workflow, and changes nothing.
@@ -212,7 +219,7 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
     // Lift them (the flood test starts from an empty map).
     for (const t of ['198.51.100.40/32', ...all]) await client.workflow.getHandle(enforcementWorkflowId(t)).signal(liftSignal, { by: 'test', reason: 'done' });
     await eventually(entries, (e) => e.length === 0, 'every block lifted', 120_000, 250);
-    await eventually(() => client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).query(coordinatorQuery), (c) => c.activeBlocks.length === 0, 'the coordinator to count no active block');
+    await eventually(coordinator, (c) => c?.activeBlocks.length === 0, 'the coordinator to count no active block');
     await ingest.stop();
     ingest = undefined;
   }, 600_000);
@@ -253,15 +260,9 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
       await ingest.pipeline.drain();
       expect(ingest.bridge.counts.signalled).toBe(N);
       expect(ingest.bridge.recentTargets).toBeLessThanOrEqual(200);
-      const coordinator = await eventually(
-        () => client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).query(coordinatorQuery),
-        (c) => c.activeBlocks.length === CAP,
-        'the cap reached',
-        120_000,
-        250,
-      );
-      expect(coordinator.activeBlocks).toHaveLength(CAP);
-      await eventually(() => maps.readAll().length, (n) => n === CAP, 'the capped blocks in the map', 60_000, 250);
+      const state = await eventually(coordinator, (c) => c?.activeBlocks.length === CAP, 'the cap reached', 180_000, 500);
+      expect(state!.activeBlocks).toHaveLength(CAP);
+      await eventually(() => maps.readAll().length, (n) => n === CAP, 'the capped blocks in the map', 120_000, 250);
       gc();
       const grown = process.memoryUsage().heapUsed - heapBefore;
       console.log(`flood of ${N}: peak ${peak} blocks in the map (cap ${CAP}); heapUsed of the test process grew ${(grown / 1024 / 1024).toFixed(1)} MiB`);
