@@ -237,8 +237,9 @@ export class EnforcementBridge {
       if (!record) return;
       try {
         await this.deliver(record.decision);
-        await spool.ack(record);
+        // Counted with the spool's own count (which drops at once), so the two agree.
         this.delivery.delivered++;
+        await spool.ack(record);
         if (wait !== initial) this.options.logger.info({ spool: spool.stats }, 'Temporal takes verdicts again; delivering the decision spool');
         wait = initial;
       } catch (err) {

@@ -18,7 +18,7 @@ import { listenNdjsonHttp, listenUnixSocket } from './line-servers';
 import { runNdpiReader } from './ndpi-reader';
 import { IngestPipeline } from './pipeline';
 import { DecisionSpool } from './spool';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -127,6 +127,11 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
     await pipeline.drain();
     // Kept verdicts not yet delivered stay on disk for the next start.
     await bridge.close();
+    // A temporary spool folder of ours goes, unless it still holds something (then it is logged where).
+    if (!config.stateDir) {
+      if (spool.pending === 0) await rm(stateDir, { recursive: true, force: true });
+      else logger.warn({ stateDir, pending: spool.pending }, 'verdicts left undelivered in a temporary decision spool (set FOS1_INGEST_STATE_DIR to keep them across restarts)');
+    }
     // A live ndpiReader round ends by itself within FOS1_NDPI_SECONDS.
     void ndpiLoop;
   };
