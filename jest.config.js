@@ -1,7 +1,10 @@
 /**
- * Two projects: `unit` (pure logic, fast, no privileges) and `integration`
- * (real Temporal dev server, network namespaces, pinned eBPF maps). Integration
- * files run one at a time because they share the kernel's namespace list and bpffs.
+ * Four projects: `unit` (pure logic, fast, no privileges), `workflow` (workflow logic on
+ * Temporal's time-skipping test server with fake activities, no privileges), `replay`
+ * (committed histories replayed against the current workflow code, see
+ * docs/workflow-versioning.md) and `integration` (real Temporal dev server, network
+ * namespaces, pinned eBPF maps). Integration files run one at a time because they share
+ * the kernel's namespace list and bpffs.
  */
 const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
 // @kubernetes/client-node 1.x and a few of its dependencies are ESM-only; Jest (before Node 24.9)
@@ -15,6 +18,22 @@ module.exports = {
     {
       displayName: 'unit',
       testMatch: ['<rootDir>/test/unit/**/*.test.ts'],
+      transform,
+      transformIgnorePatterns,
+      testEnvironment: 'node',
+    },
+    {
+      // Workflow logic on Temporal's time-skipping test server with fake activities: no root.
+      displayName: 'workflow',
+      testMatch: ['<rootDir>/test/workflow/**/*.test.ts'],
+      transform,
+      transformIgnorePatterns,
+      testEnvironment: 'node',
+    },
+    {
+      // Today's recorded histories replayed against the current workflow code: no server, no root.
+      displayName: 'replay',
+      testMatch: ['<rootDir>/test/replay/**/*.test.ts'],
       transform,
       transformIgnorePatterns,
       testEnvironment: 'node',

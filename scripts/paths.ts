@@ -26,6 +26,14 @@ export function temporalServerPath(): string {
   return join(cacheDir(), `temporal-server-${TEMPORAL_SERVER_VERSION}`, 'temporal-server');
 }
 
+/** Pinned version of Temporal's Java time-skipping test server; scripts/bootstrap.d/70-temporal-test-server.sh fetches exactly this one. */
+export const TEMPORAL_TEST_SERVER_VERSION = '1.38.0';
+
+/** Wrapper script that runs the time-skipping test server (`temporal-test-server PORT`), installed by scripts/bootstrap.sh. */
+export function temporalTestServerPath(): string {
+  return join(cacheDir(), `temporal-test-server-${TEMPORAL_TEST_SERVER_VERSION}`, 'temporal-test-server');
+}
+
 /** Folder for the dev stack's persistent state (Temporal's SQLite file). */
 export function devStateDir(): string {
   return process.env.FOS1_STATE_DIR ?? join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'fos1');

@@ -35,9 +35,9 @@ import {
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord } from '../model/audit';
 import type { BlocklistPlan, BlocklistSnapshot } from '../model/blocklist-change';
-import type { NodePatch } from '../model/change-request';
+import { formatIssues, validateNodeChangeInput, type NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
-import { summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
+import { failure, FailureType, summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
 import {
   changeCount,
@@ -52,7 +52,7 @@ import {
   subsystemIntents,
   type SubsystemIntents,
 } from '../model/subsystem';
-import { AuditTrail } from './support';
+import { AuditTrail, Compensations } from './support';
 
 const remote = proxyActivities<NodeActivities>({
   startToCloseTimeout: '2 minutes',
@@ -104,7 +104,11 @@ async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
   return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
 
-/** Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request. */
+/**
+ * Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request.
+ * The node workflow does not take the parent's word for it: it parses the input again
+ * (model/change-request.ts `nodeChangeInputSchema`) before it reads or applies anything.
+ */
 export interface NodeChangeInput {
   changeId: string;
   author: string;
@@ -166,8 +170,15 @@ export interface NodeProgress {
 
 export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
 
-/** Applies one change request to one node, rolling back to the snapshot on any failure. */
-export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeChangeResult> {
+/**
+ * Applies one change request to one node, rolling back to the snapshot on any failure.
+ * `untrusted` is typed for the parent's sake, but anything that can reach the node's task
+ * queue can start this workflow with any payload: an input that fails the shared model's
+ * schemas fails the workflow with
+ * `InvalidNodeChangeInput` (each field and rule in the message) before anything is read.
+ */
+export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<NodeChangeResult> {
+  const input = validatedInput(untrusted);
   const auditTrail = new AuditTrail(input.changeId, input.author, { node: input.node });
   const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: 2 };
   setHandler(nodeProgressQuery, () => progress);
@@ -292,6 +303,19 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
   });
 }
 
+/** The parsed input, or the `InvalidNodeChangeInput` failure that names what is wrong. */
+function validatedInput(untrusted: unknown): NodeChangeInput {
+  const validation = validateNodeChangeInput(untrusted);
+  if (!validation.ok) {
+    const message = `invalid node change input:\n${formatIssues(validation.issues)}`;
+    log.warn('node change input refused', { issues: validation.issues });
+    throw failure(FailureType.InvalidNodeChangeInput, message, [{ issues: validation.issues }]);
+  }
+  // Not checked against workflowInfo().taskQueue: a replay worker runs the history on a
+  // queue of its own, and a check that differs on replay would break determinism.
+  return validation.input;
+}
+
 /**
  * The network tables of the snapshot, as NodeChangeResult reports them (by-value
  * snapshots; tables outside the scope read as empty). A rate-limit patch snapshots only
@@ -312,37 +336,16 @@ function networkSnapshot(prepared: PreparedSubsystems): ObservedNetworkState {
 }
 
 /**
- * Runs the restores in order (reverse of apply), keeps going when one fails so every
- * subsystem gets its chance, then reads the node back and compares it with the snapshot.
- * When something still differs it runs them once more: a restore can depend on a later
- * one (a snapshot route whose gateway is reachable only once the address the change removed
- * is back), and the second pass finds it in place. Returns the differences that remain:
- * empty means the rollback is verified.
+ * Restores every registered subsystem, newest first, through the shared LIFO compensations
+ * (workflows/support.ts): a failing restore does not stop the others, then the node is read
+ * back and compared with the snapshot. When something still differs it runs them once more:
+ * a restore can depend on a later one (a snapshot route whose gateway is reachable only once
+ * the address the change removed is back), and the second pass finds it in place. Returns
+ * the differences that remain: empty means the rollback is verified.
  */
 async function runRestore(plan: RestorePlan, auditTrail: AuditTrail): Promise<string[]> {
-  const compensations = restoresFrom(plan);
-  const pass = async () => {
-    for (const compensation of compensations) {
-      try {
-        await auditTrail.step(compensation.step, compensation.run);
-      } catch {
-        // Recorded in the audit trail; the read-back below reports what is left.
-      }
-    }
-  };
-  await pass();
-  try {
-    let differences = await restoreDifferences(plan);
-    if (differences.length > 0) {
-      auditTrail.record('verify rollback', 'failed', Date.now(), `${differences.join('; ')}; restoring once more`);
-      await pass();
-      differences = await restoreDifferences(plan);
-    }
-    auditTrail.record('verify rollback', differences.length === 0 ? 'ok' : 'failed', Date.now(), differences.join('; ') || 'node equals snapshot');
-    return differences;
-  } catch (err) {
-    const message = `could not read the node back: ${summariseFailure(err).message}`;
-    auditTrail.record('verify rollback', 'failed', Date.now(), message);
-    return [message];
-  }
+  const compensations = new Compensations(auditTrail);
+  // restoresFrom lists newest first; Compensations runs the last added first.
+  for (const restore of restoresFrom(plan).reverse()) compensations.add(restore.step, restore.run);
+  return compensations.run({ step: 'verify rollback', differences: () => restoreDifferences(plan), ok: 'node equals snapshot' }, 2);
 }

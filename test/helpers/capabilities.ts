@@ -1,7 +1,8 @@
 /**
  * Capability checks for privileged tests.
  *
- * A test that needs root, network namespaces, bpffs or a built tool (Temporal CLI or server) calls
+ * A test that needs root, network namespaces, bpffs, a built tool (Temporal CLI or server) or a
+ * PostgreSQL server (test/helpers/postgres.ts) calls
  * {@link describePrivileged}. When something is missing the suite is skipped with a
  * plain message saying what and why — except under `CI=true`, where a missing
  * capability is a failure: CI machines have all of them, so an absence there means a
@@ -11,9 +12,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { helmPath } from '../../k8s/paths';
 import { sharedDataDir, temporalCliPath, temporalServerPath } from '../../scripts/paths';
+import { postgresMissingReason } from './postgres';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm' | 'postgres';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -35,6 +37,8 @@ export function missingReason(capability: Capability): string | null {
       return existsSync(sharedDataDir())
         ? null
         : `the shared test data is not at ${sharedDataDir()} (it belongs in ../shared/data beside the repository)`;
+    case 'postgres':
+      return postgresMissingReason();
     case 'temporal-cli':
       return existsSync(temporalCliPath())
         ? null
