@@ -15,8 +15,11 @@ import type { GuardConfig } from '../../model/enforcement-guard';
 
 let runtimeInstalled = false;
 
-/** Starts the dev server on a free port, in memory. */
-export function startTemporal(): Promise<TestWorkflowEnvironment> {
+/**
+ * Starts the dev server: on a free port, in memory; or, with `dbFilename` (and `port`), with
+ * its history in a SQLite file, so a test can stop it and start it again where it was.
+ */
+export function startTemporal(options: { dbFilename?: string; port?: number } = {}): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
     // output to real errors unless FOS1_TEST_LOG asks for more.
@@ -29,6 +32,8 @@ export function startTemporal(): Promise<TestWorkflowEnvironment> {
       searchAttributes: Object.values(SearchAttributes),
       ip: '127.0.0.1',
       ui: false,
+      ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
+      ...(options.port ? { port: options.port } : {}),
     },
   });
 }
