@@ -41,8 +41,15 @@ import type { PlannedWave } from '../model/rollout-strategy';
 import { isAlreadyStarted } from './support';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 
-/** Diff lines per node a wave reports upwards (the node's own result keeps its full, already bounded, diff). */
+/**
+ * Diff lines per node a wave reports upwards, at least (the node's own result keeps its full,
+ * already bounded, diff). A wave shares {@link MAX_DIFF_LINES_PER_WAVE} among its nodes, so a
+ * small change shows each node's whole diff (up to the node's own 1,001 lines) and a wave of
+ * 200 nodes still reports a bounded amount.
+ */
 export const MAX_DIFF_LINES_PER_NODE = 20;
+/** Diff lines a wave reports upwards in all, shared among its nodes. */
+export const MAX_DIFF_LINES_PER_WAVE = 2000;
 /** Audit records per wave the summaries carry to the change workflow (the audit sink has every record). */
 export const MAX_AUDIT_RECORDS_PER_WAVE = 200;
 /** Least time between two gate-progress reports to the parent: bounds the parent's history. */
@@ -166,6 +173,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   const parent = workflowInfo().parent;
   const parentHandle = parent ? getExternalWorkflowHandle(parent.workflowId, parent.runId) : undefined;
   const nodes = new Map<string, WaveNodeSummary>(wave.nodes.map((node) => [node, { node, phase: 'pending', outcome: 'pending', diff: [], diffLines: 0, audit: [] }]));
+  const diffLinesPerNode = Math.max(MAX_DIFF_LINES_PER_NODE, Math.floor(MAX_DIFF_LINES_PER_WAVE / Math.max(1, wave.nodes.length)));
   const result: WaveResult = { index: wave.index, state: 'applying', message: 'applying', nodes: [...nodes.values()], gates: {} };
   const control = { paused: input.paused ?? false, promoted: input.skipBake ?? false, resumed: 0, extendMs: 0, version: 0 };
   /** The parent's decision (a holder: TypeScript would narrow a plain `let` across awaits). */
@@ -243,7 +251,9 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     }
   }
 
-  if (input.dryRun) return finish('planned', `dry run: planned on ${wave.nodes.length} node(s)`);
+  // A dry run that could not plan on a node (an unreadable blocklist file, say) fails like
+  // an apply that did: the operator must see it, not a "planned" with a node missing.
+  if (input.dryRun && failedNodes.length === 0) return finish('planned', `dry run: planned on ${wave.nodes.length} node(s)`);
 
   if (failedNodes.length > 0 || decided.value) {
     const first = failedNodes[0];
@@ -445,7 +455,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     Object.assign(summary, {
       phase,
       outcome: r.outcome,
-      diff: r.diff.slice(0, MAX_DIFF_LINES_PER_NODE),
+      diff: r.diff.slice(0, diffLinesPerNode),
       diffLines: r.diff.length,
       audit: [...summary.audit, ...kept],
       ...(fresh.length > kept.length ? { auditOmitted: (summary.auditOmitted ?? 0) + fresh.length - kept.length } : {}),

@@ -92,9 +92,11 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const { authenticator, tokens } = testTokens({ sensor: ['ingest'] });
 
+  /** The cluster worker's guard (its caps are the ones enforced); the flood test lowers the cap. */
+  let workerGuard = guardConfigSchema.parse({});
   const startServer = async () => {
     env = await startTemporal({ dbFilename, port: temporalPort });
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 4096, v6: 64 } });
+    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 4096, v6: 64 } }, { guard: () => workerGuard });
   };
   const stopServer = async () => {
     await workers?.stop();
@@ -219,6 +221,9 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
 
   test('a flood of 300 distinct sources: active blocks never exceed the cap, the ingest memory stays bounded', async () => {
     const CAP = 5;
+    // The caps the workflows enforce are the cluster worker's; a new coordinator run reads them at once.
+    workerGuard = guardConfigSchema.parse({ maxActiveBlocks: CAP, maxNewBlocksPerMinute: 100_000 });
+    await env?.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).terminate('caps changed').catch(() => undefined);
     // 300 on the real server (each source is a workflow that asks the coordinator and is
     // refused); the unit flood test takes the pipeline alone through 100,000 sources.
     const N = 300;
