@@ -7,6 +7,8 @@
  *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
  *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "reason" })
  *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" })
+ *   POST /v1/changes/:id/approve   approve the pending plan ({ "planDigest", "reason" }; docs/approvals.md)
+ *   POST /v1/changes/:id/reject    reject it: the change ends with nothing applied
  *
  * Every request carries a bearer token (auth/http-guard.ts: 401 without, 403 without the
  * route's permission on `changes.fos1.io`, 415 for a body that is not JSON, 403 for a foreign
@@ -27,6 +29,9 @@ import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } f
 import { signIdentity } from '../auth/identity-assertion';
 import { validateChangeRequest } from '../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
+import { approvalAssertionSubject } from '../model/approval-policy';
+import { summariseFailure } from '../model/failures';
+import { approveUpdate, rejectUpdate } from '../workflows/approval';
 import { abortSignal, changeWorkflow, confirmUpdate, statusQuery } from '../workflows/change';
 
 const MAX_BODY_BYTES = 2 * 1024 * 1024;
@@ -165,6 +170,36 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
         return [202, { aborted: true }];
       },
     },
+    ...(['approve', 'reject'] as const).map(
+      (decision): Route => ({
+        method: 'POST',
+        pattern: new RegExp(`^/v1/changes/([^/]+)/${decision}$`),
+        permission: { resource: 'changes', verb: 'approve' },
+        handle: async (req, match, _url, principal) => {
+          const changeId = idFrom(match);
+          const body = await readJson(req);
+          const action = operatorAction(body, principal, 'approves or rejects');
+          const handle = client.workflow.getHandle(changeWorkflowId(changeId));
+          const given = (body as { planDigest?: unknown } | null)?.planDigest;
+          if (given !== undefined && (typeof given !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(given))) throw new HttpError(400, '"planDigest" must be "sha256:" and 64 hex digits (status.approval.planDigest)');
+          // Without a digest the caller approves the plan the change shows now.
+          const planDigest = typeof given === 'string' ? given : (await handle.query(statusQuery)).approval?.planDigest;
+          if (planDigest === undefined) throw new HttpError(409, `nothing to ${decision}: change ${changeId} awaits no approval`);
+          const vote = { ...action, planDigest };
+          const assertion = options.identityKey ? signIdentity(options.identityKey, { principal: principal.name, roles: principal.roles }, changeId, approvalAssertionSubject(changeId, principal.name, decision, vote)) : undefined;
+          try {
+            const approval = await handle.executeUpdate(decision === 'approve' ? approveUpdate : rejectUpdate, { args: [{ ...vote, ...(assertion ? { assertion } : {}) }] });
+            logger.info({ changeId, by: principal.name, decision, planDigest }, `change ${decision === 'approve' ? 'approved' : 'rejected'}`);
+            return [200, approval];
+          } catch (err) {
+            if (err instanceof WorkflowNotFoundError) throw err;
+            const why = summariseFailure(err);
+            // The author voting on their own change is forbidden, not a conflict.
+            throw new HttpError(why.type === 'SelfApprovalRefused' ? 403 : 409, why.message, { type: why.type });
+          }
+        },
+      }),
+    ),
   ];
 
   const server = createServer((req, res) => {
@@ -221,10 +256,10 @@ function authored(body: unknown, principal: Principal): Record<string, unknown> 
   return { ...b, author: principal.name };
 }
 
-function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {
+function operatorAction(body: unknown, principal: Principal, verbs = 'confirms or aborts'): { by: string; reason?: string } {
   const b = (body ?? {}) as Record<string, unknown>;
   if (b.by !== undefined && b.by !== principal.name) {
-    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms or aborts in someone else's name`);
+    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody ${verbs} in someone else's name`);
   }
   const reason = typeof b.reason === 'string' ? b.reason.slice(0, 200) : undefined;
   return { by: principal.name, ...(reason ? { reason } : {}) };

@@ -130,6 +130,13 @@ export const changeOptionsSchema = z
      * (applying, or awaiting its confirmation) before giving up with NodeBusy.
      */
     lockTimeout: durationMsSchema.default(15 * 60_000),
+    /** Apply no earlier than this (ISO 8601); until then the change waits (phase `waiting-for-window`). */
+    notBefore: z.string().datetime({ offset: true, message: 'must be an ISO 8601 time, e.g. "2026-12-05T02:00:00Z"' }).optional(),
+    /**
+     * Emergency override of the policy's maintenance windows and freezes (docs/approvals.md):
+     * needs the policy's emergency role on the author's verified identity, and is audited.
+     */
+    override: z.object({ reason: z.string().min(1, 'must say why the override is needed').max(500) }).strict().optional(),
   })
   .strict();
 

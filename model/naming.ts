@@ -30,6 +30,10 @@ export const SearchAttributes = {
   author: defineSearchAttributeKey('Fos1Author', SearchAttributeType.KEYWORD),
   targetNodes: defineSearchAttributeKey('Fos1TargetNodes', SearchAttributeType.KEYWORD_LIST),
   status: defineSearchAttributeKey('Fos1Status', SearchAttributeType.KEYWORD),
+  /** A change's approval: pending, approved, rejected, expired, void (set only when the policy asks for one). */
+  approval: defineSearchAttributeKey('Fos1Approval', SearchAttributeType.KEYWORD),
+  /** While pending: the roles that may approve (the author never may). */
+  approvers: defineSearchAttributeKey('Fos1Approvers', SearchAttributeType.KEYWORD_LIST),
 } as const;
 
 /** The same attributes in the form `temporal server start-dev --search-attribute` and the test server take. */
@@ -38,4 +42,6 @@ export const SEARCH_ATTRIBUTE_DEFINITIONS: Record<string, 'Keyword' | 'KeywordLi
   Fos1Author: 'Keyword',
   Fos1TargetNodes: 'KeywordList',
   Fos1Status: 'Keyword',
+  Fos1Approval: 'Keyword',
+  Fos1Approvers: 'KeywordList',
 };

@@ -57,6 +57,8 @@ const configSchema = z.object({
   FOS1_EVE_FILE: z.string().min(1).optional(),
   /** Key shared by the API (signs) and the cluster worker (verifies); created on first start. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** Approval policy and change windows (docs/approvals.md); default deploy/approval-policy/dev.yaml, which asks for nothing. */
+  FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).extend(authEnvSchema.shape);
 
@@ -108,6 +110,7 @@ async function main(): Promise<void> {
     nodeName: config.FOS1_NODE_NAME,
     clusterWorker: true,
     identityKey,
+    approvalPolicyFile: config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml'),
     nodeDeps: createNodeDeps(
       { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 } },
       logger,

@@ -56,6 +56,8 @@ const envSchema = z.object({
   FOS1_QUARANTINE_FILE: z.string().optional(),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
+  FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -83,6 +85,8 @@ export interface WorkerConfig {
   health: { port: number; host: string } | undefined;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
+  /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
+  approvalPolicyFile: string | undefined;
   logLevel: string;
 }
 
@@ -123,6 +127,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
     identityKey,
+    approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -9,6 +9,7 @@ import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } fro
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
+import { createApprovalActivities } from '../activities/approval';
 import { createIdentityActivities } from '../activities/identity';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
 import { createIpRunner } from '../activities/system/ip-runner';
@@ -101,6 +102,8 @@ export interface CreateWorkersOptions {
    * self-asserted.
    */
   identityKey?: Buffer;
+  /** The approval policy file (FOS1_APPROVAL_POLICY_FILE, docs/approvals.md); without it nothing needs approval and no window holds a change. */
+  approvalPolicyFile?: string;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
 }
@@ -131,6 +134,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   if (options.clusterWorker) {
     const clusterActivities = {
       ...createIdentityActivities({ identityKey: options.identityKey }),
+      ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

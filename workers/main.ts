@@ -6,6 +6,7 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
+import { readApprovalPolicyFile } from '../activities/approval';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect(nativeConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
+  // A broken policy file stops the worker here, naming the field, rather than failing every change.
+  if (config.clusterWorker && config.approvalPolicyFile) await readApprovalPolicyFile(config.approvalPolicyFile);
   const workers = await createWorkers({
     connection,
     namespace: config.temporal.namespace,
@@ -29,6 +32,7 @@ async function main(): Promise<void> {
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }

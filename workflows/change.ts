@@ -33,6 +33,7 @@ import type { AuditRecord } from '../model/audit';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
 import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
+import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 import { AuditTrail, isAlreadyStarted } from './support';
 
@@ -49,7 +50,11 @@ export type ChangePhase =
   | 'unchanged'
   | 'reverted'
   | 'rolled-back'
-  | 'rollback-failed';
+  | 'rollback-failed'
+  // The approval gate (workflows/approval.ts): planning for the policy, a pending approval,
+  // a closed window or a freeze, and an approval that lapsed.
+  | GatePhase
+  | 'expired';
 
 /** Per-node view in the status. */
 export interface NodeReport {
@@ -71,6 +76,10 @@ export interface ChangeStatus {
   confirmDeadline?: string;
   nodes: Record<string, NodeReport>;
   issues?: ValidationIssue[];
+  /** The approval the policy asks for, when it asks for one: who may give it, what was received, until when. */
+  approval?: ApprovalStatus;
+  /** While the change waits for a maintenance window, the end of a freeze or its notBefore. */
+  window?: WindowStatus;
   audit: AuditRecord[];
 }
 
@@ -141,13 +150,36 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     { key: SearchAttributes.author, value: request.author },
     { key: SearchAttributes.targetNodes, value: request.targets },
   ]);
+
+  // ── Approval gate (workflows/approval.ts) ─────────────────────────────────────────────
+  // After validation and identity, before the rollout: the approval policy, the plan digest
+  // an approval names, the emergency override. Changes that existed before the gate (and
+  // dry runs, which change nothing) skip it; the gate's own hooks are `gate.beforeNode()`
+  // (windows, freezes, notBefore) and `gate.planDrift()` (a node's plan vs the approved one).
+  let gate: ApprovalGate | undefined;
+  if (!request.options.dryRun && patched('approval-gate')) {
+    const opened = await ApprovalGate.open({
+      request,
+      targets: request.targets,
+      identity: { verified: identity?.verified ?? false, roles: identity?.roles ?? [] },
+      trail,
+      status,
+      setPhase,
+      aborted: () => operator.abort !== undefined,
+    });
+    status.audit = trail.records;
+    if (!(opened instanceof ApprovalGate)) return finish(opened.phase, opened.message, opened.failureType);
+    gate = opened;
+  }
+  // ───────────────────────────────────────────────────────────────────────────────────────
   setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
 
   // One change at a time per node: each node workflow runs under the node's lock id. When a
   // later node or a confirmation can still undo the change, applied nodes *hold* (keep
   // running, keeping the lock) until this workflow decides, so no other change can land on
   // top of a provisional one and be wiped by its revert.
-  const hold = !request.options.dryRun && (request.targets.length > 1 || request.options.confirmTimeout !== undefined);
+  // An approved plan binds too: a node whose plan drifted must still be undoable.
+  const hold = !request.options.dryRun && (request.targets.length > 1 || request.options.confirmTimeout !== undefined || gate?.bindsPlan === true);
   const ready = new Map<string, NodeChangeResult>();
   const finished = new Map<string, NodeChangeResult>();
   const children = new Map<string, ChildWorkflowHandle<typeof nodeChangeWorkflow>>();
@@ -159,6 +191,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   let appliedCount = 0;
 
   for (const node of request.targets) {
+    // Approval gate: wait here (durably) while a maintenance window is closed or a freeze holds.
+    await gate?.beforeNode();
     if (operator.abort) break;
     const child = await startNodeWorkflow(node);
     if (!child) {
@@ -179,6 +213,13 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     }
     if (result.outcome === 'applied') appliedCount++;
     if (ready.has(node)) held.push(node);
+    // Approval gate: the plan this node applied must be the approved one, or approvals are void.
+    const drift = gate?.planDrift(result);
+    if (drift !== undefined) {
+      await revertHeld(drift);
+      const clean = cleanRevert();
+      return finish(clean ? 'rolled-back' : 'rollback-failed', `${drift}; ${clean ? 'every node applied so far was restored and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see nodes'}`, clean ? FailureType.PlanChanged : FailureType.RollbackFailed);
+    }
   }
 
   if (request.options.dryRun) return finish('planned', 'dry run: nothing was changed; see each node\'s diff');
@@ -316,10 +357,11 @@ function crashed(node: string, err: unknown): NodeChangeResult {
  * `refused` says why a given assertion does not hold. Histories from before identity
  * verification replay without the activity (self-asserted).
  */
-async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; refused?: string }> {
+async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; roles?: string[]; refused?: string }> {
   if (!patched('verify-identity')) return { verified: false };
   try {
-    return { verified: (await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })).verified };
+    const identity = await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() });
+    return identity.verified ? { verified: true, roles: identity.roles } : { verified: false };
   } catch (err) {
     // The refusal arrives as the activity's ApplicationFailure, wrapped in an ActivityFailure.
     const refusal = summariseFailure(err);

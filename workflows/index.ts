@@ -5,6 +5,8 @@
  */
 export { changeWorkflow, statusQuery, confirmUpdate, abortSignal } from './change';
 export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction } from './change';
+export { approveUpdate, rejectUpdate } from './approval';
+export type { ApprovalStatus, WindowStatus } from './approval';
 export { nodeChangeWorkflow, nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
 export { policyChangeWorkflow } from './policy-change';
