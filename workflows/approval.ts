@@ -54,6 +54,8 @@ export interface ApprovalStatus {
   expiresAt: string;
   /** The plan the approvals are bound to: `sha256:` over every node's diff and the strategy. */
   planDigest: string;
+  /** What is being approved: each node's diff (`+ route …`, `- block …`). */
+  plan: Record<string, string[]>;
 }
 
 /** Why a change waits before its next node (phase `waiting-for-window`). */
@@ -167,7 +169,7 @@ export class ApprovalGate {
     trail.record('approval policy', 'ok', Date.now(), rule ? `rule "${rule.name}": ${rule.approvals} approval(s)${rule.approvals > 0 ? ` from role ${rule.approverRole}` : ''}; plan ${digest}` : `no rule matches; plan ${digest}`);
     if (!rule || rule.approvals === 0) return new ApprovalGate(host, schedule, undefined);
 
-    const stop = await awaitApprovals(host, policy, rule, digest);
+    const stop = await awaitApprovals(host, policy, rule, digest, nodes);
     return stop ?? new ApprovalGate(host, schedule, nodes);
   }
 
@@ -253,7 +255,7 @@ function setApprovalAttributes(state: ApprovalStatus['state'], approvers: string
  * Opens the approval request and waits (durable timer) for enough approvals, a rejection,
  * an abort, or the expiry. Undefined when approved; otherwise how the change ends.
  */
-async function awaitApprovals(host: GateHost, policy: ApprovalPolicy, rule: ApprovalRule, digest: string): Promise<GateStop | undefined> {
+async function awaitApprovals(host: GateHost, policy: ApprovalPolicy, rule: ApprovalRule, digest: string, plan: Record<string, string[]>): Promise<GateStop | undefined> {
   const { request, trail } = host;
   const openedAt = Date.now();
   const approval: ApprovalStatus = {
@@ -265,6 +267,7 @@ async function awaitApprovals(host: GateHost, policy: ApprovalPolicy, rule: Appr
     excluded: [request.author],
     expiresAt: new Date(openedAt + rule.expiresAfter).toISOString(),
     planDigest: digest,
+    plan,
   };
   host.status.approval = approval;
   const counted = (decision: ApprovalVote['decision']) => approval.received.filter((v) => v.counts && v.decision === decision);

@@ -11,6 +11,8 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundle } from '@temporalio/worker';
+import { createApprovalActivities } from '../../activities/approval';
+import { createIdentityActivities } from '../../activities/identity';
 import type { NodeActivities } from '../../activities/node-activities';
 import type { CiliumActivities, PolicySnapshot } from '../../activities/cilium-policy';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../../activities/quarantine';
@@ -260,7 +262,15 @@ export interface FakeWorkers {
  * cluster worker (change, enforcement, coordinator and quarantine workflows), all running
  * the bundled production workflows.
  */
-export async function startFakeWorkers(options: { connection: NativeConnection; namespace?: string; workflowBundle: WorkflowBundle; nodes: FakeNode[]; cluster?: FakeCluster }): Promise<FakeWorkers> {
+export async function startFakeWorkers(options: {
+  connection: NativeConnection;
+  namespace?: string;
+  workflowBundle: WorkflowBundle;
+  nodes: FakeNode[];
+  cluster?: FakeCluster;
+  /** More activities for the cluster worker (real ones that need no privileges: identity, approval policy). */
+  clusterActivities?: object;
+}): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
   // Audit records go nowhere: the tests read them from workflow results and queries.
@@ -269,7 +279,18 @@ export async function startFakeWorkers(options: { connection: NativeConnection; 
   for (const node of options.nodes) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: nodeTaskQueue(node.name), workflowBundle, activities: node.activities(), sinks }));
   }
-  workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: (options.cluster ?? new FakeCluster()).activities(), sinks }));
+  workers.push(
+    await Worker.create({
+      connection,
+      namespace,
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowBundle,
+      // The identity and approval-policy activities are the real ones: without a key every
+      // change is self-asserted, without a policy file nothing needs approval.
+      activities: { ...createIdentityActivities({ identityKey: undefined }), ...createApprovalActivities({ policyFile: undefined }), ...(options.cluster ?? new FakeCluster()).activities(), ...options.clusterActivities },
+      sinks,
+    }),
+  );
   const running = Promise.all(workers.map((w) => w.run()));
   return {
     workers,
