@@ -182,9 +182,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
           const handle = client.workflow.getHandle(changeWorkflowId(changeId));
           const given = (body as { planDigest?: unknown } | null)?.planDigest;
           if (given !== undefined && (typeof given !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(given))) throw new HttpError(400, '"planDigest" must be "sha256:" and 64 hex digits (status.approval.planDigest)');
+          const current = await handle.query(statusQuery);
+          if (current.approval?.state !== 'pending') throw new HttpError(409, `nothing to ${decision}: change ${changeId} is ${current.phase}${current.approval ? ` (approval ${current.approval.state})` : ', and awaits no approval'}`);
           // Without a digest the caller approves the plan the change shows now.
-          const planDigest = typeof given === 'string' ? given : (await handle.query(statusQuery)).approval?.planDigest;
-          if (planDigest === undefined) throw new HttpError(409, `nothing to ${decision}: change ${changeId} awaits no approval`);
+          const planDigest = typeof given === 'string' ? given : current.approval.planDigest;
           const vote = { ...action, planDigest };
           const assertion = options.identityKey ? signIdentity(options.identityKey, { principal: principal.name, roles: principal.roles }, changeId, approvalAssertionSubject(changeId, principal.name, decision, vote)) : undefined;
           try {
@@ -192,6 +193,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<Server>
             logger.info({ changeId, by: principal.name, decision, planDigest }, `change ${decision === 'approve' ? 'approved' : 'rejected'}`);
             return [200, approval];
           } catch (err) {
+            // A change that closed meanwhile rejects updates as "not found"; it still answers queries.
+            const status = err instanceof WorkflowNotFoundError ? await handle.query(statusQuery).catch(() => undefined) : undefined;
+            if (status) throw new HttpError(409, `nothing to ${decision}: the change is ${status.phase}`);
             if (err instanceof WorkflowNotFoundError) throw err;
             const why = summariseFailure(err);
             // The author voting on their own change is forbidden, not a conflict.

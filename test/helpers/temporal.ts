@@ -59,7 +59,7 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; approvalPolicyFile?: string } = {},
 ): Promise<RunningWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
@@ -68,6 +68,7 @@ export async function startWorkers(
     nodeName,
     clusterWorker: options.clusterWorker ?? true,
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
+    ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
