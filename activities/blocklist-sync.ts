@@ -16,13 +16,15 @@
  * translate them); input errors become `InvalidBlocklist` here (activities/failures.ts).
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { constants as fsConstants, mkdirSync, readdirSync, renameSync, statSync, type Stats, unlinkSync, writeFileSync } from 'node:fs';
+import { type FileHandle, lstat, open, readlink, realpath } from 'node:fs/promises';
+import { isAbsolute, join, normalize, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { type BlocklistRef, blocklistRefSchema } from '../model/blocklist-ref';
 import { failure, FailureType } from '../model/failures';
 import { canonicalCidr } from '../model/ip';
 import {
+  BlocklistFileError,
   type BlocklistImage,
   IMAGE_KINDS,
   type ImageDiff,
@@ -43,21 +45,49 @@ import { ErrorDomains, translateErrorsSync } from './failures';
 /** At most this many diff lines are returned (the counts are always complete). */
 export const MAX_OPERATION_LINES = 1000;
 
+/** Limits on reading a blocklist by file reference (worker configuration, workers/config.ts). */
+export interface FeedLimits {
+  /**
+   * The only folders a `{ file }` reference may name a file under (FOS1_FEED_DIRS). Empty:
+   * no file references at all (content-hash references still work).
+   */
+  dirs: readonly string[];
+  /** Largest file read, in bytes (FOS1_FEED_MAX_BYTES). */
+  maxBytes: number;
+  /** How long one read may take before it is abandoned (FOS1_FEED_READ_TIMEOUT_MS). */
+  readTimeoutMs: number;
+}
+
+/** 256 MiB: a million-entry list is ~15 MB of text; ten times the largest feed seen. */
+export const DEFAULT_FEED_MAX_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_FEED_READ_TIMEOUT_MS = 30_000;
+
 /**
  * Content-addressed blobs on the node: `<dir>/<sha256>`. Blocklists arrive here by
- * hash, and snapshots for rollback are written here.
+ * hash, and snapshots for rollback are written here. `{ file }` references are read
+ * through it too, confined to the feed directories (see {@link BlocklistStore.read}).
  */
 export class BlocklistStore {
+  readonly feeds: FeedLimits;
+
   /**
    * @param retainMs how long a blob is kept after it was last stored. Every change of a
    *   full list writes a snapshot (20 MB for a million entries), needed only until the
    *   change has committed or reverted; older blobs are pruned when a new one is stored.
    *   Seven days by default: far beyond any confirm timeout.
+   * @param feeds where file references may point, and how much and how long is read.
    */
   constructor(
     readonly dir: string,
     readonly retainMs = 7 * 24 * 3600_000,
-  ) {}
+    feeds: Partial<FeedLimits> = {},
+  ) {
+    this.feeds = {
+      dirs: (feeds.dirs ?? []).map((d) => resolve(d)),
+      maxBytes: feeds.maxBytes ?? DEFAULT_FEED_MAX_BYTES,
+      readTimeoutMs: feeds.readTimeoutMs ?? DEFAULT_FEED_READ_TIMEOUT_MS,
+    };
+  }
 
   /** Stores `data` (atomically: temp file + rename) and returns its reference. */
   put(data: Buffer): { sha256: string } {
@@ -90,29 +120,160 @@ export class BlocklistStore {
     return removed;
   }
 
-  /** Reads and hash-checks the content of a reference. */
-  read(input: unknown): Buffer {
+  /** How errors name a reference: the file, or the hash. */
+  static describe(ref: BlocklistRef): string {
+    return 'file' in ref ? `blocklist file ${ref.file}` : `blocklist sha256 ${ref.sha256}`;
+  }
+
+  /**
+   * Reads and hash-checks the content of a reference. A request names the file, and the
+   * worker reading it runs as root, so a `{ file }` is read only when it is a regular file
+   * under one of the feed directories once every link is resolved, no larger than the
+   * limit, and read within the time-out (see {@link readConfined}); a blob of the store,
+   * likewise under the store's folder. The errors name the file and the rule, never its content.
+   */
+  async read(input: unknown): Promise<Buffer> {
     const parsed = blocklistRefSchema.safeParse(input);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       throw failure(FailureType.InvalidBlocklist, `blocklist reference${issue?.path.length ? ` field "${issue.path.join('.')}"` : ''}: ${issue?.message ?? 'invalid'}`);
     }
     const ref: BlocklistRef = parsed.data;
-    const path = 'file' in ref ? ref.file : join(this.dir, ref.sha256);
-    let data: Buffer;
-    try {
-      data = readFileSync(path);
-    } catch (err) {
-      throw failure(FailureType.BlocklistRefNotFound, `blocklist ${'file' in ref ? `file ${path}` : `sha256 ${ref.sha256} (${path})`} cannot be read: ${(err as Error).message}`);
-    }
+    const data =
+      'file' in ref
+        ? await readConfined(ref.file, this.feeds.dirs, this.feeds, 'the feed directories (FOS1_FEED_DIRS)')
+        : await readConfined(join(resolve(this.dir), ref.sha256), [resolve(this.dir)], this.feeds, 'the blocklist store');
     if (ref.sha256 !== undefined) {
       const actual = createHash('sha256').update(data).digest('hex');
       if (actual !== ref.sha256) {
-        throw failure(FailureType.InvalidBlocklist, `blocklist at ${path} has sha256 ${actual}, but the reference says ${ref.sha256}: the content changed after it was referenced`);
+        throw failure(FailureType.InvalidBlocklist, `${BlocklistStore.describe(ref)} has sha256 ${actual}, but the reference says ${ref.sha256}: the content changed after it was referenced`);
       }
     }
     return data;
   }
+
+  /**
+   * Reads a reference and parses it (a fos1 snapshot or the text format). A bad line is
+   * `InvalidBlocklist` naming the reference, the line number and the rule.
+   */
+  async load(input: unknown): Promise<BlocklistImage> {
+    const data = await this.read(input);
+    const source = BlocklistStore.describe(input as BlocklistRef);
+    try {
+      return isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data);
+    } catch (err) {
+      if (err instanceof BlocklistFileError) throw failure(FailureType.InvalidBlocklist, `${source} line ${err.line}: ${err.rule}`);
+      if (err instanceof RangeError) throw failure(FailureType.InvalidBlocklist, `${source}: ${err.message}`);
+      throw err;
+    }
+  }
+}
+
+/** What `lstat` calls a file that is not a regular one, for the error. */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'directory';
+  if (st.isFIFO()) return 'FIFO';
+  if (st.isSocket()) return 'socket';
+  if (st.isCharacterDevice()) return 'character device';
+  if (st.isBlockDevice()) return 'block device';
+  if (st.isSymbolicLink()) return 'symbolic link';
+  return 'special file';
+}
+
+/**
+ * Reads `path` only if it is a regular file inside one of `roots`:
+ *
+ * 1. lexically under a root (no `..`: the schema refuses it; normalised here);
+ * 2. its real path (every link resolved) still under that root's real path, so a link
+ *    inside a feed directory may point within it, never out of it;
+ * 3. `lstat` of the real path a regular file (a FIFO, device or socket is refused before
+ *    it is opened, so nothing can block the open) and within the size limit (a 10 GB
+ *    sparse file fails here, unread);
+ * 4. opened with O_NOFOLLOW | O_NONBLOCK, then `fstat` of the open descriptor the same
+ *    file (device and inode) and `/proc/self/fd/N` the same path: a component swapped for
+ *    a link between the check and the open is caught on what was actually opened;
+ * 5. read in chunks, never more than the limit, each chunk within what is left of the time-out.
+ *
+ * Every error names the file and the rule; none carries content.
+ */
+async function readConfined(path: string, roots: readonly string[], limits: FeedLimits, rootsName: string): Promise<Buffer> {
+  const what = `blocklist file ${path}`;
+  const refuse = (rule: string) => failure(FailureType.InvalidBlocklist, `${what} ${rule}`);
+  if (!isAbsolute(path) || normalize(path) !== path) throw refuse('must be a normalised absolute path');
+  const root = roots.find((r) => path.startsWith(`${r}/`));
+  if (root === undefined) {
+    throw refuse(`is outside ${rootsName} (${roots.length > 0 ? roots.join(':') : 'none are configured'}): only regular files under them may be referenced`);
+  }
+  const missing = (err: unknown) => {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return code === 'ENOENT' || code === 'ENOTDIR'
+      ? failure(FailureType.BlocklistRefNotFound, `${what} cannot be read: it does not exist`)
+      : failure(FailureType.BlocklistRefNotFound, `${what} cannot be read (${code})`);
+  };
+  let real: string;
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+    real = await realpath(path);
+  } catch (err) {
+    throw missing(err);
+  }
+  if (!real.startsWith(`${realRoot}/`)) throw refuse(`resolves through a link to a path outside its directory ${root}: links may not lead out of ${rootsName}`);
+  let st: Stats;
+  try {
+    st = await lstat(real);
+  } catch (err) {
+    throw missing(err);
+  }
+  if (!st.isFile()) throw refuse(`is a ${fileKind(st)}, not a regular file: only regular files are read`);
+  const tooLarge = (size: number) => refuse(`is ${size} bytes, more than the limit of ${limits.maxBytes} (FOS1_FEED_MAX_BYTES)`);
+  if (st.size > limits.maxBytes) throw tooLarge(st.size);
+
+  let handle: FileHandle;
+  try {
+    handle = await open(real, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw refuse('became a symbolic link while it was opened');
+    throw missing(err);
+  }
+  try {
+    const opened = await handle.stat();
+    if (!opened.isFile() || opened.dev !== st.dev || opened.ino !== st.ino) throw refuse('changed while it was opened (it is not the file that was checked)');
+    const where = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+    if (where !== undefined && where !== real) throw refuse('moved while it was opened (it is not the file that was checked)');
+    if (opened.size > limits.maxBytes) throw tooLarge(opened.size);
+    return await readAll(handle, opened.size, limits, what, tooLarge);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Reads an open file to its end, at most `limits.maxBytes`, within `limits.readTimeoutMs`. */
+async function readAll(handle: FileHandle, expected: number, limits: FeedLimits, what: string, tooLarge: (size: number) => Error): Promise<Buffer> {
+  const deadline = Date.now() + limits.readTimeoutMs;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  // One byte over the limit is enough to know the file grew past it.
+  const chunkSize = Math.max(64 * 1024, Math.min(expected + 1, 16 * 1024 * 1024));
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw failure(FailureType.InvalidBlocklist, `${what} was not read within ${limits.readTimeoutMs} ms (FOS1_FEED_READ_TIMEOUT_MS)`);
+    const buffer = Buffer.allocUnsafe(Math.min(chunkSize, limits.maxBytes + 1 - total));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(failure(FailureType.InvalidBlocklist, `${what} was not read within ${limits.readTimeoutMs} ms (FOS1_FEED_READ_TIMEOUT_MS)`)), left);
+    });
+    try {
+      const { bytesRead } = await Promise.race([handle.read(buffer, 0, buffer.length, null), timeout]);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > limits.maxBytes) throw tooLarge(total);
+      chunks.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
 }
 
 /** What a sync did. */
@@ -185,16 +346,15 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
     },
 
     /** Converges the maps to the blocklist a reference points at. */
-    syncFromRef(ref: unknown): BlocklistSyncResult {
+    async syncFromRef(ref: unknown): Promise<BlocklistSyncResult> {
       if (!deps.store) throw new Error('blocklist sync by reference needs a BlocklistStore');
       const t = clock();
-      const data = deps.store.read(ref);
-      const image = translateErrorsSync(ErrorDomains.blocklist, () => (isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data)));
+      const image = await deps.store.load(ref);
       return syncImage(image, clock() - t);
     },
 
     /** Restores a snapshot written by an earlier sync (same as syncing to it). */
-    restore(snapshotRef: { sha256: string }): BlocklistSyncResult {
+    restore(snapshotRef: { sha256: string }): Promise<BlocklistSyncResult> {
       return this.syncFromRef(snapshotRef);
     },
 

@@ -17,6 +17,7 @@ import { KubeApiError } from '../k8s/client';
 import { failure, FailureType, type FailureTypeName } from '../model/failures';
 import { IpParseError } from '../model/ip';
 import { QuarantineInputError } from '../model/quarantine';
+import { UnsafeArgumentError } from './system/command-args';
 import { ForeignStateError, KernelFeatureMissingError, NetworkApplyError, type NetworkSubsystem } from './system/network-errors';
 import { RouteApplyError } from './system/route-table';
 
@@ -64,6 +65,7 @@ const APPLY_FAILED: Record<NetworkSubsystem, FailureTypeName> = {
  */
 const BY_CLASS: [new (...args: never[]) => Error, FailureTypeName][] = [
   [InjectedFaultError, FailureType.InjectedFault],
+  [UnsafeArgumentError, FailureType.UnsafeCommandArgument],
   [KernelFeatureMissingError, FailureType.KernelFeatureMissing],
   [ForeignStateError, FailureType.ForeignState],
   [RouteApplyError, FailureType.RouteApplyFailed],

@@ -364,14 +364,18 @@ export function imageEntries(image: BlocklistImage, limit = Infinity): ImageEntr
   return out;
 }
 
-/** A line of a blocklist file that is not an entry; names the line and the rule. */
+/**
+ * A line of a blocklist file that is not an entry; names the line and the rule, never the
+ * line's content (a referenced file may hold anything, and the message reaches the workflow
+ * history, the status, the logs and the audit). `rule` is the message without the line number.
+ */
 export class BlocklistFileError extends Error {
   override name = 'BlocklistFileError';
   constructor(
     readonly line: number,
-    detail: string,
+    readonly rule: string,
   ) {
-    super(`blocklist line ${line}: ${detail}`);
+    super(`blocklist line ${line}: ${rule}`);
   }
 }
 
@@ -497,18 +501,19 @@ export function parseBlocklistText(text: Buffer): BlocklistImage {
       const [cidrText, ...options] = body.split(/\s+/);
       let expiresAt = 0;
       let ruleId = 0;
-      for (const option of options) {
+      for (const [k, option] of options.entries()) {
         const m = /^(expires|rule)=(\d{1,15})$/.exec(option);
-        if (!m) throw new BlocklistFileError(line, `"${option}" is not an option; expected expires=UNIX_SECONDS or rule=ID`);
+        if (!m) throw new BlocklistFileError(line, `field ${k + 2} is not an option; expected expires=UNIX_SECONDS or rule=ID`);
         if (m[1] === 'expires') expiresAt = Number(m[2]);
         else ruleId = Number(m[2]);
-        if (ruleId > 0xffffffff) throw new BlocklistFileError(line, `rule=${m[2]} is more than a u32`);
+        if (ruleId > 0xffffffff) throw new BlocklistFileError(line, 'the rule id is more than a u32');
       }
       let cidr: Cidr;
       try {
         cidr = parseCidr(cidrText ?? '');
       } catch (err) {
-        throw new BlocklistFileError(line, err instanceof IpParseError ? err.message : String(err));
+        // The rule, not the message: the message quotes the text.
+        throw new BlocklistFileError(line, `the first field ${err instanceof IpParseError ? err.rule : 'is not an IPv4 or IPv6 prefix'}`);
       }
       b.add(cidr, expiresAt, ruleId);
     }

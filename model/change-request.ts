@@ -25,7 +25,7 @@ import {
 } from './node-state';
 
 /** DNS-1123 label: the form of Kubernetes node names, and so of fos1 target names. */
-const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+export const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** Durations as Temporal writes them: `90s`, `5m`, `1h`, `250ms`; or a number of milliseconds. */
 const DURATION = /^(\d+)(ms|s|m|h)$/;
@@ -140,15 +140,19 @@ export const changeOptionsSchema = z
   })
   .strict();
 
+const changeIdSchema = z
+  .string()
+  .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be 1–63 lowercase letters, digits or "-" (it becomes part of workflow ids)');
+const authorSchema = z.string().min(1, 'must name who asks for the change').max(100);
+const nodeNameSchema = z.string().regex(NODE_NAME, 'must be a node name (DNS-1123 label: lowercase letters, digits, "-")');
+
 export const changeRequestSchema = z
   .object({
-    id: z
-      .string()
-      .regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be 1–63 lowercase letters, digits or "-" (it becomes part of workflow ids)'),
-    author: z.string().min(1, 'must name who asks for the change').max(100),
+    id: changeIdSchema,
+    author: authorSchema,
     reason: z.string().min(1, 'must say why the change is made').max(1000),
     targets: z
-      .array(z.string().regex(NODE_NAME, 'must be a node name (DNS-1123 label: lowercase letters, digits, "-")'))
+      .array(nodeNameSchema)
       .min(1, 'must name at least one node')
       .max(1000)
       .refine((t) => new Set(t).size === t.length, 'must not name a node twice'),
@@ -162,6 +166,40 @@ export const changeRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
     }
   });
+
+/**
+ * The input of one node's workflow (workflows/node-change.ts): the parent builds it from a
+ * validated change request, but anyone who can start a workflow on the node's task queue
+ * can hand the node workflow anything, so the node workflow parses it again with the same
+ * schemas. Parsing is idempotent (a parsed state parses to itself), so what the parent
+ * sends passes unchanged. Expiry times are not re-checked against the clock: an entry may
+ * expire while the change waits for the node's lock, and an expired entry only lifts.
+ */
+export const nodeChangeInputSchema = z
+  .object({
+    changeId: changeIdSchema,
+    author: authorSchema,
+    node: nodeNameSchema,
+    desired: nodeStateSchema.optional(),
+    patch: nodePatchSchema.optional(),
+    dryRun: z.boolean(),
+    hold: z.boolean().optional(),
+  })
+  .strict()
+  .superRefine((input, ctx) => {
+    if ((input.desired === undefined) === (input.patch === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
+    }
+  });
+
+export type NodeChangeInputParsed = z.output<typeof nodeChangeInputSchema>;
+
+/** Parses a node workflow's input; the issues name each field and the rule it breaks. */
+export function validateNodeChangeInput(input: unknown): { ok: true; input: NodeChangeInputParsed } | { ok: false; issues: ValidationIssue[] } {
+  const parsed = nodeChangeInputSchema.safeParse(input);
+  if (parsed.success) return { ok: true, input: parsed.data };
+  return { ok: false, issues: parsed.error.issues.map((i) => ({ field: formatPath(i.path), message: i.message })) };
+}
 
 export type ChangeRequest = z.output<typeof changeRequestSchema>;
 export type ChangeRequestInput = z.input<typeof changeRequestSchema>;

@@ -49,6 +49,16 @@ const FAILURES = {
   InvalidApprovalPolicy: { retryable: false, raisedBy: 'change' },
 
   // ── node workflow and node activities (workflows/node-change.ts, activities/node-activities.ts) ──
+  /**
+   * The node workflow's own input failed validation (it was started by something other than
+   * a change workflow, or by one of another version); nothing was read or applied.
+   */
+  InvalidNodeChangeInput: { retryable: false, raisedBy: 'node' },
+  /**
+   * A value about to go into an `ip` or `nft` command is not of its form (an interface name
+   * with a newline, a prefix not in canonical form): refused before anything ran.
+   */
+  UnsafeCommandArgument: { retryable: false, raisedBy: 'node' },
   /** The node read back different from what the change asked for. */
   VerificationFailed: { retryable: false, raisedBy: 'node' },
   RouteApplyFailed: { retryable: false, raisedBy: 'node' },

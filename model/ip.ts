@@ -18,9 +18,19 @@ export interface Cidr {
   readonly prefixLength: number;
 }
 
-/** Why a string is not an acceptable address or prefix; the message is shown to operators. */
+/**
+ * Why a string is not an acceptable address or prefix; the message is shown to operators.
+ * `rule` says the same without quoting the text, for errors about content fos1 must not
+ * repeat (a line of a referenced file may be anything: a password hash, say).
+ */
 export class IpParseError extends Error {
   override readonly name = 'IpParseError';
+  constructor(
+    message: string,
+    readonly rule: string = 'is not an IPv4 or IPv6 address or prefix',
+  ) {
+    super(message);
+  }
 }
 
 const IPV4_PART = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
@@ -144,21 +154,19 @@ export function parseCidr(text: string): Cidr {
   const slash = text.indexOf('/');
   const addrText = slash === -1 ? text : text.slice(0, slash);
   const ip = parseIp(addrText);
-  if (!ip) throw new IpParseError(`"${text}" is not an IPv4 or IPv6 prefix (expected e.g. 192.0.2.0/24 or 2001:db8::/32)`);
+  if (!ip) throw new IpParseError(`"${text}" is not an IPv4 or IPv6 prefix (expected e.g. 192.0.2.0/24 or 2001:db8::/32)`, 'is not an IPv4 or IPv6 prefix (expected e.g. 192.0.2.0/24 or 2001:db8::/32)');
   const maxLength = ip.family === 4 ? 32 : 128;
   let prefixLength = maxLength;
   if (slash !== -1) {
     const lengthText = text.slice(slash + 1);
     if (!/^\d{1,3}$/.test(lengthText) || Number(lengthText) > maxLength) {
-      throw new IpParseError(`"${text}" has an invalid prefix length (0–${maxLength} for IPv${ip.family})`);
+      throw new IpParseError(`"${text}" has an invalid prefix length (0–${maxLength} for IPv${ip.family})`, `has an invalid prefix length (0–${maxLength} for IPv${ip.family})`);
     }
     prefixLength = Number(lengthText);
   }
   const network = maskBytes(ip.bytes, prefixLength);
   if (!bytesEqual(network, ip.bytes)) {
-    throw new IpParseError(
-      `"${text}" has host bits set; did you mean ${formatIp(ip.family, network)}/${prefixLength}?`,
-    );
+    throw new IpParseError(`"${text}" has host bits set; did you mean ${formatIp(ip.family, network)}/${prefixLength}?`, 'has host bits set');
   }
   return { family: ip.family, bytes: network, prefixLength };
 }

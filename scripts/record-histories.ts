@@ -6,11 +6,14 @@
  * activities returned, so fakes record the same commands the workflow code issues in
  * production.
  *
- *   npx tsx scripts/record-histories.ts            # writes test/replay/histories/*.json
+ *   npx tsx scripts/record-histories.ts                          # writes test/replay/histories/*.json
+ *   npx tsx scripts/record-histories.ts --only nodeChangeWorkflow  # writes only these types' files
  *
  * Re-record only on purpose (see docs/workflow-versioning.md): a history recorded from
  * today's code is what a running execution of today's code looks like, and the point of
- * the replay test is that new code still replays it. Workflows are named by their type
+ * the replay test is that new code still replays it. `--only` (workflow types, comma
+ * separated) runs every scenario but writes only those types' histories, so re-recording
+ * one workflow after a drained upgrade leaves the others' histories as they were. Workflows are named by their type
  * names, so the script does not depend on which file holds which workflow.
  */
 import { execFileSync } from 'node:child_process';
@@ -38,7 +41,17 @@ export interface RecordedHistory {
   history: unknown;
 }
 
+/** The workflow types `--only` names (undefined: all). */
+function onlyTypes(argv: string[]): Set<string> | undefined {
+  const i = argv.indexOf('--only');
+  if (i < 0) return undefined;
+  const types = (argv[i + 1] ?? '').split(',').filter((t) => t !== '');
+  if (types.length === 0) throw new Error('--only needs workflow types, e.g. --only nodeChangeWorkflow');
+  return new Set(types);
+}
+
 async function main(): Promise<void> {
+  const only = onlyTypes(process.argv.slice(2));
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   // The histories belong to the workflow code (and the model/rules code it runs) as committed.
   const sources = ['workflows', 'model', 'rules'];
@@ -49,7 +62,7 @@ async function main(): Promise<void> {
   const env = await TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, searchAttributes: Object.values(SearchAttributes), ip: '127.0.0.1', ui: false },
   });
-  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-enf'].map((n) => new FakeNode(n));
+  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf'].map((n) => new FakeNode(n));
   const node = (name: string) => nodes.find((n) => n.name === name)!;
   const cluster = new FakeCluster();
   cluster.addPod('10.1.2.3', 'shop', 'web-0');
@@ -60,6 +73,7 @@ async function main(): Promise<void> {
   let saved = 0;
 
   const save = async (scenario: string, workflowType: string, workflowId: string, runId?: string): Promise<void> => {
+    if (only && !only.has(workflowType)) return;
     const history = await client.getHandle(workflowId, runId).fetchHistory();
     const record: RecordedHistory = { workflowId, workflowType, scenario, recordedFrom: commit, history: historyToObject(history) };
     const file = join(OUT_DIR, `${workflowType}-${scenario}.json`);
@@ -97,10 +111,20 @@ async function main(): Promise<void> {
     await reverted.result();
     await save('reverted-unconfirmed', 'changeWorkflow', reverted.workflowId);
 
-    // ── node-change: a network subsystem (rate limits: regular activities, read back) ──
+    // ── node-change: a rate-limit-only patch (only the rate limits read, regular activities) ──
     const rateLimited = await change('rec-rate-limit', ['rec-rl'], { rateLimits: { upsert: [{ cidr: '198.51.100.4/32', pps: 10, reason: 'recorded', expiresAt: farExpiry() }] } });
     await rateLimited.result();
     await save('applied-rate-limit', 'nodeChangeWorkflow', nodeLockWorkflowId('rec-rl'));
+
+    // ── node-change: a route patch (every network table in scope, one step, regular activities) ──
+    const routed = await change('rec-route', ['rec-rt'], { routes: { upsert: [{ destination: '203.0.113.0/24', gateway: '192.0.2.1', table: 254, metric: 100 }] } });
+    await routed.result();
+    await save('applied-route', 'nodeChangeWorkflow', nodeLockWorkflowId('rec-rt'));
+
+    // ── node-change: a blocklist-only patch, not held (local activities, the alert-to-drop path) ──
+    const blocked = await change('rec-blocklist', ['rec-bl'], block('198.51.100.5/32'));
+    await blocked.result();
+    await save('applied-blocklist-patch', 'nodeChangeWorkflow', nodeLockWorkflowId('rec-bl'));
 
     // ── coordinator: started with a low continue-as-new bound, so a carried-state run is recorded too ──
     const coordinator = await client.start('enforcementCoordinatorWorkflow', {
@@ -190,7 +214,7 @@ async function main(): Promise<void> {
     await save('first-run-continued-as-new', 'enforcementCoordinatorWorkflow', COORDINATOR_ID, coordinator.firstExecutionRunId);
     await save('admit-acquire-release-running', 'enforcementCoordinatorWorkflow', COORDINATOR_ID);
     await coordinator.terminate('recording done');
-    console.log(`${saved} histories recorded from ${commit}`);
+    console.log(`${saved} histories recorded from ${commit}${only ? ` (only ${[...only].join(', ')})` : ''}`);
   } finally {
     await workers.stop();
     await env.teardown();

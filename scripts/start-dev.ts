@@ -18,6 +18,9 @@
  * `identity.key` (the key the API signs identity assertions with and the cluster worker
  * checks them with). The token is never logged; the log names the files.
  *
+ * Blocklists by reference (`blocklistRef: { file }`) are read only from `<state dir>/feeds/`,
+ * which this creates.
+ *
  * Ctrl-C stops everything; state (workflow history) survives a restart.
  *
  * With `TEMPORAL_ADDRESS` set, step 2 is skipped: the worker, the API and ingest use that
@@ -103,6 +106,11 @@ async function main(): Promise<void> {
   const authenticator = createAuthenticator(auth);
   const security = httpSecurityFrom(auth, authenticator);
 
+  // Blocklists by reference may name only files in this folder (FOS1_FEED_DIRS in a cluster).
+  const feedDir = join(stateDir, 'feeds');
+  mkdirSync(feedDir, { recursive: true });
+  logger.info({ feedDir }, 'blocklist files by reference are read from the feed directory only');
+
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   const workers = await createWorkers({
     connection,
@@ -112,7 +120,7 @@ async function main(): Promise<void> {
     identityKey,
     approvalPolicyFile: config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml'),
     nodeDeps: createNodeDeps(
-      { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 } },
+      { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 }, feeds: { dirs: [feedDir] } },
       logger,
     ),
     logger,

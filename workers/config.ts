@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { loadIdentityKey } from '../auth/identity-assertion';
+import { DEFAULT_FEED_MAX_BYTES, DEFAULT_FEED_READ_TIMEOUT_MS } from '../activities/blocklist-sync';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
@@ -42,6 +43,19 @@ const envSchema = z.object({
   FOS1_HEALTH_HOST: z.union([z.ipv4(), z.ipv6()], 'FOS1_HEALTH_HOST must be an IP address').default('127.0.0.1'),
   /** The node's content-addressed store of referenced blocklists and rollback snapshots. */
   FOS1_BLOCKLIST_STORE_DIR: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_BLOCKLIST_STORE_DIR must be an absolute path').default('/var/lib/fos1/blocklists'),
+  /**
+   * The only folders a blocklist `{ file }` reference may name a file under: absolute paths,
+   * colon-separated. Links inside them may not lead out (activities/blocklist-sync.ts).
+   */
+  FOS1_FEED_DIRS: z
+    .string()
+    .default('/var/lib/fos1/feeds')
+    .transform((v) => v.split(':').filter((d) => d !== ''))
+    .pipe(z.array(z.string().regex(/^\/[^\0:]*$/, 'FOS1_FEED_DIRS must list absolute paths, colon-separated').refine((d) => d !== '/', 'FOS1_FEED_DIRS must not list "/" (every file would be a feed)'))),
+  /** Largest blocklist file read by reference, in bytes. */
+  FOS1_FEED_MAX_BYTES: z.coerce.number().int().min(1).default(DEFAULT_FEED_MAX_BYTES),
+  /** How long reading one referenced file may take, in milliseconds. */
+  FOS1_FEED_READ_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_FEED_READ_TIMEOUT_MS),
   /** fos1's nftables table (family inet) for zones and NAT. */
   FOS1_NAT_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, 'FOS1_NAT_TABLE must be an nft table name').default('fos1'),
   /**
@@ -74,6 +88,8 @@ export interface WorkerConfig {
   routeProtocol: number;
   natTable: string;
   blocklistStoreDir: string;
+  /** Where blocklist file references may point, and the size and time limits of reading one. */
+  feeds: { dirs: string[]; maxBytes: number; readTimeoutMs: number };
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
@@ -120,6 +136,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     routeProtocol: e.FOS1_ROUTE_PROTOCOL,
     natTable: e.FOS1_NAT_TABLE,
     blocklistStoreDir: e.FOS1_BLOCKLIST_STORE_DIR,
+    feeds: { dirs: e.FOS1_FEED_DIRS, maxBytes: e.FOS1_FEED_MAX_BYTES, readTimeoutMs: e.FOS1_FEED_READ_TIMEOUT_MS },
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,

@@ -20,7 +20,7 @@ import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
 import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
 import { RateLimitMaps } from '../bpf/ratelimit-maps';
-import { BlocklistStore } from '../activities/blocklist-sync';
+import { BlocklistStore, type FeedLimits } from '../activities/blocklist-sync';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
@@ -39,6 +39,11 @@ export interface NodeTarget {
    * get a folder under the system's temp dir named after the pin folder.
    */
   blocklistStoreDir?: string;
+  /**
+   * Where blocklist `{ file }` references may point (FOS1_FEED_DIRS) and the limits of reading
+   * one; without `dirs`, no file reference is read.
+   */
+  feeds?: Partial<FeedLimits>;
   /** `max_entries` of each family's rate-limit map when it is created (16384 when not given). */
   rateLimitMaxEntries?: number;
   /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
@@ -64,7 +69,7 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivity
         },
       }),
     openRateLimits: () => RateLimitMaps.open({ pinDir: target.bpfPinDir, maxEntries: target.rateLimitMaxEntries ?? 16_384 }),
-    blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`)),
+    blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`), undefined, target.feeds ?? {}),
     logger,
   };
 }

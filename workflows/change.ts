@@ -22,7 +22,6 @@ import {
   patched,
   proxyLocalActivities,
   setHandler,
-  sleep,
   startChild,
   type ChildWorkflowHandle,
   upsertSearchAttributes,
@@ -46,6 +45,8 @@ export type ChangePhase =
   | 'awaiting-confirmation'
   | 'reverting'
   | 'planned'
+  /** Aborted before anything was applied (while waiting for a node's lock, say): nothing changed. */
+  | 'aborted'
   | 'applied'
   | 'unchanged'
   | 'reverted'
@@ -174,12 +175,14 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   // ───────────────────────────────────────────────────────────────────────────────────────
   setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
 
-  // One change at a time per node: each node workflow runs under the node's lock id. When a
-  // later node or a confirmation can still undo the change, applied nodes *hold* (keep
-  // running, keeping the lock) until this workflow decides, so no other change can land on
-  // top of a provisional one and be wiped by its revert.
+  // One change at a time per node: each node workflow runs under the node's lock id. Applied
+  // nodes *hold* (keep running, keeping the lock) until this workflow decides, so no other
+  // change can land on top of a provisional one and be wiped by its revert. Every non-dry-run
+  // node holds (issue 11): an `abort` that arrives while the only node is applying must still
+  // be able to restore it. Before the patch only multi-node or commit-confirmed changes held.
+  // (rollout-engine: keep this rule when the node loop is rewritten.)
   // An approved plan binds too: a node whose plan drifted must still be undoable.
-  const hold = !request.options.dryRun && (request.targets.length > 1 || request.options.confirmTimeout !== undefined || gate?.bindsPlan === true);
+  const hold = !request.options.dryRun && (patched('hold-every-node') || request.targets.length > 1 || request.options.confirmTimeout !== undefined || gate?.bindsPlan === true);
   const ready = new Map<string, NodeChangeResult>();
   const finished = new Map<string, NodeChangeResult>();
   const children = new Map<string, ChildWorkflowHandle<typeof nodeChangeWorkflow>>();
@@ -195,6 +198,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     await gate?.beforeNode();
     if (operator.abort) break;
     const child = await startNodeWorkflow(node);
+    if (child === 'aborted') break; // the abort ended the wait for the lock: nothing ran on this node
     if (!child) {
       const why = `node ${node} stayed busy with another change for ${request.options.lockTimeout / 1000}s`;
       await revertHeld(why);
@@ -224,9 +228,18 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 
   if (request.options.dryRun) return finish('planned', 'dry run: nothing was changed; see each node\'s diff');
   if (operator.abort) {
+    // Report what a read-back shows, not what was intended: no node changed, every applied
+    // node restored and verified, or a revert that did not verify.
     const why = describeAction('aborted', operator.abort);
+    for (const node of request.targets) {
+      const report = status.nodes[node];
+      if (report?.outcome === 'pending') status.nodes[node] = { ...report, outcome: 'not-applied' };
+    }
+    if (held.length === 0) return finish('aborted', `${why} before anything was applied; no node was changed`);
     await revertHeld(why);
-    return finish('reverted', `${why} during rollout; applied nodes were restored`);
+    return cleanRevert()
+      ? finish('reverted', `${why} during rollout; every applied node was restored and verified against its snapshot`)
+      : finish('rollback-failed', `${why} during rollout; REVERT INCOMPLETE — see nodes`, FailureType.RollbackFailed);
   }
   if (appliedCount === 0) return finish('unchanged', 'every node already matched the desired state');
 
@@ -251,9 +264,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 
   /**
    * Starts the node workflow under the node's lock id, waiting (with back-off, up to
-   * `lockTimeout`) while another change holds the node. Undefined when it never freed up.
+   * `lockTimeout`) while another change holds the node. Undefined when it never freed up;
+   * `aborted` when an abort ended the wait (nothing was started).
    */
-  async function startNodeWorkflow(node: string): Promise<ChildWorkflowHandle<typeof nodeChangeWorkflow> | undefined> {
+  async function startNodeWorkflow(node: string): Promise<ChildWorkflowHandle<typeof nodeChangeWorkflow> | undefined | 'aborted'> {
     const deadline = Date.now() + request.options.lockTimeout;
     let delay = 250;
     for (;;) {
@@ -277,7 +291,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
         if (!isAlreadyStarted(err)) throw err;
         if (Date.now() >= deadline) return undefined;
         setPhase('waiting-for-node', `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})`);
-        await sleep(delay);
+        // The back-off ends early on an abort: waiting on would only delay an answer that is already known.
+        if (await condition(() => operator.abort !== undefined, delay)) return 'aborted';
         delay = Math.min(delay * 2, 5000);
       }
     }
@@ -339,6 +354,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 /** A node workflow that failed outright (not a reported rollback): its node's state is unknown. */
 function crashed(node: string, err: unknown): NodeChangeResult {
   const error = summariseFailure(err);
+  const empty = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] };
+  // The node workflow refuses an input it cannot validate before it reads anything (issue 11):
+  // nothing was applied there, whatever the parent sent.
+  if (error.type === FailureType.InvalidNodeChangeInput) return { node, outcome: 'not-applied', diff: [], snapshot: empty, scope: [], error, audit: [] };
   return {
     node,
     outcome: 'rollback-failed',

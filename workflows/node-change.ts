@@ -35,9 +35,9 @@ import {
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord } from '../model/audit';
 import type { BlocklistPlan, BlocklistSnapshot } from '../model/blocklist-change';
-import type { NodePatch } from '../model/change-request';
+import { formatIssues, validateNodeChangeInput, type NodePatch } from '../model/change-request';
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
-import { summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
+import { failure, FailureType, summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
 import {
   changeCount,
@@ -104,7 +104,11 @@ async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
   return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
 
-/** Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request. */
+/**
+ * Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request.
+ * The node workflow does not take the parent's word for it: it parses the input again
+ * (model/change-request.ts `nodeChangeInputSchema`) before it reads or applies anything.
+ */
 export interface NodeChangeInput {
   changeId: string;
   author: string;
@@ -166,8 +170,15 @@ export interface NodeProgress {
 
 export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
 
-/** Applies one change request to one node, rolling back to the snapshot on any failure. */
-export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeChangeResult> {
+/**
+ * Applies one change request to one node, rolling back to the snapshot on any failure.
+ * `untrusted` is typed for the parent's sake, but anything that can reach the node's task
+ * queue can start this workflow with any payload: an input that fails the shared model's
+ * schemas fails the workflow with
+ * `InvalidNodeChangeInput` (each field and rule in the message) before anything is read.
+ */
+export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<NodeChangeResult> {
+  const input = validatedInput(untrusted);
   const auditTrail = new AuditTrail(input.changeId, input.author, { node: input.node });
   const progress: NodeProgress = { node: input.node, step: 'snapshot', stepsDone: 0, stepsTotal: 2 };
   setHandler(nodeProgressQuery, () => progress);
@@ -290,6 +301,19 @@ export async function nodeChangeWorkflow(input: NodeChangeInput): Promise<NodeCh
     progress.step = 'done';
     return result(differences.length === 0 ? 'restored' : 'restore-failed', { rollbackDifferences: differences });
   });
+}
+
+/** The parsed input, or the `InvalidNodeChangeInput` failure that names what is wrong. */
+function validatedInput(untrusted: unknown): NodeChangeInput {
+  const validation = validateNodeChangeInput(untrusted);
+  if (!validation.ok) {
+    const message = `invalid node change input:\n${formatIssues(validation.issues)}`;
+    log.warn('node change input refused', { issues: validation.issues });
+    throw failure(FailureType.InvalidNodeChangeInput, message, [{ issues: validation.issues }]);
+  }
+  // Not checked against workflowInfo().taskQueue: a replay worker runs the history on a
+  // queue of its own, and a check that differs on replay would break determinism.
+  return validation.input;
 }
 
 /**

@@ -19,7 +19,6 @@ import {
   type BlocklistImage,
   type ImageDiff,
   IMAGE_KINDS,
-  deserializeImage,
   diffImages,
   diffSize,
   emptyImage,
@@ -27,8 +26,6 @@ import {
   imageEntries,
   imageFromEntries,
   imageSize,
-  isSerializedImage,
-  parseBlocklistText,
   serializeImage,
 } from '../../bpf/blocklist-image';
 import { BLOCK_VALUE_SIZE } from '../../bpf/blocklist-codec';
@@ -75,17 +72,19 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     }
   };
 
-  /** The desired image of a full-list intent (canonical, last entry for a prefix wins). */
-  const desiredImage = (intent: Extract<BlocklistIntent, { mode: 'replace' | 'replace-ref' }>): BlocklistImage =>
-    translateErrorsSync(ErrorDomains.blocklist, () => {
-      if (intent.mode === 'replace') return imageFromEntries(intent.entries);
-      const key = refKey(intent.ref);
-      if (key !== undefined && parsed?.key === key) return parsed.image;
-      const data = store.read(intent.ref);
-      const image = isSerializedImage(data) ? deserializeImage(data) : parseBlocklistText(data);
-      parsed = key === undefined ? undefined : { key, image };
-      return image;
-    });
+  /**
+   * The desired image of a full-list intent (canonical, last entry for a prefix wins). A
+   * reference is read through the store, confined to the feed directories; its errors name
+   * the file and the line, never the content.
+   */
+  const desiredImage = async (intent: Extract<BlocklistIntent, { mode: 'replace' | 'replace-ref' }>): Promise<BlocklistImage> => {
+    if (intent.mode === 'replace') return translateErrorsSync(ErrorDomains.blocklist, () => imageFromEntries(intent.entries));
+    const key = refKey(intent.ref);
+    if (key !== undefined && parsed?.key === key) return parsed.image;
+    const image = await store.load(intent.ref);
+    parsed = key === undefined ? undefined : { key, image };
+    return image;
+  };
 
   /** The touched prefixes of a patch, canonical; upserts win over removes of the same prefix. */
   const patchParts = (intent: Extract<BlocklistIntent, { mode: 'patch' }>) =>
@@ -122,6 +121,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async plan(observed, intent) {
+      const desired = intent.mode === 'replace' || intent.mode === 'replace-ref' ? await desiredImage(intent) : undefined;
       return translateErrors(ErrorDomains.blocklist, () => {
         if (intent.mode === 'keep' || observed.mode === 'keep') {
           return { plan: { operations: [], counts: { added: 0, changed: 0, removed: 0 } }, expected: { kind: 'entries', present: [], absent: [] } };
@@ -151,7 +151,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
         }
         if (intent.mode === 'patch' || observed.mode !== 'full') throw new Error('blocklist: planned against a read of another intent');
         const maps = deps.maps();
-        const placed = maps.placed(desiredImage(intent));
+        const placed = maps.placed(desired ?? emptyImage());
         const diff = diffImages(observed.before, placed);
         const size = diffSize(diff);
         const plan: BlocklistPlan = { operations: renderImageDiff(diff, maps), counts: { added: size.added, changed: size.changed, removed: size.deletes } };
@@ -182,6 +182,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async apply(intent) {
+      const desired = intent.mode === 'replace-ref' ? await desiredImage(intent) : undefined;
       return translateErrors(ErrorDomains.blocklist, () => {
         switch (intent.mode) {
           case 'keep':
@@ -191,9 +192,8 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
           case 'replace':
             return { operations: sync.syncEntries(intent.entries).operations };
           case 'replace-ref': {
-            const image = desiredImage(intent);
             parsed = undefined;
-            return { operations: sync.syncToImage(image).operations };
+            return { operations: sync.syncToImage(desired ?? emptyImage()).operations };
           }
         }
       });
@@ -224,8 +224,8 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
     },
 
     async restore(snapshot) {
-      return translateErrors(ErrorDomains.blocklist, () => {
-        if (snapshot.ref) return { operations: sync.restore(snapshot.ref).operations };
+      return translateErrors(ErrorDomains.blocklist, async () => {
+        if (snapshot.ref) return { operations: (await sync.restore(snapshot.ref)).operations };
         if (snapshot.check.kind !== 'entries') throw new Error('a blocklist snapshot without a store reference must list its entries');
         sync.restorePatch({ present: snapshot.check.present, absent: snapshot.check.absent });
         return { operations: [] };

@@ -3,6 +3,7 @@
  * named network namespace (`ip -n NAME`, which enters the namespace for that one call).
  */
 import { execFile } from 'node:child_process';
+import { checkArgv, checkBatchScript } from './command-args';
 
 /** Runs one `ip` invocation; `stdin` feeds `ip -batch -`. Resolves with stdout. */
 export interface IpRunner {
@@ -37,6 +38,10 @@ export function createIpRunner(options: { netns?: string; ipBinary?: string } = 
     run(args, stdin) {
       const argv = [...prefix, ...args];
       return new Promise((resolve, reject) => {
+        // The last check before root runs it (activities/system/command-args.ts): no argument
+        // with a newline, no batch line with anything but plain tokens.
+        checkArgv(argv);
+        if (stdin !== undefined) checkBatchScript(stdin);
         const child = execFile(ipBinary, argv, { maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
           if (err) {
             const code = typeof err.code === 'number' ? err.code : null;

@@ -15,6 +15,7 @@ import { FOS1_LINK_ALIAS } from '../../model/node-state';
 import type { AddressOperation, LinkOperation, VlanOperation } from '../../model/plan';
 import { planAddresses, planLinks, planVlans, renderOperation, restorableInterfaces } from '../../model/plan';
 import { IpCommandError, type IpRunner } from './ip-runner';
+import { integer, interfaceAddress, interfaceName } from './command-args';
 import { applyBatch, KernelFeatureMissingError, kernelMessage, NetworkApplyError } from './network-errors';
 
 interface IpJsonLink {
@@ -94,8 +95,8 @@ export class LinkTable {
     const observed = await this.read();
     const ops = planLinks(observed, options.restore ? restorableInterfaces([...desired], observed) : [...desired]);
     const line = (op: LinkOperation) => {
-      const args = ['link', 'set', 'dev', op.name];
-      if (op.settings.mtu !== undefined) args.push('mtu', String(op.settings.mtu));
+      const args = ['link', 'set', 'dev', interfaceName(op.name, 'interface name')];
+      if (op.settings.mtu !== undefined) args.push('mtu', integer(op.settings.mtu, 'interface mtu', 68, 65535));
       if (op.settings.up !== undefined) args.push(op.settings.up ? 'up' : 'down');
       return args;
     };
@@ -109,17 +110,21 @@ export class LinkTable {
    */
   async syncVlans(desired: readonly InterfaceConfig[]): Promise<VlanOperation[]> {
     const ops = planVlans(await this.read(), [...desired]);
-    if (ops.some((op) => op.action === 'add')) await this.checkVlanSupport();
-    for (const op of ops) {
+    // Every operation's values are checked before the first runs (command-args.ts).
+    const commands = ops.map((op) => {
       const v = op.vlan;
-      if (op.action === 'delete') {
-        await this.run('Vlan', op, ['link', 'del', 'dev', v.name]);
-        continue;
-      }
-      const add = ['link', 'add', 'link', v.parent, 'name', v.name];
-      if (v.mtu !== undefined) add.push('mtu', String(v.mtu));
-      add.push('type', 'vlan', 'id', String(v.id));
-      await this.run('Vlan', op, add);
+      const name = interfaceName(v.name, 'VLAN name');
+      if (op.action === 'delete') return { op, args: ['link', 'del', 'dev', name] };
+      const add = ['link', 'add', 'link', interfaceName(v.parent, 'VLAN parent'), 'name', name];
+      if (v.mtu !== undefined) add.push('mtu', integer(v.mtu, 'VLAN mtu', 68, 65535));
+      add.push('type', 'vlan', 'id', integer(v.id, 'VLAN id', 1, 4094));
+      return { op, args: add };
+    });
+    if (ops.some((op) => op.action === 'add')) await this.checkVlanSupport();
+    for (const { op, args } of commands) {
+      const v = op.vlan;
+      await this.run('Vlan', op, args);
+      if (op.action === 'delete') continue;
       // The alias is fos1's ownership mark: without it the VLAN would be foreign to fos1, and
       // no rollback would remove it. The kernel ignores an alias given to `link add`, so it
       // takes a second call; if that fails, the unmarked VLAN is removed again at once.
@@ -138,7 +143,7 @@ export class LinkTable {
     const observed = await this.read();
     const ops = planAddresses(observed, options.restore ? restorableInterfaces([...desired], observed) : [...desired]);
     const line = (op: AddressOperation) => {
-      const args = ['address', op.action === 'add' ? 'add' : 'del', op.address, 'dev', op.device];
+      const args = ['address', op.action === 'add' ? 'add' : 'del', interfaceAddress(op.address, 'interface address'), 'dev', interfaceName(op.device, 'address device')];
       // Router addresses are planned, not autoconfigured: skipping duplicate address
       // detection makes an IPv6 address usable at once instead of "tentative" for ~1s.
       if (op.action === 'add' && op.address.includes(':')) args.push('nodad');

@@ -19,6 +19,7 @@ import { canonicalCidr, canonicalIp, parseCidr, parseIp } from '../../model/ip';
 import type { NatConfig, PortForward, SourceNat, Zone } from '../../model/node-state';
 import type { NatChain, NatOperation, ZoneOperation } from '../../model/plan';
 import { planNat, planZones, renderOperation } from '../../model/plan';
+import { address, integer, interfaceName, oneOf, prefix, UnsafeArgumentError } from './command-args';
 import { ForeignStateError, NetworkApplyError } from './network-errors';
 import { NftCommandError, type NftRunner } from './nft-runner';
 
@@ -205,12 +206,15 @@ export class NatTable {
   }
 
   private zoneSetName(zone: Zone, kind: ZoneSetKind): string {
-    return `zone${zone.id}_${zone.name}_${kind}`;
+    // The name is part of nft object names: checked again here (command-args.ts), like every element below.
+    const name = `zone${integer(zone.id, 'zone id', 1, 254)}_${zone.name}_${kind}`;
+    if (!ZONE_SET.test(name)) throw new UnsafeArgumentError('zone name', 'is not a zone name (a lowercase letter, then up to 23 lowercase letters, digits or "_")', zone.name);
+    return name;
   }
 
   private zoneElements(zone: Zone, kind: ZoneSetKind): unknown[] {
-    if (kind === 'if') return zone.interfaces;
-    return zone.prefixes.filter((p) => parseCidr(p).family === (kind === 'v4' ? 4 : 6)).map(prefixJson);
+    if (kind === 'if') return zone.interfaces.map((i) => interfaceName(i, `zone ${zone.name} interface`));
+    return zone.prefixes.map((p) => prefix(p, `zone ${zone.name} prefix`)).filter((p) => parseCidr(p).family === (kind === 'v4' ? 4 : 6)).map(prefixJson);
   }
 
   private createZone(zone: Zone): Record<string, unknown>[] {
@@ -276,20 +280,25 @@ function prefixJson(cidr: string): unknown {
 
 /** The expressions of a source NAT rule, exactly as `nft -j list` prints them back. */
 export function sourceNatExpr(rule: SourceNat): Expr[] {
-  const { family, prefixLength } = parseCidr(rule.source);
-  const expr: Expr[] = [prefixLength === 0 ? nfproto(family) : payloadMatch(ipProto(family), 'saddr', prefixJson(rule.source)), metaMatch('oifname', rule.outInterface)];
-  expr.push(rule.to === undefined ? { masquerade: null } : { snat: { family: ipProto(family), addr: rule.to } });
+  // Values re-checked where they enter the nft document (command-args.ts): nft reads a
+  // string as "@set" or "$variable" by its first character, so a name is never taken as given.
+  const { family, prefixLength } = parseCidr(prefix(rule.source, 'source NAT source'));
+  const expr: Expr[] = [prefixLength === 0 ? nfproto(family) : payloadMatch(ipProto(family), 'saddr', prefixJson(rule.source)), metaMatch('oifname', interfaceName(rule.outInterface, 'source NAT outInterface'))];
+  expr.push(rule.to === undefined ? { masquerade: null } : { snat: { family: ipProto(family), addr: address(rule.to, 'source NAT to') } });
   return expr;
 }
 
 /** The expressions of a port forward, exactly as `nft -j list` prints them back. */
 export function portForwardExpr(rule: PortForward): Expr[] {
-  const family = parseIp(rule.to)?.family ?? 4;
+  const family = parseIp(address(rule.to, 'port forward to'))?.family ?? 4;
+  const protocol = oneOf(rule.protocol, 'port forward protocol', ['tcp', 'udp'] as const);
+  const port = Number(integer(rule.port, 'port forward port', 1, 65535));
+  const toPort = Number(integer(rule.toPort ?? rule.port, 'port forward toPort', 1, 65535));
   const expr: Expr[] = [];
-  if (rule.inInterface !== undefined) expr.push(metaMatch('iifname', rule.inInterface));
-  expr.push(rule.destination !== undefined ? payloadMatch(ipProto(family), 'daddr', rule.destination) : nfproto(family));
-  expr.push(payloadMatch(rule.protocol, 'dport', rule.port));
-  expr.push({ dnat: { family: ipProto(family), addr: rule.to, port: rule.toPort ?? rule.port } });
+  if (rule.inInterface !== undefined) expr.push(metaMatch('iifname', interfaceName(rule.inInterface, 'port forward inInterface')));
+  expr.push(rule.destination !== undefined ? payloadMatch(ipProto(family), 'daddr', address(rule.destination, 'port forward destination')) : nfproto(family));
+  expr.push(payloadMatch(protocol, 'dport', port));
+  expr.push({ dnat: { family: ipProto(family), addr: rule.to, port: toPort } });
   return expr;
 }
 

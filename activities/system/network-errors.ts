@@ -2,6 +2,7 @@
  * Errors of the network subsystems (links, VLANs, addresses, rules, NAT). The activities
  * turn them into ApplicationFailures whose `type` the workflows branch on (activities/failures.ts).
  */
+import { batchLine } from './command-args';
 import { IpCommandError, type IpRunner } from './ip-runner';
 
 /** Subsystems whose kernel refusals are reported as `<Name>ApplyFailed` (model/failures.ts). */
@@ -57,8 +58,8 @@ export function kernelMessage(err: unknown): string {
  * 500 policy rules take ~60 ms instead of ~3 s). iproute2 stops at the first line the
  * kernel refuses and reports it as "Command failed -:N"; that line's operation is named in
  * the error. What ran before it stays applied — the caller's rollback restores it.
- * `lines` were built only from fields the model validated, so a line cannot carry a second
- * command or option.
+ * `lineOf` checks each value it puts in a line (activities/system/command-args.ts), and
+ * each token is checked again here, so a line cannot carry a second command or option.
  */
 export async function applyBatch<Op>(
   ip: IpRunner,
@@ -69,7 +70,8 @@ export async function applyBatch<Op>(
   describe: (op: Op) => string,
 ): Promise<void> {
   if (ops.length === 0) return;
-  const lines = ops.map((op) => lineOf(op).join(' '));
+  // Every line is built (and its values checked) before the batch runs: a bad value stops it whole.
+  const lines = ops.map((op) => batchLine(lineOf(op)));
   try {
     await ip.run([...globalArgs, '-batch', '-'], lines.join('\n') + '\n');
   } catch (err) {

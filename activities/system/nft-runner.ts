@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkArgv } from './command-args';
 
 /** Runs `nft`. Resolves with stdout. */
 export interface NftRunner {
@@ -44,6 +45,7 @@ export function createNftRunner(options: { netns?: string; nftBinary?: string } 
   const run = (args: readonly string[]): Promise<string> => {
     const argv = [...prefix, ...args];
     return new Promise((resolve, reject) => {
+      checkArgv(argv);
       execFile(command, argv, { maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
         if (err) reject(new NftCommandError(args, typeof err.code === 'number' ? err.code : null, stderr));
         else resolve(stdout);

@@ -11,6 +11,7 @@ import { MAIN_TABLE, normaliseMetric } from '../../model/node-state';
 import { canonicalCidr, canonicalIp } from '../../model/ip';
 import type { RouteOperation } from '../../model/plan';
 import { planRoutes, renderOperation } from '../../model/plan';
+import { address, batchLine, integer, interfaceName, oneOf, prefix } from './command-args';
 import { IpCommandError, type IpRunner } from './ip-runner';
 
 /** Default route protocol marking fos1's routes (unassigned in /etc/iproute2/rt_protos). */
@@ -88,25 +89,25 @@ export class RouteTable {
   }
 
   private batchLine(op: RouteOperation): string {
+    // The model validated every field; the node checks each again where it enters the
+    // line (activities/system/command-args.ts), so the line cannot carry a second command.
     const r = op.route;
-    const spec = [r.destination];
+    const spec = [prefix(r.destination, 'route destination')];
     if (op.action !== 'delete') {
-      if (r.gateway) spec.push('via', r.gateway);
-      if (r.device) spec.push('dev', r.device);
+      if (r.gateway) spec.push('via', address(r.gateway, 'route gateway'));
+      if (r.device) spec.push('dev', interfaceName(r.device, 'route device'));
     }
-    spec.push('table', String(r.table), 'metric', String(r.metric), 'proto', String(this.protocol));
+    spec.push('table', integer(r.table, 'route table', 1, 4294967295), 'metric', integer(r.metric, 'route metric', 0, 4294967295), 'proto', integer(this.protocol, 'route protocol', 1, 255));
     if (op.action !== 'delete') {
       // ECMP: `nexthop` clauses come last in `ip route` syntax.
       for (const hop of r.nexthops ?? []) {
-        spec.push('nexthop', 'via', hop.gateway);
-        if (hop.device) spec.push('dev', hop.device);
-        spec.push('weight', String(hop.weight));
+        spec.push('nexthop', 'via', address(hop.gateway, 'next hop gateway'));
+        if (hop.device) spec.push('dev', interfaceName(hop.device, 'next hop device'));
+        spec.push('weight', integer(hop.weight, 'next hop weight', 1, 256));
       }
     }
-    // Every field was validated by the model (canonical prefixes, addresses, interface
-    // names, integers), so the batch line cannot carry a second command or option.
-    const verb = op.action === 'delete' ? 'del' : op.action === 'add' ? 'add' : 'replace';
-    return ['route', verb, ...spec].join(' ');
+    const verb = oneOf(op.action, 'route action', ['add', 'delete', 'replace'] as const);
+    return batchLine(['route', verb === 'delete' ? 'del' : verb, ...spec]);
   }
 }
 

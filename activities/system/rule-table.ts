@@ -9,6 +9,7 @@ import { MAIN_TABLE } from '../../model/node-state';
 import type { RuleOperation } from '../../model/plan';
 import { planRules, renderOperation } from '../../model/plan';
 import type { IpRunner } from './ip-runner';
+import { integer, interfaceName, prefix } from './command-args';
 import { applyBatch } from './network-errors';
 
 interface IpJsonRule {
@@ -48,22 +49,30 @@ export class RuleTable {
   /** Converges fos1's rules to `desired`: adds first, deletes last. */
   async sync(desired: readonly PolicyRule[]): Promise<RuleOperation[]> {
     const ops = planRules(await this.read(), [...desired]);
+    // Every line is built (and checked) before the first batch runs: a bad value in an IPv6
+    // rule must not leave the IPv4 batch applied.
+    const lines = new Map(ops.map((op) => [op, this.line(op)]));
     // One batch per family: `-6` must be global for rules that name no IPv6 prefix (fwmark only).
     for (const family of [4, 6] as const) {
-      await applyBatch(this.ip, [`-${family}`], ops.filter((op) => op.rule.family === family), (op) => this.line(op), 'Rule', renderOperation);
+      await applyBatch(this.ip, [`-${family}`], ops.filter((op) => op.rule.family === family), (op) => lines.get(op) ?? this.line(op), 'Rule', renderOperation);
     }
     return ops;
   }
 
   private line(op: RuleOperation): string[] {
+    // Each value checked where it enters the line (activities/system/command-args.ts).
     const r = op.rule;
-    const args = ['rule', op.action === 'add' ? 'add' : 'del', 'priority', String(r.priority)];
-    if (r.from) args.push('from', r.from);
-    if (r.to) args.push('to', r.to);
-    if (r.iif) args.push('iif', r.iif);
-    if (r.oif) args.push('oif', r.oif);
-    if (r.fwmark !== undefined) args.push('fwmark', `0x${r.fwmark.toString(16)}/0x${(r.fwmask ?? 0xffffffff).toString(16)}`);
-    args.push('table', String(r.table), 'protocol', String(this.protocol));
+    const args = ['rule', op.action === 'add' ? 'add' : 'del', 'priority', integer(r.priority, 'rule priority', 1, 32765)];
+    if (r.from) args.push('from', prefix(r.from, 'rule from'));
+    if (r.to) args.push('to', prefix(r.to, 'rule to'));
+    if (r.iif) args.push('iif', interfaceName(r.iif, 'rule iif'));
+    if (r.oif) args.push('oif', interfaceName(r.oif, 'rule oif'));
+    if (r.fwmark !== undefined) {
+      integer(r.fwmark, 'rule fwmark', 0, 0xffffffff);
+      integer(r.fwmask ?? 0xffffffff, 'rule fwmask', 0, 0xffffffff);
+      args.push('fwmark', `0x${r.fwmark.toString(16)}/0x${(r.fwmask ?? 0xffffffff).toString(16)}`);
+    }
+    args.push('table', integer(r.table, 'rule table', 1, 4294967295), 'protocol', integer(this.protocol, 'rule protocol', 1, 255));
     return args;
   }
 }

@@ -9,7 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, copyFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BlocklistStore, createBlocklistSync } from '../../activities/blocklist-sync';
 import { BlocklistMaps } from '../../bpf/blocklist-maps';
 
@@ -22,46 +22,50 @@ const maps = BlocklistMaps.open({
   maxEntriesV6: 1024,
   hostMaps: { maxEntriesV4: 1_200_000, maxEntriesV6: 1024 },
 });
-const sync = createBlocklistSync({ maps: () => maps, store: new BlocklistStore(storeDir) });
+const sync = createBlocklistSync({ maps: () => maps, store: new BlocklistStore(storeDir, undefined, { dirs: [dirname(listFile), storeDir] }) });
 const ms = (from: bigint) => Number(process.hrtime.bigint() - from) / 1e6;
 
-let t = process.hrtime.bigint();
-const load = sync.syncFromRef({ file: listFile });
-const loadMs = ms(t);
+async function main(): Promise<void> {
+  let t = process.hrtime.bigint();
+  const load = await sync.syncFromRef({ file: listFile });
+  const loadMs = ms(t);
 
-// One new entry, five times (different addresses), through the patch path.
-const patchMs: number[] = [];
-for (let i = 0; i < 5; i++) {
+  // One new entry, five times (different addresses), through the patch path.
+  const patchMs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    t = process.hrtime.bigint();
+    sync.patch({ upsert: [{ cidr: `10.200.0.${i + 1}` }], remove: [] });
+    patchMs.push(ms(t));
+  }
+
+  // One new entry as a full desired state (the whole list, the patched entries and one
+  // more line): the diff path, which has to compare all of it.
+  const plusOne = join(storeDir, 'plus-one.txt');
+  copyFileSync(listFile, plusOne);
+  appendFileSync(plusOne, '\n10.200.0.1\n10.200.0.2\n10.200.0.3\n10.200.0.4\n10.200.0.5\n10.200.1.1\n');
   t = process.hrtime.bigint();
-  sync.patch({ upsert: [{ cidr: `10.200.0.${i + 1}` }], remove: [] });
-  patchMs.push(ms(t));
+  const full = await sync.syncFromRef({ file: plusOne });
+  const fullMs = ms(t);
+
+  const memlock = (name: string): number => {
+    const info = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'pinned', join(pinDir, name)], { encoding: 'utf8' })) as { bytes_memlock?: number };
+    return info.bytes_memlock ?? 0;
+  };
+  process.stdout.write(
+    `${JSON.stringify({
+      batchThreads: Number(threadsArg),
+      loadMs,
+      loadTimings: load.timings,
+      loadCounts: load.counts,
+      patchMs,
+      fullPlusOneMs: fullMs,
+      fullPlusOneTimings: full.timings,
+      fullPlusOneCounts: full.counts,
+      maxRssKiB: process.resourceUsage().maxRSS,
+      kernelBytes: memlock('blockhost_v4') + memlock('blocklist_v4'),
+    })}\n`,
+  );
+  maps.close();
 }
 
-// One new entry as a full desired state (the whole list, the patched entries and one
-// more line): the diff path, which has to compare all of it.
-const plusOne = join(storeDir, 'plus-one.txt');
-copyFileSync(listFile, plusOne);
-appendFileSync(plusOne, '\n10.200.0.1\n10.200.0.2\n10.200.0.3\n10.200.0.4\n10.200.0.5\n10.200.1.1\n');
-t = process.hrtime.bigint();
-const full = sync.syncFromRef({ file: plusOne });
-const fullMs = ms(t);
-
-const memlock = (name: string): number => {
-  const info = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'pinned', join(pinDir, name)], { encoding: 'utf8' })) as { bytes_memlock?: number };
-  return info.bytes_memlock ?? 0;
-};
-process.stdout.write(
-  `${JSON.stringify({
-    batchThreads: Number(threadsArg),
-    loadMs,
-    loadTimings: load.timings,
-    loadCounts: load.counts,
-    patchMs,
-    fullPlusOneMs: fullMs,
-    fullPlusOneTimings: full.timings,
-    fullPlusOneCounts: full.counts,
-    maxRssKiB: process.resourceUsage().maxRSS,
-    kernelBytes: memlock('blockhost_v4') + memlock('blocklist_v4'),
-  })}\n`,
-);
-maps.close();
+void main();

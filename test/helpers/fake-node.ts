@@ -2,168 +2,251 @@
  * In-memory stand-ins for the activities that need root, a kernel or Kubernetes, for the
  * workflow logic tests on the time-skipping server (test/workflow) and for recording replay
  * histories (scripts/record-histories.ts). They keep state the way the real ones do (a
- * node's network state and blocklist, a cluster's pods and policies), so a workflow's
- * verify and rollback read-backs compare against something real enough to fail; the
- * privileged integration tests keep the checks against the real kernel and apiserver.
+ * node's tables and eBPF maps, a cluster's pods and policies), so a workflow's verify and
+ * rollback read-backs compare against something real enough to fail; the privileged
+ * integration tests keep the checks against the real kernel and apiserver.
  *
- * Only what the workflows call is implemented: blocklist patches (not full lists by
- * reference) and the network subsystems as whole-list replacements.
+ * A fake node runs the real node activities (activities/node-activities.ts) — the real
+ * subsystem contract, planners, blocklist patch and rate-limit code — over in-memory
+ * tables and maps in place of `ip`, `nft` and bpffs, so the fake cannot drift from the
+ * planner production runs. Faked below the contract: the kernel tables (by executing the
+ * planner's operations) and the maps' key-by-key calls. Full blocklist images (a list by
+ * reference) are not: the fake maps refuse them.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import { ApplicationFailure } from '@temporalio/common';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundle } from '@temporalio/worker';
+import { BlocklistStore } from '../../activities/blocklist-sync';
+import { InjectedFaultError } from '../../activities/failures';
 import { createApprovalActivities } from '../../activities/approval';
 import { createIdentityActivities } from '../../activities/identity';
-import type { NodeActivities } from '../../activities/node-activities';
+import { createNodeActivities, type NodeActivities } from '../../activities/node-activities';
+import type { LinkTable } from '../../activities/system/link-table';
+import type { NatTable, NatTableState } from '../../activities/system/nat-table';
+import type { RouteTable } from '../../activities/system/route-table';
+import type { RuleTable } from '../../activities/system/rule-table';
+import type { BlocklistMaps, KernelBlocklistEntry } from '../../bpf/blocklist-maps';
+import type { KernelRateLimit, RateLimitMaps } from '../../bpf/ratelimit-maps';
 import type { CiliumActivities, PolicySnapshot } from '../../activities/cilium-policy';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../../activities/quarantine';
 import type { AuditSinks } from '../../model/audit';
-import type { BlocklistCheck, BlocklistIntent, BlocklistSnapshot, MapBlocklistEntry, PreparedBlocklist } from '../../model/blocklist-change';
 import type { KubeObject } from '../../model/firewall-translate';
 import { parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
-import type { ObservedNetworkState } from '../../model/node-state';
+import type { InterfaceConfig, NatConfig, ObservedInterface, PolicyRule, Route, Zone } from '../../model/node-state';
+import { planAddresses, planLinks, planNat, planRoutes, planRules, planVlans, planZones } from '../../model/plan';
+import type { Subsystem } from '../../model/subsystem';
 
-/** The activities of one node the workflows call, faked. */
-export type FakeNodeActivities = Pick<
-  NodeActivities,
-  | 'readNetworkState'
-  | 'syncLinks'
-  | 'syncVlans'
-  | 'syncAddresses'
-  | 'syncRoutes'
-  | 'syncRules'
-  | 'syncZones'
-  | 'syncNat'
-  | 'syncRateLimits'
-  | 'prepareBlocklist'
-  | 'applyBlocklist'
-  | 'checkBlocklist'
-  | 'restoreBlocklist'
->;
+/** The activities of one node, as the workflows proxy them. */
+export type FakeNodeActivities = NodeActivities;
 
-/** One fake router node: its network state and its blocklist maps, in memory. */
+/** The kernel tables of a fake node (what `ip` and `nft` would show of fos1's state). */
+export interface FakeTables {
+  interfaces: ObservedInterface[];
+  routes: Route[];
+  rules: PolicyRule[];
+  zones: Zone[];
+  nat: NatConfig;
+}
+
+/** One fake router node: its kernel tables and eBPF maps in memory, behind the real node activities. */
 export class FakeNode {
-  network: ObservedNetworkState = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] }, rateLimits: [] };
-  /** Blocklist entries by prefix: expiry in unix seconds (undefined: never). */
+  readonly tables: FakeTables = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } };
+  /** Blocklist entries by canonical prefix: expiry in unix seconds (undefined: never). */
   readonly blocklist = new Map<string, number | undefined>();
-  /** Every activity call, in order, by name. */
+  /** Rate limits by canonical prefix, as the maps hold them. */
+  readonly rateLimits = new Map<string, KernelRateLimit>();
+  /** Every activity call, in order: its name, and the subsystem for apply and restore (`applySubsystem(blocklist)`). */
   readonly calls: string[] = [];
   /**
    * When set, the next blocklist apply writes its entries and then fails with this
    * message (type InjectedFault, not retryable): a half-done apply the rollback must undo.
+   * Raised through the real activities' fault hook, right after the maps changed.
    */
   failBlocklistApply?: string;
+  /** Made on first use: the node's store, which only full-list snapshots would write to. */
+  private store?: BlocklistStore;
 
   constructor(readonly name: string) {}
 
   /** The activities to register on this node's task queue. */
   activities(): FakeNodeActivities {
-    const node = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the activities close over the fake
-    const replace = (key: 'routes' | 'rules' | 'zones' | 'rateLimits', call: string) => async (input: { desired: unknown[] }) => {
-      node.calls.push(call);
-      const before = JSON.stringify(node.network[key]);
-      (node.network as unknown as Record<string, unknown[]>)[key] = structuredClone(input.desired);
-      return { operations: before === JSON.stringify(input.desired) ? [] : [`~ ${key}`] };
-    };
+    const real = createNodeActivities({
+      routes: this.routeTable(),
+      links: this.linkTable(),
+      rules: this.ruleTable(),
+      nat: this.natTable(),
+      openBlocklist: () => this.blocklistMaps(),
+      openRateLimits: () => this.rateLimitMaps(),
+      blocklistStore: (this.store ??= new BlocklistStore(mkdtempSync(join(tmpdir(), `fos1-fake-${this.name}-`)))),
+      faults: (subsystem: Subsystem) => {
+        const message = this.failBlocklistApply;
+        if (subsystem !== 'blocklist' || message === undefined) return;
+        this.failBlocklistApply = undefined;
+        throw new InjectedFaultError(message);
+      },
+      logger: pino({ level: 'silent' }),
+    });
+    const calls = this.calls;
     return {
-      async readNetworkState() {
-        node.calls.push('readNetworkState');
-        return structuredClone(node.network);
+      prepareSubsystems: (input) => {
+        calls.push('prepareSubsystems');
+        return real.prepareSubsystems(input);
       },
-      async syncLinks(input) {
-        node.calls.push('syncLinks');
-        node.network.interfaces = structuredClone(input.desired) as ObservedNetworkState['interfaces'];
-        return { operations: [] };
+      applySubsystem: (input) => {
+        calls.push(`applySubsystem(${input.subsystem})`);
+        return real.applySubsystem(input);
       },
-      async syncVlans() {
-        node.calls.push('syncVlans');
-        return { operations: [] };
+      checkSubsystems: (input) => {
+        calls.push('checkSubsystems');
+        return real.checkSubsystems(input);
       },
-      async syncAddresses() {
-        node.calls.push('syncAddresses');
-        return { operations: [] };
-      },
-      syncRoutes: replace('routes', 'syncRoutes') as FakeNodeActivities['syncRoutes'],
-      syncRules: replace('rules', 'syncRules') as FakeNodeActivities['syncRules'],
-      syncZones: replace('zones', 'syncZones') as FakeNodeActivities['syncZones'],
-      syncRateLimits: replace('rateLimits', 'syncRateLimits') as FakeNodeActivities['syncRateLimits'],
-      async syncNat(input) {
-        node.calls.push('syncNat');
-        node.network.nat = structuredClone(input.desired);
-        return { operations: [] };
-      },
-      async prepareBlocklist(input: { intent: BlocklistIntent; dryRun?: boolean }): Promise<PreparedBlocklist> {
-        node.calls.push('prepareBlocklist');
-        const intent = input.intent;
-        if (intent.mode === 'keep') return { plan: { operations: [], counts: { added: 0, changed: 0, removed: 0 } }, expected: { kind: 'entries', present: [], absent: [] } };
-        if (intent.mode !== 'patch') throw ApplicationFailure.create({ type: 'NotImplemented', nonRetryable: true, message: `the fake node plans blocklist patches only, not ${intent.mode}` });
-        const present: MapBlocklistEntry[] = [];
-        const absent: string[] = [];
-        const operations: string[] = [];
-        const counts = { added: 0, changed: 0, removed: 0 };
-        for (const cidr of [...intent.upsert.map((e) => e.cidr), ...intent.remove]) {
-          if (node.blocklist.has(cidr)) present.push(entry(cidr, node.blocklist.get(cidr)));
-          else absent.push(cidr);
-        }
-        for (const e of intent.upsert) {
-          if (!node.blocklist.has(e.cidr)) {
-            counts.added++;
-            operations.push(`+ block ${e.cidr}`);
-          } else if (node.blocklist.get(e.cidr) !== e.expiresAt) {
-            counts.changed++;
-            operations.push(`~ block ${e.cidr}`);
-          }
-        }
-        for (const cidr of intent.remove) {
-          if (!node.blocklist.has(cidr)) continue;
-          counts.removed++;
-          operations.push(`- block ${cidr}`);
-        }
-        return {
-          plan: { operations, counts },
-          expected: { kind: 'entries', present: intent.upsert, absent: intent.remove },
-          ...(input.dryRun ? {} : { snapshot: { check: { kind: 'entries', present, absent } } }),
-        };
-      },
-      async applyBlocklist(input: { intent: BlocklistIntent }) {
-        node.calls.push('applyBlocklist');
-        const intent = input.intent;
-        if (intent.mode !== 'patch') return { operations: [] };
-        for (const e of intent.upsert) node.blocklist.set(e.cidr, e.expiresAt);
-        for (const cidr of intent.remove) node.blocklist.delete(cidr);
-        const failure = node.failBlocklistApply;
-        if (failure !== undefined) {
-          node.failBlocklistApply = undefined;
-          throw ApplicationFailure.create({ type: 'InjectedFault', nonRetryable: true, message: failure });
-        }
-        return { operations: [...intent.upsert.map((e) => `+ block ${e.cidr}`), ...intent.remove.map((c) => `- block ${c}`)] };
-      },
-      async checkBlocklist(input: { check: BlocklistCheck }) {
-        node.calls.push('checkBlocklist');
-        const check = input.check;
-        if (check.kind !== 'entries') return ['the fake node checks entries only'];
-        const differences: string[] = [];
-        for (const want of check.present) {
-          if (!node.blocklist.has(want.cidr)) differences.push(`blocklist: ${want.cidr} is missing`);
-          else if ((node.blocklist.get(want.cidr) ?? 0) !== (want.expiresAt ?? 0)) differences.push(`blocklist: ${want.cidr} has another expiry`);
-        }
-        for (const cidr of check.absent) if (node.blocklist.has(cidr)) differences.push(`blocklist: ${cidr} should be absent`);
-        return differences;
-      },
-      async restoreBlocklist(input: { snapshot: BlocklistSnapshot }) {
-        node.calls.push('restoreBlocklist');
-        const check = input.snapshot.check;
-        if (check.kind !== 'entries') throw ApplicationFailure.create({ type: 'NotImplemented', nonRetryable: true, message: 'the fake node restores entry snapshots only' });
-        for (const e of check.present) node.blocklist.set(e.cidr, e.expiresAt);
-        for (const cidr of check.absent) node.blocklist.delete(cidr);
-        return { operations: [] };
+      restoreSubsystem: (input) => {
+        calls.push(`restoreSubsystem(${input.subsystem})`);
+        return real.restoreSubsystem(input);
       },
     };
   }
-}
 
-function entry(cidr: string, expiresAt: number | undefined): MapBlocklistEntry {
-  return expiresAt === undefined ? { cidr } : { cidr, expiresAt };
+  // The kernel tables: each sync runs the real planner against the table and executes its
+  // operations (whole-table replacement where an operation carries the whole row).
+
+  private routeTable(): RouteTable {
+    const t = this.tables;
+    const fake = {
+      read: async () => structuredClone(t.routes),
+      sync: async (desired: readonly Route[]) => {
+        const ops = planRoutes(t.routes, [...desired]);
+        t.routes = structuredClone([...desired]);
+        return ops;
+      },
+    };
+    return fake as unknown as RouteTable;
+  }
+
+  private ruleTable(): RuleTable {
+    const t = this.tables;
+    const fake = {
+      read: async () => structuredClone(t.rules),
+      sync: async (desired: readonly PolicyRule[]) => {
+        const ops = planRules(t.rules, [...desired]);
+        t.rules = structuredClone([...desired]);
+        return ops;
+      },
+    };
+    return fake as unknown as RuleTable;
+  }
+
+  private natTable(): NatTable {
+    const t = this.tables;
+    const fake = {
+      readState: async (): Promise<NatTableState> => ({
+        exists: true,
+        config: structuredClone(t.nat),
+        handles: { postrouting: [], prerouting: [] },
+        zones: structuredClone(t.zones),
+      }),
+      syncZones: async (desired: Zone[]) => {
+        const ops = planZones(t.zones, desired);
+        t.zones = structuredClone(desired);
+        return ops;
+      },
+      sync: async (desired: NatConfig) => {
+        const ops = planNat(t.nat, desired);
+        t.nat = structuredClone(desired);
+        return ops;
+      },
+    };
+    return fake as unknown as NatTable;
+  }
+
+  private linkTable(): LinkTable {
+    const t = this.tables;
+    const find = (name: string) => t.interfaces.find((i) => i.name === name);
+    const fake = {
+      read: async () => structuredClone(t.interfaces),
+      syncLinks: async (desired: readonly InterfaceConfig[], options: { restore?: boolean } = {}) => {
+        const ops = planLinks(t.interfaces, [...desired]);
+        for (const op of ops) {
+          const link = find(op.name);
+          if (!link) {
+            if (options.restore) continue; // gone since the snapshot: not fos1's to re-create
+            throw new Error(`the fake node has no interface ${op.name}`);
+          }
+          if (op.settings.mtu !== undefined) link.mtu = op.settings.mtu;
+          if (op.settings.up !== undefined) link.up = op.settings.up;
+        }
+        return ops;
+      },
+      syncVlans: async (desired: readonly InterfaceConfig[]) => {
+        const ops = planVlans(t.interfaces, [...desired]);
+        for (const op of ops) {
+          const { name, parent, id, mtu, up } = op.vlan;
+          t.interfaces = t.interfaces.filter((i) => i.name !== name);
+          if (op.action === 'add') t.interfaces.push({ name, vlan: { parent, id }, mtu: mtu ?? 1500, up: up ?? true, addresses: [] });
+        }
+        return ops;
+      },
+      syncAddresses: async (desired: readonly InterfaceConfig[], options: { restore?: boolean } = {}) => {
+        const ops = planAddresses(t.interfaces, [...desired]);
+        for (const op of ops) {
+          const link = find(op.device);
+          if (!link) {
+            if (options.restore) continue;
+            throw new Error(`the fake node has no interface ${op.device}`);
+          }
+          link.addresses = op.action === 'add' ? [...link.addresses, op.address].sort() : link.addresses.filter((a) => a !== op.address);
+        }
+        return ops;
+      },
+    };
+    return fake as unknown as LinkTable;
+  }
+
+  // The eBPF maps, key by key (what the patch paths of the real subsystems call).
+
+  private blocklistMaps(): BlocklistMaps {
+    const entries = this.blocklist;
+    const entryOf = (cidr: string): KernelBlocklistEntry | null => {
+      if (!entries.has(cidr)) return null;
+      const expiresAt = entries.get(cidr);
+      return expiresAt === undefined ? { cidr } : { cidr, expiresAt };
+    };
+    const whole = (what: string) => () => {
+      throw ApplicationFailure.create({ type: 'NotImplemented', nonRetryable: true, message: `the fake node's blocklist maps take patches only, not ${what}` });
+    };
+    const fake = {
+      getExact: (cidr: string) => entryOf(cidr),
+      upsert: (upsert: KernelBlocklistEntry[]) => {
+        for (const e of upsert) entries.set(e.cidr, e.expiresAt);
+      },
+      remove: (cidrs: string[]) => {
+        for (const c of cidrs) entries.delete(c);
+      },
+      readAll: () => [...entries.keys()].map((c) => entryOf(c)!),
+      dumpImage: whole('a dump of the whole maps (a full list)'),
+      placed: whole('a full list'),
+      applyImage: whole('a full list'),
+      verifyImage: whole('a full list'),
+    };
+    return fake as unknown as BlocklistMaps;
+  }
+
+  private rateLimitMaps(): RateLimitMaps {
+    const entries = this.rateLimits;
+    const fake = {
+      readAll: () => [...entries.values()].map((e) => ({ ...e })),
+      get: (cidr: string) => (entries.has(cidr) ? { ...entries.get(cidr)! } : undefined),
+      update: (upsert: readonly KernelRateLimit[], remove: readonly string[]) => {
+        for (const e of upsert) entries.set(e.cidr, { ...e });
+        for (const c of remove) entries.delete(c);
+      },
+    };
+    return fake as unknown as RateLimitMaps;
+  }
 }
 
 /** The cluster worker's quarantine and Cilium activities, faked. */
@@ -260,7 +343,8 @@ export interface FakeWorkers {
 /**
  * Starts a worker per fake node (its task queue, as the node's DaemonSet pod would) and the
  * cluster worker (change, enforcement, coordinator and quarantine workflows), all running
- * the bundled production workflows.
+ * the bundled production workflows. The cluster worker's identity activity is the real one
+ * (it needs nothing but the key).
  */
 export async function startFakeWorkers(options: {
   connection: NativeConnection;
@@ -268,8 +352,10 @@ export async function startFakeWorkers(options: {
   workflowBundle: WorkflowBundle;
   nodes: FakeNode[];
   cluster?: FakeCluster;
-  /** More activities for the cluster worker (real ones that need no privileges: identity, approval policy). */
-  clusterActivities?: object;
+  /** The cluster worker's identity key (none: every change is self-asserted, as started outside the API). */
+  identityKey?: Buffer;
+  /** The cluster worker's approval policy file (docs/approvals.md; none: nothing needs approval). */
+  approvalPolicyFile?: string;
 }): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
@@ -285,9 +371,12 @@ export async function startFakeWorkers(options: {
       namespace,
       taskQueue: CLUSTER_TASK_QUEUE,
       workflowBundle,
-      // The identity and approval-policy activities are the real ones: without a key every
-      // change is self-asserted, without a policy file nothing needs approval.
-      activities: { ...createIdentityActivities({ identityKey: undefined }), ...createApprovalActivities({ policyFile: undefined }), ...(options.cluster ?? new FakeCluster()).activities(), ...options.clusterActivities },
+      activities: {
+        ...(options.cluster ?? new FakeCluster()).activities(),
+        ...createIdentityActivities({ identityKey: options.identityKey }),
+        // The real policy activity: it only reads the file.
+        ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
+      },
       sinks,
     }),
   );

@@ -6,7 +6,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker, type WorkflowBundle } from '@temporalio/worker';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
@@ -54,14 +54,19 @@ export interface RunningWorkers {
   stop(): Promise<void>;
 }
 
-/** Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the node worker for `nodeName`, acting on `target`. */
+/**
+ * Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the
+ * node worker for `nodeName`, acting on `target`. `faults` is the node activities' fault hook
+ * (it may return a promise the test resolves, to hold a step); `logger` receives the workers' logs.
+ */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; approvalPolicyFile?: string } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; approvalPolicyFile?: string } = {},
 ): Promise<RunningWorkers> {
-  const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
+  // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
+  const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',

@@ -5,15 +5,22 @@
  * a snapshot hash. Real parts: the Temporal dev server, a network namespace for the
  * node, blocklist maps pinned in bpffs.
  *
+ * File references are confined (issue 11): only regular files under the worker's feed
+ * directories, no link out of them, size-capped, and an error names the file, the line
+ * number and the rule, never the line's content (checked in the status, both workflow
+ * histories, the worker's logs and the audit).
+ *
  * Privileged: needs root, netns, bpffs and the built Temporal CLI.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { temporal } from '@temporalio/proto';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import pino from 'pino';
 import { BlocklistStore } from '../../activities/blocklist-sync';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { imageDigest, imageSize, parseBlocklistText } from '../../bpf/blocklist-image';
@@ -60,6 +67,8 @@ describePrivileged('change workflow with a blocklist by reference (privileged)',
   let listA: string;
   let listB: string;
   let sequence = 0;
+  /** Every line the workers logged (pino JSON), audit records included. */
+  const logs: string[] = [];
 
   beforeAll(async () => {
     env = await startTemporal();
@@ -68,7 +77,13 @@ describePrivileged('change workflow with a blocklist by reference (privileged)',
     filesDir = mkdtempSync(join(tmpdir(), 'fos1-ref-lists-'));
     storeDir = join(filesDir, 'store');
     const sizes = { v4: HOSTS + PREFIXES + 1024, v6: 64 };
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: sizes, blocklistStoreDir: storeDir });
+    // The lists live in filesDir, the one feed directory; the store is inside it too.
+    workers = await startWorkers(
+      env,
+      NODE,
+      { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: sizes, blocklistStoreDir: storeDir, feeds: { dirs: [filesDir], maxBytes: 64 * 1024 * 1024 } },
+      { logger: pino({ level: 'debug' }, { write: (line: string) => void logs.push(line) }) },
+    );
     maps = BlocklistMaps.open({ pinDir, maxEntriesV4: sizes.v4, maxEntriesV6: sizes.v6, hostMaps: { maxEntriesV4: sizes.v4, maxEntriesV6: sizes.v6 } });
     listA = join(filesDir, 'a.txt');
     listB = join(filesDir, 'b.txt');
@@ -179,7 +194,81 @@ describePrivileged('change workflow with a blocklist by reference (privileged)',
     const bad = join(filesDir, 'bad.txt');
     writeFileSync(bad, '192.0.2.1\n192.0.2.2\n10.0.0.300\n');
     const invalid = await changeFailure(await start(request({ desired: { blocklistRef: { file: bad } } })));
-    expect(invalid.status.nodes[NODE]?.error).toMatchObject({ type: 'InvalidBlocklist', message: expect.stringMatching(/^blocklist line 3: /) });
+    expect(invalid.status.nodes[NODE]?.error).toMatchObject({ type: 'InvalidBlocklist', message: `blocklist file ${bad} line 3: the first field is not an IPv4 or IPv6 prefix (expected e.g. 192.0.2.0/24 or 2001:db8::/32)` });
     expect(mapsDigest()).toBe(before);
+  });
+
+  /** A dry run by file reference that must fail on the node: its error, and how long it took. */
+  async function refusedDryRun(file: string): Promise<{ error: { type: string; message: string } | undefined; ms: number; handle: WorkflowHandle<typeof changeWorkflow> }> {
+    const started = Date.now();
+    const handle = await start(request({ patch: { blocklist: { replaceRef: { file } } }, options: { dryRun: true } }));
+    const { type, status } = await changeFailure(handle);
+    expect(type).toBe('ChangeRolledBack');
+    expect(status.nodes[NODE]?.outcome).toBe('not-applied');
+    return { error: status.nodes[NODE]?.error, ms: Date.now() - started, handle };
+  }
+
+  test('a dry run naming /etc/shadow, a FIFO, a link out of the feed directory or a 10 GB sparse file fails fast, naming the file and the rule', async () => {
+    const before = mapsDigest();
+    const outside = mkdtempSync(join(tmpdir(), 'fos1-outside-'));
+    try {
+      writeFileSync(join(outside, 'secret.txt'), 'root:$6$outside-secret:19000:0:99999:7:::\n');
+      const link = join(filesDir, 'evil.txt');
+      symlinkSync(join(outside, 'secret.txt'), link);
+      const fifo = join(filesDir, 'pipe');
+      execFileSync('mkfifo', [fifo]);
+      const sparse = join(filesDir, 'huge.txt');
+      closeSync(openSync(sparse, 'w'));
+      truncateSync(sparse, 10 * 1024 ** 3);
+
+      const cases: [string, RegExp][] = [
+        ['/etc/shadow', /^blocklist file \/etc\/shadow is outside the feed directories \(FOS1_FEED_DIRS\)/],
+        [fifo, /is a FIFO, not a regular file: only regular files are read$/],
+        [link, /resolves through a link to a path outside its directory/],
+        [sparse, /is 10737418240 bytes, more than the limit of 67108864 \(FOS1_FEED_MAX_BYTES\)$/],
+      ];
+      for (const [file, rule] of cases) {
+        const { error, ms, handle } = await refusedDryRun(file);
+        expect(error).toMatchObject({ type: 'InvalidBlocklist', message: expect.stringMatching(rule) });
+        expect(error?.message).toContain(`blocklist file ${file}`);
+        // Not retried (InvalidBlocklist is not retryable) and nothing waited on: seconds, not minutes.
+        expect(ms).toBeLessThan(15_000);
+        expect(await historyText(handle)).not.toContain('outside-secret');
+      }
+      expect(logs.join('')).not.toContain('outside-secret');
+      expect(mapsDigest()).toBe(before);
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  /** The change's and its node workflow's histories as text, payloads decoded (a secret in any of them shows). */
+  async function historyText(handle: WorkflowHandle<typeof changeWorkflow>): Promise<string> {
+    const decode = (_key: string, value: unknown) => (value instanceof Uint8Array ? Buffer.from(value).toString('utf8') : value);
+    const own = await handle.fetchHistory();
+    const child = await env.client.workflow.getHandle(`${handle.workflowId}/dry-run/${NODE}`).fetchHistory();
+    return JSON.stringify(own, decode) + JSON.stringify(child, decode);
+  }
+
+  test('a secret on a bad line of a feed file appears nowhere: status, history, worker logs, audit; the next change still runs', async () => {
+    const secret = `s3cr3t-${randomBytes(6).toString('hex')}`;
+    const file = join(filesDir, 'leaky.txt');
+    for (const line of [`root:$6$${secret}:19000:0:99999:7:::`, `192.0.2.9 ${secret}=1`, `10.0.0.1/24 # ${secret}`]) {
+      writeFileSync(file, `192.0.2.1\n${line}\n198.51.100.0/24\n`);
+      const logsBefore = logs.length;
+      const { error, handle } = await refusedDryRun(file);
+      expect(error).toMatchObject({ type: 'InvalidBlocklist', message: expect.stringMatching(new RegExp(`^blocklist file ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} line 2: `)) });
+      const status = await handle.query('status');
+      expect(JSON.stringify(status)).not.toContain(secret);
+      expect(JSON.stringify((status as ChangeStatus).audit)).not.toContain(secret);
+      expect(await historyText(handle)).not.toContain(secret);
+      // The audit reaches the logs through the sink: the refusal was logged, without the content.
+      const logged = logs.slice(logsBefore).join('');
+      expect(logged).toContain('audit snapshot failed');
+      expect(logged).not.toContain(secret);
+    }
+    const next = await (await start(request({ patch: { blocklist: { upsert: [{ cidr: '203.0.113.77', reason: 'after the refusals' }] } } }))).result();
+    expect(next.phase).toBe('applied');
+    expect(maps.getExact('203.0.113.77/32')).toEqual({ cidr: '203.0.113.77/32' });
   });
 });

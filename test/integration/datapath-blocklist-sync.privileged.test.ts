@@ -42,7 +42,8 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: { blocklistV4: 64, blocklistV6: 64, hostsV4: HOST_CAPACITY, hostsV6: 64 } });
     datapath.attach({ interface: pair.ifB, netns: pair.b });
     maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: HOST_CAPACITY, maxEntriesV6: 64 }, batchThreads: 2 });
-    store = new BlocklistStore(storeDir);
+    // Feed files are written next to the store: the store's folder is the one feed directory.
+    store = new BlocklistStore(storeDir, undefined, { dirs: [storeDir] });
     sync = createBlocklistSync({ maps: () => maps, store });
   });
 
@@ -65,14 +66,14 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     return Array.from({ length: n }, (_, i) => `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`);
   }
 
-  it('syncs a large list given by file reference, and restoring its snapshot puts back the exact contents and traffic', () => {
+  it('syncs a large list given by file reference, and restoring its snapshot puts back the exact contents and traffic', async () => {
     sync.syncEntries([{ cidr: `${ADDR.a6}/128` }, { cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
     const beforeDigest = imageDigest(maps.dumpImage());
     expect(traffic()).toEqual({ v4: true, v6: false });
 
     const file = join(storeDir, 'feed.txt');
     writeFileSync(file, ['# feed', ...hostLines(HOSTS_V4), `${ADDR.a4}`, '198.51.100.0/24 rule=7', 'fd00:99::/120 expires=4000000000', ''].join('\n'));
-    const result = sync.syncFromRef({ file });
+    const result = await sync.syncFromRef({ file });
     expect(result.counts).toEqual({ added: HOSTS_V4 + 3, changed: 0, removed: 2, total: HOSTS_V4 + 3 });
     expect(result.operations).toHaveLength(1000); // capped; the counts are complete
     expect(result.snapshotRef?.sha256).toMatch(/^[0-9a-f]{64}$/);
@@ -80,52 +81,52 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     expect(maps.getExact('198.51.100.0/24')).toEqual({ cidr: '198.51.100.0/24' });
     expect(maps.getExact('198.51.0.0/16')).toBeNull(); // LPM would match; exact does not
 
-    const restored = sync.restore(result.snapshotRef!);
+    const restored = await sync.restore(result.snapshotRef!);
     expect(restored.counts.total).toBe(2);
     expect(imageDigest(maps.dumpImage())).toBe(beforeDigest);
     expect(maps.readAll()).toEqual([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }, { cidr: `${ADDR.a6}/128` }]);
     expect(traffic()).toEqual({ v4: true, v6: false });
   });
 
-  it('loads a list big enough for two threads (hosts split, trie on the helper) into the maps the programs use, and restores its snapshot exactly', () => {
+  it('loads a list big enough for two threads (hosts split, trie on the helper) into the maps the programs use, and restores its snapshot exactly', async () => {
     sync.syncEntries([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
     const beforeDigest = imageDigest(maps.dumpImage());
     const file = join(storeDir, 'big.txt');
     writeFileSync(file, [...hostLines(THREADED_HOSTS), ADDR.a4, '198.51.100.0/24 rule=3', ''].join('\n'));
-    const result = sync.syncFromRef({ file }); // verified by read-back of every entry, or it throws
+    const result = await sync.syncFromRef({ file }); // verified by read-back of every entry, or it throws
     expect(result.counts).toEqual({ added: THREADED_HOSTS + 2, changed: 0, removed: 1, total: THREADED_HOSTS + 2 });
     const image = maps.dumpImage();
     expect([image.hostV4.count, image.lpmV4.count]).toEqual([THREADED_HOSTS + 1, 1]);
     expect(maps.getExact('100.66.38.15')).toEqual({ cidr: '100.66.38.15/32' }); // host number 140,815: in the helper thread's share
     expect(traffic()).toEqual({ v4: false, v6: true });
 
-    sync.restore(result.snapshotRef!);
+    await sync.restore(result.snapshotRef!);
     expect(imageDigest(maps.dumpImage())).toBe(beforeDigest);
     expect(traffic()).toEqual({ v4: true, v6: true });
   });
 
-  it('resolves content-hash references from the store and refuses content that changed', () => {
+  it('resolves content-hash references from the store and refuses content that changed', async () => {
     const ref = store.put(Buffer.from(`${ADDR.a4}\n`));
-    sync.syncFromRef(ref);
+    await sync.syncFromRef(ref);
     expect(traffic()).toEqual({ v4: false, v6: true });
 
     const file = join(storeDir, 'changed.txt');
     writeFileSync(file, `${ADDR.a6}\n`);
     const before = maps.readAll();
-    expect(() => sync.syncFromRef({ file, sha256: ref.sha256 })).toThrow(/has sha256 [0-9a-f]{64}, but the reference says/);
-    expect(() => sync.syncFromRef({ sha256: 'f'.repeat(64) })).toThrow(/cannot be read/);
-    expect(() => sync.syncFromRef({ file: 'relative.txt' })).toThrow(/field "file": must be an absolute path/);
+    await expect(sync.syncFromRef({ file, sha256: ref.sha256 })).rejects.toThrow(/has sha256 [0-9a-f]{64}, but the reference says/);
+    await expect(sync.syncFromRef({ sha256: 'f'.repeat(64) })).rejects.toThrow(/cannot be read/);
+    await expect(sync.syncFromRef({ file: 'relative.txt' })).rejects.toThrow(/field "file": must be an absolute path/);
     expect(maps.readAll()).toEqual(before);
   });
 
-  it('rejects a bad line naming the line and the rule, and changes nothing', () => {
+  it('rejects a bad line naming the file, the line and the rule, and changes nothing', async () => {
     sync.syncEntries([{ cidr: `${ADDR.a4}/32` }]);
     const before = maps.readAll();
     const file = join(storeDir, 'bad.txt');
     writeFileSync(file, '10.0.0.1\n10.0.0.0/8\n10.1.2.3/24\n');
-    expect(() => sync.syncFromRef({ file })).toThrow(/blocklist line 3: .*host bits/);
+    await expect(sync.syncFromRef({ file })).rejects.toThrow(/^blocklist file .*bad\.txt line 3: the first field has host bits set$/);
     writeFileSync(file, '10.0.0.1 ttl=5\n');
-    expect(() => sync.syncFromRef({ file })).toThrow('blocklist line 1: "ttl=5" is not an option; expected expires=UNIX_SECONDS or rule=ID');
+    await expect(sync.syncFromRef({ file })).rejects.toThrow(`blocklist file ${file} line 1: field 2 is not an option; expected expires=UNIX_SECONDS or rule=ID`);
     expect(maps.readAll()).toEqual(before);
     expect(traffic()).toEqual({ v4: false, v6: true });
   });

@@ -296,7 +296,10 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     const result: EnforcementStatus = await handle.result();
     expect(result.refusals).toEqual([{ at: expect.any(String), code: 'allow-listed', reason: '192.0.2.53/32 overlaps 192.0.2.53/32 on allow-list "dns"' }]);
     expect(result.audit.map((a) => `${a.actor} ${a.step}:${a.result}`)).toEqual(['fos1-enforcer refused:failed', 'fos1-enforcer done:ok']);
-    expect(blocked()).toEqual(before);
+    // No prefix was added. (Compared by prefix: the previous test's target may still get its
+    // block extended by a change in flight, which moves its expiry by a second.)
+    const prefixes = (entries: { cidr: string }[]) => entries.map((e) => e.cidr).sort();
+    expect(prefixes(blocked())).toEqual(prefixes(before));
   });
 
   test('a long-lived target continues as new with its state (a rate limit in force); quarantine without Kubernetes is refused and audited', async () => {

@@ -12,8 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowClient, WorkflowFailedError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { createApprovalActivities } from '../../activities/approval';
-import { createIdentityActivities } from '../../activities/identity';
 import { signIdentity } from '../../auth/identity-assertion';
 import { approvalAssertionSubject } from '../../model/approval-policy';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
@@ -48,7 +46,8 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
       connection: env.nativeConnection,
       workflowBundle: await workflowBundle(),
       nodes: [node],
-      clusterActivities: { ...createIdentityActivities({ identityKey: KEY }), ...createApprovalActivities({ policyFile }) },
+      identityKey: KEY,
+      approvalPolicyFile: policyFile,
     });
   });
   afterAll(async () => {
