@@ -2,7 +2,8 @@
  * The approval gate and change windows on the time-skipping test server, with fake nodes
  * and the real identity and approval-policy activities on the cluster worker: the author's
  * own approval is refused; two approvals from the approver role let the change run; an
- * approval given before the plan changed is void; an unanswered approval expires with
+ * approval given before the plan changed is void (on a later wave too: every touched node is
+ * restored); an unanswered approval expires with
  * nothing applied; a change outside its window waits and runs when it opens; a freeze holds
  * it; an override without the emergency role is refused. Hours pass in milliseconds.
  */
@@ -36,6 +37,8 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
   let env: TestWorkflowEnvironment;
   let workers: FakeWorkers;
   const node = new FakeNode('ap-a');
+  /** The second wave's node in the staged-rollout case. */
+  const second = new FakeNode('ap-b');
   const policyFile = join(mkdtempSync(join(tmpdir(), 'fos1-approval-')), 'policy.yaml');
   let sequence = 0;
 
@@ -45,7 +48,7 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
     workers = await startFakeWorkers({
       connection: env.nativeConnection,
       workflowBundle: await workflowBundle(),
-      nodes: [node],
+      nodes: [node, second],
       identityKey: KEY,
       approvalPolicyFile: policyFile,
     });
@@ -54,16 +57,19 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
     await workers?.stop();
     await env?.teardown();
   });
-  beforeEach(() => node.blocklist.clear());
+  beforeEach(() => {
+    node.blocklist.clear();
+    second.blocklist.clear();
+  });
 
   const policy = (doc: unknown) => writeFileSync(policyFile, JSON.stringify(doc));
   const twoApprovers = { rules: [{ name: 'two', approvals: 2, approverRole: 'approver', expiresAfter: '1h' }] };
 
   /** Submits, as `author` with a signed assertion (as the API would), a change blocking {@link BLOCKED}. */
-  async function submit(author: string, options: Record<string, unknown> = {}): Promise<{ handle: WorkflowHandle; id: string }> {
+  async function submit(author: string, options: Record<string, unknown> = {}, shape: Record<string, unknown> = { targets: [node.name] }): Promise<{ handle: WorkflowHandle; id: string }> {
     const id = `ap-change-${++sequence}`;
     const now = await env.currentTimeMs();
-    const request = { id, author, reason: 'approval test', targets: [node.name], patch: { blocklist: { upsert: [{ cidr: BLOCKED, reason: 'test', expiresAt: new Date(now + 30 * 86_400_000).toISOString() }] } }, options };
+    const request = { id, author, reason: 'approval test', ...shape, patch: { blocklist: { upsert: [{ cidr: BLOCKED, reason: 'test', expiresAt: new Date(now + 30 * 86_400_000).toISOString() }] } }, options };
     const assertion = signIdentity(KEY, { principal: author, roles: ROLES[author] ?? [] }, id, request, now);
     const handle = await env.client.workflow.start('changeWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `change-${id}`, args: [request, assertion] });
     return { handle, id };
@@ -148,6 +154,29 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
     expect(final.nodes[node.name]?.outcome).toBe('restored');
     // What the node had before this change is what it has now.
     expect(node.blocklist.get(BLOCKED)).toBe(theirs);
+  });
+
+  it('checks each wave\'s plan: a drift on the second wave restores the first wave\'s node too (PlanChanged)', async () => {
+    policy({ rules: [{ name: 'one', approvals: 1 }] });
+    const strategy = { waves: [{ name: 'canary', nodes: [node.name], bakeSeconds: 3600 }, { name: 'rest' }] };
+    const { handle, id } = await submit('alice', {}, { targets: [node.name, second.name], strategy });
+    const pending = await waitForPhase(handle, 'awaiting-approval');
+    expect(Object.keys(pending.approval?.plan ?? {}).sort()).toEqual([node.name, second.name]);
+    await vote(handle, id, 'bob', 'approve', pending.approval?.planDigest ?? '');
+    // The canary applied the approved plan and bakes; meanwhile the second node's state moves.
+    await waitForPhase(handle, 'baking');
+    expect(node.blocklist.has(BLOCKED)).toBe(true);
+    const theirs = Math.floor((await env.currentTimeMs()) / 1000) + 7200;
+    second.blocklist.set(BLOCKED, theirs);
+
+    const { type, status: final } = await failureOf(handle);
+    expect(type).toBe('PlanChanged');
+    expect(final.message).toMatch(/plan on node ap-b changed since it was approved/);
+    expect(final.approval?.state).toBe('void');
+    expect(final.nodes[node.name]?.outcome).toBe('restored');
+    expect(final.nodes[second.name]?.outcome).toBe('restored');
+    expect(node.blocklist.has(BLOCKED)).toBe(false);
+    expect(second.blocklist.get(BLOCKED)).toBe(theirs);
   });
 
   it('expires an unanswered approval: nothing applied', async () => {
