@@ -86,6 +86,8 @@ const envSchema = z.object({
   FOS1_RESOLV_CONF: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_RESOLV_CONF must be an absolute path').default('/etc/resolv.conf'),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
+  FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 });
 
@@ -120,6 +122,8 @@ export interface WorkerConfig {
   resolvConf: string;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
+  /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
+  approvalPolicyFile: string | undefined;
   logLevel: string;
 }
 
@@ -171,6 +175,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     guard,
     resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
+    approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -6,6 +6,7 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { createLogger } from '../log/logger';
+import { readApprovalPolicyFile } from '../activities/approval';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect(nativeConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
+  // A broken policy file stops the worker here, naming the field, rather than failing every change.
+  if (config.clusterWorker && config.approvalPolicyFile) await readApprovalPolicyFile(config.approvalPolicyFile);
   const workers = await createWorkers({
     connection,
     namespace: config.temporal.namespace,
@@ -30,6 +33,7 @@ async function main(): Promise<void> {
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     guard: config.guard,
+    ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     nodeDeps: createNodeDeps(config, logger),
     inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(kube

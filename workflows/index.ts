@@ -7,6 +7,8 @@ export { changeWorkflow, statusQuery, confirmUpdate, abortSignal, abortUpdate, p
 export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction, PromoteAction, ExtendBakeAction, WaveStatus } from './change';
 export { rolloutWaveWorkflow, rolloutCheckWorkflow, waveStatusQuery } from './rollout-wave';
 export type { WaveInput, WaveResult, WaveReport, WaveState, WaveNodeSummary } from './rollout-wave';
+export { approveUpdate, rejectUpdate } from './approval';
+export type { ApprovalStatus, WindowStatus } from './approval';
 export { nodeChangeWorkflow, nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
 export { policyChangeWorkflow } from './policy-change';

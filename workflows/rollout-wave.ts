@@ -31,6 +31,7 @@ import {
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import { nodeDiffDigest } from '../model/approval-policy';
 import type { AuditRecord } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import { FailureType, summariseFailure, type FailureSummary } from '../model/failures';
@@ -85,6 +86,8 @@ export interface WaveNodeSummary {
   /** At most {@link MAX_DIFF_LINES_PER_NODE} lines; `diffLines` says how many there were. */
   diff: string[];
   diffLines: number;
+  /** Hex SHA-256 of the whole diff's canonical JSON: the approval gate compares it with the approved plan (workflows/approval.ts). */
+  diffDigest?: string;
   error?: FailureSummary;
   differences?: string[];
   /** This node's audit records (within the wave's budget). */
@@ -457,6 +460,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
       outcome: r.outcome,
       diff: r.diff.slice(0, diffLinesPerNode),
       diffLines: r.diff.length,
+      // Pure computation (no command): replays of waves recorded before it are unaffected.
+      diffDigest: nodeDiffDigest(r.diff),
       audit: [...summary.audit, ...kept],
       ...(fresh.length > kept.length ? { auditOmitted: (summary.auditOmitted ?? 0) + fresh.length - kept.length } : {}),
       ...(r.error ? { error: r.error } : {}),

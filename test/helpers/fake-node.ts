@@ -21,6 +21,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundle } from '@temporalio/worker';
 import { BlocklistStore } from '../../activities/blocklist-sync';
 import { InjectedFaultError } from '../../activities/failures';
+import { createApprovalActivities } from '../../activities/approval';
 import { createIdentityActivities } from '../../activities/identity';
 import { createNodeActivities, type NodeActivities } from '../../activities/node-activities';
 import type { LinkTable } from '../../activities/system/link-table';
@@ -370,6 +371,8 @@ export async function startFakeWorkers(options: {
   cluster?: FakeCluster;
   /** The cluster worker's identity key (none: every change is self-asserted, as started outside the API). */
   identityKey?: Buffer;
+  /** The cluster worker's approval policy file (docs/approvals.md; none: nothing needs approval). */
+  approvalPolicyFile?: string;
 }): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
@@ -385,7 +388,20 @@ export async function startFakeWorkers(options: {
   const describePollers = async ({ taskQueues }: { taskQueues: string[] }) =>
     Object.fromEntries(taskQueues.map((q) => [q, polled.has(q) ? { pollers: 1, identities: ['fake-node'] } : { pollers: 0, identities: [] }]));
   workers.push(
-    await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: { ...(options.cluster ?? new FakeCluster()).activities(), ...createIdentityActivities({ identityKey: options.identityKey }), describePollers }, sinks }),
+    await Worker.create({
+      connection,
+      namespace,
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowBundle,
+      activities: {
+        ...(options.cluster ?? new FakeCluster()).activities(),
+        ...createIdentityActivities({ identityKey: options.identityKey }),
+        // The real policy activity: it only reads the file.
+        ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
+        describePollers,
+      },
+      sinks,
+    }),
   );
   const running = Promise.all(workers.map((w) => w.run()));
   return {

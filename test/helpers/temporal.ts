@@ -70,7 +70,7 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig) } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string } = {},
 ): Promise<RunningWorkers> {
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
@@ -81,6 +81,7 @@ export async function startWorkers(
     clusterWorker: options.clusterWorker ?? true,
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     ...(options.guard ? { guard: options.guard } : {}),
+    ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),
