@@ -298,7 +298,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         summary.phase = 'applying';
         const child = await startChild(nodeChangeWorkflow, {
           taskQueue: nodeTaskQueue(node),
-          workflowId: input.dryRun ? `${workflowInfo().workflowId}/dry-run/${node}` : nodeLockWorkflowId(node),
+          // A dry run's node workflow is named after the change (`<change>/dry-run/<node>`), as before waves.
+          workflowId: input.dryRun ? `${parent?.workflowId ?? workflowInfo().workflowId}/dry-run/${node}` : nodeLockWorkflowId(node),
           parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
           args: [{ changeId: input.changeId, author: input.author, node, ...(input.desired ? { desired: input.desired } : {}), ...(input.patch ? { patch: input.patch } : {}), dryRun: input.dryRun, hold: input.hold }],
         });
