@@ -114,7 +114,9 @@ describePrivileged('ingest keeps alerts while Temporal is away (privileged)', ['
     await startServer();
     maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 4096, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 4096, maxEntriesV6: 64 } });
     // The ingest worker's own connection: it outlives the server's restart, as in a separate process.
-    connection = await Connection.connect({ address: `127.0.0.1:${temporalPort}`, channelArgs: { ...INGEST_CHANNEL_ARGS } });
+    // No gRPC-level retry interceptor: the bridge's spool is what retries here, and a call left
+    // retrying on a timer when the file ends would fire on a shut channel in the next file.
+    connection = await Connection.connect({ address: `127.0.0.1:${temporalPort}`, channelArgs: { ...INGEST_CHANNEL_ARGS }, interceptors: [] });
     client = new Client({ connection });
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
   });
