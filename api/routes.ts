@@ -223,6 +223,8 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
           // A finished change rejects updates as "not found"; tell it apart from a missing one.
           const status = await handle.query(statusQuery).catch(() => undefined);
           if (status) throw new HttpError(409, `nothing to confirm: the change is ${status.phase}`);
+          // The query can fail on a loaded worker; a change that exists but has ended is still a 409.
+          if (await hasEnded(handle)) throw new HttpError(409, 'nothing to confirm: the change has ended');
           if (err instanceof WorkflowNotFoundError) throw err;
           throw new HttpError(409, err instanceof Error ? err.message : String(err));
         }
@@ -365,6 +367,12 @@ function checkActor(body: unknown, principal: Principal): unknown {
     throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms, aborts, steers or approves in someone else's name`);
   }
   return body;
+}
+
+/** Whether the change's workflow exists and has closed (for telling "ended" from "no such change"). */
+async function hasEnded(handle: { describe(): Promise<{ status: { name: string } }> }): Promise<boolean> {
+  const description = await handle.describe().catch(() => undefined);
+  return description !== undefined && description.status.name !== 'RUNNING';
 }
 
 function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {
