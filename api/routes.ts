@@ -371,8 +371,11 @@ function checkActor(body: unknown, principal: Principal): unknown {
 
 /** Whether the change's workflow exists and has closed (for telling "ended" from "no such change"). */
 async function hasEnded(handle: { describe(): Promise<{ status: { name: string } }> }): Promise<boolean> {
-  const description = await handle.describe().catch(() => undefined);
-  return description !== undefined && description.status.name !== 'RUNNING';
+  try {
+    return (await handle.describe()).status.name !== 'RUNNING';
+  } catch {
+    return false; // unknown: the caller answers as for a change it cannot find
+  }
 }
 
 function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {
