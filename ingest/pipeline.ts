@@ -24,6 +24,8 @@ export interface PipelineStats {
   rejectedBy: Record<string, number>;
   decisions: Record<string, number>;
   outcomes: Partial<Record<BridgeOutcome, number>>;
+  /** Decisions aimed at a flow's remote endpoint that had none, by reason (`local-to-local`, …). */
+  withheld: Record<string, number>;
   errors: number;
 }
 
@@ -35,6 +37,7 @@ export type WhenFull = 'wait' | 'refuse';
 
 /** Options of {@link IngestPipeline}. */
 export interface PipelineOptions {
+  /** The rule set's evaluator; {@link IngestPipeline.setEvaluator} swaps it when the rules are reloaded. */
   evaluator: RuleEvaluator;
   /** Where decisions go; absent = evaluate only (benchmarks, dry runs). */
   bridge?: Pick<EnforcementBridge, 'submit'> & Partial<Pick<EnforcementBridge, 'full' | 'whenRoom'>>;
@@ -45,7 +48,7 @@ export interface PipelineOptions {
 
 /** Parses, evaluates and forwards verdict lines. */
 export class IngestPipeline {
-  readonly stats: PipelineStats = { lines: 0, accepted: 0, rejected: 0, rejectedBy: {}, decisions: {}, outcomes: {}, errors: 0 };
+  readonly stats: PipelineStats = { lines: 0, accepted: 0, rejected: 0, rejectedBy: {}, decisions: {}, outcomes: {}, withheld: {}, errors: 0 };
   /** Lines refused (not taken) because the decision spool was full. */
   refusedFull = 0;
   private readonly inFlight = new Set<Promise<void>>();
@@ -55,7 +58,21 @@ export class IngestPipeline {
   private lastRejectLog = 0;
   private suppressedRejects = 0;
 
-  constructor(private readonly options: PipelineOptions) {}
+  private evaluator: RuleEvaluator;
+
+  constructor(private readonly options: PipelineOptions) {
+    this.evaluator = options.evaluator;
+  }
+
+  /** Evaluates later lines with `evaluator` (a reloaded rule set); lines in evaluation finish with the old one. */
+  setEvaluator(evaluator: RuleEvaluator): void {
+    this.evaluator = evaluator;
+  }
+
+  /** The evaluator lines are evaluated with now. */
+  get currentEvaluator(): RuleEvaluator {
+    return this.evaluator;
+  }
 
   /** Handles one EVE JSON line. */
   async eveLine(line: string, origin = 'eve', whenFull: WhenFull = 'wait'): Promise<LineResult> {
@@ -115,7 +132,13 @@ export class IngestPipeline {
     this.stats.accepted++;
     let decision: Decision | null;
     try {
-      decision = (await this.options.evaluator.evaluate(facts)).decision;
+      const evaluation = await this.evaluator.evaluate(facts);
+      decision = evaluation.decision;
+      if (evaluation.withheld) {
+        const { rule, reason, detail } = evaluation.withheld;
+        this.stats.withheld[reason] = (this.stats.withheld[reason] ?? 0) + 1;
+        this.options.logger.info({ rule, reason, src: facts.src_ip, dest: facts.dest_ip, app: facts.ndpi_protocol ?? facts.app_proto }, `rule ${rule} aims at the remote endpoint: ${detail}`);
+      }
     } catch (err) {
       this.stats.errors++;
       this.options.logger.error({ err, facts }, 'rule evaluation failed');

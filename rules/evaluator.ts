@@ -7,6 +7,7 @@
 import { Engine, type Almanac } from 'json-rules-engine';
 import type { Decision, DecisionEvidence } from '../model/enforcement-decision';
 import { prefixOf } from '../model/enforcement-decision';
+import { remoteEndpoint, type CompiledLocalNetworks, type WithheldReason } from '../model/local-networks';
 import type { VerdictFacts } from './facts';
 import type { EnforcementGuard } from '../model/enforcement-guard';
 import { createOperators } from './operators';
@@ -19,6 +20,17 @@ export interface Evaluation {
   decision: Decision | null;
   /** Names of every rule that matched, highest priority first. */
   matched: string[];
+  /**
+   * Set when the deciding rule aims at the flow's `remote` endpoint and the flow has none
+   * (both sides local, neither, not unicast…): the decision is withheld, no address blocked.
+   */
+  withheld?: { rule: string; reason: WithheldReason; detail: string };
+}
+
+/** What the evaluator reads of the world besides the verdict. */
+export interface EvaluatorContext {
+  /** The node's local networks now (refreshed by the ingest); undefined while not known. */
+  localNetworks?: () => CompiledLocalNetworks | undefined;
 }
 
 const WINDOW_COUNTS = '__windowCounts';
@@ -39,6 +51,7 @@ export class RuleEvaluator {
     guard: EnforcementGuard,
     /** Distinct fact combinations remembered; 0 turns the cache off (the benchmark's worst case). */
     private readonly cacheLimit = 10_000,
+    private readonly context: EvaluatorContext = {},
   ) {
     this.windows = new SlidingWindows(ruleSet.windows.map((w) => ({ name: w.name, groupBy: w.groupBy as keyof VerdictFacts, windowMs: w.window, where: w.where as WindowDefinition['where'] })));
     for (const w of ruleSet.windows) this.windowClamp.set(w.name, windowBound(ruleSet.rules, w.name));
@@ -104,7 +117,19 @@ export class RuleEvaluator {
       this.stats.cacheHits++;
     }
     if (matched.length === 0) return { decision: null, matched: [] };
-    return { decision: this.decide(matched[0]!, facts), matched: matched.map((r) => r.name) };
+    const rule = matched[0]!;
+    const names = matched.map((r) => r.name);
+    if (rule.decision.target === 'remote') {
+      const remote = remoteEndpoint(facts.src_ip, facts.dest_ip, this.context.localNetworks?.());
+      if ('withheld' in remote) return { decision: null, matched: names, withheld: { rule: rule.name, reason: remote.withheld, detail: remote.detail } };
+      return { decision: this.decide(rule, facts, remote.address), matched: names };
+    }
+    return { decision: this.decide(rule, facts, facts[rule.decision.target]), matched: names };
+  }
+
+  /** The rule set this evaluator runs. */
+  get rules(): RuleSet {
+    return this.ruleSet;
   }
 
   /** Window sizes, for metrics. */
@@ -116,9 +141,8 @@ export class RuleEvaluator {
     return this.ruleSet.rules[this.order.get(name) ?? -1]!;
   }
 
-  private decide(rule: RuleSpec, facts: VerdictFacts): Decision | null {
+  private decide(rule: RuleSpec, facts: VerdictFacts, address: string | undefined): Decision | null {
     const spec = rule.decision;
-    const address = facts[spec.target];
     if (address === undefined) return null;
     const length = address.includes(':') ? spec.prefixLengthV6 : spec.prefixLengthV4;
     const key = `${address}/${length}`;

@@ -36,6 +36,10 @@ export interface VerdictFacts {
   ndpi_category?: string;
   ndpi_risks?: string[];
   ndpi_risk_score?: number;
+  /** nDPI's confidence text (`DPI`, `DPI (cache)`, `Match by port`, …). */
+  ndpi_confidence?: string;
+  /** The confidence as a level: 1 low (a guess by port or IP), 2 medium (DPI partial, cached, aggressive), 3 high (DPI). */
+  ndpi_confidence_level?: number;
 }
 
 /** Fact names a rule set may use in conditions (checked at load time). */
@@ -63,5 +67,7 @@ export const FACT_NAMES: readonly (keyof VerdictFacts | 'window')[] = [
   'ndpi_category',
   'ndpi_risks',
   'ndpi_risk_score',
+  'ndpi_confidence',
+  'ndpi_confidence_level',
   'window',
 ];

@@ -57,7 +57,22 @@ export function parseNdpiFlowLine(line: string, observedAtMs: number): NdpiParse
     : [];
   const score = fields.get('Risk Score');
   facts.ndpi_risk_score = score && /^\d+$/.test(score) ? Number(score) : 0;
+  const confidence = fields.get('Confidence');
+  facts.ndpi_confidence_level = confidenceLevel(confidence);
+  if (confidence) facts.ndpi_confidence = confidence;
   return { ok: true, facts };
+}
+
+/**
+ * nDPI's confidence (ndpi_confidence_t) as a level a DPIProfile's `minConfidence` compares
+ * with: `high` 3 for a match by inspection (`DPI`, `nBPF`), `medium` 2 for inspection of
+ * part of the flow or a cached verdict (`DPI (partial)`, `DPI (cache)`, `DPI (aggressive)`…),
+ * `low` 1 for a guess (`Match by port`, `Match by IP`) or none printed.
+ */
+export function confidenceLevel(confidence: string | undefined): number {
+  if (confidence === 'DPI' || confidence === 'nBPF') return 3;
+  if (confidence?.startsWith('DPI')) return 2;
+  return 1;
 }
 
 function endpoint(text: string): { ip: string; port: number } | null {

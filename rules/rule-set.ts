@@ -24,8 +24,12 @@ const scalar = z.union([z.string(), z.number(), z.boolean()]);
 export const decisionSpecSchema = z
   .object({
     action: z.enum(ENFORCEMENT_ACTIONS),
-    /** Which address of the event the action applies to. */
-    target: z.enum(['src_ip', 'dest_ip']).default('src_ip'),
+    /**
+     * Which address of the event the action applies to. `remote`: the flow's remote
+     * endpoint, the side outside the node's local networks, whichever position it holds;
+     * nothing when both sides are local or neither is (model/local-networks.ts, docs/dpi.md).
+     */
+    target: z.enum(['src_ip', 'dest_ip', 'remote']).default('src_ip'),
     prefixLengthV4: z.number().int().min(0).max(32).default(32),
     prefixLengthV6: z.number().int().min(0).max(128).default(128),
     /** Base duration of a block, quarantine or rate limit. */

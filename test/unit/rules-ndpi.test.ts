@@ -16,6 +16,7 @@ import { RuleEvaluator } from '../../rules/evaluator';
 import { EnforcementGuard, guardConfigSchema } from '../../model/enforcement-guard';
 import { parseNdpiFlowLine } from '../../rules/ndpi';
 import { loadRuleSetFile } from '../../rules/rule-set';
+import { compileLocalNetworks, type CompiledLocalNetworks } from '../../model/local-networks';
 import { describePrivileged } from '../helpers/capabilities';
 import { sharedData } from '../helpers/shared-data';
 
@@ -33,9 +34,12 @@ function haveReader(): boolean {
   }
 }
 
+/** The network of the captures' client (192.168.1.3 in bittorrent.pcap): the node's inside. */
+const CAPTURE_LAN = compileLocalNetworks({ prefixes: ['192.168.1.0/24'] });
+
 /** Runs the reader over a capture and the default rules over its flows. */
-async function decide(pcap: string): Promise<{ flows: number; decisions: Decision[] }> {
-  const evaluator = new RuleEvaluator(loadRuleSetFile(DEFAULT_RULES_FILE), new EnforcementGuard(guardConfigSchema.parse({})));
+async function decide(pcap: string, local: CompiledLocalNetworks = CAPTURE_LAN): Promise<{ flows: number; decisions: Decision[]; withheld: Record<string, number> }> {
+  const evaluator = new RuleEvaluator(loadRuleSetFile(DEFAULT_RULES_FILE), new EnforcementGuard(guardConfigSchema.parse({})), undefined, { localNetworks: () => local });
   const decisions: Decision[] = [];
   const pipeline = new IngestPipeline({ evaluator, logger: pino({ level: 'silent' }) });
   await runNdpiReader({
@@ -47,7 +51,7 @@ async function decide(pcap: string): Promise<{ flows: number; decisions: Decisio
     },
   });
   expect(pipeline.stats.rejected).toBe(0);
-  return { flows: pipeline.stats.accepted, decisions };
+  return { flows: pipeline.stats.accepted, decisions, withheld: pipeline.stats.withheld };
 }
 
 describePrivileged('nDPI flow lines', ['shared-data'], () => {
@@ -70,6 +74,8 @@ describePrivileged('nDPI flow lines', ['shared-data'], () => {
         ndpi_category: 'Download',
         ndpi_risks: ['Known Protocol on Non Standard Port'],
         ndpi_risk_score: 50,
+        ndpi_confidence: 'DPI (cache)',
+        ndpi_confidence_level: 2,
       }),
     });
     const google = readFileSync(join(NDPI, 'result-4.2', 'google_ssl.pcap.out'), 'utf8').split('\n').map((l) => parseNdpiFlowLine(l, NOW)).find((r) => 'ok' in r);
@@ -109,6 +115,22 @@ if (!readerPresent) console.warn('SKIPPED "ndpiReader over the shared captures" 
     expect(peers.has('192.168.1.3/32')).toBe(false);
   });
 
+  test('BitTorrent seen from the other side: the capture\'s client is the remote one, and only it is blocked', async () => {
+    // A node whose inside holds every peer (0–191.x and 198.x) but not the client 192.168.1.3.
+    const peersInside = compileLocalNetworks({ prefixes: ['0.0.0.0/1', '128.0.0.0/2', '198.0.0.0/8'] });
+    const { decisions } = await decide('bittorrent.pcap', peersInside);
+    expect(new Set(decisions.map((d) => d.target))).toEqual(new Set(['192.168.1.3/32']));
+  });
+
+  test('BitTorrent between two local hosts, or where neither side is local, blocks no address', async () => {
+    const everything = await decide('bittorrent.pcap', compileLocalNetworks({ prefixes: ['0.0.0.0/0'] }));
+    expect(everything.decisions).toEqual([]);
+    expect(everything.withheld).toEqual({ 'local-to-local': 18 });
+    const nothing = await decide('bittorrent.pcap', compileLocalNetworks({ prefixes: ['10.0.0.0/8'] }));
+    expect(nothing.decisions).toEqual([]);
+    expect(nothing.withheld).toEqual({ 'no-local-side': 18 });
+  });
+
   test('HTTP (risk score 260) is allowed: the allow rule outranks the risky-flow rule', async () => {
     const { flows, decisions } = await decide('windowsupdate_over_http.pcap');
     expect(flows).toBeGreaterThan(0);
@@ -126,6 +148,6 @@ if (!readerPresent) console.warn('SKIPPED "ndpiReader over the shared captures" 
       ...Array(3).fill('notify TLS.Tor dpi-notify-anonymisers'),
     ]);
     const google = await decide('google_ssl.pcap');
-    expect(google).toEqual({ flows: 1, decisions: [] });
+    expect(google).toEqual({ flows: 1, decisions: [], withheld: {} });
   });
 });
