@@ -9,6 +9,8 @@ import { authEnvSchema, type AuthEnv } from '../auth/config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 import { DEFAULT_SPOOL_MAX_BYTES } from './spool';
+import { cidrSchema } from '../model/node-state';
+import type { LocalNetworksConfig } from './local-networks-source';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -59,6 +61,26 @@ const envSchema = z.object({
   FOS1_NDPI_INTERFACE: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'FOS1_NDPI_INTERFACE must be an interface name').optional(),
   FOS1_NDPI_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   FOS1_NDPI_CONFIG_DIR: z.string().optional(),
+  /** Network namespace the live ndpiReader captures in (default: the ingest's own). */
+  FOS1_NDPI_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'FOS1_NDPI_NETNS must be a network namespace name').optional(),
+  /** Prefixes always local for the remote-endpoint rule, comma-separated (besides what the node reports). */
+  FOS1_LOCAL_NETWORKS: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((p) => p.trim()).filter((p) => p !== ''))
+    .pipe(z.array(cidrSchema)),
+  /** Zones whose interfaces face the outside, comma-separated. */
+  FOS1_EXTERNAL_ZONES: z
+    .string()
+    .default('wan')
+    .transform((s) => s.split(',').map((p) => p.trim()).filter((p) => p !== '')),
+  /** How often the node's local networks are re-read, seconds. */
+  FOS1_LOCAL_NETWORKS_REFRESH_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  /**
+   * Follow DPIProfiles from a cluster: a kubeconfig path, or `in-cluster` for the pod's
+   * service account. Unset: only the rule set file.
+   */
+  FOS1_DPI_KUBECONFIG: z.string().min(1).optional(),
   /**
    * Folder of the ingest worker's state: the decision spool (verdicts kept while Temporal is
    * unreachable). Default: the EVE file's folder, else `$XDG_STATE_HOME/fos1-ingest`
@@ -88,7 +110,11 @@ export interface IngestConfig {
   /** Who may POST to the HTTP endpoint, and its limits (auth/config.ts). */
   auth: AuthEnv;
   maxNdjsonLines: number;
-  ndpi?: { interface: string; seconds: number; configDir?: string };
+  ndpi?: { interface: string; seconds: number; configDir?: string; netns?: string };
+  /** How the node's local networks are learnt (the `remote` decision target). */
+  localNetworks: LocalNetworksConfig;
+  /** Where DPIProfiles are followed from; absent = off. */
+  dpiKubeconfig?: string;
   /** Where the decision spool lives (see FOS1_INGEST_STATE_DIR). */
   stateDir: string;
   /** Cap of the decision spool in bytes. */
@@ -130,8 +156,10 @@ export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
     auth: authEnvSchema.parse(e),
     maxNdjsonLines: e.FOS1_MAX_NDJSON_LINES,
     ...(e.FOS1_NDPI_INTERFACE
-      ? { ndpi: { interface: e.FOS1_NDPI_INTERFACE, seconds: e.FOS1_NDPI_SECONDS, ...(e.FOS1_NDPI_CONFIG_DIR ? { configDir: e.FOS1_NDPI_CONFIG_DIR } : {}) } }
+      ? { ndpi: { interface: e.FOS1_NDPI_INTERFACE, seconds: e.FOS1_NDPI_SECONDS, ...(e.FOS1_NDPI_CONFIG_DIR ? { configDir: e.FOS1_NDPI_CONFIG_DIR } : {}), ...(e.FOS1_NDPI_NETNS ? { netns: e.FOS1_NDPI_NETNS } : {}) } }
       : {}),
+    localNetworks: { ...(e.FOS1_NDPI_NETNS ? { netns: e.FOS1_NDPI_NETNS } : {}), extra: e.FOS1_LOCAL_NETWORKS, externalZones: e.FOS1_EXTERNAL_ZONES, refreshMs: e.FOS1_LOCAL_NETWORKS_REFRESH_SECONDS * 1000 },
+    ...(e.FOS1_DPI_KUBECONFIG ? { dpiKubeconfig: e.FOS1_DPI_KUBECONFIG } : {}),
     stateDir: e.FOS1_INGEST_STATE_DIR ?? (e.FOS1_EVE_FILE ? dirname(e.FOS1_EVE_FILE) : join(env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'fos1-ingest')),
     spoolMaxBytes: e.FOS1_INGEST_SPOOL_MAX_BYTES,
     coalesceMs: e.FOS1_COALESCE_MS,

@@ -9,9 +9,10 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator';
 import { authEnvSchema, createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { EnforcementBridge, type WorkflowStarter } from './bridge';
-import { RuleEvaluator } from '../rules/evaluator';
 import { EnforcementGuard } from '../model/enforcement-guard';
-import { loadRuleSetFile } from '../rules/rule-set';
+import { DpiProfileController, type DpiKubeClient } from './dpi-profile-controller';
+import { LocalNetworksSource } from './local-networks-source';
+import { RuleSource } from './rule-source';
 import type { IngestConfig } from './config';
 import { EveFileTail } from './eve-tail';
 import { listenNdjsonHttp, listenUnixSocket } from './line-servers';
@@ -28,6 +29,12 @@ export interface RunningIngest {
   bridge: EnforcementBridge;
   /** Verdicts kept while Temporal is unreachable. */
   spool: DecisionSpool;
+  /** The rule set in force (base file + DPIProfiles), reloaded without a restart. */
+  rules: RuleSource;
+  /** The node's local networks (the `remote` decision target). */
+  localNetworks: LocalNetworksSource;
+  /** Present when DPIProfiles are followed. */
+  dpiProfiles?: DpiProfileController;
   tail?: EveFileTail;
   http?: HttpServer;
   socket?: NetServer;
@@ -40,6 +47,8 @@ export interface IngestDeps {
   logger: Logger;
   /** Checks the HTTP endpoint's callers; built from `config.auth` when not given. */
   authenticator?: Authenticator;
+  /** A cluster to follow DPIProfiles from (the entry point builds it from FOS1_DPI_KUBECONFIG). */
+  kube?: DpiKubeClient;
 }
 
 /**
@@ -47,8 +56,8 @@ export interface IngestDeps {
  * cap have defaults). Without `stateDir` the decision spool lives in a fresh temporary
  * folder: it survives an outage of Temporal, not a restart of this process.
  */
-export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes'> &
-  Partial<Pick<IngestConfig, 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes'>> & {
+export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes' | 'localNetworks' | 'dpiKubeconfig'> &
+  Partial<Pick<IngestConfig, 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes' | 'localNetworks'>> & {
     /** Back-off of the spool's delivery (default 0.5 s doubling to 30 s). */
     retryBackoffMs?: { initial: number; max: number };
     /** Targets the bridge's coalescing map remembers at most (default 100,000). */
@@ -59,8 +68,32 @@ export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'au
 export async function startIngest(config: IngestStartConfig, deps: IngestDeps): Promise<RunningIngest> {
   const { logger } = deps;
   const guard = new EnforcementGuard(config.guard);
-  const ruleSet = loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
-  const evaluator = new RuleEvaluator(ruleSet, guard);
+  const localNetworks = new LocalNetworksSource(
+    config.localNetworks ?? { ...(config.ndpi?.netns ? { netns: config.ndpi.netns } : {}), extra: [], externalZones: ['wan'], refreshMs: 30_000 },
+    logger,
+  );
+  // Reloads reach the pipeline once it exists; until then it takes `rules.evaluator` as it is when created.
+  let pipeline: IngestPipeline | undefined;
+  const rules = new RuleSource({
+    baseFile: config.rulesFile,
+    guard,
+    allowListNames: new Set(Object.keys(config.guard.allowLists)),
+    context: { localNetworks: () => localNetworks.current() },
+    onReload: (evaluator) => pipeline?.setEvaluator(evaluator),
+    logger,
+  });
+  try {
+    return await startWith(config, deps, guard, rules, localNetworks, (p) => (pipeline = p));
+  } catch (err) {
+    rules.close();
+    localNetworks.stop();
+    throw err;
+  }
+}
+
+async function startWith(config: IngestStartConfig, deps: IngestDeps, guard: EnforcementGuard, rules: RuleSource, localNetworks: LocalNetworksSource, publish: (p: IngestPipeline) => void): Promise<RunningIngest> {
+  const { logger } = deps;
+  await localNetworks.start();
   const stateDir = config.stateDir ?? (await mkdtemp(join(tmpdir(), 'fos1-ingest-')));
   const spool = await DecisionSpool.open({ dir: stateDir, ...(config.spoolMaxBytes ? { maxBytes: config.spoolMaxBytes } : {}), logger });
   const bridge = new EnforcementBridge({
@@ -73,8 +106,16 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
     ...(config.retryBackoffMs ? { retryBackoffMs: config.retryBackoffMs } : {}),
     ...(config.maxRecentTargets ? { maxRecent: config.maxRecentTargets } : {}),
   });
-  const pipeline = new IngestPipeline({ evaluator, bridge, logger });
-  const running: RunningIngest = { pipeline, bridge, spool, stop: async () => undefined };
+  // The evaluator in force now (a reload may have happened while the spool opened); later reloads reach it through `publish`.
+  const pipeline = new IngestPipeline({ evaluator: rules.evaluator, bridge, logger });
+  publish(pipeline);
+  const ruleSet = rules.evaluator.rules;
+  const running: RunningIngest = { pipeline, bridge, spool, rules, localNetworks, stop: async () => undefined };
+  if (deps.kube) {
+    running.dpiProfiles = new DpiProfileController({ kube: deps.kube, rules, logger, node: config.nodes.join(',') });
+    await running.dpiProfiles.start();
+  }
+  const lines = pipeline;
   let stopping = false;
 
   if (config.eveFile) {
@@ -82,20 +123,20 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
       from: config.eveFrom,
       ...(config.eveStateFile ? { stateFile: config.eveStateFile } : {}),
       // A line counts as handled, and its position may be saved, once its decision is sent.
-      beforeSave: () => pipeline.settle(),
-      onLine: (line) => pipeline.eveLine(line, 'eve-file'),
+      beforeSave: () => lines.settle(),
+      onLine: (line) => lines.eveLine(line, 'eve-file'),
       onError: (err) => logger.error({ err }, `reading ${config.eveFile} failed`),
     });
     await running.tail.start();
   }
-  if (config.eveSocket) running.socket = await listenUnixSocket(config.eveSocket, (line) => pipeline.eveLine(line, 'eve-socket'));
+  if (config.eveSocket) running.socket = await listenUnixSocket(config.eveSocket, (line) => lines.eveLine(line, 'eve-socket'));
   if (config.httpPort) {
     const auth = config.auth ?? authEnvSchema.parse({});
     // A request is refused (503) rather than held while the spool is full; answered once its decisions are kept.
-    running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http', 'refuse'), {
+    running.http = await listenNdjsonHttp(config.httpPort, (line) => lines.eveLine(line, 'eve-http', 'refuse'), {
       security: httpSecurityFrom(auth, deps.authenticator ?? createAuthenticator(auth)),
       logger,
-      settle: () => pipeline.settle(),
+      settle: () => lines.settle(),
       ...(config.maxNdjsonLines ? { maxLines: config.maxNdjsonLines } : {}),
     });
   }
@@ -108,7 +149,8 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
           await runNdpiReader({
             input: { interface: ndpi.interface, seconds: ndpi.seconds },
             ...(ndpi.configDir ? { configDir: ndpi.configDir } : {}),
-            onLine: (line) => pipeline.ndpiLine(line, Date.now()),
+            ...(ndpi.netns ? { netns: ndpi.netns } : {}),
+            onLine: (line) => lines.ndpiLine(line, Date.now()),
           });
         } catch (err) {
           logger.error({ err }, 'ndpiReader failed; retrying in 10s');
@@ -121,10 +163,13 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
 
   running.stop = async () => {
     stopping = true;
-    pipeline.stopWaiting();
+    await running.dpiProfiles?.stop();
+    rules.close();
+    localNetworks.stop();
+    lines.stopWaiting();
     await running.tail?.stop();
     await Promise.all([running.http, running.socket].filter((s) => s !== undefined).map((s) => new Promise((r) => s.close(r))));
-    await pipeline.drain();
+    await lines.drain();
     // Kept verdicts not yet delivered stay on disk for the next start.
     await bridge.close();
     // A temporary spool folder of ours goes, unless it still holds something (then it is logged where).

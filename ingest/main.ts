@@ -4,6 +4,7 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { createLogger } from '../log/logger';
+import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { loadRuleSetFile } from '../rules/rule-set';
 import { INGEST_CHANNEL_ARGS, parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
@@ -18,7 +19,9 @@ async function main(): Promise<void> {
   const connection = Connection.lazy(clientConnectionOptions(config.temporal, { channelArgs: { ...INGEST_CHANNEL_ARGS } }));
   logger.info({ temporal: config.temporal.describe }, 'Temporal client ready (connects on first use)');
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const running = await startIngest(config, { workflows: client.workflow, logger });
+  // DPIProfiles from a cluster (FOS1_DPI_KUBECONFIG: a kubeconfig path, or `in-cluster`).
+  const kube = config.dpiKubeconfig ? new KubeClient(loadKubeConfig(config.dpiKubeconfig === 'in-cluster' ? undefined : config.dpiKubeconfig)) : undefined;
+  const running = await startIngest(config, { workflows: client.workflow, logger, ...(kube ? { kube } : {}) });
   const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts, delivery: running.bridge.delivery, spool: running.spool.stats, refusedFull: running.pipeline.refusedFull }, 'ingest stats'), 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
