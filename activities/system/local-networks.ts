@@ -37,8 +37,8 @@ export async function readNodeNetworkView(sources: LocalNetworkSources): Promise
     .filter((a) => a.ifname !== undefined)
     .map((a) => ({
       name: a.ifname!,
-      // Host-scope addresses (loopback) are the node's own but name no network.
-      addresses: (a.addr_info ?? []).filter((i) => i.local !== undefined && i.prefixlen !== undefined && i.scope !== 'host').map((i) => `${i.local}/${i.prefixlen}`),
+      // Host- and link-scope addresses (loopback, fe80::) name no network a flow is routed from.
+      addresses: (a.addr_info ?? []).filter((i) => i.local !== undefined && i.prefixlen !== undefined && i.scope !== 'host' && i.scope !== 'link').map((i) => `${i.local}/${i.prefixlen}`),
     }));
   const defaultRouteInterfaces = [...new Set(defaults.flatMap((r) => [r.dev, ...(r.nexthops ?? []).map((n) => n.dev)]).filter((d): d is string => d !== undefined))];
   const zones = sources.nat ? (await sources.nat.readZones()).map((z) => ({ name: z.name, interfaces: z.interfaces, prefixes: z.prefixes })) : [];
