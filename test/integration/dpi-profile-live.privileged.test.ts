@@ -160,6 +160,21 @@ suite('a DPIProfile blocks an application on a sandbox router (privileged)', ['r
   const ping = (from: string, to: string) => run(from, ['ping', '-n', '-q', '-c', '1', '-W', '1', to]);
   const tcp = (from: string, to: string) => run(from, ['timeout', '2', 'bash', '-c', `exec 3<>/dev/tcp/${to}/${PLAIN_PORT}`]);
   const blocked = () => maps.readAll().map((e) => e.cidr).sort();
+  /**
+   * Opens BitTorrent flows (one a second) until `seen` holds: the ingest runs ndpiReader in
+   * rounds, and a flow that falls in the moment between two rounds is not captured.
+   */
+  const flowUntil = async <T>(open: () => Promise<boolean>, seen: () => T, ok: (v: T) => boolean, what: string, ms = 45_000) =>
+    eventually(
+      async () => {
+        await open();
+        return seen();
+      },
+      ok,
+      what,
+      ms,
+      1000,
+    );
   const getProfile = () => kube.client.get({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'DPIProfile', namespace: NS, name: 'no-p2p' });
   const applied = (p: StoredObject | undefined) => ((p?.status?.conditions ?? []) as { type: string; status: string; reason: string; message: string; observedGeneration: number }[]).find((c) => c.type === 'Applied');
   const setSpec = async (spec: object) => {
@@ -182,7 +197,7 @@ suite('a DPIProfile blocks an application on a sandbox router (privileged)', ['r
     await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'DPIProfile', metadata: { name: 'no-p2p', namespace: NS }, spec: { applications: [{ protocol: 'BitTorrent', action: 'log' }] } });
     await eventually(getProfile, (p) => applied(p)?.status === 'True' && p?.status?.observedGeneration === 1, 'the profile (generation 1) to be applied');
     expect(await bittorrent(ns.l, IP.peer1)).toBe(true);
-    await eventually(() => pipeline.stats.decisions.notify ?? 0, (n) => n >= 1, 'ndpiReader to classify the BitTorrent flow and the profile to report it', 20_000);
+    await flowUntil(() => bittorrent(ns.l, IP.peer1), () => pipeline.stats.decisions.notify ?? 0, (n) => n >= 1, 'ndpiReader to classify the BitTorrent flow and the profile to report it');
     expect(blocked()).toEqual([]);
 
     // v2 blocks it: reloaded in the same ingest (no restart), status at generation 2.
@@ -194,8 +209,7 @@ suite('a DPIProfile blocks an application on a sandbox router (privileged)', ['r
     expect(ingest.pipeline).toBe(pipeline);
 
     // Local → remote: the destination (the peer) is blocked.
-    expect(await bittorrent(ns.l, IP.peer1)).toBe(true);
-    await eventually(blocked, (b) => b.includes(`${IP.peer1}/32`), 'the remote peer to land in the blocklist map', 45_000);
+    await flowUntil(() => bittorrent(ns.l, IP.peer1), blocked, (b) => b.includes(`${IP.peer1}/32`), 'the remote peer to land in the blocklist map');
     expect(blocked()).toEqual([`${IP.peer1}/32`]);
     await eventually(() => tcp(ns.l, IP.peer1), (ok) => !ok, "the peer's traffic to be dropped");
     expect(await ping(ns.l, IP.peer1)).toBe(false);
@@ -207,14 +221,14 @@ suite('a DPIProfile blocks an application on a sandbox router (privileged)', ['r
 
     // Remote → local: the remote side is now the source, and it is the one blocked.
     expect(await bittorrent(ns.x, IP.l, IP.peer2)).toBe(true);
-    await eventually(blocked, (b) => b.includes(`${IP.peer2}/32`), 'the remote source to land in the blocklist map', 45_000);
+    await flowUntil(() => bittorrent(ns.x, IP.l, IP.peer2), blocked, (b) => b.includes(`${IP.peer2}/32`), 'the remote source to land in the blocklist map');
     expect(blocked()).toEqual([`${IP.peer1}/32`, `${IP.peer2}/32`]);
     expect(await ping(ns.l, IP.other)).toBe(true);
 
     // Local ↔ local: classified, withheld, neither host blocked.
     const withheld = pipeline.stats.withheld['local-to-local'] ?? 0;
     expect(await bittorrent(ns.l, IP.l2)).toBe(true);
-    await eventually(() => pipeline.stats.withheld['local-to-local'] ?? 0, (n) => n > withheld, 'the local-to-local BitTorrent flow to be classified and withheld', 20_000);
+    await flowUntil(() => bittorrent(ns.l, IP.l2), () => pipeline.stats.withheld['local-to-local'] ?? 0, (n) => n > withheld, 'the local-to-local BitTorrent flow to be classified and withheld');
     expect(blocked()).toEqual([`${IP.peer1}/32`, `${IP.peer2}/32`]);
     expect(await tcp(ns.l, IP.l2)).toBe(true);
 
