@@ -159,6 +159,22 @@ export class KubeClient {
   }
 
   /**
+   * Server-side apply of the status subresource of a custom object: `status` as this field
+   * manager wants it (the fields it leaves out and owned before are dropped; conditions are a
+   * map keyed by `type`, so other managers' conditions stay). A missing object is a 404, never
+   * a creation: the status subresource cannot create.
+   */
+  async applyStatus(ref: ObjectRef, plural: string, status: Record<string, unknown>, options: { fieldManager: string; force?: boolean }): Promise<StoredObject> {
+    const [group, version] = ref.apiVersion.split('/') as [string, string];
+    const body = { apiVersion: ref.apiVersion, kind: ref.kind, metadata: { name: ref.name, ...(ref.namespace ? { namespace: ref.namespace } : {}) }, status };
+    const headers = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply);
+    const common = { group, version, plural, name: ref.name, body, fieldManager: options.fieldManager, force: options.force ?? true };
+    return call(`apply status of ${describe(ref)}`, () =>
+      ref.namespace ? this.custom.patchNamespacedCustomObjectStatus({ ...common, namespace: ref.namespace }, headers) : this.custom.patchClusterCustomObjectStatus(common, headers),
+    ) as Promise<StoredObject>;
+  }
+
+  /**
    * Watches a collection path (e.g. `/apis/security.fos1.io/v1alpha1/firewallrules`) from a
    * resourceVersion. `onEvent` sees every event, including `ERROR` (a 410 Gone arrives so);
    * `onDone` is called once when the stream ends, with the error if any. Returns `stop()`.
