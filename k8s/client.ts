@@ -24,6 +24,8 @@ export interface StoredObject extends KubeObject {
     uid?: string;
     generation?: number;
     creationTimestamp?: string;
+    deletionTimestamp?: string;
+    finalizers?: string[];
     managedFields?: unknown[];
   };
   status?: Record<string, unknown>;
