@@ -14,9 +14,9 @@ import { shortHash } from '../model/short-hash';
 import type { StoredObject } from '../k8s/client';
 import type { ChangeStatus } from '../workflows/change';
 
-/** What became of one change. */
+/** What became of one change (of the change workflow, or of the FirewallRule's policy workflow). */
 export type ChangeOutcome =
-  | { kind: 'applied'; changeId: string; workflowId: string; status: ChangeStatus }
+  | { kind: 'applied'; changeId: string; workflowId: string; message: string; unchanged?: boolean }
   | { kind: 'rolled-back' | 'rollback-failed' | 'failed'; changeId: string; workflowId: string; type: string; message: string };
 
 /** Raised when the runner was stopped while it waited: the change goes on, nobody reports it here. */
@@ -67,7 +67,7 @@ export class ChangeRunner {
     started?.(changeId);
     try {
       const status = (await this.abortable(workflowId, handle.result())) as ChangeStatus;
-      return { kind: 'applied', changeId, workflowId, status };
+      return { kind: 'applied', changeId, workflowId, message: status.message, unchanged: status.phase === 'unchanged' };
     } catch (err) {
       if (err instanceof WorkflowFailedError) {
         const cause = summariseFailure(err.cause ?? err);

@@ -46,8 +46,12 @@ export interface Reconciler {
   kind: string;
   /** Resource plural (`networkinterfaces`). */
   plural: string;
-  /** Brings the nodes to what the object says (one change); `starting` is told the change id before the wait. */
-  apply(obj: StoredObject, starting: (changeId: string) => void): Promise<ChangeOutcome>;
+  /**
+   * Brings the nodes to what the object says (one change); `starting` is told the change id
+   * before the wait; `forced` is set when something else than the object's generation asks for
+   * the change (see {@link ObjectController.force}), and belongs in the change id.
+   */
+  apply(obj: StoredObject, starting: (changeId: string) => void, forced?: string): Promise<ChangeOutcome>;
   /** Removes what the object made (one change); the finalizer is dropped only when it succeeded. */
   cleanup(obj: StoredObject, starting: (changeId: string) => void): Promise<ChangeOutcome>;
 }
@@ -61,6 +65,8 @@ export interface ObjectControllerOptions {
   retryDelayMs?: number;
   /** Clock for condition timestamps (injected so tests can pin it). */
   now?: () => Date;
+  /** Sees every object the watch reports (the FirewallRule controller keeps an index of rules). */
+  onObject?: (obj: StoredObject, deleted: boolean) => void;
   /** Told of every change the controller starts or joins (before it waits for the outcome). */
   onChange?: (event: { key: string; changeId: string; purpose: 'apply' | 'cleanup' }) => void;
 }
@@ -76,6 +82,7 @@ export class ObjectController {
   private readonly queues = new Map<string, Promise<void>>();
   private readonly latest = new Map<string, StoredObject>();
   private readonly retries = new Map<string, { timer: NodeJS.Timeout; attempt: number }>();
+  private readonly forced = new Map<string, string>();
   private stopped = false;
 
   constructor(private readonly options: ObjectControllerOptions) {
@@ -87,11 +94,19 @@ export class ObjectController {
       client: options.kube,
       logger: options.logger,
       handler: {
-        upsert: (obj) => this.enqueue(obj),
-        // With the finalizer, DELETED arrives only after the cleanup: nothing left to do.
-        deleted: () => undefined,
+        upsert: (obj) => {
+          options.onObject?.(obj, false);
+          this.enqueue(obj);
+        },
+        // With the finalizer, DELETED arrives only after the cleanup: nothing left to do here.
+        deleted: (obj) => options.onObject?.(obj, true),
       },
     });
+  }
+
+  /** Times the collection was listed (first list + relists after 410 Gone or errors). */
+  get lists(): number {
+    return this.listWatch.lists;
   }
 
   /** The kind this controller reconciles. */
@@ -114,6 +129,15 @@ export class ObjectController {
     for (const r of this.retries.values()) clearTimeout(r.timer);
     this.retries.clear();
     await Promise.allSettled([...this.queues.values()]);
+  }
+
+  /**
+   * Reconciles `obj` again although its generation was handled (something it depends on
+   * changed); `tag` names the cause and goes into the change id.
+   */
+  force(obj: StoredObject, tag: string): void {
+    this.forced.set(keyOf(obj), tag);
+    this.enqueue(obj);
   }
 
   private enqueue(obj: StoredObject): void {
@@ -174,9 +198,11 @@ export class ObjectController {
       return;
     }
     const observed = obj.status?.observedGeneration as number | undefined;
-    if (observed === generation) return;
+    const forced = this.forced.get(key);
+    this.forced.delete(key);
+    if (observed === generation && forced === undefined) return;
 
-    const outcome = await reconciler.apply(obj, (changeId) => this.options.onChange?.({ key, changeId, purpose: 'apply' }));
+    const outcome = await reconciler.apply(obj, (changeId) => this.options.onChange?.({ key, changeId, purpose: 'apply' }), forced);
     await this.writeStatus(obj, generation, outcome);
   }
 
@@ -199,12 +225,12 @@ export class ObjectController {
   /** Server-side apply of the object's status: observedGeneration, the change's workflow id, and the conditions. */
   private async writeStatus(obj: StoredObject, generation: number, outcome: ChangeOutcome): Promise<void> {
     const now = (this.options.now ?? (() => new Date()))().toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const label = `change ${outcome.changeId} (workflow ${outcome.workflowId})`;
+    const label = `workflow ${outcome.workflowId} (change ${outcome.changeId})`;
     const cond = (type: Condition['type'], status: Condition['status'], reason: string, message: string): Condition => ({ type, status, observedGeneration: generation, lastTransitionTime: now, reason, message: message.slice(0, 32_000) });
     const conditions: Condition[] =
       outcome.kind === 'applied'
         ? [
-            cond('Applied', 'True', outcome.status.phase === 'unchanged' ? 'Unchanged' : 'Applied', `${label}: ${outcome.status.message}`),
+            cond('Applied', 'True', outcome.unchanged ? 'Unchanged' : 'Applied', `${label}: ${outcome.message}`),
             cond('RolledBack', 'False', 'Applied', label),
             cond('Failed', 'False', 'Applied', label),
           ]
@@ -237,7 +263,7 @@ function keyOf(obj: StoredObject): string {
 }
 
 const ROLLBACK_MESSAGE = {
-  'rolled-back': 'every node touched was restored to its snapshot and read back equal',
+  'rolled-back': 'what the change had touched was restored and read back equal to its snapshot',
   'rollback-failed': 'the rollback did not verify; an operator must look (see the Failed message)',
   failed: 'nothing was applied, so nothing was rolled back',
 } as const;

@@ -63,13 +63,13 @@ export function vlanPolicyReconciler(options: ChangeControllerOptions & { kube: 
       const outcome = await options.runner.run(request(id, `${ref(obj)} generation ${generation}`, nodes, { zones: { upsert: [zone], remove: [] } }), starting);
       if (outcome.kind !== 'applied') return outcome;
       const pairs = `defaultAction ${spec.defaultAction ?? 'deny'}, allowTo [${(spec.allowTo ?? []).join(', ')}]`;
-      return { ...outcome, status: { ...outcome.status, message: `${outcome.status.message}; zone ${zone.name} on ${nodes.join(', ')}; zone pairs (${pairs}) not enforced yet: the change request has no zone-to-zone policy` } };
+      return { ...outcome, message: `${outcome.message}; zone ${zone.name} on ${nodes.join(', ')}; zone pairs (${pairs}) not enforced yet: the change request has no zone-to-zone policy` };
     },
     async cleanup(obj, starting): Promise<ChangeOutcome> {
       const spec = obj.spec as VlanPolicySpec;
       const id = objectChangeId('vlp', obj, 'delete');
       // Nothing was made for a refused policy (no status.workflowId): nothing to clean.
-      if (!obj.status?.workflowId) return { kind: 'applied', changeId: id, workflowId: '', status: { phase: 'unchanged', message: 'nothing was applied', progress: { nodesDone: 0, nodesTotal: 0 }, nodes: {}, audit: [] } as never };
+      if (!obj.status?.workflowId) return { kind: 'applied', changeId: id, workflowId: '', message: 'nothing was applied', unchanged: true };
       const { nodes } = await vlanLinks(obj);
       if (nodes.length === 0) return refused(obj, id, 'NoTargets', `the nodes of VLAN ${spec.vlanId} are no longer known (its NetworkInterfaces were deleted first); remove zone ${vlanZoneName(spec.vlanId)} by a change`);
       return options.runner.run(request(id, `${ref(obj)} deleted`, nodes, { zones: { upsert: [], remove: [vlanZoneName(spec.vlanId)] } }), starting);
