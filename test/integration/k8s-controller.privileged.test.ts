@@ -189,6 +189,9 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     const runs: string[] = [];
     for await (const w of env.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(w.runId);
     expect(runs).toEqual([first.firstExecutionRunId]);
+    // Deleting it prunes its policy (the finalizer's cleanup), so later estimates do not count it.
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'restarted' });
+    await waitFor('restarted pruned and gone', async () => ((await getPolicy('fos1-restarted')) === undefined && (await getRule('restarted')) === undefined ? true : undefined));
   });
 
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
