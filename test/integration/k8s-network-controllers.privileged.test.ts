@@ -224,6 +224,8 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     await kube.client.delete({ apiVersion: API, kind: 'VLANPolicy', namespace: NS, name: 'big' });
     await kube.client.delete({ apiVersion: API, kind: 'NetworkInterface', namespace: NS, name: 'vlan10' });
     await eventually(() => get('VLANPolicy', 'big'), (o) => o === undefined, 'refused policy deleted', 30_000, 200);
+    // Its cleanup (remove a VLAN that was never made) is a change too: let it end before the servers stop.
+    await eventually(() => get('NetworkInterface', 'vlan10'), (o) => o === undefined, 'vlan10 cleaned up', 90_000, 200);
     await m.stop({ release: true });
   });
 });
