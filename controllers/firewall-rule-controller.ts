@@ -7,8 +7,11 @@
  *   time; the controller waits for the running one and then reconciles the newest spec.
  * - A generation is handled once: `status.observedGeneration` equal to `metadata.generation`
  *   means done (status writes do not bump the generation, so they do not loop).
- * - A deleted rule starts the same workflow with no rules, which prunes its Cilium policies;
- *   on start, rules deleted while no controller watched are found by the policies' labels.
+ * - A rule carries fos1's finalizer; its deletion starts the same workflow with no rules,
+ *   which prunes its Cilium policies, and then drops the finalizer. On start, policies of rules
+ *   that no longer exist (deleted before they had the finalizer) are found by their labels.
+ * - Built on controllers/object-controller.ts: status by server-side apply, per-object queue;
+ *   a restarted controller joins the run of the same change id instead of starting it again.
  * - A FirewallZone whose spec changes re-applies every rule of its namespace that names it
  *   (as its zone or as a peer): the rule's generation did not move, its policy must.
  * - Conditions: `Applied` (True/False), `RolledBack` (True after a verified rollback),
@@ -17,26 +20,20 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
 import { summariseFailure, FailureType, UNKNOWN_FAILURE, type FailureSummary } from '../model/failures';
 import type { Logger } from 'pino';
-import { KubeApiError, type KubeClient, type StoredObject } from '../k8s/client';
+import type { KubeClient, StoredObject } from '../k8s/client';
 import { CILIUM_KINDS } from '../activities/cilium-policy';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL } from '../model/firewall-translate';
-import { CLUSTER_TASK_QUEUE } from '../model/naming';
+import { CLUSTER_TASK_QUEUE, SearchAttributes } from '../model/naming';
 import type { PolicyChangeInput, PolicyChangeResult } from '../workflows/policy-change';
+import type { ChangeOutcome } from './change-runner';
 import { ListWatch } from './list-watch';
+import { ObjectController } from './object-controller';
 
 export const FOS1_SECURITY_API_VERSION = 'security.fos1.io/v1alpha1';
-const RULES_PATH = '/apis/security.fos1.io/v1alpha1/firewallrules';
 const ZONES_PATH = '/apis/security.fos1.io/v1alpha1/firewallzones';
 
 /** A status condition as Kubernetes writes them (metav1.Condition). */
-export interface Condition {
-  type: 'Applied' | 'RolledBack' | 'Failed';
-  status: 'True' | 'False' | 'Unknown';
-  observedGeneration: number;
-  lastTransitionTime: string;
-  reason: string;
-  message: string;
-}
+export type { Condition } from './object-controller';
 
 /** Workflow id for a fos1 object: the same object always maps to the same id. */
 export function policyWorkflowId(kind: string, namespace: string, name: string): string {
@@ -53,37 +50,39 @@ export interface FirewallRuleControllerOptions {
   now?: () => Date;
 }
 
-/** The controller; {@link FirewallRuleController.start} lists, watches and reconciles until stopped. */
+/**
+ * The controller; {@link FirewallRuleController.start} lists, watches and reconciles until
+ * stopped. Built on the shared framework (controllers/object-controller.ts: finalizer, status
+ * conditions by server-side apply, per-object queue), with the policy workflow as its change.
+ */
 export class FirewallRuleController {
-  private readonly listWatch: ListWatch;
+  private readonly objects: ObjectController;
   private readonly zoneWatch: ListWatch;
   /** Latest version of every rule, to find the rules a zone change affects. */
   private readonly rules = new Map<string, StoredObject>();
   /** Spec fingerprint of every zone seen; a change of it re-applies the rules naming the zone. */
   private readonly zoneSpecs = new Map<string, string>();
-  /** Rules to re-apply although their generation was handled, with the zone change that caused it. */
-  private readonly forced = new Map<string, string>();
-  /** Per-object serial queues: two events for one object never reconcile at once. */
-  private readonly queues = new Map<string, Promise<void>>();
-  private readonly latest = new Map<string, StoredObject | null>();
+  private readonly pending = new Set<Promise<unknown>>();
   private stopped = false;
 
   constructor(private readonly options: FirewallRuleControllerOptions) {
-    this.listWatch = new ListWatch({
-      apiVersion: FOS1_SECURITY_API_VERSION,
-      kind: 'FirewallRule',
-      path: RULES_PATH,
-      client: options.kube,
+    this.objects = new ObjectController({
+      kube: options.kube,
       logger: options.logger,
-      handler: {
-        upsert: (obj) => {
-          this.rules.set(keyOf(obj), obj);
-          this.enqueue(obj, obj);
+      ...(options.now ? { now: options.now } : {}),
+      onObject: (obj, deleted) => {
+        if (deleted) this.rules.delete(keyOf(obj));
+        else this.rules.set(keyOf(obj), obj);
+      },
+      reconciler: {
+        apiVersion: FOS1_SECURITY_API_VERSION,
+        kind: 'FirewallRule',
+        plural: 'firewallrules',
+        apply: async (obj, starting, forced) => {
+          const input = await this.inputFor(obj, obj.metadata.generation ?? 0, forced);
+          return this.runWorkflow(input, starting);
         },
-        deleted: (obj) => {
-          this.rules.delete(keyOf(obj));
-          this.enqueue(obj, null);
-        },
+        cleanup: (obj, starting) => this.runWorkflow(this.deletedInput(obj.metadata.namespace ?? 'default', obj.metadata.name), starting),
       },
     });
     this.zoneWatch = new ListWatch({
@@ -99,21 +98,21 @@ export class FirewallRuleController {
     });
   }
 
-  /** Times the collection was listed (first list + relists after 410 Gone or errors). */
+  /** Times the rule collection was listed (first list + relists after 410 Gone or errors). */
   get lists(): number {
-    return this.listWatch.lists;
+    return this.objects.lists;
   }
 
   async start(): Promise<void> {
-    await this.listWatch.start();
+    await this.objects.start();
     await this.zoneWatch.start();
     await this.pruneOrphans();
   }
 
   /**
-   * A rule deleted while no controller was watching leaves its policies behind (the watch
-   * never saw the DELETED event). After the first list, every FirewallRule that fos1-owned
-   * objects name but that no longer exists is reconciled as deleted, which prunes them.
+   * A rule deleted while no controller was watching, before it carried fos1's finalizer (rules
+   * from before the finalizer existed), leaves its policies behind. After the first list,
+   * every FirewallRule that fos1-owned objects name but that no longer exists is pruned.
    */
   private async pruneOrphans(): Promise<void> {
     const sources = new Map<string, { namespace: string; name: string }>();
@@ -128,16 +127,18 @@ export class FirewallRuleController {
     for (const [key, ref] of sources) {
       if (this.rules.has(key)) continue;
       this.options.logger.info({ rule: key }, 'policies of a FirewallRule that no longer exists: pruning');
-      this.enqueue({ apiVersion: FOS1_SECURITY_API_VERSION, kind: 'FirewallRule', metadata: { name: ref.name, namespace: ref.namespace } }, null);
+      const run = this.runWorkflow(this.deletedInput(ref.namespace, ref.name), () => undefined).catch((err: unknown) => this.options.logger.error({ err: String(err), rule: key }, 'pruning failed'));
+      this.pending.add(run);
+      void run.finally(() => this.pending.delete(run));
     }
   }
 
   /** Stops watching and waits for reconciles in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.listWatch.stop();
     this.zoneWatch.stop();
-    await Promise.allSettled([...this.queues.values()]);
+    await this.objects.stop();
+    await Promise.allSettled([...this.pending]);
   }
 
   private zoneChanged(zone: StoredObject, fingerprint: string): void {
@@ -146,44 +147,17 @@ export class FirewallRuleController {
     if (fingerprint === 'deleted') this.zoneSpecs.delete(key);
     else this.zoneSpecs.set(key, fingerprint);
     // The first sighting is the state rules were (or are being) reconciled with.
-    if (previous === undefined || previous === fingerprint) return;
+    if (previous === undefined || previous === fingerprint || this.stopped) return;
     for (const rule of this.rules.values()) {
       if (rule.metadata.namespace !== zone.metadata.namespace) continue;
       const spec = (rule.spec ?? {}) as { zone?: string; peers?: { zone?: string }[] };
       if (spec.zone !== zone.metadata.name && !(spec.peers ?? []).some((p) => p.zone === zone.metadata.name)) continue;
-      this.forced.set(keyOf(rule), `z${zone.metadata.resourceVersion ?? '0'}`);
-      this.enqueue(rule, rule);
+      this.objects.force(rule, `z${zone.metadata.resourceVersion ?? '0'}`);
     }
   }
 
-  private enqueue(ref: StoredObject, obj: StoredObject | null): void {
-    const key = keyOf(ref);
-    this.latest.set(key, obj);
-    const previous = this.queues.get(key) ?? Promise.resolve();
-    const next = previous.then(() => this.reconcile(key, ref)).catch((err: unknown) => this.options.logger.error({ err: String(err), key }, 'reconcile failed'));
-    this.queues.set(key, next);
-  }
-
-  private async reconcile(key: string, ref: StoredObject): Promise<void> {
-    if (this.stopped) return;
-    const obj = this.latest.get(key);
-    const namespace = ref.metadata.namespace ?? 'default';
-    const name = ref.metadata.name;
-    if (obj === undefined) return; // already handled by an earlier queued reconcile
-    this.latest.delete(key);
-    const generation = obj?.metadata.generation ?? 0;
-    const forced = this.forced.get(key);
-    this.forced.delete(key);
-    if (obj && forced === undefined && (obj.status?.observedGeneration as number | undefined) === generation) return;
-
-    const workflowId = policyWorkflowId('FirewallRule', namespace, name);
-    const input = obj ? await this.inputFor(obj, generation, forced) : { changeId: `${name}-deleted`, author: 'fos1-controller', source: { kind: 'FirewallRule', namespace, name }, namespace, rules: [] };
-    const outcome = await this.runWorkflow(workflowId, input);
-    if (!obj) {
-      this.options.logger.info({ key, outcome: outcome.kind }, 'policies of deleted FirewallRule pruned');
-      return;
-    }
-    await this.writeStatus(obj, generation, `${workflowId} (change ${input.changeId})`, outcome, workflowId);
+  private deletedInput(namespace: string, name: string): PolicyChangeInput {
+    return { changeId: `${name}-deleted`.slice(0, 63).replace(/[-.]+$/, ''), author: 'fos1-controller', source: { kind: 'FirewallRule', namespace, name }, namespace, rules: [] };
   }
 
   private async inputFor(obj: StoredObject, generation: number, forced: string | undefined): Promise<PolicyChangeInput> {
@@ -199,18 +173,31 @@ export class FirewallRuleController {
     };
   }
 
-  /** Starts (or joins) the object's workflow and waits for its outcome. */
-  private async runWorkflow(workflowId: string, input: PolicyChangeInput): Promise<Outcome> {
+  /**
+   * Starts (or joins) the object's workflow and waits for its outcome. The workflow id is per
+   * object, so one policy change per rule runs at a time; a run of the same change id (a
+   * controller restarted mid-change) is joined, never started twice.
+   */
+  private async runWorkflow(input: PolicyChangeInput, starting: (changeId: string) => void): Promise<ChangeOutcome> {
     const { temporal } = this.options;
+    const workflowId = policyWorkflowId('FirewallRule', input.source.namespace, input.source.name);
+    const outcome = (result: PolicyChangeResult): ChangeOutcome => ({
+      kind: 'applied',
+      changeId: input.changeId,
+      workflowId,
+      message: `applied ${result.applied.join(', ')}${result.pruned.length ? `; pruned ${result.pruned.join(', ')}` : ''}`,
+    });
     for (;;) {
       try {
-        const handle = await temporal.workflow.start('policyChangeWorkflow', {
-          workflowId,
-          taskQueue: this.options.taskQueue ?? CLUSTER_TASK_QUEUE,
-          args: [input],
-        });
-        const result = (await handle.result()) as PolicyChangeResult;
-        return { kind: 'applied', result, runId: handle.firstExecutionRunId };
+        const existing = temporal.workflow.getHandle(workflowId);
+        const latest = await existing.describe().catch(() => undefined);
+        if (latest && latest.typedSearchAttributes.get(SearchAttributes.changeId) === input.changeId) {
+          starting(input.changeId);
+          return outcome((await existing.result()) as PolicyChangeResult);
+        }
+        const handle = await temporal.workflow.start('policyChangeWorkflow', { workflowId, taskQueue: this.options.taskQueue ?? CLUSTER_TASK_QUEUE, args: [input] });
+        starting(input.changeId);
+        return outcome((await handle.result()) as PolicyChangeResult);
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) {
           // Another change of this object is running: let it finish, then start ours.
@@ -220,44 +207,8 @@ export class FirewallRuleController {
         if (err instanceof WorkflowFailedError) {
           const cause = applicationCause(err);
           const kind = cause.type === FailureType.PolicyRolledBack ? 'rolled-back' : cause.type === FailureType.PolicyRollbackFailed ? 'rollback-failed' : 'failed';
-          return { kind, type: cause.type, message: cause.message };
+          return { kind, changeId: input.changeId, workflowId, type: cause.type, message: cause.message };
         }
-        throw err;
-      }
-    }
-  }
-
-  /** `label` names the workflow and the change in messages; `workflowId` goes to status.workflowId. */
-  private async writeStatus(obj: StoredObject, generation: number, label: string, outcome: Outcome, workflowId: string): Promise<void> {
-    const now = (this.options.now ?? (() => new Date()))().toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const cond = (type: Condition['type'], status: Condition['status'], reason: string, message: string): Condition => ({ type, status, observedGeneration: generation, lastTransitionTime: now, reason, message });
-    const conditions: Condition[] =
-      outcome.kind === 'applied'
-        ? [
-            cond('Applied', 'True', 'Applied', `workflow ${label}: applied ${outcome.result.applied.join(', ')}${outcome.result.pruned.length ? `; pruned ${outcome.result.pruned.join(', ')}` : ''}`),
-            cond('RolledBack', 'False', 'Applied', `workflow ${label}`),
-            cond('Failed', 'False', 'Applied', `workflow ${label}`),
-          ]
-        : [
-            cond('Applied', 'False', outcome.type, `workflow ${label}: ${outcome.message}`),
-            cond('RolledBack', outcome.kind === 'rolled-back' ? 'True' : 'False', outcome.type, `workflow ${label}: ${ROLLBACK_MESSAGE[outcome.kind]}`),
-            cond('Failed', 'True', outcome.type, `workflow ${label}: ${outcome.message}`.slice(0, 32_000)),
-          ];
-    // Optimistic concurrency: re-read and retry on a conflict (someone else wrote meanwhile).
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const current = await this.options.kube.get({ apiVersion: FOS1_SECURITY_API_VERSION, kind: 'FirewallRule', namespace: obj.metadata.namespace, name: obj.metadata.name });
-      if (!current || current.metadata.uid !== obj.metadata.uid) return; // deleted (or re-created) meanwhile
-      const previous = ((current.status?.conditions ?? []) as Condition[]).filter(Boolean);
-      // lastTransitionTime only moves when the status of a condition changes.
-      const merged = conditions.map((c) => {
-        const old = previous.find((p) => p.type === c.type);
-        return old && old.status === c.status ? { ...c, lastTransitionTime: old.lastTransitionTime } : c;
-      });
-      try {
-        await this.options.kube.replaceStatus({ ...current, status: { ...current.status, observedGeneration: generation, workflowId, conditions: merged } }, 'firewallrules');
-        return;
-      } catch (err) {
-        if (err instanceof KubeApiError && err.status === 409) continue;
         throw err;
       }
     }
@@ -267,14 +218,6 @@ export class FirewallRuleController {
 function keyOf(obj: StoredObject): string {
   return `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
-
-type Outcome = { kind: 'applied'; result: PolicyChangeResult; runId: string } | { kind: 'rolled-back' | 'rollback-failed' | 'failed'; type: string; message: string };
-
-const ROLLBACK_MESSAGE = {
-  'rolled-back': 'the previous policies were restored and read back equal',
-  'rollback-failed': 'the rollback did not verify; an operator must look (see the Failed message)',
-  failed: 'nothing was applied, so nothing was rolled back',
-} as const;
 
 /** The workflow's failure type and message; `Failed` (a condition reason) when it carried no type. */
 function applicationCause(err: WorkflowFailedError): FailureSummary {

@@ -9,6 +9,14 @@
  * | `TEMPORAL_NAMESPACE` | `default` | |
  * | `TEMPORAL_TLS*`, `TEMPORAL_API_KEY` | (plaintext) | TLS / mTLS, see workers/temporal-connection.ts and docs/security.md |
  * | `LOG_LEVEL` | `info` | pino level |
+ * | `FOS1_LEASE_NAMESPACE` | `$POD_NAMESPACE`, else `fos1-system` | namespace of the leader-election Lease |
+ * | `FOS1_LEASE_NAME` | `fos1-controller` | the Lease (coordination.k8s.io/v1) |
+ * | `FOS1_LEASE_IDENTITY` | `$POD_NAME` (else the host name) + the pid | this candidate |
+ * | `FOS1_LEASE_DURATION_SECONDS` | `15` | a follower takes over this long after the leader stopped renewing |
+ * | `FOS1_CONTROLLER_BAKE_SECONDS` | (the change workflow's default) | bake of each wave of the changes the controllers start |
+ *
+ * Only the process holding the Lease acts; when it loses the Lease it exits (the Deployment
+ * restarts it as a follower), as controller-runtime does.
  *
  * The policy workflows it starts run on the cluster task queue; the cluster worker must be
  * created with `ciliumDeps` (workers/fos1-worker.ts) so their activities are registered.
@@ -17,12 +25,20 @@ import { Client, Connection } from '@temporalio/client';
 import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
-import { FirewallRuleController } from './firewall-rule-controller';
+import { hostname } from 'node:os';
+import { ControllerManager } from './manager';
 import { clientConnectionOptions, parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const envSchema = z.object({
   KUBECONFIG_PATH: z.string().default(''),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  POD_NAMESPACE: z.string().default(''),
+  POD_NAME: z.string().default(''),
+  FOS1_LEASE_NAMESPACE: z.string().default(''),
+  FOS1_LEASE_NAME: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Kubernetes object name').default('fos1-controller'),
+  FOS1_LEASE_IDENTITY: z.string().default(''),
+  FOS1_LEASE_DURATION_SECONDS: z.coerce.number().int().min(2, 'must be at least 2 seconds').max(3600).default(15),
+  FOS1_CONTROLLER_BAKE_SECONDS: z.coerce.number().int().min(0, 'must be 0 or more').optional(),
 });
 
 /** Parsed controller configuration. */
@@ -31,12 +47,25 @@ export interface ControllerConfig {
   /** Address, namespace and TLS/mTLS material (TEMPORAL_* variables). */
   temporal: TemporalConnectionConfig;
   logLevel: string;
+  lease: { namespace: string; name: string; identity: string; leaseDurationSeconds: number };
+  bakeSeconds: number | undefined;
 }
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig {
   const { vars: e, temporal } = parseEnvWithTemporal('controller', envSchema, env);
-  return { kubeconfigPath: e.KUBECONFIG_PATH || undefined, temporal, logLevel: e.LOG_LEVEL };
+  return {
+    kubeconfigPath: e.KUBECONFIG_PATH || undefined,
+    temporal,
+    logLevel: e.LOG_LEVEL,
+    lease: {
+      namespace: e.FOS1_LEASE_NAMESPACE || e.POD_NAMESPACE || 'fos1-system',
+      name: e.FOS1_LEASE_NAME,
+      identity: e.FOS1_LEASE_IDENTITY || `${e.POD_NAME || hostname()}-${process.pid}`,
+      leaseDurationSeconds: e.FOS1_LEASE_DURATION_SECONDS,
+    },
+    bakeSeconds: e.FOS1_CONTROLLER_BAKE_SECONDS,
+  };
 }
 
 async function main(): Promise<void> {
@@ -45,11 +74,21 @@ async function main(): Promise<void> {
   const kube = new KubeClient(loadKubeConfig(config.kubeconfigPath));
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
-  const controller = new FirewallRuleController({ kube, temporal: new Client({ connection, namespace: config.temporal.namespace }), logger });
-  await controller.start();
-  logger.info('fos1 controller watching FirewallRules and FirewallZones');
+  const manager = new ControllerManager({
+    kube,
+    temporal: new Client({ connection, namespace: config.temporal.namespace }),
+    logger,
+    lease: config.lease,
+    ...(config.bakeSeconds !== undefined ? { bakeSeconds: config.bakeSeconds } : {}),
+    onLostLease: () => {
+      logger.error({ lease: config.lease }, 'lost the lease: exiting so that only the new leader acts');
+      process.exit(1);
+    },
+  });
+  manager.start();
+  logger.info({ lease: config.lease }, 'fos1 controller campaigning for the lease (FirewallRule, NetworkInterface, VLANPolicy)');
   const stop = async () => {
-    await controller.stop();
+    await manager.stop({ release: true });
     await connection.close();
     process.exit(0);
   };

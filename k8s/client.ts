@@ -24,6 +24,8 @@ export interface StoredObject extends KubeObject {
     uid?: string;
     generation?: number;
     creationTimestamp?: string;
+    deletionTimestamp?: string;
+    finalizers?: string[];
     managedFields?: unknown[];
   };
   status?: Record<string, unknown>;
@@ -155,6 +157,22 @@ export class KubeClient {
       obj.metadata.namespace
         ? this.custom.replaceNamespacedCustomObjectStatus({ group, version, namespace: obj.metadata.namespace, plural, name, body: obj })
         : this.custom.replaceClusterCustomObjectStatus({ group, version, plural, name, body: obj }),
+    ) as Promise<StoredObject>;
+  }
+
+  /**
+   * Server-side apply of the status subresource of a custom object: `status` as this field
+   * manager wants it (the fields it leaves out and owned before are dropped; conditions are a
+   * map keyed by `type`, so other managers' conditions stay). A missing object is a 404, never
+   * a creation: the status subresource cannot create.
+   */
+  async applyStatus(ref: ObjectRef, plural: string, status: Record<string, unknown>, options: { fieldManager: string; force?: boolean }): Promise<StoredObject> {
+    const [group, version] = ref.apiVersion.split('/') as [string, string];
+    const body = { apiVersion: ref.apiVersion, kind: ref.kind, metadata: { name: ref.name, ...(ref.namespace ? { namespace: ref.namespace } : {}) }, status };
+    const headers = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply);
+    const common = { group, version, plural, name: ref.name, body, fieldManager: options.fieldManager, force: options.force ?? true };
+    return call(`apply status of ${describe(ref)}`, () =>
+      ref.namespace ? this.custom.patchNamespacedCustomObjectStatus({ ...common, namespace: ref.namespace }, headers) : this.custom.patchClusterCustomObjectStatus(common, headers),
     ) as Promise<StoredObject>;
   }
 

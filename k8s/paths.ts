@@ -15,6 +15,11 @@ export function kubeApiserverPath(): string {
   return join(cacheDir(), `kube-apiserver-${KUBE_VERSION}`, 'kube-apiserver');
 }
 
+/** Path of the kubectl binary (built at {@link KUBE_VERSION} from k8s.io/kubectl). */
+export function kubectlPath(): string {
+  return join(cacheDir(), `kubectl-${KUBE_VERSION}`, 'kubectl');
+}
+
 /** Path of the etcd binary. */
 export function etcdPath(): string {
   return join(cacheDir(), `etcd-${ETCD_VERSION}`, 'etcd');

@@ -18,6 +18,12 @@
  *     and taking NDJSON at POST http://127.0.0.1:8081/v1/eve. It keeps its read position
  *     next to the file, so a restart neither re-reads old alerts nor skips new ones.
  *
+ * With `--kube` (`npm start -- --kube`; off by default, it adds the apiserver's start-up):
+ *  5. etcd + kube-apiserver with fos1's and Cilium's CRDs, a kubeconfig at
+ *     `<state dir>/kubeconfig`, and fos1's controllers (FirewallRule, NetworkInterface,
+ *     VLANPolicy) starting changes on the sandbox fleet — `kubectl apply -f` a CRD object and
+ *     watch its status (scripts/dev-kube.ts, deploy/README.md).
+ *
  * Every HTTP endpoint needs a bearer token. On first start this creates, under the state
  * directory (mode 0600): `tokens.json` (sha256 of each token → principal and roles),
  * `admin-token` (the admin token itself, for the README's curl commands) and
@@ -51,6 +57,7 @@ import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
 import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
+import { startDevKube, type DevKube } from './dev-kube';
 import { ensureSandboxFleet, MAX_SANDBOX_FLEET, sandboxFleetLayout, startUpstreamService, type SandboxFleet } from './sandbox-netns';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
@@ -145,6 +152,9 @@ async function main(): Promise<void> {
       allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], 'dev-upstream': ['10.200.255.0/24', 'fd00:200:ffff::/64'], loopback: ['127.0.0.0/8', '::1/128'] },
     });
   }
+  // --kube: the apiserver first, so the cluster worker can apply Cilium policy to it.
+  const devKube: DevKube | undefined = process.argv.includes('--kube') ? await startDevKube(stateDir, logger.child({ component: 'kube' })) : undefined;
+  if (devKube) process.on('exit', () => void devKube.kube.stop());
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   // One bundle for every worker of this process (bundling is the slow part of start-up).
   // The approval policy (docs/approvals.md): the dev default asks for nothing.
@@ -163,6 +173,7 @@ async function main(): Promise<void> {
         identityKey,
         guard: ingestConfig.guard,
         ...(node.index === 1 ? { approvalPolicyFile } : {}),
+        ...(node.index === 1 && devKube ? { ciliumDeps: { kube: devKube.kube.client, fieldManager: 'fos1', logger: nodeLogger } } : {}),
         inventory: { kind: 'file', path: inventoryFile },
         nodeDeps: createNodeDeps(
           {
@@ -205,9 +216,16 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  const running = Promise.all(workers.map((w) => w.run()));
+  // After the workers poll: a change started before would find no node worker and fail.
+  if (devKube) {
+    devKube.startControllers(client);
+    logger.info({ kubeconfig: devKube.kubeconfig }, `controllers running — try: KUBECONFIG=${devKube.kubeconfig} kubectl apply -f deploy/examples/firewall-rule.yaml`);
+  }
   try {
-    await Promise.all(workers.map((w) => w.run()));
+    await running;
   } finally {
+    await devKube?.stop();
     await connection.close();
     temporal?.kill('SIGTERM');
     // Its pipes would keep this process alive after the workers stopped.

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by scripts/bootstrap.sh (helpers: say, as_root, apt_install; $CACHE_DIR).
-# Builds kube-apiserver and etcd from the Go module proxy at pinned versions, for the
+# Builds kube-apiserver, etcd and kubectl from the Go module proxy at pinned versions, for the
 # real Kubernetes API used in development and tests (the envtest approach, no downloads).
 # Wrapper modules live in k8s/tools/*; binaries go to $CACHE_DIR/<tool>-<version>/ via a temp
 # dir and a rename, so a half-built binary is never at the final path. Fast when present.
@@ -27,6 +27,9 @@ fos1_build_go_tool etcd "$ETCD_VERSION" k8s/tools/etcd
 # Stamp the version (upstream's build does the same), so /version answers v1.35.4, not v0.0.0-master.
 kube_minor=${KUBE_VERSION#v1.}; kube_minor=${kube_minor%%.*}
 fos1_build_go_tool kube-apiserver "$KUBE_VERSION" k8s/tools/kube-apiserver \
+  "-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
+# kubectl at the same version, for `kubectl apply -f` against the apiserver of `npm start -- --kube`.
+fos1_build_go_tool kubectl "$KUBE_VERSION" k8s/tools/kubectl \
   "-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
 unset kube_minor
 unset -f fos1_build_go_tool

@@ -138,6 +138,8 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
         'ClusterRoleBinding/fos1-policy-applier',
         'ClusterRoleBinding/fos1-quarantine',
         'DaemonSet/fos1-node-worker',
+        'Role/fos1-controller-leader-election',
+        'RoleBinding/fos1-controller-leader-election',
         'Deployment/fos1-api',
         'Deployment/fos1-cluster-worker',
         'Deployment/fos1-controller',
@@ -253,7 +255,20 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(envOf(cw!, 'FOS1_NODE_WORKER')?.value).toBe('false');
     expect(envOf(cw!, 'FOS1_CLUSTER_WORKER')?.value).toBe('true');
     expect(envOf(cw!, 'FOS1_KUBECONFIG')?.value).toBe('default');
-    expect(find(defaults, 'Deployment', 'fos1-controller').spec).toMatchObject({ replicas: 1, strategy: { type: 'Recreate' } });
+    // Leader election: two replicas, only the Lease holder acts (controllers/leader-election.ts).
+    const controller = find(defaults, 'Deployment', 'fos1-controller');
+    expect(controller.spec).toMatchObject({ replicas: 2 });
+    const [ctl] = podSpec(controller).containers;
+    expect(envOf(ctl!, 'FOS1_LEASE_NAME')?.value).toBe('fos1-controller');
+    expect(envOf(ctl!, 'FOS1_LEASE_DURATION_SECONDS')?.value).toBe('15');
+    expect(envOf(ctl!, 'POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.namespace');
+    expect(envOf(ctl!, 'POD_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
+    const leaseRole = find(defaults, 'Role', 'fos1-controller-leader-election') as unknown as { rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[] };
+    expect(leaseRole.rules).toEqual([
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['fos1-controller'], verbs: ['get', 'update'] },
+    ]);
+    expect((find(defaults, 'RoleBinding', 'fos1-controller-leader-election') as unknown as { subjects: unknown[] }).subjects).toEqual([{ kind: 'ServiceAccount', name: 'fos1-controller', namespace: 'fos1-system' }]);
   });
 
   it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller and the cluster worker mount a token', () => {
@@ -318,7 +333,8 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
   });
 
   it('refuses bad values with the field and the rule', async () => {
-    expect(await renderFailure(['--set', 'controller.replicas=2'])).toMatch(/controller\.replicas: must be 1 — the controllers have no leader election yet/);
+    expect(await renderFailure(['--set', 'controller.replicas=0'])).toMatch(/controller\.replicas: must be 1 or more/);
+    expect(await renderFailure(['--set', 'controller.leaderElection.leaseDurationSeconds=1'])).toMatch(/controller\.leaderElection\.leaseDurationSeconds: must be at least 2/);
     expect(await renderFailure(['--set', 'temporal.tls.enabled=true'])).toMatch(/temporal\.tls\.secretName: name the Secret/);
     expect(await renderFailure(['--set', 'temporal.tls.enabled=true', '--set', 'temporal.tls.secretName=s', '--set', 'temporal.tls.keyKey='])).toMatch(/temporal\.tls\.certKey, temporal\.tls\.keyKey: set both/);
   });

@@ -162,6 +162,38 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(await getPolicy('fos1-api-in')).toBeDefined();
   });
 
+  it('a controller restarted mid-change joins the run of the change it had started: one run, status from the new controller', async () => {
+    // The first controller started the policy workflow for generation 1 and died before it
+    // wrote the status: stop ours, then do what it had done.
+    await controller.stop();
+    const rule = await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'restarted', namespace: NS },
+      spec: { zone: 'web', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 8443 }] },
+    });
+    const { items: zones } = await kube.client.list('security.fos1.io/v1alpha1', 'FirewallZone', { namespace: NS });
+    const workflowId = policyWorkflowId('FirewallRule', NS, 'restarted');
+    const first = await env.client.workflow.start('policyChangeWorkflow', {
+      workflowId,
+      taskQueue: 'fos1-cluster',
+      args: [{ changeId: 'restarted-g1', author: 'fos1-controller', source: { kind: 'FirewallRule', namespace: NS, name: 'restarted' }, namespace: NS, rules: [{ name: 'restarted', ...(rule.spec as object) }], zones: zones.map((z) => ({ name: z.metadata.name, ...(z.spec as object) })) }],
+    });
+    await first.result();
+    controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger });
+    await controller.start();
+    const applied = await waitForGeneration('restarted', 1);
+    expect(condition(applied, 'Applied')).toMatchObject({ status: 'True', observedGeneration: 1 });
+    expect(condition(applied, 'Applied')?.message).toContain('(change restarted-g1)');
+    expect(applied.metadata.finalizers).toContain('fos1.io/cleanup');
+    const runs: string[] = [];
+    for await (const w of env.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(w.runId);
+    expect(runs).toEqual([first.firstExecutionRunId]);
+    // Deleting it prunes its policy (the finalizer's cleanup), so later estimates do not count it.
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'restarted' });
+    await waitFor('restarted pruned and gone', async () => ((await getPolicy('fos1-restarted')) === undefined && (await getRule('restarted')) === undefined ? true : undefined));
+  });
+
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
     await kube.client.create({
       apiVersion: 'security.fos1.io/v1alpha1',

@@ -1,0 +1,99 @@
+/**
+ * One controller process: a Lease candidate that runs fos1's controllers only while it leads.
+ * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts: Cilium
+ * policy is not yet a step of the change workflow); NetworkInterface and VLANPolicy start
+ * changes through the change workflow (controllers/change-runner.ts).
+ */
+import type { Client } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { KubeClient } from '../k8s/client';
+import { ChangeRunner } from './change-runner';
+import { FirewallRuleController } from './firewall-rule-controller';
+import { LeaderElector } from './leader-election';
+import { networkInterfaceReconciler } from './network-interface-controller';
+import { ObjectController } from './object-controller';
+import { vlanPolicyReconciler } from './vlan-policy-controller';
+
+/** The controllers a manager can run. */
+export type ControllerName = 'FirewallRule' | 'NetworkInterface' | 'VLANPolicy';
+export const ALL_CONTROLLERS: readonly ControllerName[] = ['FirewallRule', 'NetworkInterface', 'VLANPolicy'];
+
+/** Options of {@link ControllerManager}. */
+export interface ControllerManagerOptions {
+  kube: KubeClient;
+  temporal: Client;
+  logger: Logger;
+  /** Lease namespace/name and this process's identity (unique per process). */
+  lease: { namespace: string; name: string; identity: string; leaseDurationSeconds?: number; retryPeriodMs?: number };
+  controllers?: readonly ControllerName[];
+  /** Bake of each wave of the changes the controllers start (seconds; default: the change workflow's). */
+  bakeSeconds?: number;
+  /** Called when the lease is lost (main.ts exits so the Deployment restarts it, as controller-runtime does). */
+  onLostLease?: () => void;
+}
+
+/** A Lease candidate running fos1's controllers while it leads. */
+export class ControllerManager {
+  readonly elector: LeaderElector;
+  readonly runner: ChangeRunner;
+  /** The object controllers of the current term (empty while following). */
+  controllers: ObjectController[] = [];
+  private firewallRules: FirewallRuleController | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly options: ControllerManagerOptions) {
+    this.runner = new ChangeRunner({ temporal: options.temporal });
+    this.elector = new LeaderElector({ kube: options.kube, logger: options.logger, ...options.lease });
+  }
+
+  /** Every change the controllers of this process started or joined, newest last. */
+  get started(): { kind: string; key: string; changeId: string; purpose: string }[] {
+    return this.history;
+  }
+  private readonly history: { kind: string; key: string; changeId: string; purpose: string }[] = [];
+
+  /** Starts campaigning; returns at once (the controllers start when the lease is won). */
+  start(): void {
+    this.running = this.elector.run({
+      onStartedLeading: () => this.startControllers(),
+      onStoppedLeading: async () => {
+        await this.stopControllers();
+        this.options.onLostLease?.();
+      },
+    });
+  }
+
+  /** Stops the controllers (without waiting for changes in flight) and the election; `release` frees the lease at once. */
+  async stop(options: { release?: boolean } = {}): Promise<void> {
+    await this.stopControllers();
+    await this.elector.stop(options);
+    await this.running;
+  }
+
+  private async startControllers(): Promise<void> {
+    const { kube, logger } = this.options;
+    const wanted = this.options.controllers ?? ALL_CONTROLLERS;
+    const shared = { runner: this.runner, ...(this.options.bakeSeconds !== undefined ? { bakeSeconds: this.options.bakeSeconds } : {}) };
+    const reconcilers = [
+      ...(wanted.includes('NetworkInterface') ? [networkInterfaceReconciler(shared)] : []),
+      ...(wanted.includes('VLANPolicy') ? [vlanPolicyReconciler({ ...shared, kube })] : []),
+    ];
+    this.controllers = reconcilers.map((reconciler) => new ObjectController({ kube, logger: logger.child({ controller: reconciler.kind }), reconciler, onChange: (e) => this.history.push({ kind: reconciler.kind, ...e }) }));
+    for (const c of this.controllers) await c.start();
+    if (wanted.includes('FirewallRule')) {
+      this.firewallRules = new FirewallRuleController({ kube, temporal: this.options.temporal, logger: logger.child({ controller: 'FirewallRule' }) });
+      await this.firewallRules.start();
+    }
+  }
+
+  private async stopControllers(): Promise<void> {
+    // Stop waiting for changes first: they go on in Temporal, and the next leader joins them.
+    this.runner.abortAll();
+    const controllers = this.controllers;
+    this.controllers = [];
+    await Promise.all(controllers.map((c) => c.stop()));
+    const rules = this.firewallRules;
+    this.firewallRules = undefined;
+    await rules?.stop();
+  }
+}

@@ -1,0 +1,27 @@
+/** Change ids the controllers derive from an object and its generation (controllers/change-runner.ts). */
+import { objectChangeId } from '../../controllers/change-runner';
+import type { StoredObject } from '../../k8s/client';
+
+const obj = (name: string, uid = 'u-1', namespace = 'routers'): StoredObject => ({ apiVersion: 'network.fos1.io/v1alpha1', kind: 'NetworkInterface', metadata: { name, namespace, uid } });
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+describe('objectChangeId', () => {
+  it('is the same for the same object and generation, and differs by generation, by delete, and by uid (a re-created object)', () => {
+    const a = objectChangeId('nif', obj('lan'), { generation: 3 });
+    expect(a).toMatch(/^nif-lan-[a-z0-9]+-g3$/);
+    expect(objectChangeId('nif', obj('lan'), { generation: 3 })).toBe(a);
+    expect(objectChangeId('nif', obj('lan'), { generation: 4 })).not.toBe(a);
+    expect(objectChangeId('nif', obj('lan'), 'delete')).toBe(a.replace(/-g3$/, '-del'));
+    expect(objectChangeId('nif', obj('lan', 'u-2'), { generation: 3 })).not.toBe(a);
+    expect(objectChangeId('nif', obj('lan', 'u-1', 'other'), { generation: 3 })).not.toBe(a);
+  });
+
+  it('is a DNS label of at most 63 characters whatever the name (long names are cut, dots become dashes)', () => {
+    for (const name of ['a', 'x'.repeat(253), 'router-1.lan0.10', 'ends-with-dash-'.repeat(10)]) {
+      const id = objectChangeId('vlp', obj(name), { generation: 123456 });
+      expect(id.length).toBeLessThanOrEqual(63);
+      expect(id).toMatch(DNS_LABEL);
+      expect(id).toMatch(/-g123456$/);
+    }
+  });
+});
