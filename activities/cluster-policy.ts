@@ -17,7 +17,6 @@
  * message (Cilium's rule, from the CRD's schema or CEL). Errors that may heal (429, 5xx other
  * than a schema refusal, unreachable) are `KubeUnavailable` and retried.
  */
-import type { Logger } from 'pino';
 import { KubeApiError, type ObjectRef, type StoredObject } from '../k8s/client';
 import { CLUSTER_POLICY_KINDS, objectRefKey, type ClusterPolicyObjects } from '../model/cluster-policy';
 import { failure, FailureType } from '../model/failures';

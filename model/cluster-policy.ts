@@ -35,9 +35,15 @@ const namespaceSchema = z.string().regex(DNS_LABEL, 'must be a namespace name (D
  * is kept as written for the apiserver to judge.
  */
 export const ciliumDocumentSchema = z
+  // Any Kubernetes object type-checks as input (the request arrives as JSON); the envelope is checked below.
+  .custom<KubeObject>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'must be a Kubernetes object')
+  .pipe(ciliumEnvelopeSchema());
+
+function ciliumEnvelopeSchema() {
+  return z
   .object({
     apiVersion: z.string().regex(/^cilium\.io\/v[0-9a-z]+$/, 'must be a cilium.io API version (e.g. "cilium.io/v2")'),
-    kind: z.enum(CLUSTER_POLICY_KINDS, { message: `must be one of ${CLUSTER_POLICY_KINDS.join(', ')}` }),
+    kind: z.string().refine((k) => (CLUSTER_POLICY_KINDS as readonly string[]).includes(k), { message: `must be one of ${CLUSTER_POLICY_KINDS.join(', ')}` }),
     metadata: z
       .object({
         name: z.string().max(253).regex(DNS_SUBDOMAIN, 'must be a Kubernetes object name (DNS-1123 subdomain)'),
@@ -51,6 +57,7 @@ export const ciliumDocumentSchema = z
       ctx.addIssue({ code: 'custom', path: ['metadata', 'namespace'], message: `${doc.kind} is cluster-scoped: it has no namespace` });
     }
   });
+}
 
 const sourceSchema = z
   .object({
@@ -130,7 +137,8 @@ export function clusterPolicyObjects(policy: ClusterPolicy, changeId: string): {
     firewall = { source, desired };
   }
   const documents: ClusterDocument[] = policy.cilium.map((doc, i) => {
-    const object = structuredClone(doc) as unknown as KubeObject;
+    // A deep copy (no structuredClone in the workflow sandbox): the request stays as written.
+    const object = JSON.parse(JSON.stringify(doc)) as KubeObject;
     if (NAMESPACED.has(object.kind)) object.metadata.namespace ??= policy.namespace;
     return { field: `clusterPolicy.cilium[${i}]`, object };
   });
