@@ -214,10 +214,12 @@ describeKube('Cilium policy as a step of the change workflow (privileged)', ['ro
     await expectStoredAsWritten(accepted);
     expect(ns.routesJson(DEFAULT_ROUTE_PROTOCOL)).toEqual(expect.arrayContaining([expect.arrayContaining([expect.objectContaining({ dst: '10.60.0.0/24' })])]));
 
-    // The second occurrences replace the first ones: a change of existing objects (`~`), node unchanged.
+    // The second occurrences replace the first ones (`~`), or create the one whose first occurrence was refused (`+`); node unchanged.
     const replaced = await (await start(request({ patch: routePatch, clusterPolicy: { namespace: NS, cilium: second.map((d) => d.doc) } }))).result();
     expect(replaced.phase).toBe('applied');
-    expect(replaced.clusterPolicy?.plan).toEqual(second.map((d) => `~ ${key(d.doc)}`));
+    const existing = new Set(accepted.map(key));
+    expect(replaced.clusterPolicy?.plan).toEqual(second.map((d) => `${existing.has(key(d.doc)) ? '~' : '+'} ${key(d.doc)}`));
+    expect(replaced.clusterPolicy?.plan.filter((l) => l.startsWith('+'))).toEqual([`+ CiliumNetworkPolicy ${NS}/l3-egress-rule`]);
     expect(replaced.nodes[NODE]?.outcome).toBe('unchanged');
     await expectStoredAsWritten(second.map((d) => d.doc));
   });
