@@ -37,7 +37,8 @@ const namespaceSchema = z.string().regex(DNS_LABEL, 'must be a namespace name (D
 export const ciliumDocumentSchema = z
   // Any Kubernetes object type-checks as input (the request arrives as JSON); the envelope is checked below.
   .custom<KubeObject>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'must be a Kubernetes object')
-  .pipe(ciliumEnvelopeSchema());
+  .pipe(ciliumEnvelopeSchema())
+  .meta({ description: 'A native Cilium document (apiVersion cilium.io/…, kind CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or CiliumCIDRGroup), applied as written; its content is validated by the cluster\'s CRDs.' });
 
 function ciliumEnvelopeSchema() {
   return z
