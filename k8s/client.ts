@@ -47,6 +47,8 @@ export class KubeApiError extends Error {
     /** The Status object's `reason` (`Conflict`, `Invalid`, `NotFound`, …). */
     readonly reason: string,
     message: string,
+    /** The Status object's `details.causes`: for a 422, each field the apiserver refused and its rule. */
+    readonly causes: { field?: string; message?: string }[] = [],
   ) {
     super(message);
     this.name = 'KubeApiError';
@@ -239,7 +241,7 @@ export function toKubeApiError(what: string, err: unknown): KubeApiError {
   if (err instanceof KubeApiError) return err;
   const e = err as { code?: unknown; statusCode?: unknown; body?: unknown; message?: string };
   const status = typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : 0;
-  let body: { message?: string; reason?: string } | undefined;
+  let body: { message?: string; reason?: string; details?: { causes?: { field?: string; message?: string }[] } } | undefined;
   if (typeof e.body === 'string') {
     try {
       body = JSON.parse(e.body) as typeof body;
@@ -251,5 +253,6 @@ export function toKubeApiError(what: string, err: unknown): KubeApiError {
   }
   const reason = body?.reason ?? (status === 0 ? 'Unreachable' : `HTTP${status}`);
   const detail = body?.message ?? (e.message ? e.message.split('\n')[0] : String(err));
-  return new KubeApiError(status, reason, `${what}: ${status === 0 ? 'apiserver unreachable: ' : `${status} ${reason}: `}${detail}`);
+  const causes = Array.isArray(body?.details?.causes) ? body.details.causes.map((c) => ({ ...(c.field ? { field: c.field } : {}), ...(c.message ? { message: c.message } : {}) })) : [];
+  return new KubeApiError(status, reason, `${what}: ${status === 0 ? 'apiserver unreachable: ' : `${status} ${reason}: `}${detail}`, causes);
 }

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { blocklistRefSchema } from './blocklist-ref';
+import { clusterPolicySchema } from './cluster-policy';
 import { labelSelectorSchema } from './inventory';
 import { formatPath } from './issue-path';
 import { DEFAULT_BAKE_SECONDS, MAX_BAKE_SECONDS, planWaves, rolloutStrategySchema, usesSelectors } from './rollout-strategy';
@@ -167,6 +168,12 @@ export const changeRequestSchema = z
     strategy: rolloutStrategySchema.optional(),
     desired: nodeStateSchema.optional(),
     patch: nodePatchSchema.optional(),
+    /**
+     * Cluster-scoped policy beside the node state (model/cluster-policy.ts): fos1 rules and
+     * native Cilium documents, validated against the cluster before any node is touched and
+     * rolled back with the nodes (docs/change-workflow.md).
+     */
+    clusterPolicy: clusterPolicySchema.optional(),
     options: changeOptionsSchema.prefault({}),
   })
   .strict()

@@ -105,6 +105,8 @@ const FAILURES = {
   PolicyMapOverflow: { retryable: false, raisedBy: 'policy' },
   /** 429, 5xx or an unreachable apiserver. */
   KubeUnavailable: { retryable: true, raisedBy: 'policy' },
+  /** A change carries cluster policy, and the cluster worker has no Kubernetes (FOS1_KUBECONFIG unset): nothing was applied. */
+  ClusterPolicyUnavailable: { retryable: false, raisedBy: 'policy' },
 
   // ── quarantine (workflows/quarantine.ts, activities/quarantine.ts) ──
   InvalidQuarantine: { retryable: false, raisedBy: 'quarantine' },

@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const env = await TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, searchAttributes: Object.values(SearchAttributes), ip: '127.0.0.1', ui: false },
   });
-  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf'].map((n) => new FakeNode(n));
+  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf', 'rec-cp'].map((n) => new FakeNode(n));
   const node = (name: string) => nodes.find((n) => n.name === name)!;
   const cluster = new FakeCluster();
   cluster.guard = GUARD;
@@ -113,6 +113,25 @@ async function main(): Promise<void> {
     const reverted = await change('rec-reverted', ['rec-rv'], block('198.51.100.3/32'), { confirmTimeout: '2s' });
     await reverted.result();
     await save('reverted-unconfirmed', 'changeWorkflow', reverted.workflowId);
+
+    // ── change with cluster policy (patched 'cilium-step'): the node fails → node restored, then the policy ──
+    node('rec-cp').failBlocklistApply = 'recorded failure';
+    const withPolicy = await client.start('changeWorkflow', {
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowId: 'change-rec-cluster-policy',
+      args: [
+        {
+          id: 'rec-cluster-policy',
+          author: 'recorder',
+          reason: 'recorded scenario',
+          targets: ['rec-cp'],
+          patch: block('198.51.100.5/32'),
+          clusterPolicy: { namespace: 'recorded', cilium: [{ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'recorded' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['cluster'] }] } }] },
+        },
+      ],
+    });
+    await withPolicy.result().catch(() => undefined);
+    await save('cluster-policy-rolled-back', 'changeWorkflow', withPolicy.workflowId);
 
     // ── node-change: a rate-limit-only patch (only the rate limits read, regular activities) ──
     const rateLimited = await change('rec-rate-limit', ['rec-rl'], { rateLimits: { upsert: [{ cidr: '198.51.100.4/32', pps: 10, reason: 'recorded', expiresAt: farExpiry() }] } });

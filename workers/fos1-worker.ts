@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from 'pino';
-import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
+import { createCiliumActivities } from '../activities/cilium-policy';
+import { createClusterPolicyActivities, unavailableClusterPolicyActivities, type ClusterPolicyActivityDeps } from '../activities/cluster-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createApprovalActivities } from '../activities/approval';
 import { createIdentityActivities } from '../activities/identity';
@@ -112,8 +113,12 @@ export interface CreateWorkersOptions {
   nodeDeps: NodeWorkerDeps;
   /** Where the cluster worker's `listInventory` reads the fleet (none: it fails, saying what to set). */
   inventory?: InventorySource;
-  /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
-  ciliumDeps?: CiliumActivityDeps;
+  /**
+   * Kubernetes client etc. for the cluster worker's Cilium policy activities and the change
+   * workflow's cluster policy step; without it the policy activities are not registered and
+   * a change carrying cluster policy is refused (ClusterPolicyUnavailable), nothing applied.
+   */
+  ciliumDeps?: ClusterPolicyActivityDeps;
   /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
   quarantineDeps?: QuarantineActivityDeps;
   logger: Logger;
@@ -171,6 +176,9 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
       ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
+      ...(options.ciliumDeps
+        ? createClusterPolicyActivities(options.ciliumDeps)
+        : unavailableClusterPolicyActivities('this cluster worker has no kubeconfig (FOS1_KUBECONFIG unset)')),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)
         : unavailableQuarantineActivities('quarantine needs Kubernetes: this cluster worker has no kubeconfig (FOS1_KUBECONFIG)')),

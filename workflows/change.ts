@@ -68,6 +68,7 @@ import {
 } from './rollout-wave';
 import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
 import { AuditTrail } from './support';
+import { ClusterPolicyStep, type ClusterPolicyStatus } from './cluster-policy-step';
 
 /** Where a change stands. */
 export type ChangePhase =
@@ -149,6 +150,8 @@ export interface ChangeStatus {
   issues?: ValidationIssue[];
   /** The approval the policy asks for, when it asks for one: who may give it, what was received, until when. */
   approval?: ApprovalStatus;
+  /** The change's cluster policy (workflows/cluster-policy-step.ts): its plan and where it stands. */
+  clusterPolicy?: ClusterPolicyStatus;
   /** While the change waits for a maintenance window, the end of a freeze or its notBefore. */
   window?: WindowStatus;
   audit: AuditRecord[];
@@ -375,6 +378,9 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   // ── every target's worker must be polling before anything changes ──
   await checkPollers(targets.map((t) => t.name));
 
+  // ── cluster policy (workflows/cluster-policy-step.ts): dry-run against the cluster's CRDs and snapshot, before any node ──
+  const clusterPolicy = await ClusterPolicyStep.prepare({ request, trail, status, fail: finishError });
+
   // ── approval gate (workflows/approval.ts) ──
   // After the waves are planned, before anything is applied: the approval policy, the plan
   // digest an approval names (every node's diff and the planned waves), the emergency
@@ -386,7 +392,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     const opened = await ApprovalGate.open({
       request,
       targets: targets.map((t) => t.name),
-      strategy: waves,
+      // The cluster plan is part of what approvers approve (the digest covers the strategy field).
+      strategy: clusterPolicy ? { waves, clusterPolicy: clusterPolicy.plan } : waves,
       identity: { verified: identity?.verified ?? false, roles: identity?.roles ?? [] },
       trail,
       status,
@@ -422,6 +429,9 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       await condition(() => !operator.pause || operator.abort !== undefined);
     }
     if (operator.abort) break;
+    // Cluster policy once, before the first wave: allow before routes (workflows/cluster-policy-step.ts).
+    const policyFailed = await clusterPolicy?.applyOnce();
+    if (policyFailed) return finish(clusterPolicy?.clean ? 'rolled-back' : 'rollback-failed', `${policyFailed.why}; ${clusterPolicy?.clean ? 'the cluster policy was restored and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see clusterPolicy.differences'}; no node was touched`, policyFailed.type);
     const outcome = await runWave(wave);
     if (outcome.kind === 'continue') continue;
     if (outcome.kind !== 'failed') break;
@@ -439,14 +449,14 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     const why = describeAction('aborted', operator.abort);
     await revertTouched(why);
     for (const report of Object.values(status.nodes)) if (report.outcome === 'pending') report.outcome = 'not-applied';
-    const touchedAny = Object.values(status.nodes).some((n) => ['restored', 'restore-failed', 'rollback-failed', 'rolled-back'].includes(n.outcome));
+    const touchedAny = (clusterPolicy?.applied ?? false) || Object.values(status.nodes).some((n) => ['restored', 'restore-failed', 'rollback-failed', 'rolled-back'].includes(n.outcome));
     if (!touchedAny) return finish('aborted', `${why} before anything was applied; no node was changed`);
     const clean = cleanRevert();
     await recheckGates();
     return finish(clean ? 'reverted' : 'rollback-failed', `${why} during rollout; ${clean ? 'every applied node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
   }
   const appliedCount = Object.values(status.nodes).filter((n) => n.outcome === 'applied').length;
-  if (appliedCount === 0) {
+  if (appliedCount === 0 && !clusterPolicy?.applied) {
     await commitTouched('nothing to change');
     return finish('unchanged', 'every node already matched the desired state');
   }
@@ -637,6 +647,12 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 
   /** Reverts every touched wave, newest first; each restores its nodes newest first and reads them back. */
   async function revertTouched(reason: string): Promise<void> {
+    await revertNodes(reason);
+    // Cluster policy after every node: the reverse of its place on apply.
+    await clusterPolicy?.restore(reason);
+  }
+
+  async function revertNodes(reason: string): Promise<void> {
     if (touched.length === 0) return;
     setPhase('reverting', reason);
     const startedAt = Date.now();
@@ -661,7 +677,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   }
 
   function cleanRevert(): boolean {
-    return touched.every((w) => w.nodes.every((n) => !['applied', 'restore-failed', 'rollback-failed'].includes(status.nodes[n]?.outcome ?? 'pending')));
+    return (clusterPolicy?.clean ?? true) && touched.every((w) => w.nodes.every((n) => !['applied', 'restore-failed', 'rollback-failed'].includes(status.nodes[n]?.outcome ?? 'pending')));
   }
 
   /** After a rollback: the touched waves' gates, measured again over their nodes. */

@@ -31,6 +31,8 @@ import type { RuleTable } from '../../activities/system/rule-table';
 import type { BlocklistMaps, KernelBlocklistEntry } from '../../bpf/blocklist-maps';
 import type { KernelRateLimit, RateLimitMaps } from '../../bpf/ratelimit-maps';
 import type { CiliumActivities, PolicySnapshot } from '../../activities/cilium-policy';
+import { createClusterPolicyActivities, type ClusterPolicyKubeClient } from '../../activities/cluster-policy';
+import type { ObjectRef, StoredObject } from '../../k8s/client';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../../activities/quarantine';
 import type { AuditSinks } from '../../model/audit';
 import type { KubeObject } from '../../model/firewall-translate';
@@ -264,8 +266,61 @@ export type FakeClusterActivities = Pick<QuarantineActivities, 'findEndpoint' | 
   Pick<CiliumActivities, 'readPolicies' | 'checkPolicyMap' | 'applyPolicies' | 'restorePolicies'> &
   EnforcementConfigActivities;
 
+/**
+ * An in-memory Kubernetes object store for the cluster policy activities (the real ones run
+ * over it): apply stores the object as given (every document is accepted: no schema), list
+ * filters by `k=v` label selectors, replace checks the resourceVersion.
+ */
+export class FakeKube implements ClusterPolicyKubeClient {
+  readonly objects = new Map<string, StoredObject>();
+  private version = 0;
+
+  private key(ref: { kind: string; name: string; namespace?: string }): string {
+    return `${ref.kind} ${ref.namespace ?? ''}/${ref.name}`;
+  }
+
+  private store(obj: KubeObject, dryRun = false): StoredObject {
+    const k = this.key({ kind: obj.kind, ...obj.metadata });
+    const uid = this.objects.get(k)?.metadata.uid ?? `uid-${k}`;
+    const stored = { ...structuredClone(obj), metadata: { ...structuredClone(obj.metadata), uid, resourceVersion: String(++this.version) } } as StoredObject;
+    if (!dryRun) this.objects.set(k, stored);
+    return structuredClone(stored);
+  }
+
+  async apply(obj: KubeObject, options: { dryRun?: boolean }): Promise<StoredObject> {
+    return this.store(obj, options.dryRun);
+  }
+
+  async get(ref: ObjectRef): Promise<StoredObject | undefined> {
+    const o = this.objects.get(this.key(ref));
+    return o ? structuredClone(o) : undefined;
+  }
+
+  async list(_apiVersion: string, kind: string, options: { labelSelector?: string } = {}): Promise<{ items: StoredObject[] }> {
+    const wanted = (options.labelSelector ?? '').split(',').filter((kv) => kv !== '').map((kv) => kv.split('=') as [string, string]);
+    const items = [...this.objects.values()].filter((o) => o.kind === kind && wanted.every(([k, v]) => o.metadata.labels?.[k] === v));
+    return { items: items.map((o) => structuredClone(o)) };
+  }
+
+  async delete(ref: ObjectRef): Promise<boolean> {
+    return this.objects.delete(this.key(ref));
+  }
+
+  async create(obj: KubeObject): Promise<StoredObject> {
+    return this.store(obj);
+  }
+
+  async replace(obj: StoredObject): Promise<StoredObject> {
+    const current = this.objects.get(this.key({ kind: obj.kind, ...obj.metadata }));
+    if (current?.metadata.resourceVersion !== obj.metadata.resourceVersion) throw new Error(`fake kube: stale resourceVersion for ${obj.kind} ${obj.metadata.name}`);
+    return this.store(obj);
+  }
+}
+
 /** A fake cluster: pods by IP with their labels (and who set them), and fos1's Cilium policies. */
 export class FakeCluster {
+  /** The objects the change workflow's cluster policy step writes (through the real activities). */
+  readonly kube = new FakeKube();
   readonly pods = new Map<string, { ref: EndpointRef; labels: Record<string, string>; fos1Labels: Set<string> }>();
   readonly policies = new Map<string, KubeObject>();
   readonly calls: string[] = [];
@@ -376,6 +431,7 @@ export async function startFakeWorkers(options: {
 }): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
+  const cluster = options.cluster ?? new FakeCluster();
   // Audit records go nowhere: the tests read them from workflow results and queries.
   const sinks: InjectedSinks<AuditSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } } };
   const workers: Worker[] = [];
@@ -394,7 +450,9 @@ export async function startFakeWorkers(options: {
       taskQueue: CLUSTER_TASK_QUEUE,
       workflowBundle,
       activities: {
-        ...(options.cluster ?? new FakeCluster()).activities(),
+        ...cluster.activities(),
+        // The real cluster policy activities over the in-memory object store.
+        ...createClusterPolicyActivities({ kube: cluster.kube, logger: pino({ level: 'silent' }) }),
         ...createIdentityActivities({ identityKey: options.identityKey }),
         // The real policy activity: it only reads the file.
         ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),

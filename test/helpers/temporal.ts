@@ -13,6 +13,7 @@ import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
 import type { GuardConfig } from '../../model/enforcement-guard';
+import type { ClusterPolicyActivityDeps } from '../../activities/cluster-policy';
 
 let runtimeInstalled = false;
 
@@ -58,7 +59,7 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string; ciliumDeps?: ClusterPolicyActivityDeps } = {},
 ): Promise<RunningWorkers> {
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
@@ -70,6 +71,7 @@ export async function startWorkers(
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     ...(options.guard ? { guard: options.guard } : {}),
     ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
+    ...(options.ciliumDeps ? { ciliumDeps: options.ciliumDeps } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),

@@ -218,6 +218,24 @@ describePrivileged('change workflow on a real node (privileged)', ['root', 'netn
     await expect(handle.executeUpdate(confirmUpdate, { args: [{ by: 'bob' }] })).rejects.toThrow();
   });
 
+  test('(e) a change carrying cluster policy on a cluster worker without Kubernetes is refused, nothing applied', async () => {
+    const before = kernelState();
+    const handle = await start(
+      request({
+        patch: { blocklist: { upsert: [{ cidr: '192.0.2.77', reason: 'never applied' }] } },
+        clusterPolicy: { cilium: [{ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'p' }, spec: { endpointSelector: {} } }] },
+      }),
+    );
+    const { type, status } = await changeFailure(handle);
+    expect(type).toBe('ClusterPolicyUnavailable');
+    expect(status.phase).toBe('rejected');
+    expect(status.message).toMatch(/carries cluster policy \(clusterPolicy\) but the cluster worker cannot reach Kubernetes: this cluster worker has no kubeconfig \(FOS1_KUBECONFIG unset\); nothing was applied/);
+    const history = await handle.fetchHistory();
+    const kinds = (history.events ?? []).map((e) => Object.keys(e).find((k) => k.endsWith('EventAttributes')));
+    expect(kinds).not.toContain('startChildWorkflowExecutionInitiatedEventAttributes');
+    expect(kernelState()).toEqual(before);
+  });
+
   test('(e) invalid input never reaches an apply activity, and the error names the field and the rule', async () => {
     const before = kernelState();
     const handle = await start(
