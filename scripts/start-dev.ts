@@ -39,6 +39,8 @@ import { startApiServer } from '../api/server';
 import { authEnvSchema, createAuthenticator, defaultIdentityKeyFile, defaultTokenFile, httpSecurityFrom } from '../auth/config';
 import { createIdentityKeyFile, loadIdentityKey } from '../auth/identity-assertion';
 import { createTokenFile } from '../auth/token-file';
+import { openAuditStore, openRevisionStore } from '../activities/audit-store';
+import { auditConfigFrom, auditEnvSchema, openWorkerAuditStores } from '../workers/audit';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
@@ -109,6 +111,10 @@ async function main(): Promise<void> {
   mkdirSync(feedDir, { recursive: true });
   logger.info({ feedDir }, 'blocklist files by reference are read from the feed directory only');
 
+  // The durable audit store and revisions: <state dir>/audit (or FOS1_AUDIT_POSTGRES_URL), the key beside it.
+  const auditConfig = auditConfigFrom(auditEnvSchema.parse(process.env), join(stateDir, 'audit'));
+  const audit = openWorkerAuditStores(auditConfig, logger);
+  logger.info({ backend: auditConfig.store.backend, dir: auditConfig.dir, publicKey: auditConfig.publicKeyFiles }, 'audit store open (verify: GET /v1/audit/verify, or tsx scripts/audit-verify.ts)');
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   const workers = await createWorkers({
     connection,
@@ -116,6 +122,7 @@ async function main(): Promise<void> {
     nodeName: config.FOS1_NODE_NAME,
     clusterWorker: true,
     identityKey,
+    audit,
     nodeDeps: createNodeDeps(
       { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 }, feeds: { dirs: [feedDir] } },
       logger,
@@ -123,7 +130,15 @@ async function main(): Promise<void> {
     logger,
   });
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
-  const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
+  const api = await startApiServer({
+    client,
+    port: config.FOS1_API_PORT,
+    host: '127.0.0.1',
+    logger,
+    security,
+    identityKey,
+    audit: { store: openAuditStore(auditConfig.store), revisions: openRevisionStore(auditConfig.store, true), publicKeyFiles: auditConfig.publicKeyFiles },
+  });
 
   // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
   // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`.
@@ -158,6 +173,8 @@ async function main(): Promise<void> {
   try {
     await Promise.all(workers.map((w) => w.run()));
   } finally {
+    await api.flushAudit();
+    await audit.close();
     await connection.close();
     temporal?.kill('SIGTERM');
   }

@@ -9,6 +9,7 @@ import { loadIdentityKey } from '../auth/identity-assertion';
 import { DEFAULT_FEED_MAX_BYTES, DEFAULT_FEED_READ_TIMEOUT_MS } from '../activities/blocklist-sync';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
+import { auditConfigFrom, auditEnvSchema, type AuditConfig } from './audit';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
 
 /** The TEMPORAL_* variables (address, namespace, TLS) are parsed by ./temporal-connection. */
@@ -71,7 +72,7 @@ const envSchema = z.object({
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
-});
+}).extend(auditEnvSchema.shape);
 
 /** Parsed worker configuration. */
 export interface WorkerConfig {
@@ -99,6 +100,8 @@ export interface WorkerConfig {
   health: { port: number; host: string } | undefined;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
+  /** The durable audit store and revisions (workers/audit.ts: FOS1_AUDIT_*); the cluster worker appends to them. */
+  audit: AuditConfig;
   logLevel: string;
 }
 
@@ -140,6 +143,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
     identityKey,
+    audit: auditConfigFrom(e),
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -6,6 +6,7 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
+import { openWorkerAuditStores } from './audit';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
@@ -21,6 +22,9 @@ async function main(): Promise<void> {
   });
   const connection = await NativeConnection.connect(nativeConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
+  // The cluster worker appends every workflow's audit records and revisions (docs/audit.md).
+  const audit = config.clusterWorker ? openWorkerAuditStores(config.audit, logger) : undefined;
+  if (audit) logger.info({ backend: config.audit.store.backend, ...(config.audit.store.backend === 'file' ? { dir: config.audit.dir } : {}), signingKey: config.audit.signingKeyFile }, 'audit store open');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
   const workers = await createWorkers({
     connection,
@@ -29,6 +33,7 @@ async function main(): Promise<void> {
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    ...(audit ? { audit } : {}),
     nodeDeps: createNodeDeps(config, logger),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
@@ -48,6 +53,8 @@ async function main(): Promise<void> {
     await running;
   } finally {
     health?.close();
+    // The last checkpoint covers every record appended before shutdown.
+    await audit?.close();
     await connection.close();
   }
 }

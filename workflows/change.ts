@@ -33,6 +33,7 @@ import { formatIssues, validateChangeRequest, type ValidationIssue } from '../mo
 import { nodeLockWorkflowId, nodeTaskQueue, SearchAttributes } from '../model/naming';
 import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
+import { commitRevisions } from './revisions';
 import { AuditTrail, isAlreadyStarted } from './support';
 
 /** Where a change stands. */
@@ -218,6 +219,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
     }
   }
+  // Committed: each changed node's revision, recorded while the nodes are still held (workflows/revisions.ts).
+  await commitRevisions(trail, request, request.targets.map((node) => ready.get(node) ?? finished.get(node)));
   await releaseHeld();
   return finish('applied', `applied and verified on ${appliedCount} node(s)`);
 

@@ -35,6 +35,8 @@ import type { AuditSinks } from '../../model/audit';
 import type { KubeObject } from '../../model/firewall-translate';
 import { parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
+import { createAuditActivities, createRevisionActivities } from '../../activities/audit-store';
+import { testAuditStores, type TestAuditStores } from './audit-stores';
 import type { InterfaceConfig, NatConfig, ObservedInterface, PolicyRule, Route, Zone } from '../../model/node-state';
 import { planAddresses, planLinks, planNat, planRoutes, planRules, planVlans, planZones } from '../../model/plan';
 import type { Subsystem } from '../../model/subsystem';
@@ -353,6 +355,8 @@ export async function startFakeWorkers(options: {
   cluster?: FakeCluster;
   /** The cluster worker's identity key (none: every change is self-asserted, as started outside the API). */
   identityKey?: Buffer;
+  /** The audit and revision stores the cluster worker appends to (default: fresh file stores in a temporary folder). */
+  audit?: TestAuditStores;
 }): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
@@ -362,13 +366,24 @@ export async function startFakeWorkers(options: {
   for (const node of options.nodes) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: nodeTaskQueue(node.name), workflowBundle, activities: node.activities(), sinks }));
   }
-  workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: { ...(options.cluster ?? new FakeCluster()).activities(), ...createIdentityActivities({ identityKey: options.identityKey }) }, sinks }));
+  // The real audit activities: every workflow waits for its records to be stored before it ends.
+  const ownAudit = options.audit ? undefined : testAuditStores();
+  const audit = (options.audit ?? ownAudit)!;
+  const silent = pino({ level: 'silent' });
+  const clusterActivities = {
+    ...(options.cluster ?? new FakeCluster()).activities(),
+    ...createIdentityActivities({ identityKey: options.identityKey }),
+    ...createAuditActivities({ store: audit.audit, logger: silent }),
+    ...createRevisionActivities({ store: audit.revisions, logger: silent }),
+  };
+  workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: clusterActivities, sinks }));
   const running = Promise.all(workers.map((w) => w.run()));
   return {
     workers,
     async stop() {
       workers.forEach((w) => w.shutdown());
       await running;
+      await ownAudit?.close();
     },
   };
 }

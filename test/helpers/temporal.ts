@@ -11,6 +11,7 @@ import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
+import { testAuditStores, type TestAuditStores } from './audit-stores';
 
 let runtimeInstalled = false;
 
@@ -63,15 +64,20 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; audit?: TestAuditStores } = {},
 ): Promise<RunningWorkers> {
+  // The cluster worker appends every workflow's audit records: a fresh file store unless the test brings its own.
+  const clusterWorker = options.clusterWorker ?? true;
+  const ownAudit = clusterWorker && !options.audit ? testAuditStores() : undefined;
+  const audit = options.audit ?? ownAudit;
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     nodeName,
-    clusterWorker: options.clusterWorker ?? true,
+    clusterWorker,
+    ...(audit ? { audit } : {}),
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
@@ -83,6 +89,7 @@ export async function startWorkers(
     async stop() {
       workers.forEach((w) => w.shutdown());
       await running;
+      await ownAudit?.close();
     },
   };
 }

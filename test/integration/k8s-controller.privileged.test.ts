@@ -15,6 +15,7 @@ import type { StoredObject } from '../../k8s/client';
 import { SearchAttributes } from '../../model/naming';
 import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { testAuditStores } from '../helpers/audit-stores';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -26,12 +27,14 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
   let env: TestWorkflowEnvironment;
   let workers: Worker[];
   let running: Promise<unknown>;
+  const audit = testAuditStores();
   let controller: FirewallRuleController;
 
   beforeAll(async () => {
     [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
     await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     workers = await createWorkers({
+      audit,
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
       nodeName: `ctl-${process.pid}`,
@@ -51,6 +54,7 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     await controller?.stop();
     workers?.forEach((w) => w.shutdown());
     await running;
+    await audit.close();
     await env?.teardown();
     await kube?.stop();
   });
