@@ -52,8 +52,8 @@ export class AuthzAuditForwarder {
         detail: `${d.result}: ${d.verb ? `${d.verb} ${d.resource}.fos1.io ` : ''}on ${d.route}${d.remote ? ` from ${d.remote}` : ''}`.slice(0, 1000),
       });
     }
-    if (this.waiting.length >= MAX_BATCH) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+    if (this.waiting.length >= MAX_BATCH) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
   };
 
   /** Sends what is waiting now; resolves when every batch sent so far has started. */

@@ -139,7 +139,6 @@ describePrivileged('durable audit and revisions (privileged)', ['root', 'netns',
   test('records made while PostgreSQL is down are written when it is back: none lost, none twice', async () => {
     const id = newId('down');
     await pg.stop();
-    let status: ChangeStatus;
     try {
       const submitted = await call('POST', '/v1/changes', { id, reason: 'audit while the database is down', targets: [NODE], desired: { routes: routes('10.82.0.0/24') } });
       expect(submitted.status).toBe(202);
@@ -157,7 +156,7 @@ describePrivileged('durable audit and revisions (privileged)', ['root', 'netns',
     } finally {
       await pg.start();
     }
-    status = (await env.client.workflow.getHandle(changeWorkflowId(id)).result()) as ChangeStatus;
+    const status = (await env.client.workflow.getHandle(changeWorkflowId(id)).result()) as ChangeStatus;
     expect(status.phase).toBe('applied');
     const rows = (await pg.sql(db, 'SELECT record_id, count(*)::int AS c FROM fos1_audit_entries WHERE change_id = $1 GROUP BY record_id', [id])) as { c: number }[];
     expect(rows.every((r) => r.c === 1)).toBe(true);
