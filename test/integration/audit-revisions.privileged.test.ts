@@ -119,7 +119,7 @@ describePrivileged('durable audit and revisions (privileged)', ['root', 'netns',
     }
     for (const workflowId of ids) {
       await eventually(
-        () => env.client.workflow.getHandle(workflowId).fetchHistory().then(() => 'present', (err: Error) => err.name),
+        () => env.client.workflow.getHandle(workflowId).describe().then(() => 'present', (err: Error) => err.name),
         (state) => state === 'WorkflowNotFoundError',
         `workflow ${workflowId} to be deleted`,
         // The server deletes asynchronously (about half a minute on the dev server).
