@@ -50,6 +50,11 @@ function trailsOfThisWorkflow(): AuditTrail[] {
  */
 export function withDurableAudit<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
   const wrapped = async (...args: A): Promise<R> => {
+    // Decided in the first workflow task, before any local activity: a patch first asked
+    // after a local activity that resolved across a workflow-task boundary replays as
+    // unknown (the marker is in a later task than the code that asks), which is a
+    // nondeterminism error. Later calls (the trail, the revision hook) get the same answer.
+    durableAudit();
     try {
       const value = await fn(...args);
       await flushAll();
