@@ -17,7 +17,7 @@
  * chain names the id it had.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Pool, type PoolClient } from 'pg';
 import type { Logger } from 'pino';
@@ -103,11 +103,22 @@ export const REVISIONS_FILE = 'revisions.ndjson';
 /** Revisions in `<dir>/revisions.ndjson` (see the module comment). */
 export class FileRevisionStore implements RevisionStore {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Appending store only: (change id, node) → revision, and each node's newest (built at open). */
+  private readonly byChange = new Map<string, Revision>();
+  private readonly newest = new Map<string, Revision>();
 
   private constructor(
     private readonly path: string,
     private readonly fd: number,
-  ) {}
+  ) {
+    if (fd >= 0) for (const r of this.readAll()) this.remember(r);
+  }
+
+  private remember(r: Revision): void {
+    this.byChange.set(`${r.changeId}\n${r.node}`, r);
+    const before = this.newest.get(r.node);
+    if (!before || r.number > before.number) this.newest.set(r.node, r);
+  }
 
   /**
    * Opens the store in `dir` (the audit store's folder). Appending: one process at a time,
@@ -126,16 +137,15 @@ export class FileRevisionStore implements RevisionStore {
   commit(commit: RevisionCommit): Promise<Revision[]> {
     if (this.fd < 0) return Promise.reject(new Error('revision file store is open read-only'));
     const run = this.queue.then(() => {
-      const all = this.readAll();
       const out: Revision[] = [];
       const fresh: Revision[] = [];
       for (const entry of commit.nodes) {
-        const existing = all.find((r) => r.changeId === commit.changeId && r.node === entry.node);
+        const existing = this.byChange.get(`${commit.changeId}\n${entry.node}`);
         if (existing) {
           out.push(existing);
           continue;
         }
-        const parent = newest([...all, ...fresh].filter((r) => r.node === entry.node));
+        const parent = fresh.find((r) => r.node === entry.node) ?? this.newest.get(entry.node);
         const revision = buildRevision(commit, entry, parent);
         fresh.push(revision);
         out.push(revision);
@@ -143,10 +153,9 @@ export class FileRevisionStore implements RevisionStore {
       if (fresh.length > 0) {
         const text = fresh.map((r) => `${canonicalJson(r)}\n`).join('');
         // A torn line left by a crash: start on a fresh line so this one parses.
-        const size = fstatSync(this.fd).size;
-        const prefix = size > 0 && !readFileSync(this.path, 'utf8').endsWith('\n') ? '\n' : '';
-        writeSync(this.fd, prefix + text);
+        writeSync(this.fd, (endsTorn(this.fd) ? '\n' : '') + text);
         fsyncSync(this.fd);
+        for (const r of fresh) this.remember(r);
       }
       return out;
     });
@@ -191,8 +200,13 @@ export class FileRevisionStore implements RevisionStore {
   }
 }
 
-function newest(revisions: Revision[]): Revision | undefined {
-  return revisions.reduce<Revision | undefined>((a, b) => (!a || b.number > a.number ? b : a), undefined);
+/** Whether the file's last byte is not a newline (an append that crashed half way). */
+function endsTorn(fd: number): boolean {
+  const size = fstatSync(fd).size;
+  if (size === 0) return false;
+  const last = Buffer.alloc(1);
+  readSync(fd, last, 0, 1, size - 1);
+  return last[0] !== 0x0a;
 }
 
 // ─── PostgreSQL backend ─────────────────────────────────────────────────────────────────

@@ -94,6 +94,12 @@ describe('file revision store', () => {
     // A torn last line (a crash mid-append) is not a revision.
     appendFileSync(join(dir, REVISIONS_FILE), '{"id":"half');
     expect((await reader.list('n1')).length).toBe(2);
+    // The next writer starts on a fresh line and chains on from the newest whole revision.
+    const writer = FileRevisionStore.open({ dir });
+    const [r3] = await writer.commit(commit('c3', { network: network('10.3.0.0/24') }));
+    await writer.close();
+    expect(r3).toMatchObject({ number: 3, parent: r2!.id });
+    expect((await reader.list('n1')).map((r) => r.number)).toEqual([3, 2, 1]);
   });
 
   test('a revision edited in the file no longer matches its id', async () => {
