@@ -6,10 +6,10 @@ import { builtinModules } from 'node:module';
 /** Workflow code runs in Temporal's deterministic sandbox: no Node built-ins, no I/O. */
 const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
 /** The floor above workflows. */
-const TOP = ['workers', 'ingest', 'api', 'controllers'];
+const TOP = ['workers', 'ingest', 'api', 'controllers', 'cli'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs', 'test/helpers/*.js'] },
+  { ignores: ['node_modules/**', 'dist/**', 'coverage/**', 'jest.config.js', 'eslint.config.mjs', 'test/helpers/*.js', 'bin/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -10,7 +10,7 @@ const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
 // @kubernetes/client-node 1.x and a few of its dependencies are ESM-only; Jest (before Node 24.9)
 // cannot require ESM, so those packages are compiled to CommonJS like our own sources.
 transform['^.+/node_modules/.+\\.m?js$'] = ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }];
-const transformIgnorePatterns = ['/node_modules/(?!(@kubernetes/client-node|openid-client|oauth4webapi|jose|jsonpath-plus|rfc4648)/)'];
+const transformIgnorePatterns = ['/node_modules/(?!(@kubernetes/client-node|openid-client|oauth4webapi|jose|jsonpath-plus|rfc4648|@apidevtools/json-schema-ref-parser)/)'];
 
 /** @type {import('jest').Config} */
 module.exports = {

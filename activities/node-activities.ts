@@ -12,6 +12,8 @@
  * against it, so a retry after a crash (or a rollback after a partial apply) converges
  * instead of tripping over what the previous attempt already did.
  */
+import type { NodeProtectedAddresses } from '../model/enforcement-guard';
+import { readProtectedAddresses, type ProtectedAddressSources } from './system/protected-addresses';
 import type { Logger } from 'pino';
 import {
   type CheckOf,
@@ -60,6 +62,8 @@ export interface NodeActivityDeps {
   openRateLimits: () => RateLimitMaps;
   /** The node's content-addressed store: referenced blocklists and rollback snapshots. */
   blocklistStore: BlocklistStore;
+  /** Where the node's own addresses, gateways and DNS servers are read (the guard's default allow-list). */
+  protectedAddresses: ProtectedAddressSources;
   logger: Logger;
 }
 
@@ -126,6 +130,14 @@ export function createNodeActivities(deps: NodeActivityDeps) {
         }
         return differences;
       });
+    },
+
+    /**
+     * The node's own addresses, gateways and DNS servers, read now: the enforcement
+     * workflow never blocks them (model/enforcement-guard.ts effectiveGuardConfig).
+     */
+    async reportProtectedAddresses(input: { node: string }): Promise<NodeProtectedAddresses> {
+      return translateErrors(ErrorDomains.node, () => readProtectedAddresses(input.node, deps.protectedAddresses));
     },
 
     /** Puts one subsystem's snapshot back (the caller then checks `snapshot.check`). */

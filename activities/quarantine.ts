@@ -20,7 +20,7 @@ import type { ApplyOptions, ObjectRef, StoredObject } from '../k8s/client';
 import { failure, FailureType } from '../model/failures';
 import type { KubeObject } from '../model/firewall-translate';
 import { canonicalIp, parseIp } from '../model/ip';
-import { parseQuarantineLabel, renderQuarantinePolicy, type QuarantineConfig } from '../model/quarantine';
+import { namespaceQuarantinable, parseQuarantineLabel, renderQuarantinePolicy, type QuarantineConfig } from '../model/quarantine';
 import { ErrorDomains, translateErrors } from './failures';
 
 /** The part of {@link KubeClient} the activities use. */
@@ -105,6 +105,9 @@ export function createQuarantineActivities(deps: QuarantineActivityDeps) {
           throw failure(FailureType.AmbiguousEndpoint, `${ip} is held by ${pods.length} pods (${pods.map(name).join(', ')}); refusing to guess`);
         }
         const pod = pods[0]!;
+        if (!namespaceQuarantinable(pod.metadata.namespace ?? '', deps.config)) {
+          throw failure(FailureType.ProtectedNamespace, `${ip} is pod ${name(pod)} in the system namespace ${pod.metadata.namespace}; quarantine refuses system namespaces unless the quarantine configuration's allowSystemNamespaces names it`);
+        }
         return { namespace: pod.metadata.namespace ?? '', name: pod.metadata.name, uid: pod.metadata.uid ?? '', ip };
       });
     },

@@ -5,8 +5,8 @@
  * API with the same settings (scripts/start-dev.ts).
  */
 import { Client, Connection } from '@temporalio/client';
-import pino from 'pino';
 import { openAuditStore, openRevisionStore } from '../activities/audit-store';
+import { createLogger } from '../log/logger';
 import { createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 import { parseApiConfig } from './config';
@@ -14,7 +14,7 @@ import { startApiServer } from './server';
 
 async function main(): Promise<void> {
   const config = parseApiConfig(process.env);
-  const logger = pino({ level: config.logLevel, base: { component: 'api' } });
+  const logger = createLogger({ level: config.logLevel, base: { component: 'api' } });
   const authenticator = createAuthenticator(config.auth);
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
   const client = new Client({ connection, namespace: config.temporal.namespace });

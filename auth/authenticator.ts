@@ -15,7 +15,11 @@ export const FOS1_API_GROUP = 'fos1.io';
 
 /** What a caller may do, per resource. */
 export const PERMISSIONS = {
-  changes: ['submit', 'approve', 'confirm', 'abort', 'lift', 'view'],
+  /**
+   * `pause` covers pause, resume and extend-bake of a staged rollout (it only changes when
+   * things happen); `promote` skips bakes and gates, so it is a verb of its own.
+   */
+  changes: ['submit', 'approve', 'confirm', 'abort', 'pause', 'promote', 'lift', 'view'],
   alerts: ['ingest'],
 } as const;
 

@@ -7,7 +7,7 @@
  *     - { sha256: "<hex of sha256(token)>", principal: admin, roles: [admin] }
  *     - { sha256: "…", principal: grafana, roles: [viewer] }
  *   roles:
- *     admin:  { changes: [submit, approve, confirm, abort, lift, view], alerts: [ingest] }
+ *     admin:  { changes: [submit, approve, confirm, abort, pause, promote, lift, view], alerts: [ingest] }
  *     viewer: { changes: [view] }
  *
  * A token is hashed and compared with every entry in constant time (no early exit), so
@@ -53,7 +53,7 @@ export type TokenFile = z.output<typeof tokenFileSchema>;
 /** The roles `npm start` writes: admin (everything), operator (no approve/lift), viewer, ingest. */
 export const DEFAULT_ROLES: TokenFile['roles'] = {
   admin: { changes: [...PERMISSIONS.changes], alerts: [...PERMISSIONS.alerts] },
-  operator: { changes: ['submit', 'confirm', 'abort', 'view'], alerts: [] },
+  operator: { changes: ['submit', 'confirm', 'abort', 'pause', 'promote', 'view'], alerts: [] },
   viewer: { changes: ['view'], alerts: [] },
   ingest: { changes: [], alerts: ['ingest'] },
 };

@@ -63,6 +63,8 @@ export type ZoneActionName = keyof typeof ZoneAction;
 
 /** Why an event was emitted (`FOS1_REASON_*`). */
 export const DropReason = { 1: 'blocklist-host', 2: 'blocklist-prefix', 3: 'zone-rule', 4: 'zone-default', 5: 'rate-limit' } as const;
+/** Slots of the `drop_stats` per-CPU array (`FOS1_DROP_STATS_SLOTS`): one per reason id, 0 unused. */
+export const DROP_STATS_SLOTS = 8;
 /** Which program emitted it (`FOS1_HOOK_*`). */
 export const Hook = { 0: 'tc-ingress', 1: 'tc-egress', 2: 'xdp' } as const;
 

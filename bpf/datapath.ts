@@ -25,6 +25,7 @@ import {
   encodeZoneVerdict,
   sumCounters,
 } from './datapath-codec';
+import { DROP_STATS_MAP, readDropCounts, type DropCounts } from './drop-stats';
 import { BpfObject } from './loader';
 import type { BpfMap } from './map';
 import { RATELIMIT_V4_MAP, RATELIMIT_V6_MAP } from './ratelimit-maps';
@@ -148,6 +149,11 @@ export class Datapath {
   /** Packets and bytes dropped by one host blocklist entry (`a.b.c.d/32`, `…/128`). */
   entryCounter(cidr: string): Counter {
     return sumCounters(this.map('entry_stats').lookupPerCpu(encodeEntryKey(parseCidr(cidr))));
+  }
+
+  /** Dropped packets per reason (`drop_stats`), all CPUs summed. */
+  dropCounts(): DropCounts {
+    return readDropCounts(this.map(DROP_STATS_MAP));
   }
 
   /**

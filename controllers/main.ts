@@ -14,7 +14,7 @@
  * created with `ciliumDeps` (workers/fos1-worker.ts) so their activities are registered.
  */
 import { Client, Connection } from '@temporalio/client';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { FirewallRuleController } from './firewall-rule-controller';
@@ -41,7 +41,7 @@ export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig 
 
 async function main(): Promise<void> {
   const config = parseControllerConfig(process.env);
-  const logger = pino({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel });
   const kube = new KubeClient(loadKubeConfig(config.kubeconfigPath));
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');

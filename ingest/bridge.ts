@@ -1,12 +1,29 @@
 /**
  * The decision → workflow bridge: runs in the ingest worker, outside workflows.
  *
+ * The bridge's guard (the ingest worker's FOS1_GUARD_FILE) only refuses early, to spare
+ * Temporal; it is never handed on. The enforcement workflows and the coordinator enforce the
+ * cluster worker's guard and caps, whatever a caller sends.
+ *
  * `notify` and `allow` decisions end here (logged). Enforcing decisions go through the
  * guard first, so an alert about a management address is refused (and audited) without
  * touching Temporal, then to the target's enforcement workflow with signalWithStart.
  * Repeats are coalesced: a verdict no stronger than one sent for the same target within
  * `coalesceMs` is counted, not sent, so a flood of alerts about one source costs a
  * handful of signals, not one per alert.
+ *
+ * When Temporal cannot be reached, an enforcing decision is not lost: it goes to the
+ * decision spool (ingest/spool.ts, on disk) and `submit` resolves only once it is kept
+ * there (so the EVE tail saves its position past the line only then). While the spool
+ * holds anything, new decisions join it (delivered in arrival order), and a background
+ * loop delivers them, retrying with back-off (0.5 s doubling to 30 s) until Temporal is
+ * back. Delivering one twice (a crash before the spool's head was saved) is harmless:
+ * the verdict reaches the same per-target workflow by signal-with-start, and a repeat
+ * while a block is in force at most extends it.
+ *
+ * Memory stays bounded under a flood of distinct sources: the coalescing map keeps at
+ * most `maxRecent` targets (the oldest are forgotten first, which costs only a repeat
+ * signal), and the spool is on disk, capped (callers refuse input once it is full).
  *
  * A block is admitted first: the bridge asks the enforcement coordinator (an Update,
  * starting the coordinator if needed) whether the caps allow one more, and hands the
@@ -23,9 +40,10 @@ import { enforcementWorkflow, verdictSignal, ENFORCER, type EnforcementInput } f
 import { admitUpdate, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow, type AdmitAnswer } from '../workflows/enforcement-coordinator';
 import { actionStrength, enforcementWorkflowId, type Admission, type Decision } from '../model/enforcement-decision';
 import type { EnforcementGuard } from '../model/enforcement-guard';
+import type { DecisionSpool, SpooledDecision } from './spool';
 
 /** What became of one decision. */
-export type BridgeOutcome = 'notified' | 'allowed' | 'refused' | 'signalled' | 'coalesced' | 'failed';
+export type BridgeOutcome = 'notified' | 'allowed' | 'refused' | 'signalled' | 'coalesced' | 'spooled' | 'failed';
 
 /** What became of the admissions the bridge asked for. */
 export interface AdmissionCounts {
@@ -55,17 +73,66 @@ export interface BridgeOptions {
   now?: () => number;
   /** How long to wait for the coordinator's admission before sending the verdict without one (default 2000). */
   admitTimeoutMs?: number;
+  /**
+   * Where decisions Temporal did not take are kept until it does. Without one, such a
+   * decision is logged and counted `failed` (benchmarks, unit tests).
+   */
+  spool?: DecisionSpool;
+  /** Targets the coalescing map remembers at most (default 100,000). */
+  maxRecent?: number;
+  /** Back-off of the spool's delivery: first and longest wait in ms (default 500 and 30,000). */
+  retryBackoffMs?: { initial: number; max: number };
+}
+
+/** Counters of the spool's delivery. */
+export interface DeliveryCounts {
+  /** Delivered from the spool. */
+  delivered: number;
+  /** Delivery attempts from the spool that failed (and were retried). */
+  retries: number;
+  /** Dropped: Temporal refused them as invalid (logged; retrying cannot help). */
+  dropped: number;
 }
 
 /** Sends decisions to enforcement workflows. */
 export class EnforcementBridge {
-  readonly counts: Record<BridgeOutcome, number> = { notified: 0, allowed: 0, refused: 0, signalled: 0, coalesced: 0, failed: 0 };
+  readonly counts: Record<BridgeOutcome, number> = { notified: 0, allowed: 0, refused: 0, signalled: 0, coalesced: 0, spooled: 0, failed: 0 };
   readonly admissions: AdmissionCounts = { admitted: 0, refused: 0, failed: 0 };
+  readonly delivery: DeliveryCounts = { delivered: 0, retries: 0, dropped: 0 };
   private readonly recent = new Map<string, { strength: number; at: number }>();
   private readonly now: () => number;
+  private readonly maxRecent: number;
+  private draining: Promise<void> | null = null;
+  private closed = false;
+  private wakeDrain: (() => void) | null = null;
 
   constructor(private readonly options: BridgeOptions) {
     this.now = options.now ?? Date.now;
+    this.maxRecent = options.maxRecent ?? 100_000;
+    if (options.spool && options.spool.pending > 0) this.startDrain();
+  }
+
+  /** Whether new input should be refused (or wait): the spool is past its cap. */
+  get full(): boolean {
+    return this.options.spool?.full ?? false;
+  }
+
+  /** Resolves when the spool has room (at once without a spool). */
+  whenRoom(): Promise<void> {
+    return this.options.spool?.whenRoom() ?? Promise.resolve();
+  }
+
+  /** Targets in the coalescing map (bounded by `maxRecent`). */
+  get recentTargets(): number {
+    return this.recent.size;
+  }
+
+  /** Stops the spool's delivery loop (records left stay on disk for the next start); closes the spool. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wakeDrain?.();
+    await this.draining;
+    await this.options.spool?.close();
   }
 
   /** Handles one decision. Never throws: failures are logged and counted. */
@@ -93,25 +160,112 @@ export class EnforcementBridge {
     const strength = actionStrength(decision.action);
     const last = this.recent.get(decision.target);
     if (last && now - last.at < this.options.coalesceMs && strength <= last.strength) return this.count('coalesced');
-    // Marked before the await, so concurrent repeats coalesce against this one.
+    // Marked before the await, so concurrent repeats coalesce against this one (a kept
+    // decision will be delivered, so repeats of it coalesce too). Re-inserted so the map's
+    // order is by last use and the oldest are forgotten first.
+    this.recent.delete(decision.target);
     this.recent.set(decision.target, { strength, at: now });
-    if (this.recent.size > 100_000) this.forgetOlderThan(now - this.options.coalesceMs);
-    const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes, guard: this.options.guard.config };
-    const admission = decision.action === 'block' ? await this.admit(decision.target) : undefined;
+    if (this.recent.size > this.maxRecent) this.forget(now - this.options.coalesceMs);
+    const spool = this.options.spool;
+    // Behind kept decisions, in order: Temporal is likely still away, and order is kept.
+    if (spool && (spool.pending > 0 || this.draining)) return this.keep(decision);
     try {
-      await this.options.workflows.signalWithStart(enforcementWorkflow, {
-        workflowId: enforcementWorkflowId(decision.target),
-        taskQueue: CLUSTER_TASK_QUEUE,
-        args: [input],
-        signal: verdictSignal,
-        signalArgs: [admission ? { ...decision, admission } : decision],
-      });
+      await this.deliver(decision);
       return this.count('signalled');
     } catch (err) {
+      if (spool && !isPermanent(err)) {
+        logger.warn({ err: errorSummary(err), target: decision.target }, `Temporal did not take the verdict for ${decision.target}; keeping it in the decision spool`);
+        return this.keep(decision);
+      }
       // Let the next verdict about this target try again.
       this.recent.delete(decision.target);
       logger.error({ err, decision }, `could not signal the enforcement workflow for ${decision.target}`);
       return this.count('failed');
+    }
+  }
+
+  /** Admits (blocks) and signals one decision; throws what Temporal threw. */
+  private async deliver(decision: Decision): Promise<void> {
+    // No guard and no caps: the workflow reads them from the cluster worker's configuration.
+    const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes };
+    const admission = decision.action === 'block' ? await this.admit(decision.target) : undefined;
+    await this.options.workflows.signalWithStart(enforcementWorkflow, {
+      workflowId: enforcementWorkflowId(decision.target),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [input],
+      signal: verdictSignal,
+      signalArgs: [admission ? { ...decision, admission } : decision],
+    });
+  }
+
+  /**
+   * Appends to the spool, retrying (with back-off) until the disk takes it: resolving
+   * means kept, and the callers move on (the tail saves its position) only then.
+   */
+  private async keep(decision: Decision): Promise<BridgeOutcome> {
+    const spool = this.options.spool!;
+    let wait = this.options.retryBackoffMs?.initial ?? 500;
+    for (;;) {
+      try {
+        await spool.append(decision);
+        break;
+      } catch (err) {
+        if (this.closed) throw err;
+        this.options.logger.error({ err }, `could not write the verdict for ${decision.target} to the decision spool; retrying in ${wait} ms`);
+        await sleep(wait);
+        wait = Math.min(wait * 2, this.options.retryBackoffMs?.max ?? 30_000);
+      }
+    }
+    this.startDrain();
+    return this.count('spooled');
+  }
+
+  private startDrain(): void {
+    if (this.draining || this.closed) return;
+    this.draining = this.drain()
+      .catch((err: unknown) => this.options.logger.error({ err }, 'the decision spool delivery loop failed'))
+      .finally(() => {
+        this.draining = null;
+        // Something kept after the loop looked for the last time.
+        if (!this.closed && (this.options.spool?.pending ?? 0) > 0) this.startDrain();
+      });
+  }
+
+  /** Delivers the spool's records in order, each retried with back-off until Temporal takes it. */
+  private async drain(): Promise<void> {
+    const spool = this.options.spool!;
+    const initial = this.options.retryBackoffMs?.initial ?? 500;
+    const max = this.options.retryBackoffMs?.max ?? 30_000;
+    let wait = initial;
+    while (!this.closed) {
+      const record: SpooledDecision | null = await spool.next();
+      if (!record) return;
+      try {
+        await this.deliver(record.decision);
+        // Counted with the spool's own count (which drops at once), so the two agree.
+        this.delivery.delivered++;
+        await spool.ack(record);
+        if (wait !== initial) this.options.logger.info({ spool: spool.stats }, 'Temporal takes verdicts again; delivering the decision spool');
+        wait = initial;
+      } catch (err) {
+        if (isPermanent(err)) {
+          this.delivery.dropped++;
+          this.options.logger.error({ err, decision: record.decision }, `Temporal refused the kept verdict for ${record.decision.target} as invalid; dropped`);
+          await spool.skip(record);
+          continue;
+        }
+        this.delivery.retries++;
+        this.options.logger.warn({ err: errorSummary(err), pending: spool.pending, retryInMs: wait }, `Temporal still unreachable; ${spool.pending} verdict(s) kept in the decision spool`);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          this.wakeDrain = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeDrain = null;
+        wait = Math.min(wait * 2, max);
+      }
     }
   }
 
@@ -124,7 +278,6 @@ export class EnforcementBridge {
   private async admit(target: string): Promise<Admission | undefined> {
     const update = this.options.workflows.executeUpdateWithStart?.bind(this.options.workflows);
     if (!update) return undefined;
-    const { maxActiveBlocks, maxNewBlocksPerMinute } = this.options.guard.config;
     const timeoutMs = this.options.admitTimeoutMs ?? 2000;
     // The coordinator's deadline is a little earlier than ours, so an answer it gives is
     // one we still take (a slot reserved for an asker who left would be held for nothing).
@@ -133,7 +286,7 @@ export class EnforcementBridge {
     try {
       const answer = await Promise.race([
         update(admitUpdate, {
-          args: [{ target, maxActiveBlocks, maxNewBlocksPerMinute, deadline }],
+          args: [{ target, deadline }],
           startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
             workflowId: ENFORCEMENT_COORDINATOR_ID,
             taskQueue: CLUSTER_TASK_QUEUE,
@@ -171,7 +324,34 @@ export class EnforcementBridge {
     return outcome;
   }
 
-  private forgetOlderThan(cutoff: number): void {
+  /**
+   * Bounds the coalescing map: entries past the window go first; if a flood of distinct
+   * targets keeps it over the cap even so, the least recently used go too (the cost is a
+   * repeat signal, which the target's workflow absorbs).
+   */
+  private forget(cutoff: number): void {
     for (const [target, entry] of this.recent) if (entry.at < cutoff) this.recent.delete(target);
+    // Leave headroom, so the sweep above is not repeated on every new target.
+    const keep = Math.floor(this.maxRecent * 0.9);
+    for (const target of this.recent.keys()) {
+      if (this.recent.size <= keep) break;
+      this.recent.delete(target);
+    }
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** gRPC INVALID_ARGUMENT: Temporal will never take this request; retrying cannot help. */
+function isPermanent(err: unknown): boolean {
+  const code = (e: unknown): unknown => (e && typeof e === 'object' ? (e as { code?: unknown }).code : undefined);
+  const cause = err && typeof err === 'object' ? (err as { cause?: unknown }).cause : undefined;
+  return code(err) === 3 || code(cause) === 3;
+}
+
+/** An error's message only (a connection error's stack says nothing new, every few seconds). */
+function errorSummary(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -2,14 +2,27 @@
  * Ingest worker configuration, parsed once at the entry point from the environment.
  */
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { homedir, hostname } from 'node:os';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { authEnvSchema, type AuthEnv } from '../auth/config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
+import { DEFAULT_SPOOL_MAX_BYTES } from './spool';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/**
+ * gRPC channel arguments of the ingest worker's Temporal client. gRPC's default reconnect
+ * back-off grows to 120 s, so after an outage the client could sit out two minutes with
+ * the server already back while verdicts wait in the spool; 5 s at most keeps recovery
+ * quick. A channel of its own (local subchannel pool), so no other client shares its back-off.
+ */
+export const INGEST_CHANNEL_ARGS = {
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 5000,
+  'grpc.use_local_subchannel_pool': 1,
+} as const;
 
 /** The rule set fos1 ships. */
 export const DEFAULT_RULES_FILE = join(__dirname, '..', 'rules', 'sets', 'default.json');
@@ -18,7 +31,11 @@ export const DEFAULT_RULES_FILE = join(__dirname, '..', 'rules', 'sets', 'defaul
 const envSchema = z.object({
   /** Rule set (JSON) to evaluate verdicts with. */
   FOS1_RULES_FILE: z.string().default(DEFAULT_RULES_FILE),
-  /** Guard configuration (JSON: allowLists, minPrefixLengthV4/V6, maxActiveBlocks, maxNewBlocksPerMinute). */
+  /**
+   * Guard configuration (JSON, model/enforcement-guard.ts) for the bridge's early refusals and
+   * the rules' `inAllowList`. Never handed to a workflow: the enforcement workflows enforce the
+   * cluster worker's own FOS1_GUARD_FILE.
+   */
   FOS1_GUARD_FILE: z.string().optional(),
   /** Nodes whose blocklists enforcement writes, comma-separated. */
   FOS1_ENFORCE_NODES: z
@@ -42,6 +59,14 @@ const envSchema = z.object({
   FOS1_NDPI_INTERFACE: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/, 'FOS1_NDPI_INTERFACE must be an interface name').optional(),
   FOS1_NDPI_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   FOS1_NDPI_CONFIG_DIR: z.string().optional(),
+  /**
+   * Folder of the ingest worker's state: the decision spool (verdicts kept while Temporal is
+   * unreachable). Default: the EVE file's folder, else `$XDG_STATE_HOME/fos1-ingest`
+   * (`~/.local/state/fos1-ingest`). Must be on a persistent volume to survive restarts.
+   */
+  FOS1_INGEST_STATE_DIR: z.string().min(1).optional(),
+  /** Cap of the decision spool in bytes (default 64 MiB ≈ 100,000 verdicts); past it input is refused (tail waits, HTTP 503). */
+  FOS1_INGEST_SPOOL_MAX_BYTES: z.coerce.number().int().min(1024).max(2 ** 40).default(DEFAULT_SPOOL_MAX_BYTES),
   /** Repeats of a verdict about one target within this many ms are coalesced. */
   FOS1_COALESCE_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
@@ -64,6 +89,10 @@ export interface IngestConfig {
   auth: AuthEnv;
   maxNdjsonLines: number;
   ndpi?: { interface: string; seconds: number; configDir?: string };
+  /** Where the decision spool lives (see FOS1_INGEST_STATE_DIR). */
+  stateDir: string;
+  /** Cap of the decision spool in bytes. */
+  spoolMaxBytes: number;
   coalesceMs: number;
   logLevel: string;
 }
@@ -103,6 +132,8 @@ export function parseIngestConfig(env: NodeJS.ProcessEnv): IngestConfig {
     ...(e.FOS1_NDPI_INTERFACE
       ? { ndpi: { interface: e.FOS1_NDPI_INTERFACE, seconds: e.FOS1_NDPI_SECONDS, ...(e.FOS1_NDPI_CONFIG_DIR ? { configDir: e.FOS1_NDPI_CONFIG_DIR } : {}) } }
       : {}),
+    stateDir: e.FOS1_INGEST_STATE_DIR ?? (e.FOS1_EVE_FILE ? dirname(e.FOS1_EVE_FILE) : join(env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'fos1-ingest')),
+    spoolMaxBytes: e.FOS1_INGEST_SPOOL_MAX_BYTES,
     coalesceMs: e.FOS1_COALESCE_MS,
     logLevel: e.LOG_LEVEL,
   };

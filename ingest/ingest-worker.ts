@@ -17,11 +17,17 @@ import { EveFileTail } from './eve-tail';
 import { listenNdjsonHttp, listenUnixSocket } from './line-servers';
 import { runNdpiReader } from './ndpi-reader';
 import { IngestPipeline } from './pipeline';
+import { DecisionSpool } from './spool';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** A running ingest worker. */
 export interface RunningIngest {
   pipeline: IngestPipeline;
   bridge: EnforcementBridge;
+  /** Verdicts kept while Temporal is unreachable. */
+  spool: DecisionSpool;
   tail?: EveFileTail;
   http?: HttpServer;
   socket?: NetServer;
@@ -36,8 +42,18 @@ export interface IngestDeps {
   authenticator?: Authenticator;
 }
 
-/** What {@link startIngest} reads of the configuration (`auth` and the line cap have defaults). */
-export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'auth' | 'maxNdjsonLines'> & Partial<Pick<IngestConfig, 'auth' | 'maxNdjsonLines'>>;
+/**
+ * What {@link startIngest} reads of the configuration (`auth`, the line cap and the spool
+ * cap have defaults). Without `stateDir` the decision spool lives in a fresh temporary
+ * folder: it survives an outage of Temporal, not a restart of this process.
+ */
+export type IngestStartConfig = Omit<IngestConfig, 'temporal' | 'logLevel' | 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes'> &
+  Partial<Pick<IngestConfig, 'auth' | 'maxNdjsonLines' | 'stateDir' | 'spoolMaxBytes'>> & {
+    /** Back-off of the spool's delivery (default 0.5 s doubling to 30 s). */
+    retryBackoffMs?: { initial: number; max: number };
+    /** Targets the bridge's coalescing map remembers at most (default 100,000). */
+    maxRecentTargets?: number;
+  };
 
 /** Starts the ingest worker's sources. Throws (before starting anything) on an invalid rule set. */
 export async function startIngest(config: IngestStartConfig, deps: IngestDeps): Promise<RunningIngest> {
@@ -45,9 +61,20 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
   const guard = new EnforcementGuard(config.guard);
   const ruleSet = loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
   const evaluator = new RuleEvaluator(ruleSet, guard);
-  const bridge = new EnforcementBridge({ workflows: deps.workflows, guard, nodes: config.nodes, logger, coalesceMs: config.coalesceMs });
+  const stateDir = config.stateDir ?? (await mkdtemp(join(tmpdir(), 'fos1-ingest-')));
+  const spool = await DecisionSpool.open({ dir: stateDir, ...(config.spoolMaxBytes ? { maxBytes: config.spoolMaxBytes } : {}), logger });
+  const bridge = new EnforcementBridge({
+    workflows: deps.workflows,
+    guard,
+    nodes: config.nodes,
+    logger,
+    coalesceMs: config.coalesceMs,
+    spool,
+    ...(config.retryBackoffMs ? { retryBackoffMs: config.retryBackoffMs } : {}),
+    ...(config.maxRecentTargets ? { maxRecent: config.maxRecentTargets } : {}),
+  });
   const pipeline = new IngestPipeline({ evaluator, bridge, logger });
-  const running: RunningIngest = { pipeline, bridge, stop: async () => undefined };
+  const running: RunningIngest = { pipeline, bridge, spool, stop: async () => undefined };
   let stopping = false;
 
   if (config.eveFile) {
@@ -64,9 +91,11 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
   if (config.eveSocket) running.socket = await listenUnixSocket(config.eveSocket, (line) => pipeline.eveLine(line, 'eve-socket'));
   if (config.httpPort) {
     const auth = config.auth ?? authEnvSchema.parse({});
-    running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http'), {
+    // A request is refused (503) rather than held while the spool is full; answered once its decisions are kept.
+    running.http = await listenNdjsonHttp(config.httpPort, (line) => pipeline.eveLine(line, 'eve-http', 'refuse'), {
       security: httpSecurityFrom(auth, deps.authenticator ?? createAuthenticator(auth)),
       logger,
+      settle: () => pipeline.settle(),
       ...(config.maxNdjsonLines ? { maxLines: config.maxNdjsonLines } : {}),
     });
   }
@@ -88,13 +117,21 @@ export async function startIngest(config: IngestStartConfig, deps: IngestDeps): 
       }
     })();
   }
-  logger.info({ rules: ruleSet.rules.length, ruleSet: ruleSet.name, eveFile: config.eveFile, eveStateFile: config.eveStateFile, eveSocket: config.eveSocket, httpPort: config.httpPort, ndpi: config.ndpi?.interface }, 'fos1 ingest running');
+  logger.info({ rules: ruleSet.rules.length, ruleSet: ruleSet.name, eveFile: config.eveFile, eveStateFile: config.eveStateFile, eveSocket: config.eveSocket, stateDir, spool: spool.stats, httpPort: config.httpPort, ndpi: config.ndpi?.interface }, 'fos1 ingest running');
 
   running.stop = async () => {
     stopping = true;
+    pipeline.stopWaiting();
     await running.tail?.stop();
     await Promise.all([running.http, running.socket].filter((s) => s !== undefined).map((s) => new Promise((r) => s.close(r))));
     await pipeline.drain();
+    // Kept verdicts not yet delivered stay on disk for the next start.
+    await bridge.close();
+    // A temporary spool folder of ours goes, unless it still holds something (then it is logged where).
+    if (!config.stateDir) {
+      if (spool.pending === 0) await rm(stateDir, { recursive: true, force: true });
+      else logger.warn({ stateDir, pending: spool.pending }, 'verdicts left undelivered in a temporary decision spool (set FOS1_INGEST_STATE_DIR to keep them across restarts)');
+    }
     // A live ndpiReader round ends by itself within FOS1_NDPI_SECONDS.
     void ndpiLoop;
   };

@@ -8,7 +8,10 @@
  *   body of newline-separated records), answered with how many lines were accepted and
  *   why the others were not. A bearer token with `ingest` on `alerts.fos1.io` is required
  *   (auth/http-guard.ts: 401/403), as is the media type (415); a body of more lines than
- *   the cap is cut off with 413 after the cap's lines were handled.
+ *   the cap is cut off with 413 after the cap's lines were handled. The answer comes once
+ *   the decisions of the request are handed to Temporal or kept in the decision spool, so a
+ *   200 means nothing of it can be lost; while the spool is full the request is cut off
+ *   with 503 and `Retry-After`, saying how many lines were taken (resend the rest).
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
@@ -44,12 +47,18 @@ export async function listenUnixSocket(path: string, onLine: LineHandler): Promi
         .then(async () => {
           for (const line of lines) await onLine(line);
         })
-        .finally(() => socket.resume());
+        .then(
+          () => void socket.resume(),
+          // Not taken (shutting down with the spool full): the sender must not think it was.
+          () => void socket.destroy(),
+        );
     });
     socket.on('end', () => {
-      chain = chain.then(async () => {
-        for (const line of splitter.end()) await onLine(line);
-      });
+      chain = chain
+        .then(async () => {
+          for (const line of splitter.end()) await onLine(line);
+        })
+        .catch(() => void socket.destroy());
     });
     socket.on('error', () => socket.destroy());
   });
@@ -80,10 +89,17 @@ export interface NdjsonHttpOptions {
   logger: Logger;
   /** Lines one request may carry (default 10 000); more are answered 413. */
   maxLines?: number;
+  /** Awaited before answering: the decisions of the request's lines are handed over or kept. */
+  settle?: () => Promise<void>;
+  /** Seconds a refused sender is told to wait when the spool is full (default 5). */
+  retryAfterSeconds?: number;
 }
 
 /** Too many lines in one request. */
 class TooManyLines extends Error {}
+
+/** The decision spool is full: the request's remaining lines were not taken. */
+class SpoolFull extends Error {}
 
 /** An HTTP server taking NDJSON EVE at `POST /v1/eve` (see the module comment). */
 export async function listenNdjsonHttp(port: number, onLine: LineHandler, options: NdjsonHttpOptions): Promise<HttpServer> {
@@ -100,10 +116,14 @@ export async function listenNdjsonHttp(port: number, onLine: LineHandler, option
         await guard.authorize(req, principal, { resource: 'alerts', verb: 'ingest' });
         guard.requireMediaType(req, 'application/x-ndjson');
         const result = await handleNdjson(req, onLine, maxLines);
+        await options.settle?.();
         return json(res, 200, result);
       } catch (err) {
         if (err instanceof HttpRefusal) return json(res, err.status, { error: err.message }, err.headers);
+        // The lines taken before the cut are handed over or kept before the answer, too.
+        if (err instanceof TooManyLines || err instanceof SpoolFull) await options.settle?.();
         if (err instanceof TooManyLines) return json(res, 413, { error: err.message }, { connection: 'close' });
+        if (err instanceof SpoolFull) return json(res, 503, { error: err.message }, { connection: 'close', 'retry-after': String(options.retryAfterSeconds ?? 5) });
         return json(res, 400, { error: err instanceof Error ? err.message : String(err) });
       }
     })();
@@ -128,6 +148,7 @@ async function handleNdjson(req: IncomingMessage, onLine: LineHandler, maxLines:
     if (++seen > maxLines) throw new TooManyLines(`more than ${maxLines} lines in one request; the first ${maxLines} were handled (${result.accepted} accepted), send the rest in another`);
     const outcome = await onLine(line);
     if ('skipped' in outcome) return;
+    if ('full' in outcome) throw new SpoolFull(`${outcome.reason}: lines after ${result.lines} were not taken (${result.accepted} accepted before); send them again after Retry-After`);
     result.lines++;
     if (outcome.ok) result.accepted++;
     else {

@@ -3,22 +3,23 @@
  * until SIGINT/SIGTERM. `npx tsx ingest/main.ts` (see rules/README.md for the variables).
  */
 import { Client, Connection } from '@temporalio/client';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { loadRuleSetFile } from '../rules/rule-set';
-import { parseIngestConfig } from './config';
+import { INGEST_CHANNEL_ARGS, parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
-  const logger = pino({ level: config.logLevel, base: { component: 'ingest' } });
+  const logger = createLogger({ level: config.logLevel, base: { component: 'ingest' } });
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
-  const connection = await Connection.connect(clientConnectionOptions(config.temporal));
-  logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
+  // Lazy: ingest starts (and keeps alerts in its spool) even while Temporal is unreachable.
+  const connection = Connection.lazy(clientConnectionOptions(config.temporal, { channelArgs: { ...INGEST_CHANNEL_ARGS } }));
+  logger.info({ temporal: config.temporal.describe }, 'Temporal client ready (connects on first use)');
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const running = await startIngest(config, { workflows: client.workflow, logger });
-  const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts }, 'ingest stats'), 60_000);
+  const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts, delivery: running.bridge.delivery, spool: running.spool.stats, refusedFull: running.pipeline.refusedFull }, 'ingest stats'), 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

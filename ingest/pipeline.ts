@@ -28,13 +28,16 @@ export interface PipelineStats {
 }
 
 /** What became of one line. */
-export type LineResult = { ok: true; decision: Decision | null } | { ok: false; reason: string } | { skipped: true };
+export type LineResult = { ok: true; decision: Decision | null } | { ok: false; reason: string } | { skipped: true } | { full: true; reason: string };
+
+/** What a source does when the spool is full: wait for room (streams) or be refused (requests). */
+export type WhenFull = 'wait' | 'refuse';
 
 /** Options of {@link IngestPipeline}. */
 export interface PipelineOptions {
   evaluator: RuleEvaluator;
   /** Where decisions go; absent = evaluate only (benchmarks, dry runs). */
-  bridge?: Pick<EnforcementBridge, 'submit'>;
+  bridge?: Pick<EnforcementBridge, 'submit'> & Partial<Pick<EnforcementBridge, 'full' | 'whenRoom'>>;
   logger: Logger;
   /** Decisions in flight to the bridge before lines wait. */
   maxInFlight?: number;
@@ -43,15 +46,22 @@ export interface PipelineOptions {
 /** Parses, evaluates and forwards verdict lines. */
 export class IngestPipeline {
   readonly stats: PipelineStats = { lines: 0, accepted: 0, rejected: 0, rejectedBy: {}, decisions: {}, outcomes: {}, errors: 0 };
+  /** Lines refused (not taken) because the decision spool was full. */
+  refusedFull = 0;
   private readonly inFlight = new Set<Promise<void>>();
+  private stopping = false;
+  private wakeStopped: () => void = () => undefined;
+  private readonly stopped = new Promise<void>((resolve) => (this.wakeStopped = resolve));
   private lastRejectLog = 0;
   private suppressedRejects = 0;
 
   constructor(private readonly options: PipelineOptions) {}
 
   /** Handles one EVE JSON line. */
-  async eveLine(line: string, origin = 'eve'): Promise<LineResult> {
+  async eveLine(line: string, origin = 'eve', whenFull: WhenFull = 'wait'): Promise<LineResult> {
     if (line.trim() === '') return { skipped: true };
+    const full = await this.room(whenFull);
+    if (full) return full;
     this.stats.lines++;
     const parsed = parseEveLine(line);
     if (!parsed.ok) return this.reject(parsed.reason, origin);
@@ -62,6 +72,7 @@ export class IngestPipeline {
   async ndpiLine(line: string, observedAtMs: number): Promise<LineResult> {
     const parsed = parseNdpiFlowLine(line, observedAtMs);
     if ('skip' in parsed) return { skipped: true };
+    await this.room('wait');
     this.stats.lines++;
     if (!parsed.ok) return this.reject(parsed.reason, 'ndpi');
     return this.evaluate(parsed.facts);
@@ -78,6 +89,26 @@ export class IngestPipeline {
   /** Waits until every decision handed to the bridge has been handled. */
   async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  /** Waits for room in the spool, or (`refuse`) says it is full; null when the line may go on. */
+  private async room(whenFull: WhenFull): Promise<{ full: true; reason: string } | null> {
+    const bridge = this.options.bridge;
+    if (!bridge?.full) return null;
+    if (whenFull === 'refuse') {
+      this.refusedFull++;
+      return { full: true, reason: 'the decision spool is full (Temporal has been unreachable); try again later' };
+    }
+    while (bridge.full && bridge.whenRoom && !this.stopping) await Promise.race([bridge.whenRoom(), this.stopped]);
+    // Not taken: the source must not count the line as handled (the tail saves no position past it).
+    if (bridge.full && this.stopping) throw new Error('ingest stopping while the decision spool is full: the line was not taken (the EVE tail reads it again on the next start)');
+    return null;
+  }
+
+  /** Ends waits for room in the spool (shutdown): waiting lines are not taken, their sources see an error. */
+  stopWaiting(): void {
+    this.stopping = true;
+    this.wakeStopped();
   }
 
   private async evaluate(facts: VerdictFacts): Promise<LineResult> {

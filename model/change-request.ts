@@ -7,7 +7,9 @@
  */
 import { z } from 'zod';
 import { blocklistRefSchema } from './blocklist-ref';
+import { labelSelectorSchema } from './inventory';
 import { formatPath } from './issue-path';
+import { DEFAULT_BAKE_SECONDS, MAX_BAKE_SECONDS, planWaves, rolloutStrategySchema, usesSelectors } from './rollout-strategy';
 import {
   blocklistEntrySchema,
   MAX_INLINE_BLOCKLIST,
@@ -130,6 +132,8 @@ export const changeOptionsSchema = z
      * (applying, or awaiting its confirmation) before giving up with NodeBusy.
      */
     lockTimeout: durationMsSchema.default(15 * 60_000),
+    /** Bake of the default strategy's canary and middle wave (used when the request gives no `strategy`), seconds. */
+    defaultBakeSeconds: z.number().int('must be a whole number').min(0, 'must be 0 or more').max(MAX_BAKE_SECONDS, `must be at most ${MAX_BAKE_SECONDS} (7 days)`).default(DEFAULT_BAKE_SECONDS),
   })
   .strict();
 
@@ -148,7 +152,12 @@ export const changeRequestSchema = z
       .array(nodeNameSchema)
       .min(1, 'must name at least one node')
       .max(1000)
-      .refine((t) => new Set(t).size === t.length, 'must not name a node twice'),
+      .refine((t) => new Set(t).size === t.length, 'must not name a node twice')
+      .optional(),
+    /** Instead of `targets`: every inventory node whose labels match (Kubernetes label selector semantics), in inventory order. */
+    targetSelector: labelSelectorSchema.optional(),
+    /** How the change rolls out across its targets (waves, bakes, gates); see model/rollout-strategy.ts. Default: canary, bake, then the rest in waves. */
+    strategy: rolloutStrategySchema.optional(),
     desired: nodeStateSchema.optional(),
     patch: nodePatchSchema.optional(),
     options: changeOptionsSchema.prefault({}),
@@ -157,6 +166,9 @@ export const changeRequestSchema = z
   .superRefine((req, ctx) => {
     if ((req.desired === undefined) === (req.patch === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
+    }
+    if ((req.targets === undefined) === (req.targetSelector === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['targets'], message: 'give exactly one of "targets" (node names) or "targetSelector" (labels over the inventory)' });
     }
   });
 
@@ -208,27 +220,48 @@ export interface ValidationIssue {
 export type ValidationResult = { ok: true; request: ChangeRequest } | { ok: false; issues: ValidationIssue[] };
 
 /**
+ * The change request schema with the checks that need a clock: blocks and rate limits
+ * whose `expiresAt` is not after `now()` are refused (an expired block would be removed at
+ * once). The HTTP API validates request bodies with `changeRequestSchemaAt(Date.now)`; the
+ * workflow goes through {@link validateChangeRequest} with its deterministic clock.
+ */
+export function changeRequestSchemaAt(now: () => number) {
+  return changeRequestSchema.superRefine((request, ctx) => {
+    const at = now();
+    const checkExpiry = (entries: { expiresAt?: string }[], path: string[]) =>
+      entries.forEach((e, i) => {
+        if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= at) {
+          ctx.addIssue({ code: 'custom', path: [...path, i, 'expiresAt'], message: `is in the past (${e.expiresAt}); an expired block would be removed at once` });
+        }
+      });
+    checkExpiry(request.desired?.blocklist ?? [], ['desired', 'blocklist']);
+    checkExpiry(request.patch?.blocklist.upsert ?? [], ['patch', 'blocklist', 'upsert']);
+    checkExpiry(request.desired?.rateLimits ?? [], ['desired', 'rateLimits']);
+    checkExpiry(request.patch?.rateLimits.upsert ?? [], ['patch', 'rateLimits', 'upsert']);
+  });
+}
+
+/** A zod error as {@link ValidationIssue}s: each field's path and the rule it breaks. */
+export function issuesOf(error: z.ZodError): ValidationIssue[] {
+  return error.issues.map((i) => ({ field: formatPath(i.path), message: i.message }));
+}
+
+/**
  * Validates a change request. `now` (ms since epoch) is the caller's clock — the
  * workflow's deterministic one inside a workflow — used to refuse blocks that
  * would already have expired.
  */
 export function validateChangeRequest(input: unknown, now: number): ValidationResult {
-  const parsed = changeRequestSchema.safeParse(input);
-  if (!parsed.success) {
-    return { ok: false, issues: parsed.error.issues.map((i) => ({ field: formatPath(i.path), message: i.message })) };
+  const parsed = changeRequestSchemaAt(() => now).safeParse(input);
+  if (!parsed.success) return { ok: false, issues: issuesOf(parsed.error) };
+  // With named targets and no label selectors the waves are known now: report a strategy
+  // that leaves a node out or names a stranger before anything runs.
+  const { targets, strategy } = parsed.data;
+  if (targets && strategy && !usesSelectors(strategy)) {
+    const plan = planWaves(strategy, targets.map((name) => ({ name, labels: {} })));
+    if (!plan.ok) return { ok: false, issues: plan.issues.map(({ field, message }) => ({ field, message })) };
   }
-  const issues: ValidationIssue[] = [];
-  const checkExpiry = (entries: { expiresAt?: string }[], path: string) =>
-    entries.forEach((e, i) => {
-      if (e.expiresAt !== undefined && Date.parse(e.expiresAt) <= now) {
-        issues.push({ field: `${path}[${i}].expiresAt`, message: `is in the past (${e.expiresAt}); an expired block would be removed at once` });
-      }
-    });
-  checkExpiry(parsed.data.desired?.blocklist ?? [], 'desired.blocklist');
-  checkExpiry(parsed.data.patch?.blocklist.upsert ?? [], 'patch.blocklist.upsert');
-  checkExpiry(parsed.data.desired?.rateLimits ?? [], 'desired.rateLimits');
-  checkExpiry(parsed.data.patch?.rateLimits.upsert ?? [], 'patch.rateLimits.upsert');
-  return issues.length > 0 ? { ok: false, issues } : { ok: true, request: parsed.data };
+  return { ok: true, request: parsed.data };
 }
 
 /** Renders issues as one line each, `field: rule`. */

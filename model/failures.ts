@@ -16,7 +16,7 @@ export interface FailureSpec {
   /** Whether the same request may succeed when retried (a busy apiserver) or never will (a bad prefix). */
   retryable: boolean;
   /** Who raises it, for readers. */
-  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement' | 'audit';
+  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement' | 'rollout' | 'audit';
 }
 
 const FAILURES = {
@@ -29,6 +29,10 @@ const FAILURES = {
   ChangeRolledBack: { retryable: false, raisedBy: 'change' },
   /** A rollback or revert did not verify: an operator must look. */
   RollbackFailed: { retryable: false, raisedBy: 'change' },
+  /** A target node has no worker polling its task queue: reported before anything was applied anywhere. */
+  NodeNotPolling: { retryable: false, raisedBy: 'change' },
+  /** A health gate of the rollout failed (or was inconclusive and the change was aborted); every node changed so far was restored and verified. */
+  RolloutGateFailed: { retryable: false, raisedBy: 'change' },
   /** The API's identity assertion was given and does not hold (bad signature, other change, other request, stale). */
   InvalidIdentityAssertion: { retryable: false, raisedBy: 'change' },
 
@@ -95,6 +99,8 @@ const FAILURES = {
   AmbiguousEndpoint: { retryable: false, raisedBy: 'quarantine' },
   /** The address is a host-network pod's, i.e. the node's: endpoint policy cannot isolate it. */
   HostNetworkEndpoint: { retryable: false, raisedBy: 'quarantine' },
+  /** The pod is in a system namespace (kube-system, fos1's own, …) that the configuration does not open to quarantine. */
+  ProtectedNamespace: { retryable: false, raisedBy: 'quarantine' },
   /** Someone else set the label to another value. */
   LabelConflict: { retryable: false, raisedBy: 'quarantine' },
   QuarantineRejected: { retryable: false, raisedBy: 'quarantine' },
@@ -105,6 +111,16 @@ const FAILURES = {
 
   // ── enforcement (workflows/enforcement.ts) ──
   InvalidEnforcementInput: { retryable: false, raisedBy: 'enforcement' },
+
+  // ── rollouts: inventory and gates (activities/inventory.ts, activities/gates.ts) ──
+  /** The inventory file or a Kubernetes Node does not parse; the message names the field. */
+  InvalidInventory: { retryable: false, raisedBy: 'rollout' },
+  /** The inventory could not be read (file missing, apiserver down): may be transient. */
+  InventoryUnavailable: { retryable: true, raisedBy: 'rollout' },
+  /** Bad input to a gate activity (a task queue name, a sample window); the message names it. */
+  InvalidGateInput: { retryable: false, raisedBy: 'rollout' },
+  /** Temporal could not describe a task queue (pollers): may be transient. */
+  PollersUnavailable: { retryable: true, raisedBy: 'rollout' },
 
   // ── audit and revisions (workflows/api-audit.ts, activities/audit-store/revisions.ts) ──
   /** The API's audit batch is malformed (not an array, too long, a bad source name). */

@@ -9,7 +9,7 @@
  * of the change that produced it. Pure code: bundled into workflows.
  */
 import type { CidrGroup, FirewallRule, FirewallZone, Peer, PortRule } from './firewall';
-import { cidrGroupObjectName } from './firewall';
+import { cidrGroupObjectName, clusterScopedName } from './firewall';
 
 /** Label every object fos1 writes carries; pruning only ever considers objects with it. */
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
@@ -97,7 +97,9 @@ export function translateRule(input: TranslateInput): KubeObject {
   spec[key] = translatePeers(input, hostPolicy).map((peerRule) => ({ ...peerRule, ...translatePorts(rule) }));
 
   const metadata: KubeObject['metadata'] = {
-    name: hostPolicy ? `fos1-${namespace}-${rule.name}` : `fos1-${rule.name}`,
+    // Cluster-scoped (host firewall): the namespace is part of the name, so rules of one name
+    // in two namespaces stay two objects.
+    name: hostPolicy ? clusterScopedName(namespace, rule.name) : `fos1-${rule.name}`,
     labels: ownershipLabels(input.source),
     annotations: { [CHANGE_ID_ANNOTATION]: input.changeId },
   };
@@ -115,7 +117,7 @@ export function translateCidrGroup(group: CidrGroup, source: PolicySource, chang
   return {
     apiVersion: CILIUM_CIDR_GROUP_API_VERSION,
     kind: 'CiliumCIDRGroup',
-    metadata: { name: cidrGroupObjectName(group.name), labels: ownershipLabels(source), annotations: { [CHANGE_ID_ANNOTATION]: changeId } },
+    metadata: { name: cidrGroupObjectName(source.namespace, group.name), labels: ownershipLabels(source), annotations: { [CHANGE_ID_ANNOTATION]: changeId } },
     spec: { externalCIDRs: [...group.cidrs] },
   };
 }
@@ -150,7 +152,7 @@ function translatePeers(input: TranslateInput, clusterwide: boolean): CiliumRule
     } else if ('cidr' in peer) {
       cidrSet.push(peer.except.length > 0 ? { cidr: peer.cidr, except: [...peer.except] } : { cidr: peer.cidr });
     } else if ('cidrGroup' in peer) {
-      cidrSet.push({ cidrGroupRef: cidrGroupObjectName(peer.cidrGroup) });
+      cidrSet.push({ cidrGroupRef: cidrGroupObjectName(input.namespace, peer.cidrGroup) });
     } else if ('entity' in peer) {
       if (!entities.includes(peer.entity)) entities.push(peer.entity);
     } else {

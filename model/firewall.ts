@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { formatPath } from './issue-path';
 import { cidrSchema } from './node-state';
 import { cidrContains, parseCidr } from './ip';
+import { shortHash } from './short-hash';
 
 /** DNS-1123 label: zone, rule and CIDR-group names (they become parts of object names). */
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -82,7 +83,7 @@ export const peerSchema = keyedUnion('a peer', {
   labels: z.object({ labels: labelsSchema, namespace: dnsLabel('namespace').optional() }).strict(),
   /** A prefix, minus some sub-prefixes (`toCIDRSet` / `fromCIDRSet` with `except`). */
   cidr: z.object({ cidr: cidrSchema, except: z.array(cidrSchema).default([]) }).strict(),
-  /** A CiliumCIDRGroup by name (fos1 names its own groups `fos1-<name>`, see {@link cidrGroupObjectName}). */
+  /** A CiliumCIDRGroup by name (fos1 names its own groups `fos1-<namespace>-<name>-<hash>`, see {@link cidrGroupObjectName}). */
   cidrGroup: z.object({ cidrGroup: dnsLabel('CIDR group name') }).strict(),
   entity: z.object({ entity: z.enum(ENTITIES) }).strict(),
   /** DNS names (egress only): Cilium allows the addresses the names resolved to. */
@@ -214,7 +215,17 @@ export function formatFirewallIssues(what: string, issues: FirewallIssue[]): str
   return `invalid ${what}:\n${issues.map((i) => `${i.field || '(root)'}: ${i.message}`).join('\n')}`;
 }
 
-/** Name of the CiliumCIDRGroup fos1 publishes for a {@link CidrGroup}. */
-export function cidrGroupObjectName(group: string): string {
-  return `fos1-${group}`;
+/**
+ * Name of a cluster-scoped object fos1 makes from a namespaced one (a host-firewall policy, a
+ * CIDR group): the namespace, the name and a hash of the pair. The hash keeps names from
+ * meeting across namespaces where the dashes would (`a-b`/`c` and `a`/`b-c`), so one
+ * namespace's rule can never overwrite, or be pruned as, another's. At most 140 characters.
+ */
+export function clusterScopedName(namespace: string, name: string): string {
+  return `fos1-${namespace}-${name}-${shortHash(`${namespace}/${name}`)}`;
+}
+
+/** Name of the CiliumCIDRGroup fos1 publishes for a {@link CidrGroup} of `namespace`. */
+export function cidrGroupObjectName(namespace: string, group: string): string {
+  return clusterScopedName(namespace, group);
 }

@@ -30,6 +30,8 @@ export const SearchAttributes = {
   author: defineSearchAttributeKey('Fos1Author', SearchAttributeType.KEYWORD),
   targetNodes: defineSearchAttributeKey('Fos1TargetNodes', SearchAttributeType.KEYWORD_LIST),
   status: defineSearchAttributeKey('Fos1Status', SearchAttributeType.KEYWORD),
+  /** The wave a staged rollout runs now (or ran last); the phase is `Fos1Status`. */
+  wave: defineSearchAttributeKey('Fos1Wave', SearchAttributeType.KEYWORD),
 } as const;
 
 /** The same attributes in the form `temporal server start-dev --search-attribute` and the test server take. */
@@ -38,4 +40,5 @@ export const SEARCH_ATTRIBUTE_DEFINITIONS: Record<string, 'Keyword' | 'KeywordLi
   Fos1Author: 'Keyword',
   Fos1TargetNodes: 'KeywordList',
   Fos1Status: 'Keyword',
+  Fos1Wave: 'Keyword',
 };

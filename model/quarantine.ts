@@ -148,6 +148,12 @@ export type QuarantineException = z.output<typeof quarantineExceptionSchema>;
 export const quarantineConfigSchema = z
   .object({
     exceptions: z.array(quarantineExceptionSchema).max(6).default([]),
+    /**
+     * System namespaces ({@link SYSTEM_NAMESPACES}) whose pods quarantine may isolate all the
+     * same; by default none: isolating CoreDNS or fos1 itself takes the cluster (or the
+     * enforcement that would lift it) down with the pod.
+     */
+    allowSystemNamespaces: z.array(z.enum(['kube-system', 'kube-public', 'kube-node-lease', 'fos1-system'])).max(4).default([]),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -159,6 +165,14 @@ export const quarantineConfigSchema = z
   });
 export type QuarantineConfig = z.output<typeof quarantineConfigSchema>;
 export type QuarantineConfigInput = z.input<typeof quarantineConfigSchema>;
+
+/** Namespaces whose pods automated quarantine refuses unless `allowSystemNamespaces` names them: Kubernetes' own and fos1's. */
+export const SYSTEM_NAMESPACES = ['kube-system', 'kube-public', 'kube-node-lease', 'fos1-system'] as const;
+
+/** Whether quarantine may isolate a pod in `namespace` under `config`. */
+export function namespaceQuarantinable(namespace: string, config: QuarantineConfig): boolean {
+  return !(SYSTEM_NAMESPACES as readonly string[]).includes(namespace) || (config.allowSystemNamespaces as readonly string[]).includes(namespace);
+}
 
 /** The exception most clusters want: DNS to kube-dns (CoreDNS keeps the `k8s-app: kube-dns` label). */
 export const KUBE_DNS_EXCEPTION: z.input<typeof quarantineExceptionSchema> = {

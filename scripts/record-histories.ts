@@ -25,12 +25,14 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
 import { CLUSTER_TASK_QUEUE, nodeLockWorkflowId, SearchAttributes } from '../model/naming';
 import { FakeCluster, FakeNode, startFakeWorkers } from '../test/helpers/fake-node';
+import { guardConfigSchema } from '../model/enforcement-guard';
 import { historyToObject } from '../test/helpers/history-file';
 import { temporalCliPath } from './paths';
 
 const OUT_DIR = resolve(__dirname, '..', 'test', 'replay', 'histories');
 const COORDINATOR_ID = 'fos1-enforcement-coordinator';
-const GUARD = { allowLists: { management: ['10.77.0.0/24'] }, minPrefixLengthV4: 24, minPrefixLengthV6: 64, maxActiveBlocks: 100, maxNewBlocksPerMinute: 60 };
+/** The cluster worker's guard (the fake cluster's readEnforcementConfig): workflow inputs and requests carry none. */
+const GUARD = guardConfigSchema.parse({ allowLists: { management: ['10.77.0.0/24'] }, minPrefixLengthV4: 24, minPrefixLengthV6: 64, maxActiveBlocks: 100, maxNewBlocksPerMinute: 60 });
 
 /** One saved history: what the replay test needs, and where it came from. */
 export interface RecordedHistory {
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
   const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf'].map((n) => new FakeNode(n));
   const node = (name: string) => nodes.find((n) => n.name === name)!;
   const cluster = new FakeCluster();
+  cluster.guard = GUARD;
   cluster.addPod('10.1.2.3', 'shop', 'web-0');
   const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error } });
   const workers = await startFakeWorkers({ connection: env.nativeConnection, workflowBundle, nodes, cluster });
@@ -164,12 +167,12 @@ async function main(): Promise<void> {
     });
     const admit = async () => {
       const answer = await client.getHandle(COORDINATOR_ID).executeUpdate<{ granted: boolean; token: string; expiresAt: string }, [unknown]>('admit', {
-        args: [{ target, maxActiveBlocks: GUARD.maxActiveBlocks, maxNewBlocksPerMinute: GUARD.maxNewBlocksPerMinute, deadline: new Date(Date.now() + 30_000).toISOString() }],
+        args: [{ target, deadline: new Date(Date.now() + 30_000).toISOString() }],
       });
       if (!answer.granted) throw new Error(`coordinator refused: ${JSON.stringify(answer)}`);
       return { token: answer.token, expiresAt: answer.expiresAt };
     };
-    const input = { target, nodes: ['rec-enf'], guard: GUARD };
+    const input = { target, nodes: ['rec-enf'] };
     const enforcement = await client.signalWithStart('enforcementWorkflow', { workflowId: enforcementId, taskQueue: CLUSTER_TASK_QUEUE, args: [input], signal: 'verdict', signalArgs: [verdict(1500, await admit())] });
     const enfStatus = () => enforcement.query<{ phase: string; offences: number; active?: unknown }>('enforcement');
     await until(async () => (await enfStatus()).offences === 1 && (await enfStatus()).active !== undefined, 'the first block');
@@ -201,7 +204,7 @@ async function main(): Promise<void> {
     const enforcement3 = await client.signalWithStart('enforcementWorkflow', {
       workflowId: enforcement3Id,
       taskQueue: CLUSTER_TASK_QUEUE,
-      args: [{ ...input, target: target3, guard: { ...GUARD, allowLists: {} } }],
+      args: [{ ...input, target: target3 }],
       signal: 'verdict',
       signalArgs: [{ ...verdict(1500), target: target3, action: 'quarantine' }],
     });

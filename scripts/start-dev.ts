@@ -1,12 +1,18 @@
 /**
  * `npm start`: fos1 on its embedded default, on one machine.
  *
- *  1. a sandbox network namespace standing in for the router node (the host's own
- *     routes are never touched by the dev stack);
+ *  1. a sandbox fleet: three router nodes `router-1..3` (FOS1_DEV_FLEET), each its own
+ *     network namespace (`fos1-dev`, `fos1-dev-2`, `fos1-dev-3`) and node worker (task
+ *     queue `fos1-node-router-N`), wired through a bridge in `fos1-dev-upstream`
+ *     (10.200.255.1, with a tiny TCP service on port 8000) so probes between nodes and to
+ *     the upstream are real traffic; the host's own routes are never touched. All node
+ *     workers run in this one process (one Temporal worker per node task queue), each with
+ *     its own bpffs pin folder (`/sys/fs/bpf/fos1-dev`, `…-2`, `…-3`). The fleet's inventory
+ *     (`<state dir>/inventory.yaml`, labels for rollouts' selectors) is written on first start;
  *  2. the Temporal dev server with SQLite file persistence and the Web UI, with fos1's
  *     search attributes registered;
- *  3. the worker (cluster + node task queues) acting on the sandbox namespace, and the
- *     HTTP API;
+ *  3. the workers (cluster + every node's task queue) acting on the sandbox namespaces,
+ *     and the HTTP API;
  *  4. the IDS ingest worker with the default rule set, tailing `<state dir>/eve.json`
  *     (append a Suricata alert line there and its source is blocked on the sandbox node)
  *     and taking NDJSON at POST http://127.0.0.1:8081/v1/eve. It keeps its read position
@@ -27,12 +33,13 @@
  * Temporal instead, with TLS/mTLS from the `TEMPORAL_TLS_*` variables (docs/security.md); its
  * namespace must exist and have fos1's search attributes registered.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection, Client } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import pino from 'pino';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { stringify as toYaml } from 'yaml';
+import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../model/naming';
 import { startApiServer } from '../api/server';
@@ -46,13 +53,17 @@ import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
 import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
-import { createSandboxNamespace } from './sandbox-netns';
+import { ensureSandboxFleet, MAX_SANDBOX_FLEET, sandboxFleetLayout, startUpstreamService, type SandboxFleet } from './sandbox-netns';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const configSchema = z.object({
   FOS1_DEV_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).default('fos1-dev'),
-  FOS1_NODE_NAME: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/).default('router-1'),
+  /** Sandbox router nodes `router-1..N` (router-1 in FOS1_DEV_NETNS, router-N in `<FOS1_DEV_NETNS>-N`). */
+  FOS1_DEV_FLEET: z.coerce.number().int().min(1, 'FOS1_DEV_FLEET must be 1 or more').max(MAX_SANDBOX_FLEET, `FOS1_DEV_FLEET must be at most ${MAX_SANDBOX_FLEET}`).default(3),
+  /** router-1's bpffs folder; router-N's is `<FOS1_BPF_PIN_DIR>-N`. */
   FOS1_BPF_PIN_DIR: z.string().regex(/^\/sys\/fs\/bpf(\/[A-Za-z0-9_.-]+)+$/).default('/sys/fs/bpf/fos1-dev'),
+  /** The fleet inventory (YAML/JSON list of nodes and labels); default `<state dir>/inventory.yaml`, written on first start. */
+  FOS1_INVENTORY_FILE: z.string().min(1).optional(),
   TEMPORAL_PORT: z.coerce.number().int().min(1).max(65535).default(7233),
   TEMPORAL_UI_PORT: z.coerce.number().int().min(1).max(65535).default(8233),
   FOS1_API_PORT: z.coerce.number().int().min(1).max(65535).default(8080),
@@ -67,14 +78,25 @@ const configSchema = z.object({
 
 async function main(): Promise<void> {
   const config = configSchema.parse(process.env);
-  const logger = pino({ level: config.LOG_LEVEL, base: { node: config.FOS1_NODE_NAME } });
+  const logger = createLogger({ level: config.LOG_LEVEL, base: { component: 'dev' } });
   Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [] });
 
-  ensureDevNamespace(config.FOS1_DEV_NETNS);
-  logger.info({ netns: config.FOS1_DEV_NETNS }, 'sandbox namespace ready (gateway 10.200.0.1 / fd00:200::1 on lan0)');
+  const fleet = sandboxFleetLayout({ prefix: config.FOS1_DEV_NETNS, size: config.FOS1_DEV_FLEET, firstNetns: config.FOS1_DEV_NETNS });
+  ensureSandboxFleet(fleet);
+  const upstreamService = await startUpstreamService(fleet);
+  process.on('exit', () => upstreamService.kill('SIGTERM'));
+  logger.info(
+    { nodes: fleet.nodes.map((n) => `${n.name} (${n.netns}: lan0 ${n.lan[0]}, up0 ${n.upstream.v4})`), upstream: `${fleet.upstream.netns}: ${fleet.upstream.v4}, tcp ${fleet.upstream.tcpPort}` },
+    'sandbox fleet ready (router-1: gateway 10.200.0.1 / fd00:200::1 on lan0)',
+  );
 
   const stateDir = devStateDir();
   mkdirSync(stateDir, { recursive: true });
+  const inventoryFile = config.FOS1_INVENTORY_FILE ?? join(stateDir, 'inventory.yaml');
+  if (!config.FOS1_INVENTORY_FILE && !existsSync(inventoryFile)) {
+    writeFileSync(inventoryFile, defaultInventory(fleet), { mode: 0o644 });
+    logger.info({ inventoryFile }, 'wrote the sandbox fleet inventory (edit its labels for rollout selectors)');
+  }
   let temporal: ChildProcess | undefined;
   let temporalConfig: TemporalConnectionConfig;
   if (process.env.TEMPORAL_ADDRESS) {
@@ -115,20 +137,52 @@ async function main(): Promise<void> {
   const auditConfig = auditConfigFrom(auditEnvSchema.parse(process.env), join(stateDir, 'audit'));
   const audit = openWorkerAuditStores(auditConfig, logger);
   logger.info({ backend: auditConfig.store.backend, dir: auditConfig.dir, publicKey: auditConfig.publicKeyFiles }, 'audit store open (verify: GET /v1/audit/verify, or tsx scripts/audit-verify.ts)');
+  // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
+  // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`. The guard
+  // (FOS1_GUARD_FILE) is the cluster worker's too: in one process, one configuration.
+  const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
+  closeSync(openSync(eveFile, 'a'));
+  const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: 'router-1', FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
+  if (!process.env.FOS1_GUARD_FILE) {
+    // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
+    ingestConfig.guard = guardConfigSchema.parse({
+      allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], 'dev-upstream': ['10.200.255.0/24', 'fd00:200:ffff::/64'], loopback: ['127.0.0.0/8', '::1/128'] },
+    });
+  }
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
-  const workers = await createWorkers({
-    connection,
-    namespace: temporalConfig.namespace,
-    nodeName: config.FOS1_NODE_NAME,
-    clusterWorker: true,
-    identityKey,
-    audit,
-    nodeDeps: createNodeDeps(
-      { netns: config.FOS1_DEV_NETNS, routeProtocol: 241, bpfPinDir: config.FOS1_BPF_PIN_DIR, blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 }, feeds: { dirs: [feedDir] } },
-      logger,
-    ),
-    logger,
-  });
+  // One bundle for every worker of this process (bundling is the slow part of start-up).
+  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN') });
+  const workers: Worker[] = [];
+  for (const node of fleet.nodes) {
+    const nodeLogger = logger.child({ node: node.name });
+    workers.push(
+      ...(await createWorkers({
+        connection,
+        namespace: temporalConfig.namespace,
+        nodeName: node.name,
+        // router-1's process slot also serves the cluster task queue (change workflows).
+        clusterWorker: node.index === 1,
+        identityKey,
+        ...(node.index === 1 ? { audit } : {}),
+        guard: ingestConfig.guard,
+        inventory: { kind: 'file', path: inventoryFile },
+        nodeDeps: createNodeDeps(
+          {
+            netns: node.netns,
+            routeProtocol: 241,
+            bpfPinDir: node.index === 1 ? config.FOS1_BPF_PIN_DIR : `${config.FOS1_BPF_PIN_DIR}-${node.index}`,
+            blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 },
+            // Preallocated hash maps cost ~80 B a slot: the extra sandbox nodes get smaller ones.
+            ...(node.index === 1 ? {} : { blocklistHostMaxEntries: { v4: 65_536, v6: 16_384 } }),
+            feeds: { dirs: [feedDir] },
+          },
+          nodeLogger,
+        ),
+        workflowBundle,
+        logger: nodeLogger,
+      })),
+    );
+  }
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
   const api = await startApiServer({
     client,
@@ -140,15 +194,6 @@ async function main(): Promise<void> {
     audit: { store: openAuditStore(auditConfig.store), revisions: openRevisionStore(auditConfig.store, true), publicKeyFiles: auditConfig.publicKeyFiles },
   });
 
-  // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
-  // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`.
-  const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
-  closeSync(openSync(eveFile, 'a'));
-  const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: config.FOS1_NODE_NAME, FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
-  if (!process.env.FOS1_GUARD_FILE) {
-    // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
-    ingestConfig.guard = guardConfigSchema.parse({ allowLists: { 'dev-sandbox': ['10.200.0.0/30', 'fd00:200::/126'], loopback: ['127.0.0.0/8', '::1/128'] } });
-  }
   const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
     { eveFile, eveStateFile: ingestConfig.eveStateFile, ndjson: `http://127.0.0.1:${config.FOS1_INGEST_HTTP_PORT}/v1/eve` },
@@ -177,15 +222,22 @@ async function main(): Promise<void> {
     await audit.close();
     await connection.close();
     temporal?.kill('SIGTERM');
+    // Its pipes would keep this process alive after the workers stopped.
+    upstreamService.kill('SIGTERM');
   }
 }
 
-/** Creates the sandbox namespace once; later starts reuse it (and the routes fos1 put there). */
-function ensureDevNamespace(name: string): void {
-  const existing = execFileSync('ip', ['-json', 'netns', 'list']).toString();
-  const names = (JSON.parse(existing || '[]') as { name: string }[]).map((n) => n.name);
-  if (names.includes(name)) return;
-  createSandboxNamespace(name, ['10.200.0.2/24', 'fd00:200::2/64']);
+/**
+ * The sandbox fleet's inventory: every node in site `lab`, role `edge`, spread over zones
+ * `a`, `b`, `c`; router-1 is labelled `canary: "true"` for a first wave by selector.
+ */
+function defaultInventory(fleet: SandboxFleet): string {
+  const zones = ['a', 'b', 'c'];
+  const nodes = fleet.nodes.map((n) => ({
+    name: n.name,
+    labels: { site: 'lab', role: 'edge', zone: zones[(n.index - 1) % zones.length] ?? 'a', ...(n.index === 1 ? { canary: 'true' } : {}) },
+  }));
+  return `# fos1's sandbox fleet (npm start): the nodes a staged rollout can target, with labels\n# for its wave selectors (docs/rollouts.md). Edits take effect with the next rollout.\n${toYaml(nodes)}`;
 }
 
 function startTemporalServer(dbFile: string, port: number, uiPort: number): ChildProcess {

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { loadIdentityKey } from '../auth/identity-assertion';
 import { DEFAULT_FEED_MAX_BYTES, DEFAULT_FEED_READ_TIMEOUT_MS } from '../activities/blocklist-sync';
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
+import { parseGuardConfig, type GuardConfig } from '../model/enforcement-guard';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
 import { auditConfigFrom, auditEnvSchema, type AuditConfig } from './audit';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
@@ -69,6 +70,21 @@ const envSchema = z.object({
   FOS1_FIELD_MANAGER: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/).default('fos1'),
   /** JSON file with the quarantine policy's exceptions (docs/quarantine.md); unset = none. */
   FOS1_QUARANTINE_FILE: z.string().optional(),
+  /**
+   * The fleet inventory for staged rollouts when there is no Kubernetes (FOS1_KUBECONFIG
+   * unset): a YAML/JSON list of `{ name, labels }` (docs/rollouts.md). With Kubernetes, the
+   * Nodes labelled fos1.io/router=true are the inventory and this is ignored.
+   */
+  FOS1_INVENTORY_FILE: z.string().min(1, 'FOS1_INVENTORY_FILE must be a path').optional(),
+  /**
+   * JSON file with the enforcement guard (allow-lists, prefix bounds, caps on blocks, rate
+   * limits and quarantines; model/enforcement-guard.ts). The cluster worker's enforcement
+   * workflows read it (never from a request); unset = the defaults, which still protect
+   * loopback, link-local and every node's own addresses, gateways and DNS servers.
+   */
+  FOS1_GUARD_FILE: z.string().min(1).optional(),
+  /** resolv.conf whose `nameserver`s the node reports as never to be blocked. */
+  FOS1_RESOLV_CONF: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_RESOLV_CONF must be an absolute path').default('/etc/resolv.conf'),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
@@ -92,12 +108,17 @@ export interface WorkerConfig {
   /** `default`, a kubeconfig path, or undefined for no Kubernetes. */
   kubeconfig: string | undefined;
   fieldManager: string;
+  /** The inventory file (FOS1_INVENTORY_FILE), when there is no Kubernetes. */
+  inventoryFile: string | undefined;
   /** Exceptions to quarantine isolation (none unless FOS1_QUARANTINE_FILE names some). */
   quarantine: QuarantineConfig;
   clusterWorker: boolean;
   nodeWorker: boolean;
   /** The readiness endpoint, when FOS1_HEALTH_PORT is set. */
   health: { port: number; host: string } | undefined;
+  /** The enforcement guard (FOS1_GUARD_FILE, or the defaults). */
+  guard: GuardConfig;
+  resolvConf: string;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
   /** The durable audit store and revisions (workers/audit.ts: FOS1_AUDIT_*); the cluster worker appends to them. */
@@ -117,6 +138,13 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
   } catch (err) {
     const why = err instanceof QuarantineInputError ? err.message : `cannot be read as JSON: ${err instanceof Error ? err.message : String(err)}`;
     throw new Error(`invalid worker configuration:\n  FOS1_QUARANTINE_FILE (${e.FOS1_QUARANTINE_FILE}): ${why}`);
+  }
+  let guard: GuardConfig;
+  try {
+    guard = parseGuardConfig(e.FOS1_GUARD_FILE ? readGuardFile(e.FOS1_GUARD_FILE) : {}, `FOS1_GUARD_FILE (${e.FOS1_GUARD_FILE ?? 'unset'})`);
+  } catch (err) {
+    // Indented under the heading, one field per line.
+    throw new Error(`invalid worker configuration:\n  ${(err instanceof Error ? err.message : String(err)).replace(/\n/g, '\n  ')}`);
   }
   let identityKey: Buffer | undefined;
   try {
@@ -139,11 +167,24 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     kubeconfig: e.FOS1_KUBECONFIG === '' ? undefined : e.FOS1_KUBECONFIG,
     fieldManager: e.FOS1_FIELD_MANAGER,
     quarantine,
+    inventoryFile: e.FOS1_INVENTORY_FILE,
     clusterWorker: e.FOS1_CLUSTER_WORKER,
     nodeWorker: e.FOS1_NODE_WORKER,
     health: e.FOS1_HEALTH_PORT === undefined ? undefined : { port: e.FOS1_HEALTH_PORT, host: e.FOS1_HEALTH_HOST },
+    guard,
+    resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
     audit: auditConfigFrom(e),
     logLevel: e.LOG_LEVEL,
   };
+}
+
+/** The guard file's JSON; the error names the file, never its content. */
+function readGuardFile(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const why = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+    throw new Error(`FOS1_GUARD_FILE ${file} ${why}`);
+  }
 }

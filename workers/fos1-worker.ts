@@ -10,7 +10,11 @@ import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
 import { createIdentityActivities } from '../activities/identity';
+import { createEnforcementConfigActivities } from '../activities/enforcement-config';
+import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { createNodeActivities, type NodeActivityDeps } from '../activities/node-activities';
+import { createClusterGateActivities, createNodeGateActivities, unavailableNodeGateActivities, type NodeGateDeps } from '../activities/gates';
+import { createInventoryActivities, type InventorySource } from '../activities/inventory';
 import { createIpRunner } from '../activities/system/ip-runner';
 import { RouteTable } from '../activities/system/route-table';
 import { LinkTable } from '../activities/system/link-table';
@@ -48,11 +52,20 @@ export interface NodeTarget {
   rateLimitMaxEntries?: number;
   /** fos1's nftables table (family inet) for NAT; `fos1` when not given. */
   natTable?: string;
+  /** The node's resolv.conf (its DNS servers are never blocked); /etc/resolv.conf when not given. */
+  resolvConf?: string;
 }
 
+/** The node worker's dependencies: its node activities' and its health gates' (same namespace and pin folder). */
+export type NodeWorkerDeps = NodeActivityDeps & {
+  /** Where the gate activities measure; without it they answer inconclusive (nothing to measure). */
+  gates?: NodeGateDeps;
+};
+
 /** Real backends for the node activities: iproute2 in the namespace, pinned maps in bpffs. */
-export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivityDeps {
+export function createNodeDeps(target: NodeTarget, logger: Logger): NodeWorkerDeps {
   return {
+    gates: { netns: target.netns, bpfPinDir: target.bpfPinDir },
     routes: new RouteTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
     links: new LinkTable(createIpRunner({ netns: target.netns })),
     rules: new RuleTable(createIpRunner({ netns: target.netns }), target.routeProtocol),
@@ -69,6 +82,7 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeActivity
         },
       }),
     openRateLimits: () => RateLimitMaps.open({ pinDir: target.bpfPinDir, maxEntries: target.rateLimitMaxEntries ?? 16_384 }),
+    protectedAddresses: { ip: createIpRunner({ netns: target.netns }), ...(target.resolvConf ? { resolvConf: target.resolvConf } : {}) },
     blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`), undefined, target.feeds ?? {}),
     logger,
   };
@@ -95,7 +109,9 @@ export interface CreateWorkersOptions {
   clusterWorker: boolean;
   /** Serve the node's task queue (default true; false for a cluster-only worker Deployment). */
   nodeWorker?: boolean;
-  nodeDeps: NodeActivityDeps;
+  nodeDeps: NodeWorkerDeps;
+  /** Where the cluster worker's `listInventory` reads the fleet (none: it fails, saying what to set). */
+  inventory?: InventorySource;
   /** Kubernetes client etc. for the cluster worker's Cilium policy activities; without it they are not registered. */
   ciliumDeps?: CiliumActivityDeps;
   /** Kubernetes client and exceptions for the quarantine activities (they need the Cilium ones too). */
@@ -107,6 +123,12 @@ export interface CreateWorkersOptions {
    * self-asserted.
    */
   identityKey?: Buffer;
+  /**
+   * The cluster worker's enforcement guard (FOS1_GUARD_FILE): allow-lists, prefix bounds and
+   * caps; the defaults of model/enforcement-guard.ts when not given. A function is asked each
+   * time a workflow reads it (tests change it between cases).
+   */
+  guard?: GuardConfig | (() => GuardConfig);
   /**
    * The durable audit store and the revision store the cluster worker appends to
    * (workers/audit.ts opens them from FOS1_AUDIT_*). Required with `clusterWorker`: every
@@ -132,7 +154,12 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         namespace,
         taskQueue: nodeTaskQueue(nodeName),
         ...workflowSource,
-        activities: createNodeActivities(options.nodeDeps),
+        activities: {
+          ...createNodeActivities(options.nodeDeps),
+          ...(options.nodeDeps.gates
+            ? createNodeGateActivities(options.nodeDeps.gates)
+            : unavailableNodeGateActivities(`node worker ${nodeName} was built without gate dependencies (createNodeDeps provides them)`)),
+        },
         sinks,
         // Node activities change kernel state one change at a time; serialising them on a
         // node keeps two changes from interleaving their route and map updates.
@@ -146,6 +173,9 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       ...createIdentityActivities({ identityKey: options.identityKey }),
       ...createAuditActivities({ store: options.audit.audit, logger }),
       ...createRevisionActivities({ store: options.audit.revisions, logger }),
+      ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
+      ...createClusterGateActivities(),
+      ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

@@ -5,7 +5,7 @@
  * `GET /readyz` (workers/readiness.ts): 200 once every worker polls its task queue.
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import pino from 'pino';
+import { createLogger } from '../log/logger';
 import { openWorkerAuditStores } from './audit';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
@@ -15,7 +15,7 @@ import { nativeConnectionOptions } from './temporal-connection';
 
 async function main(): Promise<void> {
   const config = parseWorkerConfig(process.env);
-  const logger = pino({ level: config.logLevel, base: { node: config.nodeName } });
+  const logger = createLogger({ level: config.logLevel, base: { node: config.nodeName } });
   Runtime.install({
     logger: new DefaultLogger('WARN', (entry) => logger.child({ component: 'temporal' })[entry.level === 'WARN' ? 'warn' : 'error']({ ...entry.meta }, entry.message)),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
@@ -34,7 +34,9 @@ async function main(): Promise<void> {
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     ...(audit ? { audit } : {}),
+    guard: config.guard,
     nodeDeps: createNodeDeps(config, logger),
+    inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
       : {}),

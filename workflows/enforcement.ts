@@ -33,13 +33,16 @@
  *
  * Workflows decide, they do not evaluate rules: verdicts arrive already decided.
  */
-import { condition, continueAsNew, defineQuery, defineSignal, executeChild, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, continueAsNew, defineQuery, defineSignal, executeChild, patched, proxyActivities, proxyLocalActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { EnforcementConfigActivities } from '../activities/enforcement-config';
+import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord } from '../model/audit';
 import type { ChangeRequestInput } from '../model/change-request';
 import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../model/enforcement-decision';
-import { EnforcementGuard, type GuardConfig, type GuardRefusal } from '../model/enforcement-guard';
+import { authorityFieldsIn, effectiveGuardConfig, EnforcementGuard, type CapKind, type GuardConfig, type GuardRefusal } from '../model/enforcement-guard';
 import { failure, FailureType, summariseFailure } from '../model/failures';
-import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
+import { parseCidr } from '../model/ip';
+import { CLUSTER_TASK_QUEUE, changeWorkflowId, nodeTaskQueue } from '../model/naming';
 import { shortHash } from '../model/short-hash';
 import { changeWorkflow } from './change';
 import { acquireSignal, claimSignal, leaseGrantSignal, releaseSignal, signalCoordinator, type LeaseGrant } from './enforcement-coordinator';
@@ -47,7 +50,32 @@ import { enforceQuarantine, liftQuarantine, type QuarantinedEndpoint, type Quara
 import { AuditTrail, retryUntil } from './support';
 
 /** Why enforcement did not act: the guard's reasons, a change that failed, a rate limit on a prefix. */
-export type RefusalCode = GuardRefusal['code'] | 'change-failed' | 'not-a-host' | QuarantineRefusalCode;
+export type RefusalCode =
+  | GuardRefusal['code']
+  | 'change-failed'
+  | 'not-a-host'
+  | QuarantineRefusalCode
+  /** A verdict (or a request to the coordinator) that carried guard or cap fields of its own. */
+  | 'invalid-request'
+  /** The cluster worker's configuration, or a target node's protected addresses, could not be read. */
+  | 'guard-unavailable'
+  | 'caps-unavailable';
+
+/**
+ * Patch: the guard from the cluster worker's configuration and the nodes' own addresses
+ * (activities), input and signals carrying guard or caps refused, caps on rate limits and
+ * quarantines. Executions recorded before it keep `input.guard` and the old command order.
+ */
+export const GUARD_FROM_WORKER_PATCH = 'guard-from-worker-config';
+/** How old the workflow's copy of the guard may get before a decision reads it again. */
+const GUARD_REFRESH_MS = 5 * 60_000;
+
+const { readEnforcementConfig } = proxyLocalActivities<EnforcementConfigActivities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 5 } });
+/** Each node's own addresses, on its task queue; bounded, so a node that is down refuses the verdict rather than stalling it. */
+const nodeActivities = (node: string) =>
+  proxyActivities<NodeActivities>({ taskQueue: nodeTaskQueue(node), startToCloseTimeout: '20s', scheduleToCloseTimeout: '1 minute', retry: { initialInterval: '1s', maximumAttempts: 3 } });
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** Author of every change enforcement makes; approval gates let it through, audits name it. */
 export const ENFORCER = 'fos1-enforcer';
@@ -58,7 +86,11 @@ export interface EnforcementInput {
   target: string;
   /** Nodes whose blocklists carry the block. */
   nodes: string[];
-  guard: GuardConfig;
+  /**
+   * Only executions recorded before {@link GUARD_FROM_WORKER_PATCH} take the guard from here;
+   * a new one that is given a guard (or any cap field) fails `InvalidEnforcementInput`.
+   */
+  guard?: GuardConfig;
   /** History length past which the workflow continues as new (default 2000; tests lower it). */
   continueAsNewAfter?: number;
   /** Carried across continue-as-new. */
@@ -125,10 +157,15 @@ const ADMISSION_MARGIN_MS = 10_000;
 
 /** Enforces decisions about one target until nothing is active and its offences are forgotten. */
 export async function enforcementWorkflow(input: EnforcementInput): Promise<EnforcementStatus> {
-  if (!input || typeof input.target !== 'string' || !Array.isArray(input.nodes) || input.nodes.length === 0 || !input.guard) {
+  // Evaluated once, first: an execution recorded before the patch replays the old path throughout.
+  const fromWorker = patched(GUARD_FROM_WORKER_PATCH);
+  if (!fromWorker && (!input || typeof input.target !== 'string' || !Array.isArray(input.nodes) || input.nodes.length === 0 || !input.guard)) {
     throw failure(FailureType.InvalidEnforcementInput, 'enforcement input needs target (a prefix), nodes (at least one) and guard');
   }
-  const guard = new EnforcementGuard(input.guard);
+  if (fromWorker) input = validateInput(input);
+  /** The guard in force: the input's (old path), or read from the worker and the nodes (see {@link ensureGuard}). */
+  let guard: EnforcementGuard | undefined = fromWorker ? undefined : new EnforcementGuard(input.guard!);
+  let guardReadAt = 0;
   const state: EnforcementState = input.carried ?? { offences: 0, verdictsReceived: 0, blocks: [], refusals: [], audit: [] };
   // Records go into the state, so they travel across continue-as-new.
   const trail = new AuditTrail(workflowInfo().workflowId, ENFORCER, { records: state.audit });
@@ -138,6 +175,12 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 
   let operatorLift: OperatorLift | undefined;
   setHandler(verdictSignal, (decision) => {
+    const carried = fromWorker ? authorityFieldsIn(decision) : [];
+    if (carried.length > 0) {
+      // A verdict that brings its own guard or caps decides nothing; it is audited.
+      refuse('invalid-request', `verdict field(s) ${carried.join(', ')} refused: the guard and its caps come from the cluster worker's configuration (FOS1_GUARD_FILE), never from a signal`, Date.now());
+      return;
+    }
     pending.push(decision);
   });
   setHandler(liftSignal, (request) => {
@@ -164,7 +207,9 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     if (pending.length === 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (input.continueAsNewAfter ?? 2000))) {
       trimState();
       state.continuedRuns = (state.continuedRuns ?? 0) + 1;
-      await continueAsNew<typeof enforcementWorkflow>({ ...input, carried: state });
+      // Never the guard: the next run reads the worker's (an old run's input.guard stops here).
+      const { guard: _dropped, ...rest } = input;
+      await continueAsNew<typeof enforcementWorkflow>({ ...rest, carried: state });
     }
   }
   phase = 'done';
@@ -192,8 +237,10 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       record('verdict', 'skipped', Date.now(), `${strongest.action} from ${strongest.rule}: nothing to enforce`);
       return;
     }
+    const current = await ensureGuard();
     const startedAt = Date.now();
-    const refusal = guard.checkTarget(input.target);
+    if (!current.ok) return refuse('guard-unavailable', current.reason, startedAt);
+    const refusal = current.guard.checkTarget(input.target);
     if (refusal) {
       refuse(refusal.code, refusal.reason, startedAt);
       return;
@@ -215,7 +262,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       const outcome =
         strongest.action === 'block'
           ? await changeBlocklist('block', { upsertFor: { reason: strongest.reason, durationMs } }, newBlock, newBlock ? takeAdmission(admissions) : undefined)
-          : await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs });
+          : await changeRateLimit('rate-limit', { pps: strongest.rateLimitPps ?? 1, reason: strongest.reason, durationMs }, active?.action !== 'rate-limit');
       if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       enforced = true;
       changeId = outcome.changeId;
@@ -224,10 +271,10 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
         state.blocks.push({ startedAt: new Date(startedAt).toISOString(), durationMs, changeId });
         // A block supersedes a rate limit in force: take the limit off the nodes too.
         if (active?.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
-        if (active?.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
+        if (active?.quarantined) await endQuarantine(active.quarantined, (n, why) => record('lift', 'failed', Date.now(), `quarantine superseded by block, attempt ${n}: ${why}`));
       }
     } else if (strongest.action === 'quarantine') {
-      const outcome = await enforceQuarantine(input.target, strongest, ENFORCER);
+      const outcome = await capped('quarantine', () => enforceQuarantine(input.target, strongest, ENFORCER));
       if (!outcome.ok) return refuse(outcome.code, outcome.reason, startedAt);
       ({ changeId, endpoint: quarantined } = outcome);
       enforced = true;
@@ -295,7 +342,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       await retryUntil(() => changeBlocklist('lift', { remove: true }, false), (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
     }
     if (active.action === 'rate-limit' && active.enforced) await liftRateLimit(startedAt);
-    if (active.quarantined) await liftQuarantine(active.quarantined, ENFORCER, (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
+    if (active.quarantined) await endQuarantine(active.quarantined, (n, why) => record('lift', 'failed', startedAt, `attempt ${n}: ${why}`));
     state.active = undefined;
     phase = 'remembering';
     if (operatorLift) {
@@ -366,10 +413,30 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   async function changeRateLimit(
     step: 'rate-limit' | 'extend' | 'lift',
     what: { pps: number; reason: string; durationMs: number } | { remove: true },
+    newLimit = false,
   ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: RefusalCode; reason: string }> {
     if (!input.target.endsWith('/32') && !input.target.endsWith('/128')) {
       return { ok: false, code: 'not-a-host', reason: `${input.target} is a prefix; a rate limit applies to one source host` };
     }
+    // Runs recorded before the patch did not count rate limits.
+    if (fromWorker && step !== 'extend') {
+      if (step === 'lift') {
+        try {
+          return await rateLimitChange(step, what);
+        } finally {
+          await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: '', target: input.target, blockActive: false, kind: 'rate-limit' });
+        }
+      }
+      if (newLimit) return capped('rate-limit', () => rateLimitChange(step, what));
+    }
+    return rateLimitChange(step, what);
+  }
+
+  /** The rate-limit change itself (see {@link changeRateLimit}). */
+  async function rateLimitChange(
+    step: 'rate-limit' | 'extend' | 'lift',
+    what: { pps: number; reason: string; durationMs: number } | { remove: true },
+  ): Promise<{ ok: true; changeId: string; expiresAt?: string } | { ok: false; code: RefusalCode; reason: string }> {
     const changeId = changeIdFor(step);
     const expiresAt = 'pps' in what ? new Date(Date.now() + what.durationMs).toISOString() : undefined;
     const rateLimits = {
@@ -407,7 +474,52 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     return index < 0 ? undefined : admissions.splice(index, 1)[0];
   }
 
-  async function acquireLease(): Promise<LeaseGrant> {
+  /**
+   * The guard in force (new path): the cluster worker's configuration (a local activity) with
+   * the default allow-lists and every target node's own addresses, gateways and DNS servers
+   * (an activity on each node's queue), read at the first decision and again when
+   * {@link GUARD_REFRESH_MS} old. Not ok when any of it cannot be read: a guard that may be
+   * missing a node's addresses must not let a block through.
+   */
+  async function ensureGuard(): Promise<{ ok: true; guard: EnforcementGuard } | { ok: false; reason: string }> {
+    if (guard && (!fromWorker || Date.now() - guardReadAt < GUARD_REFRESH_MS)) return { ok: true, guard };
+    try {
+      const [config, ...reports] = await Promise.all([readEnforcementConfig(), ...input.nodes.map((node) => nodeActivities(node).reportProtectedAddresses({ node }))]);
+      guard = new EnforcementGuard(effectiveGuardConfig(config, reports));
+      guardReadAt = Date.now();
+      return { ok: true, guard };
+    } catch (err) {
+      if (guard) return { ok: true, guard };
+      return { ok: false, reason: `the guard could not be read (the cluster worker's configuration and the protected addresses of ${input.nodes.join(', ')}): ${summariseFailure(err).message}` };
+    }
+  }
+
+  /**
+   * Runs `start` (a new rate limit or quarantine) once the coordinator's caps for `kind`
+   * admit it, and tells the coordinator afterwards whether it is active. Runs recorded before
+   * the patch ask nobody.
+   */
+  async function capped<T extends { ok: boolean }>(kind: Exclude<CapKind, 'block'>, start: () => Promise<T>): Promise<T | { ok: false; code: RefusalCode; reason: string }> {
+    if (!fromWorker) return start();
+    const grant = await acquireLease(kind);
+    if (!grant.granted) return { ok: false, code: grant.code ?? 'too-many-active-blocks', reason: grant.reason ?? 'refused by the coordinator' };
+    let ok = false;
+    try {
+      const outcome = await start();
+      ok = outcome.ok;
+      return outcome;
+    } finally {
+      await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: grant.requestId, target: input.target, blockActive: ok, kind });
+    }
+  }
+
+  /** Lifts a quarantine (retrying until it is off) and, on the new path, tells the coordinator. */
+  async function endQuarantine(endpoint: QuarantinedEndpoint, onFailure: (attempt: number, reason: string) => void): Promise<void> {
+    await liftQuarantine(endpoint, ENFORCER, onFailure);
+    if (fromWorker) await signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: '', target: input.target, blockActive: false, kind: 'quarantine' });
+  }
+
+  async function acquireLease(kind: CapKind = 'block'): Promise<LeaseGrant> {
     for (;;) {
       const requestId = `${workflowInfo().runId}-${++leaseSequence}`;
       let grant: LeaseGrant | undefined;
@@ -419,14 +531,13 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
           void signalCoordinator(releaseSignal, { requester: workflowInfo().workflowId, requestId: g.requestId, target: input.target, blockActive: state.active?.action === 'block' && state.active.enforced });
         }
       });
-      await signalCoordinator(acquireSignal, {
-        requester: workflowInfo().workflowId,
-        requestId,
-        target: input.target,
-        newBlock: true,
-        maxActiveBlocks: input.guard.maxActiveBlocks,
-        maxNewBlocksPerMinute: input.guard.maxNewBlocksPerMinute,
-      });
+      await signalCoordinator(
+        acquireSignal,
+        // The caps are the coordinator's own (the worker's configuration) on the new path.
+        fromWorker
+          ? { requester: workflowInfo().workflowId, requestId, target: input.target, newBlock: true, kind }
+          : { requester: workflowInfo().workflowId, requestId, target: input.target, newBlock: true, maxActiveBlocks: input.guard!.maxActiveBlocks, maxNewBlocksPerMinute: input.guard!.maxNewBlocksPerMinute },
+      );
       // A coordinator that was terminated or reset forgets its queue; ask again rather
       // than wait for ever.
       if (await condition(() => grant !== undefined, LEASE_WAIT_MS)) return grant!;
@@ -454,6 +565,37 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     state.blocks = state.blocks.slice(-MAX_KEPT);
     state.refusals = state.refusals.slice(-MAX_KEPT);
   }
+}
+
+/**
+ * Checks an enforcement input (new path): target a canonical prefix, nodes DNS labels, and no
+ * guard or cap field — those are the cluster worker's. A run continued as new from an
+ * execution recorded before the patch inherits its `guard`; it is dropped, not obeyed.
+ */
+function validateInput(input: EnforcementInput): EnforcementInput {
+  const bad = (message: string): never => {
+    throw failure(FailureType.InvalidEnforcementInput, `invalid enforcement input: ${message}`);
+  };
+  if (!input || typeof input !== 'object') bad('expected an object with target and nodes');
+  let carried = authorityFieldsIn(input);
+  if (carried.length > 0 && workflowInfo().continuedFromExecutionRunId && carried.every((f) => f === 'guard')) {
+    const { guard: _inherited, ...rest } = input;
+    input = rest;
+    carried = [];
+  }
+  if (carried.length > 0) bad(`field(s) ${carried.join(', ')} refused: the guard and its caps come from the cluster worker's configuration (FOS1_GUARD_FILE), never from a workflow input`);
+  if (typeof input.target !== 'string') bad('target: must be a prefix such as 198.51.100.7/32');
+  try {
+    parseCidr(input.target);
+  } catch (err) {
+    bad(`target: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!Array.isArray(input.nodes) || input.nodes.length === 0 || input.nodes.length > 1000) bad('nodes: must list 1–1000 node names');
+  input.nodes.forEach((n, i) => {
+    if (typeof n !== 'string' || !NODE_NAME.test(n)) bad(`nodes[${i}]: must be a DNS-1123 label`);
+  });
+  if (input.continueAsNewAfter !== undefined && (!Number.isInteger(input.continueAsNewAfter) || input.continueAsNewAfter < 10)) bad('continueAsNewAfter: must be an integer of at least 10');
+  return input;
 }
 
 /** A failed child change as an enforcement refusal, with the failure type the change reported. */

@@ -208,12 +208,13 @@ function describeLabel(s: EndpointLabelState): string {
 // ─── the enforcement hook ───────────────────────────────────────────────────────────
 
 /** Refusal codes a quarantine adds to the guard's (the enforcement workflow audits them). */
-export type QuarantineRefusalCode = 'no-endpoint' | 'ambiguous-endpoint' | 'host-network-endpoint' | 'label-conflict' | 'invalid-quarantine' | 'quarantine-unavailable' | 'quarantine-failed';
+export type QuarantineRefusalCode = 'no-endpoint' | 'ambiguous-endpoint' | 'host-network-endpoint' | 'protected-namespace' | 'label-conflict' | 'invalid-quarantine' | 'quarantine-unavailable' | 'quarantine-failed';
 
 const REFUSAL_BY_TYPE: Partial<Record<FailureTypeName | (typeof TemporalFailureType)['NotFound'], QuarantineRefusalCode>> = {
   [FailureType.NoEndpoint]: 'no-endpoint',
   [FailureType.AmbiguousEndpoint]: 'ambiguous-endpoint',
   [FailureType.HostNetworkEndpoint]: 'host-network-endpoint',
+  [FailureType.ProtectedNamespace]: 'protected-namespace',
   [FailureType.LabelConflict]: 'label-conflict',
   [FailureType.InvalidQuarantine]: 'invalid-quarantine',
   // The cluster worker was started without Kubernetes (FOS1_KUBECONFIG unset).

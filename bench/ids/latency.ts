@@ -86,7 +86,8 @@ async function main(): Promise<void> {
   const ns = TestNamespace.create('fos1b');
   const pinDir = `/sys/fs/bpf/fos1-bench-${randomBytes(4).toString('hex')}`;
   const dir = mkdtempSync(join(tmpdir(), 'fos1-bench-'));
-  const workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 4096, v6: 64 } });
+  // The caps are the cluster worker's: high enough for the bench's burst of new blocks.
+  const workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 4096, v6: 64 } }, { guard: guardConfigSchema.parse({ maxNewBlocksPerMinute: 10_000 }) });
   const maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 4096, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 4096, maxEntriesV6: 64 } });
   writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
   const eveFile = join(dir, 'eve.json');

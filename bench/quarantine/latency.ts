@@ -28,7 +28,6 @@ import type { KubeClient } from '../../k8s/client';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { parseQuarantineConfig } from '../../model/quarantine';
 import { enforcementWorkflowId } from '../../model/enforcement-decision';
-import { guardConfigSchema } from '../../model/enforcement-guard';
 import { startKubeWithCrds } from '../../test/helpers/kube';
 import { startTemporal, workflowBundle } from '../../test/helpers/temporal';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
@@ -56,14 +55,14 @@ async function main(): Promise<void> {
     namespace: env.namespace ?? 'default',
     nodeName: 'bench-q',
     clusterWorker: true,
-    nodeDeps: createNodeDeps({ netns: 'fos1-unused-bench', routeProtocol: 241, bpfPinDir: '/sys/fs/bpf/fos1-unused-bench', blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
+    // The node worker only reports the node's protected addresses (the guard's defaults), read in this process's namespace.
+    nodeDeps: createNodeDeps({ netns: undefined, routeProtocol: 241, bpfPinDir: '/sys/fs/bpf/fos1-unused-bench', blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
     ciliumDeps: { kube: client, fieldManager: 'fos1', logger },
     quarantineDeps: { kube: client, fieldManager: 'fos1', config: parseQuarantineConfig({}), logger },
     logger,
     workflowBundle: await workflowBundle(),
   });
   const running = Promise.all(workers.map((w) => w.run()));
-  const guard = guardConfigSchema.parse({});
 
   let next = 0;
   async function createPod(): Promise<{ name: string; ip: string }> {
@@ -96,7 +95,7 @@ async function main(): Promise<void> {
       await env.client.workflow.signalWithStart(enforcementWorkflow, {
         workflowId: enforcementWorkflowId(`${a.ip}/32`),
         taskQueue: CLUSTER_TASK_QUEUE,
-        args: [{ target: `${a.ip}/32`, nodes: ['unused'], guard }],
+        args: [{ target: `${a.ip}/32`, nodes: ['bench-q'] }],
         signal: verdictSignal,
         signalArgs: [
           { rule: 'bench', action: 'quarantine', target: `${a.ip}/32`, durationMs: 3_600_000, escalation: { factor: 2, maxDurationMs: 3_600_000 }, memoryMs: 0, quarantineLabel: LABEL, reason: 'bench', evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() } },

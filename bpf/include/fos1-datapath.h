@@ -43,6 +43,7 @@
 #define FOS1_MAX_ZONES 256
 #define FOS1_ENTRY_STATS_MAX 65536 /* LRU: the busiest blocklist entries */
 #define FOS1_EVENTS_BYTES (256 * 1024)
+#define FOS1_DROP_STATS_SLOTS 8    /* drop_stats: one slot per FOS1_REASON_* (0 unused) */
 
 /*
  * Zone policy key. protocol 0 means any protocol, dport 0 any port (lookups try

@@ -117,6 +117,18 @@ struct {
 	__uint(max_entries, FOS1_ENTRY_STATS_MAX);
 } entry_stats SEC(".maps");
 
+/*
+ * Dropped packets per reason (FOS1_REASON_*), all rules together: what a rollout's
+ * datapath gate compares against the baseline taken before a wave. rule_stats cannot
+ * answer it (rule id 0 is not counted, and one rule id serves several reasons).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* FOS1_REASON_* */
+	__type(value, struct fos1_counter);
+	__uint(max_entries, FOS1_DROP_STATS_SLOTS);
+} drop_stats SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, FOS1_EVENTS_BYTES);
@@ -206,6 +218,11 @@ static __always_inline void fos1_count_rule(__u32 rule_id, __u32 len)
 	if (rule_id == 0)
 		return;
 	fos1_count(bpf_map_lookup_elem(&rule_stats, &rule_id), len);
+}
+
+static __always_inline void fos1_count_drop(__u32 reason, __u32 len)
+{
+	fos1_count(bpf_map_lookup_elem(&drop_stats, &reason), len);
 }
 
 static __always_inline void fos1_count_entry(__u8 family, __u8 prefixlen, const __u8 *addr, __u32 len)
@@ -500,6 +517,7 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 	if (fos1_blocked(p.family, p.saddr, &m) || fos1_blocked(p.family, p.daddr, &m)) {
 		fos1_count_entry(p.family, m.prefixlen, m.addr, len);
 		fos1_count_rule(m.rule_id, len);
+		fos1_count_drop(m.reason, len);
 		fos1_emit(&p, ifindex, hook, m.reason, FOS1_ACTION_DENY, src_zone, dst_zone, m.rule_id, &m, len);
 		return 0;
 	}
@@ -508,6 +526,7 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 	if (hook == FOS1_HOOK_TC_INGRESS && fos1_rate_limited(p.family, p.saddr, &m)) {
 		fos1_count_entry(p.family, m.prefixlen, m.addr, len);
 		fos1_count_rule(m.rule_id, len);
+		fos1_count_drop(m.reason, len);
 		fos1_emit(&p, ifindex, hook, m.reason, FOS1_ACTION_DENY, src_zone, dst_zone, m.rule_id, &m, len);
 		return 0;
 	}
@@ -529,7 +548,10 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 	if (v->action == FOS1_ACTION_ALLOW)
 		return 1;
 	fos1_emit(&p, ifindex, hook, reason, (__u8)v->action, src_zone, dst_zone, v->rule_id, 0, len);
-	return v->action == FOS1_ACTION_DENY ? 0 : 1;
+	if (v->action != FOS1_ACTION_DENY)
+		return 1;
+	fos1_count_drop(reason, len);
+	return 0;
 }
 
 #endif /* FOS1_FIREWALL_BPF_H */

@@ -15,7 +15,7 @@ import { sharedDataDir, temporalCliPath, temporalServerPath } from '../../script
 import { postgresMissingReason } from './postgres';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm' | 'postgres';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm' | 'postgres' | 'prometheus';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -49,6 +49,8 @@ export function missingReason(capability: Capability): string | null {
       return existsSync(temporalServerPath())
         ? null
         : `Temporal server not built at ${temporalServerPath()} (scripts/bootstrap.sh builds it: scripts/bootstrap.d/40-temporal-server.sh)`;
+    case 'prometheus':
+      return commandWorks('prometheus', ['--version']) ? null : '`prometheus` is not installed (scripts/bootstrap.d/65-prometheus.sh installs Debian\'s prometheus package)';
     case 'openssl':
       return commandWorks('openssl', ['version']) ? null : '`openssl` is not installed (it makes the test certificates)';
   }

@@ -33,7 +33,9 @@ import type { CiliumActivities, PolicySnapshot } from '../../activities/cilium-p
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../../activities/quarantine';
 import type { AuditSinks } from '../../model/audit';
 import type { KubeObject } from '../../model/firewall-translate';
-import { parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
+import { parseQuarantineConfig, parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
+import type { EnforcementConfigActivities } from '../../activities/enforcement-config';
+import { guardConfigSchema, type GuardConfig, type NodeProtectedAddresses } from '../../model/enforcement-guard';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
 import { createAuditActivities, createRevisionActivities } from '../../activities/audit-store';
 import { testAuditStores, type TestAuditStores } from './audit-stores';
@@ -68,6 +70,8 @@ export class FakeNode {
    * Raised through the real activities' fault hook, right after the maps changed.
    */
   failBlocklistApply?: string;
+  /** What the node reports as its own addresses, gateways and DNS servers (the guard's default allow-list). */
+  protectedAddresses: Omit<NodeProtectedAddresses, 'node'> = { addresses: ['10.77.0.2/32'], gateways: ['10.77.0.1/32'], dnsServers: [] };
   /** Made on first use: the node's store, which only full-list snapshots would write to. */
   private store?: BlocklistStore;
 
@@ -89,6 +93,8 @@ export class FakeNode {
         this.failBlocklistApply = undefined;
         throw new InjectedFaultError(message);
       },
+      // The fake answers reportProtectedAddresses itself (below); the real one is never reached.
+      protectedAddresses: { ip: { netns: undefined, run: () => Promise.reject(new Error('the fake node has no ip command')) } },
       logger: pino({ level: 'silent' }),
     });
     const calls = this.calls;
@@ -108,6 +114,10 @@ export class FakeNode {
       restoreSubsystem: (input) => {
         calls.push(`restoreSubsystem(${input.subsystem})`);
         return real.restoreSubsystem(input);
+      },
+      reportProtectedAddresses: async (input: { node: string }) => {
+        calls.push('reportProtectedAddresses');
+        return { node: input.node, ...structuredClone(this.protectedAddresses) };
       },
     };
   }
@@ -252,13 +262,16 @@ export class FakeNode {
 
 /** The cluster worker's quarantine and Cilium activities, faked. */
 export type FakeClusterActivities = Pick<QuarantineActivities, 'findEndpoint' | 'renderQuarantinePolicy' | 'readEndpointLabel' | 'labelEndpoint' | 'unlabelEndpoint'> &
-  Pick<CiliumActivities, 'readPolicies' | 'checkPolicyMap' | 'applyPolicies' | 'restorePolicies'>;
+  Pick<CiliumActivities, 'readPolicies' | 'checkPolicyMap' | 'applyPolicies' | 'restorePolicies'> &
+  EnforcementConfigActivities;
 
 /** A fake cluster: pods by IP with their labels (and who set them), and fos1's Cilium policies. */
 export class FakeCluster {
   readonly pods = new Map<string, { ref: EndpointRef; labels: Record<string, string>; fos1Labels: Set<string> }>();
   readonly policies = new Map<string, KubeObject>();
   readonly calls: string[] = [];
+  /** The cluster worker's guard configuration (FOS1_GUARD_FILE), read by the enforcement workflows; tests change it. */
+  guard: GuardConfig = guardConfigSchema.parse({});
 
   /** Adds a pod at `ip`. */
   addPod(ip: string, namespace: string, name: string): EndpointRef {
@@ -289,7 +302,7 @@ export class FakeCluster {
       },
       async renderQuarantinePolicy(input: { label: string; changeId?: string }) {
         cluster.calls.push('renderQuarantinePolicy');
-        return renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), { exceptions: [] }, input.changeId);
+        return renderQuarantinePolicy(parseQuarantineLabel(input.label, 'label'), parseQuarantineConfig({}), input.changeId);
       },
       async readEndpointLabel(input: { endpoint: EndpointRef; label: string }) {
         cluster.calls.push('readEndpointLabel');
@@ -324,6 +337,10 @@ export class FakeCluster {
         cluster.calls.push(input.dryRun ? 'applyPolicies(dryRun)' : 'applyPolicies');
         if (!input.dryRun) for (const o of input.desired) cluster.policies.set(o.metadata.name, structuredClone(o));
         return { applied: input.desired.map((o) => o.metadata.name), pruned: [], stored: input.desired.map((o) => structuredClone(o)) };
+      },
+      async readEnforcementConfig() {
+        cluster.calls.push('readEnforcementConfig');
+        return structuredClone(cluster.guard);
       },
       async restorePolicies(input) {
         cluster.calls.push('restorePolicies');
@@ -366,6 +383,11 @@ export async function startFakeWorkers(options: {
   for (const node of options.nodes) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: nodeTaskQueue(node.name), workflowBundle, activities: node.activities(), sinks }));
   }
+  // The change workflow checks that every target's worker polls before it starts (describePollers):
+  // the fake nodes poll, any other queue has nobody.
+  const polled = new Set(options.nodes.map((n) => nodeTaskQueue(n.name)));
+  const describePollers = async ({ taskQueues }: { taskQueues: string[] }) =>
+    Object.fromEntries(taskQueues.map((q) => [q, polled.has(q) ? { pollers: 1, identities: ['fake-node'] } : { pollers: 0, identities: [] }]));
   // The real audit activities: every workflow waits for its records to be stored before it ends.
   const ownAudit = options.audit ? undefined : testAuditStores();
   const audit = (options.audit ?? ownAudit)!;
@@ -373,6 +395,7 @@ export async function startFakeWorkers(options: {
   const clusterActivities = {
     ...(options.cluster ?? new FakeCluster()).activities(),
     ...createIdentityActivities({ identityKey: options.identityKey }),
+    describePollers,
     ...createAuditActivities({ store: audit.audit, logger: silent }),
     ...createRevisionActivities({ store: audit.revisions, logger: silent }),
   };

@@ -12,11 +12,15 @@ import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
 import { testAuditStores, type TestAuditStores } from './audit-stores';
+import type { GuardConfig } from '../../model/enforcement-guard';
 
 let runtimeInstalled = false;
 
-/** Starts the dev server on a free port, in memory. */
-export function startTemporal(): Promise<TestWorkflowEnvironment> {
+/**
+ * Starts the dev server: on a free port, in memory; or, with `dbFilename` (and `port`), with
+ * its history in a SQLite file, so a test can stop it and start it again where it was.
+ */
+export function startTemporal(options: { dbFilename?: string; port?: number } = {}): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
     // output to real errors unless FOS1_TEST_LOG asks for more.
@@ -29,6 +33,8 @@ export function startTemporal(): Promise<TestWorkflowEnvironment> {
       searchAttributes: Object.values(SearchAttributes),
       ip: '127.0.0.1',
       ui: false,
+      ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
+      ...(options.port ? { port: options.port } : {}),
     },
   });
 }
@@ -56,15 +62,16 @@ export interface RunningWorkers {
 }
 
 /**
- * Starts the cluster worker (checking identity assertions with `identityKey`, if given) and the
- * node worker for `nodeName`, acting on `target`. `faults` is the node activities' fault hook
- * (it may return a promise the test resolves, to hold a step); `logger` receives the workers' logs.
+ * Starts the cluster worker (checking identity assertions with `identityKey`, if given; enforcing
+ * with `guard`, the defaults when not given) and the node worker for `nodeName`, acting on `target`.
+ * `faults` is the node activities' fault hook (it may return a promise the test resolves, to hold
+ * a step); `logger` receives the workers' logs.
  */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; audit?: TestAuditStores } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores } = {},
 ): Promise<RunningWorkers> {
   // The cluster worker appends every workflow's audit records: a fresh file store unless the test brings its own.
   const clusterWorker = options.clusterWorker ?? true;
@@ -79,6 +86,7 @@ export async function startWorkers(
     clusterWorker,
     ...(audit ? { audit } : {}),
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
+    ...(options.guard ? { guard: options.guard } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),

@@ -67,7 +67,7 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
   const ALL_UP = { ping4: true, ping6: true, tcp4: true, udp4: true, tcp6: true, udp6: true };
 
   it('pins every map and attaches at TC ingress and egress; attaching again is a no-op that keeps one filter', () => {
-    for (const name of ['blocklist_v4', 'blocklist_v6', 'blockhost_v4', 'blockhost_v6', 'zone_policy', 'zone_default', 'zone_ifaces', 'rule_stats', 'entry_stats', 'drop_events', 'last_drop']) {
+    for (const name of ['blocklist_v4', 'blocklist_v6', 'blockhost_v4', 'blockhost_v6', 'zone_policy', 'zone_default', 'zone_ifaces', 'rule_stats', 'entry_stats', 'drop_events', 'last_drop', 'drop_stats']) {
       expect(existsSync(`${pinDir}/${name}`)).toBe(true);
     }
     const ingress = queryTc({ interface: pair.ifB, netns: pair.b, direction: 'ingress' });
@@ -126,6 +126,7 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
       consumer.consume(); // drain events of earlier tests
       events.length = 0;
       const before = datapath.entryCounter(`${ADDR.a4}/32`);
+      const dropsBefore = datapath.dropCounts();
       blocklist.upsert([{ cidr: `${ADDR.a4}/32` }, { cidr: 'fd00:99::/120' }]);
       expect(pair.echo('udp', ADDR.b4, server.udp[1]!, 300).ok).toBe(false);
       expect(pair.echo('tcp', ADDR.b6, server.tcp[1]!, 300).ok).toBe(false);
@@ -158,6 +159,11 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
       const after = datapath.entryCounter(`${ADDR.a4}/32`);
       expect(after.packets - before.packets).toBeGreaterThanOrEqual(1n);
       expect(after.bytes).toBeGreaterThan(before.bytes);
+      // drop_stats counts the same drops per reason (what a rollout's datapath gate reads).
+      const drops = datapath.dropCounts();
+      expect(drops['blocklist-host'] - dropsBefore['blocklist-host']).toBeGreaterThanOrEqual(1n);
+      expect(drops['blocklist-prefix'] - dropsBefore['blocklist-prefix']).toBeGreaterThanOrEqual(1n);
+      expect(drops['zone-rule']).toBe(dropsBefore['zone-rule']);
     } finally {
       consumer.close();
     }
@@ -182,6 +188,7 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
       datapath.setZoneRule(key(UDP, udpShut), { action: 'deny', ruleId: 102 });
       datapath.setZoneRule(key(TCP, tcpOpen), { action: 'allow', ruleId: 103 });
       try {
+        const drops0 = datapath.dropCounts();
         const denied0 = datapath.ruleCounter(101);
         const allowed0 = datapath.ruleCounter(103);
         expect(pair.echo('tcp', ADDR.b4, tcpOpen).ok).toBe(true);
@@ -194,6 +201,8 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
         expect(datapath.ruleCounter(101).packets - denied0.packets).toBeGreaterThanOrEqual(2n);
         // The allowed exchange is at least SYN, ACK, data, FIN.
         expect(datapath.ruleCounter(103).packets - allowed0.packets).toBeGreaterThanOrEqual(3n);
+        // Every deny above (two TCP connects, one UDP datagram) counted under zone-rule; allowed packets are not drops.
+        expect(datapath.dropCounts()['zone-rule'] - drops0['zone-rule']).toBeGreaterThanOrEqual(3n);
       } finally {
         for (const k of [key(TCP, tcpShut), key(UDP, udpShut), key(TCP, tcpOpen)]) datapath.removeZoneRule(k);
       }
@@ -209,6 +218,7 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
       try {
         consumer.consume();
         events.length = 0;
+        const drops0 = datapath.dropCounts();
         expect(pair.ping(ADDR.b4)).toBe(false);
         expect(pair.echo('tcp', ADDR.b4, tcpOther, 300).ok).toBe(false);
         expect(pair.echo('tcp', ADDR.b4, tcpOpen).ok).toBe(true); // log = allow and report
@@ -218,6 +228,10 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
         expect(events).toContainEqual(expect.objectContaining({ reason: 'zone-default', action: 'deny', protocol: 1, srcZone: ZONE_LAN, dstZone: 255, ruleId: 110 }));
         expect(events).toContainEqual(expect.objectContaining({ reason: 'zone-rule', action: 'log', protocol: TCP, dport: tcpOpen, ruleId: 111 }));
         expect(datapath.ruleCounter(110).packets).toBeGreaterThan(0n);
+        // The default's denies are drops; the log rule's packets passed, so zone-rule stays.
+        const drops = datapath.dropCounts();
+        expect(drops['zone-default'] - drops0['zone-default']).toBeGreaterThanOrEqual(2n);
+        expect(drops['zone-rule']).toBe(drops0['zone-rule']);
       } finally {
         consumer.close();
         datapath.removeZoneRule(key(TCP, tcpOpen));

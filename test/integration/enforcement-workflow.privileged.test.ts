@@ -18,7 +18,10 @@ import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { enforcementWorkflowId, type Decision } from '../../model/enforcement-decision';
-import { guardConfigSchema } from '../../model/enforcement-guard';
+import { guardConfigSchema, type GuardConfig, type GuardConfigInput } from '../../model/enforcement-guard';
+import { imageDigest } from '../../bpf/blocklist-image';
+import { WithStartWorkflowOperation, WorkflowFailedError } from '@temporalio/client';
+import type { ApplicationFailure } from '@temporalio/common';
 import type { ChangeStatus } from '../../workflows/change';
 import { enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
 import { admitUpdate, coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow } from '../../workflows/enforcement-coordinator';
@@ -71,15 +74,31 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
   let dir: string;
   let eveFile: string;
   let ingest: RunningIngest;
+  /** The ingest bridge's guard: its early check only. */
   const guard = guardConfigSchema.parse({ allowLists: { management: ['10.77.0.0/24'], dns: ['192.0.2.53/32'] }, minPrefixLengthV4: 24 });
+  /**
+   * The cluster worker's guard, the one the workflows enforce: no management list, so the
+   * node's own addresses and gateway are protected only by the defaults the node reports.
+   */
+  const WORKER_GUARD: GuardConfigInput = { allowLists: { dns: ['192.0.2.53/32'] }, minPrefixLengthV4: 24 };
+  let workerGuard: GuardConfig = guardConfigSchema.parse(WORKER_GUARD);
+  const NAMESERVER = '192.0.2.153';
+  /** The next hop of a route in the node's namespace (on-link on lan0). */
+  const GATEWAY = '10.77.0.9';
+  const startNodeWorkers = () =>
+    startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 }, resolvConf: join(dir, 'resolv.conf') }, { guard: () => workerGuard });
 
   beforeAll(async () => {
     env = await startTemporal();
     ns = TestNamespace.create('fos1e');
     pinDir = `/sys/fs/bpf/fos1-enf-${randomBytes(4).toString('hex')}`;
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 } });
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 1024, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 1024, maxEntriesV6: 64 } });
     dir = mkdtempSync(join(tmpdir(), 'fos1-enf-'));
+    // The node's resolver (its DNS server is protected by default) and a route through the
+    // LAN (so GATEWAY is one of its gateways).
+    writeFileSync(join(dir, 'resolv.conf'), `# test\nnameserver ${NAMESERVER}\n`);
+    await ns.ip.run(['route', 'add', '198.18.0.0/24', 'via', GATEWAY]);
+    workers = await startNodeWorkers();
+    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 1024, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 1024, maxEntriesV6: 64 } });
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
     eveFile = join(dir, 'eve.json');
     writeFileSync(eveFile, '');
@@ -114,20 +133,30 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
   });
   /** Signals a verdict straight to the target's workflow (no bridge, so no admission: the workflow asks the coordinator). */
-  const signalDirect = (decision: Decision, caps: Partial<typeof guard> = {}) =>
+  const signalDirect = (decision: Decision) =>
     env.client.workflow.signalWithStart(enforcementWorkflow, {
       workflowId: enforcementWorkflowId(decision.target),
       taskQueue: CLUSTER_TASK_QUEUE,
-      args: [{ target: decision.target, nodes: [NODE], guard: { ...guard, ...caps } }],
+      args: [{ target: decision.target, nodes: [NODE] }],
       signal: verdictSignal,
       signalArgs: [decision],
     });
+  const digest = () => imageDigest(maps.dumpImage());
+  /**
+   * Changes the cluster worker's guard, and replaces the coordinator so its next run reads
+   * the new caps at once (a running one reads them again when its copy is a minute old).
+   */
+  const configureWorker = async (caps: Partial<GuardConfigInput>) => {
+    workerGuard = guardConfigSchema.parse({ ...WORKER_GUARD, ...caps });
+    await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).terminate('caps changed').catch(() => undefined);
+  };
 
   // First in the file: the coordinator's one-minute window of new starts is still empty.
-  test('the cap on new blocks per minute refuses the next one, audited with its reason', async () => {
-    const first = await signalDirect(manualBlock('203.0.113.10/32'), { maxNewBlocksPerMinute: 1 });
+  test('the cap on new blocks per minute (the worker\'s configuration) refuses the next one, audited with its reason', async () => {
+    await configureWorker({ maxNewBlocksPerMinute: 1 });
+    const first = await signalDirect(manualBlock('203.0.113.10/32'));
     await eventually(() => entryFor('203.0.113.10/32'), (e) => e !== undefined, 'the first block');
-    const second = await signalDirect(manualBlock('203.0.113.11/32'), { maxNewBlocksPerMinute: 1 });
+    const second = await signalDirect(manualBlock('203.0.113.11/32'));
     const refused = await eventually(() => second.query(enforcementQuery), (s) => s.refusals.length > 0, 'the rate refusal');
     expect(refused.refusals[0]).toMatchObject({ code: 'rate-limited', reason: '1 new automated blocks in the last minute; the cap is 1/min' });
     // (The refused workflow then ends by itself: nothing active, its memory short.)
@@ -138,6 +167,109 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     await eventually(() => entryFor('203.0.113.10/32'), (e) => e === undefined, 'the lift');
     await eventually(coordinator, (c) => !c.activeBlocks.includes('203.0.113.10/32'), 'the coordinator to hear of the lift');
     await second.terminate('test done').catch(() => undefined);
+    await configureWorker({});
+  });
+
+  test('signal-with-start carrying its own guard or caps is refused, naming the field; the blocklist is unchanged', async () => {
+    const before = digest();
+    for (const [field, extra] of [
+      ['guard', { guard: guardConfigSchema.parse({ minPrefixLengthV4: 0 }) }],
+      ['maxActiveBlocks', { maxActiveBlocks: 1_000_000 }],
+      ['allowLists', { allowLists: {} }],
+    ] as const) {
+      const target = '0.0.0.0/0';
+      const handle = await env.client.workflow.signalWithStart(enforcementWorkflow, {
+        workflowId: enforcementWorkflowId(target),
+        taskQueue: CLUSTER_TASK_QUEUE,
+        args: [{ target, nodes: [NODE], ...extra } as never],
+        signal: verdictSignal,
+        signalArgs: [manualBlock(target)],
+      });
+      const err = await handle.result().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      const cause = (err as WorkflowFailedError).cause as ApplicationFailure;
+      expect(cause.type).toBe('InvalidEnforcementInput');
+      expect(cause.message).toContain(`field(s) ${field} refused: the guard and its caps come from the cluster worker's configuration`);
+    }
+    // A verdict that carries guard fields to a workflow already running is refused too.
+    const target = '203.0.113.66/32';
+    const handle = await env.client.workflow.signalWithStart(enforcementWorkflow, {
+      workflowId: enforcementWorkflowId(target),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ target, nodes: [NODE] }],
+      signal: verdictSignal,
+      signalArgs: [{ ...manualBlock(target), minPrefixLengthV4: 0 } as Decision],
+    });
+    const refused = await eventually(() => handle.query(enforcementQuery), (s) => s.refusals.length > 0, 'the verdict refusal');
+    expect(refused.refusals[0]).toMatchObject({ code: 'invalid-request', reason: expect.stringContaining('verdict field(s) minPrefixLengthV4 refused') });
+    expect(refused.blocks).toEqual([]);
+    // The coordinator refuses an admission that brings caps, before it is recorded.
+    await expect(
+      env.client.workflow.executeUpdateWithStart(admitUpdate, {
+        args: [{ target: '203.0.113.67/32', maxActiveBlocks: 1_000_000, deadline: new Date(Date.now() + 60_000).toISOString() }],
+        startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, { workflowId: ENFORCEMENT_COORDINATOR_ID, taskQueue: CLUSTER_TASK_QUEUE, args: [undefined], workflowIdConflictPolicy: 'USE_EXISTING' }),
+      }),
+    ).rejects.toThrow();
+    expect(digest()).toBe(before);
+    await handle.terminate('test done').catch(() => undefined);
+  });
+
+  test('by default a verdict for the node\'s own address, its gateway, its DNS server, loopback and ::ffff:127.0.0.1 is refused', async () => {
+    const before = digest();
+    const cases = [
+      ['10.77.0.2/32', 'node-addresses'],
+      ['fd00:77::2/128', 'node-addresses'],
+      [`${GATEWAY}/32`, 'gateways'],
+      [`${NAMESERVER}/32`, 'dns-servers'],
+      ['127.0.0.1/32', 'loopback'],
+      ['::ffff:127.0.0.1/128', 'loopback'],
+      [`::ffff:${GATEWAY}/128`, 'gateways'],
+      ['10.77.0.0/24', 'node-addresses'],
+    ] as const;
+    const results = await Promise.all(
+      cases.map(async ([target]) => {
+        const handle = await signalDirect(manualBlock(target));
+        return (await handle.result()) as EnforcementStatus;
+      }),
+    );
+    results.forEach((r, i) => {
+      const [target, list] = cases[i]!;
+      expect(r.refusals).toEqual([{ at: expect.any(String), code: 'allow-listed', reason: expect.stringMatching(new RegExp(`^${target.replace(/[.]/g, '\\.')} overlaps \\S+ on allow-list "${list}"$`)) }]);
+      expect(r.blocks).toEqual([]);
+    });
+    expect(digest()).toBe(before);
+  });
+
+  test('the caps on rate limits and quarantines hold (the worker\'s configuration, counted by the coordinator)', async () => {
+    await configureWorker({ maxActiveRateLimits: 1, maxNewQuarantinesPerMinute: 1 });
+    const verdict = (target: string, action: 'rate-limit' | 'quarantine'): Decision => ({ ...manualBlock(target), action, ...(action === 'rate-limit' ? { rateLimitPps: 10 } : {}) });
+    const first = await signalDirect(verdict('203.0.113.81/32', 'rate-limit'));
+    await eventually(() => first.query(enforcementQuery), (s) => s.active?.enforced === true, 'the first rate limit');
+    const second = await signalDirect(verdict('203.0.113.82/32', 'rate-limit'));
+    const refused = await eventually(() => second.query(enforcementQuery), (s) => s.refusals.length > 0, 'the rate-limit cap refusal');
+    expect(refused.refusals[0]).toMatchObject({ code: 'too-many-active-rate-limits', reason: '1 automated rate limits are active; the cap is 1' });
+    expect(refused.active).toBeUndefined();
+    expect((await coordinator()).activeRateLimits).toEqual(['203.0.113.81/32']);
+    // Lifted: the coordinator hears of it, and the next rate limit is admitted.
+    await first.signal(liftSignal, { by: 'test' });
+    await eventually(coordinator, (c) => (c.activeRateLimits ?? []).length === 0, 'the coordinator to hear of the lift');
+    const third = await signalDirect(verdict('203.0.113.83/32', 'rate-limit'));
+    await eventually(() => third.query(enforcementQuery), (s) => s.active?.enforced === true, 'the next rate limit');
+    // Quarantines: the first is admitted (this worker has no Kubernetes, so it then fails),
+    // the second in the same minute is refused by the cap before anything is asked of Kubernetes.
+    const q1 = await signalDirect(verdict('203.0.113.84/32', 'quarantine'));
+    const q1Refused = await eventually(() => q1.query(enforcementQuery), (s) => s.refusals.length > 0, 'the first quarantine');
+    expect(q1Refused.refusals[0]!.code).toBe('quarantine-unavailable');
+    const q2 = await signalDirect(verdict('203.0.113.85/32', 'quarantine'));
+    const q2Refused = await eventually(() => q2.query(enforcementQuery), (s) => s.refusals.length > 0, 'the quarantine cap refusal');
+    expect(q2Refused.refusals[0]).toMatchObject({ code: 'too-many-new-quarantines', reason: '1 new automated quarantines in the last minute; the cap is 1/min' });
+    await third.signal(liftSignal, { by: 'test' });
+    await third.result();
+    await Promise.all([q1, q2].map((h) => h.terminate('test done').catch(() => undefined)));
+    await configureWorker({});
   });
 
   test('two sources alerted at once: admitted by the coordinator, changed concurrently under the node lock, both blocks in the map', async () => {
@@ -224,7 +356,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     await env.client.workflow.signalWithStart(enforcementWorkflow, {
       workflowId: enforcementWorkflowId(target),
       taskQueue: CLUSTER_TASK_QUEUE,
-      args: [{ target, nodes: [NODE], guard }],
+      args: [{ target, nodes: [NODE] }],
       signal: verdictSignal,
       signalArgs: [decision],
     });
@@ -234,7 +366,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     await new Promise((r) => setTimeout(r, (BLOCK_SECONDS + 1) * 1000));
     // Nobody was running when the timer fired: the block is still in the map.
     expect(entryFor(target)).toBeDefined();
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 } });
+    workers = await startNodeWorkers();
     await eventually(() => entryFor(target), (e) => e === undefined, 'the block to lift after the restart');
     const result: EnforcementStatus = await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
     expect(result.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['block:ok', 'lift:ok', 'done:ok']);
@@ -289,7 +421,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     const handle = await env.client.workflow.signalWithStart(enforcementWorkflow, {
       workflowId: enforcementWorkflowId(decision.target),
       taskQueue: CLUSTER_TASK_QUEUE,
-      args: [{ target: decision.target, nodes: [NODE], guard: { ...guard, allowLists: { dns: ['192.0.2.53/32'] } } }],
+      args: [{ target: decision.target, nodes: [NODE] }],
       signal: verdictSignal,
       signalArgs: [decision],
     });
@@ -319,7 +451,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
       env.client.workflow.signalWithStart(enforcementWorkflow, {
         workflowId: enforcementWorkflowId(target),
         taskQueue: CLUSTER_TASK_QUEUE,
-        args: [{ target, nodes: [NODE], guard, continueAsNewAfter: 20 }],
+        args: [{ target, nodes: [NODE], continueAsNewAfter: 20 }],
         signal: verdictSignal,
         signalArgs: [verdict(action)],
       });
@@ -344,10 +476,11 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
   });
 
   test('the cap on active automated blocks is enforced cluster-wide by the coordinator', async () => {
-    const start = (target: string) => signalDirect(manualBlock(target), { maxActiveBlocks: 1 });
+    const start = (target: string) => signalDirect(manualBlock(target));
     // Earlier tests' blocks (and any admission not yet claimed) count against the cap until they lift.
     const coordinatorHandle = env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID);
     await eventually(() => coordinatorHandle.query(coordinatorQuery), (c) => c.activeBlocks.length === 0 && (c.reservations ?? []).length === 0, 'earlier blocks to lift');
+    await configureWorker({ maxActiveBlocks: 1 });
     const first = await start('203.0.113.1/32');
     await eventually(() => entryFor('203.0.113.1/32'), (e) => e !== undefined, 'the first capped block');
     const second = await start('203.0.113.2/32');
@@ -365,19 +498,20 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(lifted).toMatchObject({ phase: 'done', offences: 0 });
     expect(lifted.audit.find((a) => a.step === 'lift')).toMatchObject({ actor: 'alice', result: 'ok', detail: expect.stringContaining('lifted early by alice: false positive') });
     await second.terminate('test done').catch(() => undefined);
+    await configureWorker({});
   });
 
   // Last in the file: it replaces the coordinator.
   test('the coordinator continues as new with its active blocks, pending admissions and counts', async () => {
-    const handle = env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID);
-    await handle.terminate('replaced by a coordinator with a low continue-as-new bound');
+    // Caps of 4 active blocks, from the worker's configuration.
+    await configureWorker({ maxActiveBlocks: 4, maxNewBlocksPerMinute: 10 });
     const started = await env.client.workflow.start(enforcementCoordinatorWorkflow, {
       workflowId: ENFORCEMENT_COORDINATOR_ID,
       taskQueue: CLUSTER_TASK_QUEUE,
       args: [{ activeBlocks: ['203.0.113.200/32'], recentStarts: [], queue: [], granted: 0, refused: 0, continueAsNewAfter: 3 }],
     });
     const admit = (target: string) =>
-      started.executeUpdate(admitUpdate, { args: [{ target, maxActiveBlocks: 10, maxNewBlocksPerMinute: 10, deadline: new Date(Date.now() + 60_000).toISOString() }] });
+      started.executeUpdate(admitUpdate, { args: [{ target, deadline: new Date(Date.now() + 60_000).toISOString() }] });
     const answers = [await admit('203.0.113.201/32'), await admit('203.0.113.202/32'), await admit('203.0.113.203/32')];
     expect(answers.map((a) => a.granted)).toEqual([true, true, true]);
     const after = await eventually(() => env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).query(coordinatorQuery), (c) => (c.continuedRuns ?? 0) === 1, 'continue-as-new');
@@ -387,7 +521,7 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     expect(after.recentStarts).toHaveLength(3);
     // The carried reservations still count against the caps in the new run: 1 active + 3 pending = cap 4.
     const refused = await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).executeUpdate(admitUpdate, {
-      args: [{ target: '203.0.113.204/32', maxActiveBlocks: 4, maxNewBlocksPerMinute: 10, deadline: new Date(Date.now() + 60_000).toISOString() }],
+      args: [{ target: '203.0.113.204/32', deadline: new Date(Date.now() + 60_000).toISOString() }],
     });
     expect(refused).toEqual({ granted: false, code: 'too-many-active-blocks', reason: '4 automated blocks are active; the cap is 4' });
     await env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID).terminate('test done');

@@ -20,6 +20,7 @@ import { helmPath, KUBE_VERSION } from '../../k8s/paths';
 import { validateManifests } from '../../k8s/validate';
 import type { KubeObject } from '../../model/firewall-translate';
 import { parseQuarantineConfig } from '../../model/quarantine';
+import { parseGuardConfig } from '../../model/enforcement-guard';
 import { describeKube, FOS1_CRD_DIR, FOS1_DEPLOY_DIR, startKubeWithCrds, yamlFiles } from '../helpers/kube';
 
 const CHART = resolve(__dirname, '../../deploy/helm/fos1');
@@ -129,9 +130,11 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(kinds).toEqual(
       [
         'ClusterRole/fos1-controller',
+        'ClusterRole/fos1-inventory',
         'ClusterRole/fos1-policy-applier',
         'ClusterRole/fos1-quarantine',
         'ClusterRoleBinding/fos1-controller',
+        'ClusterRoleBinding/fos1-inventory',
         'ClusterRoleBinding/fos1-policy-applier',
         'ClusterRoleBinding/fos1-quarantine',
         'DaemonSet/fos1-node-worker',
@@ -143,9 +146,15 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
         'ServiceAccount/fos1-cluster-worker',
         'ServiceAccount/fos1-controller',
         'ServiceAccount/fos1-node-worker',
+        'ValidatingAdmissionPolicy/fos1-cilium-owned-only',
+        'ValidatingAdmissionPolicy/fos1-host-firewall-zones',
+        'ValidatingAdmissionPolicy/fos1-quarantine-label-only',
+        'ValidatingAdmissionPolicyBinding/fos1-cilium-owned-only',
+        'ValidatingAdmissionPolicyBinding/fos1-host-firewall-zones',
+        'ValidatingAdmissionPolicyBinding/fos1-quarantine-label-only',
       ].sort(),
     );
-    for (const o of defaults.filter((x) => !x.kind.startsWith('Cluster'))) expect(o.metadata.namespace).toBe(NAMESPACE);
+    for (const o of defaults.filter((x) => !x.kind.startsWith('Cluster') && !x.kind.startsWith('ValidatingAdmissionPolicy'))) expect(o.metadata.namespace).toBe(NAMESPACE);
   });
 
   it('installs exactly the CRDs of deploy/crds, and the apiserver accepts them', async () => {
@@ -247,11 +256,18 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(find(defaults, 'Deployment', 'fos1-controller').spec).toMatchObject({ replicas: 1, strategy: { type: 'Recreate' } });
   });
 
-  it('has deploy/rbac.yaml\'s roles and bindings; only the controller and the cluster worker mount a token', () => {
+  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller and the cluster worker mount a token', () => {
     const reference = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')]) as Doc[];
     for (const kind of ['ClusterRole', 'ClusterRoleBinding']) {
       const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
       const got = defaults.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
+      expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
+    }
+    // The admission policies that narrow those roles (deploy/rbac.yaml's, for this release's names).
+    for (const kind of ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']) {
+      const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, spec: (o as { spec?: unknown }).spec }));
+      const got = defaults.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, spec: (o as { spec?: unknown }).spec }));
+      expect(want).toHaveLength(3);
       expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
     }
     const tokens = Object.fromEntries(defaults.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.automountServiceAccountToken]));
@@ -276,6 +292,19 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
       }
     }
     for (const w of workloads(defaults)) for (const c of podSpec(w).containers) expect(c.env?.filter((e) => e.name.startsWith('TEMPORAL_TLS'))).toEqual([]);
+  });
+
+  it('writes the enforcement guard as a file the cluster worker accepts (FOS1_GUARD_FILE)', () => {
+    const cm = find(withTls, 'ConfigMap', 'fos1-guard');
+    const guard = parseGuardConfig(JSON.parse(cm.data?.['guard.json'] ?? ''));
+    expect(guard).toMatchObject({ allowLists: { management: ['10.0.0.0/24'] }, maxActiveQuarantines: 20, maxActiveBlocks: 10_000 });
+    const [cw] = podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).containers;
+    const file = envOf(cw!, 'FOS1_GUARD_FILE')?.value ?? '';
+    const mount = cw?.volumeMounts?.find((m) => file.startsWith(`${m.mountPath}/`));
+    expect(podSpec(find(withTls, 'Deployment', 'fos1-cluster-worker')).volumes?.find((v) => v.name === mount?.name)?.configMap?.name).toBe('fos1-guard');
+    // Without a guard value: no ConfigMap, no variable (the worker's defaults).
+    expect(defaults.some((o) => o.kind === 'ConfigMap' && o.metadata.name === 'fos1-guard')).toBe(false);
+    expect(envOf(podSpec(find(defaults, 'Deployment', 'fos1-cluster-worker')).containers[0]!, 'FOS1_GUARD_FILE')).toBeUndefined();
   });
 
   it('writes the quarantine exceptions as a file the cluster worker accepts', () => {

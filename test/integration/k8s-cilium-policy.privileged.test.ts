@@ -13,7 +13,7 @@ import { ListWatch, type ListWatchClient } from '../../controllers/list-watch';
 import { KubeApiError } from '../../k8s/client';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
 import { validateManifests, yamlFilesUnder } from '../../k8s/validate';
-import { validateFirewallRule, validateFirewallZone, type FirewallZone } from '../../model/firewall';
+import { clusterScopedName, validateFirewallRule, validateFirewallZone, type FirewallZone } from '../../model/firewall';
 import { objectSetDifferences, translateCidrGroup, translateRule, type KubeObject, type PolicySource } from '../../model/firewall-translate';
 import { CILIUM_EXAMPLES_DIR, describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
 import { failureOf } from '../helpers/failures';
@@ -102,7 +102,7 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
     const readBack = (await Promise.all(kinds.map((k) => kube.client.list('cilium.io/v2', k, { labelSelector: `fos1.io/source-name=table` })))).flatMap((l) => l.items);
     readBack.push(...(await kube.client.list('cilium.io/v2alpha1', 'CiliumCIDRGroup', { labelSelector: 'fos1.io/source-name=table' })).items);
     expect(objectSetDifferences(objects.map((o) => o.object), readBack.map(normaliseObject))).toEqual([]);
-    expect(readBack.filter((o) => o.kind === 'CiliumClusterwideNetworkPolicy').map((o) => o.metadata.name).sort()).toEqual([`fos1-${NS}-rule-15`, `fos1-${NS}-rule-16`]);
+    expect(readBack.filter((o) => o.kind === 'CiliumClusterwideNetworkPolicy').map((o) => o.metadata.name).sort()).toEqual([clusterScopedName(NS, 'rule-15'), clusterScopedName(NS, 'rule-16')].sort());
   });
 
   it("reports exactly which of Cilium's example policies its own schema rejects, and why", async () => {
@@ -235,7 +235,7 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
       ]);
       await a.applyPolicies({ source, desired: before });
       const snapshot = await a.readPolicies({ source });
-      expect(snapshot.objects.map((o) => o.metadata.name).sort()).toEqual(['fos1-rb-change', 'fos1-rb-keep', `fos1-${NS}-rb-remove`].sort());
+      expect(snapshot.objects.map((o) => o.metadata.name).sort()).toEqual(['fos1-rb-change', 'fos1-rb-keep', clusterScopedName(NS, 'rb-remove')].sort());
       const storedBefore = await Promise.all(snapshot.objects.map((o) => kube.client.get({ apiVersion: o.apiVersion, kind: o.kind, name: o.metadata.name, namespace: o.metadata.namespace })));
 
       // The next change: one policy changed, one added, one gone — and one object the apiserver

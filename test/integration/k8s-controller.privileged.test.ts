@@ -13,6 +13,7 @@ import { FirewallRuleController, policyWorkflowId, type Condition } from '../../
 import type { KubeApiServer } from '../../k8s/harness';
 import type { StoredObject } from '../../k8s/client';
 import { SearchAttributes } from '../../model/naming';
+import { cidrGroupObjectName } from '../../model/firewall';
 import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { testAuditStores } from '../helpers/audit-stores';
@@ -258,6 +259,8 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
 
   describe('policyChangeWorkflow started directly (one JSON argument, as from the Web UI or CLI)', () => {
     const source = { kind: 'PolicySet', namespace: NS, name: 'partners' };
+    /** The CIDR group's cluster-scoped object: named after its namespace too. */
+    const GROUP = cidrGroupObjectName(NS, 'partners');
     const input = (extra: object) => ({
       changeId: 'partners-1',
       author: 'alice',
@@ -272,8 +275,8 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
 
     it('dry run plans through the apiserver and persists nothing; the real run applies the CIDR group and the policy', async () => {
       const planned = await run(input({ dryRun: true }), `partners-dry-${process.pid}`);
-      expect(planned).toMatchObject({ outcome: 'planned', applied: [`CiliumCIDRGroup fos1-partners`, `CiliumNetworkPolicy ${NS}/fos1-partners-in`], pruned: [] });
-      expect(await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: 'fos1-partners' })).toBeUndefined();
+      expect(planned).toMatchObject({ outcome: 'planned', applied: [`CiliumCIDRGroup ${GROUP}`, `CiliumNetworkPolicy ${NS}/fos1-partners-in`], pruned: [] });
+      expect(await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: GROUP })).toBeUndefined();
 
       const applied = await run(input({}), `partners-${process.pid}`);
       expect(applied).toMatchObject({ outcome: 'applied' });
@@ -282,13 +285,13 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       expect(described.typedSearchAttributes.get(SearchAttributes.author)).toBe('alice');
       expect(described.typedSearchAttributes.get(SearchAttributes.status)).toBe('applied');
       expect(applied.audit.map((a) => `${a.step} ${a.result}`)).toEqual(['translate ok', 'policy-map check ok', 'snapshot ok', 'dry-run ok', 'apply ok', 'verify ok']);
-      const group = await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: 'fos1-partners' });
+      const group = await kube.client.get({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', name: GROUP });
       expect(group?.spec).toEqual({ externalCIDRs: ['198.51.100.0/24', '2001:db8:7::/48'] });
-      expect(JSON.stringify((await getPolicy('fos1-partners-in'))?.spec)).toContain('"cidrGroupRef":"fos1-partners"');
+      expect(JSON.stringify((await getPolicy('fos1-partners-in'))?.spec)).toContain(`"cidrGroupRef":"${GROUP}"`);
 
       // The whole set for this source is now empty: both objects are pruned, policy before group.
       const emptied = await run(input({ changeId: 'partners-2', rules: [], cidrGroups: [] }), `partners-2-${process.pid}`);
-      expect(emptied.pruned).toEqual([`CiliumNetworkPolicy ${NS}/fos1-partners-in`, 'CiliumCIDRGroup fos1-partners']);
+      expect(emptied.pruned).toEqual([`CiliumNetworkPolicy ${NS}/fos1-partners-in`, `CiliumCIDRGroup ${GROUP}`]);
       expect(await getPolicy('fos1-partners-in')).toBeUndefined();
     });
 

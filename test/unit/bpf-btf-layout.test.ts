@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process';
 import { LPM_V4_KEY_SIZE, LPM_V6_KEY_SIZE, BLOCK_VALUE_SIZE } from '../../bpf/blocklist-codec';
 import { IMAGE_KEY_SIZE } from '../../bpf/blocklist-image';
 import { buildDatapath, type BuiltObjects } from '../../bpf/build';
-import { DATAPATH_LAYOUTS } from '../../bpf/datapath-codec';
+import { DATAPATH_LAYOUTS, DROP_STATS_SLOTS, DropReason } from '../../bpf/datapath-codec';
+import { DROP_REASONS } from '../../model/gates';
 import { libbpfObjects } from '../../bpf/libbpf';
 import { cacheDir } from '../../scripts/paths';
 
@@ -72,8 +73,28 @@ describe.each(['tc', 'xdp'] as const)('BTF of fos1-%s.bpf.o', (kind) => {
       entry_stats: [L.fos1_entry_key.size, L.fos1_counter.size],
       drop_events: [0, 0],
       last_drop: [4, L.fos1_drop_event.size],
+      drop_stats: [4, L.fos1_counter.size],
     });
   });
+});
+
+it('sizes drop_stats with one slot per drop reason, named as the gates name them', () => {
+  const lib = libbpfObjects();
+  for (const path of Object.values(objects)) {
+    const obj = lib.bpf_object__open_file(path, null);
+    try {
+      let slots: number | undefined;
+      for (let m = lib.bpf_object__next_map(obj, null); m; m = lib.bpf_object__next_map(obj, m)) {
+        if (lib.bpf_map__name(m) === 'drop_stats') slots = lib.bpf_map__max_entries(m);
+      }
+      expect(slots).toBe(DROP_STATS_SLOTS);
+    } finally {
+      lib.bpf_object__close(obj);
+    }
+  }
+  // Reason ids 1..5 fit the slots, and model/gates.ts names them in the same order.
+  expect(Math.max(...Object.keys(DropReason).map(Number))).toBeLessThan(DROP_STATS_SLOTS);
+  expect(Object.values(DropReason)).toEqual([...DROP_REASONS]);
 });
 
 it('lays out the libbpf option structs as <bpf/libbpf.h> does (size_t :0 pads to 8)', () => {

@@ -4,7 +4,7 @@
  * and the policy-map estimate. That the apiserver accepts these shapes is checked against the
  * real CRDs in test/integration/k8s-cilium-policy.privileged.test.ts.
  */
-import { validateFirewallRule, validateFirewallZone, type FirewallRule, type FirewallZone } from '../../model/firewall';
+import { cidrGroupObjectName, clusterScopedName, validateFirewallRule, validateFirewallZone, type FirewallRule, type FirewallZone } from '../../model/firewall';
 import {
   CHANGE_ID_ANNOTATION,
   estimatePolicyMapEntries,
@@ -60,7 +60,7 @@ describe('translateRule', () => {
     const egress = spec(p).egress as Record<string, unknown>[];
     expect(egress).toHaveLength(3);
     expect(egress[0]).toMatchObject({ toEndpoints: [{ matchLabels: { app: 'x', [POD_NAMESPACE_LABEL]: 'other' } }] });
-    expect(egress[1]).toMatchObject({ toCIDRSet: [{ cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] }, { cidrGroupRef: 'fos1-partners' }] });
+    expect(egress[1]).toMatchObject({ toCIDRSet: [{ cidr: '10.0.0.0/8', except: ['10.1.0.0/16'] }, { cidrGroupRef: cidrGroupObjectName('shop', 'partners') }] });
     expect(egress[2]).toMatchObject({ toEntities: ['world'] });
     for (const r of egress) expect(r.toPorts).toEqual([{ ports: [{ port: '1000', endPort: 2000, protocol: 'UDP' }] }]);
   });
@@ -88,9 +88,21 @@ describe('translateRule', () => {
     const h = translate({ name: 'ssh', zone: 'edge', direction: 'ingress', peers: [{ zone: 'web' }], ports: [{ port: 22 }] });
     expect(h.kind).toBe('CiliumClusterwideNetworkPolicy');
     expect(h.metadata.namespace).toBeUndefined();
-    expect(h.metadata.name).toBe('fos1-shop-ssh');
+    expect(h.metadata.name).toBe(clusterScopedName('shop', 'ssh'));
+    expect(h.metadata.name).toMatch(/^fos1-shop-ssh-[0-9a-z]+$/);
     expect(spec(h).nodeSelector).toEqual({ matchLabels: { 'fos1.io/role': 'edge' } });
     expect((spec(h).ingress as Record<string, unknown>[])[0]).toMatchObject({ fromEndpoints: [{ matchLabels: { app: 'web', [POD_NAMESPACE_LABEL]: 'shop' } }] });
+  });
+
+  it('gives cluster-scoped objects of one name in two namespaces distinct names, even where the dashes would meet', () => {
+    const ssh = { name: 'ssh', zone: 'edge', direction: 'ingress', ports: [{ port: 22 }] };
+    const inShop = translateRule({ rule: rule(ssh), zones, namespace: 'shop', source, changeId: 'c1' });
+    const inLab = translateRule({ rule: rule(ssh), zones, namespace: 'lab', source: { ...source, namespace: 'lab' }, changeId: 'c1' });
+    expect(inShop.metadata.name).not.toBe(inLab.metadata.name);
+    // `a-b` + `c` and `a` + `b-c` would both be fos1-a-b-c without the hash.
+    expect(clusterScopedName('a-b', 'c')).not.toBe(clusterScopedName('a', 'b-c'));
+    expect(cidrGroupObjectName('shop', 'partners')).not.toBe(cidrGroupObjectName('lab', 'partners'));
+    expect(clusterScopedName('x'.repeat(63), 'y'.repeat(63)).length).toBeLessThanOrEqual(253);
   });
 
   it('refuses an unknown zone, naming the field', () => {
@@ -99,7 +111,7 @@ describe('translateRule', () => {
   });
 
   it('makes a v2alpha1 CiliumCIDRGroup', () => {
-    expect(translateCidrGroup({ name: 'partners', cidrs: ['198.51.100.0/24'] }, source, 'c1')).toMatchObject({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', metadata: { name: 'fos1-partners' }, spec: { externalCIDRs: ['198.51.100.0/24'] } });
+    expect(translateCidrGroup({ name: 'partners', cidrs: ['198.51.100.0/24'] }, source, 'c1')).toMatchObject({ apiVersion: 'cilium.io/v2alpha1', kind: 'CiliumCIDRGroup', metadata: { name: cidrGroupObjectName('shop', 'partners') }, spec: { externalCIDRs: ['198.51.100.0/24'] } });
   });
 });
 

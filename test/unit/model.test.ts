@@ -60,7 +60,7 @@ describe('change request validation', () => {
     if (!result.ok) return;
     expect(result.request.desired?.routes[0]).toEqual({ destination: '2001:db8::/32', gateway: '2001:db8::1', table: 254, metric: 1024 });
     expect(result.request.desired?.blocklist).toEqual([]);
-    expect(result.request.options).toEqual({ dryRun: false, lockTimeout: 900_000 });
+    expect(result.request.options).toEqual({ dryRun: false, lockTimeout: 900_000, defaultBakeSeconds: 30 });
   });
 
   test.each<[string, unknown, string]>([

@@ -100,8 +100,8 @@ describe('quarantine target', () => {
 });
 
 describe('quarantine configuration', () => {
-  test('defaults to no exceptions', () => {
-    expect(parseQuarantineConfig(undefined)).toEqual({ exceptions: [] });
+  test('defaults to no exceptions and no system namespace opened to quarantine', () => {
+    expect(parseQuarantineConfig(undefined)).toEqual({ exceptions: [], allowSystemNamespaces: [] });
   });
 
   test('fills the port protocol default', () => {

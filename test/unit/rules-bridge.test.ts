@@ -25,9 +25,11 @@ function decision(target: string, action: Decision['action'] = 'block'): Decisio
 
 function setup(coalesceMs = 5000) {
   const calls: { workflowId: string; signalArgs: unknown[] }[] = [];
+  const starts: unknown[][] = [];
   const workflows = {
-    signalWithStart: async (_wf: unknown, options: { workflowId: string; signalArgs: unknown[] }) => {
+    signalWithStart: async (_wf: unknown, options: { workflowId: string; signalArgs: unknown[]; args: unknown[] }) => {
       calls.push({ workflowId: options.workflowId, signalArgs: options.signalArgs });
+      starts.push(options.args);
       return {} as never;
     },
   } as unknown as WorkflowStarter;
@@ -44,7 +46,7 @@ function setup(coalesceMs = 5000) {
   let now = 1_000_000;
   const guard = new EnforcementGuard(guardConfigSchema.parse({ allowLists: { management: ['10.0.0.0/24'] } }));
   const bridge = new EnforcementBridge({ workflows, guard, nodes: ['node-a'], logger, coalesceMs, now: () => now });
-  return { bridge, calls, logs, advance: (ms: number) => (now += ms) };
+  return { bridge, calls, starts, logs, advance: (ms: number) => (now += ms) };
 }
 
 describe('enforcement bridge', () => {
@@ -53,6 +55,12 @@ describe('enforcement bridge', () => {
     await Promise.all(Array.from({ length: 10_000 }, () => bridge.submit(decision('198.51.100.7/32'))));
     expect(calls).toEqual([{ workflowId: 'enforce-198.51.100.7_32', signalArgs: [expect.objectContaining({ action: 'block' })] }]);
     expect(bridge.counts).toMatchObject({ signalled: 1, coalesced: 9_999 });
+  });
+
+  test('the workflow input carries neither the guard nor caps (the cluster worker has its own)', async () => {
+    const { bridge, starts } = setup();
+    await bridge.submit(decision('198.51.100.7/32'));
+    expect(starts).toEqual([[{ target: '198.51.100.7/32', nodes: ['node-a'] }]]);
   });
 
   test('a stronger verdict, or one after the coalescing window, is sent', async () => {
@@ -125,11 +133,11 @@ describe('enforcement bridge', () => {
       return { bridge, calls, updates };
     }
 
-    test('a granted admission travels with the block verdict; the coordinator is started if needed and asked with the caps', async () => {
+    test('a granted admission travels with the block verdict; the coordinator is started if needed and asked without caps (they are its own)', async () => {
       const { bridge, calls, updates } = admitting('grant');
       expect(await bridge.submit(decision('198.51.100.7/32'))).toBe('signalled');
       expect(updates).toEqual([
-        { name: 'admit', args: [{ target: '198.51.100.7/32', maxActiveBlocks: 50, maxNewBlocksPerMinute: 7, deadline: expect.any(String) }], workflowId: 'fos1-enforcement-coordinator', conflict: 'USE_EXISTING' },
+        { name: 'admit', args: [{ target: '198.51.100.7/32', deadline: expect.any(String) }], workflowId: 'fos1-enforcement-coordinator', conflict: 'USE_EXISTING' },
       ]);
       expect(calls[0]!.signalArgs[0]).toMatchObject({ action: 'block', admission: { token: 'adm-1', expiresAt: '2030-01-01T00:00:00.000Z' } });
       expect(bridge.admissions).toEqual({ admitted: 1, refused: 0, failed: 0 });

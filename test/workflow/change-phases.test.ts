@@ -45,14 +45,18 @@ describeTimeSkipping('change workflow phases (time-skipping server, fake nodes)'
     }
   });
 
-  /** Starts a change that blocks {@link BLOCKED} for a day on `targets`. */
+  /**
+   * Starts a change that blocks {@link BLOCKED} for a day on `targets`. With no bake after the
+   * canary (`defaultBakeSeconds: 0`): these tests are about the phase machine, and the bake's
+   * timer would only wait for time the tests do not skip (staged rollouts have their own tests).
+   */
   async function startBlock(targets: string[], options: Record<string, unknown> = {}): Promise<WorkflowHandle> {
     const id = `ts-change-${++sequence}`;
     const now = await env.currentTimeMs();
     return env.client.workflow.start('changeWorkflow', {
       taskQueue: CLUSTER_TASK_QUEUE,
       workflowId: `change-${id}`,
-      args: [{ id, author: 'tester', reason: 'phase machine test', targets, patch: { blocklist: { upsert: [{ cidr: BLOCKED, reason: 'test block', expiresAt: new Date(now + 86_400_000).toISOString() }] } }, options }],
+      args: [{ id, author: 'tester', reason: 'phase machine test', targets, patch: { blocklist: { upsert: [{ cidr: BLOCKED, reason: 'test block', expiresAt: new Date(now + 86_400_000).toISOString() }] } }, options: { defaultBakeSeconds: 0, ...options } }],
     });
   }
 

@@ -7,10 +7,11 @@
  * Workflows, signals, updates and queries are named by their type names, so moving the
  * coordinator or the decision logic between files does not touch this.
  */
-import type { WorkflowHandle } from '@temporalio/client';
+import { WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { guardConfigSchema } from '../../model/enforcement-guard';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
-import { FakeNode, startFakeWorkers, type FakeWorkers } from '../helpers/fake-node';
+import { FakeCluster, FakeNode, startFakeWorkers, type FakeWorkers } from '../helpers/fake-node';
 import { eventually } from '../helpers/eventually';
 import { describeTimeSkipping, startTimeSkipping, workflowBundle } from '../helpers/time-skipping';
 
@@ -40,23 +41,20 @@ interface EnforcementStatus {
   refusals: { code: string; reason: string }[];
 }
 
-const guard = (caps: { maxActiveBlocks?: number; maxNewBlocksPerMinute?: number } = {}) => ({
-  allowLists: { management: ['10.77.0.0/24'] },
-  minPrefixLengthV4: 24,
-  minPrefixLengthV6: 64,
-  maxActiveBlocks: caps.maxActiveBlocks ?? 100,
-  maxNewBlocksPerMinute: caps.maxNewBlocksPerMinute ?? 100,
-});
+/** The cluster worker's guard configuration (the fake cluster's `readEnforcementConfig`): requests carry no caps. */
+const guard = (caps: { maxActiveBlocks?: number; maxNewBlocksPerMinute?: number } = {}) =>
+  guardConfigSchema.parse({ allowLists: { management: ['10.77.0.0/24'] }, minPrefixLengthV4: 24, minPrefixLengthV6: 64, maxActiveBlocks: caps.maxActiveBlocks ?? 100, maxNewBlocksPerMinute: caps.maxNewBlocksPerMinute ?? 100 });
 
 describeTimeSkipping('enforcement coordinator and escalation (time-skipping server, fake node)', () => {
   let env: TestWorkflowEnvironment;
   let workers: FakeWorkers;
   const node = new FakeNode('ts-enf');
+  const cluster = new FakeCluster();
   let sequence = 0;
 
   beforeAll(async () => {
     env = await startTimeSkipping();
-    workers = await startFakeWorkers({ connection: env.nativeConnection, workflowBundle: await workflowBundle(), nodes: [node] });
+    workers = await startFakeWorkers({ connection: env.nativeConnection, workflowBundle: await workflowBundle(), nodes: [node], cluster });
   });
   afterAll(async () => {
     await workers?.stop();
@@ -64,17 +62,19 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
   });
 
   describe('admissions (the admit update)', () => {
-    /** A coordinator of its own per test, so counts start at zero. */
-    async function coordinator(): Promise<WorkflowHandle> {
+    /** A coordinator of its own per test, so counts start at zero; `caps` are the worker's configuration it reads. */
+    async function coordinator(caps: { maxActiveBlocks: number; maxNewBlocksPerMinute: number } = { maxActiveBlocks: 10, maxNewBlocksPerMinute: 10 }): Promise<WorkflowHandle> {
+      cluster.guard = guard(caps);
       return env.client.workflow.start('enforcementCoordinatorWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId: `ts-coordinator-${++sequence}`, args: [undefined] });
     }
-    const admit = async (handle: WorkflowHandle, target: string, caps: { maxActiveBlocks: number; maxNewBlocksPerMinute: number }): Promise<Admit> =>
-      handle.executeUpdate<Admit, [unknown]>('admit', { args: [{ target, ...caps, deadline: new Date((await env.currentTimeMs()) + MINUTE).toISOString() }] });
+    // The caps argument documents the test's configuration; the coordinator read it from the worker.
+    const admit = async (handle: WorkflowHandle, target: string, _caps?: { maxActiveBlocks: number; maxNewBlocksPerMinute: number }): Promise<Admit> =>
+      handle.executeUpdate<Admit, [unknown]>('admit', { args: [{ target, deadline: new Date((await env.currentTimeMs()) + MINUTE).toISOString() }] });
     const status = (handle: WorkflowHandle) => handle.query<CoordinatorStatus>('coordinator');
 
     it('reserves a slot per admitted block and refuses past the active cap until reservations expire', async () => {
-      const handle = await coordinator();
       const caps = { maxActiveBlocks: 2, maxNewBlocksPerMinute: 100 };
+      const handle = await coordinator(caps);
       const a = await admit(handle, '198.51.100.1/32', caps);
       const b = await admit(handle, '198.51.100.2/32', caps);
       expect([a.granted, b.granted]).toEqual([true, true]);
@@ -89,8 +89,8 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
     });
 
     it('counts new blocks per minute, and a slot handed back unused is not a new start', async () => {
-      const handle = await coordinator();
       const caps = { maxActiveBlocks: 100, maxNewBlocksPerMinute: 2 };
+      const handle = await coordinator(caps);
       const first = await admit(handle, '198.51.100.11/32', caps);
       await admit(handle, '198.51.100.12/32', caps);
       expect(await admit(handle, '198.51.100.13/32', caps)).toMatchObject({ granted: false, code: 'rate-limited' });
@@ -104,8 +104,8 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
     });
 
     it('a claimed admission is an active block until released, and an active target needs no new slot', async () => {
-      const handle = await coordinator();
       const caps = { maxActiveBlocks: 1, maxNewBlocksPerMinute: 100 };
+      const handle = await coordinator(caps);
       const a = await admit(handle, '198.51.100.21/32', caps);
       await handle.signal('claim', { requester: 'test', requestId: a.token, target: '198.51.100.21/32' });
       await env.sleep(2 * MINUTE); // long past the admission's lifetime: a claimed block stays counted
@@ -123,9 +123,18 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
     it('refuses an admission asked for too late', async () => {
       const handle = await coordinator();
       const answer = await handle.executeUpdate<Admit, [unknown]>('admit', {
-        args: [{ target: '198.51.100.31/32', maxActiveBlocks: 10, maxNewBlocksPerMinute: 10, deadline: new Date((await env.currentTimeMs()) - 1000).toISOString() }],
+        args: [{ target: '198.51.100.31/32', deadline: new Date((await env.currentTimeMs()) - 1000).toISOString() }],
       });
       expect(answer).toMatchObject({ granted: false, code: 'too-late' });
+    });
+
+    it('rejects an admission that brings its own caps, and reads the caps from the worker', async () => {
+      const handle = await coordinator({ maxActiveBlocks: 1, maxNewBlocksPerMinute: 100 });
+      await expect(
+        handle.executeUpdate<Admit, [unknown]>('admit', { args: [{ target: '198.51.100.41/32', maxActiveBlocks: 1_000_000, deadline: new Date((await env.currentTimeMs()) + MINUTE).toISOString() }] }),
+      ).rejects.toThrow();
+      expect(await admit(handle, '198.51.100.41/32')).toMatchObject({ granted: true });
+      expect(await admit(handle, '198.51.100.42/32')).toMatchObject({ granted: false, code: 'too-many-active-blocks', reason: '1 automated blocks are active; the cap is 1' });
     });
   });
 
@@ -141,14 +150,23 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
       evidence: { source: 'suricata', eventType: 'alert', timestamp: new Date().toISOString() },
       ...(admission ? { admission } : {}),
     });
-    const enforce = (target: string, decision: unknown, caps: Parameters<typeof guard>[0] = {}) =>
-      env.client.workflow.signalWithStart('enforcementWorkflow', {
+    /** Sets the worker's caps; a coordinator running with others is replaced, so the next request reads them. */
+    const useCaps = async (caps: Parameters<typeof guard>[0] = {}) => {
+      const next = guard(caps);
+      if (JSON.stringify(next) === JSON.stringify(cluster.guard)) return;
+      cluster.guard = next;
+      await env.client.workflow.getHandle(COORDINATOR_ID).terminate('caps changed').catch(() => undefined);
+    };
+    const enforce = async (target: string, decision: unknown, caps: Parameters<typeof guard>[0] = {}) => {
+      await useCaps(caps);
+      return env.client.workflow.signalWithStart('enforcementWorkflow', {
         workflowId: `enforce-${target.replace(/\//g, '_')}`,
         taskQueue: CLUSTER_TASK_QUEUE,
-        args: [{ target, nodes: [node.name], guard: guard(caps) }],
+        args: [{ target, nodes: [node.name] }],
         signal: 'verdict',
         signalArgs: [decision],
       });
+    };
     const status = (handle: WorkflowHandle) => handle.query<EnforcementStatus>('enforcement');
     /**
      * Waits (real time, workflow time standing still) until `ok` holds: changes and lifts
@@ -237,8 +255,11 @@ describeTimeSkipping('enforcement coordinator and escalation (time-skipping serv
     it('uses an admission that came with the verdict: the reservation becomes an active block', async () => {
       const coordinator = env.client.workflow.getHandle(COORDINATOR_ID);
       const target = '203.0.113.30/32';
-      const admission = await coordinator.executeUpdate<Admit, [unknown]>('admit', {
-        args: [{ target, maxActiveBlocks: 100, maxNewBlocksPerMinute: 100, deadline: new Date((await env.currentTimeMs()) + MINUTE).toISOString() }],
+      await useCaps();
+      // Started by this update if the caps change replaced it.
+      const admission = await env.client.workflow.executeUpdateWithStart<(carried?: unknown) => Promise<void>, Admit, [unknown]>('admit', {
+        args: [{ target, deadline: new Date((await env.currentTimeMs()) + MINUTE).toISOString() }],
+        startWorkflowOperation: new WithStartWorkflowOperation<(carried?: unknown) => Promise<void>>('enforcementCoordinatorWorkflow', { workflowId: COORDINATOR_ID, taskQueue: CLUSTER_TASK_QUEUE, args: [undefined], workflowIdConflictPolicy: 'USE_EXISTING' }),
       });
       expect(admission.granted).toBe(true);
       const handle = await enforce(target, verdict(target, 30 * MINUTE, MINUTE, { token: admission.token!, expiresAt: admission.expiresAt! }));

@@ -1,0 +1,197 @@
+/**
+ * A staged rollout to N simulated router nodes on one machine, on real parts: the Temporal
+ * dev server, one network namespace and one pinned blocklist map set per node, one node task
+ * queue per node — all N node workers in THIS process (N node task queues per worker process:
+ * N separate processes would need ~N × 150 MB), plus the cluster worker.
+ *
+ *   run 1: canary + 3 waves (33 %, 50 %, rest), zero bake, no gates: total time, time per wave,
+ *          fos1's overhead per node and per wave (wall time minus the node-side work the audit
+ *          trail records), history size of every workflow (fetchHistory, encoded bytes)
+ *   run 2: the same rollout with a gate that fails in the last wave: time from the failed gate
+ *          to every node restored and verified (read-back), from the change's audit trail
+ *
+ * The change is a one-entry blocklist patch (the node's smallest real change: local
+ * activities, pinned maps written and read back).
+ *
+ *   sudo npx tsx bench/rollout/run.ts --nodes 100 --json bench/rollout/results/rollout-100.json
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { temporal } from '@temporalio/proto';
+import { Worker } from '@temporalio/worker';
+import pino from 'pino';
+import { createNodeGateActivities } from '../../activities/gates';
+import { createNodeActivities } from '../../activities/node-activities';
+import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
+import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
+import type { AuditRecord } from '../../model/audit';
+import type { ChangeRequestInput } from '../../model/change-request';
+import { CLUSTER_TASK_QUEUE, changeWorkflowId, nodeLockWorkflowId, nodeTaskQueue } from '../../model/naming';
+import { createSandboxNamespace } from '../../scripts/sandbox-netns';
+import { startTemporal, startWorkers, workflowBundle } from '../../test/helpers/temporal';
+import { auditSinks, createNodeDeps } from '../../workers/fos1-worker';
+import { changeWorkflow, type ChangeStatus } from '../../workflows/change';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? fallback : (process.argv[i + 1] ?? fallback);
+}
+
+const end = (r: AuditRecord) => Date.parse(r.startedAt) + r.durationMs;
+/** Node-side work of one node: its snapshot, apply and verify steps (or restore and read-back). */
+const nodeWork = (audit: AuditRecord[], node: string, steps: (s: string) => boolean) => audit.filter((r) => r.node === node && steps(r.step)).reduce((ms, r) => ms + r.durationMs, 0);
+
+async function main(): Promise<void> {
+  const n = Number(arg('nodes', '100'));
+  const jsonPath = arg('json', '');
+  const inMainThread = arg('main-thread', 'true') === 'true';
+  const suffix = randomBytes(2).toString('hex');
+  const names = Array.from({ length: n }, (_, i) => `sim${i + 1}`);
+  const netns = (node: string) => `fos1b-${node}-${suffix}`;
+  const pinDir = (node: string) => `/sys/fs/bpf/fos1-bench-${node}-${suffix}`;
+  const logger = pino({ level: 'silent' });
+  const env = await startTemporal();
+  const started = performance.now();
+  const nodeWorkers: Worker[] = [];
+  let cluster: Awaited<ReturnType<typeof startWorkers>> | undefined;
+  try {
+    for (const node of names) createSandboxNamespace(netns(node), ['10.77.0.2/24']);
+    // The cluster worker (and sim1's node worker) as the tests run them.
+    const target = (node: string) => ({ netns: netns(node), routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir(node), blocklistMaxEntries: { v4: 64, v6: 64 }, blocklistStoreDir: join(tmpdir(), `fos1-bench-store-${node}-${suffix}`) });
+    cluster = await startWorkers(env, names[0] as string, target(names[0] as string));
+    const bundle = await workflowBundle();
+    for (const node of names.slice(1)) {
+      const deps = createNodeDeps(target(node), logger);
+      nodeWorkers.push(
+        await Worker.create({
+          connection: env.nativeConnection,
+          namespace: env.namespace ?? 'default',
+          taskQueue: nodeTaskQueue(node),
+          workflowBundle: bundle,
+          activities: { ...createNodeActivities(deps), ...createNodeGateActivities(deps.gates ?? { netns: netns(node), bpfPinDir: pinDir(node) }) },
+          sinks: auditSinks(logger),
+          maxConcurrentActivityTaskExecutions: 1,
+          // N workers in one process: workflows run on the main thread (debugMode) instead of one
+          // V8 worker thread per Worker (~100 MB each), and two pollers of each kind per queue.
+          ...(inMainThread ? { debugMode: true } : {}),
+          maxConcurrentWorkflowTaskPolls: 2,
+          maxConcurrentActivityTaskPolls: 2,
+        }),
+      );
+    }
+    const running = Promise.all(nodeWorkers.map((w) => w.run()));
+    const setupMs = performance.now() - started;
+    console.log(`${n} nodes up in ${(setupMs / 1000).toFixed(1)} s (rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`);
+
+    const strategy = (failLast: boolean) => ({
+      waves: [
+        { name: 'canary', size: 1 },
+        { name: 'w1', percent: 33 },
+        { name: 'w2', percent: 50 },
+        { name: 'w3', ...(failLast ? { gates: ['unreachable'] } : {}) },
+      ],
+      // Nobody answers 10.77.0.99 on the nodes' LAN: the probe fails on every node of the last wave.
+      gates: failLast ? { unreachable: { kind: 'reachability' as const, intervalSeconds: 1, count: 1, targets: [{ protocol: 'icmp' as const, address: '10.77.0.99', timeoutMs: 200 }] } } : {},
+    });
+    const run = async (id: string, failLast: boolean) => {
+      const request = { id, author: 'bench', reason: 'rollout benchmark', targets: names, patch: { blocklist: { upsert: [{ cidr: failLast ? '192.0.2.2' : '192.0.2.1', reason: 'bench' }] } }, strategy: strategy(failLast) } as ChangeRequestInput;
+      const t0 = performance.now();
+      const handle = await env.client.workflow.start(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(id), args: [request] });
+      const status = await handle.result().catch((err: unknown) => (err as { cause?: { details?: unknown[] } }).cause?.details?.[0] as ChangeStatus);
+      return { status, totalMs: performance.now() - t0 };
+    };
+    const historyBytes = async (workflowId: string) => {
+      const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+      return { events: history.events?.length ?? 0, bytes: temporal.api.history.v1.History.encode(history).finish().length };
+    };
+
+    // ── run 1: success ──
+    const ok = await run(`bench-ok-${suffix}`, false);
+    if (ok.status.phase !== 'applied') throw new Error(`run 1 ended ${ok.status.phase}: ${ok.status.message}`);
+    const audit = ok.status.audit;
+    const waveRecords = audit.filter((r) => r.node === undefined && r.step.startsWith('wave '));
+    const isApply = (s: string) => !s.startsWith('restore') && !s.startsWith('verify rollback');
+    const waves = (ok.status.waves ?? []).map((w) => {
+      const rec = waveRecords.find((r) => r.step === `wave ${w.name}`);
+      const wallMs = rec?.durationMs ?? 0;
+      // The wave's critical path of node work: nodes run in parallel, the slowest one bounds it.
+      const slowestNodeMs = Math.max(0, ...w.nodes.map((node) => nodeWork(audit, node, isApply)));
+      return { name: w.name, nodes: w.nodes.length, wallMs, slowestNodeMs, overheadMs: wallMs - slowestNodeMs };
+    });
+    const auditedNodes = names.filter((node) => audit.some((r) => r.node === node));
+    const nodeWorkTotal = auditedNodes.reduce((ms, node) => ms + nodeWork(audit, node, isApply), 0);
+    const criticalPath = waves.reduce((ms, w) => ms + w.slowestNodeMs, 0);
+    const histories: Record<string, { events: number; bytes: number }> = {};
+    const wfId = changeWorkflowId(`bench-ok-${suffix}`);
+    histories.change = await historyBytes(wfId);
+    for (const w of ok.status.waves ?? []) histories[`wave ${w.name} (${w.nodes.length} nodes)`] = await historyBytes(`${wfId}/wave-${w.index + 1}-${w.name}`);
+    const nodeSizes = await Promise.all(names.map((node) => historyBytes(nodeLockWorkflowId(node))));
+    histories['node workflow (largest)'] = nodeSizes.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+
+    // ── run 2: the last wave's gate fails ──
+    const bad = await run(`bench-fail-${suffix}`, true);
+    const gateFailed = bad.status.audit.find((r) => r.step === 'wave w3 gates' && r.result === 'failed');
+    const restored = bad.status.audit.find((r) => r.step === 'restore every touched node');
+    const restoredNodes = Object.values(bad.status.nodes).filter((x) => x.outcome === 'restored').length;
+    const rollback = {
+      phase: bad.status.phase,
+      message: bad.status.message,
+      restoredNodes,
+      restoreVerified: restored?.result === 'ok',
+      failedGateToRestoredMs: gateFailed && restored ? end(restored) - end(gateFailed) : undefined,
+      restoreMs: restored?.durationMs,
+      totalMs: bad.totalMs,
+    };
+    const failHistories: Record<string, { events: number; bytes: number }> = {};
+    const failId = changeWorkflowId(`bench-fail-${suffix}`);
+    failHistories.change = await historyBytes(failId);
+    for (const w of bad.status.waves ?? []) failHistories[`wave ${w.name} (${w.nodes.length} nodes)`] = await historyBytes(`${failId}/wave-${w.index + 1}-${w.name}`);
+
+    const result = {
+      takenAt: new Date().toISOString(),
+      machine: { loadavg: loadavg().map((l) => Number(l.toFixed(2))), rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) },
+      nodes: n,
+      workerLayout: `1 process: cluster worker + ${n} node task queues (one Worker each, 2 workflow + 2 activity pollers${inMainThread ? ', workflows on the main thread (debugMode)' : ', one workflow thread each'})`,
+      run1: {
+        totalMs: Math.round(ok.totalMs),
+        waves,
+        nodeWorkTotalMs: nodeWorkTotal,
+        nodesAudited: auditedNodes.length,
+        overheadPerNodeMs: Number(((ok.totalMs - criticalPath) / n).toFixed(1)),
+        overheadPerWaveMs: Math.round(waves.reduce((ms, w) => ms + w.overheadMs, 0) / waves.length),
+        histories,
+      },
+      run2: { ...rollback, histories: failHistories },
+    };
+    console.log(JSON.stringify(result, null, 2));
+    if (jsonPath) {
+      mkdirSync(dirname(jsonPath), { recursive: true });
+      writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
+    }
+    for (const w of nodeWorkers) w.shutdown();
+    await running;
+  } finally {
+    await cluster?.stop().catch(() => undefined);
+    for (const node of names) {
+      removePinnedBlocklist(pinDir(node));
+      try {
+        execFileSync('ip', ['netns', 'del', netns(node)]);
+      } catch {
+        // not created
+      }
+    }
+    await env.teardown();
+  }
+}
+
+void main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
