@@ -297,6 +297,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   const validatedAt = Date.now();
   const validation = validateChangeRequest(input, validatedAt);
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
+  // Asked before the identity check's local activity: a patch first asked after a local
+  // activity whose result arrived in a later workflow task does not replay (its marker is in
+  // that later task; replay resolves the activity from its marker one task earlier).
+  const stagedRollout = validation.ok && patched('staged-rollout');
   const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
   const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', identity ? { actorVerified: identity.verified } : {});
   if (!validation.ok) {
@@ -315,14 +319,13 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   status.changeId = request.id;
 
   // The same first command as before staged rollouts (named targets are known; a selector's
-  // are set once resolved), then the patch marker: a marker right after the identity check's
-  // local-activity marker does not replay reliably.
+  // are set once resolved).
   upsertSearchAttributes([
     { key: SearchAttributes.changeId, value: request.id },
     { key: SearchAttributes.author, value: request.author },
     { key: SearchAttributes.targetNodes, value: request.targets ?? [] },
   ]);
-  if (!patched('staged-rollout')) {
+  if (!stagedRollout) {
     // Replaying a change started before staged rollouts: its named targets, one at a time.
     const targets = request.targets ?? [];
     trail.record('validate', 'ok', validatedAt, `${targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
