@@ -53,7 +53,11 @@ export class AuthzAuditForwarder {
       });
     }
     if (this.waiting.length >= MAX_BATCH) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+    else if (!this.timer) {
+      this.timer = setTimeout(() => void this.flush(), FLUSH_MS);
+      // Not what keeps a process alive: shutdown calls flush().
+      this.timer.unref();
+    }
   };
 
   /** Sends what is waiting now; resolves when every batch sent so far has started. */
@@ -67,14 +71,13 @@ export class AuthzAuditForwarder {
         this.dropped = 0;
       }
       const workflowId = `${this.source}-${++this.batches}`;
-      this.sending = this.sending.then(() =>
-        this.client.workflow
-          .start<typeof apiAuditWorkflow>('apiAuditWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [{ source: workflowId, records }] })
-          .then(
-            () => undefined,
-            (err: unknown) => this.logger.error({ err: err instanceof Error ? err.message : String(err), records: records.length }, 'authz refusals could not be handed to the audit store (they are in this log)'),
-          ),
-      );
+      this.sending = this.sending.then(async () => {
+        try {
+          await this.client.workflow.start<typeof apiAuditWorkflow>('apiAuditWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [{ source: workflowId, records }] });
+        } catch (err) {
+          this.logger.error({ err: err instanceof Error ? err.message : String(err), records: records.length }, 'authz refusals could not be handed to the audit store (they are in this log)');
+        }
+      });
     }
     return this.sending;
   }
