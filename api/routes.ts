@@ -9,6 +9,8 @@
  *   GET  /v1/changes/:id           status and progress (the workflow's `status` query)
  *   POST /v1/changes/:id/confirm   confirm a commit-confirmed change ({ "reason" })
  *   POST /v1/changes/:id/abort     abort: applied nodes are restored ({ "reason" })
+ *   POST /v1/changes/:id/approve   approve the pending plan ({ "planDigest", "reason" }; docs/approvals.md)
+ *   POST /v1/changes/:id/reject    reject it: the change ends with nothing applied
  *   POST /v1/changes/:id/pause     pause a staged rollout ({ "reason" })
  *   POST /v1/changes/:id/resume    resume it (a paused gate is measured again)
  *   POST /v1/changes/:id/promote   next wave now ({ "full": true }: skip every remaining bake and gate)
@@ -22,12 +24,17 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Permission, Principal } from '../auth/authenticator';
 import { signIdentity } from '../auth/identity-assertion';
+import { approvalAssertionSubject } from '../model/approval-policy';
 import { formatIssues, validateChangeRequest } from '../model/change-request';
+import { summariseFailure } from '../model/failures';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
+import { approveUpdate, rejectUpdate } from '../workflows/approval';
 import { auditRoutes, type ApiAuditDeps } from './audit-routes';
 import { abortSignal, changeWorkflow, confirmUpdate, extendBakeUpdate, pauseUpdate, promoteUpdate, resumeUpdate, statusQuery, type ChangeStatus } from '../workflows/change';
 import {
   abortedSchema,
+  approvalActionSchema,
+  approvalStatusSchema,
   changeBodySchema,
   changeListSchema,
   changeParamsSchema,
@@ -203,6 +210,8 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
           // A finished change rejects updates as "not found"; tell it apart from a missing one.
           const status = await handle.query(statusQuery).catch(() => undefined);
           if (status) throw new HttpError(409, `nothing to confirm: the change is ${status.phase}`);
+          // The query can fail on a loaded worker; a change that exists but has ended is still a 409.
+          if (await hasEnded(handle)) throw new HttpError(409, 'nothing to confirm: the change has ended');
           if (err instanceof WorkflowNotFoundError) throw err;
           throw new HttpError(409, err instanceof Error ? err.message : String(err));
         }
@@ -223,6 +232,8 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
         return [202, { aborted: true }];
       },
     },
+    approvalVote('approve', 'approveChange', 'Approve the plan awaiting approval (the author never may).'),
+    approvalVote('reject', 'rejectChange', 'Reject the plan awaiting approval: the change ends with nothing applied.'),
     rolloutControl('pause', 'pauseChange', 'Pause a staged rollout (its bake clock and gates stop).', pauseUpdate, 'pause', operatorActionSchema),
     rolloutControl('resume', 'resumeChange', 'Resume a paused rollout (a paused gate is measured again).', resumeUpdate, 'pause', operatorActionSchema),
     rolloutControl('promote', 'promoteChange', 'Start the next wave now; with `full`, skip every remaining bake and gate.', promoteUpdate, 'promote', promoteBodySchema),
@@ -253,6 +264,57 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
       if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(409, `a change with id "${changeId}" already exists; change ids are single-use`);
       throw err;
     }
+  }
+
+  /**
+   * POST /v1/changes/:id/approve|reject (docs/approvals.md): a vote for the plan named by
+   * `planDigest` (default: the plan the change shows now), signed for the workflow so it
+   * counts as the caller's verified vote. 403 for the author's own vote, 409 when nothing
+   * awaits approval or the workflow refuses the vote (wrong digest, missing role).
+   */
+  function approvalVote(decision: 'approve' | 'reject', operationId: string, summary: string): ApiRoute {
+    return {
+      method: 'POST',
+      url: `/v1/changes/:id/${decision}`,
+      operationId,
+      summary,
+      permission: { resource: 'changes', verb: 'approve' },
+      params: changeParamsSchema,
+      body: approvalActionSchema,
+      prepareBody: checkActor,
+      responses: {
+        200: { description: 'The vote was recorded: the approval as it stands now.', schema: approvalStatusSchema },
+        ...refusals,
+        ...notFound,
+        409: { description: 'Nothing awaits approval, or the vote was refused (the reason says why).', schema: errorSchema },
+      },
+      handle: async ({ params, body, principal }) => {
+        const changeId = String(params.id);
+        const action = operatorAction(body, principal);
+        const handle = client.workflow.getHandle(changeWorkflowId(changeId));
+        const current = await handle.query(statusQuery);
+        if (current.approval?.state !== 'pending') {
+          throw new HttpError(409, `nothing to ${decision}: change ${changeId} is ${current.phase}${current.approval ? ` (approval ${current.approval.state})` : ', and awaits no approval'}`);
+        }
+        // Without a digest the caller approves the plan the change shows now.
+        const given = (body as { planDigest?: string } | null)?.planDigest;
+        const vote = { ...action, planDigest: given ?? current.approval.planDigest };
+        const assertion = identityKey ? signIdentity(identityKey, { principal: principal.name, roles: principal.roles }, changeId, approvalAssertionSubject(changeId, principal.name, decision, vote)) : undefined;
+        try {
+          const approval = await handle.executeUpdate(decision === 'approve' ? approveUpdate : rejectUpdate, { args: [{ ...vote, ...(assertion ? { assertion } : {}) }] });
+          logger.info({ changeId, by: principal.name, decision, planDigest: vote.planDigest }, `change ${decision === 'approve' ? 'approved' : 'rejected'}`);
+          return [200, approval];
+        } catch (err) {
+          // A change that closed meanwhile rejects updates as "not found"; it still answers queries.
+          const status = err instanceof WorkflowNotFoundError ? await handle.query(statusQuery).catch(() => undefined) : undefined;
+          if (status) throw new HttpError(409, `nothing to ${decision}: the change is ${status.phase}`);
+          if (err instanceof WorkflowNotFoundError) throw err;
+          const why = summariseFailure(err);
+          // The author voting on their own change is forbidden, not a conflict.
+          throw new HttpError(why.type === 'SelfApprovalRefused' ? 403 : 409, why.message, { type: why.type });
+        }
+      },
+    };
   }
 
   /**
@@ -315,9 +377,18 @@ function authored(body: unknown, principal: Principal): Record<string, unknown> 
 function checkActor(body: unknown, principal: Principal): unknown {
   const b = (body ?? {}) as Record<string, unknown>;
   if (b.by !== undefined && b.by !== principal.name) {
-    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms or aborts in someone else's name`);
+    throw new HttpError(403, `"by" must be the authenticated principal "${principal.name}" (or left out): nobody confirms, aborts, steers or approves in someone else's name`);
   }
   return body;
+}
+
+/** Whether the change's workflow exists and has closed (for telling "ended" from "no such change"). */
+async function hasEnded(handle: { describe(): Promise<{ status: { name: string } }> }): Promise<boolean> {
+  try {
+    return (await handle.describe()).status.name !== 'RUNNING';
+  } catch {
+    return false; // unknown: the caller answers as for a change it cannot find
+  }
 }
 
 function operatorAction(body: unknown, principal: Principal): { by: string; reason?: string } {

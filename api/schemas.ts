@@ -11,6 +11,8 @@
  */
 import { z } from 'zod';
 import { changeRequestSchemaAt } from '../model/change-request';
+import type { ApprovalAction } from '../model/approval-policy';
+import type { ApprovalStatus } from '../workflows/approval';
 import type { ChangePhase, ChangeStatus, NodeReport, OperatorAction } from '../workflows/change';
 
 /** A change id: the request's `id`, part of workflow ids. */
@@ -71,6 +73,11 @@ const PHASES = [
   'reverted',
   'rolled-back',
   'rollback-failed',
+  // The approval gate (docs/approvals.md).
+  'planning',
+  'awaiting-approval',
+  'waiting-for-window',
+  'expired',
 ] as const satisfies readonly ChangePhase[];
 
 const failureSummarySchema = z.looseObject({ type: z.string(), message: z.string() });
@@ -95,6 +102,43 @@ const auditRecordSchema = z.looseObject({
   detail: z.string().optional(),
 });
 
+/** Body of approve and reject (docs/approvals.md). */
+export const approvalActionSchema = operatorActionSchema
+  .extend({
+    planDigest: z
+      .string()
+      .regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" and 64 hex digits (status.approval.planDigest)')
+      .optional()
+      .meta({ description: 'The plan reviewed (status.approval.planDigest); left out: the plan the change shows now.' }),
+  })
+  .meta({ description: 'Who votes (always the caller), for which plan, and why.' });
+
+const approvalVoteSchema = z.looseObject({
+  by: z.string(),
+  decision: z.enum(['approve', 'reject']),
+  planDigest: z.string(),
+  reason: z.string().optional(),
+  verified: z.boolean(),
+  roles: z.array(z.string()),
+  counts: z.boolean(),
+  at: z.string(),
+});
+
+/** The approval a change awaits (or had): the `approval` of the status, and the answer of approve/reject. */
+export const approvalStatusSchema = z
+  .looseObject({
+    state: z.enum(['pending', 'approved', 'rejected', 'expired', 'void']),
+    rule: z.string(),
+    required: z.number().int(),
+    received: z.array(approvalVoteSchema),
+    eligibleRoles: z.array(z.string()),
+    excluded: z.array(z.string()),
+    expiresAt: z.string(),
+    planDigest: z.string(),
+    plan: z.record(z.string(), z.array(z.string())),
+  })
+  .meta({ description: 'Who may approve (never the author), what was received, until when, and the plan (each node\'s diff) its digest names.' });
+
 /** Answer of status, confirm and dry run: the workflow's `status` query. */
 export const changeStatusSchema = z
   .looseObject({
@@ -105,6 +149,8 @@ export const changeStatusSchema = z
     confirmDeadline: z.string().optional().meta({ description: 'When an unconfirmed change reverts by itself, ISO 8601.' }),
     nodes: z.record(z.string(), nodeReportSchema),
     issues: z.array(z.looseObject({ field: z.string(), message: z.string() })).optional(),
+    approval: approvalStatusSchema.optional(),
+    window: z.looseObject({ waitingUntil: z.string(), why: z.string() }).optional().meta({ description: 'While the change waits for a maintenance window, the end of a freeze or its notBefore.' }),
     audit: z.array(auditRecordSchema),
   })
   .meta({ description: 'Where a change stands: phase, progress, each node\'s diff and outcome, the audit trail.' });
@@ -148,4 +194,6 @@ const phasesMatch: Equal<(typeof PHASES)[number], ChangePhase> = true;
 const outcomesMatch: Equal<z.infer<typeof nodeReportSchema>['outcome'], NodeReport['outcome']> = true;
 const statusAssignable: z.infer<typeof changeStatusSchema> extends ChangeStatus ? true : false = true;
 const actionAssignable: z.infer<typeof operatorActionSchema> extends OperatorAction ? true : false = true;
-void [phasesMatch, outcomesMatch, statusAssignable, actionAssignable];
+const approvalAssignable: z.infer<typeof approvalStatusSchema> extends ApprovalStatus ? true : false = true;
+const voteAssignable: z.infer<typeof approvalActionSchema> extends ApprovalAction ? true : false = true;
+void [phasesMatch, outcomesMatch, statusAssignable, actionAssignable, approvalAssignable, voteAssignable];

@@ -55,6 +55,10 @@ export const DEFAULT_ROLES: TokenFile['roles'] = {
   admin: { changes: [...PERMISSIONS.changes], alerts: [...PERMISSIONS.alerts] },
   operator: { changes: ['submit', 'confirm', 'abort', 'pause', 'promote', 'view'], alerts: [] },
   viewer: { changes: ['view'], alerts: [] },
+  /** Approves or rejects changes the approval policy holds (docs/approvals.md); the policy names this role. */
+  approver: { changes: ['approve', 'view'], alerts: [] },
+  /** Marks a principal whose changes may override maintenance windows and freezes (options.override). */
+  emergency: { changes: ['submit', 'view'], alerts: [] },
   ingest: { changes: [], alerts: ['ingest'] },
 };
 

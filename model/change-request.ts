@@ -134,6 +134,13 @@ export const changeOptionsSchema = z
     lockTimeout: durationMsSchema.default(15 * 60_000),
     /** Bake of the default strategy's canary and middle wave (used when the request gives no `strategy`), seconds. */
     defaultBakeSeconds: z.number().int('must be a whole number').min(0, 'must be 0 or more').max(MAX_BAKE_SECONDS, `must be at most ${MAX_BAKE_SECONDS} (7 days)`).default(DEFAULT_BAKE_SECONDS),
+    /** Apply no earlier than this (ISO 8601); until then the change waits (phase `waiting-for-window`). */
+    notBefore: z.string().datetime({ offset: true, message: 'must be an ISO 8601 time, e.g. "2026-12-05T02:00:00Z"' }).optional(),
+    /**
+     * Emergency override of the policy's maintenance windows and freezes (docs/approvals.md):
+     * needs the policy's emergency role on the author's verified identity, and is audited.
+     */
+    override: z.object({ reason: z.string().min(1, 'must say why the override is needed').max(500) }).strict().optional(),
   })
   .strict();
 

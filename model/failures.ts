@@ -36,6 +36,22 @@ const FAILURES = {
   /** The API's identity assertion was given and does not hold (bad signature, other change, other request, stale). */
   InvalidIdentityAssertion: { retryable: false, raisedBy: 'change' },
 
+  // ── approvals and change windows (workflows/approval.ts, model/approval-policy.ts) ──
+  /** An approver rejected the change; nothing was applied. */
+  ApprovalRejected: { retryable: false, raisedBy: 'change' },
+  /** Nobody approved in time (the rule's `expiresAfter`); nothing was applied. */
+  ApprovalExpired: { retryable: false, raisedBy: 'change' },
+  /** An approve/reject update refused: the author approving their own change. */
+  SelfApprovalRefused: { retryable: false, raisedBy: 'change' },
+  /** An approve/reject update refused: wrong plan digest, missing role, bad assertion, nothing pending. */
+  ApprovalRefused: { retryable: false, raisedBy: 'change' },
+  /** A node's plan at apply time differs from the approved one: approvals void, applied nodes restored. */
+  PlanChanged: { retryable: false, raisedBy: 'change' },
+  /** `options.override` without the emergency role (verified); nothing was applied. */
+  OverrideRefused: { retryable: false, raisedBy: 'change' },
+  /** The approval policy file is missing, unreadable or invalid; the message names the field. */
+  InvalidApprovalPolicy: { retryable: false, raisedBy: 'change' },
+
   // ── node workflow and node activities (workflows/node-change.ts, activities/node-activities.ts) ──
   /**
    * The node workflow's own input failed validation (it was started by something other than

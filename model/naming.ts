@@ -32,6 +32,10 @@ export const SearchAttributes = {
   status: defineSearchAttributeKey('Fos1Status', SearchAttributeType.KEYWORD),
   /** The wave a staged rollout runs now (or ran last); the phase is `Fos1Status`. */
   wave: defineSearchAttributeKey('Fos1Wave', SearchAttributeType.KEYWORD),
+  /** A change's approval: pending, approved, rejected, expired, void (set only when the policy asks for one). */
+  approval: defineSearchAttributeKey('Fos1Approval', SearchAttributeType.KEYWORD),
+  /** While pending: the roles that may approve (the author never may). */
+  approvers: defineSearchAttributeKey('Fos1Approvers', SearchAttributeType.KEYWORD_LIST),
 } as const;
 
 /** The same attributes in the form `temporal server start-dev --search-attribute` and the test server take. */
@@ -41,4 +45,6 @@ export const SEARCH_ATTRIBUTE_DEFINITIONS: Record<string, 'Keyword' | 'KeywordLi
   Fos1TargetNodes: 'KeywordList',
   Fos1Status: 'Keyword',
   Fos1Wave: 'Keyword',
+  Fos1Approval: 'Keyword',
+  Fos1Approvers: 'KeywordList',
 };

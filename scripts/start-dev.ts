@@ -73,6 +73,8 @@ const configSchema = z.object({
   FOS1_EVE_FILE: z.string().min(1).optional(),
   /** Key shared by the API (signs) and the cluster worker (verifies); created on first start. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** Approval policy and change windows (docs/approvals.md); default deploy/approval-policy/dev.yaml, which asks for nothing. */
+  FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).extend(authEnvSchema.shape);
 
@@ -151,6 +153,8 @@ async function main(): Promise<void> {
   }
   const connection = await NativeConnection.connect(nativeConnectionOptions(temporalConfig));
   // One bundle for every worker of this process (bundling is the slow part of start-up).
+  // The approval policy (docs/approvals.md): the dev default asks for nothing.
+  const approvalPolicyFile = config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml');
   const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN') });
   const workers: Worker[] = [];
   for (const node of fleet.nodes) {
@@ -165,6 +169,7 @@ async function main(): Promise<void> {
         identityKey,
         ...(node.index === 1 ? { audit } : {}),
         guard: ingestConfig.guard,
+        ...(node.index === 1 ? { approvalPolicyFile } : {}),
         inventory: { kind: 'file', path: inventoryFile },
         nodeDeps: createNodeDeps(
           {

@@ -87,6 +87,8 @@ const envSchema = z.object({
   FOS1_RESOLV_CONF: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_RESOLV_CONF must be an absolute path').default('/etc/resolv.conf'),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
+  FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).extend(auditEnvSchema.shape);
 
@@ -123,6 +125,8 @@ export interface WorkerConfig {
   identityKey: Buffer | undefined;
   /** The durable audit store and revisions (workers/audit.ts: FOS1_AUDIT_*); the cluster worker appends to them. */
   audit: AuditConfig;
+  /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
+  approvalPolicyFile: string | undefined;
   logLevel: string;
 }
 
@@ -175,6 +179,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
     audit: auditConfigFrom(e),
+    approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -9,6 +9,7 @@ import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } fro
 import type { Logger } from 'pino';
 import { createCiliumActivities, type CiliumActivityDeps } from '../activities/cilium-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
+import { createApprovalActivities } from '../activities/approval';
 import { createIdentityActivities } from '../activities/identity';
 import { createEnforcementConfigActivities } from '../activities/enforcement-config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
@@ -135,6 +136,8 @@ export interface CreateWorkersOptions {
    * workflow waits for its audit records to be stored before it ends.
    */
   audit?: { audit: AuditStore; revisions: RevisionStore };
+  /** The approval policy file (FOS1_APPROVAL_POLICY_FILE, docs/approvals.md); without it nothing needs approval and no window holds a change. */
+  approvalPolicyFile?: string;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
 }
@@ -176,6 +179,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
       ...createClusterGateActivities(),
       ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
+      ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.quarantineDeps && options.ciliumDeps
         ? createQuarantineActivities(options.quarantineDeps)

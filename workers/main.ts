@@ -6,6 +6,7 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { createLogger } from '../log/logger';
+import { readApprovalPolicyFile } from '../activities/approval';
 import { openWorkerAuditStores } from './audit';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
@@ -26,6 +27,8 @@ async function main(): Promise<void> {
   const audit = config.clusterWorker ? openWorkerAuditStores(config.audit, logger) : undefined;
   if (audit) logger.info({ backend: config.audit.store.backend, ...(config.audit.store.backend === 'file' ? { dir: config.audit.dir } : {}), signingKey: config.audit.signingKeyFile }, 'audit store open');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
+  // A broken policy file stops the worker here, naming the field, rather than failing every change.
+  if (config.clusterWorker && config.approvalPolicyFile) await readApprovalPolicyFile(config.approvalPolicyFile);
   const workers = await createWorkers({
     connection,
     namespace: config.temporal.namespace,
@@ -35,6 +38,7 @@ async function main(): Promise<void> {
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     ...(audit ? { audit } : {}),
     guard: config.guard,
+    ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     nodeDeps: createNodeDeps(config, logger),
     inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(kube

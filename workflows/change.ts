@@ -4,7 +4,9 @@
  *
  *   validate → [inventory, when targets or waves are picked by label] → plan the waves →
  *   every target's node worker polling? (else fail up front, nothing applied) →
- *   for each wave: child rolloutWaveWorkflow (its nodes' workflows, bake, gates) →
+ *   approval gate (workflows/approval.ts: policy, plan digest, approvals, override) →
+ *   for each wave: [wait for the maintenance window] → child rolloutWaveWorkflow (its
+ *   nodes' workflows, bake, gates; each node's plan checked against the approved one) →
  *   [commit-confirmed wait] → commit every wave (nodes release their locks) → done
  *
  * A node that fails rolls itself back, a failed gate (onGateFailure `rollback`), an abort or
@@ -21,7 +23,8 @@
  * The single argument is `unknown` on purpose: it arrives as raw JSON from the Web UI,
  * the CLI or the API, and is validated here before anything runs. Its failure types
  * (`InvalidChangeRequest`, `NodeBusy`, `NodeNotPolling`, `ChangeRolledBack`, `RolloutGateFailed`,
- * `RollbackFailed`) are in model/failures.ts.
+ * `RollbackFailed`, and the approval gate's `ApprovalRejected`, `ApprovalExpired`, `PlanChanged`,
+ * `OverrideRefused`, `InvalidApprovalPolicy`) are in model/failures.ts.
  */
 import {
   condition,
@@ -63,6 +66,7 @@ import {
   type WaveResult,
   type WaveState,
 } from './rollout-wave';
+import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
 import { AuditTrail } from './support';
 
 /** Where a change stands. */
@@ -83,10 +87,14 @@ export type ChangePhase =
   | 'unchanged'
   | 'reverted'
   | 'rolled-back'
-  | 'rollback-failed';
+  | 'rollback-failed'
+  // The approval gate (workflows/approval.ts): planning for the policy, a pending approval,
+  // a closed window or a freeze, and an approval that lapsed.
+  | GatePhase
+  | 'expired';
 
 /** Phases after which nothing happens any more. */
-const FINAL_PHASES: readonly ChangePhase[] = ['rejected', 'planned', 'aborted', 'applied', 'unchanged', 'reverted', 'rolled-back', 'rollback-failed'];
+const FINAL_PHASES: readonly ChangePhase[] = ['rejected', 'planned', 'aborted', 'applied', 'unchanged', 'reverted', 'rolled-back', 'rollback-failed', 'expired'];
 
 /** Per-node view in the status. */
 export interface NodeReport {
@@ -139,6 +147,10 @@ export interface ChangeStatus {
   postRollbackGates?: Record<string, GateVerdict>;
   onGateFailure?: RolloutStrategy['onGateFailure'];
   issues?: ValidationIssue[];
+  /** The approval the policy asks for, when it asks for one: who may give it, what was received, until when. */
+  approval?: ApprovalStatus;
+  /** While the change waits for a maintenance window, the end of a freeze or its notBefore. */
+  window?: WindowStatus;
   audit: AuditRecord[];
 }
 
@@ -301,6 +313,9 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   // activity whose result arrived in a later workflow task does not replay (its marker is in
   // that later task; replay resolves the activity from its marker one task earlier).
   const stagedRollout = validation.ok && patched('staged-rollout');
+  // The legacy path's patch, for the same reason (asked only when replaying a change from
+  // before staged rollouts: a new change never takes that path, so it records no marker).
+  const holdEveryNode = validation.ok && !stagedRollout && patched('hold-every-node');
   const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
   const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', identity ? { actorVerified: identity.verified } : {});
   if (!validation.ok) {
@@ -332,7 +347,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     status.progress.nodesTotal = targets.length;
     for (const node of targets) status.nodes[node] = { outcome: 'pending', diff: [] };
     setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
-    return legacyChange({ request, targets, status, operator, trail, setPhase, finish, describeAction });
+    return legacyChange({ request, targets, holdEveryNode, status, operator, trail, setPhase, finish, describeAction });
   }
 
   // ── targets and waves ──
@@ -366,6 +381,29 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   // ── every target's worker must be polling before anything changes ──
   await checkPollers(targets.map((t) => t.name));
 
+  // ── approval gate (workflows/approval.ts) ──
+  // After the waves are planned, before anything is applied: the approval policy, the plan
+  // digest an approval names (every node's diff and the planned waves), the emergency
+  // override. Changes started before the gate (and dry runs, which change nothing) skip it;
+  // its other hooks are `gate.beforeNode()` before each wave (windows, freezes, notBefore)
+  // and `gate.planDrift()` where the waves report their nodes (a node's plan vs the approved one).
+  let gate: ApprovalGate | undefined;
+  if (!request.options.dryRun && patched('approval-gate')) {
+    const opened = await ApprovalGate.open({
+      request,
+      targets: targets.map((t) => t.name),
+      strategy: waves,
+      identity: { verified: identity?.verified ?? false, roles: identity?.roles ?? [] },
+      trail,
+      status,
+      setPhase,
+      aborted: () => operator.abort !== undefined,
+    });
+    status.audit = trail.records;
+    if (!(opened instanceof ApprovalGate)) return finish(opened.phase, opened.message, opened.failureType);
+    gate = opened;
+  }
+
   // One change at a time per node: each node workflow runs under the node's lock id. When a
   // later wave, a gate or a confirmation can still undo the change, applied nodes *hold* (keep
   // running, keeping the lock) until this workflow decides, so no other change can land on
@@ -383,6 +421,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
 
   for (const wave of waves) {
     if (wave.nodes.length === 0) continue;
+    // Approval gate: wait here (durably) while a maintenance window is closed or a freeze holds.
+    await gate?.beforeNode();
     if (operator.pause) {
       setPhase('paused', status.message);
       await condition(() => !operator.pause || operator.abort !== undefined);
@@ -463,6 +503,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
           author: request.author,
           // For the revisions the wave records when it commits (workflows/revisions.ts).
           reason: request.reason,
+          ...(approvedBy().length > 0 ? { approvers: approvedBy() } : {}),
           wave,
           gates: waveGateSpecs(strategy, wave),
           ...(request.desired ? { desired: request.desired } : {}),
@@ -501,8 +542,11 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       seen += fresh.length;
       for (const r of fresh) applyReport(r);
       const result = results.get(wave.index);
+      if (result) applyResult(result);
+      // Approval gate: the plan each node applied must be the approved one, or approvals are void.
+      const drift = abortForwarded ? undefined : planDrift([...fresh.flatMap((r) => r.nodes ?? []), ...(result?.nodes ?? [])]);
+      if (drift !== undefined) return { kind: 'failed', why: drift, onNode: '', type: FailureType.PlanChanged };
       if (result) {
-        applyResult(result);
         if (abortForwarded) return { kind: 'aborted' };
         if (result.state === 'failed' || result.state === 'restore-failed') return failedWave(wave, result.message);
         trail.record(`wave ${wave.name}`, 'ok', startedAt, result.message);
@@ -527,6 +571,22 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
         setPhase('paused', `wave ${wave.name}: ${last.message}; resume (measure again), promote (go on) or abort (restore every node)`);
       }
     }
+  }
+
+  /** Who approved the change (the approval policy's counted approvals; none when none was asked). */
+  function approvedBy(): string[] {
+    const approval = status.approval;
+    return approval?.state === 'approved' ? approval.received.filter((v) => v.counts && v.decision === 'approve').map((v) => v.by) : [];
+  }
+
+  /** The first node whose applied plan differs from the approved one (the gate says why), if any. */
+  function planDrift(summaries: WaveNodeSummary[]): string | undefined {
+    if (!gate) return undefined;
+    for (const n of summaries) {
+      const drift = gate.planDrift(n);
+      if (drift !== undefined) return drift;
+    }
+    return undefined;
   }
 
   function failedWave(wave: PlannedWave, message: string): { kind: 'failed'; why: string; onNode: string; type: FailureTypeName } {
@@ -717,10 +777,11 @@ function crashedWave(wave: PlannedWave, err: unknown): WaveResult {
  * `refused` says why a given assertion does not hold. Histories from before identity
  * verification replay without the activity (self-asserted).
  */
-async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; refused?: string }> {
+async function checkIdentity(input: unknown, assertion: unknown): Promise<{ verified: boolean; roles?: string[]; refused?: string }> {
   if (!patched('verify-identity')) return { verified: false };
   try {
-    return { verified: (await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() })).verified };
+    const identity = await verifyIdentity({ request: input, assertion, workflowStartedAt: workflowInfo().startTime.getTime() });
+    return identity.verified ? { verified: true, roles: identity.roles } : { verified: false };
   } catch (err) {
     // The refusal arrives as the activity's ApplicationFailure, wrapped in an ActivityFailure.
     const refusal = summariseFailure(err);

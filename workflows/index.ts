@@ -27,6 +27,8 @@ export { statusQuery, confirmUpdate, abortSignal, abortUpdate, pauseUpdate, resu
 export type { ChangeStatus, ChangePhase, NodeReport, OperatorAction, PromoteAction, ExtendBakeAction, WaveStatus } from './change';
 export { rolloutCheckWorkflow, waveStatusQuery } from './rollout-wave';
 export type { WaveInput, WaveResult, WaveReport, WaveState, WaveNodeSummary } from './rollout-wave';
+export { approveUpdate, rejectUpdate } from './approval';
+export type { ApprovalStatus, WindowStatus } from './approval';
 export { nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
 export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';

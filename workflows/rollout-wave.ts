@@ -31,6 +31,7 @@ import {
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
+import { nodeDiffDigest } from '../model/approval-policy';
 import type { AuditRecord } from '../model/audit';
 import type { NodePatch } from '../model/change-request';
 import { FailureType, summariseFailure, type FailureSummary } from '../model/failures';
@@ -42,8 +43,15 @@ import { commitRevisions } from './revisions';
 import { AuditTrail, isAlreadyStarted } from './support';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 
-/** Diff lines per node a wave reports upwards (the node's own result keeps its full, already bounded, diff). */
+/**
+ * Diff lines per node a wave reports upwards, at least (the node's own result keeps its full,
+ * already bounded, diff). A wave shares {@link MAX_DIFF_LINES_PER_WAVE} among its nodes, so a
+ * small change shows each node's whole diff (up to the node's own 1,001 lines) and a wave of
+ * 200 nodes still reports a bounded amount.
+ */
 export const MAX_DIFF_LINES_PER_NODE = 20;
+/** Diff lines a wave reports upwards in all, shared among its nodes. */
+export const MAX_DIFF_LINES_PER_WAVE = 2000;
 /** Audit records per wave the summaries carry to the change workflow (the audit sink has every record). */
 export const MAX_AUDIT_RECORDS_PER_WAVE = 200;
 /** Least time between two gate-progress reports to the parent: bounds the parent's history. */
@@ -55,6 +63,8 @@ export interface WaveInput {
   author: string;
   /** The change's reason, for the revisions recorded at commit (absent in inputs from before revisions). */
   reason?: string;
+  /** Who approved the change, for the revisions (absent when no approval was asked). */
+  approvers?: string[];
   wave: PlannedWave;
   /** The specs of `wave.gates`, by name. */
   gates: Record<string, GateSpec>;
@@ -81,6 +91,8 @@ export interface WaveNodeSummary {
   /** At most {@link MAX_DIFF_LINES_PER_NODE} lines; `diffLines` says how many there were. */
   diff: string[];
   diffLines: number;
+  /** Hex SHA-256 of the whole diff's canonical JSON: the approval gate compares it with the approved plan (workflows/approval.ts). */
+  diffDigest?: string;
   error?: FailureSummary;
   differences?: string[];
   /** This node's audit records (within the wave's budget). */
@@ -171,6 +183,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   const parent = workflowInfo().parent;
   const parentHandle = parent ? getExternalWorkflowHandle(parent.workflowId, parent.runId) : undefined;
   const nodes = new Map<string, WaveNodeSummary>(wave.nodes.map((node) => [node, { node, phase: 'pending', outcome: 'pending', diff: [], diffLines: 0, audit: [] }]));
+  const diffLinesPerNode = Math.max(MAX_DIFF_LINES_PER_NODE, Math.floor(MAX_DIFF_LINES_PER_WAVE / Math.max(1, wave.nodes.length)));
   const result: WaveResult = { index: wave.index, state: 'applying', message: 'applying', nodes: [...nodes.values()], gates: {} };
   const control = { paused: input.paused ?? false, promoted: input.skipBake ?? false, resumed: 0, extendMs: 0, version: 0 };
   /** The parent's decision (a holder: TypeScript would narrow a plain `let` across awaits). */
@@ -248,7 +261,9 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     }
   }
 
-  if (input.dryRun) return finish('planned', `dry run: planned on ${wave.nodes.length} node(s)`);
+  // A dry run that could not plan on a node (an unreadable blocklist file, say) fails like
+  // an apply that did: the operator must see it, not a "planned" with a node missing.
+  if (input.dryRun && failedNodes.length === 0) return finish('planned', `dry run: planned on ${wave.nodes.length} node(s)`);
 
   if (failedNodes.length > 0 || decided.value) {
     const first = failedNodes[0];
@@ -290,7 +305,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         summary.phase = 'applying';
         const child = await startChild(nodeChangeWorkflow, {
           taskQueue: nodeTaskQueue(node),
-          workflowId: input.dryRun ? `${workflowInfo().workflowId}/dry-run/${node}` : nodeLockWorkflowId(node),
+          // A dry run's node workflow is named after the change (`<change>/dry-run/<node>`), as before waves.
+          workflowId: input.dryRun ? `${parent?.workflowId ?? workflowInfo().workflowId}/dry-run/${node}` : nodeLockWorkflowId(node),
           parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
           args: [{ changeId: input.changeId, author: input.author, node, ...(input.desired ? { desired: input.desired } : {}), ...(input.patch ? { patch: input.patch } : {}), dryRun: input.dryRun, hold: input.hold }],
         });
@@ -450,8 +466,10 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     Object.assign(summary, {
       phase,
       outcome: r.outcome,
-      diff: r.diff.slice(0, MAX_DIFF_LINES_PER_NODE),
+      diff: r.diff.slice(0, diffLinesPerNode),
       diffLines: r.diff.length,
+      // Pure computation (no command): replays of waves recorded before it are unaffected.
+      diffDigest: nodeDiffDigest(r.diff),
       audit: [...summary.audit, ...kept],
       ...(fresh.length > kept.length ? { auditOmitted: (summary.auditOmitted ?? 0) + fresh.length - kept.length } : {}),
       ...(r.error ? { error: r.error } : {}),
@@ -464,7 +482,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     setState('committing', reason);
     const held = launched.filter((n) => ready.has(n) && !finished.has(n));
     // Each node's revision, recorded while the nodes still hold their locks (workflows/revisions.ts).
-    await commitRevisions(trail, { id: input.changeId, author: input.author, reason: input.reason ?? '' }, held.map((n) => ready.get(n)));
+    await commitRevisions(trail, { id: input.changeId, author: input.author, reason: input.reason ?? '', approvers: input.approvers ?? [] }, held.map((n) => ready.get(n)));
     await Promise.all(held.map((n) => children.get(n)?.signal(nodeDecisionSignal, { decision: 'commit', reason })));
     await condition(() => held.every((n) => finished.has(n)));
     for (const n of launched) settle(n);

@@ -21,6 +21,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundle } from '@temporalio/worker';
 import { BlocklistStore } from '../../activities/blocklist-sync';
 import { InjectedFaultError } from '../../activities/failures';
+import { createApprovalActivities } from '../../activities/approval';
 import { createIdentityActivities } from '../../activities/identity';
 import { createNodeActivities, type NodeActivities } from '../../activities/node-activities';
 import type { LinkTable } from '../../activities/system/link-table';
@@ -374,6 +375,8 @@ export async function startFakeWorkers(options: {
   identityKey?: Buffer;
   /** The audit and revision stores the cluster worker appends to (default: fresh file stores in a temporary folder). */
   audit?: TestAuditStores;
+  /** The cluster worker's approval policy file (docs/approvals.md; none: nothing needs approval). */
+  approvalPolicyFile?: string;
 }): Promise<FakeWorkers> {
   const { connection, workflowBundle } = options;
   const namespace = options.namespace ?? 'default';
@@ -395,6 +398,8 @@ export async function startFakeWorkers(options: {
   const clusterActivities = {
     ...(options.cluster ?? new FakeCluster()).activities(),
     ...createIdentityActivities({ identityKey: options.identityKey }),
+    // The real policy activity: it only reads the file.
+    ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
     describePollers,
     ...createAuditActivities({ store: audit.audit, logger: silent }),
     ...createRevisionActivities({ store: audit.revisions, logger: silent }),

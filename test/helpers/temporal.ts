@@ -3,7 +3,8 @@
  * attributes registered, plus workers for one node acting on a test namespace and bpffs folder.
  */
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, type Worker, type WorkflowBundle } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import { workflowBundle } from './workflow-bundle';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -39,21 +40,8 @@ export function startTemporal(options: { dbFilename?: string; port?: number } = 
   });
 }
 
-let bundle: Promise<WorkflowBundle> | undefined;
-/** Bundles workflows/index.ts once per test file. */
-export function workflowBundle(): Promise<WorkflowBundle> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: quietBundlerLogger });
-  return bundle;
-}
-
-const quietBundlerLogger = {
-  log: () => undefined,
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: (message: string) => console.error(message),
-};
+/** Re-exported for the tests that take it from here. */
+export { workflowBundle };
 
 /** Running workers for one node (and the cluster queue); `stop()` shuts them down. */
 export interface RunningWorkers {
@@ -71,7 +59,7 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores; approvalPolicyFile?: string } = {},
 ): Promise<RunningWorkers> {
   // The cluster worker appends every workflow's audit records: a fresh file store unless the test brings its own.
   const clusterWorker = options.clusterWorker ?? true;
@@ -87,6 +75,7 @@ export async function startWorkers(
     ...(audit ? { audit } : {}),
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     ...(options.guard ? { guard: options.guard } : {}),
+    ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
     workflowBundle: await workflowBundle(),

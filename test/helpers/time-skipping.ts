@@ -11,7 +11,8 @@
 import { existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundle } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { workflowBundle } from './workflow-bundle';
 import { SEARCH_ATTRIBUTE_DEFINITIONS } from '../../model/naming';
 import { temporalTestServerPath } from '../../scripts/paths';
 
@@ -78,19 +79,5 @@ export async function startTimeSkipping(): Promise<TestWorkflowEnvironment> {
   return env;
 }
 
-let bundle: Promise<WorkflowBundle> | undefined;
-
-/** Bundles workflows/index.ts once per test file (the production workflow code, unchanged). */
-export function workflowBundle(): Promise<WorkflowBundle> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: quietBundlerLogger });
-  return bundle;
-}
-
-const quietBundlerLogger = {
-  log: () => undefined,
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: (message: string) => console.error(message),
-};
+/** Re-exported for the tests that take it from here. */
+export { workflowBundle };

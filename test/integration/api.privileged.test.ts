@@ -73,7 +73,9 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
     return ids;
   }
   async function waitForPhase(changeId: string, phase: string): Promise<Record<string, unknown>> {
-    for (let i = 0; i < 200; i++) {
+    // A minute: a change now checks pollers, loads the approval policy and verifies its author
+    // before the node applies, which on a loaded 2-core machine takes more than a few seconds.
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
       const { status, json } = await call('GET', `/v1/changes/${changeId}`);
       if (status === 200 && json.phase === phase) return json;
       await new Promise((r) => setTimeout(r, 50));
