@@ -422,7 +422,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   for (const wave of waves) {
     if (wave.nodes.length === 0) continue;
     // Approval gate: wait here (durably) while a maintenance window is closed or a freeze holds.
-    await gate?.beforeNode();
+    // Not `await gate?.beforeNode()`: even an await of undefined takes a microtask, and the
+    // durable audit's next append (issued when the one before resolves) would then come
+    // before this wave's commands in runs without the gate, which their histories do not show.
+    if (gate) await gate.beforeNode();
     if (operator.pause) {
       setPhase('paused', status.message);
       await condition(() => !operator.pause || operator.abort !== undefined);
