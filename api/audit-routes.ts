@@ -7,6 +7,7 @@
  *   GET  /v1/revisions/diff          ?from=&to= (revision ids): the diff in fos1's words
  *   GET  /v1/revisions/:id           one revision, with its state
  *   POST /v1/revisions/:id/rollback  a new change whose desired state is the revision's ({ "id", "reason", "options" })
+ *   POST /v1/revisions/rollback      a fleet rollback: every node a change committed on, back to that change's revisions, as one change ({ "change", … })
  *
  * The stores are the ones the cluster worker writes, opened read-only (workers/audit.ts):
  * the API holds no signing key. Reading needs `view`, a rollback `submit` (it is a change,
@@ -17,7 +18,7 @@ import { loadPublicKeys, RevisionIntegrityError, type AuditStore, type RevisionS
 import type { Principal } from '../auth/authenticator';
 import { AuditInputError, validateAuditQuery } from '../model/audit-chain';
 import { changeOptionsSchema } from '../model/change-request';
-import { diffRevisionStates, rollbackRequest, type Revision } from '../model/revision';
+import { diffRevisionStates, fleetRollbackRequest, rollbackRequest, type Revision } from '../model/revision';
 import { HttpError, type ApiRoute } from './routes';
 import { errorSchema } from './schemas';
 
@@ -60,6 +61,9 @@ const rollbackBodySchema = z
     options: changeOptionsSchema.optional(),
   })
   .strict();
+const fleetRollbackBodySchema = rollbackBodySchema.extend({
+  change: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a change id (1–63 lowercase letters, digits or "-")').meta({ description: 'The committed change whose revisions the fleet goes back to.' }),
+});
 const anyObject = z.looseObject({});
 
 /** The audit and revision routes. `audit` absent: they answer 503. */
@@ -157,6 +161,34 @@ export function auditRoutes(audit: ApiAuditDeps | undefined, submit: (body: Reco
       params: z.object({ id: revisionIdSchema }),
       responses: { 200: { description: 'The revision.', schema: anyObject }, ...refusals, 404: { description: 'No such revision.', schema: errorSchema } },
       handle: async ({ params }) => [200, await revision(String(params.id))],
+    },
+    {
+      method: 'POST',
+      url: '/v1/revisions/rollback',
+      operationId: 'rollbackFleetToChange',
+      summary: 'Roll every node a committed change made a revision on back to that revision: one new change (authored by the caller) through one staged rollout.',
+      permission: { resource: 'changes', verb: 'submit' },
+      body: fleetRollbackBodySchema,
+      responses: {
+        202: { description: 'The rollback change started (`changeId`, `workflowId`, `revisions`, `nodes`).', schema: anyObject },
+        ...refusals,
+        409: { description: 'The change made no revision, its revisions hold different states, or one cannot be rolled back to (each reason); or the change id exists.', schema: errorSchema },
+      },
+      handle: async ({ body, principal }) => {
+        const b = body as z.output<typeof fleetRollbackBodySchema>;
+        let revisions: Revision[];
+        try {
+          revisions = await stores().revisions.forChange(b.change);
+        } catch (err) {
+          if (err instanceof RevisionIntegrityError) throw new HttpError(409, err.message);
+          throw err;
+        }
+        const id = b.id ?? `rollback-${b.change.slice(0, 30)}-${Date.now().toString(36)}`;
+        const plan = fleetRollbackRequest(b.change, revisions, { id, author: principal.name, ...(b.reason ? { reason: b.reason } : {}), now: Date.now() });
+        if (!plan.ok) throw new HttpError(409, `cannot roll back to the revisions of change ${b.change}: ${plan.reasons.join('; ')}`, { reasons: plan.reasons });
+        const [status, answer] = await submit({ ...plan.request, ...(b.options ? { options: b.options } : {}) } as Record<string, unknown>, principal);
+        return [status, { ...(answer as object), revisions: revisions.map((r) => r.id), nodes: revisions.map((r) => r.node) }];
+      },
     },
     {
       method: 'POST',

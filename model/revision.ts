@@ -280,5 +280,32 @@ export function rollbackRequest(revision: Revision, request: { id: string; autho
   };
 }
 
+/**
+ * A fleet rollback: every node a committed change made a revision on, back to that revision,
+ * as **one** new change (targets: those nodes), so it goes through one staged rollout with
+ * its waves, gates and approvals. A change request has one desired state for all its
+ * targets, so the revisions must hold the same state (`stateHash`); otherwise each node is
+ * rolled back on its own (the reasons name the nodes that differ).
+ */
+export function fleetRollbackRequest(changeId: string, revisions: readonly Revision[], request: { id: string; author: string; reason?: string; now: number }): RollbackPlan {
+  const [first] = revisions;
+  if (!first) return { ok: false, reasons: [`change ${changeId} made no revision (it did not commit, or it changed no node)`] };
+  const differing = revisions.filter((r) => r.stateHash !== first.stateHash);
+  if (differing.length > 0) {
+    return {
+      ok: false,
+      reasons: [
+        `the revisions of change ${changeId} hold different states (${first.node}: ${first.stateHash.slice(0, 12)}; ${differing.map((r) => `${r.node}: ${r.stateHash.slice(0, 12)}`).join(', ')}); one change has one desired state for all its targets: roll back each node to its revision instead`,
+      ],
+    };
+  }
+  const nodes = revisions.map((r) => r.node);
+  const plan = rollbackRequest(first, {
+    ...request,
+    reason: request.reason ?? `roll back ${nodes.length} node(s) (${nodes.join(', ')}) to the revisions of change ${changeId}`,
+  });
+  return plan.ok ? { ok: true, request: { ...plan.request, targets: nodes } } : plan;
+}
+
 /** Operations a diff line came from (re-exported for callers that render their own). */
 export type { Operation };

@@ -39,6 +39,8 @@ export interface RevisionStore {
   list(node: string, limit?: number): Promise<Revision[]>;
   /** One revision by id. */
   get(id: string): Promise<Revision | undefined>;
+  /** The revisions a committed change made (one per node it changed), by node name. */
+  forChange(changeId: string): Promise<Revision[]>;
   close(): Promise<void>;
 }
 
@@ -175,6 +177,13 @@ export class FileRevisionStore implements RevisionStore {
     return found ? checkRevision(found) : undefined;
   }
 
+  async forChange(changeId: string): Promise<Revision[]> {
+    return this.readAll()
+      .filter((r) => r.changeId === changeId)
+      .sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+      .map(checkRevision);
+  }
+
   async close(): Promise<void> {
     if (this.fd >= 0) {
       await this.queue.catch(() => undefined);
@@ -259,6 +268,11 @@ export class PostgresRevisionStore implements RevisionStore {
   async get(id: string): Promise<Revision | undefined> {
     const rows = await this.withClient((c) => c.query<{ revision_json: string }>('SELECT revision_json FROM fos1_revisions WHERE id = $1', [id]));
     return rows.rows[0] ? checkRevision(JSON.parse(rows.rows[0].revision_json) as Revision) : undefined;
+  }
+
+  async forChange(changeId: string): Promise<Revision[]> {
+    const rows = await this.withClient((c) => c.query<{ revision_json: string }>('SELECT revision_json FROM fos1_revisions WHERE change_id = $1 ORDER BY node', [changeId]));
+    return rows.rows.map((r) => checkRevision(JSON.parse(r.revision_json) as Revision));
   }
 
   async close(): Promise<void> {
