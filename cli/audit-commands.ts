@@ -8,7 +8,7 @@
  *   fos1 revisions NODE [--limit N]                  a node's revisions, newest first
  *   fos1 revisions show NODE REV                     one revision, with its state
  *   fos1 diff NODE REV_A REV_B                       what going from A to B does (+ route …, - block …)
- *   fos1 rollback NODE REV [--watch]                 a new change back to revision REV of NODE
+ *   fos1 rollback NODE REV [--bake S] [--watch]      a new change back to revision REV of NODE
  *   fos1 rollback --fleet CHANGE [--watch]           every node CHANGE committed on, back to its revisions, as one change
  *   fos1 audit query [--change C] [--node N] [--actor P] [--action A] [--since T] [--until T]
  *   fos1 audit verify                                hash chain and signed checkpoints; exit 6 naming the first bad record
@@ -219,11 +219,18 @@ export function rollbackCommand(ctx: CommandContext): Command {
     .option('--fleet', 'every node the change committed on, as one change through one staged rollout')
     .option('--id <id>', 'the new change\'s id (default: rollback-…)')
     .option('--reason <text>', 'the new change\'s reason (default: what it rolls back to)')
+    .addOption(
+      new Option('--bake <seconds>', "each wave's bake in the default canary rollout (default: the API's)").argParser((v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0) throw new CliError(ExitCode.usage, '--bake must be a whole number of seconds, 0 or more');
+        return n;
+      }),
+    )
     .option('-w, --watch', 'follow the rollback change until it ends; exit 1 if it fails')
     .addOption(ctx.intervalOption())
-    .action(async (target: string, rev: string | undefined, o: { fleet?: boolean; id?: string; reason?: string; watch?: boolean; interval: number }) => {
+    .action(async (target: string, rev: string | undefined, o: { fleet?: boolean; id?: string; reason?: string; bake?: number; watch?: boolean; interval: number }) => {
       const { api, json } = ctx.connect();
-      const body = { ...(o.id ? { id: name('change id', o.id) } : {}), ...(o.reason ? { reason: o.reason } : {}) };
+      const body = { ...(o.id ? { id: name('change id', o.id) } : {}), ...(o.reason ? { reason: o.reason } : {}), ...(o.bake !== undefined ? { options: { defaultBakeSeconds: o.bake } } : {}) };
       let submitted: Record<string, unknown>;
       if (o.fleet) {
         if (rev !== undefined) throw new CliError(ExitCode.usage, 'rollback --fleet takes one argument: the committed change whose revisions to return to');

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileRevisionStore, REVISIONS_FILE, RevisionIntegrityError } from '../../activities/audit-store/revisions';
 import { validateChangeRequest } from '../../model/change-request';
-import { applyRevisionDelta, diffRevisionStates, rollbackRequest, type Revision, type RevisionCommit, type RevisionNetwork } from '../../model/revision';
+import { applyRevisionDelta, diffRevisionStates, fleetRollbackRequest, rollbackRequest, type Revision, type RevisionCommit, type RevisionNetwork } from '../../model/revision';
 
 const route = (destination: string) => ({ destination, gateway: '10.0.0.1', table: 254, metric: 0 });
 const network = (...nets: string[]): RevisionNetwork => ({ interfaces: [], routes: nets.map(route), rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } });
@@ -65,6 +65,25 @@ describe('rollback request', () => {
   });
 });
 
+describe('fleet rollback request', () => {
+  const at = (node: string, state: Revision['state'], stateHash: string): Revision => ({ id: `${node.length}`.repeat(64), node, number: 2, changeId: 'c2', author: 'alice', approvers: [], reason: 'r', time: '2026-03-01T10:00:00.000Z', stateHash, state });
+  const state = applyRevisionDelta(undefined, full('10.1.0.0/24'));
+
+  test('revisions of one change that hold the same state become one change targeting every node', () => {
+    const plan = fleetRollbackRequest('c2', [at('n1', state, 'a'.repeat(64)), at('node2', state, 'a'.repeat(64))], { id: 'rb-f', author: 'bob', now: 0 });
+    expect(plan.ok).toBe(true);
+    if (!plan.ok) return;
+    expect(plan.request).toMatchObject({ id: 'rb-f', author: 'bob', targets: ['n1', 'node2'], reason: expect.stringContaining('to the revisions of change c2') });
+    expect(validateChangeRequest(plan.request, 0).ok).toBe(true);
+  });
+
+  test('different states, or no revision at all, are refused, naming the nodes', () => {
+    const differ = fleetRollbackRequest('c2', [at('n1', state, 'a'.repeat(64)), at('node2', applyRevisionDelta(undefined, full('10.2.0.0/24')), 'b'.repeat(64))], { id: 'rb-g', author: 'bob', now: 0 });
+    expect(differ).toEqual({ ok: false, reasons: [expect.stringMatching(/different states \(n1: a{12}; node2: b{12}\)/)] });
+    expect(fleetRollbackRequest('c9', [], { id: 'rb-h', author: 'bob', now: 0 })).toEqual({ ok: false, reasons: [expect.stringContaining('change c9 made no revision')] });
+  });
+});
+
 describe('file revision store', () => {
   let dir: string;
   beforeEach(() => {
@@ -91,6 +110,9 @@ describe('file revision store', () => {
 
     const reader = FileRevisionStore.open({ dir, readOnly: true });
     expect(await reader.get(r2!.id)).toEqual(r2);
+    // A change's revisions, one per node it changed, by node name.
+    expect((await reader.forChange('c2')).map((r) => r.node)).toEqual(['n1', 'n2']);
+    expect(await reader.forChange('c9')).toEqual([]);
     // A torn last line (a crash mid-append) is not a revision.
     appendFileSync(join(dir, REVISIONS_FILE), '{"id":"half');
     expect((await reader.list('n1')).length).toBe(2);
