@@ -38,7 +38,7 @@ const NODES = ['cla-one', 'cla-two'] as const;
 const REPO = resolve(__dirname, '..', '..');
 const BIN = join(REPO, 'bin', 'fos1.js');
 const IDENTITY_KEY = randomBytes(32);
-const { authenticator, tokens } = testTokens({ carol: ['admin'], frank: ['operator'], ann: ['approver'], vic: ['viewer'] });
+const { authenticator, tokens } = testTokens({ carol: ['admin'], frank: ['operator', 'approver'], ann: ['approver'], vic: ['viewer'] });
 
 describePrivileged('fos1 approve/reject, revisions, rollback and audit against the real API (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
   let env: TestWorkflowEnvironment;
@@ -53,7 +53,7 @@ describePrivileged('fos1 approve/reject, revisions, rollback and audit against t
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'fos1-cli-audit-'));
-    // Changes written by an operator need one approval from the approver role; an admin's need none.
+    // Changes written by an operator need one approval (frank is one, and an approver too: he still may not approve his own) from the approver role; an admin's need none.
     const policyFile = join(dir, 'policy.yaml');
     writeFileSync(policyFile, 'rules:\n  - name: operators-need-one\n    match: { authorRoles: [operator] }\n    approvals: 1\n    approverRole: approver\n    expiresAfter: 10m\n');
     env = await startTemporal();
@@ -199,10 +199,14 @@ describePrivileged('fos1 approve/reject, revisions, rollback and audit against t
     const status = (await json(['status', fleet])).body as { waves?: { name: string; nodes: string[] }[]; phase: string };
     expect(status.phase).toBe('applied');
     expect(status.waves?.map((w) => w.nodes.length)).toEqual([1, 1]); // the default canary + rest rollout
+    // A node the fleet change changed has a new revision with A's state; the one already back at A was unchanged (no revision).
+    const outcomes = (status as unknown as { nodes: Record<string, { outcome: string }> }).nodes;
+    expect([outcomes[NODES[0]]?.outcome, outcomes[NODES[1]]?.outcome]).toEqual(['applied', 'unchanged']);
     for (const node of NODES) {
-      const now = (await json(['revisions', node])).body.revisions as { changeId: string; id: string }[];
-      expect(now[0]?.changeId).toBe(fleet);
+      const now = (await json(['revisions', node])).body.revisions as { changeId: string; id: string; stateHash: string }[];
+      expect(now[0]?.changeId).toBe(node === NODES[0] ? fleet : single);
       const atRevA = now.find((r) => r.changeId === a)!;
+      expect(now[0]?.stateHash).toBe(atRevA.stateHash);
       expect((await json(['diff', node, atRevA.id, now[0]!.id])).body.diff).toEqual([]);
     }
   }, 400_000);
