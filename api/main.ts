@@ -5,6 +5,7 @@
  * API with the same settings (scripts/start-dev.ts).
  */
 import { Client, Connection } from '@temporalio/client';
+import { openAuditStore, openRevisionStore } from '../activities/audit-store';
 import { createLogger } from '../log/logger';
 import { createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { clientConnectionOptions } from '../workers/temporal-connection';
@@ -17,6 +18,9 @@ async function main(): Promise<void> {
   const authenticator = createAuthenticator(config.auth);
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
   const client = new Client({ connection, namespace: config.temporal.namespace });
+  // Read-only: the cluster worker appends and signs (the API has no signing key).
+  const auditStore = openAuditStore(config.audit.store);
+  const revisions = openRevisionStore(config.audit.store, true);
   const server = await startApiServer({
     client,
     port: config.port,
@@ -24,6 +28,7 @@ async function main(): Promise<void> {
     logger,
     security: httpSecurityFrom(config.auth, authenticator),
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    audit: { store: auditStore, revisions, publicKeyFiles: config.audit.publicKeyFiles },
   });
   logger.info({ address: `http://${config.host}:${config.port}`, auth: authenticator.kind, signsIdentity: config.identityKey !== undefined, temporal: config.temporal.describe }, 'fos1 API listening');
   await new Promise<void>((resolve) => {
@@ -31,6 +36,8 @@ async function main(): Promise<void> {
     process.once('SIGTERM', resolve);
   });
   server.close();
+  await server.flushAudit();
+  await Promise.all([auditStore.close(), revisions.close()]);
   await connection.close();
 }
 

@@ -16,6 +16,7 @@
  *   POST /v1/changes/:id/promote   next wave now ({ "full": true }: skip every remaining bake and gate)
  *   POST /v1/changes/:id/extend-bake  add { "seconds" } to the current wave's bake
  *   GET  /openapi.json             the OpenAPI 3.1 document (any authenticated caller)
+ *   GET  /v1/audit…, /v1/revisions…  the durable audit and the revisions (api/audit-routes.ts)
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { WorkflowIdReusePolicy, type UpdateDefinition } from '@temporalio/common';
@@ -24,9 +25,11 @@ import type { z } from 'zod';
 import type { Permission, Principal } from '../auth/authenticator';
 import { signIdentity } from '../auth/identity-assertion';
 import { approvalAssertionSubject } from '../model/approval-policy';
+import { formatIssues, validateChangeRequest } from '../model/change-request';
 import { summariseFailure } from '../model/failures';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
 import { approveUpdate, rejectUpdate } from '../workflows/approval';
+import { auditRoutes, type ApiAuditDeps } from './audit-routes';
 import { abortSignal, changeWorkflow, confirmUpdate, extendBakeUpdate, pauseUpdate, promoteUpdate, resumeUpdate, statusQuery, type ChangeStatus } from '../workflows/change';
 import {
   abortedSchema,
@@ -93,6 +96,8 @@ export interface RouteDeps {
   logger: Logger;
   /** Key to sign identity assertions with; without it changes are recorded self-asserted. */
   identityKey?: Buffer;
+  /** The audit and revision stores, read-only (api/audit-routes.ts); without them those routes answer 503. */
+  audit?: ApiAuditDeps;
 }
 
 const refusals = {
@@ -145,25 +150,7 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
         ...refusals,
         409: { description: 'A change with this id exists (ids are single-use).', schema: errorSchema },
       },
-      handle: async ({ body, principal }) => {
-        const b = body as Record<string, unknown>;
-        const changeId = String(b.id);
-        const workflowId = changeWorkflowId(changeId);
-        try {
-          // Change ids are single-use: a finished change keeps its id in the audit history.
-          const handle = await client.workflow.start(changeWorkflow, {
-            taskQueue: CLUSTER_TASK_QUEUE,
-            workflowId,
-            args: workflowArgs(b, principal),
-            workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-          });
-          logger.info({ changeId, author: principal.name, workflowId, signed: identityKey !== undefined }, 'change submitted');
-          return [202, { changeId, workflowId, runId: handle.firstExecutionRunId, status: `/v1/changes/${changeId}` }];
-        } catch (err) {
-          if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(409, `a change with id "${changeId}" already exists; change ids are single-use`);
-          throw err;
-        }
-      },
+      handle: async ({ body, principal }) => submit(body as Record<string, unknown>, principal),
     },
     {
       method: 'GET',
@@ -251,7 +238,33 @@ export function apiRoutes(deps: RouteDeps): ApiRoute[] {
     rolloutControl('resume', 'resumeChange', 'Resume a paused rollout (a paused gate is measured again).', resumeUpdate, 'pause', operatorActionSchema),
     rolloutControl('promote', 'promoteChange', 'Start the next wave now; with `full`, skip every remaining bake and gate.', promoteUpdate, 'promote', promoteBodySchema),
     rolloutControl('extend-bake', 'extendBake', 'Add `seconds` to the current wave\'s bake.', extendBakeUpdate, 'pause', extendBakeBodySchema),
+    // A rollback to a revision is a change the API builds: validated with the same model, then submitted.
+    ...auditRoutes(deps.audit, async (body, principal) => {
+      const validation = validateChangeRequest(body, Date.now());
+      if (!validation.ok) throw new HttpError(400, `invalid change request:\n${formatIssues(validation.issues)}`, { issues: validation.issues });
+      return submit(body, principal);
+    }),
   ];
+
+  /** Starts the change workflow for a request (validated), authored by the principal. */
+  async function submit(b: Record<string, unknown>, principal: Principal): Promise<[number, unknown]> {
+    const changeId = String(b.id);
+    const workflowId = changeWorkflowId(changeId);
+    try {
+      // Change ids are single-use: a finished change keeps its id in the audit history.
+      const handle = await client.workflow.start(changeWorkflow, {
+        taskQueue: CLUSTER_TASK_QUEUE,
+        workflowId,
+        args: workflowArgs(b, principal),
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      });
+      logger.info({ changeId, author: principal.name, workflowId, signed: identityKey !== undefined }, 'change submitted');
+      return [202, { changeId, workflowId, runId: handle.firstExecutionRunId, status: `/v1/changes/${changeId}` }];
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(409, `a change with id "${changeId}" already exists; change ids are single-use`);
+      throw err;
+    }
+  }
 
   /**
    * POST /v1/changes/:id/approve|reject (docs/approvals.md): a vote for the plan named by

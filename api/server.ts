@@ -26,6 +26,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { z } from 'zod';
 import type { Principal } from '../auth/authenticator';
 import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
+import { AuthzAuditForwarder } from './authz-audit';
 import { formatIssues, issuesOf, type ValidationIssue } from '../model/change-request';
 import { documentSchemas, OPENAPI_INFO } from './openapi';
 import { apiRoutes, HttpError, type ApiRoute, type RouteDeps } from './routes';
@@ -59,6 +60,10 @@ declare module 'fastify' {
     /** Body fields the API fills in; the document marks them optional (api/openapi.ts). */
     filledIn?: string[];
   }
+  interface FastifyInstance {
+    /** Hands the authorization refusals still waiting to the durable audit store (api/authz-audit.ts). */
+    flushAudit(): Promise<void>;
+  }
   interface FastifyRequest {
     /** Set by the guard hook for every request that gets past authentication. */
     principal: Principal | null;
@@ -72,7 +77,9 @@ declare module 'fastify' {
  */
 export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'host'>, registered?: (route: { method: string; url: string }) => void): Promise<FastifyInstance> {
   const { logger } = options;
-  const guard = new HttpGuard(options.security, logger);
+  // Refusals also go to the durable audit store, through the cluster worker (no signing key here).
+  const authzAudit = new AuthzAuditForwarder(options.client, logger);
+  const guard = new HttpGuard({ ...options.security, onRefusal: authzAudit.add }, logger);
   const app: FastifyInstance = Fastify({
     loggerInstance: logger as unknown as FastifyBaseLogger,
     // The guard logs every authorization decision; a line per request on top is noise.
@@ -83,6 +90,7 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
     routerOptions: { ignoreTrailingSlash: false },
   });
   app.decorateRequest('principal', null);
+  app.decorate('flushAudit', () => authzAudit.close());
   if (registered) app.addHook('onRoute', (route) => [route.method].flat().forEach((method) => registered({ method, url: route.url })));
 
   // Schemas are zod: requests are checked with them; answers are written as the handlers
@@ -180,13 +188,19 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
   return app;
 }
 
+/** A running API: its HTTP server (`close()` stops it) and the hand-over of waiting audit records. */
+export interface ApiServer extends Server {
+  /** Hands the authorization refusals still waiting to the durable audit store (call at shutdown). */
+  flushAudit(): Promise<void>;
+}
+
 /** Starts the API; resolves with the HTTP server once it listens (`server.close()` stops it). */
-export async function startApiServer(options: ApiServerOptions): Promise<Server> {
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const app = await buildApiServer(options);
   await app.ready();
   applyServerLimits(app.server, options.security);
   await app.listen({ port: options.port, host: options.host });
-  return app.server;
+  return Object.assign(app.server, { flushAudit: () => app.flushAudit() });
 }
 
 /** The route's schemas in Fastify's shape (zod values; api/openapi.ts turns them into JSON Schema). */

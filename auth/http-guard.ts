@@ -44,6 +44,24 @@ export interface HttpSecurityOptions {
   requestTimeoutMs?: number;
   /** Time to receive the headers (ms, default 10 s): `server.headersTimeout`. */
   headersTimeoutMs?: number;
+  /**
+   * Called with every refusal (unauthenticated, forbidden, foreign Host or Origin), after it
+   * is logged: the API hands them to the durable audit store (api/authz-audit.ts).
+   */
+  onRefusal?: (decision: AuthzDecision) => void;
+}
+
+/** One authentication or authorization decision, as audited. */
+export interface AuthzDecision {
+  principal: string;
+  verb?: string;
+  resource?: string;
+  /** `METHOD /path` (no query string). */
+  route: string;
+  result: string;
+  remote?: string;
+  /** When it was decided (ISO 8601). */
+  at: string;
 }
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -152,9 +170,16 @@ export class HttpGuard {
 
   private audit(req: IncomingMessage, principal: Principal | undefined, permission: Permission | undefined, result: string): void {
     const route = `${req.method ?? '?'} ${(req.url ?? '/').split('?')[0]?.slice(0, 200)}`;
-    this.logger.info(
-      { audit: { principal: principal?.name ?? 'anonymous', ...(permission ? { verb: permission.verb, resource: permission.resource } : {}), route, result, remote: req.socket.remoteAddress } },
-      `audit authz ${result}`,
-    );
+    const decision: AuthzDecision = {
+      principal: principal?.name ?? 'anonymous',
+      ...(permission ? { verb: permission.verb, resource: permission.resource } : {}),
+      route,
+      result,
+      ...(req.socket.remoteAddress ? { remote: req.socket.remoteAddress } : {}),
+      at: new Date().toISOString(),
+    };
+    const { at: _at, ...logged } = decision;
+    this.logger.info({ audit: logged }, `audit authz ${result}`);
+    if (result !== 'allowed') this.options.onRefusal?.(decision);
   }
 }

@@ -9,8 +9,9 @@
  * | 3 | authentication or authorization: no or a bad token (401), not allowed (403) |
  * | 4 | not found: no change with that id |
  * | 5 | the API is unreachable or failed (connection refused, time-out, 5xx) |
+ * | 6 | `audit verify`: the audit store does not verify (the first bad record is named) |
  */
-export const ExitCode = { ok: 0, changeFailed: 1, usage: 2, auth: 3, notFound: 4, unreachable: 5 } as const;
+export const ExitCode = { ok: 0, changeFailed: 1, usage: 2, auth: 3, notFound: 4, unreachable: 5, auditInvalid: 6 } as const;
 
 /** An error the CLI reports as one message and exits with `code`. */
 export class CliError extends Error {

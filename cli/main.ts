@@ -8,6 +8,8 @@
  *   fos1 list [--author A] [--status P] [--node N]
  *   fos1 confirm ID [--reason R]
  *   fos1 abort ID [--reason R]
+ *   fos1 approve|reject ID, revisions NODE [show NODE REV], diff NODE A B, rollback NODE REV | --fleet CHANGE,
+ *   fos1 audit query|verify                (cli/audit-commands.ts)
  *
  * Every command takes `--output json` (the API's answers as JSON; `--watch` writes one a
  * line) and `--server URL` / `--config FILE` (cli/config.ts). Exit codes: cli/errors.ts.
@@ -16,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { ApiClient } from './api-client';
+import { approveCommand, auditCommand, diffCommand, rejectCommand, revisionsCommand, rollbackCommand, withSettingsOf, type CommandContext } from './audit-commands';
 import { resolveConnection } from './config';
 import { CliError, ExitCode } from './errors';
 import { FINAL_PHASES, paletteFor, renderList, renderPlan, renderStatus, statusEvents, type ListedChange, type Palette, type StatusView } from './render';
@@ -213,6 +216,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       if (json) printJson(answer);
       else out(`abort sent to change ${id}; follow it with: fos1 status ${id} --watch`);
     });
+
+  // Commands in their own files, one line each.
+  const commands: CommandContext = { connect: context, out, printJson: (v) => printJson(v), palette: p, setExitCode: (c) => void (exitCode = c), watch, intervalOption };
+  program.addCommand(withSettingsOf(program, approveCommand(commands)));
+  program.addCommand(withSettingsOf(program, rejectCommand(commands)));
+  program.addCommand(withSettingsOf(program, revisionsCommand(commands)));
+  program.addCommand(withSettingsOf(program, diffCommand(commands)));
+  program.addCommand(withSettingsOf(program, rollbackCommand(commands)));
+  program.addCommand(withSettingsOf(program, auditCommand(commands)));
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -33,6 +33,9 @@ export const FINAL_PHASES: Record<string, 'ok' | 'failed'> = {
   reverted: 'failed',
   'rolled-back': 'failed',
   'rollback-failed': 'failed',
+  // An approval that lapsed, and a change aborted before anything was applied (docs/approvals.md).
+  expired: 'failed',
+  aborted: 'failed',
 };
 
 /** The status answer, as far as the CLI reads it (the rest is shown generically). */

@@ -118,6 +118,7 @@ export const auditRecordSchema = z
   .object({
     changeId: z.string().min(1).max(253),
     actor: z.string().min(1).max(256),
+    actorVerified: z.boolean().optional(),
     node: z.string().min(1).max(253).optional(),
     step: z.string().min(1).max(128),
     result: z.enum(['ok', 'failed', 'skipped']),

@@ -16,7 +16,7 @@ export interface FailureSpec {
   /** Whether the same request may succeed when retried (a busy apiserver) or never will (a bad prefix). */
   retryable: boolean;
   /** Who raises it, for readers. */
-  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement' | 'rollout';
+  raisedBy: 'change' | 'node' | 'blocklist' | 'policy' | 'quarantine' | 'enforcement' | 'rollout' | 'audit';
 }
 
 const FAILURES = {
@@ -139,6 +139,14 @@ const FAILURES = {
   InvalidGateInput: { retryable: false, raisedBy: 'rollout' },
   /** Temporal could not describe a task queue (pollers): may be transient. */
   PollersUnavailable: { retryable: true, raisedBy: 'rollout' },
+
+  // ── audit and revisions (workflows/api-audit.ts, activities/audit-store/revisions.ts) ──
+  /** The API's audit batch is malformed (not an array, too long, a bad source name). */
+  InvalidAuditBatch: { retryable: false, raisedBy: 'audit' },
+  /** A revision to record is malformed, or its change id and node are already recorded with other content. */
+  InvalidRevision: { retryable: false, raisedBy: 'audit' },
+  /** The revision store could not be reached; retrying is safe (the append is idempotent). */
+  RevisionStoreUnavailable: { retryable: true, raisedBy: 'audit' },
 } as const satisfies Record<string, FailureSpec>;
 
 /** A failure type fos1 raises. */

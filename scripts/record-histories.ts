@@ -8,6 +8,7 @@
  *
  *   npx tsx scripts/record-histories.ts                          # writes test/replay/histories/*.json
  *   npx tsx scripts/record-histories.ts --only nodeChangeWorkflow  # writes only these types' files
+ *   npx tsx scripts/record-histories.ts --suffix durable-audit     # writes <type>-<scenario>-durable-audit.json beside the others
  *
  * Re-record only on purpose (see docs/workflow-versioning.md): a history recorded from
  * today's code is what a running execution of today's code looks like, and the point of
@@ -43,6 +44,18 @@ export interface RecordedHistory {
   history: unknown;
 }
 
+/**
+ * `--suffix NAME`: file names get `-NAME`, so histories of a patched code path are added
+ * beside the pre-patch ones (which running executions still look like) instead of replacing them.
+ */
+function suffixArg(argv: string[]): string {
+  const i = argv.indexOf('--suffix');
+  if (i < 0) return '';
+  const name = argv[i + 1] ?? '';
+  if (!/^[a-z0-9][a-z0-9-]{0,40}$/.test(name)) throw new Error('--suffix needs a name of lowercase letters, digits and "-"');
+  return `-${name}`;
+}
+
 /** The workflow types `--only` names (undefined: all). */
 function onlyTypes(argv: string[]): Set<string> | undefined {
   const i = argv.indexOf('--only');
@@ -54,6 +67,7 @@ function onlyTypes(argv: string[]): Set<string> | undefined {
 
 async function main(): Promise<void> {
   const only = onlyTypes(process.argv.slice(2));
+  const suffix = suffixArg(process.argv.slice(2));
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   // The histories belong to the workflow code (and the model/rules code it runs) as committed.
   const sources = ['workflows', 'model', 'rules'];
@@ -79,7 +93,7 @@ async function main(): Promise<void> {
     if (only && !only.has(workflowType)) return;
     const history = await client.getHandle(workflowId, runId).fetchHistory();
     const record: RecordedHistory = { workflowId, workflowType, scenario, recordedFrom: commit, history: historyToObject(history) };
-    const file = join(OUT_DIR, `${workflowType}-${scenario}.json`);
+    const file = join(OUT_DIR, `${workflowType}-${scenario}${suffix}.json`);
     writeFileSync(file, `${JSON.stringify(record, null, 1)}\n`);
     saved++;
     console.log(`saved ${file} (${history.events?.length ?? 0} events)`);

@@ -52,6 +52,8 @@ import { startApiServer } from '../api/server';
 import { authEnvSchema, createAuthenticator, defaultIdentityKeyFile, defaultTokenFile, httpSecurityFrom } from '../auth/config';
 import { createIdentityKeyFile, loadIdentityKey } from '../auth/identity-assertion';
 import { createTokenFile } from '../auth/token-file';
+import { openAuditStore, openRevisionStore } from '../activities/audit-store';
+import { auditConfigFrom, auditEnvSchema, openWorkerAuditStores } from '../workers/audit';
 import { createNodeDeps, createWorkers } from '../workers/fos1-worker';
 import { parseIngestConfig } from '../ingest/config';
 import { startIngest } from '../ingest/ingest-worker';
@@ -140,6 +142,10 @@ async function main(): Promise<void> {
   mkdirSync(feedDir, { recursive: true });
   logger.info({ feedDir }, 'blocklist files by reference are read from the feed directory only');
 
+  // The durable audit store and revisions: <state dir>/audit (or FOS1_AUDIT_POSTGRES_URL), the key beside it.
+  const auditConfig = auditConfigFrom(auditEnvSchema.parse(process.env), join(stateDir, 'audit'));
+  const audit = openWorkerAuditStores(auditConfig, logger);
+  logger.info({ backend: auditConfig.store.backend, dir: auditConfig.dir, publicKey: auditConfig.publicKeyFiles }, 'audit store open (verify: GET /v1/audit/verify, or tsx scripts/audit-verify.ts)');
   // The IDS ingest worker, in this process: the other FOS1_* ingest variables (rules file,
   // guard file, coalescing, state file, unix socket) work as for `ingest/main.ts`. The guard
   // (FOS1_GUARD_FILE) is the cluster worker's too: in one process, one configuration.
@@ -171,6 +177,7 @@ async function main(): Promise<void> {
         // router-1's process slot also serves the cluster task queue (change workflows).
         clusterWorker: node.index === 1,
         identityKey,
+        ...(node.index === 1 ? { audit } : {}),
         guard: ingestConfig.guard,
         ...(node.index === 1 ? { approvalPolicyFile } : {}),
         ...(node.index === 1 && devKube ? { ciliumDeps: { kube: devKube.kube.client, fieldManager: 'fos1', logger: nodeLogger } } : {}),
@@ -193,7 +200,15 @@ async function main(): Promise<void> {
     );
   }
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
-  const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
+  const api = await startApiServer({
+    client,
+    port: config.FOS1_API_PORT,
+    host: '127.0.0.1',
+    logger,
+    security,
+    identityKey,
+    audit: { store: openAuditStore(auditConfig.store), revisions: openRevisionStore(auditConfig.store, true), publicKeyFiles: auditConfig.publicKeyFiles },
+  });
 
   const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
@@ -225,6 +240,8 @@ async function main(): Promise<void> {
   try {
     await running;
   } finally {
+    await api.flushAudit();
+    await audit.close();
     await devKube?.stop();
     await connection.close();
     temporal?.kill('SIGTERM');

@@ -10,6 +10,7 @@ import { DEFAULT_FEED_MAX_BYTES, DEFAULT_FEED_READ_TIMEOUT_MS } from '../activit
 import { DEFAULT_ROUTE_PROTOCOL } from '../activities/system/route-table';
 import { parseGuardConfig, type GuardConfig } from '../model/enforcement-guard';
 import { parseQuarantineConfig, QuarantineInputError, type QuarantineConfig } from '../model/quarantine';
+import { auditConfigFrom, auditEnvSchema, type AuditConfig } from './audit';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from './temporal-connection';
 
 /** The TEMPORAL_* variables (address, namespace, TLS) are parsed by ./temporal-connection. */
@@ -89,7 +90,7 @@ const envSchema = z.object({
   /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
   FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
-});
+}).extend(auditEnvSchema.shape);
 
 /** Parsed worker configuration. */
 export interface WorkerConfig {
@@ -122,6 +123,8 @@ export interface WorkerConfig {
   resolvConf: string;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
+  /** The durable audit store and revisions (workers/audit.ts: FOS1_AUDIT_*); the cluster worker appends to them. */
+  audit: AuditConfig;
   /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
   approvalPolicyFile: string | undefined;
   logLevel: string;
@@ -175,6 +178,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     guard,
     resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
+    audit: auditConfigFrom(e),
     approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
     logLevel: e.LOG_LEVEL,
   };

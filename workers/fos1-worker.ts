@@ -26,6 +26,7 @@ import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
 import { RateLimitMaps } from '../bpf/ratelimit-maps';
 import { BlocklistStore, type FeedLimits } from '../activities/blocklist-sync';
+import { createAuditActivities, createRevisionActivities, type AuditStore, type RevisionStore } from '../activities/audit-store';
 import type { AuditSinks } from '../model/audit';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
@@ -134,6 +135,12 @@ export interface CreateWorkersOptions {
    * time a workflow reads it (tests change it between cases).
    */
   guard?: GuardConfig | (() => GuardConfig);
+  /**
+   * The durable audit store and the revision store the cluster worker appends to
+   * (workers/audit.ts opens them from FOS1_AUDIT_*). Required with `clusterWorker`: every
+   * workflow waits for its audit records to be stored before it ends.
+   */
+  audit?: { audit: AuditStore; revisions: RevisionStore };
   /** The approval policy file (FOS1_APPROVAL_POLICY_FILE, docs/approvals.md); without it nothing needs approval and no window holds a change. */
   approvalPolicyFile?: string;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
@@ -169,8 +176,11 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     );
   }
   if (options.clusterWorker) {
+    if (!options.audit) throw new Error('the cluster worker needs the audit store (createWorkers option `audit`; workers/audit.ts opens it)');
     const clusterActivities = {
       ...createIdentityActivities({ identityKey: options.identityKey }),
+      ...createAuditActivities({ store: options.audit.audit, logger }),
+      ...createRevisionActivities({ store: options.audit.revisions, logger }),
       ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
       ...createClusterGateActivities(),
       ...createInventoryActivities(options.inventory ?? { kind: 'none' }),

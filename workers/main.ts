@@ -7,6 +7,7 @@
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { createLogger } from '../log/logger';
 import { readApprovalPolicyFile } from '../activities/approval';
+import { openWorkerAuditStores } from './audit';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { createNodeDeps, createWorkers } from './fos1-worker';
@@ -22,6 +23,9 @@ async function main(): Promise<void> {
   });
   const connection = await NativeConnection.connect(nativeConnectionOptions(config.temporal));
   logger.info({ temporal: config.temporal.describe }, 'connected to Temporal');
+  // The cluster worker appends every workflow's audit records and revisions (docs/audit.md).
+  const audit = config.clusterWorker ? openWorkerAuditStores(config.audit, logger) : undefined;
+  if (audit) logger.info({ backend: config.audit.store.backend, ...(config.audit.store.backend === 'file' ? { dir: config.audit.dir } : {}), signingKey: config.audit.signingKeyFile }, 'audit store open');
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
   // A broken policy file stops the worker here, naming the field, rather than failing every change.
   if (config.clusterWorker && config.approvalPolicyFile) await readApprovalPolicyFile(config.approvalPolicyFile);
@@ -32,6 +36,7 @@ async function main(): Promise<void> {
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    ...(audit ? { audit } : {}),
     guard: config.guard,
     ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     nodeDeps: createNodeDeps(config, logger),
@@ -54,6 +59,8 @@ async function main(): Promise<void> {
     await running;
   } finally {
     health?.close();
+    // The last checkpoint covers every record appended before shutdown.
+    await audit?.close();
     await connection.close();
   }
 }

@@ -19,7 +19,7 @@
  * carries none: it is recorded self-asserted and counts only when the policy says
  * `allowUnverifiedApprovals: true`. The author never approves their own change.
  */
-import { condition, defineUpdate, executeChild, ParentClosePolicy, proxyLocalActivities, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { condition, defineUpdate, executeChild, ParentClosePolicy, proxyLocalActivities, setCurrentDetails, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ApprovalActivities } from '../activities/approval';
 import type { IdentityActivities } from '../activities/identity';
 import { approvalAssertionSubject, matchingRule, needsPlan, nodeDiffDigest, planDigest, type ApprovalAction, type ApprovalPolicy, type ApprovalRule, type ApprovalVote, type ChangeFacts } from '../model/approval-policy';
@@ -203,11 +203,13 @@ export class ApprovalGate {
         host.trail.record('wait for window', 'ok', waitedSince, `until ${until}: ${opening.why}`);
       }
       host.status.window = { waitingUntil: until, why: opening.why };
+      setCurrentDetails(`**Waiting for the change window** until ${until}: ${opening.why}. An emergency override is a new change with \`override\` (docs/approvals.md).`);
       host.setPhase('waiting-for-window', `waiting until ${until}: ${opening.why}`);
       await condition(() => host.aborted(), opening.until - Date.now());
     }
     if (waitedSince !== undefined) {
       delete host.status.window;
+      setCurrentDetails('');
       host.trail.record('window open', 'ok', waitedSince, 'resuming the rollout');
       host.setPhase('rolling-out', 'the window is open: rolling out wave by wave');
     }
@@ -323,6 +325,7 @@ async function awaitApprovals(host: GateHost, policy: ApprovalPolicy, rule: Appr
     const counts = verified || policy.allowUnverifiedApprovals;
     if (approval.received.some((v) => v.by === principal && v.counts && counts)) return approval;
     approval.received.push({ by: principal, decision, planDigest: digest, ...(action.reason ? { reason: action.reason.slice(0, 200) } : {}), verified, roles, counts, at: new Date(at).toISOString() });
+    if (approval.state === 'pending') setCurrentDetails(details());
     const how = `${verified ? 'verified' : 'self-asserted'}${counts ? '' : '; does not count: unverified approvals are off (allowUnverifiedApprovals)'}`;
     trail.record(decision, 'ok', at, `${decision === 'approve' ? 'approved' : 'rejected'} by ${principal} (${how}) for plan ${digest}${action.reason ? `: ${action.reason.slice(0, 200)}` : ''}`, principal);
     return approval;
@@ -336,11 +339,23 @@ async function awaitApprovals(host: GateHost, policy: ApprovalPolicy, rule: Appr
   setHandler(rejectUpdate, (action) => vote('reject', action), { validator: validator('reject') });
 
   setApprovalAttributes('pending', [rule.approverRole]);
+  // The Web UI's "Current Details" (workflow metadata, not a command: free to change).
+  const details = () => {
+    const votes = approval.received.map((v) => `- ${v.by}: ${v.decision}${v.counts ? '' : ' (not counted)'}`);
+    return [
+      `**Awaiting approval** (rule \`${rule.name}\`): ${counted('approve').length} of ${rule.approvals} from role \`${rule.approverRole}\`, not by the author ${request.author}, before ${approval.expiresAt}.`,
+      `Plan \`${digest}\`.`,
+      `Approve: \`fos1 approve ${request.id}\` (or POST /v1/changes/${request.id}/approve); reject: \`fos1 reject ${request.id} --reason …\`.`,
+      ...(votes.length > 0 ? ['', 'Votes:', ...votes] : []),
+    ].join('\n');
+  };
+  setCurrentDetails(details());
   upsertMemo({ approval: { rule: rule.name, required: rule.approvals, eligibleRoles: [rule.approverRole], notBy: request.author, expiresAt: approval.expiresAt, planDigest: digest } });
   trail.record('approval requested', 'ok', openedAt, `rule "${rule.name}": ${rule.approvals} approval(s) from role ${rule.approverRole}, not ${request.author}, before ${approval.expiresAt}; plan ${digest}`);
   host.setPhase('awaiting-approval', `needs ${rule.approvals} approval(s) from role "${rule.approverRole}" (not the author ${request.author}) before ${approval.expiresAt}; plan ${digest}`);
 
   const settled = await condition(() => counted('approve').length >= rule.approvals || counted('reject').length > 0 || host.aborted(), rule.expiresAfter);
+  setCurrentDetails('');
   const received = `${counted('approve').length} of ${rule.approvals} approval(s)`;
   if (settled && counted('reject').length > 0) {
     const [rejection] = counted('reject');

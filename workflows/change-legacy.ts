@@ -6,7 +6,7 @@
  *
  * Workflow code: deterministic.
  */
-import { condition, ParentClosePolicy, patched, setHandler, startChild, type ChildWorkflowHandle, workflowInfo } from '@temporalio/workflow';
+import { condition, ParentClosePolicy, setHandler, startChild, type ChildWorkflowHandle, workflowInfo } from '@temporalio/workflow';
 import type { ChangeRequest } from '../model/change-request';
 import { FailureType, type FailureTypeName } from '../model/failures';
 import { nodeLockWorkflowId, nodeTaskQueue } from '../model/naming';
@@ -19,6 +19,12 @@ import { AuditTrail, isAlreadyStarted } from './support';
 export interface LegacyContext {
   request: ChangeRequest;
   targets: string[];
+  /**
+   * `patched('hold-every-node')`, asked by the change workflow before its identity local
+   * activity (a patch first asked after a local activity that resolved in a later workflow
+   * task does not replay).
+   */
+  holdEveryNode: boolean;
   status: ChangeStatus;
   operator: { confirmation?: OperatorAction; abort?: OperatorAction };
   trail: AuditTrail;
@@ -29,14 +35,14 @@ export interface LegacyContext {
 
 /** Runs the pre-rollout loop (see the module comment). */
 export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
-  const { request, targets, status, operator, trail, setPhase, finish, describeAction } = ctx;
+  const { request, targets, holdEveryNode, status, operator, trail, setPhase, finish, describeAction } = ctx;
   // One change at a time per node: each node workflow runs under the node's lock id. Applied
   // nodes *hold* (keep running, keeping the lock) until this workflow decides, so no other
   // change can land on top of a provisional one and be wiped by its revert. Every non-dry-run
   // node holds (issue 11): an `abort` that arrives while the only node is applying must still
   // be able to restore it. Before the patch only multi-node or commit-confirmed changes held.
   // (rollout-engine: keep this rule when the node loop is rewritten.)
-  const hold = !request.options.dryRun && (patched('hold-every-node') || targets.length > 1 || request.options.confirmTimeout !== undefined);
+  const hold = !request.options.dryRun && (holdEveryNode || targets.length > 1 || request.options.confirmTimeout !== undefined);
   const ready = new Map<string, NodeChangeResult>();
   const finished = new Map<string, NodeChangeResult>();
   const children = new Map<string, ChildWorkflowHandle<typeof nodeChangeWorkflow>>();

@@ -312,6 +312,13 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   const validatedAt = Date.now();
   const validation = validateChangeRequest(input, validatedAt);
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
+  // Asked before the identity check's local activity: a patch first asked after a local
+  // activity whose result arrived in a later workflow task does not replay (its marker is in
+  // that later task; replay resolves the activity from its marker one task earlier).
+  const stagedRollout = validation.ok && patched('staged-rollout');
+  // The legacy path's patch, for the same reason (asked only when replaying a change from
+  // before staged rollouts: a new change never takes that path, so it records no marker).
+  const holdEveryNode = validation.ok && !stagedRollout && patched('hold-every-node');
   const identity = validation.ok ? await checkIdentity(input, identityAssertion) : undefined;
   const trail = new AuditTrail(validation.ok ? validation.request.id : String(rawId ?? workflowInfo().workflowId), validation.ok ? validation.request.author : 'unknown', identity ? { actorVerified: identity.verified } : {});
   if (!validation.ok) {
@@ -330,21 +337,20 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   status.changeId = request.id;
 
   // The same first command as before staged rollouts (named targets are known; a selector's
-  // are set once resolved), then the patch marker: a marker right after the identity check's
-  // local-activity marker does not replay reliably.
+  // are set once resolved).
   upsertSearchAttributes([
     { key: SearchAttributes.changeId, value: request.id },
     { key: SearchAttributes.author, value: request.author },
     { key: SearchAttributes.targetNodes, value: request.targets ?? [] },
   ]);
-  if (!patched('staged-rollout')) {
+  if (!stagedRollout) {
     // Replaying a change started before staged rollouts: its named targets, one at a time.
     const targets = request.targets ?? [];
     trail.record('validate', 'ok', validatedAt, `${targets.length} node(s), ${request.desired ? 'full state' : 'patch'}${request.options.dryRun ? ', dry run' : ''}`);
     status.progress.nodesTotal = targets.length;
     for (const node of targets) status.nodes[node] = { outcome: 'pending', diff: [] };
     setPhase('rolling-out', request.options.dryRun ? 'planning on every node' : 'applying node by node');
-    return legacyChange({ request, targets, status, operator, trail, setPhase, finish, describeAction });
+    return legacyChange({ request, targets, holdEveryNode, status, operator, trail, setPhase, finish, describeAction });
   }
 
   // ── targets and waves ──
@@ -423,7 +429,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   for (const wave of waves) {
     if (wave.nodes.length === 0) continue;
     // Approval gate: wait here (durably) while a maintenance window is closed or a freeze holds.
-    await gate?.beforeNode();
+    // Not `await gate?.beforeNode()`: even an await of undefined takes a microtask, and the
+    // durable audit's next append (issued when the one before resolves) would then come
+    // before this wave's commands in runs without the gate, which their histories do not show.
+    if (gate) await gate.beforeNode();
     if (operator.pause) {
       setPhase('paused', status.message);
       await condition(() => !operator.pause || operator.abort !== undefined);
@@ -505,6 +514,9 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
         {
           changeId: request.id,
           author: request.author,
+          // For the revisions the wave records when it commits (workflows/revisions.ts).
+          reason: request.reason,
+          ...(approvedBy().length > 0 ? { approvers: approvedBy() } : {}),
           wave,
           gates: waveGateSpecs(strategy, wave),
           ...(request.desired ? { desired: request.desired } : {}),
@@ -572,6 +584,12 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
         setPhase('paused', `wave ${wave.name}: ${last.message}; resume (measure again), promote (go on) or abort (restore every node)`);
       }
     }
+  }
+
+  /** Who approved the change (the approval policy's counted approvals; none when none was asked). */
+  function approvedBy(): string[] {
+    const approval = status.approval;
+    return approval?.state === 'approved' ? approval.received.filter((v) => v.counts && v.decision === 'approve').map((v) => v.by) : [];
   }
 
   /** The first node whose applied plan differs from the approved one (the gate says why), if any. */

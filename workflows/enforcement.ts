@@ -205,6 +205,10 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
     // Continue only with nothing pending: verdicts that arrived while a change ran are
     // handled first, so none is lost to the new run.
     if (pending.length === 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > (input.continueAsNewAfter ?? 2000))) {
+      // This run's audit records reach the store first (docs/audit.md); a verdict that arrives
+      // meanwhile is handled before continuing, so none is lost to the new run.
+      await trail.flush();
+      if (pending.length > 0) continue;
       trimState();
       state.continuedRuns = (state.continuedRuns ?? 0) + 1;
       // Never the guard: the next run reads the worker's (an old run's input.guard stops here).

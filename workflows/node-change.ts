@@ -39,6 +39,7 @@ import { formatIssues, validateNodeChangeInput, type NodePatch } from '../model/
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
 import { failure, FailureType, summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
+import { revisionDelta, type RevisionDelta } from '../model/revision';
 import {
   changeCount,
   changeScope,
@@ -157,6 +158,8 @@ export interface NodeChangeResult {
   error?: FailureSummary;
   /** After a rollback that did not verify: what still differs from the snapshot. */
   rollbackDifferences?: string[];
+  /** Applied: the node's state after the change, as its verify step checked it (the revision the change records when it commits). */
+  revision?: RevisionDelta;
   audit: AuditRecord[];
 }
 
@@ -278,7 +281,8 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
 
-  const applied = result('applied');
+  // What the node's desired state became (model/revision.ts): the parent records it as a revision when the change commits.
+  const applied = result('applied', { revision: revisionDelta(prepared, input) });
   if (!input.hold) return applied;
 
   progress.step = 'holding the node until the change commits or reverts';

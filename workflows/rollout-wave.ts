@@ -39,7 +39,8 @@ import { gateQueue, gateVerdict, type ClusterGateActivities, type DatapathBaseli
 import { nodeLockWorkflowId, nodeTaskQueue } from '../model/naming';
 import type { NodeState } from '../model/node-state';
 import type { PlannedWave } from '../model/rollout-strategy';
-import { isAlreadyStarted } from './support';
+import { commitRevisions } from './revisions';
+import { AuditTrail, isAlreadyStarted } from './support';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 
 /**
@@ -60,6 +61,10 @@ export const GATE_REPORT_INTERVAL_MS = 5000;
 export interface WaveInput {
   changeId: string;
   author: string;
+  /** The change's reason, for the revisions recorded at commit (absent in inputs from before revisions). */
+  reason?: string;
+  /** Who approved the change, for the revisions (absent when no approval was asked). */
+  approvers?: string[];
   wave: PlannedWave;
   /** The specs of `wave.gates`, by name. */
   gates: Record<string, GateSpec>;
@@ -173,6 +178,8 @@ function nodeGates(node: string, spec?: GateSpec): NodeGateActivities {
 /** Runs one wave. See the module comment. */
 export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult> {
   const { wave } = input;
+  // The wave's own records (the revisions it recorded); its nodes append theirs themselves.
+  const trail = new AuditTrail(input.changeId, input.author);
   const parent = workflowInfo().parent;
   const parentHandle = parent ? getExternalWorkflowHandle(parent.workflowId, parent.runId) : undefined;
   const nodes = new Map<string, WaveNodeSummary>(wave.nodes.map((node) => [node, { node, phase: 'pending', outcome: 'pending', diff: [], diffLines: 0, audit: [] }]));
@@ -474,6 +481,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   async function commitAll(reason: string): Promise<WaveResult> {
     setState('committing', reason);
     const held = launched.filter((n) => ready.has(n) && !finished.has(n));
+    // Each node's revision, recorded while the nodes still hold their locks (workflows/revisions.ts).
+    await commitRevisions(trail, { id: input.changeId, author: input.author, reason: input.reason ?? '', approvers: input.approvers ?? [] }, held.map((n) => ready.get(n)));
     await Promise.all(held.map((n) => children.get(n)?.signal(nodeDecisionSignal, { decision: 'commit', reason })));
     await condition(() => held.every((n) => finished.has(n)));
     for (const n of launched) settle(n);

@@ -5,17 +5,97 @@
  *
  * Workflow code: deterministic (Date.now() and sleep() are the workflow's clock and timers).
  */
-import { ApplicationFailure, proxySinks, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, log, patched, proxyActivities, proxySinks, sleep, workflowInfo } from '@temporalio/workflow';
+import type { AuditActivities } from '../activities/audit-store';
 import type { AuditRecord, AuditSinks } from '../model/audit';
+import { AUDIT_ACTIVITY_OPTIONS, auditRecordId, MAX_AUDIT_BATCH, type KeyedAuditRecord } from '../model/audit-chain';
 import { failure, summariseFailure, TemporalFailureType, type FailureSummary, type FailureTypeName } from '../model/failures';
+import { CLUSTER_TASK_QUEUE } from '../model/naming';
 
 const { audit } = proxySinks<AuditSinks>();
 
-/** Collects audit records for one workflow and mirrors each to the worker's audit sink. */
+/**
+ * The durable audit store's activity, on the cluster task queue whichever queue the workflow
+ * runs on (node workflows run on their node's queue; the store is the cluster worker's).
+ */
+const { appendAudit } = proxyActivities<AuditActivities>({ ...AUDIT_ACTIVITY_OPTIONS, taskQueue: CLUSTER_TASK_QUEUE });
+
+/** Longest `detail` kept in a record (the audit store's limit). */
+export const MAX_AUDIT_DETAIL = 16_384;
+
+/**
+ * Whether this run writes its records to the durable audit store (issue 13). Runs started
+ * before the release replay without the marker and append nothing (their records are in
+ * their histories and logs, as before); every run started after it appends.
+ */
+export function durableAudit(): boolean {
+  return patched('durable-audit');
+}
+
+/**
+ * The trails of the running workflow, so {@link withDurableAudit} can wait for all of them.
+ * Kept on `globalThis`, which the SDK keeps per workflow execution (module state is not
+ * guaranteed to be when V8 contexts are reused).
+ */
+function trailsOfThisWorkflow(): AuditTrail[] {
+  const g = globalThis as { __fos1AuditTrails?: AuditTrail[] };
+  g.__fos1AuditTrails ??= [];
+  return g.__fos1AuditTrails;
+}
+
+/**
+ * Wraps a workflow function so that, however it ends (result, failure, continue-as-new,
+ * cancellation), it first waits until every audit record its trails made is in the durable
+ * store. workflows/index.ts registers every workflow through it.
+ */
+export function withDurableAudit<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  const wrapped = async (...args: A): Promise<R> => {
+    // Decided in the first workflow task, before any local activity: a patch first asked
+    // after a local activity that resolved across a workflow-task boundary replays as
+    // unknown (the marker is in a later task than the code that asks), which is a
+    // nondeterminism error. Later calls (the trail, the revision hook) get the same answer.
+    durableAudit();
+    try {
+      const value = await fn(...args);
+      await flushAll();
+      return value;
+    } catch (err) {
+      await flushAll();
+      throw err;
+    }
+  };
+  Object.defineProperty(wrapped, 'name', { value: fn.name });
+  return wrapped;
+}
+
+/** Waits for every trail of this workflow (a cancelled workflow still writes its records). */
+function flushAll(): Promise<void> {
+  return CancellationScope.nonCancellable(async () => {
+    for (const trail of trailsOfThisWorkflow()) await trail.flush();
+  });
+}
+
+/**
+ * Collects audit records for one workflow, mirrors each to the worker's audit sink and
+ * (runs under `patched('durable-audit')`) appends it to the durable audit store: records
+ * are queued in the order they are made and sent by the `appendAudit` activity one batch at
+ * a time — a batch starts when the one before is stored, so the store holds them in this
+ * order —, each keyed `changeId/runId/n` (n counts the records this run made), so a retried
+ * append writes nothing twice. The workflow does not wait for the store on its way; it waits
+ * at its end ({@link withDurableAudit}).
+ *
+ * Records that reach `records` without {@link record} (a node's records the change workflow
+ * copies into its status) are not appended again: their own workflow appended them.
+ */
 export class AuditTrail {
   readonly records: AuditRecord[];
   private readonly node: string | undefined;
   private readonly actorVerified: boolean | undefined;
+  private readonly durable: boolean;
+  private readonly keyPrefix: string;
+  private made = 0;
+  private readonly queued: KeyedAuditRecord[] = [];
+  private inFlight: Promise<void> | undefined;
 
   /**
    * @param options.node set on records of a node workflow.
@@ -30,6 +110,11 @@ export class AuditTrail {
     this.records = options.records ?? [];
     this.node = options.node;
     this.actorVerified = options.actorVerified;
+    this.durable = durableAudit();
+    // A record id is printable ASCII without spaces; a change id the request got wrong still
+    // names its records (the run id keeps them unique).
+    this.keyPrefix = changeId.replace(/[^\x21-\x7e]/g, '_').slice(0, 253) || 'unknown';
+    trailsOfThisWorkflow().push(this);
   }
 
   /** Runs `fn` as a named step and records its result and duration. */
@@ -56,11 +141,47 @@ export class AuditTrail {
       result,
       startedAt: new Date(startedAt).toISOString(),
       durationMs: Date.now() - startedAt,
-      ...(detail !== undefined ? { detail } : {}),
+      ...(detail !== undefined ? { detail: detail.length > MAX_AUDIT_DETAIL ? `${detail.slice(0, MAX_AUDIT_DETAIL - 20)} … (cut short)` : detail } : {}),
     };
     this.records.push(record);
     audit.record(record);
+    if (this.durable) {
+      this.queued.push({ id: auditRecordId(this.keyPrefix, workflowInfo().runId, this.made++), record: storable(record) });
+      this.send();
+    }
   }
+
+  /** Resolves when every record made so far is in the durable store. */
+  async flush(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+  }
+
+  /** Starts the next batch unless one is in flight (one at a time keeps the store in this order). */
+  private send(): void {
+    if (this.inFlight || this.queued.length === 0) return;
+    const batch = this.queued.splice(0, MAX_AUDIT_BATCH);
+    this.inFlight = appendAudit(batch).then(
+      () => undefined,
+      (err: unknown) => {
+        // Only a refusal ends the retries (a malformed record, an id reused with other
+        // content): a bug, not an outage. Logged loudly; the workflow's own result still
+        // carries the records.
+        log.error('audit records refused by the audit store', { records: batch.length, error: summariseFailure(err) });
+      },
+    ).then(() => {
+      this.inFlight = undefined;
+      this.send();
+    });
+  }
+}
+
+/**
+ * The record as the store takes it: the same fields, a change id it accepts (1–253
+ * characters; an invalid request's raw id may be neither).
+ */
+function storable(record: AuditRecord): AuditRecord {
+  const changeId = record.changeId.length >= 1 && record.changeId.length <= 253 ? record.changeId : workflowInfo().workflowId.slice(0, 253);
+  return changeId === record.changeId ? record : { ...record, changeId };
 }
 
 /** How a rollback is checked: a read-back that lists what still differs from the state before. */

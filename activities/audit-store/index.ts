@@ -48,6 +48,7 @@ export * from './chain';
 export * from './store';
 export { FileAuditStore, AuditFiles } from './file-store';
 export { PostgresAuditStore } from './postgres-store';
+export * from './revisions';
 
 /** Where the audit store is. */
 export type AuditStoreConfig = { backend: 'file'; dir: string } | { backend: 'postgres'; connectionString: string };

@@ -40,6 +40,8 @@ import { parseQuarantineConfig, parseQuarantineLabel, renderQuarantinePolicy } f
 import type { EnforcementConfigActivities } from '../../activities/enforcement-config';
 import { guardConfigSchema, type GuardConfig, type NodeProtectedAddresses } from '../../model/enforcement-guard';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../../model/naming';
+import { createAuditActivities, createRevisionActivities } from '../../activities/audit-store';
+import { testAuditStores, type TestAuditStores } from './audit-stores';
 import type { InterfaceConfig, NatConfig, ObservedInterface, PolicyRule, Route, Zone } from '../../model/node-state';
 import { planAddresses, planLinks, planNat, planRoutes, planRules, planVlans, planZones } from '../../model/plan';
 import type { Subsystem } from '../../model/subsystem';
@@ -426,6 +428,8 @@ export async function startFakeWorkers(options: {
   cluster?: FakeCluster;
   /** The cluster worker's identity key (none: every change is self-asserted, as started outside the API). */
   identityKey?: Buffer;
+  /** The audit and revision stores the cluster worker appends to (default: fresh file stores in a temporary folder). */
+  audit?: TestAuditStores;
   /** The cluster worker's approval policy file (docs/approvals.md; none: nothing needs approval). */
   approvalPolicyFile?: string;
 }): Promise<FakeWorkers> {
@@ -443,30 +447,29 @@ export async function startFakeWorkers(options: {
   const polled = new Set(options.nodes.map((n) => nodeTaskQueue(n.name)));
   const describePollers = async ({ taskQueues }: { taskQueues: string[] }) =>
     Object.fromEntries(taskQueues.map((q) => [q, polled.has(q) ? { pollers: 1, identities: ['fake-node'] } : { pollers: 0, identities: [] }]));
-  workers.push(
-    await Worker.create({
-      connection,
-      namespace,
-      taskQueue: CLUSTER_TASK_QUEUE,
-      workflowBundle,
-      activities: {
-        ...cluster.activities(),
-        // The real cluster policy activities over the in-memory object store.
-        ...createClusterPolicyActivities({ kube: cluster.kube, logger: pino({ level: 'silent' }) }),
-        ...createIdentityActivities({ identityKey: options.identityKey }),
-        // The real policy activity: it only reads the file.
-        ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
-        describePollers,
-      },
-      sinks,
-    }),
-  );
+  // The real audit activities: every workflow waits for its records to be stored before it ends.
+  const ownAudit = options.audit ? undefined : testAuditStores();
+  const audit = (options.audit ?? ownAudit)!;
+  const silent = pino({ level: 'silent' });
+  const clusterActivities = {
+    ...cluster.activities(),
+    // The real cluster policy activities over the in-memory object store.
+    ...createClusterPolicyActivities({ kube: cluster.kube, logger: silent }),
+    ...createIdentityActivities({ identityKey: options.identityKey }),
+    // The real policy activity: it only reads the file.
+    ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
+    describePollers,
+    ...createAuditActivities({ store: audit.audit, logger: silent }),
+    ...createRevisionActivities({ store: audit.revisions, logger: silent }),
+  };
+  workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, workflowBundle, activities: clusterActivities, sinks }));
   const running = Promise.all(workers.map((w) => w.run()));
   return {
     workers,
     async stop() {
       workers.forEach((w) => w.shutdown());
       await running;
+      await ownAudit?.close();
     },
   };
 }

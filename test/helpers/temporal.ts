@@ -12,6 +12,7 @@ import { SearchAttributes } from '../../model/naming';
 import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
+import { testAuditStores, type TestAuditStores } from './audit-stores';
 import type { GuardConfig } from '../../model/enforcement-guard';
 import type { ClusterPolicyActivityDeps } from '../../activities/cluster-policy';
 
@@ -59,15 +60,20 @@ export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string; ciliumDeps?: ClusterPolicyActivityDeps } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores; approvalPolicyFile?: string; ciliumDeps?: ClusterPolicyActivityDeps } = {},
 ): Promise<RunningWorkers> {
+  // The cluster worker appends every workflow's audit records: a fresh file store unless the test brings its own.
+  const clusterWorker = options.clusterWorker ?? true;
+  const ownAudit = clusterWorker && !options.audit ? testAuditStores() : undefined;
+  const audit = options.audit ?? ownAudit;
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const workers = await createWorkers({
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     nodeName,
-    clusterWorker: options.clusterWorker ?? true,
+    clusterWorker,
+    ...(audit ? { audit } : {}),
     ...(options.identityKey ? { identityKey: options.identityKey } : {}),
     ...(options.guard ? { guard: options.guard } : {}),
     ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
@@ -82,6 +88,7 @@ export async function startWorkers(
     async stop() {
       workers.forEach((w) => w.shutdown());
       await running;
+      await ownAudit?.close();
     },
   };
 }

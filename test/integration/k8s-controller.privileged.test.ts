@@ -16,6 +16,7 @@ import { SearchAttributes } from '../../model/naming';
 import { cidrGroupObjectName } from '../../model/firewall';
 import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { testAuditStores } from '../helpers/audit-stores';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -27,12 +28,14 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
   let env: TestWorkflowEnvironment;
   let workers: Worker[];
   let running: Promise<unknown>;
+  const audit = testAuditStores();
   let controller: FirewallRuleController;
 
   beforeAll(async () => {
     [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
     await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     workers = await createWorkers({
+      audit,
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
       nodeName: `ctl-${process.pid}`,
@@ -52,6 +55,7 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     await controller?.stop();
     workers?.forEach((w) => w.shutdown());
     await running;
+    await audit.close();
     await env?.teardown();
     await kube?.stop();
   });

@@ -28,6 +28,7 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import type { Subsystem } from '../../model/plan';
 import { changeWorkflow, type ChangeStatus } from '../../workflows/change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { testAuditStores } from '../helpers/audit-stores';
 import { describePrivileged } from '../helpers/capabilities';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
@@ -125,7 +126,9 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       { netns: NETNS, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 16, v6: 16 }, natTable: NAT_TABLE },
       logger,
     );
+    const audit = testAuditStores();
     const workers = await createWorkers({
+      audit,
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
       nodeName: NODE,
@@ -145,6 +148,7 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
     stopWorkers = async () => {
       workers.forEach((w) => w.shutdown());
       await running;
+      await audit.close();
     };
   });
 

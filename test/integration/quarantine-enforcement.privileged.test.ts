@@ -28,6 +28,7 @@ import { enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type 
 import { FailureType } from '../../model/failures';
 import { quarantineWorkflow, type QuarantineRequest, type QuarantineResult } from '../../workflows/quarantine';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { testAuditStores } from '../helpers/audit-stores';
 import { describeKube, FOS1_DEPLOY_DIR, startKubeWithCrds } from '../helpers/kube';
 import { failureOf } from '../helpers/failures';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
@@ -67,6 +68,7 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
   let env: TestWorkflowEnvironment;
   let workers: Worker[];
   let running: Promise<unknown>;
+  const audit = testAuditStores();
 
   /** Creates a Pod (bound to a node name; nothing runs it) and sets its addresses through the status subresource. */
   async function createPod(name: string, ips: string[], options: { hostNetwork?: boolean; labels?: Record<string, string>; namespace?: string } = {}): Promise<StoredObject> {
@@ -106,6 +108,7 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
     core = kube.client.config.makeApiClient(k8s.CoreV1Api);
     await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     workers = await createWorkers({
+      audit,
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
       nodeName: NODE,
@@ -126,6 +129,7 @@ describeKube('quarantine: label → Cilium policy, through workflows on a real a
   afterAll(async () => {
     workers?.forEach((w) => w.shutdown());
     await running;
+    await audit.close();
     await env?.teardown();
     await kube?.stop();
     removePinnedBlocklist(BLOCK_PIN_DIR);

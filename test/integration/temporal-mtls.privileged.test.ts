@@ -25,6 +25,7 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId, SearchAttributes } from '../../mo
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv } from '../../workers/temporal-connection';
 import { changeWorkflow } from '../../workflows/change';
+import { testAuditStores } from '../helpers/audit-stores';
 import { describePrivileged } from '../helpers/capabilities';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { workflowBundle } from '../helpers/temporal';
@@ -139,7 +140,9 @@ describePrivileged('Temporal with TLS and client certificates (privileged)', ['r
     expect(apiConfig.describe).toMatchObject({ tls: 'mtls', clientCertSubject: 'CN=fos1-api, O=fos1-test' });
 
     const connection = await NativeConnection.connect(nativeConnectionOptions(workerConfig));
+    const audit = testAuditStores();
     const workers = await createWorkers({
+      audit,
       connection,
       namespace: workerConfig.namespace,
       nodeName: NODE,
@@ -172,6 +175,7 @@ describePrivileged('Temporal with TLS and client certificates (privileged)', ['r
       await clientConnection.close();
       workers.forEach((w) => w.shutdown());
       await running;
+      await audit.close();
       await connection.close();
     }
   });

@@ -122,11 +122,17 @@ describeTimeSkipping('approvals and change windows (time-skipping server, fake n
     const afterBob = await vote(handle, id, 'bob', 'approve', digest);
     expect(afterBob?.received.filter((v) => v.counts).map((v) => v.by)).toEqual(['bob']);
     expect((await status(handle)).phase).toBe('awaiting-approval');
+    // The Web UI's Current Details (workflow metadata) say who may approve, and what came in.
+    const metadata = (await handle.query('__temporal_workflow_metadata')) as { currentDetails?: string };
+    expect(metadata.currentDetails).toContain('1 of 2 from role `approver`, not by the author alice');
+    expect(metadata.currentDetails).toContain(`fos1 approve ${id}`);
+    expect(metadata.currentDetails).toContain('- bob: approve');
     await vote(handle, id, 'carol', 'approve', digest);
 
     const result = (await handle.result()) as Status;
     expect(result.phase).toBe('applied');
     expect(result.approval?.state).toBe('approved');
+    expect(((await handle.query('__temporal_workflow_metadata')) as { currentDetails?: string }).currentDetails ?? '').toBe('');
     expect(node.blocklist.has(BLOCKED)).toBe(true);
     const steps = result.audit.filter((r) => !r.node).map((r) => `${r.actor} ${r.step}:${r.result}`);
     expect(steps).toEqual(expect.arrayContaining(['alice approve:failed', 'dave approve:failed', 'mallory approve:ok', 'bob approve:ok', 'carol approve:ok', 'alice approved:ok']));

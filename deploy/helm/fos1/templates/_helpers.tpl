@@ -113,3 +113,45 @@ tolerations: {{- toYaml . | nindent 2 }}
 affinity: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The audit store's environment (docs/audit.md): PostgreSQL from a Secret, else a folder in the pod. `reader`: the API's. */}}
+{{- define "fos1.auditEnv" -}}
+{{- $a := .root.Values.audit -}}
+{{- $secret := $a.postgres.secretName -}}
+{{- if and .reader $a.postgres.readerSecretName }}{{ $secret = $a.postgres.readerSecretName }}{{ end -}}
+{{- if $secret }}
+- name: FOS1_AUDIT_POSTGRES_URL
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: url}}
+{{- end }}
+- {name: FOS1_AUDIT_DIR, value: /var/lib/fos1/audit}
+{{- if $a.signingKeySecret }}
+{{- if .reader }}
+- {name: FOS1_AUDIT_PUBLIC_KEYS, value: /etc/fos1/audit-key/audit-key.pem.pub}
+{{- else }}
+- {name: FOS1_AUDIT_SIGNING_KEY, value: /etc/fos1/audit-key/audit-key.pem}
+{{- end }}
+{{- end }}
+{{- if not .reader }}
+- {name: FOS1_AUDIT_CHECKPOINT_MS, value: {{ $a.checkpointEveryMs | quote }}}
+{{- end }}
+{{- end }}
+
+{{- define "fos1.auditMount" -}}
+- {name: audit-state, mountPath: /var/lib/fos1}
+{{- if .root.Values.audit.signingKeySecret }}
+- {name: audit-key, mountPath: /etc/fos1/audit-key, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "fos1.auditVolume" -}}
+- name: audit-state
+  emptyDir: {}
+{{- with .root.Values.audit.signingKeySecret }}
+- name: audit-key
+  secret:
+    secretName: {{ . }}
+    {{- if $.reader }}
+    items: [{key: audit-key.pem.pub, path: audit-key.pem.pub}]
+    {{- end }}
+{{- end }}
+{{- end }}
