@@ -13,7 +13,7 @@
  * name resolved before the first write, each write records how to revert itself, and a
  * refused write reverts the ones before it, newest first, before the error is rethrown.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { canonicalZoneMaps, type ZoneMapOperation, type ZoneMapState } from '../model/zone-maps';
 import { HOST_LITTLE_ENDIAN } from './blocklist-codec';
@@ -47,31 +47,42 @@ export class ZoneInterfaceMissingError extends Error {
 
 /** The pinned zone maps of one node. */
 export class ZoneMaps {
-  private constructor(
-    private readonly ifaces: BpfMap,
-    private readonly policy: BpfMap,
-    private readonly defaults: BpfMap,
-    private readonly netns: string | undefined,
-  ) {}
+  #maps: { ifaces: BpfMap; policy: BpfMap; defaults: BpfMap } | undefined;
+
+  private constructor(private readonly opts: ZoneMapsOptions) {}
 
   /**
-   * Opens the three maps, creating and pinning those that are missing with the programs'
-   * shapes (the programs reuse the pins when they load); a pin of another shape is an error.
+   * The zone maps of a pin folder. Nothing is created until the first write: a node
+   * without zones (and without the programs loaded) reads as empty and keeps no pins.
+   * A write creates and pins missing maps with the programs' shapes (the programs reuse
+   * the pins when they load); a pin of another shape is an error, never replaced.
    */
   static open(opts: ZoneMapsOptions): ZoneMaps {
-    mkdirSync(opts.pinDir, { recursive: true });
+    const maps = new ZoneMaps(opts);
+    if (existsSync(join(opts.pinDir, ZONE_IFACES_MAP))) maps.maps(false);
+    return maps;
+  }
+
+  /** The three maps, opened once; undefined when not pinned and `create` is false. */
+  private maps(create: boolean): { ifaces: BpfMap; policy: BpfMap; defaults: BpfMap } | undefined {
+    if (this.#maps) return this.#maps;
     const L = DATAPATH_LAYOUTS;
+    const names = [ZONE_IFACES_MAP, ZONE_POLICY_MAP, ZONE_DEFAULT_MAP];
+    if (!create && !names.every((n) => existsSync(join(this.opts.pinDir, n)))) return undefined;
+    mkdirSync(this.opts.pinDir, { recursive: true });
     const opened: BpfMap[] = [];
     try {
       const open = (name: string, type: number, keySize: number, valueSize: number, maxEntries: number) => {
-        const map = openOrCreatePinned(join(opts.pinDir, name), { type, keySize, valueSize }, name, maxEntries);
+        const map = openOrCreatePinned(join(this.opts.pinDir, name), { type, keySize, valueSize }, name, maxEntries);
         opened.push(map);
         return map;
       };
-      const ifaces = open(ZONE_IFACES_MAP, BPF_MAP_TYPE_HASH, 4, 4, opts.maxInterfaces ?? 1024);
-      const policy = open(ZONE_POLICY_MAP, BPF_MAP_TYPE_HASH, L.fos1_zone_policy_key.size, L.fos1_zone_verdict.size, opts.maxRules ?? 16_384);
-      const defaults = open(ZONE_DEFAULT_MAP, BPF_MAP_TYPE_ARRAY, 4, L.fos1_zone_verdict.size, ZONE_SLOTS);
-      return new ZoneMaps(ifaces, policy, defaults, opts.netns);
+      this.#maps = {
+        ifaces: open(ZONE_IFACES_MAP, BPF_MAP_TYPE_HASH, 4, 4, this.opts.maxInterfaces ?? 1024),
+        policy: open(ZONE_POLICY_MAP, BPF_MAP_TYPE_HASH, L.fos1_zone_policy_key.size, L.fos1_zone_verdict.size, this.opts.maxRules ?? 16_384),
+        defaults: open(ZONE_DEFAULT_MAP, BPF_MAP_TYPE_ARRAY, 4, L.fos1_zone_verdict.size, ZONE_SLOTS),
+      };
+      return this.#maps;
     } catch (err) {
       for (const m of opened) m.close();
       throw err;
@@ -80,17 +91,19 @@ export class ZoneMaps {
 
   /** Everything the maps hold, canonical. */
   read(): ZoneMapState {
+    const maps = this.maps(false);
+    if (!maps) return { members: [], rules: [], defaults: [] };
     const u32 = (b: Buffer) => (HOST_LITTLE_ENDIAN ? b.readUInt32LE(0) : b.readUInt32BE(0));
-    const raw = this.ifaces.lookupBatch().map(([k, v]) => ({ ifindex: u32(k), zone: u32(v) }));
-    const members = inNetns(this.netns, () => raw.map(({ ifindex, zone }) => ({ interface: interfaceNameOf(ifindex) ?? `#${ifindex}`, zone })));
-    const rules = this.policy.lookupBatch().map(([k, v]) => {
+    const raw = maps.ifaces.lookupBatch().map(([k, v]) => ({ ifindex: u32(k), zone: u32(v) }));
+    const members = inNetns(this.opts.netns, () => raw.map(({ ifindex, zone }) => ({ interface: interfaceNameOf(ifindex) ?? `#${ifindex}`, zone })));
+    const rules = maps.policy.lookupBatch().map(([k, v]) => {
       const key = decodeZonePolicyKey(k);
       const verdict = decodeZoneVerdict(v);
       return { src: key.srcZone, dst: key.dstZone, protocol: key.protocol, port: key.dport, action: verdict.action, ruleId: verdict.ruleId };
     });
     const defaults: ZoneMapState['defaults'] = [];
     for (let zone = 0; zone < ZONE_SLOTS; zone++) {
-      const v = this.defaults.lookup(encodeU32(zone));
+      const v = maps.defaults.lookup(encodeU32(zone));
       if (!v) continue;
       const verdict = decodeZoneVerdict(v);
       if (verdict.action !== 'allow' || verdict.ruleId !== 0) defaults.push({ zone, ...verdict });
@@ -103,6 +116,7 @@ export class ZoneMaps {
    * {@link ZoneInterfaceMissingError} before any write when a member's interface does not exist.
    */
   apply(ops: readonly ZoneMapOperation[]): void {
+    if (ops.length === 0) return;
     const writes = ops.map((op) => this.encode(op));
     const undo: (() => void)[] = [];
     try {
@@ -115,6 +129,7 @@ export class ZoneMaps {
 
   /** One operation as a write that returns its revert record (resolved and encoded now, run later). */
   private encode(op: ZoneMapOperation): () => () => void {
+    const maps = this.maps(true) as NonNullable<ReturnType<ZoneMaps['maps']>>;
     /** Writes `value` (or deletes, when null) at `key` of `map`; the revert puts back what was there. */
     const put = (map: BpfMap, key: Buffer, value: Buffer | null, zeroOnDelete?: Buffer) => () => {
       const old = map.lookup(key);
@@ -129,23 +144,23 @@ export class ZoneMaps {
     const remove = op.action === 'delete';
     if (op.kind === 'member') {
       const key = encodeU32(this.ifindex(op.entry.interface, op.entry.zone, remove));
-      return put(this.ifaces, key, remove ? null : encodeU32(op.entry.zone));
+      return put(maps.ifaces, key, remove ? null : encodeU32(op.entry.zone));
     }
     if (op.kind === 'rule') {
       const e = op.entry;
       const key = encodeZonePolicyKey({ srcZone: e.src, dstZone: e.dst, protocol: e.protocol, dport: e.port });
-      return put(this.policy, key, remove ? null : encodeZoneVerdict({ action: e.action, ruleId: e.ruleId }));
+      return put(maps.policy, key, remove ? null : encodeZoneVerdict({ action: e.action, ruleId: e.ruleId }));
     }
     // zone_default is an array: "no default" is the zero value (allow, uncounted).
     const zero = encodeZoneVerdict({ action: 'allow', ruleId: 0 });
-    return put(this.defaults, encodeU32(op.entry.zone), remove ? null : encodeZoneVerdict({ action: op.entry.action, ruleId: op.entry.ruleId }), zero);
+    return put(maps.defaults, encodeU32(op.entry.zone), remove ? null : encodeZoneVerdict({ action: op.entry.action, ruleId: op.entry.ruleId }), zero);
   }
 
   /** The ifindex of a member: `#N` as read back, or the interface's index in the node's namespace now. */
   private ifindex(name: string, zone: number, deleting: boolean): number {
     if (name.startsWith('#')) return Number(name.slice(1));
     try {
-      return inNetns(this.netns, () => ifindexOf(name));
+      return inNetns(this.opts.netns, () => ifindexOf(name));
     } catch (err) {
       if (!(err instanceof InterfaceNotFoundError)) throw err;
       // A member whose interface vanished since the read has no entry left to delete by name.
@@ -156,8 +171,10 @@ export class ZoneMaps {
 
   /** Closes the file descriptors; the pins stay. Idempotent. */
   close(): void {
-    this.ifaces.close();
-    this.policy.close();
-    this.defaults.close();
+    if (!this.#maps) return;
+    this.#maps.ifaces.close();
+    this.#maps.policy.close();
+    this.#maps.defaults.close();
+    this.#maps = undefined;
   }
 }
