@@ -36,6 +36,7 @@ import type { NatTable } from './system/nat-table';
 import type { RuleTable } from './system/rule-table';
 import { createSubsystems, prepareSubsystem } from './subsystems';
 import { onceScope } from './subsystems/table';
+import type { ZoneMapStore } from './subsystems/zonemaps';
 
 /**
  * Test hook: called by a converge activity right after it changed the kernel, before it
@@ -60,6 +61,8 @@ export interface NodeActivityDeps {
   openBlocklist: () => BlocklistMaps;
   /** Opens (creating and pinning if needed) the node's rate-limit maps. */
   openRateLimits: () => RateLimitMaps;
+  /** Opens (creating and pinning if needed) the node's eBPF zone maps. */
+  openZoneMaps: () => ZoneMapStore;
   /** The node's content-addressed store: referenced blocklists and rollback snapshots. */
   blocklistStore: BlocklistStore;
   /** Where the node's own addresses, gateways and DNS servers are read (the guard's default allow-list). */
@@ -77,6 +80,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   const { logger } = deps;
   let maps: BlocklistMaps | undefined;
   let rateLimitMaps: RateLimitMaps | undefined;
+  let zoneMaps: ZoneMapStore | undefined;
   const subsystems = createSubsystems({
     routes: deps.routes,
     links: deps.links,
@@ -84,6 +88,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     nat: deps.nat,
     blocklist: () => (maps ??= deps.openBlocklist()),
     rateLimits: () => (rateLimitMaps ??= deps.openRateLimits()),
+    zoneMaps: () => (zoneMaps ??= deps.openZoneMaps()),
     blocklistStore: deps.blocklistStore,
     logger,
   });

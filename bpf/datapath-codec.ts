@@ -29,6 +29,9 @@ export const DATAPATH_LAYOUTS = {
   fos1_zone_verdict: { size: 8, offsets: { action: 0, rule_id: 4 } },
   fos1_counter: { size: 16, offsets: { packets: 0, bytes: 8 } },
   fos1_entry_key: { size: 20, offsets: { family: 0, prefixlen: 1, pad: 2, addr: 4 } },
+  fos1_ct_key: { size: 40, offsets: { addr_lo: 0, addr_hi: 16, port_lo: 32, port_hi: 34, family: 36, protocol: 37, pad: 38 } },
+  fos1_ct_value: { size: 32, offsets: { last_seen_ns: 0, created_ns: 8, rule_id: 16, state: 20, initiator_lo: 21, fin: 22, src_zone: 23, dst_zone: 24, pad: 25 } },
+  fos1_settings: { size: 8, offsets: { flags: 0, pad: 4 } },
   fos1_drop_event: {
     size: 80,
     offsets: {
@@ -244,4 +247,73 @@ export function decodeDropEvent(buf: Buffer): DropEvent {
     event.matched = formatCidr({ family, bytes, prefixLength: buf[o.match_prefixlen] ?? 0 });
   }
   return event;
+}
+
+/** Conntrack states (`FOS1_CT_*`). */
+export const ConntrackState = { 1: 'syn-sent', 2: 'established', 3: 'closing', 4: 'open' } as const;
+export type ConntrackStateName = (typeof ConntrackState)[keyof typeof ConntrackState];
+/** `FOS1_CONNTRACK_MAX`: the conntrack LRU's size when the loader is given none. */
+export const CONNTRACK_DEFAULT_MAX = 65536;
+/** `FOS1_SETTING_NO_CONNTRACK`: stateless zone policy. */
+export const SETTING_NO_CONNTRACK = 1;
+
+/** One tracked connection, from its initiator's point of view. */
+export interface ConntrackEntry {
+  family: IpFamily;
+  protocol: number;
+  /** Who opened it (address and port; ICMP echo: the identifier). */
+  source: string;
+  sport: number;
+  destination: string;
+  dport: number;
+  state: ConntrackStateName;
+  /** `FOS1_CT_FIN_*` bits: 1 the initiator sent a FIN, 2 the responder did. */
+  fin: number;
+  srcZone: number;
+  dstZone: number;
+  ruleId: number;
+  lastSeenNs: bigint;
+  createdNs: bigint;
+}
+
+/** Decodes a `conntrack` element (key + value) into the initiator's view. */
+export function decodeConntrackEntry(key: Buffer, value: Buffer): ConntrackEntry {
+  const k = L.fos1_ct_key.offsets;
+  const v = L.fos1_ct_value.offsets;
+  if (key.length < L.fos1_ct_key.size || value.length < L.fos1_ct_value.size) throw new DatapathCodecError('conntrack element is shorter than struct fos1_ct_key / fos1_ct_value');
+  const family = key[k.family] === 6 ? 6 : 4;
+  const len = family === 4 ? 4 : 16;
+  const addr = (off: number) => formatIp(family, new Uint8Array(key.subarray(off, off + len)));
+  const lo = { addr: addr(k.addr_lo), port: u16(key, k.port_lo) };
+  const hi = { addr: addr(k.addr_hi), port: u16(key, k.port_hi) };
+  const [src, dst] = value[v.initiator_lo] ? [lo, hi] : [hi, lo];
+  const state = ConntrackState[value[v.state] as keyof typeof ConntrackState];
+  if (!state) throw new DatapathCodecError(`conntrack entry has unknown state ${value[v.state]}`);
+  return {
+    family,
+    protocol: key[k.protocol] ?? 0,
+    source: src.addr,
+    sport: src.port,
+    destination: dst.addr,
+    dport: dst.port,
+    state,
+    fin: value[v.fin] ?? 0,
+    srcZone: value[v.src_zone] ?? 0,
+    dstZone: value[v.dst_zone] ?? 0,
+    ruleId: u32(value, v.rule_id),
+    lastSeenNs: u64(value, v.last_seen_ns),
+    createdNs: u64(value, v.created_ns),
+  };
+}
+
+/** Encodes `struct fos1_settings`. */
+export function encodeSettings(s: { conntrack: boolean }): Buffer {
+  const buf = Buffer.alloc(L.fos1_settings.size);
+  u32(buf, L.fos1_settings.offsets.flags, s.conntrack ? 0 : SETTING_NO_CONNTRACK);
+  return buf;
+}
+
+/** Decodes `struct fos1_settings` (an all-zero value: conntrack on). */
+export function decodeSettings(buf: Buffer): { conntrack: boolean } {
+  return { conntrack: (u32(buf, L.fos1_settings.offsets.flags) & SETTING_NO_CONNTRACK) === 0 };
 }

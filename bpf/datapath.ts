@@ -12,14 +12,18 @@ import { attachTc, attachXdp, detachTc, detachXdp, type TcDirection, type XdpMod
 import { BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP, BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP } from './blocklist-maps';
 import type { BuiltObjects } from './build';
 import {
+  type ConntrackEntry,
   type Counter,
   type DropEvent,
   type ZonePolicyKey,
   type ZoneVerdict,
+  decodeConntrackEntry,
   decodeDropEvent,
+  decodeSettings,
   decodeZonePolicyKey,
   decodeZoneVerdict,
   encodeEntryKey,
+  encodeSettings,
   encodeU32,
   encodeZonePolicyKey,
   encodeZoneVerdict,
@@ -33,6 +37,10 @@ import { TypedMap } from './typed-map';
 import { ifindexOf, inNetns } from './netns';
 import { RingBufferConsumer } from './ring-buffer';
 
+/** The conntrack LRU and the settings array (pin names). */
+export const CONNTRACK_MAP = 'conntrack';
+export const SETTINGS_MAP = 'settings';
+
 /** Program names in the objects (the C function names). */
 export const PROGRAMS = { tcIngress: 'fos1_tc_ingress', tcEgress: 'fos1_tc_egress', xdp: 'fos1_xdp' } as const;
 
@@ -45,6 +53,8 @@ export interface DatapathSizes {
   zonePolicy?: number;
   /** Per family, `ratelimit_v4` / `_v6` (16384 when not given, as the node worker's default). */
   rateLimits?: number;
+  /** `conntrack`, the LRU of tracked connections ({@link CONNTRACK_DEFAULT_MAX} when not given). */
+  conntrack?: number;
 }
 
 /** Options of {@link Datapath.load}. */
@@ -81,6 +91,7 @@ export class Datapath {
       [BLOCKHOST_V4_MAP]: opts.sizes.hostsV4,
       [BLOCKHOST_V6_MAP]: opts.sizes.hostsV6,
       ...(opts.sizes.zonePolicy ? { zone_policy: opts.sizes.zonePolicy } : {}),
+      ...(opts.sizes.conntrack ? { [CONNTRACK_MAP]: opts.sizes.conntrack } : {}),
       ...(opts.sizes.rateLimits ? { [RATELIMIT_V4_MAP]: opts.sizes.rateLimits, [RATELIMIT_V6_MAP]: opts.sizes.rateLimits } : {}),
     };
     const tc = BpfObject.load(opts.objects.tc, { pinDir: opts.pinDir, maxEntries });
@@ -139,6 +150,31 @@ export class Datapath {
   zoneDefault(zone: number): ZoneVerdict {
     const v = this.map('zone_default').lookup(encodeU32(zone));
     return v ? decodeZoneVerdict(v) : { action: 'allow', ruleId: 0 };
+  }
+
+  /** Every tracked connection (initiator's view). */
+  conntrackEntries(): ConntrackEntry[] {
+    return this.map(CONNTRACK_MAP)
+      .lookupBatch()
+      .map(([k, v]) => decodeConntrackEntry(k, v));
+  }
+
+  /** Forgets every tracked connection (their next packets go through the zone policy again). */
+  flushConntrack(): number {
+    const map = this.map(CONNTRACK_MAP);
+    const keys = map.lookupBatch().map(([k]) => k);
+    for (const k of keys) map.delete(k);
+    return keys.length;
+  }
+
+  /** Turns connection tracking on (the default) or off (stateless zone policy). */
+  setConntrack(enabled: boolean): void {
+    this.map(SETTINGS_MAP).update(encodeU32(0), encodeSettings({ conntrack: enabled }));
+  }
+
+  conntrackEnabled(): boolean {
+    const v = this.map(SETTINGS_MAP).lookup(encodeU32(0));
+    return v ? decodeSettings(v).conntrack : true;
   }
 
   /** Packets and bytes counted under a rule id (zone verdicts and blocklist values), all CPUs. */

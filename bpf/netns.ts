@@ -18,13 +18,17 @@ const CLONE_NEWNET = 0x40000000;
 interface Libc {
   setns(fd: number, nstype: number): number;
   if_nametoindex(name: string): number;
+  if_indextoname(index: number, name: Buffer): unknown;
 }
 
 let libc: Libc | undefined;
 function lib(): Libc {
   if (!libc) {
     const l = koffi.load('libc.so.6');
-    libc = { setns: l.func('setns', 'int', ['int', 'int']), if_nametoindex: l.func('if_nametoindex', 'uint32_t', ['const char *']) };
+    libc = { setns: l.func('setns', 'int', ['int', 'int']), if_nametoindex: l.func('if_nametoindex', 'uint32_t', ['const char *']),
+      // Fills a buffer of IF_NAMESIZE (16) bytes; returns NULL when no interface has the index.
+      if_indextoname: l.func('if_indextoname', 'void *', ['uint32_t', 'uint8_t *']),
+    };
   }
   return libc;
 }
@@ -80,4 +84,13 @@ export function ifindexOf(name: string): number {
   const index = lib().if_nametoindex(name);
   if (index === 0) throw new InterfaceNotFoundError(`interface "${name}" does not exist`);
   return index;
+}
+
+/** Name of the interface with `ifindex` in the calling thread's namespace, or undefined; call inside {@link inNetns}. */
+export function interfaceNameOf(ifindex: number): string | undefined {
+  if (!Number.isInteger(ifindex) || ifindex <= 0 || ifindex > 0xffffffff) throw new RangeError(`ifindex must be a positive u32, got ${ifindex}`);
+  const buf = Buffer.alloc(16);
+  if (!lib().if_indextoname(ifindex, buf)) return undefined;
+  const end = buf.indexOf(0);
+  return buf.subarray(0, end < 0 ? buf.length : end).toString('latin1');
 }

@@ -286,6 +286,51 @@ export const natSchema = z
 /** Zone names: they become parts of nftables set names, so letters, digits and "_" only. */
 export const ZONE_NAME = /^[a-z][a-z0-9_]{0,23}$/;
 
+/** The destination of a zone rule that means the router itself (zone 255 in the eBPF maps). */
+export const HOST_ZONE = 'host';
+
+/** Zone policy verdicts: `log` allows and reports the packet on the drop-event ring. */
+export const zoneActionSchema = z.enum(['allow', 'deny', 'log']);
+
+const ZONE_RULE_PROTOCOLS = ['any', 'tcp', 'udp', 'icmp', 'icmpv6'] as const;
+
+/**
+ * One zone-to-zone rule: traffic from the zone it belongs to, towards zone `to` (or the
+ * router itself, `host`), optionally narrowed to a protocol and a destination port.
+ * Enforced by fos1's eBPF programs (most specific first: port, protocol, then the
+ * zone's default); replies of a connection a rule allowed pass by connection tracking.
+ */
+export const zoneRuleSchema = z
+  .object({
+    to: z.string().regex(ZONE_NAME, `must be a zone name or "${HOST_ZONE}" (the router itself)`),
+    protocol: z.enum(ZONE_RULE_PROTOCOLS).default('any'),
+    /** Destination port (TCP/UDP only); any port when not given. */
+    port: z.number().int().min(1, 'must be a port 1–65535').max(65535, 'must be a port 1–65535').optional(),
+    action: zoneActionSchema,
+    /** Counted under this id in the datapath's rule counters (1–4095); uncounted when not given. */
+    ruleId: z.number().int().min(1, 'must be a rule id 1–4095').max(4095, 'must be a rule id 1–4095').optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.port !== undefined && rule.protocol !== 'tcp' && rule.protocol !== 'udp') {
+      ctx.addIssue({ code: 'custom', path: ['port'], message: `a port needs protocol "tcp" or "udp" (got "${rule.protocol}")` });
+    }
+  });
+
+/** What a zone may send: rules towards other zones, then the default for the rest. */
+export const zonePolicySchema = z
+  .object({
+    /** The verdict for traffic from this zone that no rule matches (`allow` when not given). */
+    default: zoneActionSchema.default('allow'),
+    /** Counted under this id when the default decides (1–4095); uncounted when not given. */
+    defaultRuleId: z.number().int().min(1, 'must be a rule id 1–4095').max(4095, 'must be a rule id 1–4095').optional(),
+    rules: z.array(zoneRuleSchema).max(4096).default([]),
+  })
+  .strict()
+  .superRefine((policy, ctx) => {
+    reportDuplicates(policy.rules.map((r) => `${r.to} ${r.protocol} ${r.port ?? 'any port'}`), ['rules'], 'rule (to, protocol, port)', ctx);
+  });
+
 /**
  * A zone: a named set of interfaces and prefixes (lan, wan, dmz, …) that firewall rules
  * and the eBPF zone map refer to. `id` is the zone's number in the eBPF zone map
@@ -298,9 +343,15 @@ export const zoneSchema = z
     id: z.number().int().min(1, 'must be a zone id 1–254 (0 is "not zoned", 255 the router itself)').max(254, 'must be a zone id 1–254 (0 is "not zoned", 255 the router itself)'),
     interfaces: z.array(interfaceNameSchema).max(4096).default([]),
     prefixes: z.array(cidrSchema).max(65_536).default([]),
+    /**
+     * Zone-to-zone policy for traffic entering through the zone's interfaces, enforced by
+     * fos1's eBPF programs (the zone maps); none: everything from the zone is allowed.
+     */
+    policy: zonePolicySchema.optional(),
   })
   .strict()
   .superRefine((zone, ctx) => {
+    if (zone.name === HOST_ZONE) ctx.addIssue({ code: 'custom', path: ['name'], message: `"${HOST_ZONE}" is reserved: it names the router itself in zone rules` });
     reportDuplicates(zone.interfaces, ['interfaces'], 'interface', ctx);
     // The kernel's interval sets refuse overlapping elements, and an overlap is a mistake anyway.
     const parsed = zone.prefixes.map((p) => parseCidr(p));
@@ -370,6 +421,14 @@ export const nodeStateSchema = z
         else zoneOf.set(name, zone.name);
       }),
     );
+    const zoneNames = new Set(state.zones.map((z) => z.name));
+    state.zones.forEach((zone, i) =>
+      zone.policy?.rules.forEach((rule, j) => {
+        if (rule.to !== HOST_ZONE && !zoneNames.has(rule.to)) {
+          ctx.addIssue({ code: 'custom', path: ['zones', i, 'policy', 'rules', j, 'to'], message: `zone "${rule.to}" is not a zone of this state (known: ${[...zoneNames].join(', ') || 'none'}, or "${HOST_ZONE}")` });
+        }
+      }),
+    );
     reportDuplicates(state.nat.portForwards.map(portForwardKey), ['nat', 'portForwards'], 'port forward', ctx);
     reportDuplicates(state.blocklist.map((e) => e.cidr), ['blocklist'], 'blocklist prefix', ctx);
     reportDuplicates(state.rateLimits.map((r) => r.cidr), ['rateLimits'], 'rate-limited source', ctx);
@@ -385,6 +444,9 @@ export type SourceNat = z.output<typeof sourceNatSchema>;
 export type PortForward = z.output<typeof portForwardSchema>;
 export type NatConfig = z.output<typeof natSchema>;
 export type Zone = z.output<typeof zoneSchema>;
+export type ZoneRule = z.output<typeof zoneRuleSchema>;
+export type ZonePolicy = z.output<typeof zonePolicySchema>;
+export type ZoneInput = z.input<typeof zoneSchema>;
 
 /** A policy routing rule, normalised: the family is always known, fwmask is set with fwmark. */
 export interface PolicyRule {

@@ -1,8 +1,8 @@
 /**
  * The subsystem contract: one shape for every part of a node a change can touch.
  *
- * A node's state is split into subsystems (links, VLANs, addresses, routes, rules, zones,
- * NAT, rate limits, blocklist). Each offers the same verbs, implemented on the node
+ * A node's state is split into subsystems (links, VLANs, addresses, routes, rules, zone
+ * maps, zones, NAT, rate limits, blocklist). Each offers the same verbs, implemented on the node
  * (activities/subsystems/<name>.ts, see {@link SubsystemContract}):
  *
  *   read     intent → observed state (or, for a large one, a digest of it)
@@ -28,18 +28,24 @@ import type { BlocklistCheck, BlocklistIntent } from './blocklist-change';
 import { blocklistIntent, expirySeconds } from './blocklist-change';
 import type { NodePatch } from './change-request';
 import type { InterfaceConfig, NatConfig, NodeState, ObservedInterface, PolicyRule, Route, Zone } from './node-state';
+import type { ZoneMapState } from './zone-maps';
 
 /** The subsystems of a node in the order a change applies them (a rollback runs them backwards). */
-export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'] as const;
+export const SUBSYSTEM_ORDER = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zonemaps', 'zones', 'nat', 'ratelimits', 'blocklist'] as const;
 export type Subsystem = (typeof SUBSYSTEM_ORDER)[number];
 
 /**
  * Subsystems the kernel couples, which are therefore snapshotted, restored and verified
  * together: removing an interface's last address flushes the routes through it, so a
- * step can change what a later one owns. The eBPF maps (rate limits, blocklist) depend on
- * nothing else and stand alone: a change that touches only them reads only them.
+ * step can change what a later one owns. The eBPF maps (zone maps, rate limits, blocklist)
+ * depend on nothing else and stand alone: a change that touches only them reads only them.
+ *
+ * `zonemaps` (a change's zones in the eBPF zone maps) comes after the links, so a VLAN
+ * the change creates has its ifindex when its zone membership is written, and before
+ * `zones` (the nftables sets), whose names it reads to resolve a removal by name: at
+ * that point they are still the node's zones before the change.
  */
-export const SUBSYSTEM_GROUPS: readonly (readonly Subsystem[])[] = [['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat'], ['ratelimits'], ['blocklist']];
+export const SUBSYSTEM_GROUPS: readonly (readonly Subsystem[])[] = [['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat'], ['zonemaps'], ['ratelimits'], ['blocklist']];
 
 /** The members of `subsystem`'s group, in apply order. */
 export function groupOf(subsystem: Subsystem): readonly Subsystem[] {
@@ -75,6 +81,7 @@ export interface SubsystemTypes {
   addresses: { intent: TableIntent<InterfaceConfig[], PatchPart<'interfaces'>>; check: StateCheck<ObservedInterface[] | InterfaceConfig[]> };
   routes: { intent: TableIntent<Route[], PatchPart<'routes'>>; check: StateCheck<Route[]> };
   rules: { intent: TableIntent<PolicyRule[], PatchPart<'rules'>>; check: StateCheck<PolicyRule[]> };
+  zonemaps: { intent: TableIntent<Zone[], PatchPart<'zones'>>; check: StateCheck<ZoneMapState> };
   zones: { intent: TableIntent<Zone[], PatchPart<'zones'>>; check: StateCheck<Zone[]> };
   nat: { intent: TableIntent<NatConfig, never>; check: StateCheck<NatConfig> };
   ratelimits: { intent: RateLimitIntent; check: RateLimitCheck };
@@ -201,11 +208,17 @@ export function subsystemIntents(change: { desired?: NodeState; patch?: Partial<
     addresses: interfaces,
     routes: table(desired?.routes, patch?.routes),
     rules: table(desired?.rules, patch?.rules),
+    // The same zones; their prefixes stay behind (the eBPF zone maps hold interfaces only).
+    zonemaps: table(desired?.zones.map(withoutPrefixes), patch?.zones ? { ...patch.zones, upsert: (patch.zones.upsert ?? []).map(withoutPrefixes) } : undefined),
     zones: table(desired?.zones, patch?.zones),
     nat: desired ? { mode: 'replace', desired: desired.nat } : patch?.nat ? { mode: 'replace', desired: patch.nat } : { mode: 'keep' },
     ratelimits: rateLimitIntent(change),
     blocklist: blocklistIntent(change),
   };
+}
+
+function withoutPrefixes(zone: Zone): Zone {
+  return { ...zone, prefixes: [] };
 }
 
 /** The rate-limit intent of a change (as {@link blocklistIntent}). */

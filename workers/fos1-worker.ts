@@ -25,6 +25,7 @@ import { DEFAULT_NAT_TABLE, NatTable } from '../activities/system/nat-table';
 import { createNftRunner } from '../activities/system/nft-runner';
 import { BlocklistMaps } from '../bpf/blocklist-maps';
 import { RateLimitMaps } from '../bpf/ratelimit-maps';
+import { ZoneMaps } from '../bpf/zone-maps';
 import { BlocklistStore, type FeedLimits } from '../activities/blocklist-sync';
 import { createAuditActivities, createRevisionActivities, type AuditStore, type RevisionStore } from '../activities/audit-store';
 import type { AuditSinks } from '../model/audit';
@@ -84,6 +85,7 @@ export function createNodeDeps(target: NodeTarget, logger: Logger): NodeWorkerDe
         },
       }),
     openRateLimits: () => RateLimitMaps.open({ pinDir: target.bpfPinDir, maxEntries: target.rateLimitMaxEntries ?? 16_384 }),
+    openZoneMaps: () => ZoneMaps.open({ pinDir: target.bpfPinDir, netns: target.netns }),
     protectedAddresses: { ip: createIpRunner({ netns: target.netns }), ...(target.resolvConf ? { resolvConf: target.resolvConf } : {}) },
     blocklistStore: new BlocklistStore(target.blocklistStoreDir ?? join(tmpdir(), `fos1-blocklists-${basename(target.bpfPinDir)}`), undefined, target.feeds ?? {}),
     logger,

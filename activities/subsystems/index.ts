@@ -24,6 +24,7 @@ import { createRulesSubsystem } from './rules';
 import { createVlansSubsystem } from './vlans';
 import { onceScope } from './table';
 import { createZonesSubsystem } from './zones';
+import { createZoneMapsSubsystem, type ZoneMapStore } from './zonemaps';
 
 /** What the subsystems act on. */
 export interface SubsystemDeps {
@@ -33,6 +34,8 @@ export interface SubsystemDeps {
   nat: NatTable;
   /** The node's rate-limit maps, opened on first use. */
   rateLimits: () => RateLimitMaps;
+  /** The node's eBPF zone maps, opened on first use. */
+  zoneMaps: () => ZoneMapStore;
   /** The node's blocklist maps, opened on first use. */
   blocklist: () => BlocklistMaps;
   blocklistStore: BlocklistStore;
@@ -50,6 +53,7 @@ export function createSubsystems(deps: SubsystemDeps): Subsystems {
     addresses: createAddressesSubsystem(deps.links),
     routes: createRoutesSubsystem(deps.routes),
     rules: createRulesSubsystem(deps.rules),
+    zonemaps: createZoneMapsSubsystem(deps.zoneMaps, deps.nat),
     zones: createZonesSubsystem(deps.nat),
     nat: createNatSubsystem(deps.nat),
     ratelimits: createRateLimitsSubsystem(deps.rateLimits),

@@ -2,6 +2,7 @@
  * Datapath benchmark (issue 3, point 5): every contender in one run on this machine.
  *
  *   npx tsx bench/datapath/run.ts [--hosts 1000000] [--prefixes 100000] [--rounds 20000] [--repeat 3] [--out bench/datapath/RESULTS.md]
+ *   npx tsx bench/datapath/run.ts --suite conntrack [--rounds 20000] [--repeat 5] [--conntrack-max 65536]   (→ CONNTRACK.md, see conntrack.ts)
  *
  * Load: H random IPv4 /32 plus P random prefixes (disjoint, so nft's interval set takes
  * them without auto-merge), then one more entry into each full set —
@@ -32,6 +33,7 @@ import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { cacheDir } from '../../scripts/paths';
+import { conntrackReport, runConntrackSuite } from './conntrack';
 import { generate } from './lists';
 import { ADDR, NetnsPair } from './netns-pair';
 
@@ -40,7 +42,11 @@ const argsSchema = z.object({
   prefixes: z.coerce.number().int().min(100).max(400_000).default(100_000),
   rounds: z.coerce.number().int().min(100).default(20_000),
   repeat: z.coerce.number().int().min(1).max(10).default(3),
-  out: z.string().default(join(__dirname, 'RESULTS.md')),
+  /** `all`: every contender (RESULTS.md); `conntrack`: connection tracking's per-packet cost and memory (CONNTRACK.md). */
+  suite: z.enum(['all', 'conntrack']).default('all'),
+  /** `max_entries` of the conntrack LRU the programs run with in the conntrack suite. */
+  'conntrack-max': z.coerce.number().int().min(1024).max(16_777_216).default(65_536),
+  out: z.string().optional(),
 });
 
 function parseArgs(argv: string[]): z.output<typeof argsSchema> {
@@ -76,6 +82,7 @@ function median(xs: number[]): number {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.suite === 'conntrack') return conntrack(args);
   const work = mkdtempSync(join(tmpdir(), 'fos1-bench-'));
   const pinDir = `/sys/fs/bpf/fos1-bench-${randomBytes(4).toString('hex')}`;
   const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
@@ -189,8 +196,25 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
   }
 
-  writeFileSync(args.out, report(args, results, rr));
-  log(`wrote ${relative(process.cwd(), args.out)}`);
+  const out = args.out ?? join(__dirname, 'RESULTS.md');
+  writeFileSync(out, report(args, results, rr));
+  log(`wrote ${relative(process.cwd(), out)}`);
+}
+
+/** `--suite conntrack`: see conntrack.ts. */
+async function conntrack(args: z.output<typeof argsSchema>): Promise<void> {
+  const pinDir = `/sys/fs/bpf/fos1-bench-ct-${randomBytes(4).toString('hex')}`;
+  const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+  const when = new Date().toISOString();
+  try {
+    const results = await runConntrackSuite({ pinDir, rounds: args.rounds, repeat: args.repeat, conntrackMax: args['conntrack-max'], log });
+    const command = `npx tsx bench/datapath/run.ts --suite conntrack --rounds ${args.rounds} --repeat ${args.repeat} --conntrack-max ${args['conntrack-max']}`;
+    const out = args.out ?? join(__dirname, 'CONNTRACK.md');
+    writeFileSync(out, conntrackReport(command, machine(), results, when));
+    log(`wrote ${relative(process.cwd(), out)}`);
+  } finally {
+    rmSync(pinDir, { recursive: true, force: true });
+  }
 }
 
 function machine(): string[] {

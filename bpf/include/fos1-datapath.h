@@ -44,6 +44,7 @@
 #define FOS1_ENTRY_STATS_MAX 65536 /* LRU: the busiest blocklist entries */
 #define FOS1_EVENTS_BYTES (256 * 1024)
 #define FOS1_DROP_STATS_SLOTS 8    /* drop_stats: one slot per FOS1_REASON_* (0 unused) */
+#define FOS1_CONNTRACK_MAX 65536   /* default size of the conntrack LRU (the loader sets the real one) */
 
 /*
  * Zone policy key. protocol 0 means any protocol, dport 0 any port (lookups try
@@ -97,5 +98,62 @@ struct fos1_drop_event {
 	__u8 match_addr[16];  /* the blocklist entry's prefix address (host bits zero) */
 	__u32 pkt_len;
 };                            /* 80 bytes (8-byte aligned) */
+
+/*
+ * Connection tracking (map conntrack, LRU hash): connections between zoned interfaces
+ * that the zone policy allowed. A packet of a tracked connection, in either direction,
+ * passes without a zone lookup, so the replies of a connection opened from zone A
+ * reach A even when B's default is deny. Only TCP, UDP and ICMP/ICMPv6 echo are
+ * tracked. The state machine and its limits are described in bpf/README.md.
+ */
+#define FOS1_CT_SYN_SENT 1    /* TCP: the initiator's SYN passed, no answer yet */
+#define FOS1_CT_ESTABLISHED 2 /* TCP: the responder answered (or picked up mid-stream) */
+#define FOS1_CT_CLOSING 3     /* TCP: FIN seen both ways, or an RST */
+#define FOS1_CT_OPEN 4        /* UDP / ICMP echo: a flow, refreshed by every packet */
+
+/* Idle timeouts (seconds since the last packet) per state. */
+#define FOS1_CT_TIMEOUT_SYN 60
+#define FOS1_CT_TIMEOUT_ESTABLISHED 21600
+#define FOS1_CT_TIMEOUT_CLOSING 10
+#define FOS1_CT_TIMEOUT_OPEN 60
+
+/* struct fos1_ct_value.fin bits: who sent a FIN. */
+#define FOS1_CT_FIN_INITIATOR 1
+#define FOS1_CT_FIN_RESPONDER 2
+
+/*
+ * Conntrack key: the connection's two endpoints in a canonical order (the smaller
+ * address, then port, first), so both directions of a connection find one entry.
+ * ICMP echo uses its identifier as both ports.
+ */
+struct fos1_ct_key {
+	__u8 addr_lo[16]; /* network order; IPv4 uses the first 4 bytes */
+	__u8 addr_hi[16];
+	__u16 port_lo;    /* host byte order */
+	__u16 port_hi;
+	__u8 family;      /* 4 or 6 */
+	__u8 protocol;    /* IPPROTO_TCP, _UDP, _ICMP, _ICMPV6 */
+	__u8 pad[2];      /* 0 */
+};                        /* 40 bytes */
+
+struct fos1_ct_value {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
+	__u64 created_ns;
+	__u32 rule_id;      /* the zone rule that allowed the first packet (0: a default) */
+	__u8 state;         /* FOS1_CT_* */
+	__u8 initiator_lo;  /* 1 when the endpoint in addr_lo/port_lo opened the connection */
+	__u8 fin;           /* FOS1_CT_FIN_* bits */
+	__u8 src_zone;      /* the initiator's zone */
+	__u8 dst_zone;      /* the responder's zone */
+	__u8 pad[7];        /* 0 */
+};                          /* 32 bytes */
+
+/* Datapath settings (map settings, array[1]), written by the control plane. */
+#define FOS1_SETTING_NO_CONNTRACK 1 /* stateless: every packet goes through the zone policy */
+
+struct fos1_settings {
+	__u32 flags; /* FOS1_SETTING_* */
+	__u32 pad;   /* 0 */
+};                   /* 8 bytes */
 
 #endif /* FOS1_DATAPATH_H */

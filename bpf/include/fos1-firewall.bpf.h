@@ -9,8 +9,9 @@
  * then destination), then the source's rate limit (TC ingress), and only then the
  * zone policy, so a blocked address is dropped regardless of zone rules.
  *
- * Stateless by design for now: no connection tracking, so a zone that denies
- * by default also denies replies to connections the other side opened.
+ * Stateful between zones: a connection the zone policy allowed is tracked in the
+ * conntrack LRU, and its later packets (replies included) pass without a zone
+ * lookup. The blocklist and rate limits still apply to every packet.
  */
 #ifndef FOS1_FIREWALL_BPF_H
 #define FOS1_FIREWALL_BPF_H
@@ -103,6 +104,22 @@ struct {
 	__uint(max_entries, FOS1_MAX_ZONES);
 } zone_default SEC(".maps");
 
+/* Connections the zone policy allowed (see fos1-datapath.h). LRU: when full, the least
+ * recently used connection is forgotten; its next packet goes through the policy again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct fos1_ct_key);
+	__type(value, struct fos1_ct_value);
+	__uint(max_entries, FOS1_CONNTRACK_MAX);
+} conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fos1_settings);
+	__uint(max_entries, 1);
+} settings SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32); /* rule id */
@@ -153,7 +170,10 @@ struct fos1_pkt {
 	__u8 protocol;
 	__u16 sport;
 	__u16 dport;
-	__u16 icmp_type; /* ICMPv6 type, to spare neighbour discovery from zone policy */
+	__u16 icmp_type; /* ICMP/ICMPv6 type (neighbour discovery is spared from zone policy) */
+	__u16 icmp_id;   /* ICMP/ICMPv6 echo identifier */
+	__u8 tcp_flags;  /* TCP header byte 13 (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
+	__u8 has_l4;     /* the TCP/UDP/ICMP header was in the packet (not a later fragment) */
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -195,11 +215,23 @@ static __always_inline int fos1_parse(void *data, void *data_end, struct fos1_pk
 		if ((void *)(ports + 1) <= data_end) {
 			p->sport = bpf_ntohs(ports->source);
 			p->dport = bpf_ntohs(ports->dest);
+			p->has_l4 = p->protocol == IPPROTO_UDP;
 		}
-	} else if (p->protocol == IPPROTO_ICMPV6_) {
-		__u8 *type = l4;
-		if ((void *)(type + 1) <= data_end)
-			p->icmp_type = *type;
+		if (p->protocol == IPPROTO_TCP) {
+			__u8 *tcp = l4;
+			if ((void *)(tcp + 20) <= data_end) {
+				p->tcp_flags = tcp[13];
+				p->has_l4 = 1;
+			}
+		}
+	} else if (p->protocol == IPPROTO_ICMPV6_ || p->protocol == IPPROTO_ICMP) {
+		__u8 *icmp = l4; /* type, code, checksum, then (echo) identifier and sequence */
+		if ((void *)(icmp + 1) <= data_end)
+			p->icmp_type = icmp[0];
+		if ((void *)(icmp + 8) <= data_end) {
+			p->icmp_id = ((__u16)icmp[4] << 8) | icmp[5];
+			p->has_l4 = 1;
+		}
 	}
 	return 1;
 }
@@ -480,6 +512,151 @@ static __always_inline __u8 fos1_dst_zone(void *ctx, const struct fos1_pkt *p, _
 	return FOS1_ZONE_UNZONED; /* unroutable: the stack drops it anyway */
 }
 
+/* ------------------------------------------------------------------------------------
+ * Connection tracking (state machine: bpf/README.md). */
+
+#define FOS1_TCP_FIN 0x01
+#define FOS1_TCP_SYN 0x02
+#define FOS1_TCP_RST 0x04
+#define FOS1_TCP_ACK 0x10
+
+static __always_inline int fos1_conntrack_on(void)
+{
+	__u32 zero = 0;
+	struct fos1_settings *s = bpf_map_lookup_elem(&settings, &zero);
+	return !(s && (s->flags & FOS1_SETTING_NO_CONNTRACK));
+}
+
+/* ICMP echo as a connection: request opens it, reply belongs to it. */
+static __always_inline int fos1_is_echo(const struct fos1_pkt *p, int *request)
+{
+	if (p->protocol == IPPROTO_ICMP) {
+		*request = p->icmp_type == 8;
+		return p->icmp_type == 8 || p->icmp_type == 0;
+	}
+	if (p->protocol == IPPROTO_ICMPV6_) {
+		*request = p->icmp_type == 128;
+		return p->icmp_type == 128 || p->icmp_type == 129;
+	}
+	return 0;
+}
+
+/*
+ * Fills the canonical key of p's connection; returns 1 if p can be tracked (TCP, UDP,
+ * ICMP echo, headers present), with *from_lo = 1 when p's source is the key's lo end.
+ */
+static __always_inline int fos1_ct_key_of(const struct fos1_pkt *p, struct fos1_ct_key *k, int *from_lo)
+{
+	__u16 sport = p->sport, dport = p->dport;
+	int request = 0;
+	if (!p->has_l4)
+		return 0;
+	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP) {
+		if (!fos1_is_echo(p, &request))
+			return 0;
+		sport = dport = p->icmp_id;
+	}
+	/* Compare (saddr, sport) with (daddr, dport): the smaller one goes first. */
+	int cmp = 0;
+	for (int i = 0; i < 16; i++) {
+		if (cmp == 0 && p->saddr[i] != p->daddr[i])
+			cmp = p->saddr[i] < p->daddr[i] ? -1 : 1;
+	}
+	if (cmp == 0)
+		cmp = sport < dport ? -1 : (sport > dport ? 1 : 0);
+	*from_lo = cmp <= 0;
+	k->family = p->family;
+	k->protocol = p->protocol;
+	if (*from_lo) {
+		__builtin_memcpy(k->addr_lo, p->saddr, 16);
+		__builtin_memcpy(k->addr_hi, p->daddr, 16);
+		k->port_lo = sport;
+		k->port_hi = dport;
+	} else {
+		__builtin_memcpy(k->addr_lo, p->daddr, 16);
+		__builtin_memcpy(k->addr_hi, p->saddr, 16);
+		k->port_lo = dport;
+		k->port_hi = sport;
+	}
+	return 1;
+}
+
+static __always_inline __u64 fos1_ct_timeout_ns(__u8 state)
+{
+	__u64 s = state == FOS1_CT_SYN_SENT      ? FOS1_CT_TIMEOUT_SYN
+		  : state == FOS1_CT_ESTABLISHED ? FOS1_CT_TIMEOUT_ESTABLISHED
+		  : state == FOS1_CT_CLOSING     ? FOS1_CT_TIMEOUT_CLOSING
+						 : FOS1_CT_TIMEOUT_OPEN;
+	return s * 1000000000ULL;
+}
+
+/*
+ * A packet of a tracked connection: 1 = it passes (and the entry advanced), 0 = the
+ * policy decides (no entry, an expired one, or a SYN that opens a new connection).
+ * Plain stores: two CPUs racing on one entry can lose a timestamp or a FIN bit, which
+ * the next packet repairs; no packet is dropped for it.
+ */
+static __always_inline int fos1_ct_pass(const struct fos1_ct_key *k, int from_lo, const struct fos1_pkt *p)
+{
+	struct fos1_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
+	if (!ct)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - ct->last_seen_ns > fos1_ct_timeout_ns(ct->state))
+		return 0;
+	int original = (from_lo != 0) == (ct->initiator_lo != 0);
+	if (p->protocol == IPPROTO_TCP) {
+		__u8 f = p->tcp_flags;
+		int syn_only = (f & (FOS1_TCP_SYN | FOS1_TCP_ACK)) == FOS1_TCP_SYN;
+		/* A new SYN on a closing connection (port reuse), or a bare SYN from the
+		 * responder's side, is a new connection: the policy decides. */
+		if (syn_only && (ct->state == FOS1_CT_CLOSING || !original))
+			return 0;
+		if (f & FOS1_TCP_RST) {
+			ct->state = FOS1_CT_CLOSING;
+		} else if (ct->state != FOS1_CT_CLOSING) {
+			if (!original && ct->state == FOS1_CT_SYN_SENT)
+				ct->state = FOS1_CT_ESTABLISHED;
+			if (f & FOS1_TCP_FIN)
+				ct->fin |= original ? FOS1_CT_FIN_INITIATOR : FOS1_CT_FIN_RESPONDER;
+			if (ct->fin == (FOS1_CT_FIN_INITIATOR | FOS1_CT_FIN_RESPONDER))
+				ct->state = FOS1_CT_CLOSING;
+		}
+	} else {
+		int request = 0;
+		/* An echo request in the reply direction is the other side pinging: policy. */
+		if (fos1_is_echo(p, &request) && request && !original)
+			return 0;
+	}
+	ct->last_seen_ns = now;
+	return 1;
+}
+
+/* Tracks a connection the zone policy just allowed (an RST or an echo reply opens none). */
+static __always_inline void fos1_ct_create(const struct fos1_ct_key *k, int from_lo, const struct fos1_pkt *p,
+					   __u8 src_zone, __u8 dst_zone, __u32 rule_id)
+{
+	struct fos1_ct_value v = {};
+	int request = 0;
+	if (p->protocol == IPPROTO_TCP) {
+		if (p->tcp_flags & FOS1_TCP_RST)
+			return;
+		/* A bare SYN opens; anything else is a connection picked up mid-stream
+		 * (after an eviction or a restart): established. */
+		v.state = (p->tcp_flags & (FOS1_TCP_SYN | FOS1_TCP_ACK)) == FOS1_TCP_SYN ? FOS1_CT_SYN_SENT : FOS1_CT_ESTABLISHED;
+	} else {
+		if (fos1_is_echo(p, &request) && !request)
+			return;
+		v.state = FOS1_CT_OPEN;
+	}
+	v.last_seen_ns = v.created_ns = bpf_ktime_get_ns();
+	v.rule_id = rule_id;
+	v.initiator_lo = from_lo != 0;
+	v.src_zone = src_zone;
+	v.dst_zone = dst_zone;
+	bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
+}
+
 /* Zone verdict: exact rule, any port, any protocol, then the source zone's default. */
 static __always_inline struct fos1_zone_verdict *fos1_zone_lookup(__u8 sz, __u8 dz, const struct fos1_pkt *p, __u8 *reason)
 {
@@ -540,11 +717,22 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 		dst_zone = fos1_dst_zone(ctx, &p, ifindex);
 	if (dst_zone == FOS1_ZONE_UNZONED)
 		return 1;
+	/* A tracked connection passes in both directions without a zone lookup. */
+	struct fos1_ct_key ck = {};
+	int from_lo = 0;
+	int track = fos1_conntrack_on() && fos1_ct_key_of(&p, &ck, &from_lo);
+	if (track && fos1_ct_pass(&ck, from_lo, &p))
+		return 1;
 	__u8 reason;
 	struct fos1_zone_verdict *v = fos1_zone_lookup(src_zone, dst_zone, &p, &reason);
-	if (!v)
+	if (!v) {
+		if (track)
+			fos1_ct_create(&ck, from_lo, &p, src_zone, dst_zone, 0);
 		return 1;
+	}
 	fos1_count_rule(v->rule_id, len);
+	if (v->action != FOS1_ACTION_DENY && track)
+		fos1_ct_create(&ck, from_lo, &p, src_zone, dst_zone, v->rule_id);
 	if (v->action == FOS1_ACTION_ALLOW)
 		return 1;
 	fos1_emit(&p, ifindex, hook, reason, (__u8)v->action, src_zone, dst_zone, v->rule_id, 0, len);

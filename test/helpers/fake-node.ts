@@ -45,6 +45,8 @@ import { testAuditStores, type TestAuditStores } from './audit-stores';
 import type { InterfaceConfig, NatConfig, ObservedInterface, PolicyRule, Route, Zone } from '../../model/node-state';
 import { planAddresses, planLinks, planNat, planRoutes, planRules, planVlans, planZones } from '../../model/plan';
 import type { Subsystem } from '../../model/subsystem';
+import { applyZoneMapOperations, canonicalZoneMaps, type ZoneMapState } from '../../model/zone-maps';
+import type { ZoneMapStore } from '../../activities/subsystems/zonemaps';
 
 /** The activities of one node, as the workflows proxy them. */
 export type FakeNodeActivities = NodeActivities;
@@ -63,6 +65,8 @@ export class FakeNode {
   readonly tables: FakeTables = { interfaces: [], routes: [], rules: [], zones: [], nat: { sourceNat: [], portForwards: [] } };
   /** Blocklist entries by canonical prefix: expiry in unix seconds (undefined: never). */
   readonly blocklist = new Map<string, number | undefined>();
+  /** The eBPF zone maps (interfaces by name: the fake node has no ifindexes). */
+  zoneMaps: ZoneMapState = { members: [], rules: [], defaults: [] };
   /** Rate limits by canonical prefix, as the maps hold them. */
   readonly rateLimits = new Map<string, KernelRateLimit>();
   /** Every activity call, in order: its name, and the subsystem for apply and restore (`applySubsystem(blocklist)`). */
@@ -89,6 +93,7 @@ export class FakeNode {
       nat: this.natTable(),
       openBlocklist: () => this.blocklistMaps(),
       openRateLimits: () => this.rateLimitMaps(),
+      openZoneMaps: () => this.zoneMapStore(),
       blocklistStore: (this.store ??= new BlocklistStore(mkdtempSync(join(tmpdir(), `fos1-fake-${this.name}-`)))),
       faults: (subsystem: Subsystem) => {
         const message = this.failBlocklistApply;
@@ -247,6 +252,16 @@ export class FakeNode {
       verifyImage: whole('a full list'),
     };
     return fake as unknown as BlocklistMaps;
+  }
+
+  /** The eBPF zone maps: the real planner's operations applied to {@link zoneMaps}. */
+  private zoneMapStore(): ZoneMapStore {
+    return {
+      read: () => canonicalZoneMaps(structuredClone(this.zoneMaps)),
+      apply: (ops) => {
+        this.zoneMaps = canonicalZoneMaps(applyZoneMapOperations(this.zoneMaps, ops));
+      },
+    };
   }
 
   private rateLimitMaps(): RateLimitMaps {

@@ -199,8 +199,8 @@ describePrivileged('eBPF datapath with real traffic between two namespaces', ['r
         expect(pair.ping(ADDR.b4)).toBe(true); // zone default is still allow
         // A TCP connect is retried (SYN retransmits) while the client waits: ≥ 2 SYNs.
         expect(datapath.ruleCounter(101).packets - denied0.packets).toBeGreaterThanOrEqual(2n);
-        // The allowed exchange is at least SYN, ACK, data, FIN.
-        expect(datapath.ruleCounter(103).packets - allowed0.packets).toBeGreaterThanOrEqual(3n);
+        // The allowed exchange meets the rule once, with its SYN: the rest of it is tracked (conntrack).
+        expect(datapath.ruleCounter(103).packets - allowed0.packets).toBeGreaterThanOrEqual(1n);
         // Every deny above (two TCP connects, one UDP datagram) counted under zone-rule; allowed packets are not drops.
         expect(datapath.dropCounts()['zone-rule'] - drops0['zone-rule']).toBeGreaterThanOrEqual(3n);
       } finally {

@@ -21,7 +21,9 @@ import { createIpRunner } from '../../activities/system/ip-runner';
 import { LinkTable } from '../../activities/system/link-table';
 import { KernelFeatureMissingError } from '../../activities/system/network-errors';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
+import { rmSync } from 'node:fs';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
+import { ZoneMaps } from '../../bpf/zone-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
 import type { NodeStateInput } from '../../model/node-state';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
@@ -38,6 +40,13 @@ const NETNS = `fos1rb-${suffix}`;
 /** The node's neighbours (the gateways its routes point at) live in a second namespace. */
 const PEER_NETNS = `fos1rbp-${suffix}`;
 const NAT_TABLE = `fos1_rb${suffix}`;
+const pinDir = `/sys/fs/bpf/fos1-rbtest-${suffix}`;
+
+let zoneMapsHandle: ZoneMaps | undefined;
+/** The node's eBPF zone maps, opened once (they are created by the first change that has zones). */
+function zoneMaps(): ZoneMaps {
+  return (zoneMapsHandle ??= ZoneMaps.open({ pinDir, netns: NETNS }));
+}
 
 function inNs(...args: string[]): string {
   return execFileSync('ip', ['-n', NETNS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
@@ -60,6 +69,8 @@ function dump() {
     rules4: json('-4', 'rule', 'show'),
     rules6: json('-6', 'rule', 'show'),
     nat,
+    // The zones in the eBPF zone maps (pinned in the node's folder, interfaces by name in its namespace).
+    zoneMaps: zoneMaps().read(),
   };
 }
 
@@ -86,7 +97,6 @@ function kernelHasVlans(): boolean {
 }
 
 describePrivileged('network change rollback on a real node (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli', 'iproute2'], () => {
-  const pinDir = `/sys/fs/bpf/fos1-rbtest-${suffix}`;
   let env: TestWorkflowEnvironment;
   let stopWorkers: () => Promise<void>;
   let sequence = 0;
@@ -162,7 +172,10 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
         // never created
       }
     }
+    zoneMapsHandle?.close();
     removePinnedBlocklist(pinDir);
+    // The zone maps the change created live in the same folder.
+    rmSync(pinDir, { recursive: true, force: true });
   });
 
   function request(overrides: Partial<ChangeRequestInput>): ChangeRequestInput {
@@ -235,7 +248,7 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       ],
     },
   };
-  const STEPS: Subsystem[] = ['links', 'addresses', 'routes', 'rules', 'zones', 'nat'];
+  const STEPS: Subsystem[] = ['links', 'addresses', 'routes', 'rules', 'zonemaps', 'zones', 'nat'];
 
   beforeEach(async () => {
     failAt = undefined;
@@ -324,6 +337,7 @@ describePrivileged('network change rollback on a real node (privileged)', ['root
       '+ rule -4 priority 1000 from 10.62.0.0/24 iif x2 table 200',
       '+ rule -6 priority 1001 from fd00:62::/64 table 200',
       '- rule -4 priority 900 from 10.60.0.0/24 table 100',
+      '+ ebpf zone member x2 in zone 3',
       '+ zone dmz id 3 interfaces x2 prefixes 10.62.0.0/24',
       '~ zone lan id 1 interfaces x1 prefixes 10.60.0.0/24 => lan id 1 interfaces x1 prefixes 10.60.0.0/24,fd00:60::/64',
       '+ nat masquerade fd00:60::/64 out x2',

@@ -69,6 +69,8 @@ describe.each(['tc', 'xdp'] as const)('BTF of fos1-%s.bpf.o', (kind) => {
       zone_ifaces: [4, 4],
       zone_policy: [L.fos1_zone_policy_key.size, L.fos1_zone_verdict.size],
       zone_default: [4, L.fos1_zone_verdict.size],
+      conntrack: [L.fos1_ct_key.size, L.fos1_ct_value.size],
+      settings: [4, L.fos1_settings.size],
       rule_stats: [4, L.fos1_counter.size],
       entry_stats: [L.fos1_entry_key.size, L.fos1_counter.size],
       drop_events: [0, 0],

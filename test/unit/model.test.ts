@@ -159,7 +159,7 @@ describe('planner', () => {
   });
 
   test('a blocklist-only patch is scoped to the blocklist; a network change takes every network table; a desired state the whole node', () => {
-    const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat', 'ratelimits', 'blocklist'];
+    const all = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zonemaps', 'zones', 'nat', 'ratelimits', 'blocklist'];
     const network = ['links', 'vlans', 'addresses', 'routes', 'rules', 'zones', 'nat'];
     const scope = (change: Parameters<typeof subsystemIntents>[0]) => changeScope(subsystemIntents(change));
     expect(scope({ patch: { blocklist: { upsert: [{ cidr: '192.0.2.1/32', reason: 'x' }], remove: [] } } })).toEqual(['blocklist']);
