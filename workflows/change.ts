@@ -385,7 +385,10 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   await checkPollers(targets.map((t) => t.name));
 
   // ── cluster policy (workflows/cluster-policy-step.ts): dry-run against the cluster's CRDs and snapshot, before any node ──
-  const clusterPolicy = await ClusterPolicyStep.prepare({ request, trail, status, fail: finishError });
+  // Awaited only when there is cluster policy (like `gate.beforeNode()` below): an await that
+  // does nothing still takes microtasks, which would move the durable audit's next append
+  // ahead of later commands in changes without cluster policy.
+  const clusterPolicy = request.clusterPolicy ? await ClusterPolicyStep.prepare({ request, trail, status, fail: finishError }) : undefined;
 
   // ── approval gate (workflows/approval.ts) ──
   // After the waves are planned, before anything is applied: the approval policy, the plan
@@ -439,7 +442,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     }
     if (operator.abort) break;
     // Cluster policy once, before the first wave: allow before routes (workflows/cluster-policy-step.ts).
-    const policyFailed = await clusterPolicy?.applyOnce();
+    const policyFailed = clusterPolicy ? await clusterPolicy.applyOnce() : undefined;
     if (policyFailed) return finish(clusterPolicy?.clean ? 'rolled-back' : 'rollback-failed', `${policyFailed.why}; ${clusterPolicy?.clean ? 'the cluster policy was restored and verified against its snapshot' : 'ROLLBACK INCOMPLETE — see clusterPolicy.differences'}; no node was touched`, policyFailed.type);
     const outcome = await runWave(wave);
     if (outcome.kind === 'continue') continue;
@@ -667,7 +670,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   async function revertTouched(reason: string): Promise<void> {
     await revertNodes(reason);
     // Cluster policy after every node: the reverse of its place on apply.
-    await clusterPolicy?.restore(reason);
+    if (clusterPolicy) await clusterPolicy.restore(reason);
   }
 
   async function revertNodes(reason: string): Promise<void> {
