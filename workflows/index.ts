@@ -11,6 +11,8 @@ export { approveUpdate, rejectUpdate } from './approval';
 export type { ApprovalStatus, WindowStatus } from './approval';
 export { nodeChangeWorkflow, nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
+export { nodeRestoreWorkflow, giveUpRestoreSignal } from './node-recovery';
+export type { NodeRestoreInput, GiveUpRestore, RestoreRetryStatus } from './node-recovery';
 export { policyChangeWorkflow } from './policy-change';
 export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';
 export { enforcementWorkflow, verdictSignal, enforcementQuery, ENFORCER } from './enforcement';

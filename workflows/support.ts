@@ -45,6 +45,17 @@ export class AuditTrail {
     }
   }
 
+  /**
+   * Records a step and drops this trail's earlier records of the same step from
+   * {@link records} (the audit sink still got every one): a step repeated without bound,
+   * such as the rounds of a retrying restore, keeps the workflow's list (and what it
+   * carries across continue-as-new) to its latest record.
+   */
+  recordReplacing(step: string, result: AuditRecord['result'], startedAt: number, detail?: string, actor = this.actor): void {
+    for (let i = this.records.length - 1; i >= 0; i--) if (this.records[i]?.step === step) this.records.splice(i, 1);
+    this.record(step, result, startedAt, detail, actor);
+  }
+
   /** Records a step that already happened; `actor` overrides the trail's (an operator's lift). */
   record(step: string, result: AuditRecord['result'], startedAt: number, detail?: string, actor = this.actor): void {
     const record: AuditRecord = {

@@ -69,7 +69,7 @@ export class FakeNode {
    * Raised through the real activities' fault hook, right after the maps changed.
    */
   failBlocklistApply?: string;
-  /** While set, every restore round (`restoreAndCheck`) fails with this message: a node whose restores cannot get through yet. */
+  /** While set, every restore (`restoreSubsystem`, and each round of `restoreAndCheck`) fails with this message: a node whose restores cannot get through yet. */
   failRestores?: string;
   /** What the node reports as its own addresses, gateways and DNS servers (the guard's default allow-list). */
   protectedAddresses: Omit<NodeProtectedAddresses, 'node'> = { addresses: ['10.77.0.2/32'], gateways: ['10.77.0.1/32'], dnsServers: [] };
@@ -114,6 +114,7 @@ export class FakeNode {
       },
       restoreSubsystem: (input) => {
         calls.push(`restoreSubsystem(${input.subsystem})`);
+        if (this.failRestores !== undefined) return Promise.reject(ApplicationFailure.create({ type: 'NodeUnavailable', message: this.failRestores }));
         return real.restoreSubsystem(input);
       },
       restoreAndCheck: (input) => {
