@@ -329,8 +329,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         }
         if (patched(LOCK_WAIT_PATCH)) {
           // Bounded history for waits of days: the pause grows with the time already waited (support.ts).
-          delay = lockWaitDelayMs(delay, Date.now() - waitStarted, deadline - Date.now());
-          await condition(() => decided.value !== undefined, delay);
+          await condition(() => decided.value !== undefined, Math.max(1, Math.min(delay, deadline - Date.now())));
+          delay = lockWaitDelayMs(delay, Date.now() - waitStarted);
         } else {
           await condition(() => decided.value !== undefined, delay);
           delay = Math.min(delay * 2, 5000);

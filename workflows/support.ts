@@ -189,16 +189,15 @@ export const LOCK_WAIT_PATCH = 'lock-wait-bounded';
 export const LOCK_WAIT_MAX_DELAY_MS = 3_600_000;
 
 /**
- * The pause before the next try for a node's lock: doubling from 250 ms to 5 s (the first
- * half minute, as before), then a tenth of the time already waited, at most an hour, and
- * never past the deadline. Each try costs the history about ten events, so a wait of any
+ * The pause before the next try for a node's lock, after `previousMs`: doubling from
+ * 250 ms to 5 s (the first half minute, as before), then a tenth of the time already
+ * waited, at most an hour (the caller stops at the deadline). Each try costs the history about ten events, so a wait of any
  * allowed length stays bounded: a 7-day `lockTimeout` takes about 230 tries (some 2,300
  * events) where a fixed 5 s would take 120,000. The cost: a lock freed after a long wait
  * is noticed up to a tenth of that wait later (6 minutes after an hour).
  */
-export function lockWaitDelayMs(previousMs: number, waitedMs: number, remainingMs: number): number {
-  const delay = Math.min(LOCK_WAIT_MAX_DELAY_MS, Math.max(Math.min(previousMs * 2, 5000), Math.floor(waitedMs / 10)));
-  return Math.max(1, Math.min(delay, remainingMs));
+export function lockWaitDelayMs(previousMs: number, waitedMs: number): number {
+  return Math.min(LOCK_WAIT_MAX_DELAY_MS, Math.max(Math.min(previousMs * 2, 5000), Math.floor(waitedMs / 10)));
 }
 
 /** Whether starting a workflow failed because one with that id is running (a node's lock, the coordinator). */
