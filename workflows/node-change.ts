@@ -388,6 +388,8 @@ function prepareKey(): string {
 /** What a retrying restore carries (workflows/node-recovery.ts). */
 function restoreState(input: NodeChangeInput, plan: RestorePlan, verified: NodeChangeResult, failedOutcome: NodeChangeResult['outcome'], differences: string[], trail: AuditTrail, progress: NodeProgress): NodeRestoreInput {
   const { audit: _audit, ...result } = verified;
+  // What the rollback's restores reported, as well as what still differs: the cause is more telling than the symptom.
+  const restoreErrors = trail.records.filter((r) => r.step.startsWith('restore ') && r.result === 'failed').map((r) => `${r.step}: ${r.detail ?? 'failed'}`);
   return {
     changeId: input.changeId,
     author: input.author,
@@ -397,7 +399,7 @@ function restoreState(input: NodeChangeInput, plan: RestorePlan, verified: NodeC
     result,
     failedOutcome,
     audit: trail.records,
-    retry: { attempt: 0, lastError: differences.join('; '), since: Date.now() },
+    retry: { attempt: 0, lastError: [...new Set([...restoreErrors, ...differences])].join('; '), since: Date.now() },
     progress,
   };
 }

@@ -105,8 +105,6 @@ const { restoreAndCheck } = proxyActivities<NodeActivities>({
   retry: { maximumAttempts: 1 },
 });
 
-const continueAsRestore = makeContinueAsNewFunc<typeof nodeRestoreWorkflow>({ workflowType: 'nodeRestoreWorkflow' });
-
 const iso = (ms: number) => new Date(ms).toISOString();
 
 /**
@@ -140,7 +138,7 @@ export function retryRestore(state: NodeRestoreInput, trail: AuditTrail, progres
         retry.lastError = summariseFailure(err).message;
       }
       if (workflowInfo().historyLength > RESTORE_HISTORY_LIMIT || workflowInfo().continueAsNewSuggested) {
-        await continueAsRestore({ ...state, audit: trail.records, retry, progress });
+        await makeContinueAsNewFunc<typeof nodeRestoreWorkflow>({ workflowType: 'nodeRestoreWorkflow' })({ ...state, audit: trail.records, retry, progress });
       }
     }
     const g = giveUp as GiveUpRestore;
