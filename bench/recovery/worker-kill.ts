@@ -85,14 +85,22 @@ async function main(): Promise<void> {
     FOS1_BLOCKHOST_MAX_ENTRIES_V4: String(ENTRIES + 1024),
     FOS1_BLOCKLIST_MAX_ENTRIES_V6: '65536',
     FOS1_BLOCKHOST_MAX_ENTRIES_V6: '65536',
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: 'info',
     ...extra,
   });
+  /** Starts a worker process; `ready` resolves when it logs that its workers run (they poll from then on). */
   const startWorker = (extra: Record<string, string>) => {
-    const child = spawn(join(REPO, 'node_modules/.bin/tsx'), [join(REPO, 'workers/main.ts')], { cwd: REPO, env: workerEnv(extra), stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(join(REPO, 'node_modules/.bin/tsx'), [join(REPO, 'workers/main.ts')], { cwd: REPO, env: workerEnv(extra), stdio: ['ignore', 'pipe', 'inherit'] });
     processes.add(child);
     child.on('exit', () => processes.delete(child));
-    return child;
+    const ready = new Promise<number>((done) => {
+      let buffered = '';
+      child.stdout?.on('data', (chunk: Buffer) => {
+        buffered = (buffered + chunk.toString()).slice(-4096);
+        if (buffered.includes('fos1 worker running')) done(Date.now());
+      });
+    });
+    return { child, ready };
   };
   const client = new WorkflowClient({ connection: env.connection });
   const nodeHandle = () => client.getHandle(nodeLockWorkflowId(NODE));
@@ -151,8 +159,8 @@ async function main(): Promise<void> {
         p = await pending();
       }
       const killedAt = Date.now();
-      nodeWorker.kill('SIGKILL');
-      await new Promise((r) => nodeWorker.once('exit', r));
+      nodeWorker.child.kill('SIGKILL');
+      await new Promise((r) => nodeWorker.child.once('exit', r));
       await sleep(DOWN_MS);
       const restartedAt = Date.now();
       nodeWorker = startWorker({ FOS1_CLUSTER_WORKER: 'false' });
@@ -175,6 +183,8 @@ async function main(): Promise<void> {
         phase: status.phase,
         mapsEqualList: equal,
         restartToRetryMs: again - restartedAt,
+        workerStartMs: (await nodeWorker.ready) - restartedAt,
+        pollingToRetryMs: again - (await nodeWorker.ready),
         killToRetryMs: again - killedAt,
         killToAppliedMs: Date.now() - killedAt,
         ...(completedFirst ? { note: 'retry seen after it had already finished (upper bound)' } : {}),
