@@ -90,7 +90,8 @@ async function main(): Promise<void> {
   });
   /** Starts a worker process; `ready` resolves when it logs that its workers run (they poll from then on). */
   const startWorker = (extra: Record<string, string>) => {
-    const child = spawn(join(REPO, 'node_modules/.bin/tsx'), [join(REPO, 'workers/main.ts')], { cwd: REPO, env: workerEnv(extra), stdio: ['ignore', 'pipe', 'inherit'] });
+    // One process (node with tsx's loader), not the tsx CLI, which runs node as a child a SIGKILL would not reach.
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'workers/main.ts')], { cwd: REPO, env: workerEnv(extra), stdio: ['ignore', 'pipe', 'inherit'] });
     processes.add(child);
     child.on('exit', () => processes.delete(child));
     const ready = new Promise<number>((done) => {
