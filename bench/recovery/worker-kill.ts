@@ -122,10 +122,12 @@ async function main(): Promise<void> {
     }
   };
 
-  startWorker({ FOS1_NODE_WORKER: 'false', FOS1_CLUSTER_WORKER: 'true' });
-  let nodeWorker = startWorker({ FOS1_CLUSTER_WORKER: 'false' });
   const results: Record<string, unknown> = { repo: REPO, entries: ENTRIES, downMs: DOWN_MS };
+  const clusterWorker = startWorker({ FOS1_NODE_WORKER: 'false', FOS1_CLUSTER_WORKER: 'true' });
+  let nodeWorker = startWorker({ FOS1_CLUSTER_WORKER: 'false' });
   try {
+    // Both polling before the first change (a change refuses a node without a polling worker).
+    await Promise.all([clusterWorker.ready, nodeWorker.ready]);
     // 1. Undisturbed: heartbeats during prepare and apply of the full list.
     {
       const handle = await startChange();
@@ -193,10 +195,13 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const child of processes) child.kill('SIGKILL');
-    await env.teardown();
-    removePinnedBlocklist(pinDir);
-    ns.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    for (const cleanup of [() => env.teardown(), () => removePinnedBlocklist(pinDir), () => ns.destroy(), () => rmSync(dir, { recursive: true, force: true })]) {
+      try {
+        await cleanup();
+      } catch (err) {
+        console.error('cleanup failed:', err);
+      }
+    }
   }
   console.log(JSON.stringify(results));
 }
