@@ -15,6 +15,7 @@
  * the maps back. Kernel errors propagate as the bpf/ error classes (the node activities
  * translate them); input errors become `InvalidBlocklist` here (activities/failures.ts).
  */
+import { progress } from './heartbeat';
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, mkdirSync, readdirSync, renameSync, statSync, type Stats, unlinkSync, writeFileSync } from 'node:fs';
 import { type FileHandle, lstat, open, readlink, realpath } from 'node:fs/promises';
@@ -303,19 +304,34 @@ export interface BlocklistSyncDeps {
 export function createBlocklistSync(deps: BlocklistSyncDeps) {
   const clock = () => performance.now();
 
-  /** Full-state sync of an image: dump, diff, batch apply (all or nothing), verify. */
-  function syncImage(desired: BlocklistImage, readMs: number): BlocklistSyncResult {
+  /**
+   * Full-state sync of an image: dump, diff, batch apply (all or nothing), verify. Each
+   * step of a million-entry load holds the thread for a fraction of a second (batch
+   * syscalls); between steps it heartbeats and yields (activities/heartbeat.ts), so the
+   * event loop turns and the activity's heartbeats get out.
+   */
+  async function syncImage(desired: BlocklistImage, readMs: number): Promise<BlocklistSyncResult> {
     const maps = deps.maps();
+    const step = (phase: string) => progress({ phase: `blocklist ${phase}`, entries: imageSize(desired) });
+    await step('dump');
     const t = clock();
     const before = maps.dumpImage();
     const placed = maps.placed(desired);
     const tDump = clock();
+    await step('snapshot');
+    const t0 = clock();
     const snapshotRef = deps.store ? deps.store.put(serializeImage(before)) : undefined;
     const tSnapshot = clock();
+    await step('diff');
+    const t0b = clock();
     const diff = diffImages(before, placed);
     const t1 = clock();
+    await step('apply');
+    const t1b = clock();
     maps.applyImage(placed, before, diff);
     const t2 = clock();
+    await step('verify');
+    const t2b = clock();
     const mismatch = maps.verifyImage(placed);
     if (mismatch) {
       throw failure(FailureType.BlocklistVerifyFailed, mismatch);
@@ -326,7 +342,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
       operations: renderDiff(diff),
       counts: { added: size.added, changed: size.changed, removed: size.deletes, total: imageSize(placed) },
       ...(snapshotRef ? { snapshotRef } : {}),
-      timings: { read: readMs, dump: tDump - t, snapshot: tSnapshot - tDump, diff: t1 - tSnapshot, apply: t2 - t1, verify: t3 - t2 },
+      timings: { read: readMs, dump: tDump - t, snapshot: tSnapshot - t0, diff: t1 - t0b, apply: t2 - t1b, verify: t3 - t2b },
     };
     deps.logger?.info({ counts: result.counts, timings: result.timings }, 'blocklist converged');
     return result;
@@ -334,12 +350,12 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
 
   return {
     /** Converges the maps to an image the caller already has (parsed for a plan, say). */
-    syncToImage(desired: BlocklistImage): BlocklistSyncResult {
+    syncToImage(desired: BlocklistImage): Promise<BlocklistSyncResult> {
       return syncImage(desired, 0);
     },
 
     /** Converges the maps to an inline list (the change workflow's payload; expiresAt in unix seconds). */
-    syncEntries(desired: KernelBlocklistEntry[]): BlocklistSyncResult {
+    syncEntries(desired: KernelBlocklistEntry[]): Promise<BlocklistSyncResult> {
       const t = clock();
       const image = translateErrorsSync(ErrorDomains.blocklist, () => imageFromEntries(desired));
       return syncImage(image, clock() - t);
@@ -349,6 +365,7 @@ export function createBlocklistSync(deps: BlocklistSyncDeps) {
     async syncFromRef(ref: unknown): Promise<BlocklistSyncResult> {
       if (!deps.store) throw new Error('blocklist sync by reference needs a BlocklistStore');
       const t = clock();
+      await progress({ phase: 'blocklist load' });
       const image = await deps.store.load(ref);
       return syncImage(image, clock() - t);
     },

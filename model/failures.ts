@@ -65,6 +65,8 @@ const FAILURES = {
   UnsafeCommandArgument: { retryable: false, raisedBy: 'node' },
   /** The node read back different from what the change asked for. */
   VerificationFailed: { retryable: false, raisedBy: 'node' },
+  /** A restore round left the node different from its snapshot (or could not run); the node workflow tries again later. */
+  RestoreIncomplete: { retryable: true, raisedBy: 'node' },
   RouteApplyFailed: { retryable: false, raisedBy: 'node' },
   LinkApplyFailed: { retryable: false, raisedBy: 'node' },
   VlanApplyFailed: { retryable: false, raisedBy: 'node' },

@@ -78,7 +78,7 @@ async function main(): Promise<void> {
   const env = await TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, searchAttributes: Object.values(SearchAttributes), ip: '127.0.0.1', ui: false },
   });
-  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf', 'rec-cp'].map((n) => new FakeNode(n));
+  const nodes = ['rec-a', 'rec-b', 'rec-rb-a', 'rec-rb-b', 'rec-rv', 'rec-rl', 'rec-rt', 'rec-bl', 'rec-enf', 'rec-cp', 'rec-retry'].map((n) => new FakeNode(n));
   const node = (name: string) => nodes.find((n) => n.name === name)!;
   const cluster = new FakeCluster();
   cluster.guard = GUARD;
@@ -161,6 +161,16 @@ async function main(): Promise<void> {
     const blocked = await change('rec-blocklist', ['rec-bl'], block('198.51.100.5/32'));
     await blocked.result();
     await save('applied-blocklist-patch', 'nodeChangeWorkflow', nodeLockWorkflowId('rec-bl'));
+
+    // ── node-change: a rollback whose restores fail at first, retried (patch restore-retries) until they verify ──
+    node('rec-retry').failBlocklistApply = 'recorded failure';
+    node('rec-retry').failRestores = 'recorded: node unreachable';
+    const retried = await change('rec-retried', ['rec-retry'], block('198.51.100.6/32'));
+    const retryProgress = () => client.getHandle(nodeLockWorkflowId('rec-retry')).query<{ restore?: { attempt: number; nextTryAt?: string } }>('nodeProgress');
+    await until(async () => (await retryProgress().catch(() => undefined))?.restore?.attempt === 1, 'a failed restore round');
+    node('rec-retry').failRestores = undefined;
+    await retried.result().catch(() => undefined);
+    await save('rollback-retried', 'nodeChangeWorkflow', nodeLockWorkflowId('rec-retry'));
 
     // ── coordinator: started with a low continue-as-new bound, so a carried-state run is recorded too ──
     const coordinator = await client.start('enforcementCoordinatorWorkflow', {

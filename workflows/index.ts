@@ -10,6 +10,7 @@
 import { changeWorkflow as changeWorkflowImpl } from './change';
 import { enforcementWorkflow as enforcementWorkflowImpl } from './enforcement';
 import { nodeChangeWorkflow as nodeChangeWorkflowImpl } from './node-change';
+import { nodeRestoreWorkflow as nodeRestoreWorkflowImpl } from './node-recovery';
 import { policyChangeWorkflow as policyChangeWorkflowImpl } from './policy-change';
 import { quarantineWorkflow as quarantineWorkflowImpl } from './quarantine';
 import { rolloutWaveWorkflow as rolloutWaveWorkflowImpl } from './rollout-wave';
@@ -18,6 +19,8 @@ import { withDurableAudit } from './support';
 export const changeWorkflow = withDurableAudit(changeWorkflowImpl);
 export const rolloutWaveWorkflow = withDurableAudit(rolloutWaveWorkflowImpl);
 export const nodeChangeWorkflow = withDurableAudit(nodeChangeWorkflowImpl);
+/** A node's rollback that keeps retrying, continued as new from nodeChangeWorkflow (workflows/node-recovery.ts). */
+export const nodeRestoreWorkflow = withDurableAudit(nodeRestoreWorkflowImpl);
 export const policyChangeWorkflow = withDurableAudit(policyChangeWorkflowImpl);
 export const enforcementWorkflow = withDurableAudit(enforcementWorkflowImpl);
 export const quarantineWorkflow = withDurableAudit(quarantineWorkflowImpl);
@@ -31,6 +34,8 @@ export { approveUpdate, rejectUpdate } from './approval';
 export type { ApprovalStatus, WindowStatus } from './approval';
 export { nodeProgressQuery, nodeDecisionSignal, nodeReadySignal } from './node-change';
 export type { NodeChangeInput, NodeChangeResult, NodeDecision, NodeProgress } from './node-change';
+export { giveUpRestoreSignal } from './node-recovery';
+export type { NodeRestoreInput, GiveUpRestore, RestoreRetryStatus } from './node-recovery';
 export type { PolicyChangeInput, PolicyChangeResult } from './policy-change';
 export { verdictSignal, enforcementQuery, ENFORCER } from './enforcement';
 export type { EnforcementInput, EnforcementStatus, EnforcementState } from './enforcement';

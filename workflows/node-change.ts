@@ -26,6 +26,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   proxyLocalActivities,
   setHandler,
@@ -54,9 +55,17 @@ import {
   type SubsystemIntents,
 } from '../model/subsystem';
 import { AuditTrail, Compensations } from './support';
+import { RESTORE_RETRIES_PATCH, retryRestore, type NodeRestoreInput, type RestoreRetryStatus, type RestoreStep } from './node-recovery';
 
+/**
+ * Node activities heartbeat every second (activities/heartbeat.ts): a worker killed in the
+ * middle of one is noticed after the heartbeat time-out and the attempt is retried as soon
+ * as a worker polls again, instead of after the start-to-close time-out, which stays
+ * generous for a million-entry list on a busy node.
+ */
 const remote = proxyActivities<NodeActivities>({
-  startToCloseTimeout: '2 minutes',
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '5 seconds',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
 
@@ -87,21 +96,29 @@ interface RestorePlan {
   steps: Steps;
 }
 
+/** The registered snapshots, newest-registered first (the order a rollback restores them). */
+function snapshotsOf(plan: RestorePlan): RestoreStep[] {
+  return [...plan.registered].reverse().flatMap((subsystem) => {
+    const snapshot = plan.prepared[subsystem]?.snapshot as RestoreStep['snapshot'] | undefined;
+    return snapshot ? [{ subsystem, snapshot }] : [];
+  });
+}
+
+/** The read-back checks of a restore plan's snapshots. */
+function checksOf(plan: RestorePlan): SubsystemChecks {
+  const checks: SubsystemChecks = {};
+  for (const { subsystem, snapshot } of snapshotsOf(plan)) (checks as Record<string, unknown>)[subsystem] = snapshot.check;
+  return checks;
+}
+
 /** Restores, newest-registered first. */
 function restoresFrom(plan: RestorePlan): { step: string; run: () => Promise<unknown> }[] {
-  return [...plan.registered].reverse().flatMap((subsystem) => {
-    const snapshot = plan.prepared[subsystem]?.snapshot;
-    return snapshot ? [{ step: `restore ${subsystem}`, run: () => plan.steps.restoreSubsystem({ subsystem, snapshot }) }] : [];
-  });
+  return snapshotsOf(plan).map(({ subsystem, snapshot }) => ({ step: `restore ${subsystem}`, run: () => plan.steps.restoreSubsystem({ subsystem, snapshot }) }));
 }
 
 /** Differences between the node and a restore plan's snapshots, read back. */
 async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
-  const checks: SubsystemChecks = {};
-  for (const s of plan.registered) {
-    const snapshot = plan.prepared[s]?.snapshot;
-    if (snapshot) (checks as Record<string, unknown>)[s] = snapshot.check;
-  }
+  const checks = checksOf(plan);
   return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
 
@@ -169,6 +186,8 @@ export interface NodeProgress {
   step: string;
   stepsDone: number;
   stepsTotal: number;
+  /** While a restore that did not verify is retrying (workflows/node-recovery.ts): attempt, last error, next try. */
+  restore?: RestoreRetryStatus;
 }
 
 export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');
@@ -210,7 +229,7 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
     // Subsystems outside the scope are not read; every restore and comparison is limited to the same scope.
     prepared = await auditTrail.step(
       'snapshot',
-      () => (scope.length > 0 ? steps.prepareSubsystems({ intents: covered, dryRun: input.dryRun }) : Promise.resolve<PreparedSubsystems>({})),
+      () => (scope.length > 0 ? steps.prepareSubsystems({ intents: covered, dryRun: input.dryRun, key: prepareKey() }) : Promise.resolve<PreparedSubsystems>({})),
       (p) => scope.map((s) => p[s]?.summary).filter((d) => d !== undefined).join(', ') || 'nothing to read',
     );
   } catch (err) {
@@ -277,6 +296,9 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
     log.warn('node change failed; rolling back', { node: input.node, error });
     progress.step = 'rollback';
     const rollback = await runRestore(restorePlan, auditTrail);
+    if (rollback.length > 0 && patched(RESTORE_RETRIES_PATCH)) {
+      return retryRestore(restoreState(input, restorePlan, result('rolled-back', { error }), 'rollback-failed', rollback, auditTrail, progress), auditTrail, progress);
+    }
     progress.step = 'done';
     return result(rollback.length === 0 ? 'rolled-back' : 'rollback-failed', { error, rollbackDifferences: rollback });
   }
@@ -302,6 +324,9 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
     auditTrail.record('restore requested', 'ok', Date.now(), reason);
     progress.step = 'restore';
     const differences = await runRestore(restorePlan, auditTrail);
+    if (differences.length > 0 && patched(RESTORE_RETRIES_PATCH)) {
+      return retryRestore(restoreState(input, restorePlan, result('restored'), 'restore-failed', differences, auditTrail, progress), auditTrail, progress);
+    }
     progress.step = 'done';
     return result(differences.length === 0 ? 'restored' : 'restore-failed', { rollbackDifferences: differences });
   });
@@ -352,4 +377,33 @@ async function runRestore(plan: RestorePlan, auditTrail: AuditTrail): Promise<st
   // restoresFrom lists newest first; Compensations runs the last added first.
   for (const restore of restoresFrom(plan).reverse()) compensations.add(restore.step, restore.run);
   return compensations.run({ step: 'verify rollback', differences: () => restoreDifferences(plan), ok: 'node equals snapshot' }, 2);
+}
+
+/**
+ * The key of this run's prepare on the node (activities/prepared-store.ts): a replay or a
+ * retried attempt of the same run gets the snapshot taken first, never one of state its
+ * own apply already changed. The same on every replay of the run; new for every change.
+ */
+function prepareKey(): string {
+  const info = workflowInfo();
+  return `${info.workflowId}/${info.runId}`;
+}
+
+/** What a retrying restore carries (workflows/node-recovery.ts). */
+function restoreState(input: NodeChangeInput, plan: RestorePlan, verified: NodeChangeResult, failedOutcome: NodeChangeResult['outcome'], differences: string[], trail: AuditTrail, progress: NodeProgress): NodeRestoreInput {
+  const { audit: _audit, ...result } = verified;
+  // What the rollback's restores reported, as well as what still differs: the cause is more telling than the symptom.
+  const restoreErrors = trail.records.filter((r) => r.step.startsWith('restore ') && r.result === 'failed').map((r) => `${r.step}: ${r.detail ?? 'failed'}`);
+  return {
+    changeId: input.changeId,
+    author: input.author,
+    node: input.node,
+    restores: snapshotsOf(plan),
+    checks: checksOf(plan),
+    result,
+    failedOutcome,
+    audit: trail.records,
+    retry: { attempt: 0, lastError: [...new Set([...restoreErrors, ...differences])].join('; '), since: Date.now() },
+    progress,
+  };
 }

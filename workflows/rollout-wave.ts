@@ -24,6 +24,7 @@ import {
   defineSignal,
   getExternalWorkflowHandle,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -40,7 +41,7 @@ import { nodeLockWorkflowId, nodeTaskQueue } from '../model/naming';
 import type { NodeState } from '../model/node-state';
 import type { PlannedWave } from '../model/rollout-strategy';
 import { commitRevisions } from './revisions';
-import { AuditTrail, isAlreadyStarted } from './support';
+import { AuditTrail, isAlreadyStarted, LOCK_WAIT_PATCH, lockWaitDelayMs } from './support';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 
 /**
@@ -298,7 +299,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   /** Starts a node's workflow under its lock id, waiting (with back-off, up to lockTimeout, or until a revert decision) while another change holds it. */
   async function launch(node: string): Promise<void> {
     const summary = nodes.get(node) as WaveNodeSummary;
-    const deadline = Date.now() + input.lockTimeoutMs;
+    const waitStarted = Date.now();
+    const deadline = waitStarted + input.lockTimeoutMs;
     let delay = 250;
     for (;;) {
       try {
@@ -332,8 +334,14 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
           // One report when the wave starts waiting (not one per node or retry: the parent's history stays small).
           if (waiting.size === 1) await report({ state: 'waiting-for-node', message: `waiting for node ${node}: another change holds it (workflow ${nodeLockWorkflowId(node)})` });
         }
-        await condition(() => decided.value !== undefined, delay);
-        delay = Math.min(delay * 2, 5000);
+        if (patched(LOCK_WAIT_PATCH)) {
+          // Bounded history for waits of days: the pause grows with the time already waited (support.ts).
+          await condition(() => decided.value !== undefined, Math.max(1, Math.min(delay, deadline - Date.now())));
+          delay = lockWaitDelayMs(delay, Date.now() - waitStarted);
+        } else {
+          await condition(() => decided.value !== undefined, delay);
+          delay = Math.min(delay * 2, 5000);
+        }
       }
     }
   }

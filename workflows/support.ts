@@ -130,6 +130,17 @@ export class AuditTrail {
     }
   }
 
+  /**
+   * Records a step and drops this trail's earlier records of the same step from
+   * {@link records} (the audit sink still got every one): a step repeated without bound,
+   * such as the rounds of a retrying restore, keeps the workflow's list (and what it
+   * carries across continue-as-new) to its latest record.
+   */
+  recordReplacing(step: string, result: AuditRecord['result'], startedAt: number, detail?: string, actor = this.actor): void {
+    for (let i = this.records.length - 1; i >= 0; i--) if (this.records[i]?.step === step) this.records.splice(i, 1);
+    this.record(step, result, startedAt, detail, actor);
+  }
+
   /** Records a step that already happened; `actor` overrides the trail's (an operator's lift). */
   record(step: string, result: AuditRecord['result'], startedAt: number, detail?: string, actor = this.actor): void {
     const record: AuditRecord = {
@@ -290,6 +301,24 @@ export async function retryUntil<R extends { ok: true } | { ok: false; reason: s
     onFailure(n, `${outcome.reason}; retrying in ${RETRY_UNTIL_INTERVAL_MS / 1000}s`);
     await sleep(RETRY_UNTIL_INTERVAL_MS);
   }
+}
+
+/** Patch name: lock waits back off in proportion to the time already waited (see {@link lockWaitDelayMs}). */
+export const LOCK_WAIT_PATCH = 'lock-wait-bounded';
+
+/** Longest pause between two tries for a node's lock. */
+export const LOCK_WAIT_MAX_DELAY_MS = 3_600_000;
+
+/**
+ * The pause before the next try for a node's lock, after `previousMs`: doubling from
+ * 250 ms to 5 s (the first half minute, as before), then a tenth of the time already
+ * waited, at most an hour (the caller stops at the deadline). Each try costs the history about ten events, so a wait of any
+ * allowed length stays bounded: a 7-day `lockTimeout` takes about 230 tries (some 2,300
+ * events) where a fixed 5 s would take 120,000. The cost: a lock freed after a long wait
+ * is noticed up to a tenth of that wait later (6 minutes after an hour).
+ */
+export function lockWaitDelayMs(previousMs: number, waitedMs: number): number {
+  return Math.min(LOCK_WAIT_MAX_DELAY_MS, Math.max(Math.min(previousMs * 2, 5000), Math.floor(waitedMs / 10)));
 }
 
 /** Whether starting a workflow failed because one with that id is running (a node's lock, the coordinator). */

@@ -36,6 +36,7 @@ import { canonicalCidr } from '../../model/ip';
 import { renderOperation } from '../../model/plan';
 import type { SubsystemContract } from '../../model/subsystem';
 import { ErrorDomains, translateErrors, translateErrorsSync } from '../failures';
+import { progress } from '../heartbeat';
 import { type BlocklistStore, type BlocklistSyncDeps, createBlocklistSync } from '../blocklist-sync';
 
 /** Dependencies: the node's maps (opened lazily) and its content-addressed store. */
@@ -122,6 +123,8 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
 
     async plan(observed, intent) {
       const desired = intent.mode === 'replace' || intent.mode === 'replace-ref' ? await desiredImage(intent) : undefined;
+      // A full list was dumped and parsed (each a fraction of a second for a million): let heartbeats out before diffing.
+      if (observed.mode === 'full') await progress({ phase: 'blocklist plan', entries: desired ? imageSize(desired) : 0 });
       return translateErrors(ErrorDomains.blocklist, () => {
         if (intent.mode === 'keep' || observed.mode === 'keep') {
           return { plan: { operations: [], counts: { added: 0, changed: 0, removed: 0 } }, expected: { kind: 'entries', present: [], absent: [] } };
@@ -165,6 +168,7 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
         parsed = undefined; // no apply follows a dry run
         return undefined;
       }
+      if (observed.mode === 'full') await progress({ phase: 'blocklist snapshot', entries: imageSize(observed.before) });
       return translateErrors(ErrorDomains.blocklist, () => {
         if (observed.mode === 'keep') return undefined;
         // A few touched prefixes travel by value; a whole list goes to the store, by reference.
@@ -183,26 +187,27 @@ export function createBlocklistSubsystem(deps: BlocklistSubsystemDeps): Subsyste
 
     async apply(intent) {
       const desired = intent.mode === 'replace-ref' ? await desiredImage(intent) : undefined;
-      return translateErrors(ErrorDomains.blocklist, () => {
+      return translateErrors(ErrorDomains.blocklist, async () => {
         switch (intent.mode) {
           case 'keep':
             return { operations: [] };
           case 'patch':
             return { operations: sync.patch(patchParts(intent), { storeSnapshot: false }).operations };
           case 'replace':
-            return { operations: sync.syncEntries(intent.entries).operations };
+            return { operations: (await sync.syncEntries(intent.entries)).operations };
           case 'replace-ref': {
             parsed = undefined;
-            return { operations: sync.syncToImage(desired ?? emptyImage()).operations };
+            return { operations: (await sync.syncToImage(desired ?? emptyImage())).operations };
           }
         }
       });
     },
 
     async check(check) {
-      return translateErrors(ErrorDomains.blocklist, () => {
+      return translateErrors(ErrorDomains.blocklist, async () => {
         const maps = deps.maps();
         if (check.kind === 'digest') {
+          await progress({ phase: 'blocklist check', entries: check.count });
           const image = maps.dumpImage();
           const digest = imageDigest(image);
           if (digest === check.digest) return [];

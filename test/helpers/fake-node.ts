@@ -77,6 +77,8 @@ export class FakeNode {
    * Raised through the real activities' fault hook, right after the maps changed.
    */
   failBlocklistApply?: string;
+  /** While set, every restore (`restoreSubsystem`, and each round of `restoreAndCheck`) fails with this message: a node whose restores cannot get through yet. */
+  failRestores?: string;
   /** What the node reports as its own addresses, gateways and DNS servers (the guard's default allow-list). */
   protectedAddresses: Omit<NodeProtectedAddresses, 'node'> = { addresses: ['10.77.0.2/32'], gateways: ['10.77.0.1/32'], dnsServers: [] };
   /** Made on first use: the node's store, which only full-list snapshots would write to. */
@@ -121,7 +123,13 @@ export class FakeNode {
       },
       restoreSubsystem: (input) => {
         calls.push(`restoreSubsystem(${input.subsystem})`);
+        if (this.failRestores !== undefined) return Promise.reject(ApplicationFailure.create({ type: 'NodeUnavailable', message: this.failRestores }));
         return real.restoreSubsystem(input);
+      },
+      restoreAndCheck: (input) => {
+        calls.push(`restoreAndCheck(${input.restores.map((r) => r.subsystem).join(',')})`);
+        if (this.failRestores !== undefined) return Promise.reject(ApplicationFailure.create({ type: 'NodeUnavailable', message: this.failRestores }));
+        return real.restoreAndCheck(input);
       },
       reportProtectedAddresses: async (input: { node: string }) => {
         calls.push('reportProtectedAddresses');

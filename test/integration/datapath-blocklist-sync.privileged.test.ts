@@ -55,8 +55,8 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     if (storeDir) rmSync(storeDir, { recursive: true, force: true });
   });
 
-  beforeEach(() => {
-    sync.syncEntries([]);
+  beforeEach(async () => {
+    await sync.syncEntries([]);
   });
 
   const traffic = () => ({ v4: pair.ping(ADDR.b4), v6: pair.ping(ADDR.b6) });
@@ -67,7 +67,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
   }
 
   it('syncs a large list given by file reference, and restoring its snapshot puts back the exact contents and traffic', async () => {
-    sync.syncEntries([{ cidr: `${ADDR.a6}/128` }, { cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
+    await sync.syncEntries([{ cidr: `${ADDR.a6}/128` }, { cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
     const beforeDigest = imageDigest(maps.dumpImage());
     expect(traffic()).toEqual({ v4: true, v6: false });
 
@@ -89,7 +89,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
   });
 
   it('loads a list big enough for two threads (hosts split, trie on the helper) into the maps the programs use, and restores its snapshot exactly', async () => {
-    sync.syncEntries([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
+    await sync.syncEntries([{ cidr: '192.0.2.0/24', expiresAt: 4_000_000_000 }]);
     const beforeDigest = imageDigest(maps.dumpImage());
     const file = join(storeDir, 'big.txt');
     writeFileSync(file, [...hostLines(THREADED_HOSTS), ADDR.a4, '198.51.100.0/24 rule=3', ''].join('\n'));
@@ -120,7 +120,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
   });
 
   it('rejects a bad line naming the file, the line and the rule, and changes nothing', async () => {
-    sync.syncEntries([{ cidr: `${ADDR.a4}/32` }]);
+    await sync.syncEntries([{ cidr: `${ADDR.a4}/32` }]);
     const before = maps.readAll();
     const file = join(storeDir, 'bad.txt');
     writeFileSync(file, '10.0.0.1\n10.0.0.0/8\n10.1.2.3/24\n');
@@ -131,13 +131,13 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     expect(traffic()).toEqual({ v4: false, v6: true });
   });
 
-  it('is all or nothing when a map is full: the previous contents and traffic pattern stay', () => {
-    sync.syncEntries([{ cidr: `${ADDR.a6}/128` }, { cidr: '203.0.113.0/24' }]);
+  it('is all or nothing when a map is full: the previous contents and traffic pattern stay', async () => {
+    await sync.syncEntries([{ cidr: `${ADDR.a6}/128` }, { cidr: '203.0.113.0/24' }]);
     const before = serializeImage(maps.dumpImage());
     const tooMany = Array.from({ length: 70 }, (_, i) => `10.${i}.0.0/16`);
     let error: unknown;
     try {
-      sync.syncEntries([{ cidr: `${ADDR.a4}/32` }, ...tooMany.map((cidr) => ({ cidr }))]);
+      await sync.syncEntries([{ cidr: `${ADDR.a4}/32` }, ...tooMany.map((cidr) => ({ cidr }))]);
     } catch (err) {
       error = err;
     }
@@ -149,8 +149,8 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     expect(traffic()).toEqual({ v4: true, v6: false });
   });
 
-  it('patches single entries without a full diff, and restores the patch exactly', () => {
-    sync.syncEntries([{ cidr: '10.99.0.0/28', expiresAt: 4_000_000_000 }]);
+  it('patches single entries without a full diff, and restores the patch exactly', async () => {
+    await sync.syncEntries([{ cidr: '10.99.0.0/28', expiresAt: 4_000_000_000 }]);
     expect(traffic()).toEqual({ v4: false, v6: true });
     const result = sync.patch({ upsert: [{ cidr: ADDR.a6 }, { cidr: '10.99.0.0/28' }], remove: ['10.99.0.0/28', '10.99.0.0/29'] });
     // Upsert wins over remove for the same prefix; its value changed (no expiry now).
@@ -164,7 +164,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
     expect(traffic()).toEqual({ v4: false, v6: true });
   });
 
-  it('moves host entries written into the trie by older versions into the host map', () => {
+  it('moves host entries written into the trie by older versions into the host map', async () => {
     const legacy = BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64 }); // no host maps: hosts go to the trie
     try {
       legacy.upsert([{ cidr: `${ADDR.a4}/32` }]);
@@ -172,7 +172,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
       legacy.close();
     }
     expect(maps.dumpImage().lpmV4.count).toBe(1);
-    const result = sync.syncEntries([{ cidr: `${ADDR.a4}/32` }]);
+    const result = await sync.syncEntries([{ cidr: `${ADDR.a4}/32` }]);
     expect(result.counts).toMatchObject({ added: 1, removed: 1 });
     const image = maps.dumpImage();
     expect([image.lpmV4.count, image.hostV4.count]).toEqual([0, 1]);
@@ -198,7 +198,7 @@ describePrivileged('blocklist sync on the live datapath', ['root', 'netns', 'bpf
 
   it('as a subsystem: a by-reference list applies, its store snapshot restores exactly, kernel errors are typed non-retryable failures', async () => {
     const blocklist = createBlocklistSubsystem({ maps: () => maps, store });
-    sync.syncEntries([{ cidr: `${ADDR.a6}/128` }]);
+    await sync.syncEntries([{ cidr: `${ADDR.a6}/128` }]);
     const before = maps.readAll();
     const intent = { mode: 'replace-ref' as const, ref: store.put(Buffer.from(`${ADDR.a4}\n`)) };
     const prepared = await prepareSubsystem(blocklist, intent, { dryRun: false });
