@@ -19,8 +19,10 @@ let runtimeInstalled = false;
 /**
  * Starts the dev server: on a free port, in memory; or, with `dbFilename` (and `port`), with
  * its history in a SQLite file, so a test can stop it and start it again where it was.
+ * `uiPort` turns the embedded Web UI on at that port (the browser test); without it the UI
+ * stays off, as every other test needs no UI.
  */
-export function startTemporal(options: { dbFilename?: string; port?: number } = {}): Promise<TestWorkflowEnvironment> {
+export function startTemporal(options: { dbFilename?: string; port?: number; uiPort?: number } = {}): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
     // output to real errors unless FOS1_TEST_LOG asks for more.
@@ -32,7 +34,7 @@ export function startTemporal(options: { dbFilename?: string; port?: number } = 
       executable: { type: 'existing-path', path: temporalCliPath() },
       searchAttributes: Object.values(SearchAttributes),
       ip: '127.0.0.1',
-      ui: false,
+      ...(options.uiPort !== undefined ? { ui: true, uiPort: options.uiPort } : { ui: false }),
       ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
       ...(options.port ? { port: options.port } : {}),
     },
