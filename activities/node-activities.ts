@@ -8,6 +8,9 @@
  *   checkSubsystems    checks → what differs (empty: verified)
  *   restoreSubsystem   one subsystem's snapshot → as before
  *
+ * Each step's duration is a histogram (metrics/registry.ts: `fos1_node_step_duration_seconds`,
+ * restores `fos1_node_rollback_duration_seconds`).
+ *
  * Each is idempotent and retry-safe: apply and restore re-read live state and plan
  * against it, so a retry after a crash (or a rollback after a partial apply) converges
  * instead of tripping over what the previous attempt already did.
@@ -29,6 +32,7 @@ import {
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
 import type { RateLimitMaps } from '../bpf/ratelimit-maps';
 import type { BlocklistStore } from './blocklist-sync';
+import { nodeStepSeconds, rollbackSeconds, timed } from '../metrics/registry';
 import { ErrorDomains, translateErrors } from './failures';
 import type { RouteTable } from './system/route-table';
 import type { LinkTable } from './system/link-table';
@@ -97,7 +101,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      * Subsystems sharing a kernel listing read it once.
      */
     async prepareSubsystems(input: { intents: SubsystemIntents; dryRun?: boolean }): Promise<PreparedSubsystems> {
-      return translateErrors(ErrorDomains.node, async () => {
+      return timed(nodeStepSeconds, { step: 'prepare', subsystem: 'all' }, () => translateErrors(ErrorDomains.node, async () => {
         const reads = onceScope();
         const prepared: PreparedSubsystems = {};
         for (const name of SUBSYSTEM_ORDER) {
@@ -106,22 +110,22 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           (prepared as Record<string, unknown>)[name] = await prepareSubsystem(subsystem(name) as SubsystemContract<Subsystem>, intent, { dryRun: input.dryRun === true, reads });
         }
         return prepared;
-      });
+      }));
     },
 
     /** Converges one subsystem to its intent, then runs the test fault hook (after the kernel changed). */
     async applySubsystem<S extends Subsystem>(input: { subsystem: S; intent: IntentOf<S> }): Promise<SyncResult> {
-      return translateErrors(ErrorDomains.node, async () => {
+      return timed(nodeStepSeconds, { step: 'apply', subsystem: input.subsystem }, () => translateErrors(ErrorDomains.node, async () => {
         const { operations } = await subsystem(input.subsystem).apply(input.intent);
         await deps.faults?.(input.subsystem);
         logger.info({ subsystem: input.subsystem, operations: operations.slice(0, 100), count: operations.length }, `${input.subsystem} converged`);
         return { operations };
-      });
+      }));
     },
 
     /** Reads every subsystem named in `checks` back; returns what differs (empty: verified). */
     async checkSubsystems(input: { checks: SubsystemChecks }): Promise<string[]> {
-      return translateErrors(ErrorDomains.node, async () => {
+      return timed(nodeStepSeconds, { step: 'check', subsystem: 'all' }, () => translateErrors(ErrorDomains.node, async () => {
         const reads = onceScope();
         const differences: string[] = [];
         for (const name of SUBSYSTEM_ORDER) {
@@ -129,7 +133,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           if (check !== undefined) differences.push(...(await (subsystem(name) as SubsystemContract<Subsystem>).check(check, reads)));
         }
         return differences;
-      });
+      }));
     },
 
     /**
@@ -142,7 +146,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
     /** Puts one subsystem's snapshot back (the caller then checks `snapshot.check`). */
     async restoreSubsystem<S extends Subsystem>(input: { subsystem: S; snapshot: SubsystemSnapshot<CheckOf<S>> }): Promise<SyncResult> {
-      return translateErrors(ErrorDomains.node, () => subsystem(input.subsystem).restore(input.snapshot));
+      return timed(rollbackSeconds, { subsystem: input.subsystem }, () => translateErrors(ErrorDomains.node, () => subsystem(input.subsystem).restore(input.snapshot)));
     },
   };
 }

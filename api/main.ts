@@ -10,9 +10,12 @@ import { createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 import { parseApiConfig } from './config';
 import { startApiServer } from './server';
+import { parseMetricsConfig } from '../metrics/config';
+import { startMetricsServer } from '../metrics/server';
 
 async function main(): Promise<void> {
   const config = parseApiConfig(process.env);
+  const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel, base: { component: 'api' } });
   const authenticator = createAuthenticator(config.auth);
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
@@ -26,11 +29,15 @@ async function main(): Promise<void> {
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
   });
   logger.info({ address: `http://${config.host}:${config.port}`, auth: authenticator.kind, signsIdentity: config.identityKey !== undefined, temporal: config.temporal.describe }, 'fos1 API listening');
+  // Metrics on their own loopback listener (FOS1_METRICS_PORT), outside the API's authentication.
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
   server.close();
+  metricsServer?.close();
   await connection.close();
 }
 

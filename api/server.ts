@@ -26,6 +26,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { z } from 'zod';
 import type { Principal } from '../auth/authenticator';
 import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
+import { apiResponsesTotal } from '../metrics/registry';
 import { formatIssues, issuesOf, type ValidationIssue } from '../model/change-request';
 import { documentSchemas, OPENAPI_INFO } from './openapi';
 import { apiRoutes, HttpError, type ApiRoute, type RouteDeps } from './routes';
@@ -120,6 +121,12 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
     const config = request.routeOptions.config;
     if (config.permission) await guard.authorize(request.raw, principal, config.permission);
     if (request.method === 'POST') guard.requireMediaType(request.raw, 'application/json');
+  });
+
+  // Every answer counts, refusals by the guard included (metrics/registry.ts); the route is the
+  // registered pattern (`/v1/changes/:id`), never the raw path, so ids make no new series.
+  app.addHook('onResponse', async (request, reply) => {
+    apiResponsesTotal.inc({ method: request.method, route: request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched'), status: String(reply.statusCode) });
   });
 
   app.setNotFoundHandler((request) => {

@@ -1,6 +1,7 @@
 /**
  * Ingest worker entry point: parses configuration once, connects to Temporal and runs
- * until SIGINT/SIGTERM. `npx tsx ingest/main.ts` (see rules/README.md for the variables).
+ * until SIGINT/SIGTERM. `npx tsx ingest/main.ts` (see rules/README.md for the variables;
+ * FOS1_METRICS_PORT serves its metrics, docs/observability.md).
  */
 import { Client, Connection } from '@temporalio/client';
 import { createLogger } from '../log/logger';
@@ -8,9 +9,12 @@ import { loadRuleSetFile } from '../rules/rule-set';
 import { INGEST_CHANNEL_ARGS, parseIngestConfig } from './config';
 import { startIngest } from './ingest-worker';
 import { clientConnectionOptions } from '../workers/temporal-connection';
+import { parseMetricsConfig } from '../metrics/config';
+import { startMetricsServer } from '../metrics/server';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
+  const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel, base: { component: 'ingest' } });
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
@@ -19,12 +23,15 @@ async function main(): Promise<void> {
   logger.info({ temporal: config.temporal.describe }, 'Temporal client ready (connects on first use)');
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const running = await startIngest(config, { workflows: client.workflow, logger });
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
   const report = setInterval(() => logger.info({ stats: running.pipeline.stats, bridge: running.bridge.counts, delivery: running.bridge.delivery, spool: running.spool.stats, refusedFull: running.pipeline.refusedFull }, 'ingest stats'), 60_000);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
   clearInterval(report);
+  metricsServer?.close();
   await running.stop();
   await connection.close();
 }

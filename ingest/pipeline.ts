@@ -13,6 +13,7 @@ import type { Decision } from '../model/enforcement-decision';
 import { parseEveLine } from '../rules/eve';
 import type { RuleEvaluator } from '../rules/evaluator';
 import type { VerdictFacts } from '../rules/facts';
+import { decisionsTotal, ingestLinesTotal } from '../metrics/registry';
 import { parseNdpiFlowLine } from '../rules/ndpi';
 
 /** Counters of one pipeline. */
@@ -65,7 +66,7 @@ export class IngestPipeline {
     this.stats.lines++;
     const parsed = parseEveLine(line);
     if (!parsed.ok) return this.reject(parsed.reason, origin);
-    return this.evaluate(parsed.facts);
+    return this.evaluate(parsed.facts, origin);
   }
 
   /** Handles one line of `ndpiReader -v 2` output (non-flow lines are skipped). */
@@ -75,7 +76,7 @@ export class IngestPipeline {
     await this.room('wait');
     this.stats.lines++;
     if (!parsed.ok) return this.reject(parsed.reason, 'ndpi');
-    return this.evaluate(parsed.facts);
+    return this.evaluate(parsed.facts, 'ndpi');
   }
 
   /**
@@ -111,8 +112,9 @@ export class IngestPipeline {
     this.wakeStopped();
   }
 
-  private async evaluate(facts: VerdictFacts): Promise<LineResult> {
+  private async evaluate(facts: VerdictFacts, origin: string): Promise<LineResult> {
     this.stats.accepted++;
+    ingestLinesTotal.inc({ source: origin, result: 'accepted' });
     let decision: Decision | null;
     try {
       decision = (await this.options.evaluator.evaluate(facts)).decision;
@@ -123,6 +125,7 @@ export class IngestPipeline {
     }
     if (!decision) return { ok: true, decision: null };
     this.stats.decisions[decision.action] = (this.stats.decisions[decision.action] ?? 0) + 1;
+    decisionsTotal.inc({ action: decision.action });
     const bridge = this.options.bridge;
     if (bridge) {
       if (this.inFlight.size >= (this.options.maxInFlight ?? 1000)) await Promise.race(this.inFlight);
@@ -143,6 +146,7 @@ export class IngestPipeline {
 
   private reject(reason: string, origin: string): LineResult {
     this.stats.rejected++;
+    ingestLinesTotal.inc({ source: origin, result: 'rejected' });
     const key = reason.split(/[;:]/, 1)[0] ?? reason;
     this.stats.rejectedBy[key] = (this.stats.rejectedBy[key] ?? 0) + 1;
     const now = Date.now();

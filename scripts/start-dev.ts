@@ -52,6 +52,9 @@ import { startIngest } from '../ingest/ingest-worker';
 import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { ensureSandboxFleet, MAX_SANDBOX_FLEET, sandboxFleetLayout, startUpstreamService, type SandboxFleet } from './sandbox-netns';
+import { parseMetricsConfig, temporalTelemetryOptions } from '../metrics/config';
+import { registerNodeMapMetrics } from '../metrics/node-collectors';
+import { startMetricsServer } from '../metrics/server';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const configSchema = z.object({
@@ -79,7 +82,9 @@ const configSchema = z.object({
 async function main(): Promise<void> {
   const config = configSchema.parse(process.env);
   const logger = createLogger({ level: config.LOG_LEVEL, base: { component: 'dev' } });
-  Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [] });
+  // Metrics are on by default here (off by default elsewhere): fos1's on 127.0.0.1:9464, the SDK's on :9465.
+  const metrics = parseMetricsConfig({ FOS1_METRICS_PORT: '9464', FOS1_TEMPORAL_METRICS_PORT: '9465', ...process.env });
+  Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [], ...temporalTelemetryOptions(metrics) });
 
   const fleet = sandboxFleetLayout({ prefix: config.FOS1_DEV_NETNS, size: config.FOS1_DEV_FLEET, firstNetns: config.FOS1_DEV_NETNS });
   ensureSandboxFleet(fleet);
@@ -153,6 +158,9 @@ async function main(): Promise<void> {
   const workers: Worker[] = [];
   for (const node of fleet.nodes) {
     const nodeLogger = logger.child({ node: node.name });
+    const bpfPinDir = node.index === 1 ? config.FOS1_BPF_PIN_DIR : `${config.FOS1_BPF_PIN_DIR}-${node.index}`;
+    // Every sandbox node's maps are read at scrape, with its name as the `node` label.
+    registerNodeMapMetrics(node.name, bpfPinDir);
     workers.push(
       ...(await createWorkers({
         connection,
@@ -168,7 +176,7 @@ async function main(): Promise<void> {
           {
             netns: node.netns,
             routeProtocol: 241,
-            bpfPinDir: node.index === 1 ? config.FOS1_BPF_PIN_DIR : `${config.FOS1_BPF_PIN_DIR}-${node.index}`,
+            bpfPinDir,
             blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 },
             // Preallocated hash maps cost ~80 B a slot: the extra sandbox nodes get smaller ones.
             ...(node.index === 1 ? {} : { blocklistHostMaxEntries: { v4: 65_536, v6: 16_384 } }),
@@ -183,6 +191,8 @@ async function main(): Promise<void> {
   }
   const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
   const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info({ metrics: `http://${metrics.listener.host}:${metrics.listener.port}/metrics`, temporalMetrics: metrics.temporalBindAddress ? `http://${metrics.temporalBindAddress}/metrics` : 'off' }, 'metrics listening');
 
   const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
@@ -200,6 +210,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('stopping');
     api.close();
+    metricsServer?.close();
     // The tail saves its position once the decisions in flight are sent, then workers stop.
     void ingest.stop().finally(() => workers.forEach((w) => w.shutdown()));
   };

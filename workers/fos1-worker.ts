@@ -26,6 +26,7 @@ import { BlocklistMaps } from '../bpf/blocklist-maps';
 import { RateLimitMaps } from '../bpf/ratelimit-maps';
 import { BlocklistStore, type FeedLimits } from '../activities/blocklist-sync';
 import type { AuditSinks } from '../model/audit';
+import { metricsSinks } from '../metrics/registry';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
 /** What a node's activities act on. */
@@ -141,7 +142,8 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   const workflowSource = options.workflowBundle
     ? { workflowBundle: options.workflowBundle }
     : { workflowsPath: require.resolve('../workflows/index') };
-  const sinks = auditSinks(logger);
+  // Audit records become log lines; workflow counts become metrics (metrics/registry.ts).
+  const sinks = { ...auditSinks(logger), ...metricsSinks() };
   const workers: Worker[] = [];
   if (options.nodeWorker ?? true) {
     workers.push(

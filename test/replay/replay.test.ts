@@ -13,6 +13,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
 import type { AuditSinks } from '../../model/audit';
+import type { MetricsSinks } from '../../model/metrics';
 import { historyFromObject } from '../helpers/history-file';
 import { workflowBundle } from '../helpers/time-skipping';
 
@@ -50,7 +51,10 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('replays every history against the current workflow code', async () => {
-    const sinks: InjectedSinks<AuditSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } } };
+    const sinks: InjectedSinks<AuditSinks & MetricsSinks> = {
+      audit: { record: { fn: () => undefined, callDuringReplay: false } },
+      metrics: { changeFinished: { fn: () => undefined, callDuringReplay: false }, lockWait: { fn: () => undefined, callDuringReplay: false } },
+    };
     const histories = recorded.map((r) => ({ workflowId: r.workflowId, history: historyFromObject(r.history) }));
     const failures: string[] = [];
     let replayed = 0;

@@ -1,0 +1,140 @@
+/**
+ * Metrics read from a node's pinned eBPF maps at scrape time (nothing is counted in fos1's own
+ * memory, so they are right however many processes write the maps): entries and fill ratio of
+ * the blocklist and rate-limit maps, and the datapath's own per-CPU counters — drops per reason
+ * (`drop_stats`, when the loaded programs have it) and packets/bytes per rule id (`rule_stats`,
+ * counted for allow, log and deny verdicts and rate-limit rules alike; the `action` label comes
+ * from the zone maps). A map that is not pinned (the datapath not loaded, no blocklist yet) is
+ * simply absent from the scrape.
+ *
+ * Reading the entry counts walks each map's keys: O(entries) syscalls per scrape, about a second
+ * for a million-entry blocklist, so scrape a large node every 30 s or slower.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Counter, Gauge } from 'prom-client';
+import { BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP, BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP } from '../bpf/blocklist-maps';
+import { DropReason, decodeZoneVerdict, encodeU32, sumCounters, type ZoneActionName } from '../bpf/datapath-codec';
+import { BpfMap } from '../bpf/map';
+import { RATELIMIT_V4_MAP, RATELIMIT_V6_MAP } from '../bpf/ratelimit-maps';
+import { registry } from './registry';
+
+const BLOCKLIST_MAPS = [BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP, BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP];
+const RATELIMIT_MAPS = [RATELIMIT_V4_MAP, RATELIMIT_V6_MAP];
+/** Rule ids the datapath counts (`FOS1_MAX_RULES`). */
+const MAX_RULES = 4096;
+/** Zones of `zone_default` (`FOS1_MAX_ZONES`). */
+const MAX_ZONES = 256;
+
+/** Opens a pinned map for one read, or undefined when it is not pinned. */
+function withPinned<T>(pinDir: string, name: string, read: (map: BpfMap) => T): T | undefined {
+  const path = join(pinDir, name);
+  if (!existsSync(path)) return undefined;
+  const map = BpfMap.openPinned(path);
+  try {
+    return read(map);
+  } finally {
+    map.close();
+  }
+}
+
+function countKeys(map: BpfMap): number {
+  let n = 0;
+  for (const _ of map.keys()) n++;
+  return n;
+}
+
+/** Rule id → the zone verdict's action that carries it (zone_policy and zone_default). */
+function ruleActions(pinDir: string): Map<number, ZoneActionName> {
+  const actions = new Map<number, ZoneActionName>();
+  withPinned(pinDir, 'zone_policy', (map) => {
+    for (const [, value] of map.entries()) {
+      const v = decodeZoneVerdict(value);
+      if (v.ruleId !== 0) actions.set(v.ruleId, v.action);
+    }
+  });
+  withPinned(pinDir, 'zone_default', (map) => {
+    for (let zone = 0; zone < MAX_ZONES; zone++) {
+      const value = map.lookup(encodeU32(zone));
+      if (!value) continue;
+      const v = decodeZoneVerdict(value);
+      if (v.ruleId !== 0 && !actions.has(v.ruleId)) actions.set(v.ruleId, v.action);
+    }
+  });
+  return actions;
+}
+
+let registeredFor: string | undefined;
+
+/**
+ * Registers the collectors for the node whose maps are pinned under `pinDir` (once per
+ * process: a node worker serves one node).
+ */
+export function registerNodeMapMetrics(pinDir: string): void {
+  if (registeredFor !== undefined) {
+    if (registeredFor !== pinDir) throw new Error(`node map metrics are already registered for ${registeredFor}; one node per process`);
+    return;
+  }
+  registeredFor = pinDir;
+
+  // Set by the entry gauges' collect (one walk per map), so registered after them: the registry
+  // collects metrics in registration order.
+  const fill = new Gauge({ name: 'fos1_bpf_map_fill_ratio', help: 'Entries over max_entries of a blocklist or rate-limit map, read from the pinned map at scrape', labelNames: ['map'] as const, registers: [] });
+  const entries = (name: string, help: string, maps: string[]) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['map'] as const,
+      registers: [registry],
+      collect() {
+        for (const mapName of maps) {
+          withPinned(pinDir, mapName, (map) => {
+            const count = countKeys(map);
+            this.set({ map: mapName }, count);
+            fill.set({ map: mapName }, map.info.maxEntries > 0 ? count / map.info.maxEntries : 0);
+          });
+        }
+      },
+    });
+  entries('fos1_blocklist_entries', 'Entries in a blocklist map (LPM prefixes, single hosts), read from the pinned map at scrape', BLOCKLIST_MAPS);
+  entries('fos1_ratelimit_entries', 'Entries in a rate-limit map, read from the pinned map at scrape', RATELIMIT_MAPS);
+  registry.registerMetric(fill);
+
+  new Counter({
+    name: 'fos1_datapath_drops_total',
+    help: "Packets the datapath dropped, by reason (the programs' per-CPU drop_stats counters, summed)",
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      withPinned(pinDir, 'drop_stats', (map) => {
+        for (const [id, reason] of Object.entries(DropReason)) {
+          this.inc({ reason }, Number(sumCounters(map.lookupPerCpu(encodeU32(Number(id)))).packets));
+        }
+      });
+    },
+  });
+  // Set by the packets counter's collect (one read of rule_stats), registered after it.
+  const ruleBytes = new Counter({ name: 'fos1_datapath_rule_bytes_total', help: 'Bytes the datapath counted under a rule id, by the action of the zone verdict carrying it (other: a rate-limit rule)', labelNames: ['rule_id', 'action'] as const, registers: [] });
+  new Counter({
+    name: 'fos1_datapath_rule_packets_total',
+    help: 'Packets the datapath counted under a rule id (passed by allow and log verdicts, dropped by deny verdicts), by the action of the zone verdict carrying it (other: a rate-limit rule)',
+    labelNames: ['rule_id', 'action'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      ruleBytes.reset();
+      withPinned(pinDir, 'rule_stats', (map) => {
+        const actions = ruleActions(pinDir);
+        for (let id = 1; id < MAX_RULES; id++) {
+          const c = sumCounters(map.lookupPerCpu(encodeU32(id)));
+          if (c.packets === 0n) continue;
+          const labels = { rule_id: String(id), action: actions.get(id) ?? 'other' };
+          this.inc(labels, Number(c.packets));
+          ruleBytes.inc(labels, Number(c.bytes));
+        }
+      });
+    },
+  });
+  registry.registerMetric(ruleBytes);
+}
