@@ -20,13 +20,18 @@ let runtimeInstalled = false;
  * Starts the dev server: on a free port, in memory; or, with `dbFilename` (and `port`), with
  * its history in a SQLite file, so a test can stop it and start it again where it was.
  * `uiPort` turns the embedded Web UI on at that port (the browser test); without it the UI
- * stays off, as every other test needs no UI.
+ * stays off, as every other test needs no UI. `sdkMetricsAddress` (`host:port`) has the SDK's
+ * Runtime export its Prometheus metrics there (the metrics test); it applies to the first call in
+ * a test file, which installs the Runtime.
  */
-export function startTemporal(options: { dbFilename?: string; port?: number; uiPort?: number } = {}): Promise<TestWorkflowEnvironment> {
+export function startTemporal(options: { dbFilename?: string; port?: number; uiPort?: number; sdkMetricsAddress?: string } = {}): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
     // output to real errors unless FOS1_TEST_LOG asks for more.
-    Runtime.install({ logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR') });
+    Runtime.install({
+      logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR'),
+      ...(options.sdkMetricsAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: options.sdkMetricsAddress } } } } : {}),
+    });
     runtimeInstalled = true;
   }
   return TestWorkflowEnvironment.createLocal({
