@@ -64,35 +64,40 @@ function ruleActions(pinDir: string): Map<number, ZoneActionName> {
   return actions;
 }
 
-let registeredFor: string | undefined;
+/** Node name → its pin folder, for every node this process serves. */
+const nodes = new Map<string, string>();
 
 /**
- * Registers the collectors for the node whose maps are pinned under `pinDir` (once per
- * process: a node worker serves one node).
+ * Adds a node whose maps are pinned under `pinDir` to this process's scrape (a node worker
+ * serves one; `npm start`'s sandbox may serve several). Every map metric carries `node`.
  */
-export function registerNodeMapMetrics(pinDir: string): void {
-  if (registeredFor !== undefined) {
-    if (registeredFor !== pinDir) throw new Error(`node map metrics are already registered for ${registeredFor}; one node per process`);
-    return;
-  }
-  registeredFor = pinDir;
+export function registerNodeMapMetrics(node: string, pinDir: string): void {
+  const known = nodes.get(node);
+  if (known !== undefined && known !== pinDir) throw new Error(`node ${node}: its map metrics are already read from ${known}, not ${pinDir}`);
+  nodes.set(node, pinDir);
+  if (nodes.size === 1 && known === undefined) createCollectors();
+}
 
+function createCollectors(): void {
   // Set by the entry gauges' collect (one walk per map), so registered after them: the registry
   // collects metrics in registration order.
-  const fill = new Gauge({ name: 'fos1_bpf_map_fill_ratio', help: 'Entries over max_entries of a blocklist or rate-limit map, read from the pinned map at scrape', labelNames: ['map'] as const, registers: [] });
+  const fill = new Gauge({ name: 'fos1_bpf_map_fill_ratio', help: 'Entries over max_entries of a blocklist or rate-limit map, read from the pinned map at scrape', labelNames: ['node', 'map'] as const, registers: [] });
   const entries = (name: string, help: string, maps: string[]) =>
     new Gauge({
       name,
       help,
-      labelNames: ['map'] as const,
+      labelNames: ['node', 'map'] as const,
       registers: [registry],
       collect() {
-        for (const mapName of maps) {
-          withPinned(pinDir, mapName, (map) => {
-            const count = countKeys(map);
-            this.set({ map: mapName }, count);
-            fill.set({ map: mapName }, map.info.maxEntries > 0 ? count / map.info.maxEntries : 0);
-          });
+        this.reset();
+        for (const [node, pinDir] of nodes) {
+          for (const mapName of maps) {
+            withPinned(pinDir, mapName, (map) => {
+              const count = countKeys(map);
+              this.set({ node, map: mapName }, count);
+              fill.set({ node, map: mapName }, map.info.maxEntries > 0 ? count / map.info.maxEntries : 0);
+            });
+          }
         }
       },
     });
@@ -103,37 +108,41 @@ export function registerNodeMapMetrics(pinDir: string): void {
   new Counter({
     name: 'fos1_datapath_drops_total',
     help: "Packets the datapath dropped, by reason (the programs' per-CPU drop_stats counters, summed)",
-    labelNames: ['reason'] as const,
+    labelNames: ['node', 'reason'] as const,
     registers: [registry],
     collect() {
       this.reset();
-      withPinned(pinDir, 'drop_stats', (map) => {
-        for (const [id, reason] of Object.entries(DropReason)) {
-          this.inc({ reason }, Number(sumCounters(map.lookupPerCpu(encodeU32(Number(id)))).packets));
-        }
-      });
+      for (const [node, pinDir] of nodes) {
+        withPinned(pinDir, 'drop_stats', (map) => {
+          for (const [id, reason] of Object.entries(DropReason)) {
+            this.inc({ node, reason }, Number(sumCounters(map.lookupPerCpu(encodeU32(Number(id)))).packets));
+          }
+        });
+      }
     },
   });
   // Set by the packets counter's collect (one read of rule_stats), registered after it.
-  const ruleBytes = new Counter({ name: 'fos1_datapath_rule_bytes_total', help: 'Bytes the datapath counted under a rule id, by the action of the zone verdict carrying it (other: a rate-limit rule)', labelNames: ['rule_id', 'action'] as const, registers: [] });
+  const ruleBytes = new Counter({ name: 'fos1_datapath_rule_bytes_total', help: 'Bytes the datapath counted under a rule id, by the action of the zone verdict carrying it (other: a rate-limit rule)', labelNames: ['node', 'rule_id', 'action'] as const, registers: [] });
   new Counter({
     name: 'fos1_datapath_rule_packets_total',
     help: 'Packets the datapath counted under a rule id (passed by allow and log verdicts, dropped by deny verdicts), by the action of the zone verdict carrying it (other: a rate-limit rule)',
-    labelNames: ['rule_id', 'action'] as const,
+    labelNames: ['node', 'rule_id', 'action'] as const,
     registers: [registry],
     collect() {
       this.reset();
       ruleBytes.reset();
-      withPinned(pinDir, 'rule_stats', (map) => {
-        const actions = ruleActions(pinDir);
-        for (let id = 1; id < MAX_RULES; id++) {
-          const c = sumCounters(map.lookupPerCpu(encodeU32(id)));
-          if (c.packets === 0n) continue;
-          const labels = { rule_id: String(id), action: actions.get(id) ?? 'other' };
-          this.inc(labels, Number(c.packets));
-          ruleBytes.inc(labels, Number(c.bytes));
-        }
-      });
+      for (const [node, pinDir] of nodes) {
+        withPinned(pinDir, 'rule_stats', (map) => {
+          const actions = ruleActions(pinDir);
+          for (let id = 1; id < MAX_RULES; id++) {
+            const c = sumCounters(map.lookupPerCpu(encodeU32(id)));
+            if (c.packets === 0n) continue;
+            const labels = { node, rule_id: String(id), action: actions.get(id) ?? 'other' };
+            this.inc(labels, Number(c.packets));
+            ruleBytes.inc(labels, Number(c.bytes));
+          }
+        });
+      }
     },
   });
   registry.registerMetric(ruleBytes);

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     'fos1 worker running',
   );
   const running = Promise.all(workers.map((w) => w.run()));
-  if (config.nodeWorker) registerNodeMapMetrics(config.bpfPinDir);
+  if (config.nodeWorker) registerNodeMapMetrics(config.nodeName, config.bpfPinDir);
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info({ ...metrics.listener, temporalMetrics: metrics.temporalBindAddress ?? 'off' }, 'metrics listening (GET /metrics)');
   const health = config.health

@@ -127,7 +127,7 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
       { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }), nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
       { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
     );
-    registerNodeMapMetrics(pinDir);
+    registerNodeMapMetrics(NODE, pinDir);
     metricsServer = await startMetricsServer({ port: metricsPort, host: '127.0.0.1' });
     prometheus = await startPrometheus([`127.0.0.1:${metricsPort}`, `127.0.0.1:${sdkPort}`]);
   });
@@ -228,7 +228,7 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
     );
     expect(await labels('fos1_node_rollback_duration_seconds_count')).toEqual(expect.arrayContaining([expect.objectContaining({ subsystem: 'routes', result: 'ok' })]));
     expect(await labels('fos1_node_lock_wait_duration_seconds_count')).toEqual([expect.objectContaining({ result: 'acquired' })]);
-    expect(await series('fos1_blocklist_entries{map="blockhost_v4"} == 1')).toHaveLength(1);
+    expect(await series(`fos1_blocklist_entries{node="${NODE}", map="blockhost_v4"} == 1`)).toHaveLength(1);
     expect((await labels('fos1_ratelimit_entries')).map((m) => m.map).sort()).toEqual(['ratelimit_v4', 'ratelimit_v6']);
     expect(Number((await series('fos1_bpf_map_fill_ratio{map="blockhost_v4"}'))[0]!.value[1])).toBeCloseTo(1 / SIZES.hostsV4);
     expect(await labels(`fos1_datapath_rule_packets_total{rule_id="${PASS_RULE_ID}"} > 0`)).toEqual([expect.objectContaining({ action: 'allow' })]);
