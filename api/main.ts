@@ -12,14 +12,16 @@ import { parseApiConfig } from './config';
 import { startApiServer } from './server';
 import { parseMetricsConfig } from '../metrics/config';
 import { startMetricsServer } from '../metrics/server';
+import { setupTracing, tracingClientInterceptors } from '../telemetry/tracing';
 
 async function main(): Promise<void> {
   const config = parseApiConfig(process.env);
   const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel, base: { component: 'api' } });
+  const tracing = setupTracing('fos1-api', process.env);
   const authenticator = createAuthenticator(config.auth);
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = new Client({ connection, namespace: config.temporal.namespace, ...(tracing ? { interceptors: tracingClientInterceptors() } : {}) });
   const server = await startApiServer({
     client,
     port: config.port,
@@ -38,6 +40,7 @@ async function main(): Promise<void> {
   });
   server.close();
   metricsServer?.close();
+  await tracing?.shutdown();
   await connection.close();
 }
 

@@ -11,17 +11,19 @@ import { startIngest } from './ingest-worker';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 import { parseMetricsConfig } from '../metrics/config';
 import { startMetricsServer } from '../metrics/server';
+import { setupTracing, tracingClientInterceptors } from '../telemetry/tracing';
 
 async function main(): Promise<void> {
   const config = parseIngestConfig(process.env);
   const metrics = parseMetricsConfig(process.env);
+  const tracing = setupTracing('fos1-ingest', process.env);
   const logger = createLogger({ level: config.logLevel, base: { component: 'ingest' } });
   // A bad rule set is a configuration error: report it before touching the network.
   loadRuleSetFile(config.rulesFile, { allowListNames: new Set(Object.keys(config.guard.allowLists)) });
   // Lazy: ingest starts (and keeps alerts in its spool) even while Temporal is unreachable.
   const connection = Connection.lazy(clientConnectionOptions(config.temporal, { channelArgs: { ...INGEST_CHANNEL_ARGS } }));
   logger.info({ temporal: config.temporal.describe }, 'Temporal client ready (connects on first use)');
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = new Client({ connection, namespace: config.temporal.namespace, ...(tracing ? { interceptors: tracingClientInterceptors() } : {}) });
   const running = await startIngest(config, { workflows: client.workflow, logger });
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
   clearInterval(report);
   metricsServer?.close();
   await running.stop();
+  await tracing?.shutdown();
   await connection.close();
 }
 

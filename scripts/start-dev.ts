@@ -55,6 +55,7 @@ import { ensureSandboxFleet, MAX_SANDBOX_FLEET, sandboxFleetLayout, startUpstrea
 import { parseMetricsConfig, temporalTelemetryOptions } from '../metrics/config';
 import { registerNodeMapMetrics } from '../metrics/node-collectors';
 import { startMetricsServer } from '../metrics/server';
+import { setupTracing, tracingClientInterceptors, TRACING_WORKFLOW_INTERCEPTOR_MODULES } from '../telemetry/tracing';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const configSchema = z.object({
@@ -85,6 +86,8 @@ async function main(): Promise<void> {
   // Metrics are on by default here (off by default elsewhere): fos1's on 127.0.0.1:9464, the SDK's on :9465.
   const metrics = parseMetricsConfig({ FOS1_METRICS_PORT: '9464', FOS1_TEMPORAL_METRICS_PORT: '9465', ...process.env });
   Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [], ...temporalTelemetryOptions(metrics) });
+  // Traces only with OTEL_EXPORTER_OTLP_ENDPOINT (telemetry/tracing.ts).
+  const tracing = setupTracing('fos1', process.env);
 
   const fleet = sandboxFleetLayout({ prefix: config.FOS1_DEV_NETNS, size: config.FOS1_DEV_FLEET, firstNetns: config.FOS1_DEV_NETNS });
   ensureSandboxFleet(fleet);
@@ -154,7 +157,8 @@ async function main(): Promise<void> {
   // One bundle for every worker of this process (bundling is the slow part of start-up).
   // The approval policy (docs/approvals.md): the dev default asks for nothing.
   const approvalPolicyFile = config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml');
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN') });
+  // With tracing on, the bundle carries the OpenTelemetry workflow interceptors.
+  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN'), ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}) });
   const workers: Worker[] = [];
   for (const node of fleet.nodes) {
     const nodeLogger = logger.child({ node: node.name });
@@ -186,10 +190,11 @@ async function main(): Promise<void> {
         ),
         workflowBundle,
         logger: nodeLogger,
+        ...(tracing ? { tracing } : {}),
       })),
     );
   }
-  const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
+  const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace, ...(tracing ? { interceptors: tracingClientInterceptors() } : {}) });
   const api = await startApiServer({ client, port: config.FOS1_API_PORT, host: '127.0.0.1', logger, security, identityKey });
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info({ metrics: `http://${metrics.listener.host}:${metrics.listener.port}/metrics`, temporalMetrics: metrics.temporalBindAddress ? `http://${metrics.temporalBindAddress}/metrics` : 'off' }, 'metrics listening');
@@ -219,6 +224,7 @@ async function main(): Promise<void> {
   try {
     await Promise.all(workers.map((w) => w.run()));
   } finally {
+    await tracing?.shutdown();
     await connection.close();
     temporal?.kill('SIGTERM');
     // Its pipes would keep this process alive after the workers stopped.

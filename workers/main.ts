@@ -18,11 +18,13 @@ import { nativeConnectionOptions } from './temporal-connection';
 import { parseMetricsConfig, temporalTelemetryOptions } from '../metrics/config';
 import { registerNodeMapMetrics } from '../metrics/node-collectors';
 import { startMetricsServer } from '../metrics/server';
+import { setupTracing } from '../telemetry/tracing';
 
 async function main(): Promise<void> {
   const config = parseWorkerConfig(process.env);
   const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel, base: { node: config.nodeName } });
+  const tracing = setupTracing('fos1-worker', process.env);
   Runtime.install({
     logger: new DefaultLogger('WARN', (entry) => logger.child({ component: 'temporal' })[entry.level === 'WARN' ? 'warn' : 'error']({ ...entry.meta }, entry.message)),
     shutdownSignals: ['SIGINT', 'SIGTERM'],
@@ -44,6 +46,7 @@ async function main(): Promise<void> {
     ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     nodeDeps: createNodeDeps(config, logger),
     inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
+    ...(tracing ? { tracing } : {}),
     ...(kube
       ? { ciliumDeps: { kube, fieldManager: config.fieldManager, logger }, quarantineDeps: { kube, fieldManager: config.fieldManager, config: config.quarantine, logger } }
       : {}),
@@ -66,6 +69,7 @@ async function main(): Promise<void> {
   } finally {
     health?.close();
     metricsServer?.close();
+    await tracing?.shutdown();
     await connection.close();
   }
 }

@@ -13,6 +13,7 @@ import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
 import type { GuardConfig } from '../../model/enforcement-guard';
+import { TRACING_WORKFLOW_INTERCEPTOR_MODULES, type Tracing } from '../../telemetry/tracing';
 
 let runtimeInstalled = false;
 
@@ -59,13 +60,14 @@ export interface RunningWorkers {
  * Starts the cluster worker (checking identity assertions with `identityKey`, if given; enforcing
  * with `guard`, the defaults when not given) and the node worker for `nodeName`, acting on `target`.
  * `faults` is the node activities' fault hook (it may return a promise the test resolves, to hold
- * a step); `logger` receives the workers' logs.
+ * a step); `logger` receives the workers' logs; `tracing` traces their workflows and activities
+ * (with the traced bundle).
  */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); approvalPolicyFile?: string; tracing?: Tracing } = {},
 ): Promise<RunningWorkers> {
   // A test that inspects what the workers log passes its own logger (writing to a buffer, say).
   const logger = options.logger ?? pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
@@ -79,7 +81,8 @@ export async function startWorkers(
     ...(options.approvalPolicyFile ? { approvalPolicyFile: options.approvalPolicyFile } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
-    workflowBundle: await workflowBundle(),
+    workflowBundle: await workflowBundle({ traced: options.tracing !== undefined }),
+    ...(options.tracing ? { tracing: options.tracing } : {}),
   });
   const running = Promise.all(workers.map((w) => w.run()));
   return {
