@@ -155,7 +155,7 @@ export class EnforcementBridge {
         detail: `${refusal.code}: ${refusal.reason} (rule ${decision.rule}, ${decision.action})`,
       };
       logger.warn({ audit: record, decision }, `audit refused ${decision.action} of ${decision.target}: ${refusal.reason}`);
-      guardRefusalsTotal.inc({ code: refusal.code });
+      guardRefusalsTotal.inc({ code: refusal.code, stage: 'ingest' });
       return this.count('refused');
     }
     const now = this.now();

@@ -9,7 +9,7 @@
  * {@link metricsSinks} turns into counts here, outside replay.
  */
 import type { InjectedSinks } from '@temporalio/worker';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MetricsSinks } from '../model/metrics';
 
 /** The process's registry: fos1's metrics plus Node's process metrics (`process_*`, `nodejs_*`). */
@@ -60,7 +60,7 @@ export const lockWaitSeconds = new Histogram({
 /** Rollout waves that finished. */
 export const rolloutWavesTotal = new Counter({
   name: 'fos1_rollout_waves_total',
-  help: 'Rollout waves that finished, by wave index and result',
+  help: 'Rollout waves that finished, by wave index and result (committed, restored, failed, aborted, planned, …)',
   labelNames: ['wave', 'result'] as const,
   registers: [registry],
 });
@@ -68,8 +68,24 @@ export const rolloutWavesTotal = new Counter({
 /** Health-gate verdicts during rollouts. */
 export const rolloutGateResultsTotal = new Counter({
   name: 'fos1_rollout_gate_results_total',
-  help: 'Rollout health-gate verdicts, by wave index, gate name and result',
-  labelNames: ['wave', 'gate', 'result'] as const,
+  help: 'Rollout health-gate verdicts (success, failure, inconclusive), by wave index (post-rollback: the check after a rollback), gate name and kind',
+  labelNames: ['wave', 'gate', 'kind', 'result'] as const,
+  registers: [registry],
+});
+
+/** Nodes that could not report their protected addresses to the enforcement guard. */
+export const protectedAddressesUnavailable = new Gauge({
+  name: 'fos1_node_protected_addresses_unavailable',
+  help: 'Whether a node failed to report its protected addresses the last time the enforcement guard asked (1: automatic blocks for it are refused, enforcement fails closed; 0: reported)',
+  labelNames: ['node'] as const,
+  registers: [registry],
+});
+
+/** Failed protected-address reports, per node. */
+export const protectedAddressFailuresTotal = new Counter({
+  name: 'fos1_node_protected_addresses_failures_total',
+  help: 'Times a node could not report its protected addresses to the enforcement guard (unreachable worker, read error)',
+  labelNames: ['node'] as const,
   registers: [registry],
 });
 
@@ -92,8 +108,8 @@ export const decisionsTotal = new Counter({
 /** Decisions the guard refused (allow-listed, too broad, …). */
 export const guardRefusalsTotal = new Counter({
   name: 'fos1_guard_refusals_total',
-  help: "Enforcement decisions the guard refused before any workflow ran, by the refusal's code",
-  labelNames: ['code'] as const,
+  help: "Enforcement decisions the guard refused, by the refusal's code and where (ingest: before any workflow ran; workflow: the enforcement workflow's guard and caps)",
+  labelNames: ['code', 'stage'] as const,
   registers: [registry],
 });
 
@@ -104,19 +120,6 @@ export const apiResponsesTotal = new Counter({
   labelNames: ['method', 'route', 'status'] as const,
   registers: [registry],
 });
-
-/**
- * Counts one rollout health-gate verdict. The rollout engine calls it where a gate is judged
- * (`wave`: 0-based wave index; `gate`: the gate's name; `result`: pass, fail, error).
- */
-export function recordGateResult(wave: number, gate: string, result: string): void {
-  rolloutGateResultsTotal.inc({ wave: String(wave), gate, result });
-}
-
-/** Counts one finished rollout wave (`result`: promoted, failed, aborted, …). */
-export function recordWave(wave: number, result: string): void {
-  rolloutWavesTotal.inc({ wave: String(wave), result });
-}
 
 /**
  * Times `fn` into `histogram` with `labels` plus `result` (`ok`, or `failed` when it throws).
@@ -140,6 +143,16 @@ export function metricsSinks(): InjectedSinks<MetricsSinks> {
     metrics: {
       changeFinished: { fn: (_info, outcome, failureType) => changesTotal.inc({ outcome, failure_type: failureType ?? 'none' }), callDuringReplay: false },
       lockWait: { fn: (_info, result, waitedMs) => lockWaitSeconds.observe({ result }, waitedMs / 1000), callDuringReplay: false },
+      waveFinished: { fn: (_info, wave, state) => rolloutWavesTotal.inc({ wave: String(wave), result: state }), callDuringReplay: false },
+      gateResult: { fn: (_info, wave, gate, kind, result) => rolloutGateResultsTotal.inc({ wave: wave < 0 ? 'post-rollback' : String(wave), gate, kind, result }), callDuringReplay: false },
+      guardRefusal: { fn: (_info, code, stage) => guardRefusalsTotal.inc({ code, stage }), callDuringReplay: false },
+      protectedAddresses: {
+        fn: (_info, node, reported) => {
+          protectedAddressesUnavailable.set({ node }, reported ? 0 : 1);
+          if (!reported) protectedAddressFailuresTotal.inc({ node });
+        },
+        callDuringReplay: false,
+      },
     },
   };
 }

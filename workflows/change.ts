@@ -730,6 +730,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   function finishError(phase: ChangePhase, message: string, failureType: FailureTypeName): Error {
     setPhase(phase, message);
     status.audit = trail.records;
+    metrics.changeFinished(phase, failureType);
     return failure(failureType, message, [status]);
   }
 

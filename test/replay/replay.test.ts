@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { DefaultLogger, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
 import type { AuditSinks } from '../../model/audit';
 import type { MetricsSinks } from '../../model/metrics';
+import { metricsSinks } from '../../metrics/registry';
 import { historyFromObject } from '../helpers/history-file';
 import { workflowBundle } from '../helpers/time-skipping';
 
@@ -53,7 +54,8 @@ describe('replay of recorded workflow histories', () => {
   it('replays every history against the current workflow code', async () => {
     const sinks: InjectedSinks<AuditSinks & MetricsSinks> = {
       audit: { record: { fn: () => undefined, callDuringReplay: false } },
-      metrics: { changeFinished: { fn: () => undefined, callDuringReplay: false }, lockWait: { fn: () => undefined, callDuringReplay: false } },
+      // The workers' own metrics sinks: never called during replay (callDuringReplay: false).
+      ...metricsSinks(),
     };
     const histories = recorded.map((r) => ({ workflowId: r.workflowId, history: historyFromObject(r.history) }));
     const failures: string[] = [];
