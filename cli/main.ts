@@ -8,6 +8,7 @@
  *   fos1 list [--author A] [--status P] [--node N]
  *   fos1 confirm ID [--reason R]
  *   fos1 abort ID [--reason R]
+ *   fos1 pause|resume ID, promote ID [--skip-bakes], extend-bake ID DURATION (cli/rollout-commands.ts)
  *
  * Every command takes `--output json` (the API's answers as JSON; `--watch` writes one a
  * line) and `--server URL` / `--config FILE` (cli/config.ts). Exit codes: cli/errors.ts.
@@ -18,6 +19,7 @@ import { parse as parseYaml } from 'yaml';
 import { ApiClient } from './api-client';
 import { resolveConnection } from './config';
 import { CliError, ExitCode } from './errors';
+import { registerRolloutCommands } from './rollout-commands';
 import { FINAL_PHASES, paletteFor, renderList, renderPlan, renderStatus, statusEvents, type ListedChange, type Palette, type StatusView } from './render';
 
 /** Where the CLI reads and writes: the process's streams, or a test's. */
@@ -213,6 +215,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       if (json) printJson(answer);
       else out(`abort sent to change ${id}; follow it with: fos1 status ${id} --watch`);
     });
+
+  registerRolloutCommands(program, { context, idArgument, out, printJson: (v) => printJson(v) });
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -9,6 +9,7 @@
  * | `TEMPORAL_NAMESPACE` | `default` | |
  * | `TEMPORAL_TLS*`, `TEMPORAL_API_KEY` | (plaintext) | TLS / mTLS, see workers/temporal-connection.ts and docs/security.md |
  * | `LOG_LEVEL` | `info` | pino level |
+ * | `FOS1_METRICS_PORT`, `FOS1_METRICS_HOST` | (off), `127.0.0.1` | `GET /metrics` (metrics/config.ts, docs/observability.md) |
  *
  * The policy workflows it starts run on the cluster task queue; the cluster worker must be
  * created with `ciliumDeps` (workers/fos1-worker.ts) so their activities are registered.
@@ -18,6 +19,8 @@ import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { FirewallRuleController } from './firewall-rule-controller';
+import { parseMetricsConfig } from '../metrics/config';
+import { startMetricsServer } from '../metrics/server';
 import { clientConnectionOptions, parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const envSchema = z.object({
@@ -41,6 +44,7 @@ export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig 
 
 async function main(): Promise<void> {
   const config = parseControllerConfig(process.env);
+  const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel });
   const kube = new KubeClient(loadKubeConfig(config.kubeconfigPath));
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
@@ -48,7 +52,11 @@ async function main(): Promise<void> {
   const controller = new FirewallRuleController({ kube, temporal: new Client({ connection, namespace: config.temporal.namespace }), logger });
   await controller.start();
   logger.info('fos1 controller watching FirewallRules and FirewallZones');
+  // Process metrics (and any fos1 metric this process counts) like every fos1 process.
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
   const stop = async () => {
+    metricsServer?.close();
     await controller.stop();
     await connection.close();
     process.exit(0);

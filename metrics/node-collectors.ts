@@ -2,10 +2,12 @@
  * Metrics read from a node's pinned eBPF maps at scrape time (nothing is counted in fos1's own
  * memory, so they are right however many processes write the maps): entries and fill ratio of
  * the blocklist and rate-limit maps, and the datapath's own per-CPU counters — drops per reason
- * (`drop_stats`, when the loaded programs have it) and packets/bytes per rule id (`rule_stats`,
- * counted for allow, log and deny verdicts and rate-limit rules alike; the `action` label comes
- * from the zone maps). A map that is not pinned (the datapath not loaded, no blocklist yet) is
- * simply absent from the scrape.
+ * (`drop_stats`, read as the datapath gate reads it, bpf/drop-stats.ts), packets/bytes per rule
+ * id (`rule_stats`, counted for allow, log and deny verdicts and rate-limit rules alike; the
+ * `action` label comes from the zone maps) and, from the same counters, passes per reason (an
+ * explicit allow/log rule or a zone's allow/log default; a verdict without a rule id is not
+ * counted by the programs, so neither here). A map that is not pinned (the datapath not
+ * loaded, no blocklist yet) is simply absent from the scrape.
  *
  * Reading the entry counts walks each map's keys: O(entries) syscalls per scrape, about a second
  * for a million-entry blocklist, so scrape a large node every 30 s or slower.
@@ -14,7 +16,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Counter, Gauge } from 'prom-client';
 import { BLOCKHOST_V4_MAP, BLOCKHOST_V6_MAP, BLOCKLIST_V4_MAP, BLOCKLIST_V6_MAP } from '../bpf/blocklist-maps';
-import { DropReason, decodeZoneVerdict, encodeU32, sumCounters, type ZoneActionName } from '../bpf/datapath-codec';
+import { decodeZoneVerdict, encodeU32, sumCounters, type ZoneActionName } from '../bpf/datapath-codec';
+import { DROP_STATS_MAP, openDropStats, readDropCounts } from '../bpf/drop-stats';
 import { BpfMap } from '../bpf/map';
 import { RATELIMIT_V4_MAP, RATELIMIT_V6_MAP } from '../bpf/ratelimit-maps';
 import { registry } from './registry';
@@ -44,13 +47,19 @@ function countKeys(map: BpfMap): number {
   return n;
 }
 
-/** Rule id → the zone verdict's action that carries it (zone_policy and zone_default). */
-function ruleActions(pinDir: string): Map<number, ZoneActionName> {
-  const actions = new Map<number, ZoneActionName>();
+/** The zone verdict carrying a rule id: its action, and whether it is an explicit rule or a zone's default. */
+interface RuleVerdict {
+  action: ZoneActionName;
+  reason: 'zone-rule' | 'zone-default';
+}
+
+/** Rule id → the zone verdict that carries it (zone_policy first, then zone_default). */
+function ruleVerdicts(pinDir: string): Map<number, RuleVerdict> {
+  const verdicts = new Map<number, RuleVerdict>();
   withPinned(pinDir, 'zone_policy', (map) => {
     for (const [, value] of map.entries()) {
       const v = decodeZoneVerdict(value);
-      if (v.ruleId !== 0) actions.set(v.ruleId, v.action);
+      if (v.ruleId !== 0) verdicts.set(v.ruleId, { action: v.action, reason: 'zone-rule' });
     }
   });
   withPinned(pinDir, 'zone_default', (map) => {
@@ -58,10 +67,10 @@ function ruleActions(pinDir: string): Map<number, ZoneActionName> {
       const value = map.lookup(encodeU32(zone));
       if (!value) continue;
       const v = decodeZoneVerdict(value);
-      if (v.ruleId !== 0 && !actions.has(v.ruleId)) actions.set(v.ruleId, v.action);
+      if (v.ruleId !== 0 && !verdicts.has(v.ruleId)) verdicts.set(v.ruleId, { action: v.action, reason: 'zone-default' });
     }
   });
-  return actions;
+  return verdicts;
 }
 
 /** Node name → its pin folder, for every node this process serves. */
@@ -113,15 +122,24 @@ function createCollectors(): void {
     collect() {
       this.reset();
       for (const [node, pinDir] of nodes) {
-        withPinned(pinDir, 'drop_stats', (map) => {
-          for (const [id, reason] of Object.entries(DropReason)) {
-            this.inc({ node, reason }, Number(sumCounters(map.lookupPerCpu(encodeU32(Number(id)))).packets));
-          }
-        });
+        if (!existsSync(join(pinDir, DROP_STATS_MAP))) continue;
+        // The gate's own reader (bpf/drop-stats.ts), layout checked: one way to read the counters.
+        const map = openDropStats(pinDir);
+        try {
+          for (const [reason, packets] of Object.entries(readDropCounts(map))) this.inc({ node, reason }, Number(packets));
+        } finally {
+          map.close();
+        }
       }
     },
   });
   // Set by the packets counter's collect (one read of rule_stats), registered after it.
+  const passes = new Counter({
+    name: 'fos1_datapath_passes_total',
+    help: 'Packets the datapath let through on a zone verdict, by reason (zone-rule: an explicit allow or log rule; zone-default: the zone\'s allow or log default), summed from the per-CPU rule_stats counters',
+    labelNames: ['node', 'reason'] as const,
+    registers: [],
+  });
   const ruleBytes = new Counter({ name: 'fos1_datapath_rule_bytes_total', help: 'Bytes the datapath counted under a rule id, by the action of the zone verdict carrying it (other: a rate-limit rule)', labelNames: ['node', 'rule_id', 'action'] as const, registers: [] });
   new Counter({
     name: 'fos1_datapath_rule_packets_total',
@@ -131,19 +149,25 @@ function createCollectors(): void {
     collect() {
       this.reset();
       ruleBytes.reset();
+      passes.reset();
       for (const [node, pinDir] of nodes) {
         withPinned(pinDir, 'rule_stats', (map) => {
-          const actions = ruleActions(pinDir);
+          const verdicts = ruleVerdicts(pinDir);
+          // Both reasons appear (at 0) once the datapath is loaded: a rate() has a series from the start.
+          for (const reason of ['zone-rule', 'zone-default'] as const) passes.inc({ node, reason }, 0);
           for (let id = 1; id < MAX_RULES; id++) {
             const c = sumCounters(map.lookupPerCpu(encodeU32(id)));
             if (c.packets === 0n) continue;
-            const labels = { node, rule_id: String(id), action: actions.get(id) ?? 'other' };
+            const verdict = verdicts.get(id);
+            const labels = { node, rule_id: String(id), action: verdict?.action ?? 'other' };
             this.inc(labels, Number(c.packets));
             ruleBytes.inc(labels, Number(c.bytes));
+            if (verdict && verdict.action !== 'deny') passes.inc({ node, reason: verdict.reason }, Number(c.packets));
           }
         });
       }
     },
   });
   registry.registerMetric(ruleBytes);
+  registry.registerMetric(passes);
 }

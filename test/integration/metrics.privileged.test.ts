@@ -2,12 +2,16 @@
  * Every fos1 metric in a real Prometheus scrape: Debian's Prometheus scrapes fos1's `/metrics`
  * listener (metrics/server.ts) and the Temporal SDK's own exporter (the Runtime's telemetry)
  * while real changes run — one through the HTTP API, one rolled back by an injected fault, two
- * contending for the node's lock — and an IDS alert is blocked on the node (and one about an
- * allow-listed address refused by the guard). `promtool check metrics` lints the exposition.
+ * contending for the node's lock, a staged rollout whose gate passes and one whose gate fails
+ * (rolled back, then checked again) — and an IDS alert is blocked on the node (one about an
+ * allow-listed address is refused by ingest's guard, and one for a node that cannot report its
+ * protected addresses is refused by the enforcement workflow, which fails closed).
+ * `promtool check metrics` lints the exposition.
  *
- * Real parts: the Temporal dev server, the workers, the API, the ingest pipeline tailing an EVE
- * file, two network namespaces joined by a veth pair (b is the node, a sends its traffic), and
- * fos1's eBPF programs attached to the node's interface with their maps pinned in bpffs.
+ * Real parts: the Temporal dev server, the workers, the API, the ingest pipelines tailing EVE
+ * files, two network namespaces joined by a veth pair (b is the node, a sends its traffic), and
+ * fos1's eBPF programs attached to the node's interface with their maps pinned in bpffs. The
+ * node that cannot report is a real node worker whose namespace does not exist.
  *
  * Privileged: needs root, netns, bpffs, the built Temporal CLI and Prometheus.
  */
@@ -43,6 +47,8 @@ import { freePort, startPrometheus, type RunningPrometheus } from '../helpers/pr
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
 
 const NODE = 'node-metrics';
+/** A node whose worker runs but cannot read its addresses (its namespace is missing). */
+const BLIND_NODE = 'node-blind';
 const SIZES = { blocklistV4: 1024, blocklistV6: 1024, hostsV4: 1024, hostsV6: 1024, rateLimits: 256 };
 const ZONE = 1;
 /** The rule id the node's zone default (allow) counts passed packets under. */
@@ -84,6 +90,9 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
   let workers: RunningWorkers;
   let api: Server;
   let ingest: RunningIngest;
+  let blindWorkers: RunningWorkers;
+  let blindIngest: RunningIngest;
+  let blindEveFile: string;
   let metricsServer: Server;
   let prometheus: RunningPrometheus;
   let dir: string;
@@ -118,6 +127,9 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
         },
       },
     );
+    // A node worker for BLIND_NODE acting on a namespace that is never created: its protected
+    // addresses cannot be read, so enforcement for it must refuse (fail closed).
+    blindWorkers = await startWorkers(env, BLIND_NODE, { netns: `fos1-missing-${randomBytes(3).toString('hex')}`, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: `${pinDir}-blind`, blocklistMaxEntries: { v4: 64, v6: 64 } }, { clusterWorker: false });
     api = await startApiServer({ client: env.client, port: 0, host: '127.0.0.1', logger: pino({ level: 'silent' }), security: { authenticator } });
     dir = mkdtempSync(join(tmpdir(), 'fos1-metrics-'));
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
@@ -125,6 +137,12 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
     writeFileSync(eveFile, '');
     ingest = await startIngest(
       { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }), nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
+      { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
+    );
+    blindEveFile = join(dir, 'eve-blind.json');
+    writeFileSync(blindEveFile, '');
+    blindIngest = await startIngest(
+      { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({}), nodes: [BLIND_NODE], eveFile: blindEveFile, eveFrom: 'end', coalesceMs: 1000 },
       { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
     );
     registerNodeMapMetrics(NODE, pinDir);
@@ -136,6 +154,8 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
     await prometheus?.stop();
     metricsServer?.close();
     await ingest?.stop();
+    await blindIngest?.stop();
+    await blindWorkers?.stop();
     api?.close();
     await workers?.stop();
     datapath?.unpin();
@@ -168,6 +188,7 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
   test('a change through the API, a rolled-back change, a lock wait, a blocked and a refused alert: every metric is in Prometheus, and promtool accepts the exposition', async () => {
     // Traffic the node's zone default lets through: counted under its rule id.
     expect(pair.ping(ADDR.b4)).toBe(true);
+    expect(pair.ping(ADDR.b6)).toBe(true);
 
     // A real change through the HTTP API.
     const base = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
@@ -195,23 +216,37 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
     expect((await holder.result()).phase).toBe('applied');
     expect((await waiter.result()).phase).toBe('applied');
 
-    // An alert about a's address: blocked on the node, and a's traffic is dropped there.
-    appendFileSync(eveFile, `${alertLine(ADDR.a4)}\nnot json\n${alertLine('192.0.2.10')}\n`);
+    // A staged rollout: one wave, baked with a gate that passes (b reaches a), committed.
+    const reach = { kind: 'reachability' as const, intervalSeconds: 1, count: 2, targets: [{ protocol: 'icmp' as const, address: ADDR.a4, timeoutMs: 500 }] };
+    const dead = { kind: 'reachability' as const, intervalSeconds: 1, count: 1, targets: [{ protocol: 'icmp' as const, address: '10.255.0.1', timeoutMs: 300 }] };
+    const staged = await start({ ...routeTo('10.65.0.0/24'), strategy: { waves: [{ name: 'only', nodes: [NODE], bakeSeconds: 1, gates: ['reach'] }], gates: { reach } } });
+    const stagedStatus = await staged.result();
+    expect(stagedStatus.phase).toBe('applied');
+    expect(stagedStatus.waves?.[0]?.gateVerdicts.reach?.phase).toBe('success');
+    // And one whose gate fails: the wave is restored, the gate measured again after the rollback.
+    const gateFailed = await changeFailure(await start({ ...routeTo('10.66.0.0/24'), strategy: { waves: [{ name: 'only', nodes: [NODE], bakeSeconds: 1, gates: ['dead'] }], gates: { dead } } }));
+    expect(gateFailed.type).toBe('RolloutGateFailed');
+    expect(gateFailed.status.waves?.[0]?.state).toBe('restored');
+    expect(gateFailed.status.postRollbackGates?.dead?.phase).toBe('failure');
+
+    // An alert for the node that cannot report its protected addresses: refused by the workflow.
+    appendFileSync(blindEveFile, `${alertLine('198.51.100.7')}\n`);
+
+    // An alert about a's IPv6 address (its IPv4 one is the gateway of the routes above, which the
+    // guard protects): blocked on the node, and a's IPv6 traffic is dropped there.
+    appendFileSync(eveFile, `${alertLine(ADDR.a6)}\nnot json\n${alertLine('192.0.2.10')}\n`);
     const maps = BlocklistMaps.open({ pinDir, maxEntriesV4: SIZES.blocklistV4, maxEntriesV6: SIZES.blocklistV6, hostMaps: { maxEntriesV4: SIZES.hostsV4, maxEntriesV6: SIZES.hostsV6 } });
     try {
-      await eventually(() => maps.readAll().map((e) => e.cidr), (cidrs) => cidrs.includes(`${ADDR.a4}/32`), 'the alert source in the blocklist', 60_000);
+      await eventually(() => maps.readAll().map((e) => e.cidr), (cidrs) => cidrs.includes(`${ADDR.a6}/128`), 'the alert source in the blocklist', 60_000);
     } finally {
       maps.close();
     }
-    expect(pair.ping(ADDR.b4)).toBe(false);
+    expect(pair.ping(ADDR.b6)).toBe(false);
 
     // The exposition, as Prometheus reads it, passes promtool's checks.
     const exposition = await (await fetch(metricsUrl)).text();
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: exposition, encoding: 'utf8' });
     expect({ status: lint.status, output: `${lint.stdout}${lint.stderr}` }).toEqual({ status: 0, output: '' });
-    // Defined, with no sample until the rollout engine reports waves and gates (recordGateResult()).
-    expect(exposition).toContain('# TYPE fos1_rollout_waves_total counter');
-    expect(exposition).toContain('# TYPE fos1_rollout_gate_results_total counter');
 
     // Every metric, from a real Prometheus scrape.
     const labels = async (promql: string) => (await series(promql)).map((s) => s.metric);
@@ -228,23 +263,41 @@ describePrivileged('fos1 metrics in a real Prometheus scrape (privileged)', ['ro
     );
     expect(await labels('fos1_node_rollback_duration_seconds_count')).toEqual(expect.arrayContaining([expect.objectContaining({ subsystem: 'routes', result: 'ok' })]));
     expect(await labels('fos1_node_lock_wait_duration_seconds_count')).toEqual([expect.objectContaining({ result: 'acquired' })]);
-    expect(await series(`fos1_blocklist_entries{node="${NODE}", map="blockhost_v4"} == 1`)).toHaveLength(1);
+    expect(await labels('fos1_rollout_waves_total')).toEqual(
+      expect.arrayContaining([expect.objectContaining({ wave: '0', result: 'committed' }), expect.objectContaining({ wave: '0', result: 'restored' })]),
+    );
+    expect(await labels('fos1_rollout_gate_results_total')).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ wave: '0', gate: 'reach', kind: 'reachability', result: 'success' }),
+        expect.objectContaining({ wave: '0', gate: 'dead', kind: 'reachability', result: 'failure' }),
+        expect.objectContaining({ wave: 'post-rollback', gate: 'dead', kind: 'reachability', result: 'failure' }),
+      ]),
+    );
+    // Enforcement fails closed for the node that cannot report; the node that can, reported.
+    expect(await series(`fos1_node_protected_addresses_unavailable{node="${BLIND_NODE}"} == 1`)).toHaveLength(1);
+    expect(await series(`fos1_node_protected_addresses_failures_total{node="${BLIND_NODE}"} > 0`)).toHaveLength(1);
+    expect(await series(`fos1_node_protected_addresses_unavailable{node="${NODE}"} == 0`)).toHaveLength(1);
+    expect(await series(`fos1_blocklist_entries{node="${NODE}", map="blockhost_v6"} == 1`)).toHaveLength(1);
     expect((await labels('fos1_ratelimit_entries')).map((m) => m.map).sort()).toEqual(['ratelimit_v4', 'ratelimit_v6']);
-    expect(Number((await series('fos1_bpf_map_fill_ratio{map="blockhost_v4"}'))[0]!.value[1])).toBeCloseTo(1 / SIZES.hostsV4);
+    expect(Number((await series('fos1_bpf_map_fill_ratio{map="blockhost_v6"}'))[0]!.value[1])).toBeCloseTo(1 / SIZES.hostsV6);
     expect(await labels(`fos1_datapath_rule_packets_total{rule_id="${PASS_RULE_ID}"} > 0`)).toEqual([expect.objectContaining({ action: 'allow' })]);
     expect(await series(`fos1_datapath_rule_bytes_total{rule_id="${PASS_RULE_ID}"} > 0`)).toHaveLength(1);
-    if (datapath.mapNames.includes('drop_stats')) {
-      // The programs count drops per reason (drop_stats): a's ping after the block was one.
-      expect(await series('fos1_datapath_drops_total{reason="blocklist-host"} > 0')).toHaveLength(1);
-    }
+    // The zone default let a's pings through: passes per reason, from the same counters.
+    expect(await series(`fos1_datapath_passes_total{node="${NODE}", reason="zone-default"} > 0`)).toHaveLength(1);
+    expect(await series(`fos1_datapath_passes_total{node="${NODE}", reason="zone-rule"}`)).toHaveLength(1);
+    // The programs count drops per reason (drop_stats): a's ping after the block was one.
+    expect(await series(`fos1_datapath_drops_total{node="${NODE}", reason="blocklist-host"} > 0`)).toHaveLength(1);
+    expect((await labels(`fos1_datapath_drops_total{node="${NODE}"}`)).map((m) => m.reason).sort()).toEqual(['blocklist-host', 'blocklist-prefix', 'rate-limit', 'zone-default', 'zone-rule']);
     expect(await labels('fos1_ingest_lines_total')).toEqual(
       expect.arrayContaining([expect.objectContaining({ source: 'eve-file', result: 'accepted' }), expect.objectContaining({ source: 'eve-file', result: 'rejected' })]),
     );
     expect(await labels('fos1_enforcement_decisions_total')).toEqual([expect.objectContaining({ action: 'block' })]);
-    expect(await labels('fos1_guard_refusals_total')).toEqual([expect.objectContaining({ code: 'allow-listed' })]);
-    expect(await labels('fos1_api_responses_total')).toEqual(expect.arrayContaining([expect.objectContaining({ status: '202' })]));
+    expect(await labels('fos1_guard_refusals_total')).toEqual(
+      expect.arrayContaining([expect.objectContaining({ code: 'allow-listed', stage: 'ingest' }), expect.objectContaining({ code: 'guard-unavailable', stage: 'workflow' })]),
+    );
+    expect(await labels('fos1_api_responses_total')).toEqual(expect.arrayContaining([expect.objectContaining({ method: 'POST', route: '/v1/changes', status: '202' })]));
     // The SDK's own metrics, from its exporter: workflow completions and activity latencies.
     expect(await series(`{__name__=~"temporal_workflow_completed.*", instance="${new URL(sdkMetricsUrl).host}"}`)).not.toHaveLength(0);
     expect(await series(`{__name__=~"temporal_activity_execution_latency.*", instance="${new URL(sdkMetricsUrl).host}"}`)).not.toHaveLength(0);
-  });
+  }, 300_000);
 });
