@@ -13,7 +13,7 @@ import { temporalCliPath } from '../../scripts/paths';
 import { createNodeDeps, createWorkers, type NodeTarget } from '../../workers/fos1-worker';
 import type { FaultInjector } from '../../activities/node-activities';
 import type { GuardConfig } from '../../model/enforcement-guard';
-import { TRACING_WORKFLOW_INTERCEPTOR_MODULES, type Tracing } from '../../telemetry/tracing';
+import type { Tracing } from '../../telemetry/tracing';
 
 let runtimeInstalled = false;
 
