@@ -123,13 +123,14 @@ describePrivileged('fos1 rollout controls and status --watch on a 3-node fleet (
       if (i < 0) throw new Error(`status --watch never printed "${line}":\n${watched.stdout}`);
       return i;
     };
-    // Wave by wave: the canary holds and bakes with its gate, then the second wave, then the rest.
+    const starting = (prefix: string) => lines.findIndex((l) => l.startsWith(prefix));
+    // Wave by wave: the canary bakes (paused, resumed) with its gate, then the second wave, then the rest.
     const order = [
+      starting(`change ${id}: paused`),
       at('wave 1/3 canary node router-1: holding, applied'),
-      lines.findIndex((l) => l.startsWith(`change ${id}: paused`)),
-      lines.findIndex((l) => l.startsWith('wave 2/3 second node router-2: holding')),
-      lines.findIndex((l) => l.startsWith('wave 3/3 rest node router-3: holding')),
-      at('wave 3/3 rest: committed'),
+      starting('wave 2/3 second node router-2: holding'),
+      starting('wave 3/3 rest node router-3: holding'),
+      starting('wave 3/3 rest: committed'),
     ];
     expect(order.every((i) => i >= 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
