@@ -10,6 +10,9 @@
  *   restoreAndCheck    every registered snapshot, newest first, then read back (one
  *                      restore round of a retrying rollback; fails while anything differs)
  *
+ * Each step's duration is a histogram (metrics/registry.ts: `fos1_node_step_duration_seconds`,
+ * restores `fos1_node_rollback_duration_seconds`).
+ *
  * Each is idempotent and retry-safe: apply and restore re-read live state and plan
  * against it, so a retry after a crash (or a rollback after a partial apply) converges
  * instead of tripping over what the previous attempt already did. A repeated prepare of
@@ -35,6 +38,7 @@ import {
 import type { BlocklistMaps } from '../bpf/blocklist-maps';
 import type { RateLimitMaps } from '../bpf/ratelimit-maps';
 import type { BlocklistStore } from './blocklist-sync';
+import { nodeStepSeconds, rollbackSeconds, timed } from '../metrics/registry';
 import { ErrorDomains, translateErrors } from './failures';
 import type { RouteTable } from './system/route-table';
 import type { LinkTable } from './system/link-table';
@@ -128,7 +132,8 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      * Subsystems sharing a kernel listing read it once.
      */
     async prepareSubsystems(input: { intents: SubsystemIntents; dryRun?: boolean; key?: string }): Promise<PreparedSubsystems> {
-      return translateErrors(ErrorDomains.node, () =>
+      return timed(nodeStepSeconds, { step: 'prepare', subsystem: 'all' }, () =>
+        translateErrors(ErrorDomains.node, () =>
         withHeartbeats({ phase: 'prepare' }, async () => {
           // A repeat of this run's prepare (a replay after a crash, a retried attempt): the
           // first snapshot, never one of state the apply may already have changed.
@@ -149,24 +154,27 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           if (keep !== undefined) prepared.put(keep, result);
           return result;
         }),
+        ),
       );
     },
 
     /** Converges one subsystem to its intent, then runs the test fault hook (after the kernel changed). */
     async applySubsystem<S extends Subsystem>(input: { subsystem: S; intent: IntentOf<S> }): Promise<SyncResult> {
-      return translateErrors(ErrorDomains.node, () =>
+      return timed(nodeStepSeconds, { step: 'apply', subsystem: input.subsystem }, () =>
+        translateErrors(ErrorDomains.node, () =>
         withHeartbeats({ phase: 'apply', subsystem: input.subsystem }, async () => {
           const { operations } = await subsystem(input.subsystem).apply(input.intent);
           await deps.faults?.(input.subsystem);
           logger.info({ subsystem: input.subsystem, operations: operations.slice(0, 100), count: operations.length }, `${input.subsystem} converged`);
           return { operations };
         }),
+        ),
       );
     },
 
     /** Reads every subsystem named in `checks` back; returns what differs (empty: verified). */
     async checkSubsystems(input: { checks: SubsystemChecks }): Promise<string[]> {
-      return translateErrors(ErrorDomains.node, () => withHeartbeats({ phase: 'check' }, () => check(input.checks, 'check')));
+      return timed(nodeStepSeconds, { step: 'check', subsystem: 'all' }, () => translateErrors(ErrorDomains.node, () => withHeartbeats({ phase: 'check' }, () => check(input.checks, 'check'))));
     },
 
     /**
@@ -179,7 +187,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
 
     /** Puts one subsystem's snapshot back (the caller then checks `snapshot.check`). */
     async restoreSubsystem<S extends Subsystem>(input: { subsystem: S; snapshot: SubsystemSnapshot<CheckOf<S>> }): Promise<SyncResult> {
-      return translateErrors(ErrorDomains.node, () => withHeartbeats({ phase: 'restore', subsystem: input.subsystem }, () => subsystem(input.subsystem).restore(input.snapshot)));
+      return timed(rollbackSeconds, { subsystem: input.subsystem }, () => translateErrors(ErrorDomains.node, () => withHeartbeats({ phase: 'restore', subsystem: input.subsystem }, () => subsystem(input.subsystem).restore(input.snapshot))));
     },
 
     /**
@@ -189,7 +197,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
      * wrong while anything differs, so the workflow's retry policy and back-off take over.
      */
     async restoreAndCheck(input: { restores: { subsystem: Subsystem; snapshot: SubsystemSnapshot<CheckOf<Subsystem>> }[]; checks: SubsystemChecks }): Promise<SyncResult> {
-      return withHeartbeats({ phase: 'restore round' }, async () => {
+      return timed(rollbackSeconds, { subsystem: 'all' }, () => withHeartbeats({ phase: 'restore round' }, async () => {
         const operations: string[] = [];
         let differences: string[] = [];
         const errors: string[] = [];
@@ -211,7 +219,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
           if (differences.length === 0) return { operations };
         }
         throw failure(FailureType.RestoreIncomplete, [...errors, ...differences].join('; '));
-      });
+      }));
     },
   };
 }

@@ -11,13 +11,18 @@ import { createAuthenticator, httpSecurityFrom } from '../auth/config';
 import { clientConnectionOptions } from '../workers/temporal-connection';
 import { parseApiConfig } from './config';
 import { startApiServer } from './server';
+import { parseMetricsConfig } from '../metrics/config';
+import { startMetricsServer } from '../metrics/server';
+import { setupTracing, tracingClientInterceptors } from '../telemetry/tracing';
 
 async function main(): Promise<void> {
   const config = parseApiConfig(process.env);
+  const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel, base: { component: 'api' } });
+  const tracing = setupTracing('fos1-api', process.env);
   const authenticator = createAuthenticator(config.auth);
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = new Client({ connection, namespace: config.temporal.namespace, ...(tracing ? { interceptors: tracingClientInterceptors() } : {}) });
   // Read-only: the cluster worker appends and signs (the API has no signing key).
   const auditStore = openAuditStore(config.audit.store);
   const revisions = openRevisionStore(config.audit.store, true);
@@ -31,6 +36,9 @@ async function main(): Promise<void> {
     audit: { store: auditStore, revisions, publicKeyFiles: config.audit.publicKeyFiles },
   });
   logger.info({ address: `http://${config.host}:${config.port}`, auth: authenticator.kind, signsIdentity: config.identityKey !== undefined, temporal: config.temporal.describe }, 'fos1 API listening');
+  // Metrics on their own loopback listener (FOS1_METRICS_PORT), outside the API's authentication.
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
@@ -38,6 +46,8 @@ async function main(): Promise<void> {
   server.close();
   await server.flushAudit();
   await Promise.all([auditStore.close(), revisions.close()]);
+  metricsServer?.close();
+  await tracing?.shutdown();
   await connection.close();
 }
 

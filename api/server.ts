@@ -19,7 +19,8 @@
  * Answers are written as the handler returns them (pretty JSON); their schemas document
  * them. Binds to loopback by default.
  */
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
+import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import swagger from '@fastify/swagger';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifySchema } from 'fastify';
@@ -27,6 +28,8 @@ import type { z } from 'zod';
 import type { Principal } from '../auth/authenticator';
 import { applyServerLimits, HttpGuard, HttpRefusal, type HttpSecurityOptions } from '../auth/http-guard';
 import { AuthzAuditForwarder } from './authz-audit';
+import { apiResponsesTotal } from '../metrics/registry';
+import { tracer } from '../telemetry/tracing';
 import { formatIssues, issuesOf, type ValidationIssue } from '../model/change-request';
 import { documentSchemas, OPENAPI_INFO } from './openapi';
 import { apiRoutes, HttpError, type ApiRoute, type RouteDeps } from './routes';
@@ -88,6 +91,21 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
     bodyLimit: MAX_BODY_BYTES,
     // Routes are matched as written: `/v1/changes/` is not `/v1/changes`.
     routerOptions: { ignoreTrailingSlash: false },
+    // One span per request around all of Fastify's handling (a no-op unless tracing is on,
+    // telemetry/tracing.ts): started active here, so the workflow calls a handler makes are its
+    // children, and through Temporal's headers so is the whole change.
+    serverFactory: (handler) =>
+      createServer((req, res) => {
+        const target = (req.url ?? '').split('?')[0] ?? '';
+        tracer().startActiveSpan(`API ${req.method ?? ''}`, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? '', 'url.path': target } }, (span) => {
+          res.once('close', () => {
+            span.setAttribute('http.response.status_code', res.statusCode);
+            if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+            span.end();
+          });
+          handler(req, res);
+        });
+      }),
   });
   app.decorateRequest('principal', null);
   app.decorate('flushAudit', () => authzAudit.close());
@@ -121,6 +139,8 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
   // The guard, before the body is read. Host, Origin and the cap first, then the token:
   // an unknown route is answered 404 only to an authenticated caller.
   app.addHook('onRequest', async (request, reply) => {
+    // The request's span (serverFactory above) is named by the route pattern, once routed.
+    if (!request.is404 && request.routeOptions.url) trace.getActiveSpan()?.updateName(`API ${request.method} ${request.routeOptions.url}`).setAttribute('http.route', request.routeOptions.url);
     guard.admit(request.raw, reply.raw);
     const principal = await guard.authenticate(request.raw);
     request.principal = principal;
@@ -128,6 +148,12 @@ export async function buildApiServer(options: Omit<ApiServerOptions, 'port' | 'h
     const config = request.routeOptions.config;
     if (config.permission) await guard.authorize(request.raw, principal, config.permission);
     if (request.method === 'POST') guard.requireMediaType(request.raw, 'application/json');
+  });
+
+  // Every answer counts, refusals by the guard included (metrics/registry.ts); the route is the
+  // registered pattern (`/v1/changes/:id`), never the raw path, so ids make no new series.
+  app.addHook('onResponse', async (request, reply) => {
+    apiResponsesTotal.inc({ method: request.method, route: request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched'), status: String(reply.statusCode) });
   });
 
   app.setNotFoundHandler((request) => {

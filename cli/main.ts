@@ -10,6 +10,7 @@
  *   fos1 abort ID [--reason R]
  *   fos1 approve|reject ID, revisions NODE [show NODE REV], diff NODE A B, rollback NODE REV | --fleet CHANGE,
  *   fos1 audit query|verify                (cli/audit-commands.ts)
+ *   fos1 pause|resume ID, promote ID [--skip-bakes], extend-bake ID DURATION (cli/rollout-commands.ts)
  *
  * Every command takes `--output json` (the API's answers as JSON; `--watch` writes one a
  * line) and `--server URL` / `--config FILE` (cli/config.ts). Exit codes: cli/errors.ts.
@@ -21,6 +22,7 @@ import { ApiClient } from './api-client';
 import { approveCommand, auditCommand, diffCommand, rejectCommand, revisionsCommand, rollbackCommand, withSettingsOf, type CommandContext } from './audit-commands';
 import { resolveConnection } from './config';
 import { CliError, ExitCode } from './errors';
+import { registerRolloutCommands } from './rollout-commands';
 import { FINAL_PHASES, paletteFor, renderList, renderPlan, renderStatus, statusEvents, type ListedChange, type Palette, type StatusView } from './render';
 
 /** Where the CLI reads and writes: the process's streams, or a test's. */
@@ -225,6 +227,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   program.addCommand(withSettingsOf(program, diffCommand(commands)));
   program.addCommand(withSettingsOf(program, rollbackCommand(commands)));
   program.addCommand(withSettingsOf(program, auditCommand(commands)));
+  registerRolloutCommands(program, { context, idArgument, out, printJson: (v) => printJson(v) });
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -4,6 +4,8 @@
  * Pure functions of the API's answers, so they are tested without a terminal.
  */
 
+import { hasWaves, renderRollout, rolloutEvents, type RolloutStatusView } from './rollout-view';
+
 /** ANSI colours, or none (not a TTY, or `NO_COLOR` set: https://no-color.org). */
 export interface Palette {
   green(s: string): string;
@@ -45,10 +47,12 @@ export interface StatusView {
   message: string;
   progress?: { nodesDone: number; nodesTotal: number };
   confirmDeadline?: string;
-  nodes?: Record<string, { outcome: string; diff?: string[]; error?: { type: string; message: string } }>;
+  nodes?: Record<string, { outcome: string; wave?: string; phase?: string; diff?: string[]; error?: { type: string; message: string } }>;
   issues?: { field: string; message: string }[];
   waves?: unknown;
   gates?: unknown;
+  currentWave?: string;
+  postRollbackGates?: RolloutStatusView['postRollbackGates'];
 }
 
 /** A diff line coloured by its marker: `+` green, `-` red, `~` yellow. */
@@ -120,6 +124,12 @@ export function renderStatus(status: StatusView, p: Palette): string[] {
   const progress = status.progress ? ` (${status.progress.nodesDone}/${status.progress.nodesTotal} nodes)` : '';
   const lines = [`${p.bold(`change ${status.changeId ?? '?'}`)}: ${phaseColour(status.phase, p)}${progress}`, `  ${status.message}`];
   if (status.confirmDeadline) lines.push(`  confirm before ${status.confirmDeadline} (fos1 confirm ${status.changeId ?? 'ID'}), or it reverts`);
+  // A staged rollout: waves with their nodes (phase, outcome, diff) and gates (cli/rollout-view.ts).
+  if (hasWaves(status)) {
+    lines.push(...renderRollout(status as RolloutStatusView & typeof status, p));
+    for (const issue of status.issues ?? []) lines.push(`  ${issue.field || '(request)'}: ${issue.message}`);
+    return lines;
+  }
   lines.push(...renderStages(status, p));
   const nodes = Object.entries(status.nodes ?? {});
   if (nodes.length > 0) lines.push(p.bold('nodes:'));
@@ -145,6 +155,7 @@ export function statusEvents(previous: StatusView | undefined, next: StatusView)
   if (!previous || previous.phase !== next.phase || prevProgress !== progress || previous.message !== next.message) {
     events.push(`change ${id}: ${next.phase}${progress} — ${next.message}`);
   }
+  if (hasWaves(next)) return [...events, ...rolloutEvents(previous as RolloutStatusView | undefined, next as RolloutStatusView & typeof next)];
   for (const [node, report] of Object.entries(next.nodes ?? {})) {
     const before = previous?.nodes?.[node];
     if (before?.outcome !== report.outcome) events.push(`node ${node}: ${report.outcome}${report.error ? ` (${report.error.type}: ${report.error.message})` : ''}`);

@@ -17,6 +17,7 @@
  *
  * Only the process holding the Lease acts; when it loses the Lease it exits (the Deployment
  * restarts it as a follower), as controller-runtime does.
+ * | `FOS1_METRICS_PORT`, `FOS1_METRICS_HOST` | (off), `127.0.0.1` | `GET /metrics` (metrics/config.ts, docs/observability.md) |
  *
  * The policy workflows it starts run on the cluster task queue; the cluster worker must be
  * created with `ciliumDeps` (workers/fos1-worker.ts) so their activities are registered.
@@ -27,6 +28,8 @@ import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { hostname } from 'node:os';
 import { ControllerManager } from './manager';
+import { parseMetricsConfig } from '../metrics/config';
+import { startMetricsServer } from '../metrics/server';
 import { clientConnectionOptions, parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const envSchema = z.object({
@@ -70,6 +73,7 @@ export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig 
 
 async function main(): Promise<void> {
   const config = parseControllerConfig(process.env);
+  const metrics = parseMetricsConfig(process.env);
   const logger = createLogger({ level: config.logLevel });
   const kube = new KubeClient(loadKubeConfig(config.kubeconfigPath));
   const connection = await Connection.connect(clientConnectionOptions(config.temporal));
@@ -87,7 +91,11 @@ async function main(): Promise<void> {
   });
   manager.start();
   logger.info({ lease: config.lease }, 'fos1 controller campaigning for the lease (FirewallRule, NetworkInterface, VLANPolicy)');
+  // Process metrics (and any fos1 metric this process counts) like every fos1 process.
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
   const stop = async () => {
+    metricsServer?.close();
     await manager.stop({ release: true });
     await connection.close();
     process.exit(0);

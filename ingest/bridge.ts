@@ -39,6 +39,7 @@ import { CLUSTER_TASK_QUEUE } from '../model/naming';
 import { enforcementWorkflow, verdictSignal, ENFORCER, type EnforcementInput } from '../workflows/enforcement';
 import { admitUpdate, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow, type AdmitAnswer } from '../workflows/enforcement-coordinator';
 import { actionStrength, enforcementWorkflowId, type Admission, type Decision } from '../model/enforcement-decision';
+import { guardRefusalsTotal } from '../metrics/registry';
 import type { EnforcementGuard } from '../model/enforcement-guard';
 import type { DecisionSpool, SpooledDecision } from './spool';
 
@@ -154,6 +155,7 @@ export class EnforcementBridge {
         detail: `${refusal.code}: ${refusal.reason} (rule ${decision.rule}, ${decision.action})`,
       };
       logger.warn({ audit: record, decision }, `audit refused ${decision.action} of ${decision.target}: ${refusal.reason}`);
+      guardRefusalsTotal.inc({ code: refusal.code, stage: 'ingest' });
       return this.count('refused');
     }
     const now = this.now();

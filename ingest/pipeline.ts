@@ -13,6 +13,7 @@ import type { Decision } from '../model/enforcement-decision';
 import { parseEveLine } from '../rules/eve';
 import type { RuleEvaluator } from '../rules/evaluator';
 import type { VerdictFacts } from '../rules/facts';
+import { decisionsTotal, ingestLinesTotal } from '../metrics/registry';
 import { parseNdpiFlowLine } from '../rules/ndpi';
 
 /** Counters of one pipeline. */
@@ -82,7 +83,7 @@ export class IngestPipeline {
     this.stats.lines++;
     const parsed = parseEveLine(line);
     if (!parsed.ok) return this.reject(parsed.reason, origin);
-    return this.evaluate(parsed.facts);
+    return this.evaluate(parsed.facts, origin);
   }
 
   /** Handles one line of `ndpiReader -v 2` output (non-flow lines are skipped). */
@@ -92,7 +93,7 @@ export class IngestPipeline {
     await this.room('wait');
     this.stats.lines++;
     if (!parsed.ok) return this.reject(parsed.reason, 'ndpi');
-    return this.evaluate(parsed.facts);
+    return this.evaluate(parsed.facts, 'ndpi');
   }
 
   /**
@@ -128,8 +129,9 @@ export class IngestPipeline {
     this.wakeStopped();
   }
 
-  private async evaluate(facts: VerdictFacts): Promise<LineResult> {
+  private async evaluate(facts: VerdictFacts, origin: string): Promise<LineResult> {
     this.stats.accepted++;
+    ingestLinesTotal.inc({ source: origin, result: 'accepted' });
     let decision: Decision | null;
     try {
       const evaluation = await this.evaluator.evaluate(facts);
@@ -146,6 +148,7 @@ export class IngestPipeline {
     }
     if (!decision) return { ok: true, decision: null };
     this.stats.decisions[decision.action] = (this.stats.decisions[decision.action] ?? 0) + 1;
+    decisionsTotal.inc({ action: decision.action });
     const bridge = this.options.bridge;
     if (bridge) {
       if (this.inFlight.size >= (this.options.maxInFlight ?? 1000)) await Promise.race(this.inFlight);
@@ -166,6 +169,7 @@ export class IngestPipeline {
 
   private reject(reason: string, origin: string): LineResult {
     this.stats.rejected++;
+    ingestLinesTotal.inc({ source: origin, result: 'rejected' });
     const key = reason.split(/[;:]/, 1)[0] ?? reason;
     this.stats.rejectedBy[key] = (this.stats.rejectedBy[key] ?? 0) + 1;
     const now = Date.now();

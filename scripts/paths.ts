@@ -46,3 +46,6 @@ export function devStateDir(): string {
 export function sharedDataDir(): string {
   return resolve(__dirname, '..', '..', 'shared', 'data');
 }
+
+/** Debian's Chromium (scripts/bootstrap.d/75-chromium.sh), the browser of the Web UI test. */
+export const CHROMIUM_PATH = '/usr/bin/chromium';

@@ -61,6 +61,10 @@ import { guardConfigSchema } from '../model/enforcement-guard';
 import { devStateDir, temporalCliPath } from './paths';
 import { startDevKube, type DevKube } from './dev-kube';
 import { ensureSandboxFleet, MAX_SANDBOX_FLEET, sandboxFleetLayout, startUpstreamService, type SandboxFleet } from './sandbox-netns';
+import { parseMetricsConfig, temporalTelemetryOptions } from '../metrics/config';
+import { registerNodeMapMetrics } from '../metrics/node-collectors';
+import { startMetricsServer } from '../metrics/server';
+import { setupTracing, tracingClientInterceptors, TRACING_WORKFLOW_INTERCEPTOR_MODULES } from '../telemetry/tracing';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
 
 const configSchema = z.object({
@@ -88,7 +92,11 @@ const configSchema = z.object({
 async function main(): Promise<void> {
   const config = configSchema.parse(process.env);
   const logger = createLogger({ level: config.LOG_LEVEL, base: { component: 'dev' } });
-  Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [] });
+  // Metrics are on by default here (off by default elsewhere): fos1's on 127.0.0.1:9464, the SDK's on :9465.
+  const metrics = parseMetricsConfig({ FOS1_METRICS_PORT: '9464', FOS1_TEMPORAL_METRICS_PORT: '9465', ...process.env });
+  Runtime.install({ logger: new DefaultLogger('WARN', (e) => logger.warn({ ...e.meta }, e.message)), shutdownSignals: [], ...temporalTelemetryOptions(metrics) });
+  // Traces only with OTEL_EXPORTER_OTLP_ENDPOINT (telemetry/tracing.ts).
+  const tracing = setupTracing('fos1', process.env);
 
   const fleet = sandboxFleetLayout({ prefix: config.FOS1_DEV_NETNS, size: config.FOS1_DEV_FLEET, firstNetns: config.FOS1_DEV_NETNS });
   ensureSandboxFleet(fleet);
@@ -165,10 +173,14 @@ async function main(): Promise<void> {
   // One bundle for every worker of this process (bundling is the slow part of start-up).
   // The approval policy (docs/approvals.md): the dev default asks for nothing.
   const approvalPolicyFile = config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml');
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN') });
+  // With tracing on, the bundle carries the OpenTelemetry workflow interceptors.
+  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN'), ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}) });
   const workers: Worker[] = [];
   for (const node of fleet.nodes) {
     const nodeLogger = logger.child({ node: node.name });
+    const bpfPinDir = node.index === 1 ? config.FOS1_BPF_PIN_DIR : `${config.FOS1_BPF_PIN_DIR}-${node.index}`;
+    // Every sandbox node's maps are read at scrape, with its name as the `node` label.
+    registerNodeMapMetrics(node.name, bpfPinDir);
     workers.push(
       ...(await createWorkers({
         connection,
@@ -186,7 +198,7 @@ async function main(): Promise<void> {
           {
             netns: node.netns,
             routeProtocol: 241,
-            bpfPinDir: node.index === 1 ? config.FOS1_BPF_PIN_DIR : `${config.FOS1_BPF_PIN_DIR}-${node.index}`,
+            bpfPinDir,
             blocklistMaxEntries: { v4: 1_048_576, v6: 262_144 },
             // Preallocated hash maps cost ~80 B a slot: the extra sandbox nodes get smaller ones.
             ...(node.index === 1 ? {} : { blocklistHostMaxEntries: { v4: 65_536, v6: 16_384 } }),
@@ -196,10 +208,11 @@ async function main(): Promise<void> {
         ),
         workflowBundle,
         logger: nodeLogger,
+        ...(tracing ? { tracing } : {}),
       })),
     );
   }
-  const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace });
+  const client = new Client({ connection: await Connection.connect(clientConnectionOptions(temporalConfig)), namespace: temporalConfig.namespace, ...(tracing ? { interceptors: tracingClientInterceptors() } : {}) });
   const api = await startApiServer({
     client,
     port: config.FOS1_API_PORT,
@@ -209,6 +222,8 @@ async function main(): Promise<void> {
     identityKey,
     audit: { store: openAuditStore(auditConfig.store), revisions: openRevisionStore(auditConfig.store, true), publicKeyFiles: auditConfig.publicKeyFiles },
   });
+  const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
+  if (metrics.listener) logger.info({ metrics: `http://${metrics.listener.host}:${metrics.listener.port}/metrics`, temporalMetrics: metrics.temporalBindAddress ? `http://${metrics.temporalBindAddress}/metrics` : 'off' }, 'metrics listening');
 
   const ingest = await startIngest(ingestConfig, { workflows: client.workflow, logger: logger.child({ component: 'ingest' }), authenticator });
   logger.info(
@@ -226,6 +241,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('stopping');
     api.close();
+    metricsServer?.close();
     // The tail saves its position once the decisions in flight are sent, then workers stop.
     void ingest.stop().finally(() => workers.forEach((w) => w.shutdown()));
   };
@@ -243,6 +259,7 @@ async function main(): Promise<void> {
     await api.flushAudit();
     await audit.close();
     await devKube?.stop();
+    await tracing?.shutdown();
     await connection.close();
     temporal?.kill('SIGTERM');
     // Its pipes would keep this process alive after the workers stopped.

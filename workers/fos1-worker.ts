@@ -29,6 +29,8 @@ import { ZoneMaps } from '../bpf/zone-maps';
 import { BlocklistStore, type FeedLimits } from '../activities/blocklist-sync';
 import { createAuditActivities, createRevisionActivities, type AuditStore, type RevisionStore } from '../activities/audit-store';
 import type { AuditSinks } from '../model/audit';
+import { metricsSinks } from '../metrics/registry';
+import { TRACING_WORKFLOW_INTERCEPTOR_MODULES, tracingActivityInterceptors, tracingSinks, type Tracing } from '../telemetry/tracing';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 
 /** What a node's activities act on. */
@@ -147,6 +149,11 @@ export interface CreateWorkersOptions {
   approvalPolicyFile?: string;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
+  /**
+   * Traces (telemetry/tracing.ts): workflow and activity interceptors and the workflow span
+   * sink. A prebuilt `workflowBundle` must then include TRACING_WORKFLOW_INTERCEPTOR_MODULES.
+   */
+  tracing?: Tracing;
 }
 
 /** Creates the workers this process runs. Run them with `Promise.all(workers.map(w => w.run()))`. */
@@ -155,7 +162,12 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   const workflowSource = options.workflowBundle
     ? { workflowBundle: options.workflowBundle }
     : { workflowsPath: require.resolve('../workflows/index') };
-  const sinks = auditSinks(logger);
+  // Audit records become log lines; workflow counts become metrics (metrics/registry.ts);
+  // with tracing, workflow spans go to its span processor.
+  const sinks = { ...auditSinks(logger), ...metricsSinks(), ...(options.tracing ? tracingSinks(options.tracing) : {}) };
+  const interceptors = options.tracing
+    ? { interceptors: { activity: tracingActivityInterceptors(), ...(options.workflowBundle ? {} : { workflowModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES }) } }
+    : {};
   const workers: Worker[] = [];
   if (options.nodeWorker ?? true) {
     workers.push(
@@ -171,6 +183,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
             : unavailableNodeGateActivities(`node worker ${nodeName} was built without gate dependencies (createNodeDeps provides them)`)),
         },
         sinks,
+        ...interceptors,
         // Node activities change kernel state one change at a time; serialising them on a
         // node keeps two changes from interleaving their route and map updates.
         maxConcurrentActivityTaskExecutions: 1,
@@ -195,7 +208,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         ? createQuarantineActivities(options.quarantineDeps)
         : unavailableQuarantineActivities('quarantine needs Kubernetes: this cluster worker has no kubeconfig (FOS1_KUBECONFIG)')),
     };
-    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks }));
+    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks, ...interceptors }));
   }
   return workers;
 }

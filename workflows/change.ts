@@ -35,6 +35,7 @@ import {
   patched,
   proxyActivities,
   proxyLocalActivities,
+  proxySinks,
   setHandler,
   sleep,
   startChild,
@@ -44,6 +45,7 @@ import {
 } from '@temporalio/workflow';
 import type { IdentityActivities } from '../activities/identity';
 import type { AuditRecord } from '../model/audit';
+import type { MetricsSinks } from '../model/metrics';
 import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
 import type { ClusterGateActivities, GateSpec, GateVerdict } from '../model/gates';
 import { selectNodes, type InventoryActivities, type InventoryNode } from '../model/inventory';
@@ -189,6 +191,9 @@ const MAX_EXTEND_SECONDS = 7 * 24 * 3600;
 /** How long a target may show no poller before the change fails up front (a worker that just started may not have polled yet). */
 const POLLER_GRACE_MS = 5000;
 
+/** Counts for the worker's metrics (a sink: nothing is emitted from workflow code, nor on replay). */
+const { metrics } = proxySinks<MetricsSinks>();
+
 const { verifyIdentity } = proxyLocalActivities<IdentityActivities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 3 } });
 const cluster = proxyActivities<ClusterGateActivities & InventoryActivities>({ startToCloseTimeout: '1 minute', retry: { maximumAttempts: 3 } });
 
@@ -325,12 +330,14 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     trail.record('validate', 'failed', validatedAt, formatIssues(validation.issues));
     Object.assign(status, { phase: 'rejected', message: `invalid change request:\n${formatIssues(validation.issues)}`, issues: validation.issues, audit: trail.records });
     setSearchStatus('rejected');
+    metrics.changeFinished('rejected', FailureType.InvalidChangeRequest);
     throw failure(FailureType.InvalidChangeRequest, status.message, [status]);
   }
   if (identity?.refused !== undefined) {
     trail.record('verify identity', 'failed', validatedAt, identity.refused);
     Object.assign(status, { phase: 'rejected', message: `identity assertion refused: ${identity.refused}`, audit: trail.records });
     setSearchStatus('rejected');
+    metrics.changeFinished('rejected', FailureType.InvalidIdentityAssertion);
     throw failure(FailureType.InvalidIdentityAssertion, status.message, [status]);
   }
   const request = validation.request;
@@ -760,6 +767,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   function finishError(phase: ChangePhase, message: string, failureType: FailureTypeName): Error {
     setPhase(phase, message);
     status.audit = trail.records;
+    metrics.changeFinished(phase, failureType);
     return failure(failureType, message, [status]);
   }
 
@@ -776,6 +784,7 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   function finish(phase: ChangePhase, message: string, failureType?: FailureTypeName): ChangeStatus {
     setPhase(phase, message);
     status.audit = trail.records;
+    metrics.changeFinished(phase, failureType);
     if (failureType) throw failure(failureType, message, [status]);
     return status;
   }

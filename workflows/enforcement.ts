@@ -33,13 +33,14 @@
  *
  * Workflows decide, they do not evaluate rules: verdicts arrive already decided.
  */
-import { condition, continueAsNew, defineQuery, defineSignal, executeChild, patched, proxyActivities, proxyLocalActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, continueAsNew, defineQuery, defineSignal, executeChild, patched, proxyActivities, proxyLocalActivities, proxySinks, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { EnforcementConfigActivities } from '../activities/enforcement-config';
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord } from '../model/audit';
+import type { MetricsSinks } from '../model/metrics';
 import type { ChangeRequestInput } from '../model/change-request';
 import { actionStrength, escalatedDuration, type Admission, type Decision, type EnforcementAction } from '../model/enforcement-decision';
-import { authorityFieldsIn, effectiveGuardConfig, EnforcementGuard, type CapKind, type GuardConfig, type GuardRefusal } from '../model/enforcement-guard';
+import { authorityFieldsIn, effectiveGuardConfig, EnforcementGuard, type CapKind, type GuardConfig, type GuardRefusal, type NodeProtectedAddresses } from '../model/enforcement-guard';
 import { failure, FailureType, summariseFailure } from '../model/failures';
 import { parseCidr } from '../model/ip';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, nodeTaskQueue } from '../model/naming';
@@ -69,6 +70,9 @@ export type RefusalCode =
 export const GUARD_FROM_WORKER_PATCH = 'guard-from-worker-config';
 /** How old the workflow's copy of the guard may get before a decision reads it again. */
 const GUARD_REFRESH_MS = 5 * 60_000;
+
+/** Refusals and unreachable nodes for the worker's metrics (a sink: no command, nothing on replay). */
+const { metrics } = proxySinks<MetricsSinks>();
 
 const { readEnforcementConfig } = proxyLocalActivities<EnforcementConfigActivities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 5 } });
 /** Each node's own addresses, on its task queue; bounded, so a node that is down refuses the verdict rather than stalling it. */
@@ -488,7 +492,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
   async function ensureGuard(): Promise<{ ok: true; guard: EnforcementGuard } | { ok: false; reason: string }> {
     if (guard && (!fromWorker || Date.now() - guardReadAt < GUARD_REFRESH_MS)) return { ok: true, guard };
     try {
-      const [config, ...reports] = await Promise.all([readEnforcementConfig(), ...input.nodes.map((node) => nodeActivities(node).reportProtectedAddresses({ node }))]);
+      const [config, ...reports] = await Promise.all([readEnforcementConfig(), ...input.nodes.map(reportProtected)]);
       guard = new EnforcementGuard(effectiveGuardConfig(config, reports));
       guardReadAt = Date.now();
       return { ok: true, guard };
@@ -496,6 +500,26 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       if (guard) return { ok: true, guard };
       return { ok: false, reason: `the guard could not be read (the cluster worker's configuration and the protected addresses of ${input.nodes.join(', ')}): ${summariseFailure(err).message}` };
     }
+  }
+
+  /**
+   * One node's protected addresses; whether it answered goes to the metrics (a node that cannot
+   * report leaves the guard unreadable: enforcement fails closed). The sink is no command, and
+   * the callers await the same activities as before.
+   */
+  function reportProtected(node: string): Promise<NodeProtectedAddresses> {
+    return nodeActivities(node)
+      .reportProtectedAddresses({ node })
+      .then(
+        (report) => {
+          metrics.protectedAddresses(node, true);
+          return report;
+        },
+        (err: unknown) => {
+          metrics.protectedAddresses(node, false);
+          throw err;
+        },
+      );
   }
 
   /**
@@ -551,6 +575,7 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
 
   function refuse(code: RefusalCode, reason: string, startedAt: number): void {
     state.refusals.push({ at: new Date(startedAt).toISOString(), code, reason });
+    metrics.guardRefusal(code, 'workflow');
     record('refused', 'failed', startedAt, `${code}: ${reason}`);
   }
 

@@ -26,6 +26,7 @@ import {
   ParentClosePolicy,
   patched,
   proxyActivities,
+  proxySinks,
   setHandler,
   sleep,
   startChild,
@@ -34,6 +35,7 @@ import {
 } from '@temporalio/workflow';
 import { nodeDiffDigest } from '../model/approval-policy';
 import type { AuditRecord } from '../model/audit';
+import type { MetricsSinks } from '../model/metrics';
 import type { NodePatch } from '../model/change-request';
 import { FailureType, summariseFailure, type FailureSummary } from '../model/failures';
 import { gateQueue, gateVerdict, type ClusterGateActivities, type DatapathBaseline, type GatePhase, type GateSpec, type GateVerdict, type Measurement, type NodeGateActivities } from '../model/gates';
@@ -57,6 +59,9 @@ export const MAX_DIFF_LINES_PER_WAVE = 2000;
 export const MAX_AUDIT_RECORDS_PER_WAVE = 200;
 /** Least time between two gate-progress reports to the parent: bounds the parent's history. */
 export const GATE_REPORT_INTERVAL_MS = 5000;
+
+/** Waves, gate verdicts and lock waits for the worker's metrics (a sink: no command, nothing on replay). */
+const { metrics } = proxySinks<MetricsSinks>();
 
 /** Input of {@link rolloutWaveWorkflow}, built by the change workflow from the validated request and its plan. */
 export interface WaveInput {
@@ -302,6 +307,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
     const waitStarted = Date.now();
     const deadline = waitStarted + input.lockTimeoutMs;
     let delay = 250;
+    // Set at the first refusal: a start that never waited is not a lock wait.
+    let waitingSince: number | undefined;
     for (;;) {
       try {
         summary.phase = 'applying';
@@ -314,6 +321,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
         });
         children.set(node, child);
         launched.push(node);
+        if (waitingSince !== undefined) metrics.lockWait('acquired', Date.now() - waitingSince);
         if (waiting.delete(node) && waiting.size === 0) await report({ state: 'applying', message: 'applying' });
         void child.result().then(
           (r) => void finished.set(node, r),
@@ -323,7 +331,9 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
       } catch (err) {
         if (!isAlreadyStarted(err)) throw err;
         // An abort while waiting for the lock ends the wait: nothing was applied here.
+        waitingSince ??= Date.now();
         if (decided.value || Date.now() >= deadline) {
+          metrics.lockWait(decided.value ? 'aborted' : 'timed-out', Date.now() - waitingSince);
           waiting.delete(node);
           finished.set(node, busy(node, decided.value ? `stopped waiting for node ${node}: ${decided.value.reason}` : `node ${node} stayed busy with another change for ${input.lockTimeoutMs / 1000}s`));
           return;
@@ -350,8 +360,11 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
   async function bake(): Promise<'passed' | WaveResult> {
     const measurements = new Map<string, Measurement[]>(); // `${gate}\u0000${node}` → measurements
     const nextDue = new Map<string, number>();
+    /** Gates whose verdict of this round of measurements is counted (metrics), so each counts once. */
+    const counted = new Set<string>();
     const resetGates = () => {
       measurements.clear();
+      counted.clear();
       for (const gate of gateNames) nextDue.set(gate, Date.now());
     };
     resetGates();
@@ -387,6 +400,11 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
 
       const verdicts = verdictsOf(measurements);
       result.gates = verdicts;
+      for (const v of Object.values(verdicts)) {
+        if (v.phase === 'running' || counted.has(v.gate)) continue;
+        counted.add(v.gate);
+        metrics.gateResult(wave.index, v.gate, v.kind, v.phase);
+      }
       const phases = Object.values(verdicts).map((v) => v.phase);
       const bad = phases.includes('failure') ? 'failure' : phases.includes('inconclusive') ? 'inconclusive' : undefined;
       if (bad) {
@@ -534,6 +552,7 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
 
   function finish(state: WaveState, message: string): WaveResult {
     setState(state, message);
+    metrics.waveFinished(wave.index, state);
     return { ...result, nodes: [...nodes.values()] };
   }
 
@@ -615,7 +634,9 @@ export async function rolloutCheckWorkflow(input: GateCheckInput): Promise<Recor
           return gateVerdict(gate, spec, ms);
         }),
       );
-      out[gate] = verdicts.reduce((worst, v) => (RANK[v.phase] > RANK[worst.phase] ? v : worst));
+      const worst = verdicts.reduce((w, v) => (RANK[v.phase] > RANK[w.phase] ? v : w));
+      out[gate] = worst;
+      metrics.gateResult(-1, gate, spec.kind, worst.phase);
     }),
   );
   return out;

@@ -1,7 +1,7 @@
 /**
  * Capability checks for privileged tests.
  *
- * A test that needs root, network namespaces, bpffs, a built tool (Temporal CLI or server) or a
+ * A test that needs root, network namespaces, bpffs, a built tool (Temporal CLI or server), Chromium or a
  * PostgreSQL server (test/helpers/postgres.ts) calls
  * {@link describePrivileged}. When something is missing the suite is skipped with a
  * plain message saying what and why — except under `CI=true`, where a missing
@@ -11,11 +11,11 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { helmPath } from '../../k8s/paths';
-import { sharedDataDir, temporalCliPath, temporalServerPath } from '../../scripts/paths';
+import { CHROMIUM_PATH, sharedDataDir, temporalCliPath, temporalServerPath } from '../../scripts/paths';
 import { postgresMissingReason } from './postgres';
 
 /** A capability a test may need. */
-export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm' | 'postgres' | 'prometheus';
+export type Capability = 'root' | 'netns' | 'bpffs' | 'temporal-cli' | 'temporal-server' | 'openssl' | 'iproute2' | 'shared-data' | 'helm' | 'postgres' | 'prometheus' | 'chromium';
 
 /** Returns null when the capability is present, else the reason it is not. */
 export function missingReason(capability: Capability): string | null {
@@ -51,6 +51,8 @@ export function missingReason(capability: Capability): string | null {
         : `Temporal server not built at ${temporalServerPath()} (scripts/bootstrap.sh builds it: scripts/bootstrap.d/40-temporal-server.sh)`;
     case 'prometheus':
       return commandWorks('prometheus', ['--version']) ? null : '`prometheus` is not installed (scripts/bootstrap.d/65-prometheus.sh installs Debian\'s prometheus package)';
+    case 'chromium':
+      return existsSync(CHROMIUM_PATH) ? null : `Chromium is not installed at ${CHROMIUM_PATH} (scripts/bootstrap.d/75-chromium.sh installs Debian's chromium package)`;
     case 'openssl':
       return commandWorks('openssl', ['version']) ? null : '`openssl` is not installed (it makes the test certificates)';
   }

@@ -35,6 +35,8 @@ import { createClusterPolicyActivities, type ClusterPolicyKubeClient } from '../
 import type { ObjectRef, StoredObject } from '../../k8s/client';
 import type { EndpointLabelState, EndpointRef, QuarantineActivities } from '../../activities/quarantine';
 import type { AuditSinks } from '../../model/audit';
+import type { MetricsSinks } from '../../model/metrics';
+import { metricsSinks } from '../../metrics/registry';
 import type { KubeObject } from '../../model/firewall-translate';
 import { parseQuarantineConfig, parseQuarantineLabel, renderQuarantinePolicy } from '../../model/quarantine';
 import type { EnforcementConfigActivities } from '../../activities/enforcement-config';
@@ -460,7 +462,8 @@ export async function startFakeWorkers(options: {
   const namespace = options.namespace ?? 'default';
   const cluster = options.cluster ?? new FakeCluster();
   // Audit records go nowhere: the tests read them from workflow results and queries.
-  const sinks: InjectedSinks<AuditSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } } };
+  // The workers' own metrics sinks (counted in this process's registry, read by nobody here).
+  const sinks: InjectedSinks<AuditSinks & MetricsSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } }, ...metricsSinks() };
   const workers: Worker[] = [];
   for (const node of options.nodes) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: nodeTaskQueue(node.name), workflowBundle, activities: node.activities(), sinks }));

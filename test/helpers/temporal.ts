@@ -15,18 +15,26 @@ import type { FaultInjector } from '../../activities/node-activities';
 import { testAuditStores, type TestAuditStores } from './audit-stores';
 import type { GuardConfig } from '../../model/enforcement-guard';
 import type { ClusterPolicyActivityDeps } from '../../activities/cluster-policy';
+import type { Tracing } from '../../telemetry/tracing';
 
 let runtimeInstalled = false;
 
 /**
  * Starts the dev server: on a free port, in memory; or, with `dbFilename` (and `port`), with
  * its history in a SQLite file, so a test can stop it and start it again where it was.
+ * `uiPort` turns the embedded Web UI on at that port (the browser test); without it the UI
+ * stays off, as every other test needs no UI. `sdkMetricsAddress` (`host:port`) has the SDK's
+ * Runtime export its Prometheus metrics there (the metrics test); it applies to the first call in
+ * a test file, which installs the Runtime.
  */
-export function startTemporal(options: { dbFilename?: string; port?: number } = {}): Promise<TestWorkflowEnvironment> {
+export function startTemporal(options: { dbFilename?: string; port?: number; uiPort?: number; sdkMetricsAddress?: string } = {}): Promise<TestWorkflowEnvironment> {
   if (!runtimeInstalled) {
     // Expected failures (rolled-back changes) are logged by the SDK as warnings; keep test
     // output to real errors unless FOS1_TEST_LOG asks for more.
-    Runtime.install({ logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR') });
+    Runtime.install({
+      logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR'),
+      ...(options.sdkMetricsAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: options.sdkMetricsAddress } } } } : {}),
+    });
     runtimeInstalled = true;
   }
   return TestWorkflowEnvironment.createLocal({
@@ -34,7 +42,7 @@ export function startTemporal(options: { dbFilename?: string; port?: number } = 
       executable: { type: 'existing-path', path: temporalCliPath() },
       searchAttributes: Object.values(SearchAttributes),
       ip: '127.0.0.1',
-      ui: false,
+      ...(options.uiPort !== undefined ? { ui: true, uiPort: options.uiPort } : { ui: false }),
       ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
       ...(options.port ? { port: options.port } : {}),
     },
@@ -54,13 +62,14 @@ export interface RunningWorkers {
  * Starts the cluster worker (checking identity assertions with `identityKey`, if given; enforcing
  * with `guard`, the defaults when not given) and the node worker for `nodeName`, acting on `target`.
  * `faults` is the node activities' fault hook (it may return a promise the test resolves, to hold
- * a step); `logger` receives the workers' logs.
+ * a step); `logger` receives the workers' logs; `tracing` traces their workflows and activities
+ * (with the traced bundle).
  */
 export async function startWorkers(
   env: TestWorkflowEnvironment,
   nodeName: string,
   target: NodeTarget,
-  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores; approvalPolicyFile?: string; ciliumDeps?: ClusterPolicyActivityDeps } = {},
+  options: { clusterWorker?: boolean; identityKey?: Buffer; faults?: FaultInjector; logger?: Logger; guard?: GuardConfig | (() => GuardConfig); audit?: TestAuditStores; approvalPolicyFile?: string; ciliumDeps?: ClusterPolicyActivityDeps; tracing?: Tracing } = {},
 ): Promise<RunningWorkers> {
   // The cluster worker appends every workflow's audit records: a fresh file store unless the test brings its own.
   const clusterWorker = options.clusterWorker ?? true;
@@ -80,7 +89,8 @@ export async function startWorkers(
     ...(options.ciliumDeps ? { ciliumDeps: options.ciliumDeps } : {}),
     nodeDeps: { ...createNodeDeps({ blocklistStoreDir: join(tmpdir(), `fos1-test-blocklists-${process.pid}`), ...target }, logger), ...(options.faults ? { faults: options.faults } : {}) },
     logger,
-    workflowBundle: await workflowBundle(),
+    workflowBundle: await workflowBundle({ traced: options.tracing !== undefined }),
+    ...(options.tracing ? { tracing: options.tracing } : {}),
   });
   const running = Promise.all(workers.map((w) => w.run()));
   return {

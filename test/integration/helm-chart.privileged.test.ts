@@ -190,6 +190,10 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
       const template = (w.spec as { template: { metadata: { labels: Record<string, string> } } }).template;
       expect(template.metadata.labels).toMatchObject((metrics.spec as { selector: Record<string, string> }).selector);
       expect(allContainers(w).flatMap((c) => ((c as { ports?: { name: string }[] }).ports ?? []).map((p) => p.name))).toContain('metrics');
+      // The listener binds the pod's address, not loopback (metrics/config.ts), or nothing could scrape it.
+      expect(allContainers(w).flatMap((c) => ((c as { env?: { name: string; valueFrom?: unknown }[] }).env ?? []).filter((e) => e.name === 'FOS1_METRICS_HOST'))).toEqual([
+        { name: 'FOS1_METRICS_HOST', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      ]);
     }
   });
 

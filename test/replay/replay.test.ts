@@ -13,6 +13,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
 import type { AuditSinks } from '../../model/audit';
+import type { MetricsSinks } from '../../model/metrics';
+import { metricsSinks } from '../../metrics/registry';
 import { historyFromObject } from '../helpers/history-file';
 import { workflowBundle } from '../helpers/time-skipping';
 
@@ -50,7 +52,11 @@ describe('replay of recorded workflow histories', () => {
   });
 
   it('replays every history against the current workflow code', async () => {
-    const sinks: InjectedSinks<AuditSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } } };
+    const sinks: InjectedSinks<AuditSinks & MetricsSinks> = {
+      audit: { record: { fn: () => undefined, callDuringReplay: false } },
+      // The workers' own metrics sinks: never called during replay (callDuringReplay: false).
+      ...metricsSinks(),
+    };
     const histories = recorded.map((r) => ({ workflowId: r.workflowId, history: historyFromObject(r.history) }));
     const failures: string[] = [];
     let replayed = 0;

@@ -76,6 +76,8 @@ names (workers/temporal-connection.ts); the material comes from the Secret mount
 {{- define "fos1.metricsEnv" -}}
 {{- if .Values.metrics.serviceMonitor.enabled }}
 - {name: FOS1_METRICS_PORT, value: {{ .Values.metrics.port | quote }}}
+{{- /* The listener binds loopback by default: bind the pod's own address (the node's, on the host network) so Prometheus reaches it. */}}
+- {name: FOS1_METRICS_HOST, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
 {{- end }}
 {{- end -}}
 
