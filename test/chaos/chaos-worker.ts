@@ -3,15 +3,16 @@
  * workers (the production node activities on real namespaces and pinned maps) and, when asked,
  * the real cluster worker, as its own process so the harness can SIGKILL it at an exact step.
  *
- *   tsx test/chaos/chaos-worker.ts <spec.json>
+ *   node --import tsx test/chaos/chaos-worker.ts <spec.json>
  *
- * What it adds to production is one activity interceptor (never in production code): per node,
+ * What it adds to production is one activity interceptor (never in production code). Told by a
+ * behaviour file per node (under the control folder argv's spec names, see {@link ChaosBehaviour}),
  * it can stop at one step of the node workflow — before the activity runs, or after it ran and
  * before its result is reported — by writing `<controlDir>/<node>.stopped` and blocking until
  * `<controlDir>/<node>.release` exists (or the harness kills the process). A stop happens once
- * per control folder: the restarted process finds the marker and runs through. It can also make
- * the first verification report a difference (`failVerify`, so the workflow rolls back and its
- * restores can be stopped at) and run every node activity twice in a row (`twice`, idempotency).
+ * per round: the restarted process finds the marker and runs through. It can also make the first
+ * verification report a difference (`failVerify`, so the workflow rolls back and its restores can
+ * be stopped at) and run every node activity twice in a row (`twice`, idempotency).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +40,16 @@ export interface ChaosNodeSpec {
   pinDir: string;
   storeDir: string;
   feedDir: string;
+}
+
+/**
+ * What a node's interceptor does in the current round: `<controlRoot>/behaviour-<node>.json`,
+ * read at every activity call, so one process serves round after round (a process start costs
+ * seconds of CPU on a loaded machine) and a restarted one picks up where the killed one was.
+ */
+export interface ChaosBehaviour {
+  /** The round's markers: `<node>.stopped`, `<node>.release`, `<node>.verified`, `<node>.verify-failed`. */
+  controlDir: string;
   stop?: ChaosStop;
   /** The first verification reports a difference, once: the change rolls back. */
   failVerify?: boolean;
@@ -52,8 +63,8 @@ export interface ChaosWorkerSpec {
   namespace: string;
   /** The workflow bundle, built once by the harness. */
   bundlePath: string;
-  /** Markers of this round: `<node>.stopped`, `<node>.release`, `<node>.verify-failed`, `ready.<pid>`. */
-  controlDir: string;
+  /** Behaviour files and `ready.<pid>` markers. */
+  controlRoot: string;
   cluster: boolean;
   nodes: ChaosNodeSpec[];
   /** Capacity of each test blocklist map (v4 and v6, LPM and host maps). */
@@ -84,32 +95,38 @@ class ChaosInterceptor implements ActivityInboundCallsInterceptor {
   constructor(
     private readonly ctx: Context,
     private readonly node: ChaosNodeSpec,
-    private readonly controlDir: string,
+    private readonly controlRoot: string,
   ) {}
 
-  private marker(name: string): string {
-    return join(this.controlDir, `${this.node.name}.${name}`);
-  }
-
-  private async hold(step: string): Promise<void> {
-    writeFileSync(this.marker('stopped'), `${step}\n`);
-    while (!existsSync(this.marker('release'))) await sleep(100);
+  private behaviour(): ChaosBehaviour | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.controlRoot, `behaviour-${this.node.name}.json`), 'utf8')) as ChaosBehaviour;
+    } catch {
+      return undefined;
+    }
   }
 
   async execute(input: ActivityExecuteInput, next: Next<ActivityInboundCallsInterceptor, 'execute'>): Promise<unknown> {
+    const b = this.behaviour();
+    if (!b) return next(input);
+    const marker = (name: string) => join(b.controlDir, `${this.node.name}.${name}`);
+    const hold = async (step: string) => {
+      writeFileSync(marker('stopped'), `${step}\n`);
+      while (!existsSync(marker('release'))) await sleep(100);
+    };
     const type = this.ctx.info.activityType;
     // The first check of a change is its verification; every later one reads back a rollback.
-    const verified = existsSync(this.marker('verified'));
+    const verified = existsSync(marker('verified'));
     const step = stepOf(type, input.args[0], verified);
-    if (type === 'checkSubsystems' && !verified) writeFileSync(this.marker('verified'), '');
-    const stop = this.node.stop;
-    const stopHere = stop !== undefined && stop.step === step && !existsSync(this.marker('stopped'));
-    if (stopHere && stop.when === 'before') await this.hold(step);
+    if (type === 'checkSubsystems' && !verified) writeFileSync(marker('verified'), '');
+    const stop = b.stop;
+    const stopHere = stop !== undefined && stop.step === step && !existsSync(marker('stopped'));
+    if (stopHere && stop.when === 'before') await hold(step);
     let result = await next(input);
-    if (this.node.twice) result = await next(input);
-    if (stopHere && stop.when === 'after') await this.hold(step);
-    if (step === 'verify' && this.node.failVerify && !existsSync(this.marker('verify-failed'))) {
-      writeFileSync(this.marker('verify-failed'), '');
+    if (b.twice) result = await next(input);
+    if (stopHere && stop.when === 'after') await hold(step);
+    if (step === 'verify' && b.failVerify && !existsSync(marker('verify-failed'))) {
+      writeFileSync(marker('verify-failed'), '');
       return ['chaos: verification made to fail once (the change must roll back)'];
     }
     return result;
@@ -141,18 +158,18 @@ async function main(): Promise<void> {
         activities: { ...createNodeActivities(deps), ...createNodeGateActivities({ netns: node.netns, bpfPinDir: node.pinDir }) },
         sinks: auditSinks(logger),
         maxConcurrentActivityTaskExecutions: 1,
-        interceptors: { activity: [(ctx) => ({ inbound: new ChaosInterceptor(ctx, node, spec.controlDir) })] },
+        interceptors: { activity: [(ctx) => ({ inbound: new ChaosInterceptor(ctx, node, spec.controlRoot) })] },
       }),
     );
   }
   if (spec.cluster) {
     // The production cluster worker; its node dependencies are never used (no node queue).
-    const unused = createNodeDeps({ netns: undefined, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: '/sys/fs/bpf/fos1-chaos-unused', blocklistMaxEntries: entries, blocklistStoreDir: join(spec.controlDir, 'unused-store') }, logger);
+    const unused = createNodeDeps({ netns: undefined, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: '/sys/fs/bpf/fos1-chaos-unused', blocklistMaxEntries: entries, blocklistStoreDir: join(spec.controlRoot, 'unused-store') }, logger);
     workers.push(...(await createWorkers({ connection, namespace: spec.namespace, nodeName: 'chaos-cluster', clusterWorker: true, nodeWorker: false, nodeDeps: unused, logger, workflowBundle })));
   }
   const running = Promise.all(workers.map((w) => w.run()));
   while (!workers.every((w) => w.getState() === 'RUNNING')) await sleep(20);
-  writeFileSync(join(spec.controlDir, `ready.${process.pid}`), '');
+  writeFileSync(join(spec.controlRoot, `ready.${process.pid}`), '');
   await running;
   await connection.close();
 }

@@ -14,7 +14,7 @@
  */
 import { appendFileSync } from 'node:fs';
 import type { ChangeRequestInput } from '../../model/change-request';
-import type { ChaosNodeSpec } from './chaos-worker';
+import type { ChaosBehaviour } from './chaos-worker';
 import { CHANGE_KINDS, ChaosHarness, judge, resultsTable, stepsOf, type CellResult, type ChangeKind, type Fault } from './harness';
 import { describePrivileged } from '../helpers/capabilities';
 
@@ -23,7 +23,7 @@ const SHORT: Record<ChangeKind, string> = { network: 'net', 'blocklist-patch': '
 const CHANGE_DEADLINE_MS = 6 * 60_000;
 const MAX_RECOVERY_MS = process.env.FOS1_CHAOS_MAX_RECOVERY_MS ? Number(process.env.FOS1_CHAOS_MAX_RECOVERY_MS) : undefined;
 
-type NodeBehaviour = Omit<ChaosNodeSpec, 'name' | 'netns' | 'pinDir' | 'storeDir' | 'feedDir'>;
+type NodeBehaviour = Omit<ChaosBehaviour, 'controlDir'>;
 
 /** One change under test: where it runs, what it expects, and when its fault ended. */
 interface Cell {

@@ -26,10 +26,9 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { startTemporal } from '../helpers/temporal';
 import type { ChangeStatus } from '../../workflows/change';
-import type { ChaosNodeSpec, ChaosStop, ChaosWorkerSpec } from './chaos-worker';
+import type { ChaosBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec } from './chaos-worker';
 
 const REPO = join(__dirname, '..', '..');
-const TSX = join(REPO, 'node_modules', '.bin', 'tsx');
 const ENTRY = join(__dirname, 'chaos-worker.ts');
 /** Capacity of each test map: small, so creating 20 nodes' maps costs little kernel memory. */
 export const MAP_ENTRIES = 1024;
@@ -150,32 +149,34 @@ export class ChaosHarness {
   }
 
   /**
-   * Starts a round: a fresh control folder, and every group's process (re)started with the
-   * round's stops. `specs` lists the nodes served this round and what each one's interceptor
-   * does; groups with none of them are not started.
+   * Starts a round: a fresh control folder and each node's behaviour (`specs`; a node not in it
+   * behaves normally), and every worker process not yet running (the cluster worker's in
+   * `clusterGroup`). Processes live on from round to round.
    */
-  async startRound(specs: Map<string, Omit<ChaosNodeSpec, 'name' | 'netns' | 'pinDir' | 'storeDir' | 'feedDir'>>, options: { clusterGroup: string }): Promise<void> {
-    await this.stopGroups();
+  async startRound(specs: Map<string, Omit<ChaosBehaviour, 'controlDir'>>, options: { clusterGroup: string }): Promise<void> {
     this.controlDir = join(this.dir, `round-${++this.rounds}`);
     mkdirSync(this.controlDir);
-    const groups = new Map<string, Group>();
-    groups.set(options.clusterGroup, { name: options.clusterGroup, cluster: true, nodes: [] });
     for (const node of this.nodes.values()) {
-      if (!specs.has(node.name)) continue;
-      const group = groups.get(node.group) ?? { name: node.group, cluster: false, nodes: [] };
-      group.nodes.push({ name: node.name, netns: node.ns.name, pinDir: node.pinDir, storeDir: node.storeDir, feedDir: this.feedDir, ...(specs.get(node.name) ?? {}) });
-      groups.set(node.group, group);
+      const behaviour: ChaosBehaviour = { controlDir: this.controlDir, ...(specs.get(node.name) ?? {}) };
+      writeFileSync(join(this.dir, `behaviour-${node.name}.json`), JSON.stringify(behaviour));
     }
-    for (const g of groups.values()) this.groups.set(g.name, g);
-    await Promise.all([...groups.values()].map((g) => this.spawnGroup(g)));
+    if (!this.groups.has(options.clusterGroup)) this.groups.set(options.clusterGroup, { name: options.clusterGroup, cluster: true, nodes: [] });
+    for (const node of this.nodes.values()) {
+      const group = this.groups.get(node.group) ?? { name: node.group, cluster: false, nodes: [] };
+      if (!group.nodes.some((n) => n.name === node.name)) group.nodes.push({ name: node.name, netns: node.ns.name, pinDir: node.pinDir, storeDir: node.storeDir, feedDir: this.feedDir });
+      this.groups.set(node.group, group);
+    }
+    await Promise.all([...this.groups.values()].filter((g) => !g.child).map((g) => this.spawnGroup(g)));
   }
 
   /** Spawns a group's process and waits until every worker in it runs; returns when it did. */
   private async spawnGroup(group: Group): Promise<number> {
-    const spec: ChaosWorkerSpec = { temporalAddress: `127.0.0.1:${this.port}`, namespace: this.env.namespace ?? 'default', bundlePath: this.bundlePath, controlDir: this.controlDir, cluster: group.cluster, nodes: group.nodes, mapEntries: MAP_ENTRIES };
-    const specFile = join(this.controlDir, `spec-${group.name}.json`);
+    const spec: ChaosWorkerSpec = { temporalAddress: `127.0.0.1:${this.port}`, namespace: this.env.namespace ?? 'default', bundlePath: this.bundlePath, controlRoot: this.dir, cluster: group.cluster, nodes: group.nodes, mapEntries: MAP_ENTRIES };
+    const specFile = join(this.dir, `spec-${group.name}.json`);
     writeFileSync(specFile, JSON.stringify(spec));
-    const child = spawn(TSX, [ENTRY, specFile], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env } });
+    // Node itself with tsx's loader (not the tsx CLI, which runs the script in a grandchild that
+    // a SIGKILL of the CLI would leave running).
+    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, specFile], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env } });
     const killOnExit = () => child.kill('SIGKILL');
     process.once('exit', killOnExit);
     group.child = child;
@@ -185,7 +186,7 @@ export class ChaosHarness {
         resolve();
       }),
     );
-    const ready = join(this.controlDir, `ready.${child.pid}`);
+    const ready = join(this.dir, `ready.${child.pid}`);
     await waitFor(() => {
       if (child.exitCode !== null) throw new Error(`worker group ${group.name} exited during start-up (code ${child.exitCode})`);
       return existsSync(ready);
