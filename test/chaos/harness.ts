@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -254,18 +254,21 @@ export class ChaosHarness {
   request(kind: ChangeKind, node: string, salt: number, targets: string[] = [node]): { request: ChangeRequestInput; added: string[] } {
     const id = `chaos-${kind}-${node}-${salt}-${randomBytes(2).toString('hex')}`;
     const base = { id, author: 'chaos', reason: 'fault injection', targets };
+    // Distinct keys for every salt below 30,000: a later change never rewrites an earlier one's.
+    const hi = (salt >> 8) % 100;
+    const lo = salt & 255;
     const octet = (salt % 250) + 1;
     switch (kind) {
       case 'network': {
-        const destination = `10.${100 + (salt % 100)}.${octet}.0/24`;
-        const priority = 1000 + salt;
+        const destination = `10.${100 + hi}.${lo}.0/24`;
+        const priority = 1000 + (salt % 30_000);
         return {
           request: { ...base, patch: { routes: { upsert: [{ destination, gateway: LAN_GATEWAY_V4 }] }, rules: { upsert: [{ priority, from: destination, table: RULE_TABLE }] } } } as ChangeRequestInput,
           added: [`route ${destination} table 254`, `rule ${priority} from ${destination} table ${RULE_TABLE}`],
         };
       }
       case 'blocklist-patch': {
-        const cidr = `192.0.2.${octet}/32`;
+        const cidr = `100.${64 + (hi % 64)}.${lo}.7/32`;
         return { request: { ...base, patch: { blocklist: { upsert: [{ cidr, reason: 'chaos' }] } } } as ChangeRequestInput, added: [`block ${cidr}`] };
       }
       case 'blocklist-ref': {
@@ -276,8 +279,8 @@ export class ChaosHarness {
         return { request: { ...base, patch: { blocklist: { replaceRef: { file } } } } as ChangeRequestInput, added: lines.map((l) => `block ${l.includes('/') ? l : `${l}/32`}`) };
       }
       case 'ratelimits': {
-        const cidr = `198.18.${salt % 250}.${octet}/32`;
-        const pps = 100 + salt;
+        const cidr = `198.19.${hi}.${lo}/32`;
+        const pps = 100 + (salt % 10_000);
         return { request: { ...base, patch: { rateLimits: { upsert: [{ cidr, pps, burst: pps, reason: 'chaos' }] } } } as ChangeRequestInput, added: [`limit ${cidr} ${pps}/s burst ${pps}`] };
       }
     }
@@ -347,6 +350,37 @@ export class ChaosHarness {
       }
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** The process id of a worker group (undefined when it is not running). */
+  pidOf(groupName: string): number | undefined {
+    const child = this.groups.get(groupName)?.child;
+    return child && child.exitCode === null && child.signalCode === null ? child.pid : undefined;
+  }
+
+  /** Names of the worker groups. */
+  groupNames(): string[] {
+    return [...this.groups.keys()];
+  }
+
+  /** The server's port (stable across restarts). */
+  get temporalPort(): number {
+    return this.port;
+  }
+
+  /** The Temporal dev server's process id, found by its port on its command line. */
+  temporalPid(): number | undefined {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        const at = argv.indexOf('--port');
+        if (argv.some((a) => a.endsWith('temporal')) && at >= 0 && argv[at + 1] === String(this.port)) return Number(entry);
+      } catch {
+        // the process ended while we looked
+      }
+    }
+    return undefined;
   }
 
   /** Control files of the current round (for a failure message). */
