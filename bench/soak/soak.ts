@@ -24,7 +24,7 @@
  * every IDS block must have expired (none left in any map). Prints changes per second, p50/p99
  * latency, faults, and the resident memory of each process over time.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -33,7 +33,6 @@ import { INGEST_CHANNEL_ARGS } from '../../ingest/config';
 import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
 import { guardConfigSchema } from '../../model/enforcement-guard';
 import { ChaosHarness, type ChangeKind } from '../../test/chaos/harness';
-import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: number) => {
@@ -186,16 +185,11 @@ async function main(): Promise<void> {
       }
       if (Date.now() >= nextFault) {
         const fault = pick(['node worker SIGKILL', 'cluster worker SIGKILL', 'Temporal restart'] as const);
-        const at = Date.now();
-        let label: string = fault;
-        if (fault === 'node worker SIGKILL') {
-          const node = pick(nodes);
-          label = `${fault} (${node})`;
-          await h.killAndRestart(`node-${node}`);
-        } else if (fault === 'cluster worker SIGKILL') await h.killAndRestart('cluster');
-        else await h.restartTemporal();
-        faults.push({ atSec: Math.round((at - t0) / 1000), fault: label, backAfterMs: Date.now() - at });
-        console.log(`[${elapsed()}s] ${label}, back after ${Date.now() - at} ms; ${changes.filter((c) => c.endedAt).length} changes done`);
+        const node = pick(nodes);
+        const label = fault === 'node worker SIGKILL' ? `${fault} (${node})` : fault;
+        const { faultAt, backAt } = fault === 'node worker SIGKILL' ? await h.killAndRestart(`node-${node}`) : fault === 'cluster worker SIGKILL' ? await h.killAndRestart('cluster') : await h.restartTemporal();
+        faults.push({ atSec: Math.round((faultAt - t0) / 1000), fault: label, backAfterMs: backAt - faultAt });
+        console.log(`[${elapsed()}s] ${label}, back after ${backAt - faultAt} ms; ${changes.filter((c) => c.endedAt).length} changes done`);
         nextFault = Date.now() + faultEverySec * 1000;
       }
       await sleep(100);

@@ -13,6 +13,7 @@
  * Privileged: needs root, netns, bpffs and the built Temporal CLI.
  */
 import { appendFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import type { ChangeRequestInput } from '../../model/change-request';
 import type { ChaosBehaviour } from './chaos-worker';
 import { CHANGE_KINDS, ChaosHarness, judge, resultsTable, stepsOf, type CellResult, type ChangeKind, type Fault } from './harness';
@@ -36,7 +37,8 @@ interface Cell {
   planned: Map<string, string[]>;
   workflowId: string;
   startedAt: number;
-  /** When the killed worker (or the server) was back; the recovery clock starts there. */
+  /** When the fault struck, and when the killed worker (or the server) was back: the recovery clock starts there. */
+  faultAt?: number;
   backAt?: number;
 }
 
@@ -56,7 +58,7 @@ describePrivileged('chaos: every fault at every step of the node workflow (privi
   }, 180_000);
 
   afterAll(async () => {
-    const table = resultsTable(results);
+    const table = `${resultsTable(results)}\n\nLoad average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (2 cores).`;
     console.log(`chaos results:\n${table}`);
     if (process.env.FOS1_CHAOS_REPORT) appendFileSync(process.env.FOS1_CHAOS_REPORT, `${table}\n`);
     await h.destroy();
@@ -97,6 +99,7 @@ describePrivileged('chaos: every fault at every step of the node workflow (privi
       converged: bad === undefined,
       detail: bad?.detail ?? (verdicts[0]?.detail as string),
       recoveryMs: cell.backAt === undefined ? undefined : endedAt - cell.backAt,
+      faultToEndMs: cell.faultAt === undefined ? undefined : endedAt - cell.faultAt,
       totalMs: endedAt - cell.startedAt,
     };
     results.push(result);
@@ -126,22 +129,22 @@ describePrivileged('chaos: every fault at every step of the node workflow (privi
       await Promise.all([
         ...CHANGE_KINDS.map(async (kind) => {
           await h.waitStopped(nodesOf(kind));
-          const back = await h.killAndRestart(kind);
-          for (const c of cells) if (c.kind === kind) c.backAt = back;
+          const times = await h.killAndRestart(kind);
+          for (const c of cells) if (c.kind === kind) Object.assign(c, times);
         }),
         ...(rollout
           ? [
               (async () => {
                 await h.waitStopped(['wave-2']);
-                rollout.backAt = await h.killAndRestart('rollout-wave-2');
+                Object.assign(rollout, await h.killAndRestart('rollout-wave-2'));
               })(),
             ]
           : []),
       ]);
     } else {
       await h.waitStopped(stopped);
-      const back = fault === 'cluster-worker SIGKILL' ? await h.killAndRestart('cluster') : await h.restartTemporal();
-      for (const c of cells) c.backAt = back;
+      const times = fault === 'cluster-worker SIGKILL' ? await h.killAndRestart('cluster') : await h.restartTemporal();
+      for (const c of cells) Object.assign(c, times);
       for (const n of stopped) h.release(n);
     }
     return Promise.all([...cells, ...(rollout ? [rollout] : [])].map(finish));

@@ -76,6 +76,8 @@ export interface CellResult {
   detail: string;
   /** From the worker/server back to the change's end, ms (undefined without a fault). */
   recoveryMs: number | undefined;
+  /** From the kill (or the server's stop) to the change's end, ms. */
+  faultToEndMs: number | undefined;
   /** From the change's start to its end, ms. */
   totalMs: number;
 }
@@ -141,11 +143,12 @@ export class ChaosHarness {
     return node;
   }
 
-  /** Stops the Temporal server and starts it again on the same port and SQLite file. */
-  async restartTemporal(): Promise<number> {
+  /** Stops the Temporal server and starts it again on the same port and SQLite file; returns when it stopped and when it was back. */
+  async restartTemporal(): Promise<{ faultAt: number; backAt: number }> {
+    const faultAt = Date.now();
     await this.env.teardown();
     this.env = await startTemporal({ dbFilename: this.dbFilename, port: this.port });
-    return Date.now();
+    return { faultAt, backAt: Date.now() };
   }
 
   /**
@@ -202,10 +205,11 @@ export class ChaosHarness {
     await group.exited;
   }
 
-  /** SIGKILLs the group's process and starts it again (same spec); returns when the new one runs. */
-  async killAndRestart(groupName: string): Promise<number> {
+  /** SIGKILLs the group's process and starts it again (same spec); returns when it was killed and when the new one ran. */
+  async killAndRestart(groupName: string): Promise<{ faultAt: number; backAt: number }> {
+    const faultAt = Date.now();
     await this.kill(groupName);
-    return this.spawnGroup(this.groups.get(groupName) as Group);
+    return { faultAt, backAt: await this.spawnGroup(this.groups.get(groupName) as Group) };
   }
 
   /** Whether the node's interceptor has stopped at its step. */
@@ -403,9 +407,15 @@ function diff(actual: string[], expected: string[]): string {
   return [...extra.slice(0, 3).map((e) => `+${e}`), ...missing.slice(0, 3).map((m) => `-${m}`)].join(', ') + (extra.length + missing.length > 6 ? ' …' : '');
 }
 
-/** A markdown table of cells (for RESULTS.md). */
+/** A markdown table of cells (for RESULTS.md), by fault, change kind and step order. */
 export function resultsTable(cells: CellResult[]): string {
   const secs = (ms: number | undefined) => (ms === undefined ? '–' : `${(ms / 1000).toFixed(1)} s`);
-  const rows = cells.map((c) => `| ${c.fault} | ${c.step} | ${c.kind} | ${c.converged ? c.phase : `**${c.phase}: ${c.detail}**`} | ${secs(c.recoveryMs)} | ${secs(c.totalMs)} |`);
-  return ['| Fault | Step (stopped) | Change | Outcome (read back) | Recovery (worker/server back → end) | Change total |', '|---|---|---|---|---:|---:|', ...rows].join('\n');
+  const order = (c: CellResult) => {
+    const steps = stepsOf(c.kind).map((s) => `${s.stop.step} (${s.stop.when})`);
+    const i = steps.indexOf(c.step);
+    return `${c.fault}|${CHANGE_KINDS.indexOf(c.kind)}|${String(i < 0 ? 99 : i).padStart(2, '0')}|${c.step}`;
+  };
+  const sorted = [...cells].sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
+  const rows = sorted.map((c) => `| ${c.fault} | ${c.step} | ${c.kind} | ${c.converged ? `${c.phase} ✓` : `**${c.phase}: ${c.detail}**`} | ${secs(c.recoveryMs)} | ${secs(c.faultToEndMs)} | ${secs(c.totalMs)} |`);
+  return ['| Fault | Step (stopped there) | Change | Outcome (read back) | Back → end | Fault → end | Change total |', '|---|---|---|---|---:|---:|---:|', ...rows].join('\n');
 }
