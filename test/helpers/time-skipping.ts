@@ -64,7 +64,7 @@ export async function startTimeSkipping(): Promise<TestWorkflowEnvironment> {
     Runtime.install({ logger: new DefaultLogger(process.env.FOS1_TEST_LOG ? 'INFO' : 'ERROR') });
     runtimeInstalled = true;
   }
-  const env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: temporalTestServerPath() } } });
+  const env = await createTimeSkippingWithRetry();
   try {
     // The change and node workflows upsert these; the test server knows none until told
     // (unlike the dev server, it takes no --search-attribute flag).
@@ -81,3 +81,19 @@ export async function startTimeSkipping(): Promise<TestWorkflowEnvironment> {
 
 /** Re-exported for the tests that take it from here. */
 export { workflowBundle };
+
+/**
+ * The SDK gives the server 5 s to accept connections, and a JVM starting on a loaded 2-core
+ * machine can take longer (seen in a full run at load 20). Only that start-up refusal is
+ * retried; any other error is the test's to report.
+ */
+async function createTimeSkippingWithRetry(attempts = 4): Promise<TestWorkflowEnvironment> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: temporalTestServerPath() } } });
+    } catch (err) {
+      if (attempt >= attempts || !/did not start within/.test(String((err as Error).message))) throw err;
+      console.warn(`time-skipping server did not start in time (attempt ${attempt} of ${attempts}); starting it again`);
+    }
+  }
+}

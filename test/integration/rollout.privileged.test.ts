@@ -192,6 +192,42 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
     expect(final.audit.map((r) => `${r.step}:${r.result}`)).toEqual(expect.arrayContaining(['wave second gates:failed', 'restore every touched node:ok', 'post-rollback gates:ok']));
   });
 
+  test('onGateFailure pause: a failed gate holds the rollout for an operator (nodes keep the change, the next wave waits); abort restores every touched node', async () => {
+    const before = Object.fromEntries(['ro1', 'ro2', 'ro4'].map((n) => [n, routes(n)]));
+    const handle = await start({
+      targets: ['ro1', 'ro2', 'ro4'],
+      patch: { routes: { upsert: [{ destination: `${PROBE_TARGET}/32`, gateway: CHANGE_GATEWAY }] } },
+      strategy: {
+        waves: [
+          { name: 'canary', nodes: ['ro1'], gates: ['reach'] },
+          { name: 'second', nodes: ['ro2'], gates: ['reach'] },
+          { name: 'rest' },
+        ],
+        gates: { reach },
+        onGateFailure: 'pause',
+      },
+    });
+    const paused = await waitFor(handle, 'paused on the failed gate', (s) => s.phase === 'paused', 60_000);
+    expect(paused.waves?.map((w) => [w.name, w.state])).toEqual([
+      ['canary', 'ready'],
+      ['second', 'gate-failed'],
+      ['rest', 'pending'],
+    ]);
+    expect(paused.waves?.[1]?.gateVerdicts.reach?.phase).toBe('failure');
+    expect(paused.paused?.reason).toMatch(/reach failed/);
+    // Held, not rolled back: ro2 keeps the black-holing route for the operator to look at.
+    expect(paused.nodes.ro2?.outcome).toBe('applied');
+    expect(routes('ro2')).not.toEqual(before.ro2);
+    expect(paused.nodes.ro4?.outcome).toBe('pending');
+    await handle.executeUpdate(abortUpdate, { args: [{ by: 'bob', reason: 'gate failed on second' }] });
+    const done = await handle.result();
+    expect(done.phase).toBe('reverted');
+    expect(done.nodes.ro1?.outcome).toBe('restored');
+    expect(done.nodes.ro2?.outcome).toBe('restored');
+    expect(done.nodes.ro4?.outcome).toBe('not-applied');
+    for (const n of ['ro1', 'ro2', 'ro4']) expect(routes(n)).toEqual(before[n]);
+  });
+
   test('pause during a bake, resume, promote, full promote; each control refused in the wrong phase', async () => {
     const handle = await start({
       targets: ['ro1', 'ro4', 'ro5'],
