@@ -24,6 +24,7 @@ import { RateLimitMaps } from '../../bpf/ratelimit-maps';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
+import { eventually } from '../helpers/eventually';
 import { startTemporal } from '../helpers/temporal';
 import type { ChangeStatus } from '../../workflows/change';
 import type { ChaosBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec } from './chaos-worker';
@@ -105,14 +106,6 @@ async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(check: () => boolean, what: string, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 /** The harness: server, nodes, worker processes, and the read-back of each kind of change. */
 export class ChaosHarness {
   env!: TestWorkflowEnvironment;
@@ -190,10 +183,15 @@ export class ChaosHarness {
       }),
     );
     const ready = join(this.dir, `ready.${child.pid}`);
-    await waitFor(() => {
-      if (child.exitCode !== null) throw new Error(`worker group ${group.name} exited during start-up (code ${child.exitCode})`);
-      return existsSync(ready);
-    }, `worker group ${group.name} running`, 120_000);
+    await eventually(
+      () => {
+        if (child.exitCode !== null) throw new Error(`worker group ${group.name} exited during start-up (code ${child.exitCode})`);
+        return existsSync(ready);
+      },
+      (running) => running,
+      `worker group ${group.name} running`,
+      180_000,
+    );
     return Date.now();
   }
 
@@ -218,7 +216,7 @@ export class ChaosHarness {
   }
 
   async waitStopped(nodes: string[], ms = 120_000): Promise<void> {
-    await waitFor(() => nodes.every((n) => this.stopped(n)), `nodes ${nodes.join(', ')} stopped at their steps`, ms);
+    await eventually(() => nodes.filter((n) => !this.stopped(n)), (left) => left.length === 0, `nodes ${nodes.join(', ')} stopped at their steps (the list: those not yet)`, ms);
   }
 
   /** Lets a stopped node go on. */
