@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WorkflowFailedError } from '@temporalio/client';
+import { NamespaceNotFoundError, WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { createIpRunner } from '../../activities/system/ip-runner';
@@ -118,6 +118,7 @@ export class ChaosHarness {
   readonly nodes = new Map<string, ChaosNode>();
   private readonly groups = new Map<string, Group>();
   private controlDir = '';
+  private readonly started = new Set<string>();
   private rounds = 0;
 
   /** Starts the server and bundles the workflows once (the children load the bundle). */
@@ -190,7 +191,7 @@ export class ChaosHarness {
       },
       (running) => running,
       `worker group ${group.name} running`,
-      180_000,
+      300_000,
     );
     return Date.now();
   }
@@ -215,7 +216,7 @@ export class ChaosHarness {
     return existsSync(join(this.controlDir, `${node}.stopped`));
   }
 
-  async waitStopped(nodes: string[], ms = 120_000): Promise<void> {
+  async waitStopped(nodes: string[], ms = 300_000): Promise<void> {
     await eventually(() => nodes.filter((n) => !this.stopped(n)), (left) => left.length === 0, `nodes ${nodes.join(', ')} stopped at their steps (the list: those not yet)`, ms);
   }
 
@@ -227,8 +228,39 @@ export class ChaosHarness {
   /** Starts a change; its workflow id follows from its id. */
   async startChange(request: ChangeRequestInput): Promise<string> {
     const workflowId = changeWorkflowId(request.id);
-    await this.env.client.workflow.start('changeWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [request] });
-    return workflowId;
+    // A dev server on an overloaded machine has answered NamespaceNotFound for a moment (its
+    // namespace cache refresh timed out against SQLite): ask again, bounded.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await this.env.client.workflow.start('changeWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [request] });
+        this.started.add(workflowId);
+        return workflowId;
+      } catch (err) {
+        if (!(err instanceof NamespaceNotFoundError) || Date.now() > deadline) throw err;
+        await sleep(1000);
+      }
+    }
+  }
+
+  /**
+   * Terminates every change this harness started that is still running (its node workflows go
+   * with it: the parent-close policy), so a failed round leaves nothing that moves the next
+   * round's nodes. A terminated change may leave its node half-changed; the next round reads
+   * every node's state before it starts, so that is its snapshot.
+   */
+  async terminateLeftovers(): Promise<string[]> {
+    const left: string[] = [];
+    for (const workflowId of this.started) {
+      const handle = this.env.client.workflow.getHandle(workflowId);
+      const running = await handle.describe().then((d) => d.status.name === 'RUNNING', () => false);
+      if (running) {
+        left.push(workflowId);
+        await handle.terminate('chaos harness: the round ended without this change').catch(() => undefined);
+      }
+    }
+    this.started.clear();
+    return left;
   }
 
   /** The change's final status (a failed change carries it in its failure's details). */
