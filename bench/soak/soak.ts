@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
     const eveFile = join(dir, 'eve.json');
     writeFileSync(eveFile, '');
-    connection = await Connection.connect({ address: `127.0.0.1:${h.temporalPort}`, channelArgs: { ...INGEST_CHANNEL_ARGS } });
+    connection = await Connection.connect({ address: `127.0.0.1:${h.temporalPort}`, channelArgs: { ...INGEST_CHANNEL_ARGS }, interceptors: [] });
     const client = new Client({ connection, namespace: h.env.namespace ?? 'default' });
     ingest = await startIngest(
       { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({}), nodes, eveFile, eveFrom: 'end', coalesceMs: 1000, stateDir: join(dir, 'ingest-state') },

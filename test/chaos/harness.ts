@@ -13,7 +13,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NamespaceNotFoundError, WorkflowFailedError } from '@temporalio/client';
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+import { INGEST_CHANNEL_ARGS } from '../../ingest/config';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { createIpRunner } from '../../activities/system/ip-runner';
@@ -121,11 +122,22 @@ export class ChaosHarness {
   private readonly started = new Set<string>();
   private rounds = 0;
 
+  /**
+   * The harness's own client, on a connection that outlives server restarts: no gRPC retry
+   * interceptor (a retry timer left on the test environment's client fires on a shut channel
+   * once that client closes with the server, and crashes the process; the harness retries
+   * itself) and a short reconnect back-off (ingest/config.ts INGEST_CHANNEL_ARGS).
+   */
+  client!: Client;
+  private connection?: Connection;
+
   /** Starts the server and bundles the workflows once (the children load the bundle). */
   async start(): Promise<void> {
     mkdirSync(this.feedDir, { recursive: true });
     this.port = await freePort();
     this.env = await startTemporal({ dbFilename: this.dbFilename, port: this.port });
+    this.connection = await Connection.connect({ address: `127.0.0.1:${this.port}`, channelArgs: { ...INGEST_CHANNEL_ARGS }, interceptors: [] });
+    this.client = new Client({ connection: this.connection, namespace: this.env.namespace ?? 'default' });
     const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) } });
     writeFileSync(this.bundlePath, bundle.code);
   }
@@ -229,18 +241,21 @@ export class ChaosHarness {
   async startChange(request: ChangeRequestInput): Promise<string> {
     const workflowId = changeWorkflowId(request.id);
     // A dev server on an overloaded machine has answered NamespaceNotFound for a moment (its
-    // namespace cache refresh timed out against SQLite): ask again, bounded.
+    // namespace cache refresh timed out against SQLite), and a start can meet a restart: ask
+    // again, bounded; a start that had gone through answers "already started".
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
-        await this.env.client.workflow.start('changeWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [request] });
-        this.started.add(workflowId);
-        return workflowId;
+        await this.client.workflow.start('changeWorkflow', { taskQueue: CLUSTER_TASK_QUEUE, workflowId, args: [request] });
+        break;
       } catch (err) {
-        if (!(err instanceof NamespaceNotFoundError) || Date.now() > deadline) throw err;
+        if (err instanceof WorkflowExecutionAlreadyStartedError) break;
+        if (Date.now() > deadline) throw err;
         await sleep(1000);
       }
     }
+    this.started.add(workflowId);
+    return workflowId;
   }
 
   /**
@@ -252,7 +267,7 @@ export class ChaosHarness {
   async terminateLeftovers(): Promise<string[]> {
     const left: string[] = [];
     for (const workflowId of this.started) {
-      const handle = this.env.client.workflow.getHandle(workflowId);
+      const handle = this.client.workflow.getHandle(workflowId);
       const running = await handle.describe().then((d) => d.status.name === 'RUNNING', () => false);
       if (running) {
         left.push(workflowId);
@@ -265,11 +280,11 @@ export class ChaosHarness {
 
   /** The change's final status (a failed change carries it in its failure's details). */
   async result(workflowId: string, ms: number): Promise<ChangeStatus> {
-    // A fresh handle each time: after a server restart the old client is gone.
+    // The harness's client reconnects after a server restart; a call that broke is asked again.
     const deadline = Date.now() + ms;
     for (;;) {
       try {
-        const outcome = await this.env.client.workflow.getHandle(workflowId).result();
+        const outcome = await this.client.workflow.getHandle(workflowId).result();
         return outcome as ChangeStatus;
       } catch (err) {
         const details = (err as { cause?: { details?: unknown[] } }).cause?.details;
@@ -373,6 +388,7 @@ export class ChaosHarness {
   /** Removes everything: processes, server, namespaces, pinned maps, files. */
   async destroy(): Promise<void> {
     await this.stopGroups();
+    await this.connection?.close();
     await this.env?.teardown();
     for (const n of this.nodes.values()) {
       removePinnedBlocklist(n.pinDir);
