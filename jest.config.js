@@ -1,10 +1,12 @@
 /**
- * Four projects: `unit` (pure logic, fast, no privileges), `workflow` (workflow logic on
+ * Five projects: `unit` (pure logic, fast, no privileges), `workflow` (workflow logic on
  * Temporal's time-skipping test server with fake activities, no privileges), `replay`
  * (committed histories replayed against the current workflow code, see
  * docs/workflow-versioning.md) and `integration` (real Temporal dev server, network
- * namespaces, pinned eBPF maps). Integration files run one at a time because they share
- * the kernel's namespace list and bpffs.
+ * namespaces, pinned eBPF maps) and `chaos` (the fault harness of test/chaos: the same real
+ * parts, workers as child processes SIGKILLed at exact steps, the server restarted; see
+ * test/chaos/RESULTS.md). Files run one at a time because they share the kernel's namespace
+ * list and bpffs.
  */
 const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
 // @kubernetes/client-node 1.x and a few of its dependencies are ESM-only; Jest (before Node 24.9)
@@ -41,6 +43,15 @@ module.exports = {
     {
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      transform,
+      transformIgnorePatterns,
+      testEnvironment: 'node',
+    },
+    {
+      // `npx jest --selectProjects chaos`: every fault at every step (bounded: the cells of a
+      // fault run at once, on a node each).
+      displayName: 'chaos',
+      testMatch: ['<rootDir>/test/chaos/**/*.test.ts'],
       transform,
       transformIgnorePatterns,
       testEnvironment: 'node',
