@@ -146,6 +146,12 @@ export const coordinatorQuery = defineQuery<CoordinatorStatus>('coordinator');
 /** How long an admission is held for a verdict that is on its way. */
 export const ADMISSION_TTL_MS = 60_000;
 
+/**
+ * The coordinator waits with a timer for the next unclaimed admission to lapse (a run
+ * recorded before waits only for requests, and prunes lapsed admissions on the next one).
+ */
+export const RESERVATION_EXPIRY_PATCH = 'reservation-expiry';
+
 /** The caps a run recorded before {@link CAPS_FROM_WORKER_PATCH} applies to a request that names none. */
 const DEFAULT_CAPS = guardConfigSchema.parse({});
 
@@ -157,6 +163,7 @@ const DEFAULT_CAPS = guardConfigSchema.parse({});
 export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState): Promise<void> {
   // Evaluated once, first: a run recorded before the patch replays the old path throughout.
   const fromWorker = patched(CAPS_FROM_WORKER_PATCH);
+  const expiryTimers = patched(RESERVATION_EXPIRY_PATCH);
   const state: CoordinatorState = carried ?? { activeBlocks: [], recentStarts: [], queue: [], granted: 0, refused: 0 };
   const active = new Set(state.activeBlocks);
   const activeOther: Record<Exclude<CapKind, 'block'>, Set<string>> = {
@@ -296,7 +303,20 @@ export async function enforcementCoordinatorWorkflow(carried?: CoordinatorState)
     // Updates are answered by their handler; the loop serves `acquire` and keeps the
     // history short (updates alone never fill the queue, so it wakes on the suggestion too).
     const limit = state.continueAsNewAfter ?? 500;
-    await condition(() => state.queue.length > 0 || served >= limit || workflowInfo().continueAsNewSuggested);
+    const wake = () => state.queue.length > 0 || served >= limit || workflowInfo().continueAsNewSuggested;
+    if (expiryTimers && reservations.size > 0) {
+      // Wake when the next unclaimed admission lapses, so it stops counting (and the status
+      // query stops showing it) even when nothing else happens: a query's clock is the last
+      // workflow task's, and an idle coordinator has none.
+      const nextExpiry = Math.min(...[...reservations.values()].map((r) => r.expiresAt));
+      if (!(await condition(wake, Math.max(1, nextExpiry - Date.now())))) {
+        const now = Date.now();
+        for (const [token, r] of reservations) if (r.expiresAt <= now) reservations.delete(token);
+        continue;
+      }
+    } else {
+      await condition(wake);
+    }
     while (state.queue.length > 0) {
       const req = state.queue.shift()!;
       served++;

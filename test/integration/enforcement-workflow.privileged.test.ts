@@ -477,9 +477,11 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
 
   test('the cap on active automated blocks is enforced cluster-wide by the coordinator', async () => {
     const start = (target: string) => signalDirect(manualBlock(target));
-    // Earlier tests' blocks (and any admission not yet claimed) count against the cap until they lift.
+    // Earlier tests' blocks (and any admission not yet claimed) count against the cap until they
+    // lift. An admission whose workflow the test terminated before it claimed it is released by
+    // its deadline (60 s after it was granted): wait past that, not just for the blocks.
     const coordinatorHandle = env.client.workflow.getHandle(ENFORCEMENT_COORDINATOR_ID);
-    await eventually(() => coordinatorHandle.query(coordinatorQuery), (c) => c.activeBlocks.length === 0 && (c.reservations ?? []).length === 0, 'earlier blocks to lift');
+    await eventually(() => coordinatorHandle.query(coordinatorQuery), (c) => c.activeBlocks.length === 0 && (c.reservations ?? []).length === 0, 'earlier blocks to lift and unclaimed admissions to expire', 120_000, 500);
     await configureWorker({ maxActiveBlocks: 1 });
     const first = await start('203.0.113.1/32');
     await eventually(() => entryFor('203.0.113.1/32'), (e) => e !== undefined, 'the first capped block');
