@@ -89,6 +89,8 @@ const envSchema = z.object({
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
   FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
+  /** The cluster-scoped ApprovalPolicy object to read instead of a file (needs FOS1_KUBECONFIG). */
+  FOS1_APPROVAL_POLICY_NAME: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'FOS1_APPROVAL_POLICY_NAME must be a Kubernetes object name').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
 }).extend(auditEnvSchema.shape);
 
@@ -127,6 +129,8 @@ export interface WorkerConfig {
   audit: AuditConfig;
   /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
   approvalPolicyFile: string | undefined;
+  /** The ApprovalPolicy object read instead of a file (FOS1_APPROVAL_POLICY_NAME). */
+  approvalPolicyName: string | undefined;
   logLevel: string;
 }
 
@@ -135,6 +139,12 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
   const { vars: e, temporal } = parseEnvWithTemporal('worker', envSchema, env);
   if (!e.FOS1_NODE_WORKER && !e.FOS1_CLUSTER_WORKER) {
     throw new Error('invalid worker configuration:\n  FOS1_NODE_WORKER, FOS1_CLUSTER_WORKER: at least one must be true (a process with no worker does nothing)');
+  }
+  if (e.FOS1_APPROVAL_POLICY_NAME !== undefined && e.FOS1_APPROVAL_POLICY_FILE !== undefined) {
+    throw new Error('invalid worker configuration:\n  FOS1_APPROVAL_POLICY_NAME, FOS1_APPROVAL_POLICY_FILE: set one (the policy comes from one place)');
+  }
+  if (e.FOS1_APPROVAL_POLICY_NAME !== undefined && !e.FOS1_KUBECONFIG) {
+    throw new Error('invalid worker configuration:\n  FOS1_APPROVAL_POLICY_NAME: needs FOS1_KUBECONFIG (the ApprovalPolicy object is read from the cluster)');
   }
   let quarantine: QuarantineConfig;
   try {
@@ -180,6 +190,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     identityKey,
     audit: auditConfigFrom(e),
     approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
+    approvalPolicyName: e.FOS1_APPROVAL_POLICY_NAME,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { createCiliumActivities } from '../activities/cilium-policy';
 import { createClusterPolicyActivities, unavailableClusterPolicyActivities, type ClusterPolicyActivityDeps } from '../activities/cluster-policy';
 import { createQuarantineActivities, unavailableQuarantineActivities, type QuarantineActivityDeps } from '../activities/quarantine';
-import { createApprovalActivities } from '../activities/approval';
+import { createApprovalActivities, type ApprovalPolicyObjectSource } from '../activities/approval';
 import { createIdentityActivities } from '../activities/identity';
 import { createEnforcementConfigActivities } from '../activities/enforcement-config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
@@ -147,6 +147,8 @@ export interface CreateWorkersOptions {
   audit?: { audit: AuditStore; revisions: RevisionStore };
   /** The approval policy file (FOS1_APPROVAL_POLICY_FILE, docs/approvals.md); without it nothing needs approval and no window holds a change. */
   approvalPolicyFile?: string;
+  /** The ApprovalPolicy object to read instead of a file (FOS1_APPROVAL_POLICY_NAME, a cluster is configured). */
+  approvalPolicyObject?: ApprovalPolicyObjectSource;
   /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
   workflowBundle?: WorkflowBundle;
   /**
@@ -199,7 +201,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
       ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),
       ...createClusterGateActivities(),
       ...createInventoryActivities(options.inventory ?? { kind: 'none' }),
-      ...createApprovalActivities({ policyFile: options.approvalPolicyFile }),
+      ...createApprovalActivities({ policyFile: options.approvalPolicyFile, policyObject: options.approvalPolicyObject }),
       ...(options.ciliumDeps ? createCiliumActivities(options.ciliumDeps) : {}),
       ...(options.ciliumDeps
         ? createClusterPolicyActivities(options.ciliumDeps)

@@ -9,7 +9,7 @@
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { createLogger } from '../log/logger';
-import { readApprovalPolicyFile } from '../activities/approval';
+import { readApprovalPolicyFile, readApprovalPolicyObject } from '../activities/approval';
 import { openWorkerAuditStores } from './audit';
 import { parseWorkerConfig } from './config';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
@@ -39,6 +39,8 @@ async function main(): Promise<void> {
   const kube = config.clusterWorker && config.kubeconfig ? new KubeClient(loadKubeConfig(config.kubeconfig === 'default' ? undefined : config.kubeconfig)) : undefined;
   // A broken policy file stops the worker here, naming the field, rather than failing every change.
   if (config.clusterWorker && config.approvalPolicyFile) await readApprovalPolicyFile(config.approvalPolicyFile);
+  const approvalPolicyObject = kube && config.approvalPolicyName ? { kube, name: config.approvalPolicyName } : undefined;
+  if (approvalPolicyObject) await readApprovalPolicyObject(approvalPolicyObject);
   const workers = await createWorkers({
     connection,
     namespace: config.temporal.namespace,
@@ -49,6 +51,7 @@ async function main(): Promise<void> {
     ...(audit ? { audit } : {}),
     guard: config.guard,
     ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
+    ...(approvalPolicyObject ? { approvalPolicyObject } : {}),
     nodeDeps: createNodeDeps(config, logger),
     inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(tracing ? { tracing } : {}),

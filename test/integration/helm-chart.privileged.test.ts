@@ -129,10 +129,12 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     const kinds = defaults.map((o) => `${o.kind}/${o.metadata.name}`).sort();
     expect(kinds).toEqual(
       [
+        'ClusterRole/fos1-approval-reader',
         'ClusterRole/fos1-controller',
         'ClusterRole/fos1-inventory',
         'ClusterRole/fos1-policy-applier',
         'ClusterRole/fos1-quarantine',
+        'ClusterRoleBinding/fos1-approval-reader',
         'ClusterRoleBinding/fos1-controller',
         'ClusterRoleBinding/fos1-inventory',
         'ClusterRoleBinding/fos1-policy-applier',
@@ -163,7 +165,7 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     // (`helm show crds` prints the files back to back without `---`; template keeps them apart.)
     const crds = (await render(['--include-crds'])).filter((o) => o.kind === 'CustomResourceDefinition');
     expect(crds.map((c) => c.metadata.name).sort()).toEqual(readManifests(yamlFiles(FOS1_CRD_DIR)).map((c) => c.metadata.name).sort());
-    expect(crds).toHaveLength(5);
+    expect(crds).toHaveLength(6);
     expect(await dryRunAll(kube, crds)).toEqual([]);
   });
 
