@@ -15,6 +15,7 @@ import pino from 'pino';
 import { ensureSandboxFleet, removeSandboxFleet, sandboxFleetLayout, startUpstreamService, type SandboxFleet, type SandboxFleetNode } from '../../scripts/sandbox-netns';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import type { InventorySource } from '../../activities/inventory';
+import { testAuditStores } from './audit-stores';
 import { workflowBundle as defaultBundle } from './temporal';
 
 /** A fleet created for one test file; `destroy()` removes its namespaces and pin folders. */
@@ -77,12 +78,16 @@ export async function startFleetWorkers(
   const byNode = new Map<string, Worker[]>();
   const running = new Map<string, Promise<unknown>>();
   const nodes = fleet.nodes.filter((n) => !options.nodes || options.nodes.includes(n.name));
+  // The cluster worker appends every workflow's audit records: a fresh file store per fleet.
+  const audit = options.clusterWorker ?? true ? testAuditStores() : undefined;
   for (const [i, node] of nodes.entries()) {
+    const clusterWorker = i === 0 && (options.clusterWorker ?? true);
     const workers = await createWorkers({
       connection: env.nativeConnection,
       namespace: env.namespace ?? 'default',
       nodeName: node.name,
-      clusterWorker: i === 0 && (options.clusterWorker ?? true),
+      clusterWorker,
+      ...(clusterWorker && audit ? { audit } : {}),
       ...(options.inventory ? { inventory: options.inventory } : {}),
       nodeDeps: createNodeDeps(
         { netns: node.netns, routeProtocol: 241, bpfPinDir: fleet.pinDir(node), blocklistMaxEntries: { v4: 64, v6: 64 }, blocklistStoreDir: fleet.storeDir(node) },
@@ -105,6 +110,7 @@ export async function startFleetWorkers(
     stopNode,
     async stop() {
       await Promise.all([...byNode.keys()].map(stopNode));
+      await audit?.close();
     },
   };
 }

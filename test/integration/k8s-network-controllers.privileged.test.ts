@@ -196,6 +196,9 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     await eventually(() => m.elector.isLeader, (l) => l, 'proc-f leads', 30_000, 100);
     // Where VLAN 10 lives (as data: there is no 802.1Q here, so its NetworkInterface itself fails to apply).
     await kube.client.create({ apiVersion: API, kind: 'NetworkInterface', metadata: { name: 'vlan10', namespace: NS }, spec: { node: fleet.nodes[0]!.name, name: 'lan0.10', type: 'vlan', parent: 'lan0', vlanId: 10 } });
+    // The zone's member must exist for the eBPF zone map (it holds ifindexes, not names): a
+    // bridge named like the VLAN stands in for the sub-interface this kernel cannot make.
+    execFileSync('ip', ['-n', netns, 'link', 'add', 'lan0.10', 'type', 'bridge']);
     await kube.client.create({ apiVersion: API, kind: 'VLANPolicy', metadata: { name: 'guests', namespace: NS }, spec: { vlanId: 10, allowTo: [20], subnets: ['10.210.0.0/24'] } });
     const zone = () => {
       const sets = (JSON.parse(execFileSync('ip', ['netns', 'exec', netns, 'nft', '-j', 'list', 'sets']).toString()) as { nftables: { set?: { name: string; elem?: unknown[] } }[] }).nftables;
@@ -222,6 +225,8 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     expect(condition(refused, 'Failed')).toMatchObject({ status: 'True', reason: 'InvalidSpec' });
     expect(condition(refused, 'Failed')?.message).toMatch(/spec\.vlanId: 300 .*zone ids are 1–254/);
     await kube.client.delete({ apiVersion: API, kind: 'VLANPolicy', namespace: NS, name: 'big' });
+    // Gone before vlan10's cleanup, which then finds no VLAN to remove (as when it never existed).
+    execFileSync('ip', ['-n', netns, 'link', 'del', 'lan0.10']);
     await kube.client.delete({ apiVersion: API, kind: 'NetworkInterface', namespace: NS, name: 'vlan10' });
     await eventually(() => get('VLANPolicy', 'big'), (o) => o === undefined, 'refused policy deleted', 30_000, 200);
     // Its cleanup (remove a VLAN that was never made) is a change too: let it end before the servers stop.
