@@ -76,9 +76,11 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
 
   const target = (n: TestNode) => ({ netns: n.netns, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: n.pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } });
 
-  /** Node ro6's worker as its own process (tsx workers/main.ts), so the test can SIGKILL it. */
+  /** Node ro6's worker as its own process (node --import tsx workers/main.ts), so the test can SIGKILL it. */
   function startKillableWorker(n: TestNode): ChildProcess {
-    const child = spawn(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'workers', 'main.ts')], {
+    // node itself, with tsx as a loader: the tsx CLI would run the worker in a child process of
+    // its own, and a SIGKILL of the CLI (which cannot relay it) would leave the worker running.
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'workers', 'main.ts')], {
       cwd: REPO,
       env: {
         ...process.env,
