@@ -23,6 +23,7 @@ import { createNodeGateActivities } from '../../activities/gates';
 import { createNodeActivities } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { nodeTaskQueue } from '../../model/naming';
+import { auditConfigFrom, openWorkerAuditStores } from '../../workers/audit';
 import { auditSinks, createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 
 /** Where and how a node's step is stopped. */
@@ -165,7 +166,10 @@ async function main(): Promise<void> {
   if (spec.cluster) {
     // The production cluster worker; its node dependencies are never used (no node queue).
     const unused = createNodeDeps({ netns: undefined, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: '/sys/fs/bpf/fos1-chaos-unused', blocklistMaxEntries: entries, blocklistStoreDir: join(spec.controlRoot, 'unused-store') }, logger);
-    workers.push(...(await createWorkers({ connection, namespace: spec.namespace, nodeName: 'chaos-cluster', clusterWorker: true, nodeWorker: false, nodeDeps: unused, logger, workflowBundle })));
+    // The durable audit in a file store under the control root: a restarted cluster worker
+    // appends to the same chain (a torn last line from a SIGKILL is the store's to handle).
+    const audit = openWorkerAuditStores(auditConfigFrom({ FOS1_AUDIT_DIR: join(spec.controlRoot, 'audit'), FOS1_AUDIT_CHECKPOINT_MS: 600_000 }), logger);
+    workers.push(...(await createWorkers({ connection, namespace: spec.namespace, nodeName: 'chaos-cluster', clusterWorker: true, nodeWorker: false, nodeDeps: unused, audit, logger, workflowBundle })));
   }
   const running = Promise.all(workers.map((w) => w.run()));
   while (!workers.every((w) => w.getState() === 'RUNNING')) await sleep(20);
