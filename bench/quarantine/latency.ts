@@ -28,6 +28,7 @@ import type { KubeClient } from '../../k8s/client';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { parseQuarantineConfig } from '../../model/quarantine';
 import { enforcementWorkflowId } from '../../model/enforcement-decision';
+import { testAuditStores } from '../../test/helpers/audit-stores';
 import { startKubeWithCrds } from '../../test/helpers/kube';
 import { startTemporal, workflowBundle } from '../../test/helpers/temporal';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
@@ -55,6 +56,8 @@ async function main(): Promise<void> {
     namespace: env.namespace ?? 'default',
     nodeName: 'bench-q',
     clusterWorker: true,
+    // Every workflow waits for its audit records to be stored (a file store in a temporary folder).
+    audit: testAuditStores(),
     // The node worker only reports the node's protected addresses (the guard's defaults), read in this process's namespace.
     nodeDeps: createNodeDeps({ netns: undefined, routeProtocol: 241, bpfPinDir: '/sys/fs/bpf/fos1-unused-bench', blocklistMaxEntries: { v4: 16, v6: 16 } }, logger),
     ciliumDeps: { kube: client, fieldManager: 'fos1', logger },
