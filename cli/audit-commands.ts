@@ -18,6 +18,7 @@
  */
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
+import type { Revision } from '../model/revision';
 import type { ApiClient } from './api-client';
 import { CliError, ExitCode } from './errors';
 import { colourDiffLine, type Palette } from './render';
@@ -50,20 +51,8 @@ const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const REVISION_ID = /^[0-9a-f]{64}$/;
 const PLAN_DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-/** The revision fields the CLI prints (the API's answer has them all). */
-interface RevisionView {
-  id: string;
-  node: string;
-  number: number;
-  parent?: string;
-  changeId: string;
-  author: string;
-  approvers: string[];
-  reason: string;
-  time: string;
-  stateHash: string;
-  state?: unknown;
-}
+/** A revision as the API answers it (model/revision.ts); listings leave the state out. */
+type RevisionView = Omit<Revision, 'state'> & { state?: unknown };
 
 interface ApprovalView {
   state: string;
