@@ -11,8 +11,8 @@ import { ChangeRunner } from './change-runner';
 import { FirewallRuleController } from './firewall-rule-controller';
 import { LeaderElector } from './leader-election';
 import { networkInterfaceReconciler } from './network-interface-controller';
-import { ObjectController } from './object-controller';
-import { vlanPolicyReconciler } from './vlan-policy-controller';
+import { ObjectController, type ObjectControllerOptions, type Reconciler } from './object-controller';
+import { VlanPolicyDependents, vlanPolicyReconciler } from './vlan-policy-controller';
 
 /** The controllers a manager can run. */
 export type ControllerName = 'FirewallRule' | 'NetworkInterface' | 'VLANPolicy';
@@ -74,11 +74,16 @@ export class ControllerManager {
     const { kube, logger } = this.options;
     const wanted = this.options.controllers ?? ALL_CONTROLLERS;
     const shared = { runner: this.runner, ...(this.options.bakeSeconds !== undefined ? { bakeSeconds: this.options.bakeSeconds } : {}) };
-    const reconcilers = [
-      ...(wanted.includes('NetworkInterface') ? [networkInterfaceReconciler(shared)] : []),
-      ...(wanted.includes('VLANPolicy') ? [vlanPolicyReconciler({ ...shared, kube })] : []),
-    ];
-    this.controllers = reconcilers.map((reconciler) => new ObjectController({ kube, logger: logger.child({ controller: reconciler.kind }), reconciler, onChange: (e) => this.history.push({ kind: reconciler.kind, ...e }) }));
+    const controller = (reconciler: Reconciler, onObject?: ObjectControllerOptions['onObject']) =>
+      new ObjectController({ kube, logger: logger.child({ controller: reconciler.kind }), reconciler, ...(onObject ? { onObject } : {}), onChange: (e) => this.history.push({ kind: reconciler.kind, ...e }) });
+    this.controllers = [];
+    if (wanted.includes('NetworkInterface')) this.controllers.push(controller(networkInterfaceReconciler(shared)));
+    if (wanted.includes('VLANPolicy')) {
+      // A policy allowing a VLAN waits for that VLAN's zone: its watch re-reconciles it.
+      const dependents = new VlanPolicyDependents((obj, tag) => vlanPolicies.force(obj, tag));
+      const vlanPolicies = controller(vlanPolicyReconciler({ ...shared, kube }), (obj, deleted) => dependents.seen(obj, deleted));
+      this.controllers.push(vlanPolicies);
+    }
     for (const c of this.controllers) await c.start();
     if (wanted.includes('FirewallRule')) {
       this.firewallRules = new FirewallRuleController({ kube, temporal: this.options.temporal, logger: logger.child({ controller: 'FirewallRule' }) });
