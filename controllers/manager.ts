@@ -1,8 +1,8 @@
 /**
  * One controller process: a Lease candidate that runs fos1's controllers only while it leads.
- * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts: Cilium
- * policy is not yet a step of the change workflow); NetworkInterface and VLANPolicy start
- * changes through the change workflow (controllers/change-runner.ts).
+ * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts), and
+ * runs the FirewallZone controller (a zone acts by re-applying its rules); NetworkInterface and
+ * VLANPolicy start changes through the change workflow (controllers/change-runner.ts).
  */
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
@@ -15,8 +15,8 @@ import { ObjectController, type ObjectControllerOptions, type Reconciler } from 
 import { VlanPolicyDependents, vlanPolicyReconciler } from './vlan-policy-controller';
 
 /** The controllers a manager can run. */
-export type ControllerName = 'FirewallRule' | 'NetworkInterface' | 'VLANPolicy';
-export const ALL_CONTROLLERS: readonly ControllerName[] = ['FirewallRule', 'NetworkInterface', 'VLANPolicy'];
+export type ControllerName = 'FirewallRule' | 'FirewallZone' | 'NetworkInterface' | 'VLANPolicy';
+export const ALL_CONTROLLERS: readonly ControllerName[] = ['FirewallRule', 'FirewallZone', 'NetworkInterface', 'VLANPolicy'];
 
 /** Options of {@link ControllerManager}. */
 export interface ControllerManagerOptions {
@@ -42,6 +42,9 @@ export class ControllerManager {
   private running: Promise<void> | undefined;
 
   constructor(private readonly options: ControllerManagerOptions) {
+    const wanted = options.controllers ?? ALL_CONTROLLERS;
+    // The FirewallZone controller re-applies FirewallRules: it runs inside their controller.
+    if (wanted.includes('FirewallZone') && !wanted.includes('FirewallRule')) throw new Error('controllers: FirewallZone needs FirewallRule (it re-applies the rules that name a zone)');
     this.runner = new ChangeRunner({ temporal: options.temporal });
     this.elector = new LeaderElector({ kube: options.kube, logger: options.logger, ...options.lease });
   }
@@ -86,7 +89,13 @@ export class ControllerManager {
     }
     for (const c of this.controllers) await c.start();
     if (wanted.includes('FirewallRule')) {
-      this.firewallRules = new FirewallRuleController({ kube, temporal: this.options.temporal, logger: logger.child({ controller: 'FirewallRule' }) });
+      this.firewallRules = new FirewallRuleController({
+        kube,
+        temporal: this.options.temporal,
+        logger: logger.child({ controller: 'FirewallRule' }),
+        zones: wanted.includes('FirewallZone'),
+        onChange: (e) => this.history.push(e),
+      });
       await this.firewallRules.start();
     }
   }
