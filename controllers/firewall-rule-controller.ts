@@ -196,7 +196,7 @@ export class FirewallRuleController {
       if (rule.metadata.namespace !== zone.metadata.namespace) continue;
       const spec = (rule.spec ?? {}) as { zone?: string; peers?: { zone?: string }[] };
       if (spec.zone !== zone.metadata.name && !(spec.peers ?? []).some((p) => p.zone === zone.metadata.name)) continue;
-      this.objects.force(rule, `z${zone.metadata.resourceVersion ?? '0'}`);
+      void this.objects.force(rule, `z${zone.metadata.resourceVersion ?? '0'}`);
     }
   }
 

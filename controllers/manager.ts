@@ -83,7 +83,7 @@ export class ControllerManager {
     if (wanted.includes('NetworkInterface')) this.controllers.push(controller(networkInterfaceReconciler(shared)));
     if (wanted.includes('VLANPolicy')) {
       // A policy allowing a VLAN waits for that VLAN's zone: its watch re-reconciles it.
-      const dependents = new VlanPolicyDependents((obj, tag) => vlanPolicies.force(obj, tag));
+      const dependents = new VlanPolicyDependents((obj, tag) => void vlanPolicies.force(obj, tag));
       const vlanPolicies = controller(vlanPolicyReconciler({ ...shared, kube }), (obj, deleted) => dependents.seen(obj, deleted));
       this.controllers.push(vlanPolicies);
     }
