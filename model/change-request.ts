@@ -25,6 +25,7 @@ import {
   tableSchema,
   zoneSchema,
   normaliseMetric,
+  ZONE_NAME,
 } from './node-state';
 
 /** DNS-1123 label: the form of Kubernetes node names, and so of fos1 target names. */
@@ -52,6 +53,39 @@ export const routeRefSchema = z
   })
   .strict()
   .transform((ref) => ({ ...ref, metric: normaliseMetric(ref.destination, ref.metric) }));
+
+/** Interfaces joining or leaving one zone the node has (by name). */
+export const zoneMembershipSchema = z
+  .object({
+    zone: z.string().regex(ZONE_NAME, 'must be a zone name: a lowercase letter, then up to 23 lowercase letters, digits or "_"'),
+    interfaces: z.array(interfaceNameSchema).min(1, 'must name at least one interface').max(1024),
+  })
+  .strict();
+
+/**
+ * Zone membership relative to the node's zones: `leave` takes interfaces out of a zone, then
+ * `join` puts interfaces into a zone the node (or this patch's `zones`) has, keeping its id,
+ * other members, prefixes and policy. An interface may be named once per list; naming it in
+ * both moves it.
+ */
+export const zoneMembersPatchSchema = z
+  .object({
+    join: z.array(zoneMembershipSchema).max(254).default([]),
+    leave: z.array(zoneMembershipSchema).max(254).default([]),
+  })
+  .strict()
+  .superRefine((part, ctx) => {
+    for (const list of ['join', 'leave'] as const) {
+      const seen = new Map<string, number>();
+      part[list].forEach((entry, i) =>
+        entry.interfaces.forEach((name, j) => {
+          const first = seen.get(name);
+          if (first !== undefined) ctx.addIssue({ code: 'custom', path: [list, i, 'interfaces', j], message: `interface ${name} is named twice (also in ${list}[${first}]); an interface belongs to at most one zone` });
+          else seen.set(name, i);
+        }),
+      );
+    }
+  });
 
 /** Changes relative to what the node has now, resolved against the snapshot at plan time. */
 export const nodePatchSchema = z
@@ -86,6 +120,8 @@ export const nodePatchSchema = z
       })
       .strict()
       .default({ upsert: [], remove: [] }),
+    /** Interfaces into or out of zones the node has, without resending the zone (applied after `zones`). */
+    zoneMembers: zoneMembersPatchSchema.default({ join: [], leave: [] }),
     /** NAT rules are ordered (first match wins): a patch replaces the whole NAT config, or leaves it alone. */
     nat: natSchema.optional(),
     /** Upsert replaces a source's rate limit; remove lifts it. */

@@ -73,6 +73,10 @@ const FAILURES = {
   AddressApplyFailed: { retryable: false, raisedBy: 'node' },
   RuleApplyFailed: { retryable: false, raisedBy: 'node' },
   ZoneApplyFailed: { retryable: false, raisedBy: 'node' },
+  /** A zone membership operation names a zone the node does not have (`patch.zoneMembers.join[i].zone`). */
+  ZoneNotFound: { retryable: false, raisedBy: 'node' },
+  /** A zone membership operation would put an interface in a second zone (an interface belongs to at most one). */
+  ZoneMembershipConflict: { retryable: false, raisedBy: 'node' },
   NatApplyFailed: { retryable: false, raisedBy: 'node' },
   RateLimitApplyFailed: { retryable: false, raisedBy: 'node' },
   /** The kernel lacks a feature the change needs (e.g. 802.1Q VLANs); the message names it. */

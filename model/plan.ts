@@ -127,7 +127,7 @@ export function inverseOf<T extends Operation>(op: T): T {
 }
 
 /** The tables a patch names, as model/change-request.ts parses them (every part optional here). */
-type NetworkPatch = Partial<Pick<NodePatch, 'interfaces' | 'routes' | 'rules' | 'zones' | 'nat'>>;
+type NetworkPatch = Partial<Pick<NodePatch, 'interfaces' | 'routes' | 'rules' | 'zones' | 'zoneMembers' | 'nat'>>;
 
 /** The network tables of a node after a patch on top of `observed` (a full desired state is returned as given). */
 export type ResolvedNetwork = Required<PlanState<InterfaceConfig>>;
@@ -146,7 +146,7 @@ export function resolveDesired(observed: PlanState<ObservedInterface>, change: {
     interfaces: patchInterfaces(observed.interfaces ?? [], patch.interfaces),
     routes: patchRoutes(observed.routes, patch.routes),
     rules: patchRules(observed.rules ?? [], patch.rules),
-    zones: patchZones(observed.zones ?? [], patch.zones),
+    zones: patchZonesAndMembers(observed.zones ?? [], { ...patch.zones, members: patch.zoneMembers }),
     // NAT rules are ordered (first match wins), so a patch gives the whole NAT config or none.
     nat: patch.nat ?? observed.nat ?? { sourceNat: [], portForwards: [] },
   };
@@ -182,6 +182,79 @@ export function patchZones(observed: readonly Zone[], part: Partial<NodePatch['z
   for (const name of part?.remove ?? []) zones.delete(name);
   for (const zone of part?.upsert ?? []) zones.set(zone.name, zone);
   return [...zones.values()];
+}
+
+/** What a change asks of the node's zones by patch: `zones` (whole zones by name) and `zoneMembers`. */
+export type ZonesPatch = Partial<NodePatch['zones']> & { members?: Partial<NodePatch['zoneMembers']> };
+
+/**
+ * A zone membership operation that does not resolve against the node: the zone to join is
+ * not there (`not-found`), or the interface is in another zone (`conflict`). `path` is the
+ * field of the change request.
+ */
+export class ZoneMembershipError extends Error {
+  override name = 'ZoneMembershipError';
+  constructor(
+    readonly reason: 'not-found' | 'conflict',
+    readonly path: string,
+    detail: string,
+  ) {
+    super(`${path}: ${detail}`);
+  }
+}
+
+/**
+ * Zones after membership operations: each `leave` takes its interfaces out of its zone (a
+ * zone the node does not have, or an interface not in it, has nothing to leave), then each
+ * `join` adds its interfaces to its zone, which must exist in `zones`; an interface in
+ * another zone is refused (an interface belongs to at most one zone). Everything else of a
+ * zone (id, prefixes, policy, other members) stays. Idempotent: a joined interface joins again
+ * as a no-op, so a retried apply converges.
+ */
+export function patchZoneMembers(zones: readonly Zone[], members: Partial<NodePatch['zoneMembers']> | undefined): Zone[] {
+  const join = members?.join ?? [];
+  const leave = members?.leave ?? [];
+  if (join.length + leave.length === 0) return [...zones];
+  const byName = new Map(zones.map((z) => [z.name, { ...z, interfaces: [...z.interfaces] }]));
+  for (const entry of leave) {
+    const zone = byName.get(entry.zone);
+    if (zone) zone.interfaces = zone.interfaces.filter((name) => !entry.interfaces.includes(name));
+  }
+  join.forEach((entry, i) => {
+    const zone = byName.get(entry.zone);
+    if (!zone) {
+      const known = [...byName.keys()].sort(byText).join(', ') || 'none';
+      throw new ZoneMembershipError('not-found', `patch.zoneMembers.join[${i}].zone`, `zone "${entry.zone}" is not a zone of the node nor of this patch (known: ${known})`);
+    }
+    entry.interfaces.forEach((name, j) => {
+      const other = [...byName.values()].find((z) => z.name !== zone.name && z.interfaces.includes(name));
+      if (other) {
+        throw new ZoneMembershipError(
+          'conflict',
+          `patch.zoneMembers.join[${i}].interfaces[${j}]`,
+          `interface ${name} is already in zone ${other.name}; an interface belongs to at most one zone (to move it, also leave ${other.name} in patch.zoneMembers.leave)`,
+        );
+      }
+      if (!zone.interfaces.includes(name)) zone.interfaces.push(name);
+    });
+  });
+  // Only the zones touched are re-sorted (canonical, as the schema gives them); the rest stay as read.
+  const touched = new Set(zonesTouchedByMembers(members));
+  return [...byName.values()].map((z) => (touched.has(z.name) ? { ...z, interfaces: [...z.interfaces].sort(byText) } : (zones.find((o) => o.name === z.name) as Zone)));
+}
+
+/** The node's zones after a zones patch: whole zones first (`upsert`, `remove`), then membership. */
+export function patchZonesAndMembers(observed: readonly Zone[], part: ZonesPatch | undefined): Zone[] {
+  return patchZoneMembers(patchZones(observed, part), part?.members);
+}
+
+/** The zones a membership patch touches (joined or left), by name. */
+export function zonesTouchedByMembers(members: Partial<NodePatch['zoneMembers']> | undefined): string[] {
+  return [...new Set([...(members?.leave ?? []), ...(members?.join ?? [])].map((m) => m.zone))];
+}
+
+function byText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Rate limits after a patch (by source). */

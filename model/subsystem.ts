@@ -63,6 +63,9 @@ export type TableIntent<D, P> = { mode: 'keep' } | { mode: 'replace'; desired: D
 
 type PatchPart<K extends keyof NodePatch> = NonNullable<NodePatch[K]>;
 
+/** A patch of the zones: whole zones (`upsert`, `remove`) and, when given, membership operations (`patch.zoneMembers`). */
+export type ZonesPatchPart = PatchPart<'zones'> & { members?: PatchPart<'zoneMembers'> };
+
 /** A rate limit as the maps hold it: canonical host prefix, expiry in unix seconds (absent = never). */
 export interface MapRateLimit {
   cidr: string;
@@ -81,8 +84,8 @@ export interface SubsystemTypes {
   addresses: { intent: TableIntent<InterfaceConfig[], PatchPart<'interfaces'>>; check: StateCheck<ObservedInterface[] | InterfaceConfig[]> };
   routes: { intent: TableIntent<Route[], PatchPart<'routes'>>; check: StateCheck<Route[]> };
   rules: { intent: TableIntent<PolicyRule[], PatchPart<'rules'>>; check: StateCheck<PolicyRule[]> };
-  zonemaps: { intent: TableIntent<Zone[], PatchPart<'zones'>>; check: StateCheck<ZoneMapState> };
-  zones: { intent: TableIntent<Zone[], PatchPart<'zones'>>; check: StateCheck<Zone[]> };
+  zonemaps: { intent: TableIntent<Zone[], ZonesPatchPart>; check: StateCheck<ZoneMapState> };
+  zones: { intent: TableIntent<Zone[], ZonesPatchPart>; check: StateCheck<Zone[]> };
   nat: { intent: TableIntent<NatConfig, never>; check: StateCheck<NatConfig> };
   ratelimits: { intent: RateLimitIntent; check: RateLimitCheck };
   blocklist: { intent: BlocklistIntent; check: BlocklistCheck };
@@ -202,6 +205,12 @@ export function subsystemIntents(change: { desired?: NodeState; patch?: Partial<
     return { mode: 'keep' };
   };
   const interfaces = table(desired?.interfaces, patch?.interfaces);
+  // Membership operations travel with the zones patch (both zone subsystems resolve them against the node's zones).
+  const members = patch?.zoneMembers;
+  const hasMembers = (members?.join?.length ?? 0) + (members?.leave?.length ?? 0) > 0;
+  const zones = patch?.zones || hasMembers ? ({ upsert: [], remove: [], ...patch?.zones, ...(hasMembers ? { members } : {}) } as ZonesPatchPart) : undefined;
+  const zonesTable = (whole: Zone[] | undefined, part: ZonesPatchPart | undefined): TableIntent<Zone[], ZonesPatchPart> =>
+    whole === undefined && part?.members ? { mode: 'patch', patch: part } : table(whole, part);
   return {
     links: interfaces,
     vlans: interfaces,
@@ -209,8 +218,8 @@ export function subsystemIntents(change: { desired?: NodeState; patch?: Partial<
     routes: table(desired?.routes, patch?.routes),
     rules: table(desired?.rules, patch?.rules),
     // The same zones; their prefixes stay behind (the eBPF zone maps hold interfaces only).
-    zonemaps: table(desired?.zones.map(withoutPrefixes), patch?.zones ? { ...patch.zones, upsert: (patch.zones.upsert ?? []).map(withoutPrefixes) } : undefined),
-    zones: table(desired?.zones, patch?.zones),
+    zonemaps: zonesTable(desired?.zones.map(withoutPrefixes), zones ? { ...zones, upsert: (zones.upsert ?? []).map(withoutPrefixes) } : undefined),
+    zones: zonesTable(desired?.zones, zones),
     nat: desired ? { mode: 'replace', desired: desired.nat } : patch?.nat ? { mode: 'replace', desired: patch.nat } : { mode: 'keep' },
     ratelimits: rateLimitIntent(change),
     blocklist: blocklistIntent(change),

@@ -167,6 +167,23 @@ export function patchZoneMaps(observed: ZoneMapState, known: readonly ZoneName[]
   return canonicalZoneMaps(state);
 }
 
+/**
+ * The zone maps after membership operations (`patch.zoneMembers`): each zone they touch holds
+ * exactly its interfaces in `zones` (the node's zones with the patch resolved, model/plan.ts
+ * `patchZonesAndMembers`, which refuses a missing zone or an interface in two zones). So an
+ * interface that left is no longer in the zone, one that joined is, and an entry of the zone
+ * whose interface is gone (`#<ifindex>`, e.g. a VLAN the same change deletes) goes too. Rules
+ * and defaults stay: membership does not change policy.
+ */
+export function withZoneMembers(state: ZoneMapState, zones: readonly Zone[], touched: readonly string[]): ZoneMapState {
+  const affected = zones.filter((z) => touched.includes(z.name));
+  if (affected.length === 0) return state;
+  const ids = new Set(affected.map((z) => z.id));
+  const joined = affected.flatMap((z) => z.interfaces.map((name) => ({ interface: name, zone: z.id })));
+  const names = new Set(joined.map((m) => m.interface));
+  return canonicalZoneMaps({ ...state, members: [...state.members.filter((m) => !ids.has(m.zone) && !names.has(m.interface)), ...joined] });
+}
+
 /** Operations turning `observed` into `desired`: adds and changes first, deletes last, per map. */
 export function planZoneMaps(observed: ZoneMapState, desired: ZoneMapState): ZoneMapOperation[] {
   const ops: ZoneMapOperation[] = [];

@@ -22,8 +22,11 @@ import {
   patchZoneMaps,
   planZoneMaps,
   renderZoneMapOperation,
+  withZoneMembers,
   zoneMapsOf,
 } from '../../model/zone-maps';
+import { zonesTouchedByMembers } from '../../model/plan';
+import { resolveZonesPatch } from './zones';
 import type { NatTable } from '../system/nat-table';
 
 /** The zone maps as the subsystem uses them (bpf/zone-maps.ts `ZoneMaps`; the fake node's in tests). */
@@ -33,10 +36,11 @@ export interface ZoneMapStore {
   apply(ops: readonly ZoneMapOperation[]): void;
 }
 
-/** What planning reads: the maps, and (patches) the node's zone names, which removals are by. */
+/** What planning reads: the maps, and (patches) the node's nft zones, which removals and membership are by. */
 interface ZoneMapsRead {
   maps: ZoneMapState;
   known: ZoneName[];
+  zones: Zone[];
 }
 
 type Intent = IntentOf<'zonemaps'>;
@@ -46,13 +50,21 @@ export function createZoneMapsSubsystem(maps: () => ZoneMapStore, nat: NatTable)
   const read = async (intent: Intent, reads: ReadScope): Promise<ZoneMapsRead> => {
     const current = maps().read();
     // Zones and NAT share one nft listing per activity call; a patch needs the names.
-    const known = intent.mode === 'patch' ? (await reads.once('nft', () => nat.readState())).zones.map((z: Zone) => ({ name: z.name, id: z.id })) : [];
-    return { maps: current, known };
+    const zones = intent.mode === 'patch' ? (await reads.once('nft', () => nat.readState())).zones : [];
+    return { maps: current, known: zones.map((z: Zone) => ({ name: z.name, id: z.id })), zones };
   };
   const resolve = (observed: ZoneMapsRead, intent: Intent): ZoneMapState => {
     try {
       if (intent.mode === 'replace') return zoneMapsOf(intent.desired);
-      if (intent.mode === 'patch') return patchZoneMaps(observed.maps, observed.known, { upsert: intent.patch.upsert ?? [], remove: intent.patch.remove ?? [] });
+      if (intent.mode === 'patch') {
+        const upsert = intent.patch.upsert ?? [];
+        const remove = intent.patch.remove ?? [];
+        const patched = patchZoneMaps(observed.maps, observed.known, { upsert, remove });
+        const members = intent.patch.members;
+        if (!members) return patched;
+        // Membership resolves against the node's zones as the nft subsystem resolves it (one rule, one error).
+        return withZoneMembers(patched, resolveZonesPatch(observed.zones, intent.patch), zonesTouchedByMembers(members));
+      }
       return observed.maps;
     } catch (err) {
       if (err instanceof ZoneMapResolveError) throw failure(FailureType.ZoneApplyFailed, `eBPF zone maps: ${err.message}`);

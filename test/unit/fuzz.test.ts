@@ -22,8 +22,9 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import fc from 'fast-check';
 import pino from 'pino';
 import { startApiServer } from '../../api/server';
-import { changeRequestSchema, validateChangeRequest } from '../../model/change-request';
-import { natSchema, routeKey, routeSchema, ruleKey, ruleSchema, zoneSchema, type NatConfig, type PolicyRule, type Route, type Zone } from '../../model/node-state';
+import { changeRequestSchema, validateChangeRequest, zoneMembersPatchSchema } from '../../model/change-request';
+import { applyZoneMapOperations, invertZoneMapOperation, planZoneMaps, withZoneMembers, zoneMapsOf } from '../../model/zone-maps';
+import { natSchema, nodeStateSchema, routeKey, routeSchema, ruleKey, ruleSchema, zoneSchema, type NatConfig, type PolicyRule, type Route, type Zone } from '../../model/node-state';
 import {
   describePortForward,
   describeSourceNat,
@@ -35,6 +36,10 @@ import {
   planRoutes,
   planRules,
   planZones,
+  patchZoneMembers,
+  describeZone,
+  zonesTouchedByMembers,
+  ZoneMembershipError,
   routeMatches,
   resolveDesired,
   type AddressOperation,
@@ -548,6 +553,56 @@ describe('fuzzing: planner ops and their inverses', () => {
       }),
       runs(2000),
     );
+  });
+
+  test('zone membership (patch.zoneMembers): resolved or refused naming the field; the plan reaches it in nft and the eBPF maps, the inverses bring back the original', () => {
+    // The node's zones as the state validation admits them: an interface in at most one zone, ids unique.
+    const nodeZonesArb = zonesArb.map((zs) => {
+      const taken = new Set<string>();
+      return uniqueBy(zs, (z) => String(z.id)).map((z) => {
+        const interfaces = z.interfaces.filter((name) => !taken.has(name));
+        interfaces.forEach((name) => taken.add(name));
+        return { ...z, interfaces };
+      });
+    });
+    const entryArb = fc.record({ zone: fc.constantFrom('lan', 'wan', 'dmz', 'guest'), interfaces: fc.subarray(['lan0', 'lan1', 'wan0', 'dmz0'], { minLength: 1 }) });
+    const membersArb = fc.record({ join: fc.array(entryArb, { maxLength: 2 }), leave: fc.array(entryArb, { maxLength: 2 }) }).map((m) => zoneMembersPatchSchema.safeParse(m)).filter((p) => p.success).map((p) => p.data!);
+    const outcomes = { resolved: 0, refused: 0 };
+    fc.assert(
+      fc.property(nodeZonesArb, membersArb, (observed, members) => {
+        let resolved: Zone[];
+        try {
+          resolved = patchZoneMembers(observed, members);
+          outcomes.resolved++;
+        } catch (err) {
+          outcomes.refused++;
+          expect(err).toBeInstanceOf(ZoneMembershipError);
+          expect((err as ZoneMembershipError).message).toMatch(/^patch\.zoneMembers\.join\[\d+\]\.(zone: zone "\w+" is not a zone|interfaces\[\d+\]: interface \w+ is already in zone \w+)/);
+          return;
+        }
+        // Still a valid node state (one zone per interface); only members changed; a second run changes nothing.
+        expect(nodeStateSchema.safeParse({ zones: resolved }).success).toBe(true);
+        expect(resolved.map(({ name, id, prefixes }) => ({ name, id, prefixes }))).toEqual(observed.map(({ name, id, prefixes }) => ({ name, id, prefixes })));
+        for (const j of members.join) for (const name of j.interfaces) expect(resolved.find((z) => z.name === j.zone)?.interfaces).toContain(name);
+        expect(patchZoneMembers(resolved, members)).toEqual(resolved);
+        // nft: the plan's ops reach the resolved zones, their inverses the observed ones.
+        const ops = planZones(observed, resolved);
+        const [after, back] = roundTrip(observed, (z: Zone) => z.name, ops, (op: ZoneOperation) => (op.action === 'replace' ? { action: 'replace', row: op.zone, previous: op.previous } : { action: op.action, row: op.zone }));
+        expect(after.map(describeZone)).toEqual(sortedBy(resolved, (z) => z.name).map(describeZone));
+        expect(back).toEqual(sortedBy(observed, (z) => z.name));
+        // eBPF: the same membership in the zone maps.
+        const maps = zoneMapsOf(observed);
+        const next = withZoneMembers(maps, resolved, zonesTouchedByMembers(members));
+        expect(next).toEqual(zoneMapsOf(resolved));
+        const mapOps = planZoneMaps(maps, next);
+        expect(applyZoneMapOperations(maps, mapOps)).toEqual(next);
+        expect(applyZoneMapOperations(next, [...mapOps].reverse().map(invertZoneMapOperation))).toEqual(maps);
+      }),
+      runs(500),
+    );
+    // Both paths were exercised (else the property proves little).
+    expect(outcomes.resolved).toBeGreaterThan(50);
+    expect(outcomes.refused).toBeGreaterThan(50);
   });
 
   test('rate limits', () => {
