@@ -2,13 +2,16 @@
  * Zones in the eBPF zone maps, the pure parts: a change's zones (and their policy) as map
  * state, a patch resolved against the node, the planner's diff in the words of the other
  * subsystems, and the subsystem's verbs against an in-memory store (the real maps, with
- * real traffic, run in test/integration/zone-datapath.privileged.test.ts).
+ * real traffic, run in test/integration/zone-datapath.privileged.test.ts), and zone membership
+ * operations (`patch.zoneMembers`) through both zone subsystems.
  */
 import { prepareSubsystem } from '../../activities/subsystems';
 import { onceScope } from '../../activities/subsystems/table';
 import { createZoneMapsSubsystem, type ZoneMapStore } from '../../activities/subsystems/zonemaps';
+import { createZonesSubsystem } from '../../activities/subsystems/zones';
 import type { NatTable } from '../../activities/system/nat-table';
-import { nodePatchSchema } from '../../model/change-request';
+import { nodePatchSchema, zoneMembersPatchSchema } from '../../model/change-request';
+import { patchZoneMembers, patchZonesAndMembers, planZones, ZoneMembershipError } from '../../model/plan';
 import { nodeStateSchema, type Zone, type ZoneInput, zoneSchema } from '../../model/node-state';
 import { changeScope, subsystemIntents } from '../../model/subsystem';
 import {
@@ -19,6 +22,7 @@ import {
   renderZoneMapOperation,
   ZoneMapResolveError,
   type ZoneMapState,
+  withZoneMembers,
   zoneMapsOf,
 } from '../../model/zone-maps';
 
@@ -172,5 +176,136 @@ describe('the subsystem against an in-memory store', () => {
     const sub = createZoneMapsSubsystem(() => impl, nat([]));
     const intent = { mode: 'patch' as const, patch: { upsert: [{ name: 'lan', id: 1, interfaces: [], prefixes: [], policy: { default: 'allow' as const, rules: [{ to: 'wan', protocol: 'any' as const, action: 'allow' as const }] } }], remove: [] } };
     await expect(prepareSubsystem(sub, intent, { dryRun: true })).rejects.toMatchObject({ type: 'ZoneApplyFailed', message: expect.stringContaining('patch.zones.upsert[0].policy.rules[0].to') });
+  });
+});
+
+describe('zone membership (patch.zoneMembers) against the node\'s zones', () => {
+  const node = () => zones([
+    { name: 'lan', id: 1, interfaces: ['lan0'], prefixes: ['10.1.0.0/16'], policy: { default: 'deny', rules: [{ to: 'host', action: 'allow' }] } },
+    { name: 'dmz', id: 2, interfaces: ['dmz0'] },
+  ]);
+  const members = (m: object) => zoneMembersPatchSchema.parse(m);
+
+  test('the schema names an interface given twice in one list, and a zone name nft cannot carry', () => {
+    const issues = (m: object) => {
+      const r = nodePatchSchema.safeParse({ zoneMembers: m });
+      return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    };
+    expect(issues({ join: [{ zone: 'lan', interfaces: ['lan1'] }, { zone: 'dmz', interfaces: ['lan1'] }] })).toEqual(['zoneMembers.join.1.interfaces.0: interface lan1 is named twice (also in join[0]); an interface belongs to at most one zone']);
+    expect(issues({ leave: [{ zone: 'LAN-1', interfaces: ['lan1'] }] })).toEqual([expect.stringMatching(/^zoneMembers\.leave\.0\.zone: must be a zone name/)]);
+    expect(issues({ join: [{ zone: 'lan', interfaces: [] }] })).toEqual(['zoneMembers.join.0.interfaces: must name at least one interface']);
+  });
+
+  test('join adds to the zone and keeps its id, prefixes, policy and other members; leave takes out; a move is leave + join', () => {
+    const joined = patchZoneMembers(node(), members({ join: [{ zone: 'lan', interfaces: ['lan1'] }] }));
+    expect(joined[0]).toEqual({ ...node()[0], interfaces: ['lan0', 'lan1'] });
+    expect(joined[1]).toEqual(node()[1]);
+    expect(patchZoneMembers(joined, members({ leave: [{ zone: 'lan', interfaces: ['lan0'] }] }))[0]?.interfaces).toEqual(['lan1']);
+    const moved = patchZoneMembers(node(), members({ leave: [{ zone: 'lan', interfaces: ['lan0'] }], join: [{ zone: 'dmz', interfaces: ['lan0'] }] }));
+    expect(moved.map((z) => z.interfaces)).toEqual([[], ['dmz0', 'lan0']]);
+  });
+
+  test('idempotent: joining again, or leaving a zone the node does not have (or an interface not in it), changes nothing', () => {
+    const once = patchZoneMembers(node(), members({ join: [{ zone: 'lan', interfaces: ['lan1'] }] }));
+    expect(patchZoneMembers(once, members({ join: [{ zone: 'lan', interfaces: ['lan1'] }] }))).toEqual(once);
+    expect(patchZoneMembers(node(), members({ leave: [{ zone: 'guest', interfaces: ['lan0'] }] }))).toEqual(node());
+    expect(patchZoneMembers(node(), members({ leave: [{ zone: 'dmz', interfaces: ['lan0'] }] }))).toEqual(node());
+  });
+
+  test('a zone the node does not have, or an interface in another zone, is refused naming the field and the zone', () => {
+    expect(() => patchZoneMembers(node(), members({ join: [{ zone: 'guest', interfaces: ['lan1'] }] }))).toThrow(
+      new ZoneMembershipError('not-found', 'patch.zoneMembers.join[0].zone', 'zone "guest" is not a zone of the node nor of this patch (known: dmz, lan)'),
+    );
+    let error: unknown;
+    try {
+      patchZoneMembers(node(), members({ join: [{ zone: 'lan', interfaces: ['lan1', 'dmz0'] }] }));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toMatchObject({ reason: 'conflict', message: 'patch.zoneMembers.join[0].interfaces[1]: interface dmz0 is already in zone dmz; an interface belongs to at most one zone (to move it, also leave dmz in patch.zoneMembers.leave)' });
+  });
+
+  test('with zones in the same patch: whole zones first, then membership (a zone upserted by the patch can be joined)', () => {
+    const patch = nodePatchSchema.parse({ zones: { upsert: [{ name: 'guest', id: 3 }], remove: ['dmz'] }, zoneMembers: { join: [{ zone: 'guest', interfaces: ['dmz0'] }] } });
+    const resolved = patchZonesAndMembers(node(), { ...patch.zones, members: patch.zoneMembers });
+    expect(resolved.map((z) => `${z.name}:${z.interfaces.join(',')}`)).toEqual(['lan:lan0', 'guest:dmz0']);
+    expect(() => patchZonesAndMembers(node(), { remove: ['dmz'], members: members({ join: [{ zone: 'dmz', interfaces: ['lan1'] }] }) })).toThrow(/patch\.zoneMembers\.join\[0\]\.zone: zone "dmz" is not a zone/);
+  });
+
+  test('intents: a membership-only patch patches both zone subsystems and takes their groups into scope; other subsystems keep', () => {
+    const patch = nodePatchSchema.parse({ zoneMembers: { join: [{ zone: 'lan', interfaces: ['lan1'] }] } });
+    const intents = subsystemIntents({ patch });
+    expect(intents.zones).toEqual({ mode: 'patch', patch: { upsert: [], remove: [], members: patch.zoneMembers } });
+    expect(intents.zonemaps).toEqual({ mode: 'patch', patch: { upsert: [], remove: [], members: patch.zoneMembers } });
+    expect(intents.routes).toEqual({ mode: 'keep' });
+    expect(changeScope(intents)).toEqual(expect.arrayContaining(['zones', 'zonemaps']));
+    expect(subsystemIntents({ patch: nodePatchSchema.parse({}) }).zones).toEqual({ mode: 'keep' });
+  });
+
+  test('the zone maps: a touched zone holds exactly its interfaces (a gone interface\'s entry goes too); rules, defaults and other zones stay', () => {
+    const maps: ZoneMapState = { ...zoneMapsOf(node()), members: [...zoneMapsOf(node()).members, { interface: '#42', zone: 1 }] };
+    const resolved = patchZoneMembers(node(), members({ join: [{ zone: 'lan', interfaces: ['lan1'] }], leave: [{ zone: 'lan', interfaces: ['lan0'] }] }));
+    const next = withZoneMembers(maps, resolved, ['lan']);
+    expect(next).toEqual({ ...maps, members: [{ interface: 'dmz0', zone: 2 }, { interface: 'lan1', zone: 1 }] });
+    expect(withZoneMembers(maps, resolved, [])).toBe(maps);
+  });
+});
+
+describe('zone membership through both zone subsystems, against in-memory stores', () => {
+  /** The node's nft zones (a fake table holding zones only) and its zone maps. */
+  const node = () => {
+    let nft = zones([
+      { name: 'lan', id: 1, interfaces: ['lan0'], prefixes: ['10.1.0.0/16'] },
+      { name: 'dmz', id: 2, interfaces: ['dmz0'] },
+    ]);
+    let maps = zoneMapsOf(nft);
+    const nat = {
+      readState: async () => ({ zones: structuredClone(nft), nat: { sourceNat: [], portForwards: [] } }),
+      syncZones: async (desired: Zone[]) => {
+        const ops = planZones(nft, desired);
+        nft = structuredClone(desired);
+        return ops;
+      },
+    } as unknown as NatTable;
+    const store: ZoneMapStore = { read: () => structuredClone(maps), apply: (ops) => (maps = applyZoneMapOperations(maps, ops)) };
+    return { nat, store, state: () => ({ nft, maps }) };
+  };
+  const intents = (m: object) => subsystemIntents({ patch: nodePatchSchema.parse({ zoneMembers: m }) });
+
+  test('join: planned as one zone replace (nft) and one member add (eBPF); applied, checked, restored and checked back', async () => {
+    const n = node();
+    const before = structuredClone(n.state());
+    const zonesSub = createZonesSubsystem(n.nat);
+    const mapsSub = createZoneMapsSubsystem(() => n.store, n.nat);
+    const intent = intents({ join: [{ zone: 'lan', interfaces: ['lan1'] }] });
+    const preparedMaps = await prepareSubsystem(mapsSub, intent.zonemaps, { dryRun: false, reads: onceScope() });
+    const preparedZones = await prepareSubsystem(zonesSub, intent.zones, { dryRun: false, reads: onceScope() });
+    expect(preparedMaps.plan.operations).toEqual(['+ ebpf zone member lan1 in zone 1']);
+    expect(preparedZones.plan.operations).toEqual(['~ zone lan id 1 interfaces lan0 prefixes 10.1.0.0/16 => lan id 1 interfaces lan0,lan1 prefixes 10.1.0.0/16']);
+    await mapsSub.apply(intent.zonemaps);
+    await zonesSub.apply(intent.zones);
+    expect(await mapsSub.check(preparedMaps.expected, onceScope())).toEqual([]);
+    expect(await zonesSub.check(preparedZones.expected, onceScope())).toEqual([]);
+    // A retried apply converges to the same state (the join is already there).
+    expect((await mapsSub.apply(intent.zonemaps)).operations).toEqual([]);
+    expect((await zonesSub.apply(intent.zones)).operations).toEqual([]);
+    await zonesSub.restore(preparedZones.snapshot!);
+    await mapsSub.restore(preparedMaps.snapshot!);
+    expect(await zonesSub.check(preparedZones.snapshot!.check, onceScope())).toEqual([]);
+    expect(await mapsSub.check(preparedMaps.snapshot!.check, onceScope())).toEqual([]);
+    expect(n.state()).toEqual(before);
+  });
+
+  test('a zone the node does not have fails the prepare of both as ZoneNotFound; an interface in another zone as ZoneMembershipConflict', async () => {
+    const n = node();
+    const missing = intents({ join: [{ zone: 'guest', interfaces: ['lan1'] }] });
+    for (const [sub, intent] of [
+      [createZoneMapsSubsystem(() => n.store, n.nat), missing.zonemaps],
+      [createZonesSubsystem(n.nat), missing.zones],
+    ] as const) {
+      await expect(prepareSubsystem(sub as never, intent as never, { dryRun: true })).rejects.toMatchObject({ type: 'ZoneNotFound', message: 'patch.zoneMembers.join[0].zone: zone "guest" is not a zone of the node nor of this patch (known: dmz, lan)' });
+    }
+    const conflict = intents({ join: [{ zone: 'lan', interfaces: ['dmz0'] }] });
+    await expect(prepareSubsystem(createZonesSubsystem(n.nat), conflict.zones, { dryRun: true })).rejects.toMatchObject({ type: 'ZoneMembershipConflict', message: expect.stringContaining('interface dmz0 is already in zone dmz') });
   });
 });
