@@ -54,6 +54,12 @@ export interface Reconciler {
   apply(obj: StoredObject, starting: (changeId: string) => void, forced?: string): Promise<ChangeOutcome>;
   /** Removes what the object made (one change); the finalizer is dropped only when it succeeded. */
   cleanup(obj: StoredObject, starting: (changeId: string) => void): Promise<ChangeOutcome>;
+  /**
+   * Fields of the kind's own status written with the conditions (what the next change must
+   * know of what this one did, e.g. NetworkInterface's `zoneMember`). A field left out is
+   * removed (server-side apply: the controller owns it).
+   */
+  statusFields?(obj: StoredObject, outcome: ChangeOutcome): Record<string, unknown>;
 }
 
 /** Options of {@link ObjectController}. */
@@ -278,7 +284,7 @@ export class ObjectController {
       await this.options.kube.applyStatus(
         { apiVersion: obj.apiVersion, kind: obj.kind, namespace: obj.metadata.namespace, name: obj.metadata.name },
         this.options.reconciler.plural,
-        { observedGeneration: generation, workflowId: outcome.workflowId, conditions: merged },
+        { ...(this.options.reconciler.statusFields?.(obj, outcome) ?? {}), observedGeneration: generation, workflowId: outcome.workflowId, conditions: merged },
         { fieldManager: CONTROLLER_FIELD_MANAGER },
       );
     } catch (err) {

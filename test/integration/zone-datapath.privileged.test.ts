@@ -8,7 +8,8 @@
  * `rb` in zone `zb`: traffic from za may go to zb, zb's default is deny. Connection
  * tracking in the programs lets the replies of a connection opened from A through,
  * while a new connection from B is dropped and counted as `zone-default`. A change that
- * fails after the zone maps changed rolls them back, read back byte for byte.
+ * fails after the zone maps changed rolls them back, read back byte for byte. Membership
+ * operations (`patch.zoneMembers`) move one interface in and out of a zone without resending it.
  *
  * Privileged: root, netns, bpffs, iproute2, nftables and the Temporal CLI.
  */
@@ -163,6 +164,12 @@ describePrivileged('zones through the change workflow into the eBPF zone maps, w
       ]),
     );
 
+  /** fos1's zone sets in the router's nft table: set name → its elements (as nft lists them). */
+  const zoneSets = (): Record<string, unknown[]> => {
+    const listed = JSON.parse(execFileSync('ip', ['netns', 'exec', NS.r, 'nft', '-j', 'list', 'sets']).toString()) as { nftables: { set?: { name: string; elem?: unknown[] } }[] };
+    return Object.fromEntries(listed.nftables.flatMap((e) => (e.set && e.set.name.startsWith('zone') ? [[e.set.name, e.set.elem ?? []]] : [])).sort());
+  };
+
   /** Drop events emitted while `fn` runs. */
   const eventsDuring = (fn: () => void): DropEvent[] => {
     const events: DropEvent[] = [];
@@ -307,6 +314,60 @@ describePrivileged('zones through the change workflow into the eBPF zone maps, w
     expect(type).toBe('ChangeRolledBack');
     expect(status.nodes[NODE]?.error).toMatchObject({ type: 'ZoneApplyFailed', message: expect.stringContaining('interface nosuch0 (zone 13) does not exist on this node') });
     expect(rawZoneMaps()).toEqual(before);
+  });
+
+  test('membership (patch.zoneMembers): rb leaves zb and B may open connections again; it joins back and zb\'s default deny decides again; a move failing after the zones step is rolled back exactly', async () => {
+    expect((await (await start(request({ patch: { zones: { upsert: ZONES } } }))).result()).phase).toMatch(/^(applied|unchanged)$/);
+    const before = rawZoneMaps();
+    const nftBefore = zoneSets();
+    const policy = { rules: zoneMaps.read().rules, defaults: zoneMaps.read().defaults };
+
+    // Leave: the zone keeps its id, prefixes and policy; only rb is out (in nft and in the eBPF maps).
+    const left = await (await start(request({ patch: { zoneMembers: { leave: [{ zone: 'zb', interfaces: ['rb'] }] } } }))).result();
+    expect(left.phase).toBe('applied');
+    expect(left.nodes[NODE]?.diff).toEqual(['- ebpf zone member rb in zone 12', '~ zone zb id 12 interfaces rb prefixes 10.71.2.0/24 => zb id 12 interfaces (none) prefixes 10.71.2.0/24']);
+    expect(zoneMaps.read()).toEqual({ members: [{ interface: 'ra', zone: 11 }], ...policy });
+    expect(zoneSets().zone12_zb_if).toEqual([]);
+    expect(zoneSets().zone12_zb_v4).toEqual(nftBefore.zone12_zb_v4);
+    datapath.flushConntrack();
+    // From an interface in no zone nothing is decided by zones: B reaches A.
+    expect(echo(NS.b, 'tcp', ADDR.a, serverA.tcp)).toBe(true);
+
+    // Join: back to exactly the maps and sets of before, and B is dropped by zb's default again.
+    const joined = await (await start(request({ patch: { zoneMembers: { join: [{ zone: 'zb', interfaces: ['rb'] }] } } }))).result();
+    expect(joined.phase).toBe('applied');
+    expect(joined.nodes[NODE]?.diff).toEqual(['+ ebpf zone member rb in zone 12', '~ zone zb id 12 interfaces (none) prefixes 10.71.2.0/24 => zb id 12 interfaces rb prefixes 10.71.2.0/24']);
+    expect(rawZoneMaps()).toEqual(before);
+    expect(zoneSets()).toEqual(nftBefore);
+    datapath.flushConntrack();
+    expect([echo(NS.a, 'tcp', ADDR.b, serverB.tcp), echo(NS.b, 'tcp', ADDR.a, serverA.tcp, 800)]).toEqual([true, false]);
+    // Joining again is no change.
+    expect((await (await start(request({ patch: { zoneMembers: { join: [{ zone: 'zb', interfaces: ['rb'] }] } } }))).result()).phase).toBe('unchanged');
+
+    // Refused before anything changes: a zone the node does not have, an interface already in another zone.
+    const missing = await changeFailure(await start(request({ patch: { zoneMembers: { join: [{ zone: 'zc', interfaces: ['rb'] }] } } })));
+    expect(missing.status.nodes[NODE]?.error).toEqual({ type: 'ZoneNotFound', message: 'patch.zoneMembers.join[0].zone: zone "zc" is not a zone of the node nor of this patch (known: za, zb)' });
+    const conflict = await changeFailure(await start(request({ patch: { zoneMembers: { join: [{ zone: 'za', interfaces: ['rb'] }] } } })));
+    expect(conflict.status.nodes[NODE]?.error).toMatchObject({ type: 'ZoneMembershipConflict', message: expect.stringContaining('patch.zoneMembers.join[0].interfaces[0]: interface rb is already in zone zb') });
+    expect(rawZoneMaps()).toEqual(before);
+
+    // A move (leave zb + join za) that fails after the zones step: both zone subsystems restored and read back.
+    failAt = 'zones';
+    let moved;
+    try {
+      moved = await changeFailure(await start(request({ patch: { zoneMembers: { leave: [{ zone: 'zb', interfaces: ['rb'] }], join: [{ zone: 'za', interfaces: ['rb'] }] } } })));
+    } finally {
+      failAt = undefined;
+    }
+    expect(moved.type).toBe('ChangeRolledBack');
+    expect(atFault?.members).toEqual([
+      { interface: 'ra', zone: 11 },
+      { interface: 'rb', zone: 11 },
+    ]);
+    const steps = moved.status.audit.filter((r) => r.node === NODE).map((r) => `${r.step}:${r.result}`);
+    expect(steps).toEqual(expect.arrayContaining(['zonemaps:ok', 'restore zonemaps:ok', 'restore zones:ok', 'verify rollback:ok']));
+    expect(rawZoneMaps()).toEqual(before);
+    expect(zoneSets()).toEqual(nftBefore);
   });
 
   test('removing the zones empties the maps and opens the path both ways again', async () => {
