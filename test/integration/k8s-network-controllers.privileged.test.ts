@@ -7,10 +7,12 @@
  * The kernel here has no 802.1Q module, so the NetworkInterface cases use what exists: a
  * bridge the test creates and the veth `lan1` of the sandbox node (fos1 sets MTU, admin state
  * and addresses on them); VLAN sub-interfaces themselves are covered where 8021q exists.
+ * `spec.zone` moves the bridge between zones the node has (nft sets and eBPF zone maps).
  */
 import { execFileSync } from 'node:child_process';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
+import { ZoneMaps } from '../../bpf/zone-maps';
 import { ControllerManager } from '../../controllers/manager';
 import { CLEANUP_FINALIZER, type Condition } from '../../controllers/object-controller';
 import type { KubeApiServer } from '../../k8s/harness';
@@ -189,6 +191,58 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     await kube.client.delete({ apiVersion: API, kind: 'NetworkInterface', namespace: NS, name: 'one' });
     await eventually(() => get('NetworkInterface', 'one'), (o) => o === undefined, 'one cleaned up', 90_000, 200);
     await q.stop({ release: true });
+  });
+
+  it('spec.zone: create → the interface joins the node\'s zone (nft and eBPF); update → it moves; a zone the node lacks → ZoneNotFound naming spec.zone, nothing changed; delete → it leaves', async () => {
+    const m = manager('proc-z');
+    await eventually(() => m.elector.isLeader, (l) => l, 'proc-z leads', 30_000, 100);
+    const node = fleet.nodes[0]!;
+    // The zones exist on the node already (a change's zones): the object only moves its interface between them.
+    const zonesChange = (id: string, zones: object) =>
+      env.client.workflow.execute('changeWorkflow', { workflowId: changeWorkflowId(id), taskQueue: 'fos1-cluster', args: [{ id, author: 'test', reason: 'zones for spec.zone', targets: [node.name], patch: { zones }, options: { defaultBakeSeconds: 0 } }] });
+    await zonesChange(`nif-zones-${process.pid}`, { upsert: [{ name: 'trusted', id: 31, interfaces: ['lan1'], prefixes: ['10.231.0.0/24'] }, { name: 'guests', id: 32, policy: { default: 'deny' } }] });
+    const members = (zone: string) => {
+      const sets = (JSON.parse(execFileSync('ip', ['netns', 'exec', netns, 'nft', '-j', 'list', 'sets']).toString()) as { nftables: { set?: { name: string; elem?: unknown[] } }[] }).nftables;
+      return (sets.find((s) => s.set?.name.endsWith(`_${zone}_if`))?.set?.elem ?? []).map(String).sort();
+    };
+    const zoneMaps = ZoneMaps.open({ pinDir: fleet.pinDir(node), netns });
+    const inMaps = () => zoneMaps.read().members.filter((mm) => mm.interface === BRIDGE || mm.interface === 'lan1');
+    try {
+      await kube.client.create({ apiVersion: API, kind: 'NetworkInterface', metadata: { name: 'zoned', namespace: NS }, spec: { node: node.name, name: BRIDGE, type: 'bridge', zone: 'trusted' } });
+      const g1 = await observed('NetworkInterface', 'zoned', 1);
+      expect(condition(g1, 'Applied')).toMatchObject({ status: 'True', reason: 'Applied' });
+      expect(g1?.status?.zoneMember).toEqual({ zone: 'trusted', interface: BRIDGE });
+      // Joined, and the zone kept its other member and its prefixes (the object never sent them).
+      expect(members('trusted')).toEqual([BRIDGE, 'lan1']);
+      expect(inMaps()).toEqual([{ interface: BRIDGE, zone: 31 }, { interface: 'lan1', zone: 31 }]);
+
+      await replaceSpec('NetworkInterface', 'zoned', { zone: 'guests' });
+      const g2 = await observed('NetworkInterface', 'zoned', 2);
+      expect(condition(g2, 'Applied')).toMatchObject({ status: 'True', observedGeneration: 2 });
+      expect(g2?.status?.zoneMember).toEqual({ zone: 'guests', interface: BRIDGE });
+      expect([members('trusted'), members('guests')]).toEqual([['lan1'], [BRIDGE]]);
+      expect(inMaps()).toEqual([{ interface: BRIDGE, zone: 32 }, { interface: 'lan1', zone: 31 }]);
+
+      // A zone the node does not have: refused on the node before anything changed, the condition names spec.zone.
+      await replaceSpec('NetworkInterface', 'zoned', { zone: 'nosuch' });
+      const g3 = await observed('NetworkInterface', 'zoned', 3);
+      expect(condition(g3, 'Failed')).toMatchObject({ status: 'True', reason: 'ZoneNotFound', observedGeneration: 3 });
+      expect(condition(g3, 'Failed')?.message).toMatch(/spec\.zone: zone "nosuch" does not exist on node router-1/);
+      expect(condition(g3, 'Failed')?.message).toMatch(/patch\.zoneMembers\.join\[0\]\.zone: zone "nosuch" is not a zone of the node/);
+      expect(condition(g3, 'RolledBack')).toMatchObject({ status: 'True' });
+      expect(g3?.status?.zoneMember).toEqual({ zone: 'guests', interface: BRIDGE });
+      expect([members('trusted'), members('guests')]).toEqual([['lan1'], [BRIDGE]]);
+
+      // Delete: the cleanup leaves the zone the interface is in.
+      await kube.client.delete({ apiVersion: API, kind: 'NetworkInterface', namespace: NS, name: 'zoned' });
+      await eventually(() => get('NetworkInterface', 'zoned'), (o) => o === undefined, 'zoned cleaned up', 90_000, 200);
+      expect([members('trusted'), members('guests')]).toEqual([['lan1'], []]);
+      expect(inMaps()).toEqual([{ interface: 'lan1', zone: 31 }]);
+    } finally {
+      zoneMaps.close();
+      await zonesChange(`nif-zones-del-${process.pid}`, { remove: ['trusted', 'guests'] });
+      await m.stop({ release: true });
+    }
   });
 
   it('VLANPolicy: the zone vlan<id> on the nodes that carry the VLAN, updated with the subnets, removed on delete; VLAN ids over 254 refused naming the field', async () => {
