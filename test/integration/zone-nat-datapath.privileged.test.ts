@@ -42,6 +42,7 @@ const SIZES = { blocklistV4: 64, blocklistV6: 64, hostsV4: 64, hostsV6: 64, conn
 const tag = randomBytes(3).toString('hex');
 const NS = { c: `fos1n-c-${tag}`, r: `fos1n-r-${tag}`, s: `fos1n-s-${tag}` };
 const ADDR = { c: '10.72.1.2', routerLan: '10.72.1.1', routerWan: '10.72.2.1', s: '10.72.2.2' };
+const ADDR6 = { c: 'fd72:1::2', routerLan: 'fd72:1::1', routerWan: 'fd72:2::1', s: 'fd72:2::2' };
 const LAN = 31;
 const WAN = 32;
 const TCP = 6;
@@ -87,21 +88,24 @@ describePrivileged('stateful eBPF zones through nftables NAT: replies of allowed
     for (const ns of Object.values(NS)) ip('netns', 'add', ns);
     ip('-n', NS.c, 'link', 'add', 'c0', 'type', 'veth', 'peer', 'name', 'rl', 'netns', NS.r);
     ip('-n', NS.s, 'link', 'add', 's0', 'type', 'veth', 'peer', 'name', 'rw', 'netns', NS.r);
-    for (const [ns, dev, addr] of [
-      [NS.c, 'c0', `${ADDR.c}/24`],
-      [NS.r, 'rl', `${ADDR.routerLan}/24`],
-      [NS.r, 'rw', `${ADDR.routerWan}/24`],
-      [NS.s, 's0', `${ADDR.s}/24`],
+    for (const [ns, dev, addr, addr6] of [
+      [NS.c, 'c0', `${ADDR.c}/24`, `${ADDR6.c}/64`],
+      [NS.r, 'rl', `${ADDR.routerLan}/24`, `${ADDR6.routerLan}/64`],
+      [NS.r, 'rw', `${ADDR.routerWan}/24`, `${ADDR6.routerWan}/64`],
+      [NS.s, 's0', `${ADDR.s}/24`, `${ADDR6.s}/64`],
     ] as const) {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
       ip('-n', ns, 'addr', 'add', addr, 'dev', dev);
+      ip('-n', ns, 'addr', 'add', addr6, 'dev', dev, 'nodad');
       ip('-n', ns, 'link', 'set', dev, 'up');
     }
     ip('-n', NS.c, 'route', 'add', 'default', 'via', ADDR.routerLan);
+    ip('-n', NS.c, '-6', 'route', 'add', 'default', 'via', ADDR6.routerLan);
     // s can route to the LAN itself: what keeps it out is the zone policy, not a missing route.
     ip('-n', NS.s, 'route', 'add', '10.72.1.0/24', 'via', ADDR.routerWan);
-    execFileSync('ip', ['netns', 'exec', NS.r, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    await eventually(() => ping(NS.c, ADDR.s), (ok) => ok, 'the router to forward between c and s');
+    ip('-n', NS.s, '-6', 'route', 'add', 'fd72:1::/64', 'via', ADDR6.routerWan);
+    execFileSync('ip', ['netns', 'exec', NS.r, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+    await eventually(() => ping(NS.c, ADDR.s) && ping(NS.c, ADDR6.s), (ok) => ok, 'the router to forward between c and s (IPv4 and IPv6)');
 
     pinDir = `/sys/fs/bpf/fos1-zone-nat-${tag}`;
     datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: SIZES });
@@ -155,7 +159,7 @@ const touches = (e: DropEvent, addr: string, port: number): boolean => (e.source
     return events;
   };
 
-  test('masquerade: lan → wan connections are answered through wan\'s default deny; wan opens nothing towards lan or the router', async () => {
+  test('masquerade: lan → wan connections are answered through wan\'s default deny (IPv4 and IPv6); wan opens nothing towards lan or the router', async () => {
     // Without zones everything passes, both ways (s routes to the LAN directly).
     expect({ cs: echo(NS.c, 'tcp', ADDR.s, serverS.tcp), sc: echo(NS.s, 'tcp', ADDR.c, serverC.tcp), sr: ping(NS.s, ADDR.routerWan) }).toEqual({ cs: true, sc: true, sr: true });
 
@@ -164,7 +168,13 @@ const touches = (e: DropEvent, addr: string, port: number): boolean => (e.source
         { name: 'lan', id: LAN, interfaces: ['rl'], policy: { rules: [{ to: 'wan', action: 'allow', ruleId: 41 }], default: 'deny', defaultRuleId: 42 } },
         { name: 'wan', id: WAN, interfaces: ['rw'], policy: { default: 'deny', defaultRuleId: 44 } },
       ],
-      { sourceNat: [{ source: '10.72.1.0/24', outInterface: 'rw' }], portForwards: [] },
+      {
+        sourceNat: [
+          { source: '10.72.1.0/24', outInterface: 'rw' },
+          { source: 'fd72:1::/64', outInterface: 'rw' },
+        ],
+        portForwards: [],
+      },
     );
     expect(diff).toEqual(expect.arrayContaining(['+ ebpf zone rule zone 31 -> zone 32 any allow rule 41', '+ ebpf zone default zone 32 deny rule 44']));
     expect(diff.some((l) => l.includes('masquerade'))).toBe(true);
@@ -183,6 +193,11 @@ const touches = (e: DropEvent, addr: string, port: number): boolean => (e.source
       expect(tracked).toContainEqual(expect.objectContaining({ protocol, source: ADDR.routerWan, destination: ADDR.s, dport, srcZone: LAN, dstZone: WAN, ruleId: 41 }));
     }
     expect(tracked).toContainEqual(expect.objectContaining({ protocol: 1, source: ADDR.routerWan, destination: ADDR.s, state: 'open' }));
+    // NAT66 the same way: both tuples tracked, the answer comes back through wan's default deny.
+    const during6 = eventsDuring(() => expect(echo(NS.c, 'tcp', ADDR6.s, serverS.tcp)).toBe(true));
+    const tracked6 = datapath.conntrackEntries().filter((e) => e.family === 6 && e.protocol === TCP && e.dport === serverS.tcp);
+    expect(tracked6.map((e) => e.source).sort()).toEqual([ADDR6.c, ADDR6.routerWan].sort());
+    expect(during6.filter((e) => e.source === ADDR6.s || e.destination === ADDR6.s)).toEqual([]);
     // No reply met wan's default.
     expect(during.filter((e) => e.source === ADDR.s || e.destination === ADDR.s)).toEqual([]);
 
