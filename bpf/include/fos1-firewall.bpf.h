@@ -19,7 +19,7 @@
  * link it crosses: the ingress link's (made at TC ingress) and, when netfilter changed
  * it, the egress link's (made at TC egress, judged there on the real zone pair and the
  * post-DNAT port). A reply arrives on the egress link in that translated form and
- * finds the entry. Layers and rules: bpf/README.md, "NAT".
+ * finds the entry. Rules per kind of NAT: bpf/README.md, "Through NAT".
  */
 #ifndef FOS1_FIREWALL_BPF_H
 #define FOS1_FIREWALL_BPF_H
