@@ -28,6 +28,8 @@ export interface ControllerManagerOptions {
   controllers?: readonly ControllerName[];
   /** Bake of each wave of the changes the controllers start (seconds; default: the change workflow's). */
   bakeSeconds?: number;
+  /** The controllers' identity key (FOS1_CONTROLLER_IDENTITY_KEY_FILE): their change workflows are then recorded verified. */
+  identityKey?: Buffer;
   /** Called when the lease is lost (main.ts exits so the Deployment restarts it, as controller-runtime does). */
   onLostLease?: () => void;
 }
@@ -42,7 +44,7 @@ export class ControllerManager {
   private running: Promise<void> | undefined;
 
   constructor(private readonly options: ControllerManagerOptions) {
-    this.runner = new ChangeRunner({ temporal: options.temporal });
+    this.runner = new ChangeRunner({ temporal: options.temporal, ...(options.identityKey ? { identityKey: options.identityKey } : {}) });
     this.elector = new LeaderElector({ kube: options.kube, logger: options.logger, ...options.lease });
   }
 

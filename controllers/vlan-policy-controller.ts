@@ -12,7 +12,7 @@
  */
 import type { KubeClient, StoredObject } from '../k8s/client';
 import type { ChangeRequestInput } from '../model/change-request';
-import { objectChangeId, type ChangeOutcome } from './change-runner';
+import { objectChangeId, objectProvenance, type ChangeOutcome } from './change-runner';
 import { FOS1_NETWORK_API_VERSION, type ChangeControllerOptions, type NetworkInterfaceSpec } from './network-interface-controller';
 import { CONTROLLER_FIELD_MANAGER, type Reconciler } from './object-controller';
 
@@ -46,7 +46,7 @@ export function vlanPolicyReconciler(options: ChangeControllerOptions & { kube: 
     patch,
     options: options.bakeSeconds === undefined ? {} : { defaultBakeSeconds: options.bakeSeconds },
   });
-  const ref = (obj: StoredObject) => `VLANPolicy ${obj.metadata.namespace}/${obj.metadata.name}`;
+  const ref = (obj: StoredObject) => `VLANPolicy ${obj.metadata.namespace}/${obj.metadata.name} (${objectProvenance(obj)})`;
   const refused = (obj: StoredObject, id: string, type: string, message: string): ChangeOutcome => ({ kind: 'failed', changeId: id, workflowId: '', type, message });
   return {
     apiVersion: FOS1_NETWORK_API_VERSION,
