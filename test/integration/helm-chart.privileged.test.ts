@@ -282,7 +282,7 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect((find(defaults, 'RoleBinding', 'fos1-controller-leader-election') as unknown as { subjects: unknown[] }).subjects).toEqual([{ kind: 'ServiceAccount', name: 'fos1-controller', namespace: 'fos1-system' }]);
   });
 
-  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller and the cluster worker mount a token', () => {
+  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller, the cluster worker and the ingest (for DPIProfiles) mount a token', () => {
     const reference = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')]) as Doc[];
     for (const kind of ['ClusterRole', 'ClusterRoleBinding']) {
       const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
