@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   });
   if (!config.identityKey) logger.warn('no FOS1_CONTROLLER_IDENTITY_KEY_FILE: the changes the controllers start are recorded self-asserted (actorVerified false)');
   manager.start();
-  logger.info({ lease: config.lease, signsIdentity: config.identityKey !== undefined }, 'fos1 controller campaigning for the lease (FirewallRule, NetworkInterface, VLANPolicy)');
+  logger.info({ lease: config.lease, signsIdentity: config.identityKey !== undefined }, 'fos1 controller campaigning for the lease (FirewallRule, FirewallZone, NetworkInterface, VLANPolicy)');
   // Process metrics (and any fos1 metric this process counts) like every fos1 process.
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');
