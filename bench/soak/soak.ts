@@ -127,6 +127,21 @@ async function main(): Promise<void> {
   let t0 = Date.now();
   let setupMs = 0;
   const elapsed = () => Math.round((Date.now() - t0) / 1000);
+  // Once, from the end of the run or from a signal: an interrupted soak leaves no namespaces,
+  // pinned maps, workers or server behind (a signal skips `finally`).
+  let cleaned: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      await ingest?.stop().catch(() => undefined);
+      await connection?.close().catch(() => undefined);
+      await h.destroy();
+    })());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`${signal}: stopping the soak and removing its fleet`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
   try {
     await h.start();
     for (const n of nodes) h.addNode(n, `node-${n}`);
@@ -268,9 +283,7 @@ async function main(): Promise<void> {
     }
     if (!summary.converged || mismatches.length > 0 || idsLeft.length > 0) process.exitCode = 1;
   } finally {
-    await ingest?.stop();
-    await connection?.close();
-    await h.destroy();
+    await cleanup();
   }
 }
 
