@@ -27,7 +27,7 @@ import type { StoredObject } from '../k8s/client';
 import type { ChangeRequestInput } from '../model/change-request';
 import { FailureType } from '../model/failures';
 import { ZONE_NAME } from '../model/node-state';
-import { objectChangeId, type ChangeOutcome, type ChangeRunner } from './change-runner';
+import { objectChangeId, objectProvenance, type ChangeOutcome, type ChangeRunner } from './change-runner';
 import { CONTROLLER_FIELD_MANAGER, type Reconciler } from './object-controller';
 
 export const FOS1_NETWORK_API_VERSION = 'network.fos1.io/v1alpha1';
@@ -102,7 +102,7 @@ export function networkInterfaceReconciler(options: ChangeControllerOptions): Re
     patch,
     options: options.bakeSeconds === undefined ? {} : { defaultBakeSeconds: options.bakeSeconds },
   });
-  const ref = (obj: StoredObject) => `NetworkInterface ${obj.metadata.namespace}/${obj.metadata.name}`;
+  const ref = (obj: StoredObject) => `NetworkInterface ${obj.metadata.namespace}/${obj.metadata.name} (${objectProvenance(obj)})`;
   const previousMember = (obj: StoredObject): ZoneMember | undefined => {
     const member = obj.status?.zoneMember as Partial<ZoneMember> | undefined;
     return typeof member?.zone === 'string' && typeof member.interface === 'string' ? { zone: member.zone, interface: member.interface } : undefined;

@@ -33,6 +33,6 @@ describe('a refusal on the node in the object\'s words', () => {
     expect(conflict).toMatchObject({ type: 'ZoneMembershipConflict', message: expect.stringMatching(/^spec\.zone: interface br0 is already in another zone on node router-1/) });
     const other = failed('change failed on node router-1 (LinkApplyFailed: no such device)');
     expect(zoneOutcome(spec('lan'), other)).toBe(other);
-    expect(zoneOutcome(spec(), failed('change failed on node router-1 (ZoneNotFound: …)')).type).toBe('ChangeRolledBack');
+    expect(zoneOutcome(spec(), failed('change failed on node router-1 (ZoneNotFound: …)'))).toMatchObject({ type: 'ChangeRolledBack' });
   });
 });
