@@ -24,7 +24,7 @@ import { createNodeActivities } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { nodeTaskQueue } from '../../model/naming';
 import { auditConfigFrom, openWorkerAuditStores } from '../../workers/audit';
-import { auditSinks, createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { auditSinks, createNodeDeps, createWorkers, WORKER_RECOVERY_OPTIONS } from '../../workers/fos1-worker';
 
 /** Where and how a node's step is stopped. */
 export interface ChaosStop {
@@ -159,6 +159,7 @@ async function main(): Promise<void> {
         activities: { ...createNodeActivities(deps), ...createNodeGateActivities({ netns: node.netns, bpfPinDir: node.pinDir }) },
         sinks: auditSinks(logger),
         maxConcurrentActivityTaskExecutions: 1,
+        ...WORKER_RECOVERY_OPTIONS,
         interceptors: { activity: [(ctx) => ({ inbound: new ChaosInterceptor(ctx, node, spec.controlRoot) })] },
       }),
     );
