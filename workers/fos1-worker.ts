@@ -5,7 +5,7 @@
  */
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { NativeConnection, Worker, type InjectedSinks, type WorkerOptions, type WorkflowBundle } from '@temporalio/worker';
+import { NativeConnection, Worker, type InjectedSinks, type WorkerOptions, type WorkflowBundle, type WorkflowBundlePath } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createCiliumActivities } from '../activities/cilium-policy';
 import { createClusterPolicyActivities, unavailableClusterPolicyActivities, type ClusterPolicyActivityDeps } from '../activities/cluster-policy';
@@ -171,8 +171,8 @@ export interface CreateWorkersOptions {
   approvalPolicyFile?: string;
   /** The ApprovalPolicy object to read instead of a file (FOS1_APPROVAL_POLICY_NAME, a cluster is configured). */
   approvalPolicyObject?: ApprovalPolicyObjectSource;
-  /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
-  workflowBundle?: WorkflowBundle;
+  /** A prebuilt bundle, as code (tests build one per file) or a file (FOS1_WORKFLOW_BUNDLE); otherwise workflows/index.ts is bundled. */
+  workflowBundle?: WorkflowBundle | WorkflowBundlePath;
   /**
    * Traces (telemetry/tracing.ts): workflow and activity interceptors and the workflow span
    * sink. A prebuilt `workflowBundle` must then include TRACING_WORKFLOW_INTERCEPTOR_MODULES.

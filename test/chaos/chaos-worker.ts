@@ -141,7 +141,8 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('ERROR'), shutdownSignals: ['SIGINT', 'SIGTERM'] });
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const connection = await NativeConnection.connect({ address: spec.temporalAddress });
-  const workflowBundle = { code: readFileSync(spec.bundlePath, 'utf8') };
+  // Loaded from the file, as workers/main.ts does with FOS1_WORKFLOW_BUNDLE.
+  const workflowBundle = { codePath: spec.bundlePath };
   const workers: Worker[] = [];
   const entries = { v4: spec.mapEntries, v6: spec.mapEntries };
   for (const node of spec.nodes) {

@@ -18,7 +18,6 @@ import { INGEST_CHANNEL_ARGS } from '../../ingest/config';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { createIpRunner } from '../../activities/system/ip-runner';
 import { DEFAULT_ROUTE_PROTOCOL, RouteTable } from '../../activities/system/route-table';
 import { RuleTable } from '../../activities/system/rule-table';
@@ -29,6 +28,7 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { eventually } from '../helpers/eventually';
 import { startTemporal } from '../helpers/temporal';
+import { buildWorkflowBundle } from '../../scripts/build-workflow-bundle';
 import type { ChangeStatus } from '../../workflows/change';
 import type { ChaosBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec } from './chaos-worker';
 
@@ -140,8 +140,8 @@ export class ChaosHarness {
     this.env = await startTemporal({ dbFilename: this.dbFilename, port: this.port });
     this.connection = await Connection.connect({ address: `127.0.0.1:${this.port}`, channelArgs: { ...INGEST_CHANNEL_ARGS }, interceptors: [] });
     this.client = new Client({ connection: this.connection, namespace: this.env.namespace ?? 'default' });
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) } });
-    writeFileSync(this.bundlePath, bundle.code);
+    // As a production worker with FOS1_WORKFLOW_BUNDLE: built by the script, loaded from the file.
+    await buildWorkflowBundle(this.bundlePath);
   }
 
   /** Creates a node (namespace, pin folder, store) served by worker group `group`. */
