@@ -53,6 +53,7 @@ import { nodeTaskQueue, SearchAttributes } from '../model/naming';
 import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
 import { defaultStrategy, planWaves, usesSelectors, waveGateSpecs, type PlannedWave, type RolloutStrategy } from '../model/rollout-strategy';
 import type { NodeChangeResult } from './node-change';
+import { nodeRestoreRetryingSignal, type RestoreRetryStatus } from './node-recovery';
 import { legacyChange } from './change-legacy';
 import {
   rolloutCheckWorkflow,
@@ -113,6 +114,8 @@ export interface NodeReport {
   auditCount?: number;
   error?: FailureSummary;
   differences?: string[];
+  /** While the node's restore is retrying (workflows/node-recovery.ts): attempt, last error, next try. */
+  restore?: RestoreRetryStatus;
 }
 
 /** One wave in the status. */
@@ -211,6 +214,11 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   let beforePause: ChangePhase = 'rolling-out';
 
   setHandler(statusQuery, () => status);
+  // A node whose restore is retrying says so each round (directly, or through its wave): shown at once.
+  setHandler(nodeRestoreRetryingSignal, (r) => {
+    const report = status.nodes[r.node];
+    if (report) report.restore = r.restore;
+  });
   setHandler(
     confirmUpdate,
     (action) => {
@@ -660,6 +668,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       auditCount: n.audit.length,
       ...(n.error ? { error: n.error } : {}),
       ...(n.differences ? { differences: n.differences } : {}),
+      // A report queued before the node said it was retrying must not hide that; its final result does.
+      ...(n.restore ? { restore: n.restore } : previous?.restore && n.phase !== 'done' ? { restore: previous.restore } : {}),
     };
     if (!wasDone && n.outcome !== 'pending') status.progress.nodesDone++;
     status.audit = trail.records;
