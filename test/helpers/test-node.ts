@@ -19,12 +19,12 @@ export interface TestNode {
   /** The namespace the node worker acts on. */
   netns: string;
   pinDir: string;
-  /** The running workers (replaced by {@link TestNode.restartWorkers}). */
+  /** The running workers (replaced by {@link TestNode.startWorkers}). */
   workers: RunningWorkers;
   /** The node's blocklist maps, opened by the test's side too, when asked for (`openMaps`). */
   maps?: BlocklistMaps;
-  /** Stops the workers and starts them again with the same options (a worker restart). */
-  restartWorkers(): Promise<void>;
+  /** Starts the workers again with the same options, after the test stopped them (a worker restart). */
+  startWorkers(): Promise<RunningWorkers>;
   /** Stops the workers, closes the maps, removes what this helper made (pins, namespace), stops the server. */
   stop(): Promise<void>;
 }
@@ -68,9 +68,9 @@ export async function startTestNode(options: TestNodeOptions): Promise<TestNode>
     netns,
     pinDir,
     workers: await start(),
-    async restartWorkers() {
-      await node.workers.stop();
+    async startWorkers() {
       node.workers = await start();
+      return node.workers;
     },
     async stop() {
       if (stopped) return;
