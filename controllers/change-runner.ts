@@ -31,10 +31,12 @@ export class ChangeWaitAborted extends Error {
  * The change id of one object's generation: `<prefix>-<name>-<hash>-g<generation>` (or
  * `-del` for the cleanup), a DNS label of at most 63 characters. The hash covers namespace,
  * name and uid, so an object deleted and re-created under the same name gets new ids.
+ * `forced` (a reconcile asked for by something the object depends on, see
+ * `ObjectController.force`) is appended: `-g<generation>-<forced>`.
  */
-export function objectChangeId(prefix: string, obj: StoredObject, what: { generation: number } | 'delete'): string {
+export function objectChangeId(prefix: string, obj: StoredObject, what: { generation: number; forced?: string } | 'delete'): string {
   const tag = shortHash(`${obj.metadata.namespace ?? ''}/${obj.metadata.name}/${obj.metadata.uid ?? ''}`);
-  const suffix = what === 'delete' ? 'del' : `g${what.generation}`;
+  const suffix = what === 'delete' ? 'del' : `g${what.generation}${what.forced ? `-${what.forced.toLowerCase().replace(/[^a-z0-9]+/g, '').slice(0, 16)}` : ''}`;
   const room = 63 - prefix.length - tag.length - suffix.length - 3;
   const name = obj.metadata.name.toLowerCase().replace(/[^a-z0-9-]+/g, '-').slice(0, Math.max(room, 0)).replace(/-+$/, '');
   return [prefix, name, tag, suffix].filter((p) => p !== '').join('-');

@@ -13,7 +13,10 @@
  * - Built on controllers/object-controller.ts: status by server-side apply, per-object queue;
  *   a restarted controller joins the run of the same change id instead of starting it again.
  * - A FirewallZone whose spec changes re-applies every rule of its namespace that names it
- *   (as its zone or as a peer): the rule's generation did not move, its policy must.
+ *   (as its zone or as a peer): the rule's generation did not move, its policy must. With
+ *   `zones: true` this is the FirewallZone controller's work (controllers/firewall-zone-controller.ts:
+ *   validation, status, finalizer), run here because it drives this controller's rules;
+ *   otherwise a plain watch of the zones forces the rules.
  * - Conditions: `Applied` (True/False), `RolledBack` (True after a verified rollback),
  *   `Failed` (True with the failure type as reason); each message names the workflow id.
  */
@@ -27,6 +30,7 @@ import { CLUSTER_TASK_QUEUE, SearchAttributes } from '../model/naming';
 import type { PolicyChangeInput, PolicyChangeResult } from '../workflows/policy-change';
 import type { ChangeOutcome } from './change-runner';
 import { ListWatch } from './list-watch';
+import { firewallZoneVerbs, zoneReferences } from './firewall-zone-controller';
 import { ObjectController } from './object-controller';
 
 export const FOS1_SECURITY_API_VERSION = 'security.fos1.io/v1alpha1';
@@ -48,6 +52,10 @@ export interface FirewallRuleControllerOptions {
   taskQueue?: string;
   /** Clock for condition timestamps (injected so tests can pin it). */
   now?: () => Date;
+  /** Also run the FirewallZone controller (status, finalizer, re-applies the rules naming a zone). */
+  zones?: boolean;
+  /** Told of every change the controllers start or join (the manager's history). */
+  onChange?: (event: { kind: string; key: string; changeId: string; purpose: 'apply' | 'cleanup' }) => void;
 }
 
 /**
@@ -57,9 +65,12 @@ export interface FirewallRuleControllerOptions {
  */
 export class FirewallRuleController {
   private readonly objects: ObjectController;
-  private readonly zoneWatch: ListWatch;
+  private readonly zoneWatch: ListWatch | undefined;
+  private readonly zoneObjects: ObjectController | undefined;
   /** Latest version of every rule, to find the rules a zone change affects. */
   private readonly rules = new Map<string, StoredObject>();
+  /** Latest version of every zone (with the FirewallZone controller), to find zones waiting for their rules. */
+  private readonly zones = new Map<string, StoredObject>();
   /** Spec fingerprint of every zone seen; a change of it re-applies the rules naming the zone. */
   private readonly zoneSpecs = new Map<string, string>();
   private readonly pending = new Set<Promise<unknown>>();
@@ -71,9 +82,12 @@ export class FirewallRuleController {
       logger: options.logger,
       ...(options.now ? { now: options.now } : {}),
       onObject: (obj, deleted) => {
+        const previous = this.rules.get(keyOf(obj));
         if (deleted) this.rules.delete(keyOf(obj));
         else this.rules.set(keyOf(obj), obj);
+        this.ruleChanged(previous, obj, deleted);
       },
+      ...(options.onChange ? { onChange: (e) => options.onChange?.({ kind: 'FirewallRule', ...e }) } : {}),
       reconciler: {
         apiVersion: FOS1_SECURITY_API_VERSION,
         kind: 'FirewallRule',
@@ -85,6 +99,24 @@ export class FirewallRuleController {
         cleanup: (obj, starting) => this.runWorkflow(this.deletedInput(obj.metadata.namespace ?? 'default', obj.metadata.name), starting),
       },
     });
+    if (options.zones) {
+      const verbs = firewallZoneVerbs({
+        rules: (namespace) => [...this.rules.values()].filter((r) => r.metadata.namespace === namespace),
+        reapply: (rule, tag) => this.objects.force(rule, tag),
+      });
+      this.zoneObjects = new ObjectController({
+        kube: options.kube,
+        logger: options.logger.child({ controller: 'FirewallZone' }),
+        ...(options.now ? { now: options.now } : {}),
+        onObject: (zone, deleted) => {
+          if (deleted) this.zones.delete(keyOf(zone));
+          else this.zones.set(keyOf(zone), zone);
+        },
+        ...(options.onChange ? { onChange: (e) => options.onChange?.({ kind: 'FirewallZone', ...e }) } : {}),
+        reconciler: { apiVersion: FOS1_SECURITY_API_VERSION, kind: 'FirewallZone', plural: 'firewallzones', apply: (zone, starting) => verbs.apply(zone, starting), cleanup: (zone, starting) => verbs.cleanup(zone, starting) },
+      });
+      return;
+    }
     this.zoneWatch = new ListWatch({
       apiVersion: FOS1_SECURITY_API_VERSION,
       kind: 'FirewallZone',
@@ -105,7 +137,8 @@ export class FirewallRuleController {
 
   async start(): Promise<void> {
     await this.objects.start();
-    await this.zoneWatch.start();
+    await this.zoneWatch?.start();
+    await this.zoneObjects?.start();
     await this.pruneOrphans();
   }
 
@@ -136,9 +169,20 @@ export class FirewallRuleController {
   /** Stops watching and waits for reconciles in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.zoneWatch.stop();
+    this.zoneWatch?.stop();
+    await this.zoneObjects?.stop();
     await this.objects.stop();
     await Promise.allSettled([...this.pending]);
+  }
+
+  /** A rule changed or went: a zone whose deletion waited for the rules naming it tries again. */
+  private ruleChanged(previous: StoredObject | undefined, rule: StoredObject, deleted: boolean): void {
+    if (!this.zoneObjects || this.stopped) return;
+    for (const zone of this.zones.values()) {
+      if (!zone.metadata.deletionTimestamp || zone.metadata.namespace !== rule.metadata.namespace) continue;
+      const named = (r: StoredObject | undefined) => r !== undefined && zoneReferences(r, zone.metadata.name).length > 0;
+      if (named(previous) && (deleted || !named(rule) || rule.metadata.deletionTimestamp)) this.zoneObjects.requeue(zone);
+    }
   }
 
   private zoneChanged(zone: StoredObject, fingerprint: string): void {
@@ -152,7 +196,7 @@ export class FirewallRuleController {
       if (rule.metadata.namespace !== zone.metadata.namespace) continue;
       const spec = (rule.spec ?? {}) as { zone?: string; peers?: { zone?: string }[] };
       if (spec.zone !== zone.metadata.name && !(spec.peers ?? []).some((p) => p.zone === zone.metadata.name)) continue;
-      this.objects.force(rule, `z${zone.metadata.resourceVersion ?? '0'}`);
+      void this.objects.force(rule, `z${zone.metadata.resourceVersion ?? '0'}`);
     }
   }
 

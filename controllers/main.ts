@@ -90,7 +90,7 @@ async function main(): Promise<void> {
     },
   });
   manager.start();
-  logger.info({ lease: config.lease }, 'fos1 controller campaigning for the lease (FirewallRule, NetworkInterface, VLANPolicy)');
+  logger.info({ lease: config.lease }, 'fos1 controller campaigning for the lease (FirewallRule, FirewallZone, NetworkInterface, VLANPolicy)');
   // Process metrics (and any fos1 metric this process counts) like every fos1 process.
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');

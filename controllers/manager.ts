@@ -1,8 +1,8 @@
 /**
  * One controller process: a Lease candidate that runs fos1's controllers only while it leads.
- * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts: Cilium
- * policy is not yet a step of the change workflow); NetworkInterface and VLANPolicy start
- * changes through the change workflow (controllers/change-runner.ts).
+ * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts), and
+ * runs the FirewallZone controller (a zone acts by re-applying its rules); NetworkInterface and
+ * VLANPolicy start changes through the change workflow (controllers/change-runner.ts).
  */
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
@@ -11,12 +11,12 @@ import { ChangeRunner } from './change-runner';
 import { FirewallRuleController } from './firewall-rule-controller';
 import { LeaderElector } from './leader-election';
 import { networkInterfaceReconciler } from './network-interface-controller';
-import { ObjectController } from './object-controller';
-import { vlanPolicyReconciler } from './vlan-policy-controller';
+import { ObjectController, type ObjectControllerOptions, type Reconciler } from './object-controller';
+import { VlanPolicyDependents, vlanPolicyReconciler } from './vlan-policy-controller';
 
 /** The controllers a manager can run. */
-export type ControllerName = 'FirewallRule' | 'NetworkInterface' | 'VLANPolicy';
-export const ALL_CONTROLLERS: readonly ControllerName[] = ['FirewallRule', 'NetworkInterface', 'VLANPolicy'];
+export type ControllerName = 'FirewallRule' | 'FirewallZone' | 'NetworkInterface' | 'VLANPolicy';
+export const ALL_CONTROLLERS: readonly ControllerName[] = ['FirewallRule', 'FirewallZone', 'NetworkInterface', 'VLANPolicy'];
 
 /** Options of {@link ControllerManager}. */
 export interface ControllerManagerOptions {
@@ -42,6 +42,9 @@ export class ControllerManager {
   private running: Promise<void> | undefined;
 
   constructor(private readonly options: ControllerManagerOptions) {
+    const wanted = options.controllers ?? ALL_CONTROLLERS;
+    // The FirewallZone controller re-applies FirewallRules: it runs inside their controller.
+    if (wanted.includes('FirewallZone') && !wanted.includes('FirewallRule')) throw new Error('controllers: FirewallZone needs FirewallRule (it re-applies the rules that name a zone)');
     this.runner = new ChangeRunner({ temporal: options.temporal });
     this.elector = new LeaderElector({ kube: options.kube, logger: options.logger, ...options.lease });
   }
@@ -74,14 +77,25 @@ export class ControllerManager {
     const { kube, logger } = this.options;
     const wanted = this.options.controllers ?? ALL_CONTROLLERS;
     const shared = { runner: this.runner, ...(this.options.bakeSeconds !== undefined ? { bakeSeconds: this.options.bakeSeconds } : {}) };
-    const reconcilers = [
-      ...(wanted.includes('NetworkInterface') ? [networkInterfaceReconciler(shared)] : []),
-      ...(wanted.includes('VLANPolicy') ? [vlanPolicyReconciler({ ...shared, kube })] : []),
-    ];
-    this.controllers = reconcilers.map((reconciler) => new ObjectController({ kube, logger: logger.child({ controller: reconciler.kind }), reconciler, onChange: (e) => this.history.push({ kind: reconciler.kind, ...e }) }));
+    const controller = (reconciler: Reconciler, onObject?: ObjectControllerOptions['onObject']) =>
+      new ObjectController({ kube, logger: logger.child({ controller: reconciler.kind }), reconciler, ...(onObject ? { onObject } : {}), onChange: (e) => this.history.push({ kind: reconciler.kind, ...e }) });
+    this.controllers = [];
+    if (wanted.includes('NetworkInterface')) this.controllers.push(controller(networkInterfaceReconciler(shared)));
+    if (wanted.includes('VLANPolicy')) {
+      // A policy allowing a VLAN waits for that VLAN's zone: its watch re-reconciles it.
+      const dependents = new VlanPolicyDependents((obj, tag) => void vlanPolicies.force(obj, tag));
+      const vlanPolicies = controller(vlanPolicyReconciler({ ...shared, kube }), (obj, deleted) => dependents.seen(obj, deleted));
+      this.controllers.push(vlanPolicies);
+    }
     for (const c of this.controllers) await c.start();
     if (wanted.includes('FirewallRule')) {
-      this.firewallRules = new FirewallRuleController({ kube, temporal: this.options.temporal, logger: logger.child({ controller: 'FirewallRule' }) });
+      this.firewallRules = new FirewallRuleController({
+        kube,
+        temporal: this.options.temporal,
+        logger: logger.child({ controller: 'FirewallRule' }),
+        zones: wanted.includes('FirewallZone'),
+        onChange: (e) => this.history.push(e),
+      });
       await this.firewallRules.start();
     }
   }

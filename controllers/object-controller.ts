@@ -83,6 +83,8 @@ export class ObjectController {
   private readonly latest = new Map<string, StoredObject>();
   private readonly retries = new Map<string, { timer: NodeJS.Timeout; attempt: number }>();
   private readonly forced = new Map<string, string>();
+  /** Callers of {@link ObjectController.force} waiting for the forced reconcile's outcome. */
+  private readonly waiters = new Map<string, ((outcome: ChangeOutcome | undefined) => void)[]>();
   private stopped = false;
 
   constructor(private readonly options: ObjectControllerOptions) {
@@ -129,15 +131,33 @@ export class ObjectController {
     for (const r of this.retries.values()) clearTimeout(r.timer);
     this.retries.clear();
     await Promise.allSettled([...this.queues.values()]);
+    for (const key of [...this.waiters.keys()]) this.settle(key, undefined);
   }
 
   /**
    * Reconciles `obj` again although its generation was handled (something it depends on
-   * changed); `tag` names the cause and goes into the change id.
+   * changed); `tag` names the cause and goes into the change id. Resolves with the outcome of
+   * that reconcile's change (undefined when none ran: the object is gone or being deleted, or
+   * the controller stopped); a failed attempt retried with back-off resolves when one ends.
    */
-  force(obj: StoredObject, tag: string): void {
-    this.forced.set(keyOf(obj), tag);
+  force(obj: StoredObject, tag: string): Promise<ChangeOutcome | undefined> {
+    const key = keyOf(obj);
+    this.forced.set(key, tag);
+    const done = new Promise<ChangeOutcome | undefined>((resolve) => this.waiters.set(key, [...(this.waiters.get(key) ?? []), resolve]));
+    if (this.stopped) this.settle(key, undefined);
+    else this.enqueue(obj);
+    return done;
+  }
+
+  /** Reconciles `obj` again now (something changed that its cleanup waited for). */
+  requeue(obj: StoredObject): void {
     this.enqueue(obj);
+  }
+
+  private settle(key: string, outcome: ChangeOutcome | undefined): void {
+    const waiting = this.waiters.get(key);
+    this.waiters.delete(key);
+    for (const resolve of waiting ?? []) resolve(outcome);
   }
 
   private enqueue(obj: StoredObject): void {
@@ -175,11 +195,13 @@ export class ObjectController {
     const { reconciler } = this.options;
     // Act on what the apiserver has now, not on a queued event.
     const obj = await this.options.kube.get({ apiVersion: reconciler.apiVersion, kind: reconciler.kind, namespace: seen.metadata.namespace, name: seen.metadata.name });
-    if (!obj || obj.metadata.uid !== seen.metadata.uid) return;
+    if (!obj || obj.metadata.uid !== seen.metadata.uid) return this.settle(key, undefined);
     const finalizers = obj.metadata.finalizers ?? [];
     const generation = obj.metadata.generation ?? 0;
 
     if (obj.metadata.deletionTimestamp) {
+      this.forced.delete(key);
+      this.settle(key, undefined);
       if (!finalizers.includes(CLEANUP_FINALIZER)) return;
       const outcome = await reconciler.cleanup(obj, (changeId) => this.options.onChange?.({ key, changeId, purpose: 'cleanup' }));
       if (outcome.kind !== 'applied') {
@@ -200,10 +222,18 @@ export class ObjectController {
     const observed = obj.status?.observedGeneration as number | undefined;
     const forced = this.forced.get(key);
     this.forced.delete(key);
-    if (observed === generation && forced === undefined) return;
+    if (observed === generation && forced === undefined) return this.settle(key, undefined);
 
-    const outcome = await reconciler.apply(obj, (changeId) => this.options.onChange?.({ key, changeId, purpose: 'apply' }), forced);
+    let outcome: ChangeOutcome;
+    try {
+      outcome = await reconciler.apply(obj, (changeId) => this.options.onChange?.({ key, changeId, purpose: 'apply' }), forced);
+    } catch (err) {
+      // Retried with back-off: the retry must run forced again (its waiters still wait).
+      if (forced !== undefined && !this.forced.has(key)) this.forced.set(key, forced);
+      throw err;
+    }
     await this.writeStatus(obj, generation, outcome);
+    this.settle(key, outcome);
   }
 
   /** Adds or removes fos1's finalizer by an optimistic update (never creates: the object must exist). */

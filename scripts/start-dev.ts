@@ -160,6 +160,9 @@ async function main(): Promise<void> {
   const eveFile = config.FOS1_EVE_FILE ?? join(stateDir, 'eve.json');
   closeSync(openSync(eveFile, 'a'));
   const ingestConfig = parseIngestConfig({ ...process.env, FOS1_ENFORCE_NODES: 'router-1', FOS1_EVE_FILE: eveFile, FOS1_INGEST_HTTP_PORT: String(config.FOS1_INGEST_HTTP_PORT) });
+  // DPI verdicts aim at the side outside the *enforcing node's* networks (docs/dpi.md): read
+  // them in router-1's namespace, not in this machine's own (whose addresses are not the node's).
+  ingestConfig.localNetworks.netns ??= fleet.nodes[0]?.netns;
   if (!process.env.FOS1_GUARD_FILE) {
     // Without a guard file, protect the sandbox's own addresses and gateways (and loopback).
     ingestConfig.guard = guardConfigSchema.parse({

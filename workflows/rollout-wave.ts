@@ -429,8 +429,11 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
 
       if (mustReport || (Date.now() - lastReport >= GATE_REPORT_INTERVAL_MS && gateNames.length > 0)) {
         lastReport = Date.now();
+        // The first report of a bake carries the nodes too: the parent last heard of them while
+        // they were applying, and an operator watching the bake must see them holding, applied.
+        const withNodes = mustReport;
         mustReport = false;
-        await report({ state: 'baking', message: result.message, gates: verdicts, bakeEndsAt: new Date(bakeEndsAt).toISOString() });
+        await report({ state: 'baking', message: result.message, gates: verdicts, bakeEndsAt: new Date(bakeEndsAt).toISOString(), ...(withNodes ? { nodes: withoutAudit() } : {}) });
       }
       const due = gateNames.filter((g) => (nextDue.get(g) ?? 0) <= Date.now() && verdicts[g]?.phase === 'running');
       if (due.length > 0) {

@@ -1,8 +1,9 @@
 /**
  * A staged rollout to N simulated router nodes on one machine, on real parts: the Temporal
  * dev server, one network namespace and one pinned blocklist map set per node, one node task
- * queue per node — all N node workers in THIS process (N node task queues per worker process:
- * N separate processes would need ~N × 150 MB), plus the cluster worker.
+ * queue per node. The cluster worker (and the first node's worker) run in THIS process; the
+ * other N − 1 node workers run in `--hosts` processes of their own (node-host.ts, default 4),
+ * many node task queues to a process: N separate processes would need ~N × 150 MB.
  *
  *   run 1: canary + 3 waves (33 %, 50 %, rest), zero bake, no gates: total time, time per wave,
  *          fos1's overhead per node and per wave (wall time minus the node-side work the audit
@@ -15,25 +16,22 @@
  *
  *   sudo npx tsx bench/rollout/run.ts --nodes 100 --json bench/rollout/results/rollout-100.json
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { temporal } from '@temporalio/proto';
-import { Worker } from '@temporalio/worker';
-import pino from 'pino';
-import { createNodeGateActivities } from '../../activities/gates';
-import { createNodeActivities } from '../../activities/node-activities';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import type { AuditRecord } from '../../model/audit';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, nodeLockWorkflowId, nodeTaskQueue } from '../../model/naming';
 import { createSandboxNamespace } from '../../scripts/sandbox-netns';
+import { eventually } from '../../test/helpers/eventually';
 import { startTemporal, startWorkers, workflowBundle } from '../../test/helpers/temporal';
-import { auditSinks, createNodeDeps } from '../../workers/fos1-worker';
+import type { NodeHostConfig } from './node-host';
 import { changeWorkflow, type ChangeStatus } from '../../workflows/change';
 
 function arg(name: string, fallback: string): string {
@@ -48,44 +46,31 @@ const nodeWork = (audit: AuditRecord[], node: string, steps: (s: string) => bool
 async function main(): Promise<void> {
   const n = Number(arg('nodes', '100'));
   const jsonPath = arg('json', '');
-  const inMainThread = arg('main-thread', 'true') === 'true';
+  const hostCount = Math.max(1, Number(arg('hosts', '4')));
   const suffix = randomBytes(2).toString('hex');
   const names = Array.from({ length: n }, (_, i) => `sim${i + 1}`);
   const netns = (node: string) => `fos1b-${node}-${suffix}`;
   const pinDir = (node: string) => `/sys/fs/bpf/fos1-bench-${node}-${suffix}`;
-  const logger = pino({ level: 'silent' });
   const env = await startTemporal();
   const started = performance.now();
-  const nodeWorkers: Worker[] = [];
+  const hosts: NodeHost[] = [];
   let cluster: Awaited<ReturnType<typeof startWorkers>> | undefined;
   try {
     for (const node of names) createSandboxNamespace(netns(node), ['10.77.0.2/24']);
     // The cluster worker (and sim1's node worker) as the tests run them.
     const target = (node: string) => ({ netns: netns(node), routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir(node), blocklistMaxEntries: { v4: 64, v6: 64 }, blocklistStoreDir: join(tmpdir(), `fos1-bench-store-${node}-${suffix}`) });
     cluster = await startWorkers(env, names[0] as string, target(names[0] as string));
-    const bundle = await workflowBundle();
-    for (const node of names.slice(1)) {
-      const deps = createNodeDeps(target(node), logger);
-      nodeWorkers.push(
-        await Worker.create({
-          connection: env.nativeConnection,
-          namespace: env.namespace ?? 'default',
-          taskQueue: nodeTaskQueue(node),
-          workflowBundle: bundle,
-          activities: { ...createNodeActivities(deps), ...createNodeGateActivities(deps.gates ?? { netns: netns(node), bpfPinDir: pinDir(node) }) },
-          sinks: auditSinks(logger),
-          maxConcurrentActivityTaskExecutions: 1,
-          // N workers in one process: workflows run on the main thread (debugMode) instead of one
-          // V8 worker thread per Worker (~100 MB each), and two pollers of each kind per queue.
-          ...(inMainThread ? { debugMode: true } : {}),
-          maxConcurrentWorkflowTaskPolls: 2,
-          maxConcurrentActivityTaskPolls: 2,
-        }),
-      );
-    }
-    const running = Promise.all(nodeWorkers.map((w) => w.run()));
+    // The other nodes' workers in `hosts` processes of their own (node-host.ts): apart from the
+    // cluster worker, as on a real fleet, and packed many to a process to fit memory.
+    const bundlePath = join(tmpdir(), `fos1-bench-bundle-${suffix}.js`);
+    writeFileSync(bundlePath, (await workflowBundle()).code);
+    const others = names.slice(1);
+    const perHost = Math.ceil(others.length / hostCount);
+    const batches = Array.from({ length: Math.ceil(others.length / perHost) }, (_, h) => others.slice(h * perHost, (h + 1) * perHost));
+    hosts.push(...(await Promise.all(batches.map((batch) => startNodeHost({ address: env.address, namespace: env.namespace ?? 'default', workflowBundlePath: bundlePath, nodes: batch.map((name) => ({ name, target: target(name) })) })))));
+    await waitForPollers(env, others.map(nodeTaskQueue));
     const setupMs = performance.now() - started;
-    console.log(`${n} nodes up in ${(setupMs / 1000).toFixed(1)} s (rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`);
+    console.log(`${n} nodes up in ${(setupMs / 1000).toFixed(1)} s (${hosts.length} node host processes)`);
 
     const strategy = (failLast: boolean) => ({
       waves: [
@@ -153,9 +138,9 @@ async function main(): Promise<void> {
 
     const result = {
       takenAt: new Date().toISOString(),
-      machine: { loadavg: loadavg().map((l) => Number(l.toFixed(2))), rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) },
+      machine: { loadavg: loadavg().map((l) => Number(l.toFixed(2))), benchRssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) },
       nodes: n,
-      workerLayout: `1 process: cluster worker + ${n} node task queues (one Worker each, 2 workflow + 2 activity pollers${inMainThread ? ', workflows on the main thread (debugMode)' : ', one workflow thread each'})`,
+      workerLayout: `bench process: cluster worker + ${names[0]}'s node worker; ${hosts.length} node host processes (node-host.ts) with the other ${n - 1} node task queues (one Worker each, 2 workflow + 2 activity pollers, workflows on the host's main thread)`,
       run1: {
         totalMs: Math.round(ok.totalMs),
         waves,
@@ -172,9 +157,9 @@ async function main(): Promise<void> {
       mkdirSync(dirname(jsonPath), { recursive: true });
       writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
     }
-    for (const w of nodeWorkers) w.shutdown();
-    await running;
   } finally {
+    const hostsMiB = await Promise.all(hosts.map((h) => h.stop()));
+    if (hostsMiB.length > 0) console.log(`node hosts' peak RSS: ${hostsMiB.map((m) => `${m} MiB`).join(', ')}`);
     await cluster?.stop().catch(() => undefined);
     for (const node of names) {
       removePinnedBlocklist(pinDir(node));
@@ -184,8 +169,56 @@ async function main(): Promise<void> {
         // not created
       }
     }
+    rmSync(join(tmpdir(), `fos1-bench-bundle-${suffix}.js`), { force: true });
     await env.teardown();
   }
+}
+
+/** A running node-host.ts process; `stop()` ends it and returns its peak RSS (MiB). */
+interface NodeHost {
+  stop(): Promise<number>;
+}
+
+async function startNodeHost(config: NodeHostConfig): Promise<NodeHost> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'node-host.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+  process.once('exit', () => child.kill('SIGKILL'));
+  child.stdin.write(`${JSON.stringify(config)}\n`);
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready\n')) resolve();
+    });
+    void exited.then((code) => reject(new Error(`node host for ${config.nodes[0]?.name}… exited with ${code} before it was ready`)));
+  });
+  return {
+    async stop() {
+      const peak = peakRssMiB(child.pid);
+      child.kill('SIGTERM');
+      await exited;
+      return peak;
+    },
+  };
+}
+
+/** VmHWM of a process (its peak resident set), in MiB. */
+function peakRssMiB(pid: number | undefined): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+/** Waits until every node task queue has a workflow poller (the change's own poller check would fail the rollout otherwise). */
+async function waitForPollers(env: Awaited<ReturnType<typeof startTemporal>>, queues: string[]): Promise<void> {
+  const polled = async (name: string) => {
+    const r = await env.client.workflowService.describeTaskQueue({ namespace: env.namespace ?? 'default', taskQueue: { name, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL }, taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW });
+    return (r.pollers?.length ?? 0) > 0;
+  };
+  await eventually(async () => (await Promise.all(queues.map(polled))).filter((p) => !p).length, (missing) => missing === 0, 'every node task queue to have a poller', 120_000, 500);
 }
 
 void main().then(

@@ -199,14 +199,14 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     // The zone's member must exist for the eBPF zone map (it holds ifindexes, not names): a
     // bridge named like the VLAN stands in for the sub-interface this kernel cannot make.
     execFileSync('ip', ['-n', netns, 'link', 'add', 'lan0.10', 'type', 'bridge']);
-    await kube.client.create({ apiVersion: API, kind: 'VLANPolicy', metadata: { name: 'guests', namespace: NS }, spec: { vlanId: 10, allowTo: [20], subnets: ['10.210.0.0/24'] } });
+    await kube.client.create({ apiVersion: API, kind: 'VLANPolicy', metadata: { name: 'guests', namespace: NS }, spec: { vlanId: 10, subnets: ['10.210.0.0/24'] } });
     const zone = () => {
       const sets = (JSON.parse(execFileSync('ip', ['netns', 'exec', netns, 'nft', '-j', 'list', 'sets']).toString()) as { nftables: { set?: { name: string; elem?: unknown[] } }[] }).nftables;
       return sets.filter((s) => s.set?.name.startsWith('zone10_vlan10_')).map((s) => ({ name: s.set!.name, elem: JSON.stringify(s.set!.elem ?? []) }));
     };
     const g1 = await observed('VLANPolicy', 'guests', 1);
     expect(condition(g1, 'Applied')).toMatchObject({ status: 'True', observedGeneration: 1 });
-    expect(condition(g1, 'Applied')?.message).toMatch(/zone vlan10 on router-1; zone pairs \(defaultAction deny, allowTo \[20\]\) not enforced yet/);
+    expect(condition(g1, 'Applied')?.message).toMatch(/zone vlan10 on router-1: default deny, allowed towards host \(eBPF zone maps\)/);
     expect(zone().map((s) => s.name).sort()).toEqual(['zone10_vlan10_if', 'zone10_vlan10_v4', 'zone10_vlan10_v6']);
     expect(zone().find((s) => s.name.endsWith('_if'))?.elem).toContain('lan0.10');
     expect(zone().find((s) => s.name.endsWith('_v4'))?.elem).toContain('10.210.0.0');

@@ -236,7 +236,10 @@ describePrivileged('staged rollouts across a fleet (privileged)', ['root', 'netn
       ...block('192.0.2.101'),
       strategy: { waves: [{ name: 'one', nodes: ['ro1'], bakeSeconds: 120, gates: ['reach'] }, { name: 'two', nodes: ['ro4'], bakeSeconds: 120 }, { name: 'three' }], gates: { reach } },
     });
-    await waitFor(handle, 'wave one baking', (s) => s.phase === 'baking' && s.currentWave === 'one');
+    const baking = await waitFor(handle, 'wave one baking', (s) => s.phase === 'baking' && s.currentWave === 'one');
+    // While its wave bakes, the canary is applied and holding its lock (not still "applying").
+    expect(baking.nodes.ro1).toMatchObject({ wave: 'one', phase: 'holding', outcome: 'applied' });
+    expect(baking.progress.nodesDone).toBe(1);
     expect(await refusal(handle.executeUpdate(resumeUpdate, { args: [{ by: 'bob' }] }))).toMatch(/nothing to resume: the change is baking/);
     expect(await refusal(handle.executeUpdate(confirmUpdate, { args: [{ by: 'bob' }] }))).toMatch(/nothing to confirm/);
     expect(await refusal(handle.executeUpdate(extendBakeUpdate, { args: [{ by: 'bob', seconds: 0 }] }))).toMatch(/seconds: must be a whole number/);

@@ -24,4 +24,15 @@ describe('objectChangeId', () => {
       expect(id).toMatch(/-g123456$/);
     }
   });
+
+  it('a forced reconcile gets its own id: the tag after the generation, cut to a DNS label', () => {
+    const plain = objectChangeId('vlp', obj('lan'), { generation: 2 });
+    const forced = objectChangeId('vlp', obj('lan'), { generation: 2, forced: 'z1234' });
+    expect(forced).toBe(`${plain}-z1234`);
+    expect(objectChangeId('vlp', obj('lan'), { generation: 2, forced: 'z1235' })).not.toBe(forced);
+    const long = objectChangeId('vlp', obj('x'.repeat(253)), { generation: 123456, forced: 'Z_99999999999999999999' });
+    expect(long.length).toBeLessThanOrEqual(63);
+    expect(long).toMatch(DNS_LABEL);
+    expect(long).toMatch(/-g123456-z999999999999999$/);
+  });
 });
