@@ -4,6 +4,7 @@
  * acting on them; `stop()` takes it all down again (in the reverse order).
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
@@ -77,7 +78,11 @@ export async function startTestNode(options: TestNodeOptions): Promise<TestNode>
       stopped = true;
       await node.workers.stop();
       node.maps?.close();
-      if (options.pinDir === undefined) removePinnedBlocklist(pinDir);
+      if (options.pinDir === undefined) {
+        removePinnedBlocklist(pinDir);
+        // The node's other pins (rate-limit maps) and the folder itself.
+        rmSync(pinDir, { recursive: true, force: true });
+      }
       ns?.destroy();
       await env.teardown();
     },
