@@ -70,7 +70,7 @@ import {
   type WaveState,
 } from './rollout-wave';
 import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
-import { AuditTrail } from './support';
+import { AuditTrail, commitConfirmed } from './support';
 import { ClusterPolicyStep, type ClusterPolicyStatus } from './cluster-policy-step';
 
 /** Where a change stands. */
@@ -488,25 +488,28 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     return finish('unchanged', 'every node already matched the desired state');
   }
 
+  // Called, not awaited, by the commit-confirmed wait (workflows/support.ts): its commands keep their place.
+  const commit = async (): Promise<ChangeStatus> => {
+    await commitTouched('change committed');
+    return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+  };
   const confirmTimeout = request.options.confirmTimeout;
-  if (confirmTimeout !== undefined) {
-    status.confirmDeadline = new Date(Date.now() + confirmTimeout).toISOString();
-    setPhase('awaiting-confirmation', `applied; send "confirm" before ${status.confirmDeadline} or every node reverts`);
-    const waitStarted = Date.now();
-    await condition(() => operator.confirmation !== undefined || operator.abort !== undefined, confirmTimeout);
-    if (operator.confirmation && !operator.abort) {
-      trail.record('confirm', 'ok', waitStarted, describeAction('confirmed', operator.confirmation));
-    } else {
-      const why = operator.abort ? describeAction('aborted', operator.abort) : `not confirmed within ${confirmTimeout / 1000}s`;
-      trail.record('confirm', 'failed', waitStarted, why);
+  if (confirmTimeout === undefined) return commit();
+  return commitConfirmed({
+    timeoutMs: confirmTimeout,
+    status,
+    operator,
+    trail,
+    setPhase,
+    describeAction,
+    commit,
+    revert: async (why) => {
       await revertTouched(why);
       const clean = cleanRevert();
       await recheckGates();
       return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
-    }
-  }
-  await commitTouched('change committed');
-  return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+    },
+  });
 
   /**
    * Runs one wave until it is ready (continue), failed (revert everything), or stopped by an
