@@ -14,7 +14,7 @@ import { shortHash } from '../model/short-hash';
 import type { StoredObject } from '../k8s/client';
 import type { ChangeStatus } from '../workflows/change';
 
-/** What became of one change (of the change workflow, or of the FirewallRule's policy workflow). */
+/** What became of one change. */
 export type ChangeOutcome =
   | { kind: 'applied'; changeId: string; workflowId: string; message: string; unchanged?: boolean }
   | { kind: 'rolled-back' | 'rollback-failed' | 'failed'; changeId: string; workflowId: string; type: string; message: string };
@@ -74,7 +74,8 @@ export class ChangeRunner {
       if (err instanceof WorkflowFailedError) {
         const cause = summariseFailure(err.cause ?? err);
         const type = cause.type === UNKNOWN_FAILURE ? 'Failed' : cause.type;
-        const kind = type === FailureType.ChangeRolledBack ? 'rolled-back' : type === FailureType.RollbackFailed ? 'rollback-failed' : 'failed';
+        // A cluster-only change that rolled back ends PolicyRolledBack (workflows/cluster-policy-step.ts).
+        const kind = type === FailureType.ChangeRolledBack || type === FailureType.PolicyRolledBack ? 'rolled-back' : type === FailureType.RollbackFailed ? 'rollback-failed' : 'failed';
         return { kind, changeId, workflowId, type, message: cause.type === UNKNOWN_FAILURE ? err.message : cause.message };
       }
       throw err;

@@ -99,7 +99,7 @@ export async function clusterOnlyChange(host: ClusterOnlyHost): Promise<ChangeSt
     }
     trail.record('confirm', 'ok', waitStarted, describeAction('confirmed', operator.confirmation));
   }
-  return finish('applied', `cluster policy applied and verified by read-back; ${SCOPE}`);
+  return finish('applied', `cluster policy applied and verified by read-back (${planSummary(step.plan)}); ${SCOPE}`);
 
   async function revert(why: string): Promise<ChangeStatus> {
     host.setPhase('reverting', why);
@@ -107,4 +107,11 @@ export async function clusterOnlyChange(host: ClusterOnlyHost): Promise<ChangeSt
     const clean = step?.clean ?? true;
     return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'the cluster policy was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see clusterPolicy.differences'}; ${SCOPE}`, clean ? undefined : FailureType.RollbackFailed);
   }
+}
+
+/** The plan's changed lines for a status message: the first few, and how many more. */
+function planSummary(plan: string[]): string {
+  const changed = plan.filter((l) => !l.startsWith('='));
+  const shown = changed.slice(0, 5).join(', ');
+  return changed.length > 5 ? `${shown} and ${changed.length - 5} more` : shown;
 }
