@@ -214,6 +214,42 @@ describeKube('FirewallRule controller → cluster-only changeWorkflow → Cilium
     await waitFor('restarted pruned and gone', async () => ((await getPolicy('fos1-restarted')) === undefined && (await getRule('restarted')) === undefined ? true : undefined));
   });
 
+  it('one change per rule across processes: a change of the rule still running (started by a previous leader) is waited for before the next generation starts', async () => {
+    await controller.stop();
+    await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'handover', namespace: NS }, spec: { selector: { app: 'handover' } } });
+    const rule = await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'handover', namespace: NS },
+      spec: { zone: 'handover', direction: 'ingress', peers: [{ entity: 'world' }], ports: [{ port: 7000 }] },
+    });
+    const { items: zones } = await kube.client.list('security.fos1.io/v1alpha1', 'FirewallZone', { namespace: NS });
+    // The previous leader's change of generation 1, held open by commit-confirmed.
+    const g1 = firewallRuleChangeId(rule, { generation: 1 });
+    const first = await env.client.workflow.start('changeWorkflow', {
+      workflowId: changeWorkflowId(g1),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ ...firewallRuleChangeRequest(g1, { namespace: NS, name: 'handover' }, rule, zones, 'the previous leader'), options: { confirmTimeout: '10m' } }],
+    });
+    await eventually(() => first.query<{ phase: string }>('status'), (st) => st.phase === 'awaiting-confirmation', 'generation 1 awaiting confirmation', 30_000, 200);
+    await kube.client.replace({ ...(await getRule('handover'))!, spec: { ...(rule.spec as object), ports: [{ port: 7001 }] } });
+    const lines: string[] = [];
+    const watched = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger: watched });
+    await controller.start();
+    await eventually(async () => lines, (l) => l.some((x) => x.includes('another change of this FirewallRule is running') && x.includes(changeWorkflowId(g1))), 'the controller waiting for generation 1', 30_000, 100);
+    const g2 = firewallRuleChangeId(rule, { generation: 2 });
+    await expect(env.client.workflow.getHandle(changeWorkflowId(g2)).describe()).rejects.toThrow(/not found/i);
+    await first.executeUpdate('confirm', { args: [{ by: 'test', reason: 'generation 1 done' }] });
+    const applied = await waitForGeneration('handover', 2);
+    expect(condition(applied, 'Applied')?.message).toContain(`(change ${g2})`);
+    const [a, b] = await Promise.all([first.describe(), env.client.workflow.getHandle(changeWorkflowId(g2)).describe()]);
+    expect(b.startTime.getTime()).toBeGreaterThanOrEqual(a.closeTime!.getTime());
+    expect(JSON.stringify((await getPolicy('fos1-handover'))?.spec)).toContain('"port":"7001"');
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'handover' });
+    await waitFor('handover pruned and gone', async () => ((await getPolicy('fos1-handover')) === undefined && (await getRule('handover')) === undefined ? true : undefined));
+  });
+
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
     await kube.client.create({
       apiVersion: 'security.fos1.io/v1alpha1',
