@@ -4,9 +4,18 @@
  * object and its generation. Starting is idempotent: the workflow id is `change-<id>` with
  * REJECT_DUPLICATE, so a controller restarted mid-change (or a second reconcile of the same
  * generation) joins the running or finished change instead of starting another one.
+ *
+ * Identity: with the controllers' own key (FOS1_CONTROLLER_IDENTITY_KEY_FILE, read by
+ * controllers/main.ts from the process's configuration, never from an object) each start
+ * carries an identity assertion for the principal `fos1-controller` (no roles), so the cluster
+ * worker records the change's actor as verified. The object and generation that caused the
+ * change are in the request the assertion covers: its id (`<prefix>-<name>-<hash>-g<gen>`,
+ * in every audit record) and its reason ({@link objectProvenance}). Without a key the change
+ * runs self-asserted, as any change started outside the API.
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { signControllerIdentity } from '../auth/identity-assertion';
 import type { ChangeRequestInput } from '../model/change-request';
 import { summariseFailure, FailureType, UNKNOWN_FAILURE } from '../model/failures';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../model/naming';
@@ -42,23 +51,62 @@ export function objectChangeId(prefix: string, obj: StoredObject, what: { genera
   return [prefix, name, tag, suffix].filter((p) => p !== '').join('-');
 }
 
+/** One entry of `metadata.managedFields`, as far as it is read here. */
+interface ManagedFieldsEntry {
+  manager?: string;
+  operation?: string;
+  time?: string;
+  subresource?: string;
+  fieldsV1?: Record<string, unknown>;
+}
+
+/**
+ * Where one generation of an object came from, for a change's reason: its uid and
+ * resourceVersion, and the field managers that last wrote its spec (newest first, at most 3).
+ *
+ * What Kubernetes knows and what it does not: `managedFields` name *field managers* — a name
+ * each client chooses for itself (`kubectl-client-side-apply`, `kubectl`, `helm`, `argocd-…`)
+ * — with the operation and time, never the authenticated user. The user is only in the
+ * apiserver's audit log (to correlate by the object's uid, resourceVersion and time), so it is
+ * not put here, and the manager is labelled as what it is.
+ */
+export function objectProvenance(obj: StoredObject): string {
+  const writers = ((obj.metadata.managedFields ?? []) as ManagedFieldsEntry[])
+    .filter((e) => e.subresource === undefined && e.fieldsV1 !== undefined && 'f:spec' in e.fieldsV1 && typeof e.manager === 'string')
+    .sort((a, b) => (b.time ?? '').localeCompare(a.time ?? ''))
+    .slice(0, 3)
+    .map((e) => `"${(e.manager ?? '').slice(0, 64)}" (${e.operation ?? '?'}${e.time ? ` ${e.time}` : ''})`);
+  const ids = `uid ${obj.metadata.uid ?? 'unknown'}, resourceVersion ${obj.metadata.resourceVersion ?? 'unknown'}`;
+  return writers.length > 0 ? `${ids}; spec last written by field manager ${writers.join(', ')} (a client-chosen name, not the user)` : ids;
+}
+
+/** Options of {@link ChangeRunner}. */
+export interface ChangeRunnerOptions {
+  temporal: Client;
+  taskQueue?: string;
+  /** The controllers' identity key: each start then carries a `fos1-controller` assertion (verified by the cluster worker). */
+  identityKey?: Buffer;
+}
+
 /** Starts (or joins) a change and waits for it. */
 export class ChangeRunner {
   private readonly aborts = new Set<() => void>();
 
-  constructor(private readonly options: { temporal: Client; taskQueue?: string }) {}
+  constructor(private readonly options: ChangeRunnerOptions) {}
 
   /** Runs `request` (its `id` names the workflow); resolves with the outcome, never with a retryable error swallowed. */
   async run(request: ChangeRequestInput, started?: (changeId: string) => void): Promise<ChangeOutcome> {
     const { temporal } = this.options;
     const changeId = request.id;
     const workflowId = changeWorkflowId(changeId);
+    const key = this.options.identityKey;
     let handle;
     try {
       handle = await temporal.workflow.start('changeWorkflow', {
         workflowId,
         taskQueue: this.options.taskQueue ?? CLUSTER_TASK_QUEUE,
-        args: [request],
+        // Signed just before the start: the worker accepts an assertion issued near the workflow's start.
+        args: key ? [request, signControllerIdentity(key, changeId, request)] : [request],
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
       });
     } catch (err) {

@@ -14,6 +14,7 @@
  * | `FOS1_LEASE_IDENTITY` | `$POD_NAME` (else the host name) + the pid | this candidate |
  * | `FOS1_LEASE_DURATION_SECONDS` | `15` | a follower takes over this long after the leader stopped renewing |
  * | `FOS1_CONTROLLER_BAKE_SECONDS` | (the change workflow's default) | bake of each wave of the changes the controllers start |
+ * | `FOS1_CONTROLLER_IDENTITY_KEY_FILE` | (unset: changes self-asserted) | the controllers' own identity key (32 bytes, base64), shared with the cluster worker only: the changes they start are recorded verified as `fos1-controller` |
  *
  * Only the process holding the Lease acts; when it loses the Lease it exits (the Deployment
  * restarts it as a follower), as controller-runtime does.
@@ -27,6 +28,7 @@ import { createLogger } from '../log/logger';
 import { z } from 'zod';
 import { KubeClient, loadKubeConfig } from '../k8s/client';
 import { hostname } from 'node:os';
+import { loadIdentityKey } from '../auth/identity-assertion';
 import { ControllerManager } from './manager';
 import { parseMetricsConfig } from '../metrics/config';
 import { startMetricsServer } from '../metrics/server';
@@ -42,6 +44,7 @@ const envSchema = z.object({
   FOS1_LEASE_IDENTITY: z.string().default(''),
   FOS1_LEASE_DURATION_SECONDS: z.coerce.number().int().min(2, 'must be at least 2 seconds').max(3600).default(15),
   FOS1_CONTROLLER_BAKE_SECONDS: z.coerce.number().int().min(0, 'must be 0 or more').optional(),
+  FOS1_CONTROLLER_IDENTITY_KEY_FILE: z.string().min(1).optional(),
 });
 
 /** Parsed controller configuration. */
@@ -52,11 +55,19 @@ export interface ControllerConfig {
   logLevel: string;
   lease: { namespace: string; name: string; identity: string; leaseDurationSeconds: number };
   bakeSeconds: number | undefined;
+  /** The controllers' identity key (read at start), if FOS1_CONTROLLER_IDENTITY_KEY_FILE names one. */
+  identityKey: Buffer | undefined;
 }
 
 /** Parses the environment; throws one error listing every bad variable. */
 export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig {
   const { vars: e, temporal } = parseEnvWithTemporal('controller', envSchema, env);
+  let identityKey: Buffer | undefined;
+  try {
+    identityKey = e.FOS1_CONTROLLER_IDENTITY_KEY_FILE ? loadIdentityKey(e.FOS1_CONTROLLER_IDENTITY_KEY_FILE) : undefined;
+  } catch (err) {
+    throw new Error(`invalid controller configuration:\n  FOS1_CONTROLLER_IDENTITY_KEY_FILE: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return {
     kubeconfigPath: e.KUBECONFIG_PATH || undefined,
     temporal,
@@ -68,6 +79,7 @@ export function parseControllerConfig(env: NodeJS.ProcessEnv): ControllerConfig 
       leaseDurationSeconds: e.FOS1_LEASE_DURATION_SECONDS,
     },
     bakeSeconds: e.FOS1_CONTROLLER_BAKE_SECONDS,
+    identityKey,
   };
 }
 
@@ -84,13 +96,15 @@ async function main(): Promise<void> {
     logger,
     lease: config.lease,
     ...(config.bakeSeconds !== undefined ? { bakeSeconds: config.bakeSeconds } : {}),
+    ...(config.identityKey ? { identityKey: config.identityKey } : {}),
     onLostLease: () => {
       logger.error({ lease: config.lease }, 'lost the lease: exiting so that only the new leader acts');
       process.exit(1);
     },
   });
+  if (!config.identityKey) logger.warn('no FOS1_CONTROLLER_IDENTITY_KEY_FILE: the changes the controllers start are recorded self-asserted (actorVerified false)');
   manager.start();
-  logger.info({ lease: config.lease }, 'fos1 controller campaigning for the lease (FirewallRule, FirewallZone, NetworkInterface, VLANPolicy)');
+  logger.info({ lease: config.lease, signsIdentity: config.identityKey !== undefined }, 'fos1 controller campaigning for the lease (FirewallRule, FirewallZone, NetworkInterface, VLANPolicy)');
   // Process metrics (and any fos1 metric this process counts) like every fos1 process.
   const metricsServer = metrics.listener ? await startMetricsServer(metrics.listener) : undefined;
   if (metrics.listener) logger.info(metrics.listener, 'metrics listening (GET /metrics)');

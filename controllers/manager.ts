@@ -29,6 +29,8 @@ export interface ControllerManagerOptions {
   controllers?: readonly ControllerName[];
   /** Bake of each wave of the changes the controllers start (seconds; default: the change workflow's). */
   bakeSeconds?: number;
+  /** The controllers' identity key (FOS1_CONTROLLER_IDENTITY_KEY_FILE): their change workflows are then recorded verified. */
+  identityKey?: Buffer;
   /** Called when the lease is lost (main.ts exits so the Deployment restarts it, as controller-runtime does). */
   onLostLease?: () => void;
 }
@@ -46,7 +48,7 @@ export class ControllerManager {
     const wanted = options.controllers ?? ALL_CONTROLLERS;
     // The FirewallZone controller re-applies FirewallRules: it runs inside their controller.
     if (wanted.includes('FirewallZone') && !wanted.includes('FirewallRule')) throw new Error('controllers: FirewallZone needs FirewallRule (it re-applies the rules that name a zone)');
-    this.runner = new ChangeRunner({ temporal: options.temporal });
+    this.runner = new ChangeRunner({ temporal: options.temporal, ...(options.identityKey ? { identityKey: options.identityKey } : {}) });
     this.elector = new LeaderElector({ kube: options.kube, logger: options.logger, ...options.lease });
   }
 

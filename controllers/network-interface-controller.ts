@@ -15,7 +15,7 @@
  */
 import type { StoredObject } from '../k8s/client';
 import type { ChangeRequestInput } from '../model/change-request';
-import { objectChangeId, type ChangeOutcome, type ChangeRunner } from './change-runner';
+import { objectChangeId, objectProvenance, type ChangeOutcome, type ChangeRunner } from './change-runner';
 import { CONTROLLER_FIELD_MANAGER, type Reconciler } from './object-controller';
 
 export const FOS1_NETWORK_API_VERSION = 'network.fos1.io/v1alpha1';
@@ -49,7 +49,7 @@ export function networkInterfaceReconciler(options: ChangeControllerOptions): Re
     patch,
     options: options.bakeSeconds === undefined ? {} : { defaultBakeSeconds: options.bakeSeconds },
   });
-  const ref = (obj: StoredObject) => `NetworkInterface ${obj.metadata.namespace}/${obj.metadata.name}`;
+  const ref = (obj: StoredObject) => `NetworkInterface ${obj.metadata.namespace}/${obj.metadata.name} (${objectProvenance(obj)})`;
   return {
     apiVersion: FOS1_NETWORK_API_VERSION,
     kind: 'NetworkInterface',

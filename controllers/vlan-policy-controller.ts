@@ -35,7 +35,7 @@
 import type { KubeClient, StoredObject } from '../k8s/client';
 import type { ChangeRequestInput } from '../model/change-request';
 import type { ZoneInput } from '../model/node-state';
-import { objectChangeId, type ChangeOutcome } from './change-runner';
+import { objectChangeId, objectProvenance, type ChangeOutcome } from './change-runner';
 import { FOS1_NETWORK_API_VERSION, type ChangeControllerOptions, type NetworkInterfaceSpec } from './network-interface-controller';
 import { CONTROLLER_FIELD_MANAGER, type Condition, type Reconciler } from './object-controller';
 
@@ -169,7 +169,7 @@ export function vlanPolicyReconciler(options: ChangeControllerOptions & { kube: 
     patch,
     options: options.bakeSeconds === undefined ? {} : { defaultBakeSeconds: options.bakeSeconds },
   });
-  const ref = (obj: StoredObject) => `VLANPolicy ${obj.metadata.namespace}/${obj.metadata.name}`;
+  const ref = (obj: StoredObject) => `VLANPolicy ${obj.metadata.namespace}/${obj.metadata.name} (${objectProvenance(obj)})`;
   const refused = (id: string, type: string, message: string): ChangeOutcome => ({ kind: 'failed', changeId: id, workflowId: '', type, message });
   return {
     apiVersion: FOS1_NETWORK_API_VERSION,

@@ -37,6 +37,13 @@ export interface KubeApiServer {
   dir: string;
   /** Installs CRDs from manifests and waits until each is Established. */
   installCrds(files: string[]): Promise<StoredObject[]>;
+  /**
+   * Stops the kube-apiserver alone (SIGTERM; etcd and the data stay): an apiserver outage,
+   * for fault tests. Resolves once the process is gone.
+   */
+  stopApiServer(): Promise<void>;
+  /** Starts the apiserver again on the same port, certificates and etcd; resolves once `/readyz` answers ok. */
+  startApiServer(): Promise<void>;
   /** Stops both processes and removes the folder. */
   stop(): Promise<void>;
 }
@@ -83,7 +90,7 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
     writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-    const apiserver = launch(options.apiserverBinary ?? kubeApiserverPath(), [
+    const apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
       '--bind-address=127.0.0.1',
       '--advertise-address=127.0.0.1',
@@ -102,14 +109,25 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
       '--enable-priority-and-fairness=false',
       '--profiling=false',
       '-v=0',
-    ], join(dir, 'apiserver.log'));
-    processes.push(apiserver);
+    ];
     const server = `https://127.0.0.1:${apiPort}`;
     const certFile = join(certDir, 'apiserver.crt');
-    await waitFor('kube-apiserver', apiserver, join(dir, 'apiserver.log'), timeout, async () => {
-      if (!existsSync(certFile)) return false;
-      return (await httpGet(`${server}/readyz`, { ca: readFileSync(certFile, 'utf8'), token })) === 'ok';
-    });
+    // The same arguments each time: a restarted apiserver finds its self-signed certificate in
+    // cert-dir and keeps it, so clients holding the CA go on working.
+    let apiserver: ChildProcess;
+    const startApiServer = async () => {
+      apiserver = launch(options.apiserverBinary ?? kubeApiserverPath(), apiserverArgs, join(dir, 'apiserver.log'));
+      processes.push(apiserver);
+      await waitFor('kube-apiserver', apiserver, join(dir, 'apiserver.log'), timeout, async () => {
+        if (!existsSync(certFile)) return false;
+        return (await httpGet(`${server}/readyz`, { ca: readFileSync(certFile, 'utf8'), token })) === 'ok';
+      });
+    };
+    const stopApiServer = async () => {
+      await terminate(apiserver);
+      processes.splice(processes.indexOf(apiserver), 1);
+    };
+    await startApiServer();
     const connection: KubeConnection = { server, caPem: readFileSync(certFile, 'utf8'), token };
     const client = new KubeClient(connection);
     const api: KubeApiServer = {
@@ -117,6 +135,8 @@ export async function startKubeApiServer(options: KubeApiServerOptions = {}): Pr
       client,
       dir,
       installCrds: (files) => installCrds(client, files, timeout),
+      stopApiServer,
+      startApiServer,
       stop,
     };
     if (options.crdFiles?.length) await api.installCrds(options.crdFiles);

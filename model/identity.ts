@@ -10,6 +10,11 @@
  * workflow) carries no assertion and is recorded self-asserted (`actorVerified: false`): it
  * still runs, and the audit says whose word it is.
  *
+ * fos1's CRD controllers sign their own changes with a key of their own (key id
+ * {@link CONTROLLER_KEY_ID}, auth/identity-assertion.ts): that key vouches for the principal
+ * {@link CONTROLLER_PRINCIPAL} only, with no roles, so the controller cannot speak for anyone
+ * else, and the API's key cannot speak for the controller.
+ *
  * Pure data and schemas only: the workflow sandbox imports this file.
  */
 import { z } from 'zod';
@@ -20,10 +25,22 @@ export const IDENTITY_ASSERTION_VERSION = 1;
 /** An assertion older or newer than this, relative to the workflow's start, is refused. */
 export const IDENTITY_ASSERTION_MAX_SKEW_MS = 5 * 60_000;
 
+/** The principal fos1's CRD controllers act as (also their field manager). */
+export const CONTROLLER_PRINCIPAL = 'fos1-controller';
+
+/** Key id of the controllers' identity key (the `kid` claim of their assertions). */
+export const CONTROLLER_KEY_ID = 'fos1-controller';
+
 /** The signed part of an identity assertion. */
 export const identityClaimsSchema = z
   .object({
     v: z.literal(IDENTITY_ASSERTION_VERSION),
+    /**
+     * Which key signed it: absent for the API's key (which may vouch for any principal but the
+     * controllers'), {@link CONTROLLER_KEY_ID} for the controllers' (which vouches for
+     * {@link CONTROLLER_PRINCIPAL} only). Signed, so it cannot be swapped.
+     */
+    kid: z.string().regex(/^[a-z0-9][-a-z0-9]{0,62}$/).optional(),
     /** The authenticated principal; the change's `author` must equal it. */
     principal: z.string().min(1).max(256),
     /** The principal's roles (token file) or groups (Kubernetes). */

@@ -3,7 +3,9 @@
  * (k8s/harness.ts) with fos1's CRDs (deploy/crds) and Cilium's (../shared/data/cilium/crds)
  * installed, a kubeconfig for it at `<state dir>/kubeconfig` (mode 0600: it holds the admin
  * token), and fos1's controllers (controllers/manager.ts) campaigning for their Lease in
- * `fos1-system`. The apiserver's data is thrown away on exit (etcd runs in a temporary folder);
+ * `fos1-system`. The controllers sign their changes with a key of their own,
+ * `<state dir>/controller-identity.key` (created on first start, mode 0600; the cluster worker
+ * of `npm start` verifies with it), so their audit records say `actorVerified: true`. The apiserver's data is thrown away on exit (etcd runs in a temporary folder);
  * the Temporal history of the changes the controllers started stays.
  */
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
 import { stringify as toYaml } from 'yaml';
+import { createIdentityKeyFile, loadIdentityKey } from '../auth/identity-assertion';
 import { ControllerManager } from '../controllers/manager';
 import { startKubeApiServer, type KubeApiServer } from '../k8s/harness';
 import { etcdPath, kubeApiserverPath, kubectlPath } from '../k8s/paths';
@@ -21,6 +24,8 @@ import { sharedDataDir } from './paths';
 export interface DevKube {
   kube: KubeApiServer;
   kubeconfig: string;
+  /** The controllers' identity key: the controllers sign with it, the cluster worker verifies with it. */
+  controllerIdentityKey: Buffer;
   startControllers(temporal: Client): ControllerManager;
   stop(): Promise<void>;
 }
@@ -51,10 +56,14 @@ export async function startDevKube(stateDir: string, logger: Logger): Promise<De
     { mode: 0o600 },
   );
   logger.info({ server: kube.connection.server, kubeconfig, kubectl: kubectlPath() }, `kube-apiserver ready with fos1's and Cilium's CRDs — try: KUBECONFIG=${kubeconfig} ${kubectlPath()} get crds`);
+  const controllerKeyFile = join(stateDir, 'controller-identity.key');
+  if (createIdentityKeyFile(controllerKeyFile)) logger.info({ controllerKeyFile }, 'created the controllers\' identity key (they sign the changes they start; the cluster worker checks it)');
+  const controllerIdentityKey = loadIdentityKey(controllerKeyFile);
   let manager: ControllerManager | undefined;
   return {
     kube,
     kubeconfig,
+    controllerIdentityKey,
     startControllers(temporal) {
       manager = new ControllerManager({
         kube: kube.client,
@@ -62,6 +71,7 @@ export async function startDevKube(stateDir: string, logger: Logger): Promise<De
         logger: logger.child({ component: 'controllers' }),
         lease: { namespace: DEV_KUBE_NAMESPACE, name: 'fos1-controller', identity: `${hostname()}-${process.pid}` },
         bakeSeconds: 0,
+        identityKey: controllerIdentityKey,
       });
       manager.start();
       return manager;

@@ -22,7 +22,8 @@
  *  5. etcd + kube-apiserver with fos1's and Cilium's CRDs, a kubeconfig at
  *     `<state dir>/kubeconfig`, and fos1's controllers (FirewallRule, NetworkInterface,
  *     VLANPolicy) starting changes on the sandbox fleet — `kubectl apply -f` a CRD object and
- *     watch its status (scripts/dev-kube.ts, deploy/README.md).
+ *     watch its status (scripts/dev-kube.ts, deploy/README.md). The controllers sign their
+ *     changes with `<state dir>/controller-identity.key` (created on first start).
  *
  * Every HTTP endpoint needs a bearer token. On first start this creates, under the state
  * directory (mode 0600): `tokens.json` (sha256 of each token → principal and roles),
@@ -192,6 +193,7 @@ async function main(): Promise<void> {
         // router-1's process slot also serves the cluster task queue (change workflows).
         clusterWorker: node.index === 1,
         identityKey,
+        ...(node.index === 1 && devKube ? { controllerIdentityKey: devKube.controllerIdentityKey } : {}),
         ...(node.index === 1 ? { audit } : {}),
         guard: ingestConfig.guard,
         ...(node.index === 1 ? { approvalPolicyFile } : {}),

@@ -87,6 +87,8 @@ const envSchema = z.object({
   FOS1_RESOLV_CONF: z.string().regex(/^\/[A-Za-z0-9_./-]+$/, 'FOS1_RESOLV_CONF must be an absolute path').default('/etc/resolv.conf'),
   /** Key shared with the API to verify identity assertions (auth/identity-assertion.ts); unset = every change self-asserted. */
   FOS1_IDENTITY_KEY_FILE: z.string().min(1).optional(),
+  /** The controllers' own key (the controller process signs with it): verifies their changes, for the principal fos1-controller only; unset = their changes self-asserted. */
+  FOS1_CONTROLLER_IDENTITY_KEY_FILE: z.string().min(1).optional(),
   /** Approval policy and change windows (YAML/JSON, docs/approvals.md); unset = nothing needs approval. Re-read for every change. */
   FOS1_APPROVAL_POLICY_FILE: z.string().min(1).optional(),
   /** The cluster-scoped ApprovalPolicy object to read instead of a file (needs FOS1_KUBECONFIG). */
@@ -125,6 +127,8 @@ export interface WorkerConfig {
   resolvConf: string;
   /** The identity key (read at start), if FOS1_IDENTITY_KEY_FILE names one. */
   identityKey: Buffer | undefined;
+  /** The controllers' identity key (read at start), if FOS1_CONTROLLER_IDENTITY_KEY_FILE names one. */
+  controllerIdentityKey: Buffer | undefined;
   /** The durable audit store and revisions (workers/audit.ts: FOS1_AUDIT_*); the cluster worker appends to them. */
   audit: AuditConfig;
   /** The approval policy file, checked at start and re-read by every change (FOS1_APPROVAL_POLICY_FILE). */
@@ -160,11 +164,19 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     // Indented under the heading, one field per line.
     throw new Error(`invalid worker configuration:\n  ${(err instanceof Error ? err.message : String(err)).replace(/\n/g, '\n  ')}`);
   }
-  let identityKey: Buffer | undefined;
-  try {
-    identityKey = e.FOS1_IDENTITY_KEY_FILE ? loadIdentityKey(e.FOS1_IDENTITY_KEY_FILE) : undefined;
-  } catch (err) {
-    throw new Error(`invalid worker configuration:\n  FOS1_IDENTITY_KEY_FILE: ${err instanceof Error ? err.message : String(err)}`);
+  const key = (variable: 'FOS1_IDENTITY_KEY_FILE' | 'FOS1_CONTROLLER_IDENTITY_KEY_FILE'): Buffer | undefined => {
+    const path = e[variable];
+    try {
+      return path ? loadIdentityKey(path) : undefined;
+    } catch (err) {
+      throw new Error(`invalid worker configuration:\n  ${variable}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const identityKey = key('FOS1_IDENTITY_KEY_FILE');
+  const controllerIdentityKey = key('FOS1_CONTROLLER_IDENTITY_KEY_FILE');
+  if (identityKey && controllerIdentityKey?.equals(identityKey)) {
+    // One key for both would let the API vouch for the controller and the controller for anyone.
+    throw new Error('invalid worker configuration:\n  FOS1_CONTROLLER_IDENTITY_KEY_FILE: must be another key than FOS1_IDENTITY_KEY_FILE (the controllers\' key vouches for fos1-controller only)');
   }
   return {
     temporal,
@@ -188,6 +200,7 @@ export function parseWorkerConfig(env: NodeJS.ProcessEnv): WorkerConfig {
     guard,
     resolvConf: e.FOS1_RESOLV_CONF,
     identityKey,
+    controllerIdentityKey,
     audit: auditConfigFrom(e),
     approvalPolicyFile: e.FOS1_APPROVAL_POLICY_FILE,
     approvalPolicyName: e.FOS1_APPROVAL_POLICY_NAME,

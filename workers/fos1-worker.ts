@@ -134,6 +134,11 @@ export interface CreateWorkersOptions {
    */
   identityKey?: Buffer;
   /**
+   * The controllers' own key (FOS1_CONTROLLER_IDENTITY_KEY_FILE): with it the cluster worker
+   * records the changes the CRD controllers start as verified (principal fos1-controller only).
+   */
+  controllerIdentityKey?: Buffer;
+  /**
    * The cluster worker's enforcement guard (FOS1_GUARD_FILE): allow-lists, prefix bounds and
    * caps; the defaults of model/enforcement-guard.ts when not given. A function is asked each
    * time a workflow reads it (tests change it between cases).
@@ -195,7 +200,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   if (options.clusterWorker) {
     if (!options.audit) throw new Error('the cluster worker needs the audit store (createWorkers option `audit`; workers/audit.ts opens it)');
     const clusterActivities = {
-      ...createIdentityActivities({ identityKey: options.identityKey }),
+      ...createIdentityActivities({ identityKey: options.identityKey, controllerIdentityKey: options.controllerIdentityKey }),
       ...createAuditActivities({ store: options.audit.audit, logger }),
       ...createRevisionActivities({ store: options.audit.revisions, logger }),
       ...createEnforcementConfigActivities({ guard: options.guard ?? guardConfigSchema.parse({}) }),

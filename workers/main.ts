@@ -48,6 +48,7 @@ async function main(): Promise<void> {
     clusterWorker: config.clusterWorker,
     nodeWorker: config.nodeWorker,
     ...(config.identityKey ? { identityKey: config.identityKey } : {}),
+    ...(config.controllerIdentityKey ? { controllerIdentityKey: config.controllerIdentityKey } : {}),
     ...(audit ? { audit } : {}),
     guard: config.guard,
     ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),

@@ -465,8 +465,17 @@ export async function enforcementWorkflow(input: EnforcementInput): Promise<Enfo
       id: changeId,
       author: ENFORCER,
       reason: `automated ${step} of ${input.target}${state.active ? ` (${state.active.rule})` : ''}`.slice(0, 1000),
-      targets: input.nodes,
+      // One wave, no bake, the nodes one after another in name order. An automated block is
+      // worth most in its first seconds: the default strategy (a canary, 30 s bake, half, 30 s
+      // bake, the rest) left the other nodes open for a minute while each finished wave held its
+      // node's lock, so on a fleet every other change queued behind each block and each lift
+      // (bench/soak found it). Not all at once: every node of a change holds its lock until the
+      // change commits, so two blocks taking their nodes in parallel can each hold a node the
+      // other waits for (until lockTimeout); taking them in one order, as every enforcement
+      // change does, no two can.
+      targets: [...input.nodes].sort(),
       patch,
+      strategy: { waves: [{ name: 'all', parallelism: 1 }] },
     };
     await executeChild(changeWorkflow, { taskQueue: CLUSTER_TASK_QUEUE, workflowId: changeWorkflowId(changeId), args: [request] });
   }

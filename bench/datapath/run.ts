@@ -24,7 +24,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -206,11 +206,15 @@ async function conntrack(args: z.output<typeof argsSchema>): Promise<void> {
   const pinDir = `/sys/fs/bpf/fos1-bench-ct-${randomBytes(4).toString('hex')}`;
   const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
   const when = new Date().toISOString();
+  // The machine is shared: the load around the run says how far to trust the per-packet figures.
+  const load = () => loadavg().map((x) => x.toFixed(2)).join(' / ');
+  const loadBefore = load();
   try {
     const results = await runConntrackSuite({ pinDir, rounds: args.rounds, repeat: args.repeat, conntrackMax: args['conntrack-max'], log });
+    const loadLine = `- Load average (1 / 5 / 15 min): ${loadBefore} at the start, ${load()} at the end, on ${cpus().length} cores`;
     const command = `npx tsx bench/datapath/run.ts --suite conntrack --rounds ${args.rounds} --repeat ${args.repeat} --conntrack-max ${args['conntrack-max']}`;
     const out = args.out ?? join(__dirname, 'CONNTRACK.md');
-    writeFileSync(out, conntrackReport(command, machine(), results, when));
+    writeFileSync(out, conntrackReport(command, [...machine(), loadLine], results, when));
     log(`wrote ${relative(process.cwd(), out)}`);
   } finally {
     rmSync(pinDir, { recursive: true, force: true });

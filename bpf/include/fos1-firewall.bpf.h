@@ -12,6 +12,14 @@
  * Stateful between zones: a connection the zone policy allowed is tracked in the
  * conntrack LRU, and its later packets (replies included) pass without a zone
  * lookup. The blocklist and rate limits still apply to every packet.
+ *
+ * NAT: netfilter translates between fos1's hooks (TC ingress runs before prerouting's
+ * DNAT, TC egress after postrouting's SNAT), so each hook sees the tuple as it is on
+ * its own link. A forwarded connection is therefore tracked under the tuple of each
+ * link it crosses: the ingress link's (made at TC ingress) and, when netfilter changed
+ * it, the egress link's (made at TC egress, judged there on the real zone pair and the
+ * post-DNAT port). A reply arrives on the egress link in that translated form and
+ * finds the entry. Rules per kind of NAT: bpf/README.md, "Through NAT".
  */
 #ifndef FOS1_FIREWALL_BPF_H
 #define FOS1_FIREWALL_BPF_H
@@ -682,9 +690,16 @@ static __always_inline struct fos1_zone_verdict *fos1_zone_lookup(__u8 sz, __u8 
  * The verdict for one packet: 1 = pass, 0 = drop. `src_zone` is the zone the
  * packet comes from, or FOS1_ZONE_UNZONED to skip the zone policy; when it is
  * set, `dst_zone` (if 0) is resolved with a FIB lookup.
+ *
+ * `forwarded` (TC egress of a packet received on a zoned interface): the packet
+ * already passed the zone policy at ingress, under the tuple it arrived with. Here
+ * it is judged again only when it is a trackable packet whose tuple has no entry,
+ * which for a connection that passed ingress means netfilter translated it (NAT) on
+ * the way, or the egress-side entry was evicted; untracked protocols, stateless mode
+ * and non-NAT connections (whose ingress entry has this very tuple) pass on.
  */
 static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, __u32 ifindex, __u8 hook,
-					__u8 src_zone, __u8 dst_zone, __u32 len)
+					__u8 src_zone, __u8 dst_zone, int forwarded, __u32 len)
 {
 	struct fos1_pkt p = {};
 	if (!fos1_parse(data, data_end, &p))
@@ -722,6 +737,8 @@ static __always_inline int fos1_verdict(void *ctx, void *data, void *data_end, _
 	int from_lo = 0;
 	int track = fos1_conntrack_on() && fos1_ct_key_of(&p, &ck, &from_lo);
 	if (track && fos1_ct_pass(&ck, from_lo, &p))
+		return 1;
+	if (forwarded && !track)
 		return 1;
 	__u8 reason;
 	struct fos1_zone_verdict *v = fos1_zone_lookup(src_zone, dst_zone, &p, &reason);

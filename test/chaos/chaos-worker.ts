@@ -16,11 +16,14 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Context } from '@temporalio/activity';
+import { appendFileSync } from 'node:fs';
+import { Context } from '@temporalio/activity';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type ActivityExecuteInput, type ActivityInboundCallsInterceptor, type Next } from '@temporalio/worker';
 import pino from 'pino';
 import { createNodeGateActivities } from '../../activities/gates';
 import { createNodeActivities } from '../../activities/node-activities';
+import type { ClusterPolicyKubeClient } from '../../activities/cluster-policy';
+import { KubeApiError, KubeClient, type KubeConnection } from '../../k8s/client';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { nodeTaskQueue } from '../../model/naming';
 import { auditConfigFrom, openWorkerAuditStores } from '../../workers/audit';
@@ -70,6 +73,23 @@ export interface ChaosWorkerSpec {
   nodes: ChaosNodeSpec[];
   /** Capacity of each test blocklist map (v4 and v6, LPM and host maps). */
   mapEntries: number;
+  /** The cluster worker's Kubernetes API (its cluster policy activities use it, through {@link ChaosKubeClient}); none: no Cilium step. */
+  kube?: KubeConnection;
+}
+
+/** A cluster policy step of the change workflow, as the cluster interceptor names it. */
+export type ClusterStep = 'cluster policy: validate' | 'cluster policy: apply' | 'cluster policy: verify' | 'cluster policy: restore' | 'cluster policy: verify restore';
+
+/**
+ * What the cluster worker's Kubernetes client does in the current round:
+ * `<controlRoot>/behaviour-cluster.json`. Per change (its workflow id): a name for its markers
+ * and the cluster policy step to stop at, before that step's first request to the apiserver.
+ * Markers: `cluster-<name>.stopped` / `.release` (as a node's), `.restore-began`, and
+ * `.unreachable` (a line per request that found the apiserver down).
+ */
+export interface ChaosClusterBehaviour {
+  controlDir: string;
+  changes: Record<string, { name: string; stop?: ClusterStep }>;
 }
 
 /** The node workflow's step an activity call is. */
@@ -134,6 +154,72 @@ class ChaosInterceptor implements ActivityInboundCallsInterceptor {
   }
 }
 
+/**
+ * The cluster worker's Kubernetes client, wrapped: the activity a request comes from
+ * (Context.current()) names the cluster policy step, so a change can be stopped at the start
+ * of a step, and every request that finds the apiserver down is counted.
+ */
+function chaosKubeClient(inner: KubeClient, controlRoot: string): ClusterPolicyKubeClient {
+  const behaviour = (): ChaosClusterBehaviour | undefined => {
+    try {
+      return JSON.parse(readFileSync(join(controlRoot, 'behaviour-cluster.json'), 'utf8')) as ChaosClusterBehaviour;
+    } catch {
+      return undefined;
+    }
+  };
+  const wrap =
+    <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      const b = behaviour();
+      let info: { activityType: string; workflowId: string } | undefined;
+      try {
+        const i = Context.current().info;
+        info = { activityType: i.activityType, workflowId: i.workflowExecution?.workflowId ?? '' };
+      } catch {
+        info = undefined; // not inside an activity
+      }
+      const change = info && b?.changes[info.workflowId];
+      if (!b || !info || !change) return call(...args);
+      const marker = (m: string) => join(b.controlDir, `cluster-${change.name}.${m}`);
+      if (info.activityType === 'restoreClusterPolicy' && !existsSync(marker('restore-began'))) writeFileSync(marker('restore-began'), '');
+      const step = clusterStepOf(info.activityType, existsSync(marker('restore-began')));
+      if (change.stop === step && !existsSync(marker('stopped'))) {
+        writeFileSync(marker('stopped'), `${step}\n`);
+        while (!existsSync(marker('release'))) await sleep(100);
+      }
+      try {
+        return await call(...args);
+      } catch (err) {
+        if (err instanceof KubeApiError && err.status === 0) appendFileSync(marker('unreachable'), `${Date.now()} ${step}\n`);
+        throw err;
+      }
+    };
+  return {
+    apply: wrap(inner.apply.bind(inner)),
+    list: wrap(inner.list.bind(inner)),
+    delete: wrap(inner.delete.bind(inner)),
+    get: wrap(inner.get.bind(inner)),
+    create: wrap(inner.create.bind(inner)),
+    replace: wrap(inner.replace.bind(inner)),
+  };
+}
+
+/** The cluster policy step an activity is (a read after a restore began reads the restore back). */
+export function clusterStepOf(activityType: string, restoreBegan: boolean): ClusterStep | string {
+  switch (activityType) {
+    case 'prepareClusterPolicy':
+      return 'cluster policy: validate';
+    case 'applyClusterPolicy':
+      return 'cluster policy: apply';
+    case 'restoreClusterPolicy':
+      return 'cluster policy: restore';
+    case 'readClusterPolicy':
+      return restoreBegan ? 'cluster policy: verify restore' : 'cluster policy: verify';
+    default:
+      return activityType;
+  }
+}
+
 async function main(): Promise<void> {
   const specFile = process.argv[2];
   if (!specFile) throw new Error('usage: chaos-worker.ts <spec.json>');
@@ -169,7 +255,8 @@ async function main(): Promise<void> {
     // The durable audit in a file store under the control root: a restarted cluster worker
     // appends to the same chain (a torn last line from a SIGKILL is the store's to handle).
     const audit = openWorkerAuditStores(auditConfigFrom({ FOS1_AUDIT_DIR: join(spec.controlRoot, 'audit'), FOS1_AUDIT_CHECKPOINT_MS: 600_000 }), logger);
-    workers.push(...(await createWorkers({ connection, namespace: spec.namespace, nodeName: 'chaos-cluster', clusterWorker: true, nodeWorker: false, nodeDeps: unused, audit, logger, workflowBundle })));
+    const ciliumDeps = spec.kube ? { ciliumDeps: { kube: chaosKubeClient(new KubeClient(spec.kube), spec.controlRoot), fieldManager: 'fos1', logger } } : {};
+    workers.push(...(await createWorkers({ connection, namespace: spec.namespace, nodeName: 'chaos-cluster', clusterWorker: true, nodeWorker: false, nodeDeps: unused, audit, logger, workflowBundle, ...ciliumDeps })));
   }
   const running = Promise.all(workers.map((w) => w.run()));
   while (!workers.every((w) => w.getState() === 'RUNNING')) await sleep(20);

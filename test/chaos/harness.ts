@@ -28,7 +28,8 @@ import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { eventually } from '../helpers/eventually';
 import { startTemporal } from '../helpers/temporal';
 import type { ChangeStatus } from '../../workflows/change';
-import type { ChaosBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec } from './chaos-worker';
+import type { KubeConnection } from '../../k8s/client';
+import type { ChaosBehaviour, ChaosClusterBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec, ClusterStep } from './chaos-worker';
 
 const REPO = join(__dirname, '..', '..');
 const ENTRY = join(__dirname, 'chaos-worker.ts');
@@ -41,7 +42,7 @@ const RULE_TABLE = 100;
 export type ChangeKind = 'network' | 'blocklist-patch' | 'blocklist-ref' | 'ratelimits';
 export const CHANGE_KINDS: readonly ChangeKind[] = ['network', 'blocklist-patch', 'blocklist-ref', 'ratelimits'];
 /** The faults. */
-export type Fault = 'node-worker SIGKILL' | 'cluster-worker SIGKILL' | 'Temporal restart' | 'none (each activity twice)';
+export type Fault = 'node-worker SIGKILL' | 'cluster-worker SIGKILL' | 'Temporal restart' | 'kube-apiserver down' | 'none (each activity twice)';
 
 /** The node workflow's steps a change of each kind goes through (failVerify: only on the rollback path). */
 export function stepsOf(kind: ChangeKind): { stop: ChaosStop; failVerify: boolean }[] {
@@ -121,6 +122,8 @@ export class ChaosHarness {
   private controlDir = '';
   private readonly started = new Set<string>();
   private rounds = 0;
+  /** The Kubernetes API the cluster worker's cluster policy activities use (set before its process starts); none: no Cilium step. */
+  kube?: KubeConnection;
 
   /**
    * The harness's own client, on a connection that outlives server restarts: no gRPC retry
@@ -180,7 +183,16 @@ export class ChaosHarness {
 
   /** Spawns a group's process and waits until every worker in it runs; returns when it did. */
   private async spawnGroup(group: Group): Promise<number> {
-    const spec: ChaosWorkerSpec = { temporalAddress: `127.0.0.1:${this.port}`, namespace: this.env.namespace ?? 'default', bundlePath: this.bundlePath, controlRoot: this.dir, cluster: group.cluster, nodes: group.nodes, mapEntries: MAP_ENTRIES };
+    const spec: ChaosWorkerSpec = {
+      temporalAddress: `127.0.0.1:${this.port}`,
+      namespace: this.env.namespace ?? 'default',
+      bundlePath: this.bundlePath,
+      controlRoot: this.dir,
+      cluster: group.cluster,
+      nodes: group.nodes,
+      mapEntries: MAP_ENTRIES,
+      ...(group.cluster && this.kube ? { kube: this.kube } : {}),
+    };
     const specFile = join(this.dir, `spec-${group.name}.json`);
     writeFileSync(specFile, JSON.stringify(spec));
     // Node itself with tsx's loader (not the tsx CLI, which runs the script in a grandchild that
@@ -235,6 +247,32 @@ export class ChaosHarness {
   /** Lets a stopped node go on. */
   release(node: string): void {
     writeFileSync(join(this.controlDir, `${node}.release`), '');
+  }
+
+  /**
+   * The cluster worker's Kubernetes client's behaviour in the current round (call after
+   * startRound): per change workflow id, a name for its markers and the cluster policy step to
+   * stop at (chaos-worker.ts ChaosClusterBehaviour).
+   */
+  setClusterBehaviour(changes: Record<string, { name: string; stop?: ClusterStep }>): void {
+    const behaviour: ChaosClusterBehaviour = { controlDir: this.controlDir, changes };
+    writeFileSync(join(this.dir, 'behaviour-cluster.json'), JSON.stringify(behaviour));
+  }
+
+  /** Whether the change named `name` stands at its cluster policy step. */
+  clusterStopped(name: string): boolean {
+    return existsSync(join(this.controlDir, `cluster-${name}.stopped`));
+  }
+
+  /** Lets a change stopped at its cluster policy step go on. */
+  releaseCluster(name: string): void {
+    writeFileSync(join(this.controlDir, `cluster-${name}.release`), '');
+  }
+
+  /** How many of the change's requests to the apiserver found it down, so far this round. */
+  unreachableCount(name: string): number {
+    const file = join(this.controlDir, `cluster-${name}.unreachable`);
+    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
   }
 
   /** Starts a change; its workflow id follows from its id. */

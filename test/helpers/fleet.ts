@@ -71,7 +71,7 @@ export interface FleetWorkers {
 export async function startFleetWorkers(
   env: TestWorkflowEnvironment,
   fleet: TestFleet,
-  options: { nodes?: string[]; clusterWorker?: boolean; inventory?: InventorySource; workflowBundle?: WorkflowBundle } = {},
+  options: { nodes?: string[]; clusterWorker?: boolean; inventory?: InventorySource; workflowBundle?: WorkflowBundle; identityKeys?: { api?: Buffer; controller?: Buffer } } = {},
 ): Promise<FleetWorkers> {
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const bundle = options.workflowBundle ?? (await defaultBundle());
@@ -88,6 +88,9 @@ export async function startFleetWorkers(
       nodeName: node.name,
       clusterWorker,
       ...(clusterWorker && audit ? { audit } : {}),
+      // The identity keys the cluster worker verifies assertions with (the API's, the controllers').
+      ...(clusterWorker && options.identityKeys?.api ? { identityKey: options.identityKeys.api } : {}),
+      ...(clusterWorker && options.identityKeys?.controller ? { controllerIdentityKey: options.identityKeys.controller } : {}),
       ...(options.inventory ? { inventory: options.inventory } : {}),
       nodeDeps: createNodeDeps(
         { netns: node.netns, routeProtocol: 241, bpfPinDir: fleet.pinDir(node), blocklistMaxEntries: { v4: 64, v6: 64 }, blocklistStoreDir: fleet.storeDir(node) },

@@ -6,7 +6,8 @@
  * prometheus-operator's CRD is not in the test apiserver, so it is checked by shape only); the
  * node worker's DaemonSet grants no capability beyond NET_ADMIN, BPF and PERFMON (SYS_ADMIN only
  * when nodeWorker.sysAdmin asks), drops ALL, and runs no privileged container; the RBAC is
- * deploy/rbac.yaml's.
+ * deploy/rbac.yaml's; the ingest follows DPIProfiles with get/list/watch and the status update
+ * only; each identity key is mounted only into the components that sign or check with it.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -131,14 +132,17 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
       [
         'ClusterRole/fos1-approval-reader',
         'ClusterRole/fos1-controller',
+        'ClusterRole/fos1-dpi-profile-reader',
         'ClusterRole/fos1-inventory',
         'ClusterRole/fos1-policy-applier',
         'ClusterRole/fos1-quarantine',
         'ClusterRoleBinding/fos1-approval-reader',
         'ClusterRoleBinding/fos1-controller',
+        'ClusterRoleBinding/fos1-dpi-profile-reader',
         'ClusterRoleBinding/fos1-inventory',
         'ClusterRoleBinding/fos1-policy-applier',
         'ClusterRoleBinding/fos1-quarantine',
+        'DaemonSet/fos1-ingest',
         'DaemonSet/fos1-node-worker',
         'Role/fos1-controller-leader-election',
         'RoleBinding/fos1-controller-leader-election',
@@ -149,6 +153,7 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
         'ServiceAccount/fos1-api',
         'ServiceAccount/fos1-cluster-worker',
         'ServiceAccount/fos1-controller',
+        'ServiceAccount/fos1-ingest',
         'ServiceAccount/fos1-node-worker',
         'ValidatingAdmissionPolicy/fos1-cilium-owned-only',
         'ValidatingAdmissionPolicy/fos1-host-firewall-zones',
@@ -277,7 +282,7 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect((find(defaults, 'RoleBinding', 'fos1-controller-leader-election') as unknown as { subjects: unknown[] }).subjects).toEqual([{ kind: 'ServiceAccount', name: 'fos1-controller', namespace: 'fos1-system' }]);
   });
 
-  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller and the cluster worker mount a token', () => {
+  it('has deploy/rbac.yaml\'s roles, bindings and admission policies; only the controller, the cluster worker and the ingest (for DPIProfiles) mount a token', () => {
     const reference = readManifests([join(FOS1_DEPLOY_DIR, 'rbac.yaml')]) as Doc[];
     for (const kind of ['ClusterRole', 'ClusterRoleBinding']) {
       const want = reference.filter((o) => o.kind === kind).map((o) => ({ name: o.metadata.name, rules: o.rules, roleRef: o.roleRef, subjects: o.subjects }));
@@ -292,7 +297,75 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
       expect(got.sort((a, b) => a.name.localeCompare(b.name))).toEqual(want.sort((a, b) => a.name.localeCompare(b.name)));
     }
     const tokens = Object.fromEntries(defaults.filter((o) => o.kind === 'ServiceAccount').map((o) => [o.metadata.name, o.automountServiceAccountToken]));
-    expect(tokens).toEqual({ 'fos1-api': false, 'fos1-cluster-worker': true, 'fos1-controller': true, 'fos1-node-worker': false });
+    expect(tokens).toEqual({ 'fos1-api': false, 'fos1-cluster-worker': true, 'fos1-controller': true, 'fos1-ingest': true, 'fos1-node-worker': false });
+  });
+
+  it('deploys the ingest on every router node, following DPIProfiles with get/list/watch and the status update only', async () => {
+    const ds = find(defaults, 'DaemonSet', 'fos1-ingest');
+    const spec = podSpec(ds);
+    expect(spec.serviceAccountName).toBe('fos1-ingest');
+    expect(spec.automountServiceAccountToken).toBe(true);
+    expect(spec.securityContext?.runAsNonRoot).toBe(true);
+    expect(spec.hostNetwork).not.toBe(true);
+    const [c] = spec.containers;
+    expect(c?.command).toEqual(['node_modules/.bin/tsx', 'ingest/main.ts']);
+    expect(c?.securityContext).toMatchObject({ privileged: false, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    // The switch that turns the DPIProfile source on (ingest/config.ts), with the pod's service account.
+    expect(envOf(c!, 'FOS1_DPI_KUBECONFIG')?.value).toBe('in-cluster');
+    expect(envOf(c!, 'FOS1_ENFORCE_NODES')?.valueFrom?.fieldRef?.fieldPath).toBe('spec.nodeName');
+    // The EVE file is read from Suricata's folder, mounted read-only; position and spool go to the state folder.
+    const eveFile = envOf(c!, 'FOS1_EVE_FILE')?.value ?? '';
+    const eveMount = c?.volumeMounts?.find((m) => eveFile.startsWith(`${m.mountPath}/`));
+    expect(eveMount?.readOnly).toBe(true);
+    expect(spec.volumes?.find((v) => v.name === eveMount?.name)?.hostPath?.path).toBe('/var/log/suricata');
+    for (const name of ['FOS1_EVE_STATE_FILE', 'FOS1_INGEST_STATE_DIR']) {
+      const mount = c?.volumeMounts?.find((m) => (envOf(c, name)?.value ?? '').startsWith(m.mountPath));
+      expect(mount?.readOnly).not.toBe(true);
+      expect(spec.volumes?.find((v) => v.name === mount?.name)?.hostPath?.path).toBe('/var/lib/fos1-ingest');
+    }
+    // RBAC: exactly the reads and the status write the DPIProfile controller makes, bound to the ingest only.
+    expect(find(defaults, 'ClusterRole', 'fos1-dpi-profile-reader').rules).toEqual([
+      { apiGroups: ['security.fos1.io'], resources: ['dpiprofiles'], verbs: ['get', 'list', 'watch'] },
+      { apiGroups: ['security.fos1.io'], resources: ['dpiprofiles/status'], verbs: ['update'] },
+    ]);
+    const binding = find(defaults, 'ClusterRoleBinding', 'fos1-dpi-profile-reader');
+    expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'fos1-dpi-profile-reader' });
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'fos1-ingest', namespace: NAMESPACE }]);
+    // No other role names dpiprofiles for the ingest: the only binding with it as subject is this one.
+    const ingestBindings = defaults.filter((o) => (o.kind === 'ClusterRoleBinding' || o.kind === 'RoleBinding') && JSON.stringify(o.subjects ?? []).includes('"fos1-ingest"'));
+    expect(ingestBindings.map((o) => o.metadata.name)).toEqual(['fos1-dpi-profile-reader']);
+
+    // ingest.dpiProfiles=false: no variable, no role, no token.
+    const off = await render(['--set', 'ingest.dpiProfiles=false']);
+    const [offContainer] = podSpec(find(off, 'DaemonSet', 'fos1-ingest')).containers;
+    expect(envOf(offContainer!, 'FOS1_DPI_KUBECONFIG')).toBeUndefined();
+    expect(podSpec(find(off, 'DaemonSet', 'fos1-ingest')).automountServiceAccountToken).toBe(false);
+    expect(off.some((o) => o.metadata.name === 'fos1-dpi-profile-reader')).toBe(false);
+    expect(find(off, 'ServiceAccount', 'fos1-ingest').automountServiceAccountToken).toBe(false);
+  });
+
+  it('mounts each identity key only where it signs or checks: the API\'s into the API and the cluster worker, the controllers\' into the controller and the cluster worker', () => {
+    const keysOf = (objects: Doc[], name: string) => {
+      const spec = podSpec(find(objects, 'Deployment', name));
+      const secrets = (spec.volumes ?? []).filter((v) => v.secret?.secretName?.endsWith('-identity')).map((v) => v.secret!.secretName).sort();
+      const [c] = spec.containers;
+      const env = (c?.env ?? []).filter((e) => e.name.endsWith('IDENTITY_KEY_FILE')).map((e) => e.name).sort();
+      // Each variable names a file inside a read-only mount of its Secret.
+      for (const e of c?.env ?? []) {
+        if (!e.name.endsWith('IDENTITY_KEY_FILE')) continue;
+        const mount = c?.volumeMounts?.find((m) => (e.value ?? '').startsWith(`${m.mountPath}/`));
+        expect(mount?.readOnly).toBe(true);
+        expect(spec.volumes?.find((v) => v.name === mount?.name)?.secret?.secretName).toBe(e.name === 'FOS1_IDENTITY_KEY_FILE' ? 'fos1-api-identity' : 'fos1-controller-identity');
+      }
+      return { secrets, env };
+    };
+    expect(keysOf(withTls, 'fos1-api')).toEqual({ secrets: ['fos1-api-identity'], env: ['FOS1_IDENTITY_KEY_FILE'] });
+    expect(keysOf(withTls, 'fos1-controller')).toEqual({ secrets: ['fos1-controller-identity'], env: ['FOS1_CONTROLLER_IDENTITY_KEY_FILE'] });
+    expect(keysOf(withTls, 'fos1-cluster-worker')).toEqual({ secrets: ['fos1-api-identity', 'fos1-controller-identity'], env: ['FOS1_CONTROLLER_IDENTITY_KEY_FILE', 'FOS1_IDENTITY_KEY_FILE'] });
+    // The node worker and the ingest hold neither.
+    for (const w of workloads(withTls).filter((o) => o.kind === 'DaemonSet')) expect(JSON.stringify(podSpec(w))).not.toMatch(/identity/i);
+    // Without the values: no key anywhere (changes recorded self-asserted).
+    for (const w of workloads(defaults)) expect(JSON.stringify(podSpec(w))).not.toMatch(/IDENTITY_KEY_FILE/);
   });
 
   it('gives every fos1 process the Temporal TLS material from the Secret, at paths inside its mount', () => {
@@ -342,6 +415,8 @@ describeKube('Helm chart deploy/helm/fos1', ['helm'], () => {
     expect(await renderFailure(['--set', 'controller.replicas=0'])).toMatch(/controller\.replicas: must be 1 or more/);
     expect(await renderFailure(['--set', 'controller.leaderElection.leaseDurationSeconds=1'])).toMatch(/controller\.leaderElection\.leaseDurationSeconds: must be at least 2/);
     expect(await renderFailure(['--set', 'temporal.tls.enabled=true'])).toMatch(/temporal\.tls\.secretName: name the Secret/);
+    expect(await renderFailure(['--set', 'identity.apiKeySecret=k', '--set', 'identity.controllerKeySecret=k'])).toMatch(/identity\.controllerKeySecret: must be another Secret than identity\.apiKeySecret/);
+    expect(await renderFailure(['--set', 'ingest.eveFile=eve.json'])).toMatch(/ingest\.eveFile: must be an absolute path/);
     expect(await renderFailure(['--set', 'temporal.tls.enabled=true', '--set', 'temporal.tls.secretName=s', '--set', 'temporal.tls.keyKey='])).toMatch(/temporal\.tls\.certKey, temporal\.tls\.keyKey: set both/);
   });
 });

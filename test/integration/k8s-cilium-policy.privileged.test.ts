@@ -181,6 +181,14 @@ describeKube('Cilium policy on a real kube-apiserver', [], () => {
     expect(await can('fos1-cluster-worker', 'patch', 'cilium.io', 'ciliumnetworkpolicies')).toBe(true);
     expect(await can('fos1-cluster-worker', 'delete', 'cilium.io', 'ciliumclusterwidenetworkpolicies')).toBe(true);
     expect(await can('fos1-cluster-worker', 'update', 'security.fos1.io', 'firewallrules', 'status')).toBe(false);
+    // The ingest follows DPIProfiles (ingest/dpi-profile-controller.ts): it reads them and PUTs their status, nothing else.
+    for (const verb of ['get', 'list', 'watch']) expect(await can('fos1-ingest', verb, 'security.fos1.io', 'dpiprofiles')).toBe(true);
+    expect(await can('fos1-ingest', 'update', 'security.fos1.io', 'dpiprofiles', 'status')).toBe(true);
+    expect(await can('fos1-ingest', 'patch', 'security.fos1.io', 'dpiprofiles', 'status')).toBe(false);
+    expect(await can('fos1-ingest', 'update', 'security.fos1.io', 'dpiprofiles')).toBe(false);
+    expect(await can('fos1-ingest', 'delete', 'security.fos1.io', 'dpiprofiles')).toBe(false);
+    expect(await can('fos1-ingest', 'list', 'security.fos1.io', 'firewallrules')).toBe(false);
+    expect(await can('fos1-ingest', 'create', 'cilium.io', 'ciliumnetworkpolicies')).toBe(false);
   });
 
   it('list-watch relists when the real apiserver answers a watch from a too-old resourceVersion with 410 Gone', async () => {

@@ -7,8 +7,13 @@
  * The kernel here has no 802.1Q module, so the NetworkInterface cases use what exists: a
  * bridge the test creates and the veth `lan1` of the sandbox node (fos1 sets MTU, admin state
  * and addresses on them); VLAN sub-interfaces themselves are covered where 8021q exists.
+ *
+ * The controllers sign their changes with their own identity key, which the cluster worker
+ * holds: their audit records are `actorVerified: true`; a controller with another key has its
+ * change refused (InvalidIdentityAssertion) before anything is applied.
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
 import { ControllerManager } from '../../controllers/manager';
@@ -16,7 +21,7 @@ import { CLEANUP_FINALIZER, type Condition } from '../../controllers/object-cont
 import type { KubeApiServer } from '../../k8s/harness';
 import type { StoredObject } from '../../k8s/client';
 import { changeWorkflowId } from '../../model/naming';
-import { confirmUpdate, statusQuery } from '../../workflows/change';
+import { confirmUpdate, statusQuery, type ChangeStatus } from '../../workflows/change';
 import { eventually } from '../helpers/eventually';
 import { createTestFleet, startFleetWorkers, type FleetWorkers, type TestFleet } from '../helpers/fleet';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
@@ -25,6 +30,8 @@ import { startTemporal } from '../helpers/temporal';
 const NS = 'routers';
 const API = 'network.fos1.io/v1alpha1';
 const BRIDGE = 'fos1tbr0';
+/** The controllers' identity key, held by the cluster worker too (FOS1_CONTROLLER_IDENTITY_KEY_FILE in a cluster). */
+const CONTROLLER_KEY = randomBytes(32);
 
 describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Temporal, namespaces)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
   let kube: KubeApiServer;
@@ -35,8 +42,9 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   let netns: string;
 
-  const manager = (identity: string, leaseDurationSeconds = 3) => {
+  const manager = (identity: string, leaseDurationSeconds = 3, identityKey: Buffer = CONTROLLER_KEY) => {
     const m = new ControllerManager({
+      identityKey,
       kube: kube.client,
       temporal: env.client,
       logger: logger.child({ identity }),
@@ -53,7 +61,7 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     [kube, env, fleet] = await Promise.all([startKubeWithCrds(), startTemporal(), createTestFleet(1)]);
     netns = fleet.nodes[0]!.netns;
     execFileSync('ip', ['-n', netns, 'link', 'add', BRIDGE, 'type', 'bridge']);
-    workers = await startFleetWorkers(env, fleet);
+    workers = await startFleetWorkers(env, fleet, { identityKeys: { api: randomBytes(32), controller: CONTROLLER_KEY } });
     await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
   }, 240_000);
 
@@ -100,6 +108,18 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     const described = await env.client.workflow.getHandle(changeWorkflowId(g1Change)).describe();
     expect(described.type).toBe('changeWorkflow');
     expect(described.status.name).toBe('COMPLETED');
+    // Signed by the controller, verified by the cluster worker: every change-wide record says so.
+    const g1Status = (await env.client.workflow.getHandle(changeWorkflowId(g1Change)).result()) as ChangeStatus;
+    const changeWide = g1Status.audit.filter((r) => r.node === undefined);
+    expect(changeWide.length).toBeGreaterThan(0);
+    for (const r of changeWide) expect(r).toMatchObject({ actor: 'fos1-controller', actorVerified: true, changeId: g1Change });
+    // The object and generation that caused it are in the signed request (its reason), with its uid.
+    const { args } = await env.client.workflow.getHandle(changeWorkflowId(g1Change)).fetchHistory().then((h) => ({ args: h.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [] }));
+    expect(args).toHaveLength(2);
+    const startedWith = JSON.parse(Buffer.from(args[0]!.data!).toString()) as { reason: string };
+    expect(startedWith.reason).toContain(`NetworkInterface ${NS}/lan-bridge (uid ${created.metadata.uid}, resourceVersion `);
+    expect(startedWith.reason).toMatch(/spec last written by field manager ".+" \(.+\) \(a client-chosen name, not the user\)\) generation 1$/);
+    expect(JSON.parse(Buffer.from(args[1]!.data!).toString())).toMatchObject({ kid: 'fos1-controller', principal: 'fos1-controller', roles: [] });
 
     // Update: generation 2, a new change, the node follows.
     await replaceSpec('NetworkInterface', 'lan-bridge', { addresses: ['10.201.1.1/24'] });
@@ -120,6 +140,30 @@ describeKube('NetworkInterface and VLANPolicy controllers (real apiserver, Tempo
     expect((await env.client.workflow.getHandle(changeWorkflowId(cleanup.changeId)).describe()).status.name).toBe('COMPLETED');
     expect(created.metadata.uid).toBeDefined();
     await a.stop({ release: true });
+  });
+
+  it('a controller with another identity key: its change is refused (InvalidIdentityAssertion) before anything is applied', async () => {
+    const wrong = manager('proc-wrong-key', 3, randomBytes(32));
+    await eventually(() => wrong.elector.isLeader, (l) => l, 'proc-wrong-key leads', 30_000, 100);
+    const before = { addresses: globalAddresses(BRIDGE), mtu: link(BRIDGE).mtu };
+    await kube.client.create({ apiVersion: API, kind: 'NetworkInterface', metadata: { name: 'forged', namespace: NS }, spec: { node: fleet.nodes[0]!.name, name: BRIDGE, mtu: 1300, addresses: ['10.209.0.1/24'] } });
+    const refused = await eventually(() => get('NetworkInterface', 'forged'), (o) => condition(o, 'Failed')?.observedGeneration === 1, 'forged: Failed for generation 1', 90_000, 200);
+    expect(condition(refused, 'Failed')).toMatchObject({ status: 'True', reason: 'InvalidIdentityAssertion' });
+    expect(condition(refused, 'Failed')?.message).toMatch(/signature does not match \(not signed with this worker's key of the controllers/);
+    expect(condition(refused, 'Applied')).toMatchObject({ status: 'False' });
+    // Refused before planning: the node is as it was, and the change's only record is the refusal.
+    expect({ addresses: globalAddresses(BRIDGE), mtu: link(BRIDGE).mtu }).toEqual(before);
+    const changeId = wrong.started.find((s) => s.key === `${NS}/forged`)!.changeId;
+    const status = await env.client.workflow.getHandle(changeWorkflowId(changeId)).query(statusQuery);
+    expect(status.phase).toBe('rejected');
+    expect(status.audit.map((r) => [r.step, r.result])).toEqual([['verify identity', 'failed']]);
+    // The cleanup of the refused object is signed with the same wrong key: it is refused too,
+    // so the finalizer stays. Take it off by hand (nothing was applied) and stop this controller.
+    await wrong.stop({ release: true });
+    const current = (await get('NetworkInterface', 'forged'))!;
+    await kube.client.replace({ ...current, metadata: { ...current.metadata, finalizers: [] } });
+    await kube.client.delete({ apiVersion: API, kind: 'NetworkInterface', namespace: NS, name: 'forged' });
+    await eventually(() => get('NetworkInterface', 'forged'), (o) => o === undefined, 'forged gone', 30_000, 200);
   });
 
   it('a controller restarted mid-change joins the running change: one change, status from the new process', async () => {

@@ -8,6 +8,7 @@ import { parseApiConfig } from '../../api/config';
 import { authEnvSchema, createAuthenticator, httpSecurityFrom } from '../../auth/config';
 import { parseIngestConfig } from '../../ingest/config';
 import { parseWorkerConfig } from '../../workers/config';
+import { parseControllerConfig } from '../../controllers/main';
 
 let dir: string;
 beforeEach(() => {
@@ -34,4 +35,19 @@ test('a bad setting names the variable and the rule', () => {
   writeFileSync(shortKey, 'c2hvcnQ=\n');
   expect(() => parseWorkerConfig({ FOS1_IDENTITY_KEY_FILE: shortKey })).toThrow(/FOS1_IDENTITY_KEY_FILE: identity key file .* must hold 32 bytes as base64/);
   expect(() => parseApiConfig({ FOS1_IDENTITY_KEY_FILE: shortKey })).toThrow(/FOS1_IDENTITY_KEY_FILE: identity key file .* must hold 32 bytes/);
+});
+
+test('the controllers\' identity key: read by the controller and the cluster worker, never the API\'s key too', () => {
+  const apiKey = join(dir, 'identity.key');
+  const controllerKey = join(dir, 'controller-identity.key');
+  writeFileSync(apiKey, `${Buffer.alloc(32, 1).toString('base64')}\n`);
+  writeFileSync(controllerKey, `${Buffer.alloc(32, 2).toString('base64')}\n`);
+  const worker = parseWorkerConfig({ FOS1_CLUSTER_WORKER: 'true', FOS1_NODE_WORKER: 'false', FOS1_IDENTITY_KEY_FILE: apiKey, FOS1_CONTROLLER_IDENTITY_KEY_FILE: controllerKey });
+  expect(worker.controllerIdentityKey).toEqual(Buffer.alloc(32, 2));
+  expect(worker.identityKey).toEqual(Buffer.alloc(32, 1));
+  expect(parseControllerConfig({ FOS1_CONTROLLER_IDENTITY_KEY_FILE: controllerKey }).identityKey).toEqual(Buffer.alloc(32, 2));
+  expect(parseControllerConfig({}).identityKey).toBeUndefined();
+  // One key for both would let the API vouch for the controller (and the controller for anyone).
+  expect(() => parseWorkerConfig({ FOS1_CLUSTER_WORKER: 'true', FOS1_NODE_WORKER: 'false', FOS1_IDENTITY_KEY_FILE: apiKey, FOS1_CONTROLLER_IDENTITY_KEY_FILE: apiKey })).toThrow(/FOS1_CONTROLLER_IDENTITY_KEY_FILE: must be another key than FOS1_IDENTITY_KEY_FILE/);
+  expect(() => parseControllerConfig({ FOS1_CONTROLLER_IDENTITY_KEY_FILE: join(dir, 'missing.key') })).toThrow(/invalid controller configuration:\n {2}FOS1_CONTROLLER_IDENTITY_KEY_FILE: identity key file .*missing\.key cannot be read: ENOENT/);
 });

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { createIdentityKeyFile, loadIdentityKey, signIdentity, verifyIdentityAssertion } from '../../auth/identity-assertion';
+import { createIdentityKeyFile, loadIdentityKey, signControllerIdentity, signIdentity, verifyIdentityAssertion } from '../../auth/identity-assertion';
 import { createTokenFile, DEFAULT_ROLES, hashToken, parseTokenFile, TokenFileAuthenticator } from '../../auth/token-file';
 import { listenNdjsonHttp } from '../../ingest/line-servers';
 import { canonicalJson } from '../../model/identity';
@@ -67,22 +67,60 @@ describe('identity assertions', () => {
     const key = loadIdentityKey(keyFile);
     const assertion = signIdentity(key, { principal: 'alice', roles: ['admin'] }, 'c-1', request, now);
     const reordered = JSON.parse(canonicalJson(request)) as unknown;
-    expect(verifyIdentityAssertion(key, assertion, reordered, now + 1000)).toEqual({ ok: true, claims: expect.objectContaining({ principal: 'alice', roles: ['admin'], changeId: 'c-1' }) });
+    expect(verifyIdentityAssertion({ api: key, controller: undefined }, assertion, reordered, now + 1000)).toEqual({ ok: true, claims: expect.objectContaining({ principal: 'alice', roles: ['admin'], changeId: 'c-1' }) });
   });
 
   test('each alteration is refused with its reason', () => {
     const key = Buffer.alloc(32, 1);
     const assertion = signIdentity(key, { principal: 'alice', roles: ['admin'] }, 'c-1', request, now);
-    const check = (a: unknown, r: unknown = request, at = now) => verifyIdentityAssertion(key, a, r, at);
+    const check = (a: unknown, r: unknown = request, at = now) => verifyIdentityAssertion({ api: key, controller: undefined }, a, r, at);
     expect(check({ ...assertion, principal: 'mallory' })).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match') });
     expect(check({ ...assertion, roles: ['admin', 'root'] })).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match') });
-    expect(verifyIdentityAssertion(Buffer.alloc(32, 2), assertion, request, now)).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match') });
+    expect(verifyIdentityAssertion({ api: Buffer.alloc(32, 2), controller: undefined }, assertion, request, now)).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match') });
     expect(check(assertion, { ...request, targets: ['n2'] })).toMatchObject({ ok: false, why: expect.stringContaining('different request') });
     expect(check(assertion, { ...request, id: 'c-2' })).toMatchObject({ ok: false, why: expect.stringContaining('for change "c-1"') });
     expect(check(assertion, request, now + 10 * 60_000)).toMatchObject({ ok: false, why: expect.stringContaining('away from the workflow\'s start') });
     expect(check({ principal: 'alice' })).toMatchObject({ ok: false, why: expect.stringContaining('malformed') });
     const forAlice = signIdentity(key, { principal: 'alice', roles: [] }, 'c-1', { ...request, author: 'bob' }, now);
     expect(check(forAlice, { ...request, author: 'bob' })).toMatchObject({ ok: false, why: expect.stringContaining('names "alice" but the request\'s author is "bob"') });
+  });
+
+  describe('the controllers\' key: fos1-controller only, and only by that key', () => {
+    const apiKey = Buffer.alloc(32, 1);
+    const controllerKey = Buffer.alloc(32, 3);
+    const keys = { api: apiKey, controller: controllerKey };
+    const byController = { ...request, author: 'fos1-controller', reason: 'NetworkInterface routers/lan generation 2' };
+
+    test('an assertion signed with the controllers\' key verifies as fos1-controller with no roles', () => {
+      const assertion = signControllerIdentity(controllerKey, 'c-1', byController, now);
+      expect(assertion).toMatchObject({ kid: 'fos1-controller', principal: 'fos1-controller', roles: [] });
+      expect(verifyIdentityAssertion(keys, assertion, byController, now)).toEqual({ ok: true, claims: expect.objectContaining({ principal: 'fos1-controller', roles: [], kid: 'fos1-controller' }) });
+      // The object it names is in the signed request: another reason is another request.
+      expect(verifyIdentityAssertion(keys, assertion, { ...byController, reason: 'NetworkInterface routers/other generation 2' }, now)).toMatchObject({ ok: false, why: expect.stringContaining('different request') });
+    });
+
+    test('the controllers\' key cannot vouch for anyone else, or for roles', () => {
+      const asAlice = signIdentity(controllerKey, { principal: 'alice', roles: [] }, 'c-1', request, now, 'fos1-controller');
+      expect(verifyIdentityAssertion(keys, asAlice, request, now)).toMatchObject({ ok: false, why: expect.stringContaining('vouches for "fos1-controller" with no roles only, not for "alice"') });
+      const withRoles = signIdentity(controllerKey, { principal: 'fos1-controller', roles: ['emergency'] }, 'c-1', byController, now, 'fos1-controller');
+      expect(verifyIdentityAssertion(keys, withRoles, byController, now)).toMatchObject({ ok: false, why: expect.stringContaining('with roles emergency') });
+    });
+
+    test('the API\'s key cannot vouch for fos1-controller; a wrong key, a swapped kid or an unknown kid is refused', () => {
+      const apiAsController = signIdentity(apiKey, { principal: 'fos1-controller', roles: [] }, 'c-1', byController, now);
+      expect(verifyIdentityAssertion(keys, apiAsController, byController, now)).toMatchObject({ ok: false, why: expect.stringContaining('vouched for by the controllers\' key only') });
+      const wrongKey = signControllerIdentity(Buffer.alloc(32, 9), 'c-1', byController, now);
+      expect(verifyIdentityAssertion(keys, wrongKey, byController, now)).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match (not signed with this worker\'s key of the controllers') });
+      const controllerSigned = signControllerIdentity(controllerKey, 'c-1', byController, now);
+      const { kid: _kid, ...withoutKid } = controllerSigned;
+      expect(verifyIdentityAssertion(keys, withoutKid, byController, now)).toMatchObject({ ok: false, why: expect.stringContaining('signature does not match') });
+      expect(verifyIdentityAssertion(keys, { ...controllerSigned, kid: 'other' }, byController, now)).toMatchObject({ ok: false, why: expect.stringContaining('unknown key id "other"') });
+    });
+
+    test('a worker without the controllers\' key cannot verify their assertion (unverifiable, not refused)', () => {
+      const assertion = signControllerIdentity(controllerKey, 'c-1', byController, now);
+      expect(verifyIdentityAssertion({ api: apiKey, controller: undefined }, assertion, byController, now)).toEqual({ ok: false, unverifiable: true, why: expect.stringContaining('FOS1_CONTROLLER_IDENTITY_KEY_FILE') });
+    });
   });
 });
 

@@ -1,5 +1,5 @@
 /** Change ids the controllers derive from an object and its generation (controllers/change-runner.ts). */
-import { objectChangeId } from '../../controllers/change-runner';
+import { objectChangeId, objectProvenance } from '../../controllers/change-runner';
 import type { StoredObject } from '../../k8s/client';
 
 const obj = (name: string, uid = 'u-1', namespace = 'routers'): StoredObject => ({ apiVersion: 'network.fos1.io/v1alpha1', kind: 'NetworkInterface', metadata: { name, namespace, uid } });
@@ -34,5 +34,25 @@ describe('objectChangeId', () => {
     expect(long.length).toBeLessThanOrEqual(63);
     expect(long).toMatch(DNS_LABEL);
     expect(long).toMatch(/-g123456-z999999999999999$/);
+  });
+});
+
+describe('objectProvenance', () => {
+  it('names the uid, the resourceVersion and the field managers that last wrote the spec (newest first), never a user', () => {
+    const o: StoredObject = {
+      ...obj('lan'),
+      metadata: {
+        ...obj('lan').metadata,
+        resourceVersion: '42',
+        managedFields: [
+          { manager: 'kubectl-client-side-apply', operation: 'Update', time: '2026-05-01T10:00:00Z', fieldsType: 'FieldsV1', fieldsV1: { 'f:metadata': {}, 'f:spec': { 'f:mtu': {} } } },
+          { manager: 'fos1-controller', operation: 'Apply', time: '2026-05-01T10:00:05Z', subresource: 'status', fieldsType: 'FieldsV1', fieldsV1: { 'f:status': {} } },
+          { manager: 'fos1-controller', operation: 'Update', time: '2026-05-01T10:00:04Z', fieldsType: 'FieldsV1', fieldsV1: { 'f:metadata': { 'f:finalizers': {} } } },
+          { manager: 'helm', operation: 'Update', time: '2026-05-01T11:00:00Z', fieldsType: 'FieldsV1', fieldsV1: { 'f:spec': { 'f:addresses': {} } } },
+        ],
+      },
+    };
+    expect(objectProvenance(o)).toBe('uid u-1, resourceVersion 42; spec last written by field manager "helm" (Update 2026-05-01T11:00:00Z), "kubectl-client-side-apply" (Update 2026-05-01T10:00:00Z) (a client-chosen name, not the user)');
+    expect(objectProvenance(obj('lan'))).toBe('uid u-1, resourceVersion unknown');
   });
 });

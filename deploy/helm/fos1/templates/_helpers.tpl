@@ -157,3 +157,54 @@ affinity: {{- toYaml . | nindent 2 }}
     {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Identity keys (docs/security.md): the API's (the API signs, the cluster workers check) and the
+controllers' own (the controllers sign, the cluster workers check; it vouches for
+fos1-controller only). Each Secret holds `identity.key` and is mounted only where it is used:
+include "fos1.identityEnv" (dict "root" . "api" true "controller" false), and the same dict for
+"fos1.identityMount" and "fos1.identityVolume".
+*/}}
+{{- define "fos1.identityCheck" -}}
+{{- with .Values.identity }}
+{{- if and .apiKeySecret (eq .apiKeySecret .controllerKeySecret) }}{{ fail "identity.controllerKeySecret: must be another Secret than identity.apiKeySecret (the controllers' key vouches for fos1-controller only; the API's for anyone else)" }}{{ end }}
+{{- end }}
+{{- end -}}
+
+{{- define "fos1.identityEnv" -}}
+{{- $i := .root.Values.identity -}}
+{{- if and .api $i.apiKeySecret }}
+- {name: FOS1_IDENTITY_KEY_FILE, value: /etc/fos1/identity/identity.key}
+{{- end }}
+{{- if and .controller $i.controllerKeySecret }}
+- {name: FOS1_CONTROLLER_IDENTITY_KEY_FILE, value: /etc/fos1/controller-identity/identity.key}
+{{- end }}
+{{- end -}}
+
+{{- define "fos1.identityMount" -}}
+{{- $i := .root.Values.identity -}}
+{{- if and .api $i.apiKeySecret }}
+- {name: identity-key, mountPath: /etc/fos1/identity, readOnly: true}
+{{- end }}
+{{- if and .controller $i.controllerKeySecret }}
+- {name: controller-identity-key, mountPath: /etc/fos1/controller-identity, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "fos1.identityVolume" -}}
+{{- $i := .root.Values.identity -}}
+{{- if and .api $i.apiKeySecret }}
+- name: identity-key
+  secret:
+    secretName: {{ $i.apiKeySecret }}
+    items: [{key: identity.key, path: identity.key}]
+    defaultMode: 0440
+{{- end }}
+{{- if and .controller $i.controllerKeySecret }}
+- name: controller-identity-key
+  secret:
+    secretName: {{ $i.controllerKeySecret }}
+    items: [{key: identity.key, path: identity.key}]
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
