@@ -40,7 +40,7 @@ import type { ChangeRequestInput } from '../model/change-request';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL } from '../model/firewall-translate';
 import { changeWorkflowId } from '../model/naming';
 import { shortHash } from '../model/short-hash';
-import { ChangeRunner, objectChangeId, type ChangeOutcome } from './change-runner';
+import { ChangeRunner, objectChangeId, objectProvenance, type ChangeOutcome } from './change-runner';
 import { ListWatch } from './list-watch';
 import { firewallZoneVerbs, zoneReferences } from './firewall-zone-controller';
 import { CONTROLLER_FIELD_MANAGER, ObjectController } from './object-controller';
@@ -252,14 +252,14 @@ export class FirewallRuleController {
 
   private deletedRequest(obj: StoredObject): ChangeRequestInput {
     const ref = { namespace: obj.metadata.namespace ?? 'default', name: obj.metadata.name };
-    return firewallRuleChangeRequest(firewallRuleChangeId(obj, 'delete'), ref, undefined, [], `FirewallRule ${ref.namespace}/${ref.name} deleted: pruning its Cilium policies`);
+    return firewallRuleChangeRequest(firewallRuleChangeId(obj, 'delete'), ref, undefined, [], `FirewallRule ${ref.namespace}/${ref.name} (${objectProvenance(obj)}) deleted: pruning its Cilium policies`);
   }
 
   private async requestFor(obj: StoredObject, forced: string | undefined): Promise<ChangeRequestInput> {
     const ref = { namespace: obj.metadata.namespace ?? 'default', name: obj.metadata.name };
     const generation = obj.metadata.generation ?? 0;
     const { items: zones } = await this.options.kube.list(FOS1_SECURITY_API_VERSION, 'FirewallZone', { namespace: ref.namespace });
-    const reason = `FirewallRule ${ref.namespace}/${ref.name} generation ${generation}${forced ? ` (re-applied for ${forced})` : ''}`;
+    const reason = `FirewallRule ${ref.namespace}/${ref.name} (${objectProvenance(obj)}) generation ${generation}${forced ? `, re-applied for ${forced}` : ''}`;
     return firewallRuleChangeRequest(firewallRuleChangeId(obj, { generation, ...(forced ? { forced } : {}) }), ref, obj, zones, reason);
   }
 
