@@ -116,7 +116,7 @@ export class ChangeRunner {
     }
     started?.(changeId);
     try {
-      const status = (await this.abortable(workflowId, handle.result())) as ChangeStatus;
+      const status = (await this.abortable(workflowId, () => handle.result())) as ChangeStatus;
       return { kind: 'applied', changeId, workflowId, message: status.message, unchanged: status.phase === 'unchanged' };
     } catch (err) {
       if (err instanceof WorkflowFailedError) {
@@ -130,16 +130,38 @@ export class ChangeRunner {
     }
   }
 
+  /**
+   * Waits until another change (`change-…` workflow id) has closed, whatever its outcome;
+   * stopped by {@link abortAll} like the runner's own waits.
+   */
+  async waitForClose(workflowId: string): Promise<void> {
+    const handle = this.options.temporal.workflow.getHandle(workflowId);
+    await this.abortable(workflowId, () => handle.result()).catch((err: unknown) => {
+      if (err instanceof ChangeWaitAborted) throw err;
+    });
+  }
+
   /** Stops waiting for every change in flight (the changes themselves go on in Temporal). */
   abortAll(): void {
     for (const abort of this.aborts) abort();
   }
 
-  private abortable<T>(workflowId: string, promise: Promise<T>): Promise<T> {
+  /**
+   * Runs `call` (a long poll for a workflow's result) until it settles or {@link abortAll}:
+   * the abort cancels the gRPC call itself, so no poll outlives a stopped controller.
+   */
+  private abortable<T>(workflowId: string, call: () => Promise<T>): Promise<T> {
+    const controller = new AbortController();
     return new Promise<T>((resolve, reject) => {
-      const abort = () => reject(new ChangeWaitAborted(workflowId));
+      const abort = () => {
+        controller.abort();
+        reject(new ChangeWaitAborted(workflowId));
+      };
       this.aborts.add(abort);
-      promise.then(resolve, reject).finally(() => this.aborts.delete(abort));
+      this.options.temporal
+        .withAbortSignal(controller.signal, call)
+        .then(resolve, reject)
+        .finally(() => this.aborts.delete(abort));
     });
   }
 }

@@ -285,7 +285,7 @@ export class FirewallRuleController {
     }
     for (const workflowId of running) {
       this.options.logger.info({ workflowId, waiting: own }, 'another change of this FirewallRule is running: waiting for it');
-      await this.options.temporal.workflow.getHandle(workflowId).result().catch(() => undefined);
+      await this.runner.waitForClose(workflowId);
     }
   }
 }
