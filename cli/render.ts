@@ -4,7 +4,7 @@
  * Pure functions of the API's answers, so they are tested without a terminal.
  */
 
-import { hasWaves, renderRollout, rolloutEvents, type RolloutStatusView } from './rollout-view';
+import { hasWaves, renderRollout, restoreLine, rolloutEvents, type RestoreRetryView, type RolloutStatusView } from './rollout-view';
 
 /** ANSI colours, or none (not a TTY, or `NO_COLOR` set: https://no-color.org). */
 export interface Palette {
@@ -47,7 +47,7 @@ export interface StatusView {
   message: string;
   progress?: { nodesDone: number; nodesTotal: number };
   confirmDeadline?: string;
-  nodes?: Record<string, { outcome: string; wave?: string; phase?: string; diff?: string[]; error?: { type: string; message: string } }>;
+  nodes?: Record<string, { outcome: string; wave?: string; phase?: string; diff?: string[]; error?: { type: string; message: string }; restore?: RestoreRetryView }>;
   issues?: { field: string; message: string }[];
   waves?: unknown;
   gates?: unknown;
@@ -137,6 +137,7 @@ export function renderStatus(status: StatusView, p: Palette): string[] {
     const final = FINAL_PHASES[report.outcome];
     const outcome = final === 'ok' ? p.green(report.outcome) : ['pending'].includes(report.outcome) ? p.yellow(report.outcome) : ['rolled-back', 'rollback-failed', 'not-applied', 'restored', 'restore-failed'].includes(report.outcome) ? p.red(report.outcome) : report.outcome;
     lines.push(`  ${node}  ${outcome}${report.error ? `  ${p.red(`${report.error.type}: ${report.error.message}`)}` : ''}`);
+    if (report.restore) lines.push(`    ${p.yellow(restoreLine(report.restore))}`);
     for (const line of report.diff ?? []) lines.push(`    ${colourDiffLine(line, p)}`);
   }
   for (const issue of status.issues ?? []) lines.push(`  ${issue.field || '(request)'}: ${issue.message}`);
@@ -159,6 +160,7 @@ export function statusEvents(previous: StatusView | undefined, next: StatusView)
   for (const [node, report] of Object.entries(next.nodes ?? {})) {
     const before = previous?.nodes?.[node];
     if (before?.outcome !== report.outcome) events.push(`node ${node}: ${report.outcome}${report.error ? ` (${report.error.type}: ${report.error.message})` : ''}`);
+    if (report.restore && (report.restore.attempt !== before?.restore?.attempt || report.restore.nextTryAt !== before?.restore?.nextTryAt)) events.push(`node ${node}: ${restoreLine(report.restore)}`);
   }
   const stages = (s: StatusView | undefined) => (s ? renderStages(s, paletteFor({}, {})) : []);
   const before = new Set(stages(previous));

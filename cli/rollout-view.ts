@@ -27,6 +27,14 @@ export interface WaveView {
   gateVerdicts?: Record<string, GateVerdictView>;
 }
 
+/** A node's restore that is retrying (workflows/node-recovery.ts), as the status carries it. */
+export interface RestoreRetryView {
+  attempt: number;
+  lastError: string;
+  since: string;
+  nextTryAt?: string;
+}
+
 /** A node's report, as far as the rollout view reads it. */
 export interface RolloutNodeView {
   outcome: string;
@@ -34,6 +42,14 @@ export interface RolloutNodeView {
   phase?: string;
   diff?: string[];
   error?: { type: string; message: string };
+  restore?: RestoreRetryView;
+}
+
+/** The line of a retrying restore: how many rounds, when the next one starts, why the last did not verify. */
+export function restoreLine(r: RestoreRetryView): string {
+  const rounds = r.attempt === 0 ? 'the rollback did not verify' : `${r.attempt} ${r.attempt === 1 ? 'retry' : 'retries'} failed`;
+  const next = r.nextTryAt ? `next try ${r.nextTryAt}` : 'trying now';
+  return `restore retrying since ${r.since}: ${rounds}, ${next}; last error: ${r.lastError}`;
 }
 
 /** The parts of the status the rollout view reads. */
@@ -87,6 +103,7 @@ export function renderRollout(status: RolloutStatusView & { waves: WaveView[] },
       const phase = r?.phase ?? 'pending';
       const outcome = r && r.outcome !== 'pending' ? `  ${coloured(r.outcome, p)}` : '';
       lines.push(`      ${node}  ${coloured(phase, p)}${outcome}${r?.error ? `  ${p.red(`${r.error.type}: ${r.error.message}`)}` : ''}`);
+      if (r?.restore) lines.push(`        ${p.yellow(restoreLine(r.restore))}`);
       for (const line of r?.diff ?? []) lines.push(`        ${colourDiffLine(line, p)}`);
     }
     for (const [name, v] of Object.entries(w.gateVerdicts ?? {})) lines.push(`      ${gateLine(name, v, p)}`);
@@ -118,6 +135,8 @@ export function rolloutEvents(previous: RolloutStatusView | undefined, next: Rol
       const o = previous?.nodes?.[node];
       const was = o ? `${o.phase ?? 'pending'}/${o.outcome}` : 'pending/pending';
       const now = r ? `${r.phase ?? 'pending'}/${r.outcome}` : 'pending/pending';
+      // A retrying restore is an event each time its round count or next try moves.
+      if (r?.restore && (r.restore.attempt !== o?.restore?.attempt || r.restore.nextTryAt !== o?.restore?.nextTryAt)) events.push(`${label} node ${node}: ${restoreLine(r.restore)}`);
       if (previous && was === now) continue;
       if (!previous && now === 'pending/pending') continue;
       events.push(`${label} node ${node}: ${r?.phase ?? 'pending'}, ${r?.outcome ?? 'pending'}${r?.error ? ` (${r.error.type}: ${r.error.message})` : ''}`);

@@ -31,6 +31,12 @@
  * first task instead of asking the coordinator and waiting for a signal back. A refused
  * or failed admission is not the bridge's to act on: the verdict goes out without one and
  * the workflow, the durable authority, asks again and audits a refusal.
+ *
+ * {@link EnforcementBridge.close} waits for every Temporal call the bridge started,
+ * including an admission it stopped waiting for (the client's gRPC retries go on for up to
+ * about 20 s against an unreachable server): a call left running would retry on a timer
+ * after the process, or a test, thinks the ingest has stopped. The wait is bounded
+ * (`closeTimeoutMs`), and a give-up is logged with how many calls were left.
  */
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import type { Logger } from 'pino';
@@ -83,7 +89,15 @@ export interface BridgeOptions {
   maxRecent?: number;
   /** Back-off of the spool's delivery: first and longest wait in ms (default 500 and 30,000). */
   retryBackoffMs?: { initial: number; max: number };
+  /**
+   * How long {@link EnforcementBridge.close} waits for Temporal calls still in flight
+   * (default 30,000: past the client's default gRPC retries, about 20 s).
+   */
+  closeTimeoutMs?: number;
 }
+
+/** Default of {@link BridgeOptions.closeTimeoutMs}. */
+export const BRIDGE_CLOSE_TIMEOUT_MS = 30_000;
 
 /** Counters of the spool's delivery. */
 export interface DeliveryCounts {
@@ -106,6 +120,8 @@ export class EnforcementBridge {
   private draining: Promise<void> | null = null;
   private closed = false;
   private wakeDrain: (() => void) | null = null;
+  /** Temporal calls started and not yet settled (deliveries and admissions). */
+  private readonly calls = new Set<Promise<unknown>>();
 
   constructor(private readonly options: BridgeOptions) {
     this.now = options.now ?? Date.now;
@@ -128,12 +144,54 @@ export class EnforcementBridge {
     return this.recent.size;
   }
 
-  /** Stops the spool's delivery loop (records left stay on disk for the next start); closes the spool. */
+  /** Temporal calls the bridge started that have not settled yet. */
+  get callsInFlight(): number {
+    return this.calls.size;
+  }
+
+  /**
+   * Stops the spool's delivery loop (records left stay on disk for the next start), waits
+   * (bounded by `closeTimeoutMs`) for the Temporal calls still in flight, closes the spool.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.wakeDrain?.();
     await this.draining;
+    await this.settleCalls();
     await this.options.spool?.close();
+  }
+
+  /** Waits until no call is in flight, or logs how many are left when `closeTimeoutMs` runs out. */
+  private async settleCalls(): Promise<void> {
+    if (this.calls.size === 0) return;
+    const timeoutMs = this.options.closeTimeoutMs ?? BRIDGE_CLOSE_TIMEOUT_MS;
+    const startedAt = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    try {
+      // A call may start while another settles (a delivery after its admission): wait for those too.
+      while (this.calls.size > 0) {
+        if ((await Promise.race([Promise.allSettled([...this.calls]), timedOut])) === 'timeout') {
+          this.options.logger.warn(
+            { callsInFlight: this.calls.size, waitedMs: Date.now() - startedAt },
+            `stopping with ${this.calls.size} Temporal call(s) still in flight after ${timeoutMs} ms (the client may still retry them; a verdict among them is in the decision spool or was sent)`,
+          );
+          return;
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Counts `call` as in flight until it settles (what {@link close} waits for). */
+  private track<T>(call: Promise<T>): Promise<T> {
+    this.calls.add(call);
+    const untrack = () => void this.calls.delete(call);
+    call.then(untrack, untrack);
+    return call;
   }
 
   /** Handles one decision. Never throws: failures are logged and counted. */
@@ -191,13 +249,15 @@ export class EnforcementBridge {
     // No guard and no caps: the workflow reads them from the cluster worker's configuration.
     const input: EnforcementInput = { target: decision.target, nodes: this.options.nodes };
     const admission = decision.action === 'block' ? await this.admit(decision.target) : undefined;
-    await this.options.workflows.signalWithStart(enforcementWorkflow, {
-      workflowId: enforcementWorkflowId(decision.target),
-      taskQueue: CLUSTER_TASK_QUEUE,
-      args: [input],
-      signal: verdictSignal,
-      signalArgs: [admission ? { ...decision, admission } : decision],
-    });
+    await this.track(
+      this.options.workflows.signalWithStart(enforcementWorkflow, {
+        workflowId: enforcementWorkflowId(decision.target),
+        taskQueue: CLUSTER_TASK_QUEUE,
+        args: [input],
+        signal: verdictSignal,
+        signalArgs: [admission ? { ...decision, admission } : decision],
+      }),
+    );
   }
 
   /**
@@ -287,15 +347,18 @@ export class EnforcementBridge {
     let timer: NodeJS.Timeout | undefined;
     try {
       const answer = await Promise.race([
-        update(admitUpdate, {
-          args: [{ target, deadline }],
-          startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
-            workflowId: ENFORCEMENT_COORDINATOR_ID,
-            taskQueue: CLUSTER_TASK_QUEUE,
-            args: [undefined],
-            workflowIdConflictPolicy: 'USE_EXISTING',
+        // Tracked: past our time-out the call goes on (and retries) without us; close() waits for it.
+        this.track(
+          update(admitUpdate, {
+            args: [{ target, deadline }],
+            startWorkflowOperation: new WithStartWorkflowOperation(enforcementCoordinatorWorkflow, {
+              workflowId: ENFORCEMENT_COORDINATOR_ID,
+              taskQueue: CLUSTER_TASK_QUEUE,
+              args: [undefined],
+              workflowIdConflictPolicy: 'USE_EXISTING',
+            }),
           }),
-        }),
+        ),
         new Promise<'timeout'>((resolve) => {
           timer = setTimeout(() => resolve('timeout'), timeoutMs);
         }),

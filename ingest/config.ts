@@ -9,7 +9,7 @@ import { authEnvSchema, type AuthEnv } from '../auth/config';
 import { guardConfigSchema, type GuardConfig } from '../model/enforcement-guard';
 import { parseEnvWithTemporal, type TemporalConnectionConfig } from '../workers/temporal-connection';
 import { DEFAULT_SPOOL_MAX_BYTES } from './spool';
-import { cidrSchema } from '../model/node-state';
+import { cidrSchema } from '../model/ip';
 import type { LocalNetworksConfig } from './local-networks-source';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

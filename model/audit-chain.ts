@@ -237,9 +237,18 @@ export const AuditFailureType = {
  * so a retry after a lost acknowledgement writes nothing twice), backing off to one attempt
  * a minute while the store is down; the pending activity, in the workflow's history, is the
  * buffer. Conflicts and malformed batches are non-retryable.
+ *
+ * Heartbeat time-out 5 s (the activities heartbeat every second while the store works,
+ * activities/heartbeat.ts): an attempt whose worker died, or that never reached a worker,
+ * is retried 5 s after its last heartbeat. Without it each such attempt cost the whole
+ * start-to-close: the chaos timelines (test/chaos/RESULTS.md) show appends and revision
+ * commits started after the worker was back that were retried only 32 s later, the largest
+ * part of the slowest cells. A slow store (PostgreSQL's 5 s connect + 15 s query limits)
+ * keeps heartbeating and is bounded by the start-to-close, as before.
  */
 export const AUDIT_ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '30 seconds',
+  heartbeatTimeout: '5 seconds',
   retry: {
     initialInterval: '1 second',
     backoffCoefficient: 2,

@@ -10,11 +10,11 @@ import { blocklistRefSchema } from './blocklist-ref';
 import { clusterPolicySchema } from './cluster-policy';
 import { labelSelectorSchema } from './inventory';
 import { formatPath } from './issue-path';
+import { cidrSchema } from './ip';
 import { DEFAULT_BAKE_SECONDS, MAX_BAKE_SECONDS, planWaves, rolloutStrategySchema, usesSelectors } from './rollout-strategy';
 import {
   blocklistEntrySchema,
   MAX_INLINE_BLOCKLIST,
-  cidrSchema,
   interfaceNameSchema,
   interfaceSchema,
   natSchema,

@@ -22,7 +22,7 @@
  */
 import { z } from 'zod';
 import { cidrContains, formatCidr, parseCidr, type Cidr } from './ip';
-import { cidrSchema } from './node-state';
+import { cidrSchema } from './ip';
 
 /** Guard configuration. Lists are named so refusals can say which list matched. */
 export const guardConfigSchema = z

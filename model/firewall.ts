@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { formatPath } from './issue-path';
-import { cidrSchema } from './node-state';
+import { cidrSchema, portSchema } from './ip';
 import { cidrContains, parseCidr } from './ip';
 import { shortHash } from './short-hash';
 
@@ -95,9 +95,9 @@ export const PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'ANY'] as const;
 
 export const portRuleSchema = z
   .object({
-    port: z.number().int().min(1, 'must be 1–65535').max(65535, 'must be 1–65535'),
+    port: portSchema,
     /** Last port of a range (inclusive). */
-    endPort: z.number().int().min(1).max(65535).optional(),
+    endPort: portSchema.optional(),
     protocol: z.enum(PROTOCOLS).default('TCP'),
   })
   .strict()

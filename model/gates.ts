@@ -14,7 +14,8 @@
  */
 import { z } from 'zod';
 import { formatPath } from './issue-path';
-import { cidrSchema, interfaceNameSchema, ipSchema, tableSchema } from './node-state';
+import { cidrSchema, ipSchema, portSchema } from './ip';
+import { interfaceNameSchema, tableSchema } from './node-state';
 
 /**
  * Why fos1's datapath dropped a packet, in the order of `FOS1_REASON_*` (1..5) in
@@ -48,7 +49,7 @@ export const reachabilityTargetSchema = z
     /** An IPv4 or IPv6 address (no names: a gate must not depend on the node's resolver). */
     address: ipSchema,
     /** TCP port; required for `tcp`, not allowed for `icmp`. */
-    port: z.number().int('must be a whole number').min(1, 'must be 1–65535').max(65535, 'must be 1–65535').optional(),
+    port: portSchema.optional(),
     /** How long to wait for the answer (default 1000 ms). */
     timeoutMs: z.number().int('must be a whole number').min(100, 'must be at least 100').max(30_000, 'must be at most 30000').default(1000),
   })

@@ -5,7 +5,12 @@
  * sandbox), so it carries its own small IPv4/IPv6 parser instead of `node:net`.
  * Every prefix fos1 stores or compares goes through {@link parseCidr} so that
  * `2001:DB8::/32`, `2001:db8:0::/32` and `2001:db8::/32` are one and the same key.
+ *
+ * The zod schemas at the end ({@link ipSchema}, {@link cidrSchema}, {@link portSchema}) are
+ * the one address, prefix and port check of every fos1 input (node state, gates, firewall
+ * rules, the ingest's config): a field is refused with the same rule wherever it appears.
  */
+import { z } from 'zod';
 
 /** Address family, as the kernel and iproute2 name it. */
 export type IpFamily = 4 | 6;
@@ -199,3 +204,26 @@ function maskBytes(bytes: Uint8Array, prefixLength: number): Uint8Array {
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
+
+/** An address of either family, returned in canonical form; the issue quotes the text and says what it is not. */
+export const ipSchema = z.string().transform((text, ctx) => {
+  try {
+    return canonicalIp(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof IpParseError ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+/** A prefix, returned in canonical form; host bits set or a bad length is an error that says so. */
+export const cidrSchema = z.string().transform((text, ctx) => {
+  try {
+    return canonicalCidr(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof IpParseError ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+/** A TCP or UDP port, 1–65535 (0 is no port a packet is sent to). */
+export const portSchema = z.number().int('must be a whole number').min(1, 'must be a port 1–65535').max(65535, 'must be a port 1–65535');

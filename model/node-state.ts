@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { blocklistRefSchema } from './blocklist-ref';
-import { canonicalCidr, canonicalIp, cidrContains, IpParseError, parseCidr, parseIp } from './ip';
+import { canonicalIp, cidrContains, cidrSchema, ipSchema, parseCidr, parseIp, portSchema } from './ip';
 
 /**
  * Most blocklist entries a change may carry inline (about 0.7 MB of payload, well under
@@ -28,26 +28,6 @@ export const IPV6_DEFAULT_METRIC = 1024;
 export const interfaceNameSchema = z
   .string()
   .regex(INTERFACE_NAME, 'must be an interface name: 1–15 letters, digits, "_", "-" or "." (starting with a letter or digit)');
-
-/** A prefix, returned in canonical form; host bits set or a bad length is an error that says so. */
-export const cidrSchema = z.string().transform((text, ctx) => {
-  try {
-    return canonicalCidr(text);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: err instanceof IpParseError ? err.message : String(err) });
-    return z.NEVER;
-  }
-});
-
-/** An address of either family, returned in canonical form. */
-export const ipSchema = z.string().transform((text, ctx) => {
-  try {
-    return canonicalIp(text);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: err instanceof IpParseError ? err.message : String(err) });
-    return z.NEVER;
-  }
-});
 
 const u32 = z.number().int().min(0).max(4294967295);
 
@@ -253,8 +233,6 @@ export const sourceNatSchema = z
     }
   });
 
-const portSchema = z.number().int().min(1, 'must be a port 1–65535').max(65535, 'must be a port 1–65535');
-
 /** Destination NAT (a port forward): `protocol`/`port` arriving (on `inInterface`, for `destination`) go to `to`:`toPort`. */
 export const portForwardSchema = z
   .object({
@@ -305,7 +283,7 @@ export const zoneRuleSchema = z
     to: z.string().regex(ZONE_NAME, `must be a zone name or "${HOST_ZONE}" (the router itself)`),
     protocol: z.enum(ZONE_RULE_PROTOCOLS).default('any'),
     /** Destination port (TCP/UDP only); any port when not given. */
-    port: z.number().int().min(1, 'must be a port 1–65535').max(65535, 'must be a port 1–65535').optional(),
+    port: portSchema.optional(),
     action: zoneActionSchema,
     /** Counted under this id in the datapath's rule counters (1–4095); uncounted when not given. */
     ruleId: z.number().int().min(1, 'must be a rule id 1–4095').max(4095, 'must be a rule id 1–4095').optional(),

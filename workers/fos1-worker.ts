@@ -5,7 +5,7 @@
  */
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { NativeConnection, Worker, type InjectedSinks, type WorkflowBundle } from '@temporalio/worker';
+import { NativeConnection, Worker, type InjectedSinks, type WorkerOptions, type WorkflowBundle, type WorkflowBundlePath } from '@temporalio/worker';
 import type { Logger } from 'pino';
 import { createCiliumActivities } from '../activities/cilium-policy';
 import { createClusterPolicyActivities, unavailableClusterPolicyActivities, type ClusterPolicyActivityDeps } from '../activities/cluster-policy';
@@ -106,6 +106,28 @@ export function auditSinks(logger: Logger): InjectedSinks<AuditSinks> {
   };
 }
 
+/**
+ * Worker options that decide how fast work moves on after a worker dies (issue 16; measured
+ * in test/chaos/RESULTS.md, "Where the seconds go"; docs/change-workflow.md, "Recovery").
+ *
+ * `stickyQueueScheduleToStartTimeout`: a workflow's next task goes to the sticky queue of
+ * the worker that ran its last one. When that worker was SIGKILLed, the server still counts
+ * its sticky queue as polled for about 10 s after the last poll, and every task scheduled in
+ * that time waits there for this time-out before it moves to the normal queue (the SDK's
+ * default, 10 s, was most of a killed cluster worker's recovery). 3 s: on a live worker a
+ * sticky task was picked up in 0.3 s (p50), 1.2 s (p90), 3.2 s (p99) on the 2-core test
+ * machine at load average 26, and a task that misses the sticky worker is not lost or
+ * wrong, it runs from the normal queue with a full-history replay (histories stay short:
+ * long waits continue as new), so a miss costs a replay's CPU, never a result.
+ *
+ * The workflow task time-out (start-to-close, 10 s, set per workflow) is deliberately left
+ * at the default: live workflow tasks took up to 5.4 s at that load (p99 4.1–4.5 s), so a
+ * shorter one would time out live workers' tasks and make a loaded node slower still.
+ */
+export const WORKER_RECOVERY_OPTIONS = {
+  stickyQueueScheduleToStartTimeout: '3 seconds',
+} as const satisfies Partial<WorkerOptions>;
+
 /** Options of {@link createWorkers}. */
 export interface CreateWorkersOptions {
   connection: NativeConnection;
@@ -154,8 +176,8 @@ export interface CreateWorkersOptions {
   approvalPolicyFile?: string;
   /** The ApprovalPolicy object to read instead of a file (FOS1_APPROVAL_POLICY_NAME, a cluster is configured). */
   approvalPolicyObject?: ApprovalPolicyObjectSource;
-  /** A prebuilt bundle (tests build one per file); otherwise workflows/index.ts is bundled. */
-  workflowBundle?: WorkflowBundle;
+  /** A prebuilt bundle, as code (tests build one per file) or a file (FOS1_WORKFLOW_BUNDLE); otherwise workflows/index.ts is bundled. */
+  workflowBundle?: WorkflowBundle | WorkflowBundlePath;
   /**
    * Traces (telemetry/tracing.ts): workflow and activity interceptors and the workflow span
    * sink. A prebuilt `workflowBundle` must then include TRACING_WORKFLOW_INTERCEPTOR_MODULES.
@@ -194,6 +216,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         // Node activities change kernel state one change at a time; serialising them on a
         // node keeps two changes from interleaving their route and map updates.
         maxConcurrentActivityTaskExecutions: 1,
+        ...WORKER_RECOVERY_OPTIONS,
       }),
     );
   }
@@ -215,7 +238,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
         ? createQuarantineActivities(options.quarantineDeps)
         : unavailableQuarantineActivities('quarantine needs Kubernetes: this cluster worker has no kubeconfig (FOS1_KUBECONFIG)')),
     };
-    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks, ...interceptors }));
+    workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks, ...interceptors, ...WORKER_RECOVERY_OPTIONS }));
   }
   return workers;
 }

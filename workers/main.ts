@@ -54,6 +54,8 @@ async function main(): Promise<void> {
     ...(config.approvalPolicyFile ? { approvalPolicyFile: config.approvalPolicyFile } : {}),
     ...(approvalPolicyObject ? { approvalPolicyObject } : {}),
     nodeDeps: createNodeDeps(config, logger),
+    // Prebuilt (FOS1_WORKFLOW_BUNDLE): a restarted worker polls without bundling first.
+    ...(config.workflowBundle ? { workflowBundle: { codePath: config.workflowBundle } } : {}),
     inventory: kube ? { kind: 'kubernetes', kube } : config.inventoryFile ? { kind: 'file', path: config.inventoryFile } : { kind: 'none' },
     ...(tracing ? { tracing } : {}),
     ...(kube
@@ -62,7 +64,7 @@ async function main(): Promise<void> {
     logger,
   });
   logger.info(
-    { taskQueues: workers.map((w) => w.options.taskQueue), netns: config.netns ?? '(host)', bpfPinDir: config.bpfPinDir },
+    { taskQueues: workers.map((w) => w.options.taskQueue), netns: config.netns ?? '(host)', bpfPinDir: config.bpfPinDir, workflowBundle: config.workflowBundle ?? '(bundled at start)' },
     'fos1 worker running',
   );
   const running = Promise.all(workers.map((w) => w.run()));

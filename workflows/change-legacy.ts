@@ -13,7 +13,7 @@ import { nodeLockWorkflowId, nodeTaskQueue } from '../model/naming';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
 import type { ChangePhase, ChangeStatus, OperatorAction } from './change';
 import { crashed } from './rollout-wave';
-import { AuditTrail, isAlreadyStarted } from './support';
+import { AuditTrail, commitConfirmed, isAlreadyStarted } from './support';
 
 /** What the change workflow hands the legacy rollout. */
 export interface LegacyContext {
@@ -94,24 +94,27 @@ export async function legacyChange(ctx: LegacyContext): Promise<ChangeStatus> {
   }
   if (appliedCount === 0) return finish('unchanged', 'every node already matched the desired state');
 
+  // Called, not awaited, by the commit-confirmed wait (workflows/support.ts): its commands keep their place.
+  const commit = async (): Promise<ChangeStatus> => {
+    await releaseHeld();
+    return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+  };
   const confirmTimeout = request.options.confirmTimeout;
-  if (confirmTimeout !== undefined) {
-    status.confirmDeadline = new Date(Date.now() + confirmTimeout).toISOString();
-    setPhase('awaiting-confirmation', `applied; send "confirm" before ${status.confirmDeadline} or every node reverts`);
-    const waitStarted = Date.now();
-    await condition(() => operator.confirmation !== undefined || operator.abort !== undefined, confirmTimeout);
-    if (operator.confirmation && !operator.abort) {
-      trail.record('confirm', 'ok', waitStarted, describeAction('confirmed', operator.confirmation));
-    } else {
-      const why = operator.abort ? describeAction('aborted', operator.abort) : `not confirmed within ${confirmTimeout / 1000}s`;
-      trail.record('confirm', 'failed', waitStarted, why);
+  if (confirmTimeout === undefined) return commit();
+  return commitConfirmed({
+    timeoutMs: confirmTimeout,
+    status,
+    operator,
+    trail,
+    setPhase,
+    describeAction,
+    commit,
+    revert: async (why) => {
       await revertHeld(why);
       const clean = cleanRevert();
       return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
-    }
-  }
-  await releaseHeld();
-  return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+    },
+  });
 
   /**
    * Starts the node workflow under the node's lock id, waiting (with back-off, up to

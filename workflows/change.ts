@@ -53,6 +53,7 @@ import { nodeTaskQueue, SearchAttributes } from '../model/naming';
 import { failure, FailureType, summariseFailure, type FailureSummary, type FailureTypeName } from '../model/failures';
 import { defaultStrategy, planWaves, usesSelectors, waveGateSpecs, type PlannedWave, type RolloutStrategy } from '../model/rollout-strategy';
 import type { NodeChangeResult } from './node-change';
+import { nodeRestoreRetryingSignal, type RestoreRetryStatus } from './node-recovery';
 import { legacyChange } from './change-legacy';
 import {
   rolloutCheckWorkflow,
@@ -69,7 +70,7 @@ import {
   type WaveState,
 } from './rollout-wave';
 import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
-import { AuditTrail } from './support';
+import { AuditTrail, commitConfirmed } from './support';
 import { ClusterPolicyStep, type ClusterPolicyStatus } from './cluster-policy-step';
 import { clusterOnlyChange } from './cluster-only-change';
 
@@ -114,6 +115,8 @@ export interface NodeReport {
   auditCount?: number;
   error?: FailureSummary;
   differences?: string[];
+  /** While the node's restore is retrying (workflows/node-recovery.ts): attempt, last error, next try. */
+  restore?: RestoreRetryStatus;
 }
 
 /** One wave in the status. */
@@ -212,6 +215,11 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   let beforePause: ChangePhase = 'rolling-out';
 
   setHandler(statusQuery, () => status);
+  // A node whose restore is retrying says so each round (directly, or through its wave): shown at once.
+  setHandler(nodeRestoreRetryingSignal, (r) => {
+    const report = status.nodes[r.node];
+    if (report) report.restore = r.restore;
+  });
   setHandler(
     confirmUpdate,
     (action) => {
@@ -487,25 +495,28 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     return finish('unchanged', 'every node already matched the desired state');
   }
 
+  // Called, not awaited, by the commit-confirmed wait (workflows/support.ts): its commands keep their place.
+  const commit = async (): Promise<ChangeStatus> => {
+    await commitTouched('change committed');
+    return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+  };
   const confirmTimeout = request.options.confirmTimeout;
-  if (confirmTimeout !== undefined) {
-    status.confirmDeadline = new Date(Date.now() + confirmTimeout).toISOString();
-    setPhase('awaiting-confirmation', `applied; send "confirm" before ${status.confirmDeadline} or every node reverts`);
-    const waitStarted = Date.now();
-    await condition(() => operator.confirmation !== undefined || operator.abort !== undefined, confirmTimeout);
-    if (operator.confirmation && !operator.abort) {
-      trail.record('confirm', 'ok', waitStarted, describeAction('confirmed', operator.confirmation));
-    } else {
-      const why = operator.abort ? describeAction('aborted', operator.abort) : `not confirmed within ${confirmTimeout / 1000}s`;
-      trail.record('confirm', 'failed', waitStarted, why);
+  if (confirmTimeout === undefined) return commit();
+  return commitConfirmed({
+    timeoutMs: confirmTimeout,
+    status,
+    operator,
+    trail,
+    setPhase,
+    describeAction,
+    commit,
+    revert: async (why) => {
       await revertTouched(why);
       const clean = cleanRevert();
       await recheckGates();
       return finish(clean ? 'reverted' : 'rollback-failed', `${why}; ${clean ? 'every node was restored and verified against its snapshot' : 'REVERT INCOMPLETE — see nodes'}`, clean ? undefined : FailureType.RollbackFailed);
-    }
-  }
-  await commitTouched('change committed');
-  return finish('applied', `applied and verified on ${appliedCount} node(s)`);
+    },
+  });
 
   /**
    * Runs one wave until it is ready (continue), failed (revert everything), or stopped by an
@@ -667,6 +678,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
       auditCount: n.audit.length,
       ...(n.error ? { error: n.error } : {}),
       ...(n.differences ? { differences: n.differences } : {}),
+      // A report queued before the node said it was retrying must not hide that; its final result does.
+      ...(n.restore ? { restore: n.restore } : previous?.restore && n.phase !== 'done' ? { restore: previous.restore } : {}),
     };
     if (!wasDone && n.outcome !== 'pending') status.progress.nodesDone++;
     status.audit = trail.records;

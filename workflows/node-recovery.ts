@@ -19,13 +19,18 @@
  * heartbeat time-out within seconds, and the next round follows the back-off.
  *
  * The retrying restore is visible in `nodeProgress` (step `restore retrying`, `restore`:
- * attempt, last error, next try) and in the audit: every round is sent to the audit sink.
+ * attempt, last error, next try), in the change's `status` (`nodes[node].restore`: each
+ * round's wait is reported to the parent with {@link nodeRestoreRetryingSignal}, which a
+ * wave passes on to its change; patch `restore-retry-report`) and in the audit: every round
+ * is sent to the audit sink.
  */
 import {
   CancellationScope,
   condition,
   defineSignal,
+  getExternalWorkflowHandle,
   makeContinueAsNewFunc,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -39,6 +44,9 @@ import { AuditTrail } from './support';
 
 /** Patch name: a rollback or revert that does not verify retries instead of ending failed. */
 export const RESTORE_RETRIES_PATCH = 'restore-retries';
+
+/** Patch name: each round's wait is reported to the parent (the change's status shows the retrying restore). */
+export const RESTORE_RETRY_REPORT_PATCH = 'restore-retry-report';
 
 /** First wait between restore rounds; it doubles each round up to {@link RESTORE_BACKOFF_MAX_MS}. */
 export const RESTORE_BACKOFF_INITIAL_MS = 5_000;
@@ -73,6 +81,15 @@ export interface RestoreRetryStatus {
   /** When the next round starts (ISO 8601); absent while a round runs (or waits for the node's worker). */
   nextTryAt?: string;
 }
+
+/** Node workflow → parent (a wave passes it on to its change): the node's restore is retrying. */
+export interface NodeRestoreRetrying {
+  node: string;
+  restore: RestoreRetryStatus;
+}
+
+/** Sent at the start of every wait between restore rounds (one per round: bounded by the back-off). */
+export const nodeRestoreRetryingSignal = defineSignal<[NodeRestoreRetrying]>('nodeRestoreRetrying');
 
 /** One snapshot to put back. */
 export interface RestoreStep {
@@ -124,6 +141,7 @@ export function retryRestore(state: NodeRestoreInput, trail: AuditTrail, progres
       const delay = restoreBackoffMs(retry.attempt + 1);
       const waitStarted = Date.now();
       progress.restore = { attempt: retry.attempt, lastError: retry.lastError, since: iso(retry.since), nextTryAt: iso(waitStarted + delay) };
+      await reportRetrying(state.node, progress.restore);
       trail.recordReplacing('restore retry', 'failed', waitStarted, `${retry.attempt === 0 ? 'rollback' : `attempt ${retry.attempt}`} did not verify: ${retry.lastError}; next try at ${iso(waitStarted + delay)}`);
       if (await condition(() => giveUp !== undefined, delay)) break;
       retry.attempt++;
@@ -146,6 +164,21 @@ export function retryRestore(state: NodeRestoreInput, trail: AuditTrail, progres
     progress.step = 'done';
     return { ...state.result, outcome: state.failedOutcome, rollbackDifferences: [retry.lastError], audit: trail.records };
   });
+}
+
+/**
+ * Tells the parent (a wave, or a change without waves) that the restore is retrying, so the
+ * change's `status` shows the attempt, last error and next try. A parent that has closed
+ * cannot be told; the node's own `nodeProgress` still shows it.
+ */
+async function reportRetrying(node: string, restore: RestoreRetryStatus): Promise<void> {
+  const parent = workflowInfo().parent;
+  if (!parent || !patched(RESTORE_RETRY_REPORT_PATCH)) return;
+  try {
+    await getExternalWorkflowHandle(parent.workflowId, parent.runId).signal(nodeRestoreRetryingSignal, { node, restore: { ...restore } });
+  } catch {
+    // The parent is gone (closed, terminated): nobody to tell.
+  }
 }
 
 /**

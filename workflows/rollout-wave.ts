@@ -45,6 +45,7 @@ import type { PlannedWave } from '../model/rollout-strategy';
 import { commitRevisions } from './revisions';
 import { AuditTrail, isAlreadyStarted, LOCK_WAIT_PATCH, lockWaitDelayMs } from './support';
 import { nodeChangeWorkflow, nodeDecisionSignal, nodeReadySignal, type NodeChangeResult } from './node-change';
+import { nodeRestoreRetryingSignal, type RestoreRetryStatus } from './node-recovery';
 
 /**
  * Diff lines per node a wave reports upwards, at least (the node's own result keeps its full,
@@ -105,6 +106,8 @@ export interface WaveNodeSummary {
   audit: AuditRecord[];
   /** Records left out for the budget; the audit sink has them. */
   auditOmitted?: number;
+  /** While the node's restore is retrying (workflows/node-recovery.ts): attempt, last error, next try. */
+  restore?: RestoreRetryStatus;
 }
 
 /** What a wave is doing. */
@@ -204,6 +207,14 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
 
   setHandler(waveStatusQuery, () => ({ ...result, nodes: [...nodes.values()] }));
   setHandler(nodeReadySignal, (r) => void ready.set(r.node, r));
+  // A node's restore is retrying: kept in the node's summary and passed on at once, so the
+  // change's status shows it whatever the change is waiting for.
+  setHandler(nodeRestoreRetryingSignal, (r) => {
+    const summary = nodes.get(r.node);
+    if (!summary) return;
+    summary.restore = r.restore;
+    void parentHandle?.signal(nodeRestoreRetryingSignal, r).catch(() => undefined);
+  });
   setHandler(waveDecisionSignal, (d) => {
     decided.value ??= d;
   });
@@ -504,6 +515,8 @@ export async function rolloutWaveWorkflow(input: WaveInput): Promise<WaveResult>
       ...(r.error ? { error: r.error } : {}),
       ...(r.rollbackDifferences ? { differences: r.rollbackDifferences.slice(0, MAX_DIFF_LINES_PER_NODE) } : {}),
     });
+    // The node's final result: its restore is no longer retrying.
+    if (phase === 'done') delete summary.restore;
   }
 
   /** Tells every held node to keep the change and waits until each has let go of its lock. */

@@ -5,12 +5,13 @@
  *
  * Workflow code: deterministic (Date.now() and sleep() are the workflow's clock and timers).
  */
-import { ApplicationFailure, CancellationScope, log, patched, proxyActivities, proxySinks, sleep, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, log, patched, proxyActivities, proxySinks, sleep, workflowInfo } from '@temporalio/workflow';
 import type { AuditActivities } from '../activities/audit-store';
 import type { AuditRecord, AuditSinks } from '../model/audit';
 import { AUDIT_ACTIVITY_OPTIONS, auditRecordId, MAX_AUDIT_BATCH, type KeyedAuditRecord } from '../model/audit-chain';
 import { failure, summariseFailure, TemporalFailureType, type FailureSummary, type FailureTypeName } from '../model/failures';
 import { CLUSTER_TASK_QUEUE } from '../model/naming';
+import type { OperatorAction } from './change';
 
 const { audit } = proxySinks<AuditSinks>();
 
@@ -193,6 +194,49 @@ export class AuditTrail {
 function storable(record: AuditRecord): AuditRecord {
   const changeId = record.changeId.length >= 1 && record.changeId.length <= 253 ? record.changeId : workflowInfo().workflowId.slice(0, 253);
   return changeId === record.changeId ? record : { ...record, changeId };
+}
+
+/** What {@link commitConfirmed} needs from the change workflow that waits. */
+export interface CommitConfirmedWait<R> {
+  /** How long the change waits for a `confirm` before every node reverts (ms). */
+  timeoutMs: number;
+  /** Where the deadline is shown (the change's status). */
+  status: { confirmDeadline?: string };
+  /** Set by the `confirm` update and the `abort` update or signal. */
+  operator: { confirmation?: OperatorAction; abort?: OperatorAction };
+  trail: AuditTrail;
+  setPhase(phase: 'awaiting-confirmation', message: string): void;
+  describeAction(verb: string, action: OperatorAction): string;
+  /** Runs once confirmed: keep the change. */
+  commit(): Promise<R>;
+  /** Runs when not confirmed in time, or aborted while waiting: undo the change; `why` says which. */
+  revert(why: string): Promise<R>;
+}
+
+/**
+ * The commit-confirmed wait of a change (`options.confirmTimeout`): shows the deadline,
+ * waits for `confirm` or `abort` until it, records the outcome (`confirm`, ok or failed) and
+ * goes on with `commit` or `revert`.
+ *
+ * Replay-sensitive: `commit` and `revert` are called in the same microtask as the code after
+ * the wait ran before this helper existed (the durable audit's appends are chained on
+ * promises, so one more `await` between the record and the next command could put an append
+ * ahead of it; see the `if (x) await …` guards in workflows/change.ts). Keep the wait
+ * directly awaited here and the continuations called, not awaited, before they run.
+ */
+export async function commitConfirmed<R>(wait: CommitConfirmedWait<R>): Promise<R> {
+  const { timeoutMs, status, operator, trail } = wait;
+  status.confirmDeadline = new Date(Date.now() + timeoutMs).toISOString();
+  wait.setPhase('awaiting-confirmation', `applied; send "confirm" before ${status.confirmDeadline} or every node reverts`);
+  const waitStarted = Date.now();
+  await condition(() => operator.confirmation !== undefined || operator.abort !== undefined, timeoutMs);
+  if (operator.confirmation && !operator.abort) {
+    trail.record('confirm', 'ok', waitStarted, wait.describeAction('confirmed', operator.confirmation));
+    return wait.commit();
+  }
+  const why = operator.abort ? wait.describeAction('aborted', operator.abort) : `not confirmed within ${timeoutMs / 1000}s`;
+  trail.record('confirm', 'failed', waitStarted, why);
+  return wait.revert(why);
 }
 
 /** How a rollback is checked: a read-back that lists what still differs from the state before. */

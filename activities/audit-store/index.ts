@@ -43,6 +43,7 @@ import { loadPublicKeys, type AuditVerifyReport } from './chain';
 import { FileAuditStore } from './file-store';
 import { PostgresAuditStore } from './postgres-store';
 import { AuditConflictError, type AuditStore, type CheckpointPolicy } from './store';
+import { withHeartbeats } from '../heartbeat';
 
 export * from './chain';
 export * from './store';
@@ -108,7 +109,8 @@ export function createAuditActivities(deps: AuditActivityDeps) {
         throw err;
       }
       try {
-        const result = await store.append(batch);
+        // Heartbeats while the store works (AUDIT_ACTIVITY_OPTIONS: a lost attempt is retried within seconds).
+        const result = await withHeartbeats({ phase: 'append audit', records: batch.length }, () => store.append(batch));
         return { appended: result.appended.length, duplicates: result.duplicates.length, headSeq: result.head.seq };
       } catch (err) {
         if (err instanceof AuditConflictError) throw ApplicationFailure.create({ type: AuditFailureType.AuditRecordConflict, message: err.message, nonRetryable: true });

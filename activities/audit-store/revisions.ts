@@ -18,6 +18,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { withHeartbeats } from '../heartbeat';
 import { join } from 'node:path';
 import { Pool, type PoolClient } from 'pg';
 import type { Logger } from 'pino';
@@ -356,7 +357,8 @@ export function createRevisionActivities(deps: RevisionActivityDeps) {
         throw ApplicationFailure.create({ type: FailureType.InvalidRevision, message: (err as Error).message, nonRetryable: true });
       }
       try {
-        const revisions = await store.commit(commit);
+        // Heartbeats while the store works (AUDIT_ACTIVITY_OPTIONS: a lost attempt is retried within seconds).
+        const revisions = await withHeartbeats({ phase: 'record revisions' }, () => store.commit(commit));
         return revisions.map((r) => ({ node: r.node, id: r.id, number: r.number, ...(r.parent ? { parent: r.parent } : {}) }));
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

@@ -27,7 +27,7 @@ import { KubeApiError, KubeClient, type KubeConnection } from '../../k8s/client'
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { nodeTaskQueue } from '../../model/naming';
 import { auditConfigFrom, openWorkerAuditStores } from '../../workers/audit';
-import { auditSinks, createNodeDeps, createWorkers } from '../../workers/fos1-worker';
+import { auditSinks, createNodeDeps, createWorkers, WORKER_RECOVERY_OPTIONS } from '../../workers/fos1-worker';
 
 /** Where and how a node's step is stopped. */
 export interface ChaosStop {
@@ -227,7 +227,8 @@ async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('ERROR'), shutdownSignals: ['SIGINT', 'SIGTERM'] });
   const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
   const connection = await NativeConnection.connect({ address: spec.temporalAddress });
-  const workflowBundle = { code: readFileSync(spec.bundlePath, 'utf8') };
+  // Loaded from the file, as workers/main.ts does with FOS1_WORKFLOW_BUNDLE.
+  const workflowBundle = { codePath: spec.bundlePath };
   const workers: Worker[] = [];
   const entries = { v4: spec.mapEntries, v6: spec.mapEntries };
   for (const node of spec.nodes) {
@@ -245,6 +246,7 @@ async function main(): Promise<void> {
         activities: { ...createNodeActivities(deps), ...createNodeGateActivities({ netns: node.netns, bpfPinDir: node.pinDir }) },
         sinks: auditSinks(logger),
         maxConcurrentActivityTaskExecutions: 1,
+        ...WORKER_RECOVERY_OPTIONS,
         interceptors: { activity: [(ctx) => ({ inbound: new ChaosInterceptor(ctx, node, spec.controlRoot) })] },
       }),
     );

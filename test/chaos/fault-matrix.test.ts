@@ -12,7 +12,8 @@
  *
  * Privileged: needs root, netns, bpffs and the built Temporal CLI.
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import type { ChangeRequestInput } from '../../model/change-request';
 import type { ChaosBehaviour } from './chaos-worker';
@@ -23,6 +24,8 @@ const SHORT: Record<ChangeKind, string> = { network: 'net', 'blocklist-patch': '
 /** How long a change may take under a fault: before heartbeats a killed activity waits out its 2-minute start-to-close. */
 const CHANGE_DEADLINE_MS = 10 * 60_000;
 const MAX_RECOVERY_MS = process.env.FOS1_CHAOS_MAX_RECOVERY_MS ? Number(process.env.FOS1_CHAOS_MAX_RECOVERY_MS) : undefined;
+/** A folder for each cell's history timeline (harness.ts `timeline`): where its recovery seconds went. */
+const TIMELINE_DIR = process.env.FOS1_CHAOS_TIMELINE;
 
 type NodeBehaviour = Omit<ChaosBehaviour, 'controlDir'>;
 
@@ -109,7 +112,18 @@ describePrivileged('chaos: every fault at every step of the node workflow (privi
       totalMs: endedAt - cell.startedAt,
     };
     results.push(result);
+    if (TIMELINE_DIR) await writeTimeline(cell, endedAt);
     return result;
+  }
+
+  /** Writes the cell's history timeline (0 = the worker or server back) to TIMELINE_DIR. */
+  async function writeTimeline(cell: Cell, endedAt: number): Promise<void> {
+    const zero = cell.backAt ?? cell.startedAt;
+    const at = (ms: number | undefined, what: string) => (ms === undefined ? [] : [`${((ms - zero) / 1000).toFixed(2).padStart(8)} s  harness: ${what}`]);
+    const lines = await h.timeline(cell.workflowId, zero).catch((err: unknown) => [`timeline unavailable: ${String(err)}`]);
+    mkdirSync(TIMELINE_DIR as string, { recursive: true });
+    const name = `${cell.fault}-${cell.kind}-${cell.step}`.replace(/[^a-z0-9]+/gi, '-');
+    writeFileSync(join(TIMELINE_DIR as string, `${name}.txt`), [...at(cell.faultAt, 'fault'), ...at(cell.backAt, 'back'), ...at(endedAt, 'change ended'), ...lines].sort((a, b) => parseFloat(a) - parseFloat(b)).join('\n') + '\n');
   }
 
   /**

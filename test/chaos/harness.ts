@@ -15,8 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { INGEST_CHANNEL_ARGS } from '../../ingest/config';
+import { tsToMs } from '@temporalio/common/lib/time';
+import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { createIpRunner } from '../../activities/system/ip-runner';
 import { DEFAULT_ROUTE_PROTOCOL, RouteTable } from '../../activities/system/route-table';
 import { RuleTable } from '../../activities/system/rule-table';
@@ -27,6 +28,7 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
 import { eventually } from '../helpers/eventually';
 import { startTemporal } from '../helpers/temporal';
+import { buildWorkflowBundle } from '../../scripts/build-workflow-bundle';
 import type { ChangeStatus } from '../../workflows/change';
 import type { KubeConnection } from '../../k8s/client';
 import type { ChaosBehaviour, ChaosClusterBehaviour, ChaosNodeSpec, ChaosStop, ChaosWorkerSpec, ClusterStep } from './chaos-worker';
@@ -141,8 +143,8 @@ export class ChaosHarness {
     this.env = await startTemporal({ dbFilename: this.dbFilename, port: this.port });
     this.connection = await Connection.connect({ address: `127.0.0.1:${this.port}`, channelArgs: { ...INGEST_CHANNEL_ARGS }, interceptors: [] });
     this.client = new Client({ connection: this.connection, namespace: this.env.namespace ?? 'default' });
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) } });
-    writeFileSync(this.bundlePath, bundle.code);
+    // As a production worker with FOS1_WORKFLOW_BUNDLE: built by the script, loaded from the file.
+    await buildWorkflowBundle(this.bundlePath);
   }
 
   /** Creates a node (namespace, pin folder, store) served by worker group `group`. */
@@ -333,6 +335,63 @@ export class ChaosHarness {
         await sleep(250);
       }
     }
+  }
+
+  /**
+   * Where a cell's seconds went: the history events of the change workflow and of every child
+   * it started (waves, node workflows), in time order, relative to `zero` (the worker back),
+   * with what explains a wait — the task queue a workflow task was scheduled on (sticky or
+   * normal), a time-out's type, an activity's name and attempt. Written per cell when
+   * FOS1_CHAOS_TIMELINE names a folder (RESULTS.md, "Where the seconds go").
+   */
+  async timeline(workflowId: string, zero: number): Promise<string[]> {
+    const { EventType, TaskQueueKind, TimeoutType } = temporal.api.enums.v1;
+    const lines: { at: number; text: string }[] = [];
+    const seen = new Set<string>();
+    const visit = async (id: string, runId: string | undefined, label: string): Promise<void> => {
+      if (seen.has(`${id}/${runId ?? ''}`)) return;
+      seen.add(`${id}/${runId ?? ''}`);
+      const history = await this.client.workflow.getHandle(id, runId).fetchHistory();
+      const children: { id: string; runId: string }[] = [];
+      const activities = new Map<number, string>();
+      for (const e of history.events ?? []) {
+        const type = EventType[e.eventType ?? 0]?.replace(/^EVENT_TYPE_/, '') ?? String(e.eventType);
+        let detail = '';
+        if (e.workflowTaskScheduledEventAttributes) {
+          const q = e.workflowTaskScheduledEventAttributes.taskQueue;
+          detail = `${q?.kind === TaskQueueKind.TASK_QUEUE_KIND_STICKY ? 'sticky' : 'normal'} queue, attempt ${e.workflowTaskScheduledEventAttributes.attempt ?? 1}`;
+        } else if (e.workflowTaskTimedOutEventAttributes) {
+          detail = TimeoutType[e.workflowTaskTimedOutEventAttributes.timeoutType ?? 0] ?? '';
+        } else if (e.workflowTaskFailedEventAttributes) {
+          detail = e.workflowTaskFailedEventAttributes.failure?.message?.split('\n')[0] ?? '';
+        } else if (e.activityTaskScheduledEventAttributes) {
+          const name = `${e.activityTaskScheduledEventAttributes.activityType?.name ?? '?'}`;
+          activities.set(Number(e.eventId), name);
+          detail = name;
+        } else if (e.activityTaskStartedEventAttributes) {
+          detail = `${activities.get(Number(e.activityTaskStartedEventAttributes.scheduledEventId)) ?? '?'} attempt ${e.activityTaskStartedEventAttributes.attempt ?? 1}`;
+        } else if (e.activityTaskCompletedEventAttributes) {
+          detail = activities.get(Number(e.activityTaskCompletedEventAttributes.scheduledEventId)) ?? '?';
+        } else if (e.activityTaskTimedOutEventAttributes) {
+          const a = e.activityTaskTimedOutEventAttributes;
+          detail = `${activities.get(Number(a.scheduledEventId)) ?? '?'} ${TimeoutType[a.failure?.timeoutFailureInfo?.timeoutType ?? 0] ?? ''}`;
+        } else if (e.activityTaskFailedEventAttributes) {
+          detail = `${activities.get(Number(e.activityTaskFailedEventAttributes.scheduledEventId)) ?? '?'}: ${e.activityTaskFailedEventAttributes.failure?.message?.split('\n')[0] ?? ''}`;
+        } else if (e.markerRecordedEventAttributes) {
+          detail = e.markerRecordedEventAttributes.markerName ?? '';
+        } else if (e.childWorkflowExecutionStartedEventAttributes?.workflowExecution) {
+          const x = e.childWorkflowExecutionStartedEventAttributes.workflowExecution;
+          children.push({ id: x.workflowId as string, runId: x.runId as string });
+          detail = x.workflowId ?? '';
+        } else if (e.workflowExecutionContinuedAsNewEventAttributes) {
+          children.push({ id, runId: e.workflowExecutionContinuedAsNewEventAttributes.newExecutionRunId as string });
+        }
+        lines.push({ at: tsToMs(e.eventTime), text: `${label} ${type}${detail ? ` (${detail})` : ''}` });
+      }
+      for (const c of children) await visit(c.id, c.runId, c.id === id ? label : c.id.split('/').slice(-2).join('/'));
+    };
+    await visit(workflowId, undefined, 'change');
+    return lines.sort((a, b) => a.at - b.at).map((l) => `${((l.at - zero) / 1000).toFixed(2).padStart(8)} s  ${l.text}`);
   }
 
   // --- the kinds of change: the request, and the node's state read back ---

@@ -5,49 +5,40 @@
  * Privileged: needs root, netns, bpffs and the built Temporal CLI.
  */
 import { randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import pino from 'pino';
-import { startApiServer } from '../../api/server';
 import { signIdentity } from '../../auth/identity-assertion';
 import { SearchAttributes, CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { changeWorkflow } from '../../workflows/change';
-import { testTokens } from '../helpers/api-tokens';
+import type { TestPrincipals } from '../helpers/api-tokens';
 import { changeFailure } from '../helpers/change-client';
-import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { describePrivileged } from '../helpers/capabilities';
-import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { LAN_GATEWAY_V4, type TestNamespace } from '../helpers/netns';
+import { startTestApi, type TestApi } from '../helpers/test-api';
+import { startTestNode, type TestNode } from '../helpers/test-node';
 
 const NODE = 'api-node';
 const IDENTITY_KEY = randomBytes(32);
-const { authenticator, tokens } = testTokens({ carol: ['admin'], frank: ['operator'], dave: ['operator'], erin: ['operator'], vic: ['viewer'] });
+const PRINCIPALS = { carol: ['admin'], frank: ['operator'], dave: ['operator'], erin: ['operator'], vic: ['viewer'] } satisfies TestPrincipals;
 
 describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
+  let node: TestNode;
+  let api: TestApi<typeof PRINCIPALS>;
   let env: TestWorkflowEnvironment;
   let ns: TestNamespace;
-  let pinDir: string;
-  let workers: RunningWorkers;
-  let server: Server;
   let base: string;
 
   beforeAll(async () => {
-    env = await startTemporal();
-    ns = TestNamespace.create('fos1api');
-    pinDir = `/sys/fs/bpf/fos1-test-api-${randomBytes(4).toString('hex')}`;
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } }, { identityKey: IDENTITY_KEY });
-    server = await startApiServer({ client: env.client, port: 0, host: '127.0.0.1', logger: pino({ level: 'silent' }), security: { authenticator }, identityKey: IDENTITY_KEY });
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    node = await startTestNode({ node: NODE, nsPrefix: 'fos1api', pinPrefix: 'fos1-test-api', workers: { identityKey: IDENTITY_KEY } });
+    ({ env } = node);
+    ns = node.ns!;
+    api = await startTestApi(env.client, PRINCIPALS, { identityKey: IDENTITY_KEY });
+    base = api.base;
   });
 
   afterAll(async () => {
-    server?.close();
-    await workers?.stop();
-    if (pinDir) removePinnedBlocklist(pinDir);
-    ns?.destroy();
-    await env?.teardown();
+    await api?.close();
+    await node?.stop();
   });
 
   const id = () => `api-${randomBytes(3).toString('hex')}`;
@@ -58,10 +49,10 @@ describePrivileged('HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal
     patch: { routes: { upsert: [{ destination: '10.90.0.0/24', gateway: LAN_GATEWAY_V4 }] } },
     ...extra,
   });
-  async function call(method: string, path: string, body?: unknown, as: keyof typeof tokens | null = 'carol', headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
+  async function call(method: string, path: string, body?: unknown, as: keyof typeof PRINCIPALS | null = 'carol', headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
     const res = await fetch(base + path, {
       method,
-      headers: { ...(as ? { authorization: `Bearer ${tokens[as]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      headers: { ...(as ? { authorization: `Bearer ${api.tokens[as]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
       ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
     });
     return { status: res.status, json: (await res.json()) as Record<string, unknown>, headers: res.headers };

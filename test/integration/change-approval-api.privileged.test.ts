@@ -6,56 +6,44 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import pino from 'pino';
-import { startApiServer } from '../../api/server';
-import { removePinnedBlocklist } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { testTokens } from '../helpers/api-tokens';
+import type { TestPrincipals } from '../helpers/api-tokens';
 import { describePrivileged } from '../helpers/capabilities';
 import { eventually } from '../helpers/eventually';
-import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { LAN_GATEWAY_V4, type TestNamespace } from '../helpers/netns';
+import { startTestApi, type TestApi } from '../helpers/test-api';
+import { startTestNode, type TestNode } from '../helpers/test-node';
 
 const NODE = 'approval-node';
 const IDENTITY_KEY = randomBytes(32);
-const { authenticator, tokens } = testTokens({ alice: ['operator', 'approver'], bob: ['approver'], vic: ['viewer'] });
+const PRINCIPALS = { alice: ['operator', 'approver'], bob: ['approver'], vic: ['viewer'] } satisfies TestPrincipals;
 
 describePrivileged('approvals through the HTTP API (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
-  let env: TestWorkflowEnvironment;
+  let node: TestNode;
+  let api: TestApi<typeof PRINCIPALS>;
   let ns: TestNamespace;
-  let pinDir: string;
-  let workers: RunningWorkers;
-  let server: Server;
   let base: string;
 
   beforeAll(async () => {
     const policyFile = join(mkdtempSync(join(tmpdir(), 'fos1-approval-api-')), 'policy.yaml');
     writeFileSync(policyFile, 'rules:\n  - name: routes-need-one\n    match: { subsystems: [routes] }\n    approvals: 1\n    approverRole: approver\n    expiresAfter: 10m\n');
-    env = await startTemporal();
-    ns = TestNamespace.create('fos1appr');
-    pinDir = `/sys/fs/bpf/fos1-test-approval-${randomBytes(4).toString('hex')}`;
-    workers = await startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } }, { identityKey: IDENTITY_KEY, approvalPolicyFile: policyFile });
-    server = await startApiServer({ client: env.client, port: 0, host: '127.0.0.1', logger: pino({ level: 'silent' }), security: { authenticator }, identityKey: IDENTITY_KEY });
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    node = await startTestNode({ node: NODE, nsPrefix: 'fos1appr', pinPrefix: 'fos1-test-approval', workers: { identityKey: IDENTITY_KEY, approvalPolicyFile: policyFile } });
+    ns = node.ns!;
+    api = await startTestApi(node.env.client, PRINCIPALS, { identityKey: IDENTITY_KEY });
+    base = api.base;
   });
 
   afterAll(async () => {
-    server?.close();
-    await workers?.stop();
-    if (pinDir) removePinnedBlocklist(pinDir);
-    ns?.destroy();
-    await env?.teardown();
+    await api?.close();
+    await node?.stop();
   });
 
-  async function call(method: string, path: string, as: keyof typeof tokens, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  async function call(method: string, path: string, as: keyof typeof PRINCIPALS, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
     const res = await fetch(base + path, {
       method,
-      headers: { authorization: `Bearer ${tokens[as]}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      headers: { authorization: `Bearer ${api.tokens[as]}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     return { status: res.status, json: (await res.json()) as Record<string, unknown> };

@@ -11,7 +11,7 @@ import { relative } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
-import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
+import type { BlocklistMaps } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { normaliseDocument } from '../../activities/cluster-policy';
 import { readManifests, type KubeApiServer } from '../../k8s/harness';
@@ -22,8 +22,8 @@ import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { changeWorkflow, type ChangeStatus } from '../../workflows/change';
 import { changeFailure, waitForPhase } from '../helpers/change-client';
 import { CILIUM_EXAMPLES_DIR, describeKube, startKubeWithCrds } from '../helpers/kube';
-import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { LAN_GATEWAY_V4, type TestNamespace } from '../helpers/netns';
+import { startTestNode, type TestNode } from '../helpers/test-node';
 
 const NODE = 'node-a';
 const NS = `fos1-cc-${process.pid}`;
@@ -46,30 +46,23 @@ function allowWeb(port: string, name = 'allow-web'): KubeObject {
 
 describeKube('Cilium policy as a step of the change workflow (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
   let kube: KubeApiServer;
+  let node: TestNode;
   let env: TestWorkflowEnvironment;
   let ns: TestNamespace;
-  let pinDir: string;
-  let workers: RunningWorkers;
   let maps: BlocklistMaps;
   let sequence = 0;
 
   beforeAll(async () => {
     kube = await startKubeWithCrds();
     for (const name of [NS, 'ns1', 'ns2']) await kube.client.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
-    env = await startTemporal();
-    ns = TestNamespace.create();
-    pinDir = `/sys/fs/bpf/fos1-test-${randomBytes(4).toString('hex')}`;
-    const target = { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 64, v6: 64 } };
-    workers = await startWorkers(env, NODE, target, { ciliumDeps: { kube: kube.client, fieldManager: 'fos1', logger } });
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 64, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 64, maxEntriesV6: 64 } });
+    node = await startTestNode({ node: NODE, openMaps: true, workers: { ciliumDeps: { kube: kube.client, fieldManager: 'fos1', logger } } });
+    ({ env } = node);
+    ns = node.ns!;
+    maps = node.maps!;
   }, 240_000);
 
   afterAll(async () => {
-    await workers?.stop();
-    maps?.close();
-    if (pinDir) removePinnedBlocklist(pinDir);
-    ns?.destroy();
-    await env?.teardown();
+    await node?.stop();
     await kube?.stop();
   });
 

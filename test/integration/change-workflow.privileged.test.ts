@@ -7,43 +7,36 @@
 import { randomBytes } from 'node:crypto';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
+import type { BlocklistMaps } from '../../bpf/blocklist-maps';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import type { ChangeRequestInput } from '../../model/change-request';
 import { CLUSTER_TASK_QUEUE, changeWorkflowId, SearchAttributes } from '../../model/naming';
 import { changeWorkflow, confirmUpdate, type ChangeStatus } from '../../workflows/change';
 import { describePrivileged } from '../helpers/capabilities';
 import { changeFailure, waitForPhase } from '../helpers/change-client';
-import { LAN_GATEWAY_V4, LAN_GATEWAY_V6, TestNamespace } from '../helpers/netns';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { LAN_GATEWAY_V4, LAN_GATEWAY_V6, type TestNamespace } from '../helpers/netns';
+import { startTestNode, type TestNode } from '../helpers/test-node';
 
 const NODE = 'node-a';
 /** Small on purpose: test (b) overflows it through the real kernel. */
 const MAP_CAPACITY_V4 = 8;
 
 describePrivileged('change workflow on a real node (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
+  let node: TestNode;
   let env: TestWorkflowEnvironment;
   let ns: TestNamespace;
-  let pinDir: string;
-  let workers: RunningWorkers;
   let maps: BlocklistMaps;
   let sequence = 0;
 
   beforeAll(async () => {
-    env = await startTemporal();
-    ns = TestNamespace.create();
-    pinDir = `/sys/fs/bpf/fos1-test-${randomBytes(4).toString('hex')}`;
-    const target = { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: MAP_CAPACITY_V4, v6: 64 } };
-    workers = await startWorkers(env, NODE, target);
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: MAP_CAPACITY_V4, maxEntriesV6: 64, hostMaps: { maxEntriesV4: MAP_CAPACITY_V4, maxEntriesV6: 64 } });
+    node = await startTestNode({ node: NODE, blocklist: { v4: MAP_CAPACITY_V4, v6: 64 }, openMaps: true });
+    ({ env } = node);
+    ns = node.ns!;
+    maps = node.maps!;
   });
 
   afterAll(async () => {
-    await workers?.stop();
-    maps?.close();
-    if (pinDir) removePinnedBlocklist(pinDir);
-    ns?.destroy();
-    await env?.teardown();
+    await node?.stop();
   });
 
   /** A fresh change id for each request, so workflow ids never collide. */

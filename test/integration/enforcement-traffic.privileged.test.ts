@@ -7,23 +7,18 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { appendFileSync, rmSync } from 'node:fs';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import pino from 'pino';
-import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
 import { ADDR, type EchoServer, NetnsPair } from '../../bench/datapath/netns-pair';
 import { BlocklistMaps } from '../../bpf/blocklist-maps';
 import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
-import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
 import { enforcementWorkflowId } from '../../model/enforcement-decision';
 import { guardConfigSchema } from '../../model/enforcement-guard';
 import { cacheDir } from '../../scripts/paths';
 import { enforcementQuery } from '../../workflows/enforcement';
 import { describePrivileged } from '../helpers/capabilities';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { startEnforcementStack, type EnforcementStack } from '../helpers/enforcement-stack';
 import { eventually } from '../helpers/eventually';
 
 const NODE = 'node-traffic';
@@ -65,9 +60,7 @@ describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (pr
   let maps: BlocklistMaps;
   let server: EchoServer;
   let env: TestWorkflowEnvironment;
-  let workers: RunningWorkers;
-  let ingest: RunningIngest;
-  let dir: string;
+  let stack: EnforcementStack;
   let eveFile: string;
 
   beforeAll(async () => {
@@ -79,27 +72,24 @@ describePrivileged('IDS verdict to dropped traffic through the eBPF datapath (pr
     datapath.attach({ interface: pair.ifB, netns: pair.b });
     maps = BlocklistMaps.open({ pinDir, maxEntriesV4: SIZES.blocklistV4, maxEntriesV6: SIZES.blocklistV6, hostMaps: { maxEntriesV4: SIZES.hostsV4, maxEntriesV6: SIZES.hostsV6 } });
     server = await pair.startEchoServer(1);
-    env = await startTemporal();
-    workers = await startWorkers(env, NODE, { netns: pair.b, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 }, blocklistHostMaxEntries: { v4: SIZES.hostsV4, v6: SIZES.hostsV6 } });
-    dir = mkdtempSync(join(tmpdir(), 'fos1-enft-'));
-    writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
-    eveFile = join(dir, 'eve.json');
-    writeFileSync(eveFile, '');
-    ingest = await startIngest(
-      { rulesFile: join(dir, 'rules.json'), guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }), nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
-      { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
-    );
+    stack = await startEnforcementStack({
+      node: NODE,
+      netns: pair.b,
+      pinDir,
+      blocklist: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 },
+      target: { blocklistHostMaxEntries: { v4: SIZES.hostsV4, v6: SIZES.hostsV6 } },
+      rules: RULES,
+      guard: guardConfigSchema.parse({ allowLists: { management: ['192.0.2.0/24'] } }),
+    });
+    ({ env, eveFile } = stack);
   });
 
   afterAll(async () => {
-    await ingest?.stop();
-    await workers?.stop();
-    await env?.teardown();
+    await stack?.stop();
     maps?.close();
     datapath?.close();
     pair?.destroy();
     if (pinDir) rmSync(pinDir, { recursive: true, force: true });
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** Runs a probe in the client namespace without blocking the event loop (the workers run in this process). */

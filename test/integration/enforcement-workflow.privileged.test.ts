@@ -7,15 +7,12 @@
  * The block is asserted in (and then out of) the pinned LPM blocklist map, read back
  * with BlocklistMaps — the map the datapath's programs consult.
  */
-import { randomBytes } from 'node:crypto';
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import pino from 'pino';
-import { BlocklistMaps, removePinnedBlocklist } from '../../bpf/blocklist-maps';
-import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { startIngest, type RunningIngest } from '../../ingest/ingest-worker';
+import type { BlocklistMaps } from '../../bpf/blocklist-maps';
+import type { RunningIngest } from '../../ingest/ingest-worker';
 import { CLUSTER_TASK_QUEUE } from '../../model/naming';
 import { enforcementWorkflowId, type Decision } from '../../model/enforcement-decision';
 import { guardConfigSchema, type GuardConfig, type GuardConfigInput } from '../../model/enforcement-guard';
@@ -26,8 +23,8 @@ import type { ChangeStatus } from '../../workflows/change';
 import { enforcementQuery, enforcementWorkflow, liftSignal, verdictSignal, type EnforcementStatus } from '../../workflows/enforcement';
 import { admitUpdate, coordinatorQuery, ENFORCEMENT_COORDINATOR_ID, enforcementCoordinatorWorkflow } from '../../workflows/enforcement-coordinator';
 import { describePrivileged } from '../helpers/capabilities';
-import { LAN_GATEWAY_V4, TestNamespace } from '../helpers/netns';
-import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { startEnforcementStack, type EnforcementStack } from '../helpers/enforcement-stack';
+import { LAN_GATEWAY_V4, type TestNamespace } from '../helpers/netns';
 import { eventually } from '../helpers/eventually';
 
 const NODE = 'node-enf';
@@ -66,10 +63,9 @@ function alertLine(src: string): string {
 }
 
 describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['root', 'netns', 'bpffs', 'temporal-cli'], () => {
+  let stack: EnforcementStack;
   let env: TestWorkflowEnvironment;
   let ns: TestNamespace;
-  let pinDir: string;
-  let workers: RunningWorkers;
   let maps: BlocklistMaps;
   let dir: string;
   let eveFile: string;
@@ -85,37 +81,33 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
   const NAMESERVER = '192.0.2.153';
   /** The next hop of a route in the node's namespace (on-link on lan0). */
   const GATEWAY = '10.77.0.9';
-  const startNodeWorkers = () =>
-    startWorkers(env, NODE, { netns: ns.name, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: 1024, v6: 64 }, resolvConf: join(dir, 'resolv.conf') }, { guard: () => workerGuard });
 
   beforeAll(async () => {
-    env = await startTemporal();
-    ns = TestNamespace.create('fos1e');
-    pinDir = `/sys/fs/bpf/fos1-enf-${randomBytes(4).toString('hex')}`;
     dir = mkdtempSync(join(tmpdir(), 'fos1-enf-'));
     // The node's resolver (its DNS server is protected by default) and a route through the
     // LAN (so GATEWAY is one of its gateways).
     writeFileSync(join(dir, 'resolv.conf'), `# test\nnameserver ${NAMESERVER}\n`);
+    stack = await startEnforcementStack({
+      node: NODE,
+      nsPrefix: 'fos1e',
+      pinPrefix: 'fos1-enf',
+      blocklist: { v4: 1024, v6: 64 },
+      openMaps: true,
+      target: { resolvConf: join(dir, 'resolv.conf') },
+      workers: { guard: () => workerGuard },
+      rules: RULES,
+      guard,
+      dir,
+    });
+    ({ env, eveFile, ingest } = stack);
+    ns = stack.ns!;
+    maps = stack.maps!;
     await ns.ip.run(['route', 'add', '198.18.0.0/24', 'via', GATEWAY]);
-    workers = await startNodeWorkers();
-    maps = BlocklistMaps.open({ pinDir, maxEntriesV4: 1024, maxEntriesV6: 64, hostMaps: { maxEntriesV4: 1024, maxEntriesV6: 64 } });
-    writeFileSync(join(dir, 'rules.json'), JSON.stringify(RULES));
-    eveFile = join(dir, 'eve.json');
-    writeFileSync(eveFile, '');
-    ingest = await startIngest(
-      { rulesFile: join(dir, 'rules.json'), guard, nodes: [NODE], eveFile, eveFrom: 'end', coalesceMs: 1000 },
-      { workflows: env.client.workflow, logger: pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' }) },
-    );
   });
 
   afterAll(async () => {
-    await ingest?.stop();
-    await workers?.stop();
-    maps?.close();
-    if (pinDir) removePinnedBlocklist(pinDir);
-    ns?.destroy();
+    await stack?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
-    await env?.teardown();
   });
 
   const blocked = () => maps.readAll();
@@ -362,11 +354,11 @@ describePrivileged('IDS verdicts to enforcement on a real node (privileged)', ['
     });
     await eventually(() => status(target), (st) => st.active !== undefined, 'the block to be recorded');
     expect(entryFor(target)).toBeDefined();
-    await workers.stop();
+    await stack.workers.stop();
     await new Promise((r) => setTimeout(r, (BLOCK_SECONDS + 1) * 1000));
     // Nobody was running when the timer fired: the block is still in the map.
     expect(entryFor(target)).toBeDefined();
-    workers = await startNodeWorkers();
+    await stack.startWorkers();
     await eventually(() => entryFor(target), (e) => e === undefined, 'the block to lift after the restart');
     const result: EnforcementStatus = await env.client.workflow.getHandle(enforcementWorkflowId(target)).result();
     expect(result.audit.map((a) => `${a.step}:${a.result}`)).toEqual(['block:ok', 'lift:ok', 'done:ok']);

@@ -87,6 +87,34 @@ describe('status --watch of a staged rollout', () => {
   });
 });
 
+describe('status of a node whose restore is retrying (issue 16)', () => {
+  const retrying = () => rollout('rolling-out', [wave(0, 'all', ['router-1'], 'applying')], { 'router-1': { outcome: 'pending', wave: 'all', phase: 'applying' } }) as StatusView & { nodes: Record<string, object> };
+  const withRestore = (s: StatusView & { nodes: Record<string, object> }, restore: object | undefined) => ({ ...s, nodes: { 'router-1': { ...s.nodes['router-1'], ...(restore ? { restore } : {}) } } }) as StatusView;
+  const since = '2030-01-01T00:00:00.000Z';
+
+  test('the frame shows the attempt count, the next try and the last error under the node', () => {
+    const frame = renderStatus(withRestore(retrying(), { attempt: 2, lastError: 'restore blocklist: node unreachable', since, nextTryAt: '2030-01-01T00:00:35.000Z' }), plain);
+    expect(frame).toContain('        restore retrying since 2030-01-01T00:00:00.000Z: 2 retries failed, next try 2030-01-01T00:00:35.000Z; last error: restore blocklist: node unreachable');
+    // The first wait (the rollback itself did not verify) and a round that is running.
+    expect(renderStatus(withRestore(retrying(), { attempt: 0, lastError: 'e', since, nextTryAt: '2030-01-01T00:00:05.000Z' }), plain).join('\n')).toContain('the rollback did not verify, next try 2030-01-01T00:00:05.000Z');
+    expect(renderStatus(withRestore(retrying(), { attempt: 1, lastError: 'e', since }), plain).join('\n')).toContain('1 retry failed, trying now');
+  });
+
+  test('--watch prints a line each time a round fails and the next try moves, and nothing while it stands', () => {
+    const a = withRestore(retrying(), { attempt: 0, lastError: 'unreachable', since, nextTryAt: '2030-01-01T00:00:05.000Z' });
+    const b = withRestore(retrying(), { attempt: 1, lastError: 'unreachable', since });
+    const c = withRestore(retrying(), { attempt: 1, lastError: 'unreachable', since, nextTryAt: '2030-01-01T00:00:15.000Z' });
+    expect(statusEvents(undefined, a)).toContain('wave 1/1 all node router-1: restore retrying since 2030-01-01T00:00:00.000Z: the rollback did not verify, next try 2030-01-01T00:00:05.000Z; last error: unreachable');
+    expect(statusEvents(a, a)).toEqual([]);
+    expect(statusEvents(a, b)).toEqual(['wave 1/1 all node router-1: restore retrying since 2030-01-01T00:00:00.000Z: 1 retry failed, trying now; last error: unreachable']);
+    expect(statusEvents(b, c)).toEqual(['wave 1/1 all node router-1: restore retrying since 2030-01-01T00:00:00.000Z: 1 retry failed, next try 2030-01-01T00:00:15.000Z; last error: unreachable']);
+    // Without waves (a change of the legacy shape) the same line.
+    const legacy = { changeId: 'r1', phase: 'rolling-out', message: 'm', nodes: { 'router-1': { outcome: 'pending', diff: [], restore: { attempt: 3, lastError: 'x', since, nextTryAt: '2030-01-01T00:01:00.000Z' } } } } as StatusView;
+    expect(renderStatus(legacy, plain)).toContain('    restore retrying since 2030-01-01T00:00:00.000Z: 3 retries failed, next try 2030-01-01T00:01:00.000Z; last error: x');
+    expect(statusEvents(undefined, legacy)).toContain('node router-1: restore retrying since 2030-01-01T00:00:00.000Z: 3 retries failed, next try 2030-01-01T00:01:00.000Z; last error: x');
+  });
+});
+
 describe('extend-bake DURATION', () => {
   test.each([
     ['90', 90],

@@ -171,4 +171,56 @@ describe('enforcement bridge', () => {
       expect(deadline - before).toBeLessThan(200);
     });
   });
+  describe('close waits for Temporal calls still in flight', () => {
+    /** A fake client whose admission answers only when released (as a call the gRPC client keeps retrying). */
+    function lateAdmission(closeTimeoutMs: number) {
+      let release: () => void = () => undefined;
+      const updateDone = new Promise<void>((resolve) => (release = resolve));
+      const workflows = {
+        signalWithStart: async () => ({}) as never,
+        executeUpdateWithStart: async () => {
+          await updateDone;
+          throw new Error('unavailable');
+        },
+      } as unknown as WorkflowStarter;
+      const logs: Record<string, unknown>[] = [];
+      const logger = pino(
+        { level: 'warn' },
+        new Writable({
+          write(chunk: Buffer, _enc, done) {
+            logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+            done();
+          },
+        }),
+      );
+      const guard = new EnforcementGuard(guardConfigSchema.parse({}));
+      const bridge = new EnforcementBridge({ workflows, guard, nodes: ['node-a'], logger, coalesceMs: 5000, admitTimeoutMs: 50, closeTimeoutMs });
+      return { bridge, release, logs };
+    }
+
+    test('an admission the bridge stopped waiting for holds close() until it settles', async () => {
+      const { bridge, release, logs } = lateAdmission(60_000);
+      // The verdict went out without an admission; the admission call is still running.
+      expect(await bridge.submit(decision('198.51.100.7/32'))).toBe('signalled');
+      expect(bridge.callsInFlight).toBe(1);
+      let closed = false;
+      const closing = bridge.close().then(() => (closed = true));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(closed).toBe(false);
+      release();
+      await closing;
+      expect(bridge.callsInFlight).toBe(0);
+      expect(logs.filter((l) => String(l.msg).includes('still in flight'))).toEqual([]);
+    });
+
+    test('close() gives up after closeTimeoutMs and says how many calls were left', async () => {
+      const { bridge, release, logs } = lateAdmission(100);
+      await bridge.submit(decision('198.51.100.7/32'));
+      const started = Date.now();
+      await bridge.close();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+      expect(logs).toContainEqual(expect.objectContaining({ level: 40, callsInFlight: 1, msg: expect.stringContaining('stopping with 1 Temporal call(s) still in flight after 100 ms') }));
+      release();
+    });
+  });
 });

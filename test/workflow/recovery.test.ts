@@ -34,6 +34,7 @@ interface Status {
   phase: string;
   message: string;
   waves?: { name: string }[];
+  nodes: Record<string, { outcome: string; phase?: string; restore?: Progress['restore'] }>;
 }
 
 const DAY = 86_400_000;
@@ -42,7 +43,7 @@ const WEEK = 7 * DAY;
 describeTimeSkipping('recovery (time-skipping server, fake nodes)', () => {
   let env: TestWorkflowEnvironment;
   let workers: FakeWorkers;
-  const nodes = { retry: new FakeNode('rc-retry'), long: new FakeNode('rc-long'), lock: new FakeNode('rc-lock') };
+  const nodes = { retry: new FakeNode('rc-retry'), long: new FakeNode('rc-long'), lock: new FakeNode('rc-lock'), status: new FakeNode('rc-status') };
   let sequence = 0;
 
   beforeAll(async () => {
@@ -94,6 +95,37 @@ describeTimeSkipping('recovery (time-skipping server, fake nodes)', () => {
     expect(retries[0]?.detail).toMatch(/^attempt 1 did not verify: .*node unreachable.*; next try at /);
     expect(retries[1]?.detail).toMatch(/^attempt 2: node equals snapshot/);
     expect(node.calls.filter((c) => c.startsWith('restoreAndCheck'))).toHaveLength(2);
+  });
+
+  it("shows a retrying restore in the change's status (attempt, last error, next try) until the node takes it", async () => {
+    const node = nodes.status;
+    node.failBlocklistApply = 'injected apply failure';
+    node.failRestores = 'node unreachable (injected)';
+    const id = `rc-status-${++sequence}`;
+    const now = await env.currentTimeMs();
+    const change = await env.client.workflow.start('changeWorkflow', {
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowId: `change-${id}`,
+      args: [{ id, author: 'tester', reason: 'restore status', targets: [node.name], patch: { blocklist: { upsert: [{ cidr: '198.51.100.35/32', reason: 'restore status', expiresAt: new Date(now + DAY).toISOString() }] } }, options: { defaultBakeSeconds: 0 } }],
+    });
+    const statusOf = () => new WorkflowClient({ connection: env.connection }).getHandle(change.workflowId).query<Status>('status');
+    // The node's first rollback failed: the change's status says the restore is retrying, and when it tries next.
+    const waiting = await eventually(statusOf, (s) => s.nodes[node.name]?.restore !== undefined, "the change's status to show the retrying restore", 30_000);
+    expect(waiting.nodes[node.name]?.restore).toMatchObject({ attempt: 0, lastError: expect.stringMatching(/node unreachable \(injected\)/), nextTryAt: expect.any(String) });
+    expect(Date.parse(waiting.nodes[node.name]?.restore?.nextTryAt ?? '') - Date.parse(waiting.nodes[node.name]?.restore?.since ?? '')).toBe(5_000);
+    // A failed round later: the attempt count and the next try move on (10 s back-off now).
+    await env.sleep(6_000);
+    const later = await eventually(statusOf, (s) => s.nodes[node.name]?.restore?.attempt === 1 && s.nodes[node.name]?.restore?.nextTryAt !== undefined, 'the first retry to fail, in the status', 15_000);
+    const restore = later.nodes[node.name]?.restore;
+    expect(Date.parse(restore?.nextTryAt ?? '') - Date.parse(waiting.nodes[node.name]?.restore?.nextTryAt ?? '')).toBeGreaterThanOrEqual(10_000);
+
+    node.failRestores = undefined; // the node is back
+    const final = (await change.result().catch((err: { cause?: { details?: unknown[] } }) => err.cause?.details?.[0])) as Status;
+    expect(final.phase).toBe('rolled-back');
+    expect(final.nodes[node.name]).toMatchObject({ outcome: 'rolled-back' });
+    // Its final result replaces the retrying view.
+    expect(final.nodes[node.name]?.restore).toBeUndefined();
+    expect([...node.blocklist.keys()]).toEqual([]);
   });
 
   it('over days of failing rounds continues as new with a bounded history, until an operator gives up', async () => {
