@@ -23,7 +23,7 @@ import { shortHash } from '../model/short-hash';
 import type { StoredObject } from '../k8s/client';
 import type { ChangeStatus } from '../workflows/change';
 
-/** What became of one change (of the change workflow, or of the FirewallRule's policy workflow). */
+/** What became of one change. */
 export type ChangeOutcome =
   | { kind: 'applied'; changeId: string; workflowId: string; message: string; unchanged?: boolean }
   | { kind: 'rolled-back' | 'rollback-failed' | 'failed'; changeId: string; workflowId: string; type: string; message: string };
@@ -116,17 +116,29 @@ export class ChangeRunner {
     }
     started?.(changeId);
     try {
-      const status = (await this.abortable(workflowId, handle.result())) as ChangeStatus;
+      const status = (await this.abortable(workflowId, () => handle.result())) as ChangeStatus;
       return { kind: 'applied', changeId, workflowId, message: status.message, unchanged: status.phase === 'unchanged' };
     } catch (err) {
       if (err instanceof WorkflowFailedError) {
         const cause = summariseFailure(err.cause ?? err);
         const type = cause.type === UNKNOWN_FAILURE ? 'Failed' : cause.type;
-        const kind = type === FailureType.ChangeRolledBack ? 'rolled-back' : type === FailureType.RollbackFailed ? 'rollback-failed' : 'failed';
+        // A cluster-only change that rolled back ends PolicyRolledBack (workflows/cluster-policy-step.ts).
+        const kind = type === FailureType.ChangeRolledBack || type === FailureType.PolicyRolledBack ? 'rolled-back' : type === FailureType.RollbackFailed ? 'rollback-failed' : 'failed';
         return { kind, changeId, workflowId, type, message: cause.type === UNKNOWN_FAILURE ? err.message : cause.message };
       }
       throw err;
     }
+  }
+
+  /**
+   * Waits until another change (`change-…` workflow id) has closed, whatever its outcome;
+   * stopped by {@link abortAll} like the runner's own waits.
+   */
+  async waitForClose(workflowId: string): Promise<void> {
+    const handle = this.options.temporal.workflow.getHandle(workflowId);
+    await this.abortable(workflowId, () => handle.result()).catch((err: unknown) => {
+      if (err instanceof ChangeWaitAborted) throw err;
+    });
   }
 
   /** Stops waiting for every change in flight (the changes themselves go on in Temporal). */
@@ -134,11 +146,22 @@ export class ChangeRunner {
     for (const abort of this.aborts) abort();
   }
 
-  private abortable<T>(workflowId: string, promise: Promise<T>): Promise<T> {
+  /**
+   * Runs `call` (a long poll for a workflow's result) until it settles or {@link abortAll}:
+   * the abort cancels the gRPC call itself, so no poll outlives a stopped controller.
+   */
+  private abortable<T>(workflowId: string, call: () => Promise<T>): Promise<T> {
+    const controller = new AbortController();
     return new Promise<T>((resolve, reject) => {
-      const abort = () => reject(new ChangeWaitAborted(workflowId));
+      const abort = () => {
+        controller.abort();
+        reject(new ChangeWaitAborted(workflowId));
+      };
       this.aborts.add(abort);
-      promise.then(resolve, reject).finally(() => this.aborts.delete(abort));
+      this.options.temporal
+        .withAbortSignal(controller.signal, call)
+        .then(resolve, reject)
+        .finally(() => this.aborts.delete(abort));
     });
   }
 }

@@ -9,11 +9,12 @@
  *   reason `InvalidSpec` and the field named (`spec.selector.<key>: …`); its rules are left as
  *   they were;
  * - **acts** by re-applying, with this generation of the zone, every FirewallRule of the
- *   namespace that names it — through the FirewallRule controller (that rule's own change,
- *   the policy change workflow, under change id `<rule>-g<generation>-<zone tag>`, so a
- *   restarted controller joins it) — and waits for them: `Applied` True when every rule
- *   applied, else `Failed` with the first failure's type and every failed rule named. A zone
- *   created after a rule that names it makes that rule apply (it had failed for want of it);
+ *   namespace that names it — through the FirewallRule controller (that rule's own change, a
+ *   cluster-only change of the change workflow, under change id
+ *   `fwr-<rule>-<hash>-g<generation>-<zone tag>`, so a restarted controller joins it) — and
+ *   waits for them: `Applied` True when every rule applied, else `Failed` with the first
+ *   failure's type and every failed rule named. A zone created after a rule that names it
+ *   makes that rule apply (it had failed for want of it);
  * - **deletion** is refused while a rule still names the zone: the finalizer stays, the
  *   conditions say `ZoneInUse` and name each rule and field, and the cleanup is tried again
  *   when such a rule changes or goes (and with back-off). Deleting the zone under its rules
@@ -21,9 +22,9 @@
  *   With no rule left, nothing remains to clean (the zone made no object) and the finalizer
  *   goes.
  *
- * Not through `changeWorkflow`: a change there needs target nodes, and a zone's effect is
- * cluster-scoped Cilium policy owned by each rule (its `source`), which the FirewallRule
- * controller writes with the policy change workflow (controllers/firewall-rule-controller.ts).
+ * Its changes are the rules' changes: `changeWorkflow` runs with the rule's cluster policy and
+ * no node part (workflows/cluster-only-change.ts), so they get the approval policy, the
+ * verified rollback and the durable audit; the zone's status names their workflow ids.
  */
 import type { StoredObject } from '../k8s/client';
 import { validateFirewallZone } from '../model/firewall';

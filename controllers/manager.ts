@@ -1,8 +1,9 @@
 /**
  * One controller process: a Lease candidate that runs fos1's controllers only while it leads.
- * The FirewallRule controller keeps its own policy workflow (workflows/policy-change.ts), and
- * runs the FirewallZone controller (a zone acts by re-applying its rules); NetworkInterface and
- * VLANPolicy start changes through the change workflow (controllers/change-runner.ts).
+ * Every controller starts its changes through the change workflow with one shared
+ * runner (controllers/change-runner.ts): NetworkInterface and VLANPolicy with node targets,
+ * FirewallRule as cluster-only changes (its Cilium policy); the FirewallZone controller runs
+ * inside the FirewallRule controller (a zone acts by re-applying its rules).
  */
 import type { Client } from '@temporalio/client';
 import type { Logger } from 'pino';
@@ -94,6 +95,7 @@ export class ControllerManager {
       this.firewallRules = new FirewallRuleController({
         kube,
         temporal: this.options.temporal,
+        runner: this.runner,
         logger: logger.child({ controller: 'FirewallRule' }),
         zones: wanted.includes('FirewallZone'),
         onChange: (e) => this.history.push(e),

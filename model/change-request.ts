@@ -214,13 +214,37 @@ export const changeRequestSchema = z
   })
   .strict()
   .superRefine((req, ctx) => {
-    if ((req.desired === undefined) === (req.patch === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['desired'], message: 'give exactly one of "desired" (full state) or "patch"' });
-    }
-    if ((req.targets === undefined) === (req.targetSelector === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['targets'], message: 'give exactly one of "targets" (node names) or "targetSelector" (labels over the inventory)' });
-    }
+    // A cluster-only change (docs/change-workflow.md): clusterPolicy and no node part at all.
+    if (isClusterOnly(req)) return;
+    for (const issue of nodePartIssues(req)) ctx.addIssue({ code: 'custom', path: [issue.field], message: issue.message });
   });
+
+/**
+ * Whether a request is a cluster-only change: it carries `clusterPolicy` and no node part
+ * (no `targets`, `targetSelector`, `desired` or `patch`). It runs through the same change
+ * workflow (identity, approval, dry-run, apply, verify, rollback, audit) with 0 nodes.
+ */
+export function isClusterOnly(req: { targets?: unknown; targetSelector?: unknown; desired?: unknown; patch?: unknown; clusterPolicy?: unknown }): boolean {
+  return req.clusterPolicy !== undefined && req.targets === undefined && req.targetSelector === undefined && req.desired === undefined && req.patch === undefined;
+}
+
+/**
+ * The node part's rules: exactly one of `desired`/`patch`, exactly one of
+ * `targets`/`targetSelector`. A request without a node part is only valid with `clusterPolicy`
+ * ({@link isClusterOnly}); the message says so when none of them is given.
+ */
+export function nodePartIssues(req: { targets?: unknown; targetSelector?: unknown; desired?: unknown; patch?: unknown }): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  const none = req.targets === undefined && req.targetSelector === undefined && req.desired === undefined && req.patch === undefined;
+  const orCluster = none ? ', or only "clusterPolicy" (a cluster-only change)' : '';
+  if ((req.desired === undefined) === (req.patch === undefined)) {
+    issues.push({ field: 'desired', message: `give exactly one of "desired" (full state) or "patch"${orCluster}` });
+  }
+  if ((req.targets === undefined) === (req.targetSelector === undefined)) {
+    issues.push({ field: 'targets', message: `give exactly one of "targets" (node names) or "targetSelector" (labels over the inventory)${orCluster}` });
+  }
+  return issues;
+}
 
 /**
  * The input of one node's workflow (workflows/node-change.ts): the parent builds it from a

@@ -147,6 +147,22 @@ async function main(): Promise<void> {
     await withPolicy.result().catch(() => undefined);
     await save('cluster-policy-rolled-back', 'changeWorkflow', withPolicy.workflowId);
 
+    // ── cluster-only change (patched 'cluster-only-change'): clusterPolicy and no node part, applied with 0 nodes ──
+    const clusterOnly = await client.start('changeWorkflow', {
+      taskQueue: CLUSTER_TASK_QUEUE,
+      workflowId: 'change-rec-cluster-only',
+      args: [
+        {
+          id: 'rec-cluster-only',
+          author: 'recorder',
+          reason: 'recorded scenario',
+          clusterPolicy: { namespace: 'recorded', cilium: [{ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'recorded-only' }, spec: { endpointSelector: {}, ingress: [{ fromEntities: ['cluster'] }] } }] },
+        },
+      ],
+    });
+    await clusterOnly.result();
+    await save('cluster-only-applied', 'changeWorkflow', clusterOnly.workflowId);
+
     // ── node-change: a rate-limit-only patch (only the rate limits read, regular activities) ──
     const rateLimited = await change('rec-rate-limit', ['rec-rl'], { rateLimits: { upsert: [{ cidr: '198.51.100.4/32', pps: 10, reason: 'recorded', expiresAt: farExpiry() }] } });
     await rateLimited.result();

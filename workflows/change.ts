@@ -46,7 +46,7 @@ import {
 import type { IdentityActivities } from '../activities/identity';
 import type { AuditRecord } from '../model/audit';
 import type { MetricsSinks } from '../model/metrics';
-import { formatIssues, validateChangeRequest, type ValidationIssue } from '../model/change-request';
+import { formatIssues, isClusterOnly, nodePartIssues, validateChangeRequest, type ValidationIssue, type ValidationResult } from '../model/change-request';
 import type { ClusterGateActivities, GateSpec, GateVerdict } from '../model/gates';
 import { selectNodes, type InventoryActivities, type InventoryNode } from '../model/inventory';
 import { nodeTaskQueue, SearchAttributes } from '../model/naming';
@@ -72,6 +72,7 @@ import {
 import { ApprovalGate, type ApprovalStatus, type GatePhase, type WindowStatus } from './approval';
 import { AuditTrail, commitConfirmed } from './support';
 import { ClusterPolicyStep, type ClusterPolicyStatus } from './cluster-policy-step';
+import { clusterOnlyChange } from './cluster-only-change';
 
 /** Where a change stands. */
 export type ChangePhase =
@@ -323,7 +324,11 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
   );
 
   const validatedAt = Date.now();
-  const validation = validateChangeRequest(input, validatedAt);
+  const parsedRequest = validateChangeRequest(input, validatedAt);
+  // Cluster-only requests (clusterPolicy, no node part) were refused before they could run:
+  // a replayed refusal refuses again (asked here, before the identity check's local activity).
+  const validation: ValidationResult =
+    parsedRequest.ok && isClusterOnly(parsedRequest.request) && !patched('cluster-only-change') ? { ok: false, issues: nodePartIssues({}) } : parsedRequest;
   const rawId = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
   // Asked before the identity check's local activity: a patch first asked after a local
   // activity whose result arrived in a later workflow task does not replay (its marker is in
@@ -358,6 +363,8 @@ export async function changeWorkflow(input: unknown, identityAssertion?: unknown
     { key: SearchAttributes.author, value: request.author },
     { key: SearchAttributes.targetNodes, value: request.targets ?? [] },
   ]);
+  // ── cluster-only change (workflows/cluster-only-change.ts): clusterPolicy and no node part, 0 nodes ──
+  if (isClusterOnly(request)) return clusterOnlyChange({ request, validatedAt, identity, trail, status, operator, setPhase, finish, finishError, describeAction });
   if (!stagedRollout) {
     // Replaying a change started before staged rollouts: its named targets, one at a time.
     const targets = request.targets ?? [];

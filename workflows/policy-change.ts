@@ -6,10 +6,16 @@
  *   → (dryRun stops) → apply + prune → read back and compare
  *   └─ on any failure after the apply began: restore the snapshot, read back, compare
  *
+ * **Superseded, kept registered so runs already in flight finish: nothing starts it any more.**
+ * The FirewallRule and FirewallZone controllers change Cilium policy with cluster-only changes
+ * of the change workflow (workflows/cluster-only-change.ts: approvals, revisions and the durable
+ * audit like every change); operators do the same with a change request's `clusterPolicy`
+ * (docs/change-workflow.md). Add no new callers.
+ *
  * One workflow covers one fos1 source object (a FirewallRule, or a set an operator names):
  * its Cilium objects carry the source's labels, and only those are ever pruned or restored.
- * The controller starts it with a workflow id derived from the object, so one change per
- * object runs at a time.
+ * The controller started it with a workflow id derived from the object, so one change per
+ * object ran at a time.
  */
 import { log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ApplyResult, CiliumActivities, PolicySnapshot } from '../activities/cilium-policy';

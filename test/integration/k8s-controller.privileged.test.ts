@@ -1,29 +1,30 @@
 /**
  * End to end on real parts: a FirewallRule created through the Kubernetes API (the calls
- * kubectl makes) is picked up by the controller, applied by a policy change workflow on a real
- * Temporal dev server (the cluster worker from workers/fos1-worker.ts running the Cilium
- * activities against the real kube-apiserver), and ends with status Applied and the matching
- * CiliumNetworkPolicy present. Also: a spec update, a rule the translator refuses (Failed,
+ * kubectl makes) is picked up by the controller, applied by a cluster-only change of the change
+ * workflow on a real Temporal dev server (the cluster worker from workers/fos1-worker.ts running
+ * the cluster policy activities against the real kube-apiserver, its audit in a real durable
+ * store), and ends with status Applied and the matching CiliumNetworkPolicy present. Also: a spec update, a rule the translator refuses (Failed,
  * with the reason and the workflow id), and a deletion that prunes the policy.
  */
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import pino from 'pino';
-import { FirewallRuleController, policyWorkflowId, type Condition } from '../../controllers/firewall-rule-controller';
+import { FirewallRuleController, firewallRuleChangeId, firewallRuleChangeRequest, type Condition } from '../../controllers/firewall-rule-controller';
 import type { KubeApiServer } from '../../k8s/harness';
 import type { StoredObject } from '../../k8s/client';
-import { SearchAttributes } from '../../model/naming';
+import { CLUSTER_TASK_QUEUE, SearchAttributes, changeWorkflowId } from '../../model/naming';
 import { cidrGroupObjectName } from '../../model/firewall';
 import type { PolicyChangeResult } from '../../workflows/policy-change';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { testAuditStores } from '../helpers/audit-stores';
+import { eventually } from '../helpers/eventually';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
 import { startTemporal, workflowBundle } from '../helpers/temporal';
 
 const NS = `fos1-ctl-${process.pid}`;
 const logger = pino({ level: process.env.FOS1_TEST_LOG ?? 'silent' });
 
-describeKube('FirewallRule controller → policy workflow → Cilium policy', ['temporal-cli'], () => {
+describeKube('FirewallRule controller → cluster-only changeWorkflow → Cilium policy', ['temporal-cli'], () => {
   let kube: KubeApiServer;
   let env: TestWorkflowEnvironment;
   let workers: Worker[];
@@ -63,6 +64,8 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
   const getRule = (name: string) => kube.client.get({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name });
   const getPolicy = (name: string) => kube.client.get({ apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', namespace: NS, name });
   const condition = (o: StoredObject | undefined, type: Condition['type']) => ((o?.status?.conditions ?? []) as Condition[]).find((c) => c.type === type);
+  /** The change's records in the cluster worker's durable audit store, as `step result`. */
+  const durableSteps = async (changeId: string) => (await audit.audit.query({ changeId })).map((e) => `${e.record.step} ${e.record.result}`);
 
   async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
@@ -91,7 +94,8 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(created.metadata.generation).toBe(1);
 
     const applied = await waitForGeneration('web-public', 1);
-    const workflowId = policyWorkflowId('FirewallRule', NS, 'web-public');
+    const g1 = firewallRuleChangeId(created, { generation: 1 });
+    const workflowId = changeWorkflowId(g1);
     expect(applied.status?.workflowId).toBe(workflowId);
     expect(condition(applied, 'Applied')).toMatchObject({ status: 'True', reason: 'Applied', observedGeneration: 1 });
     expect(condition(applied, 'Applied')?.message).toContain(workflowId);
@@ -99,26 +103,37 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
 
     const policy = await getPolicy('fos1-web-public');
     expect(policy?.metadata.labels).toMatchObject({ 'app.kubernetes.io/managed-by': 'fos1', 'fos1.io/source-name': 'web-public', 'fos1.io/source-namespace': NS });
-    expect(policy?.metadata.annotations?.['fos1.io/change-id']).toBe('web-public-g1');
+    expect(policy?.metadata.annotations?.['fos1.io/change-id']).toBe(g1);
     expect(policy?.spec).toEqual({
       endpointSelector: { matchLabels: { app: 'web' } },
       ingress: [{ fromEndpoints: [{ matchLabels: { role: 'client' } }], toPorts: [{ ports: [{ port: '80', protocol: 'TCP' }], rules: { http: [{ method: 'GET', path: '/public/.*' }] } }] }],
     });
-    // The workflow really ran on Temporal, under the id derived from the object.
+    // The change really ran on Temporal as a cluster-only changeWorkflow, under the id derived
+    // from the object, and its records are in the durable audit store.
     const description = await env.client.workflow.getHandle(workflowId).describe();
-    expect(description.type).toBe('policyChangeWorkflow');
+    expect(description.type).toBe('changeWorkflow');
     expect(description.status.name).toBe('COMPLETED');
+    expect(description.typedSearchAttributes.get(SearchAttributes.status)).toBe('applied');
+    expect(condition(applied, 'Applied')?.message).toContain('cluster policy only (0 nodes)');
+    expect(condition(applied, 'Applied')?.message).toContain(`+ CiliumNetworkPolicy ${NS}/fos1-web-public`);
+    const recorded = await eventually(() => durableSteps(g1), (steps) => steps.includes('cluster policy: verify ok'), 'the durable audit of the change', 20_000, 200);
+    expect(recorded).toEqual(expect.arrayContaining(['validate ok', 'cluster policy: validate ok', 'cluster policy: apply ok', 'cluster policy: verify ok']));
 
     // Update the spec (generation 2): the policy follows.
     const current = (await getRule('web-public'))!;
     await kube.client.replace({ ...current, spec: { ...(current.spec as object), ports: [{ port: 8080 }] } });
     await waitForGeneration('web-public', 2);
     expect(JSON.stringify((await getPolicy('fos1-web-public'))?.spec)).toContain('"port":"8080"');
-    expect((await getPolicy('fos1-web-public'))?.metadata.annotations?.['fos1.io/change-id']).toBe('web-public-g2');
+    expect((await getPolicy('fos1-web-public'))?.metadata.annotations?.['fos1.io/change-id']).toBe(firewallRuleChangeId(created, { generation: 2 }));
 
-    // Delete the rule: its policy is pruned.
+    // Delete the rule: its policy is pruned by a cluster-only change (the finalizer's cleanup), audited too.
     await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'web-public' });
     await waitFor('policy pruned', async () => ((await getPolicy('fos1-web-public')) === undefined ? true : undefined));
+    const cleanup = firewallRuleChangeId(created, 'delete');
+    expect((await env.client.workflow.getHandle(changeWorkflowId(cleanup)).describe()).type).toBe('changeWorkflow');
+    const pruned = (await env.client.workflow.getHandle(changeWorkflowId(cleanup)).result()) as { clusterPolicy?: { plan: string[] } };
+    expect(pruned.clusterPolicy?.plan).toEqual([expect.stringMatching(new RegExp(`^- CiliumNetworkPolicy ${NS}/fos1-web-public `))]);
+    expect(await eventually(() => durableSteps(cleanup), (steps) => steps.includes('cluster policy: verify ok'), 'the durable audit of the cleanup', 20_000, 200)).toContain('cluster policy: apply ok');
   });
 
   it('re-applies the rules that name a zone when the zone changes (the rule generation did not move)', async () => {
@@ -137,7 +152,7 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       const p = await getPolicy('fos1-api-in');
       return JSON.stringify(p?.spec).includes('"version":"v2"') ? p : undefined;
     });
-    expect(policy.metadata.annotations?.['fos1.io/change-id']).toMatch(/^api-in-g1-z\d+$/);
+    expect(policy.metadata.annotations?.['fos1.io/change-id']).toMatch(/^fwr-api-in-[a-z0-9]+-g1-z\d+$/);
     const rule = await waitFor('status of the zone-triggered change', async () => {
       const r = await getRule('api-in');
       return condition(r, 'Applied')?.message.includes(`(change ${policy.metadata.annotations?.['fos1.io/change-id']})`) ? r : undefined;
@@ -167,7 +182,7 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
   });
 
   it('a controller restarted mid-change joins the run of the change it had started: one run, status from the new controller', async () => {
-    // The first controller started the policy workflow for generation 1 and died before it
+    // The first controller started the change for generation 1 and died before it
     // wrote the status: stop ours, then do what it had done.
     await controller.stop();
     const rule = await kube.client.create({
@@ -177,18 +192,19 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       spec: { zone: 'web', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 8443 }] },
     });
     const { items: zones } = await kube.client.list('security.fos1.io/v1alpha1', 'FirewallZone', { namespace: NS });
-    const workflowId = policyWorkflowId('FirewallRule', NS, 'restarted');
-    const first = await env.client.workflow.start('policyChangeWorkflow', {
+    const changeId = firewallRuleChangeId(rule, { generation: 1 });
+    const workflowId = changeWorkflowId(changeId);
+    const first = await env.client.workflow.start('changeWorkflow', {
       workflowId,
-      taskQueue: 'fos1-cluster',
-      args: [{ changeId: 'restarted-g1', author: 'fos1-controller', source: { kind: 'FirewallRule', namespace: NS, name: 'restarted' }, namespace: NS, rules: [{ name: 'restarted', ...(rule.spec as object) }], zones: zones.map((z) => ({ name: z.metadata.name, ...(z.spec as object) })) }],
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [firewallRuleChangeRequest(changeId, { namespace: NS, name: 'restarted' }, rule, zones, 'the first controller')],
     });
     await first.result();
     controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger });
     await controller.start();
     const applied = await waitForGeneration('restarted', 1);
     expect(condition(applied, 'Applied')).toMatchObject({ status: 'True', observedGeneration: 1 });
-    expect(condition(applied, 'Applied')?.message).toContain('(change restarted-g1)');
+    expect(condition(applied, 'Applied')?.message).toContain(`(change ${changeId})`);
     expect(applied.metadata.finalizers).toContain('fos1.io/cleanup');
     const runs: string[] = [];
     for await (const w of env.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(w.runId);
@@ -196,6 +212,42 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     // Deleting it prunes its policy (the finalizer's cleanup), so later estimates do not count it.
     await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'restarted' });
     await waitFor('restarted pruned and gone', async () => ((await getPolicy('fos1-restarted')) === undefined && (await getRule('restarted')) === undefined ? true : undefined));
+  });
+
+  it('one change per rule across processes: a change of the rule still running (started by a previous leader) is waited for before the next generation starts', async () => {
+    await controller.stop();
+    await kube.client.create({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallZone', metadata: { name: 'handover', namespace: NS }, spec: { selector: { app: 'handover' } } });
+    const rule = await kube.client.create({
+      apiVersion: 'security.fos1.io/v1alpha1',
+      kind: 'FirewallRule',
+      metadata: { name: 'handover', namespace: NS },
+      spec: { zone: 'handover', direction: 'ingress', peers: [{ entity: 'world' }], ports: [{ port: 7000 }] },
+    });
+    const { items: zones } = await kube.client.list('security.fos1.io/v1alpha1', 'FirewallZone', { namespace: NS });
+    // The previous leader's change of generation 1, held open by commit-confirmed.
+    const g1 = firewallRuleChangeId(rule, { generation: 1 });
+    const first = await env.client.workflow.start('changeWorkflow', {
+      workflowId: changeWorkflowId(g1),
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [{ ...firewallRuleChangeRequest(g1, { namespace: NS, name: 'handover' }, rule, zones, 'the previous leader'), options: { confirmTimeout: '10m' } }],
+    });
+    await eventually(() => first.query<{ phase: string }>('status'), (st) => st.phase === 'awaiting-confirmation', 'generation 1 awaiting confirmation', 30_000, 200);
+    await kube.client.replace({ ...(await getRule('handover'))!, spec: { ...(rule.spec as object), ports: [{ port: 7001 }] } });
+    const lines: string[] = [];
+    const watched = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    controller = new FirewallRuleController({ kube: kube.client, temporal: env.client, logger: watched });
+    await controller.start();
+    await eventually(async () => lines, (l) => l.some((x) => x.includes('another change of this FirewallRule is running') && x.includes(changeWorkflowId(g1))), 'the controller waiting for generation 1', 30_000, 100);
+    const g2 = firewallRuleChangeId(rule, { generation: 2 });
+    await expect(env.client.workflow.getHandle(changeWorkflowId(g2)).describe()).rejects.toThrow(/not found/i);
+    await first.executeUpdate('confirm', { args: [{ by: 'test', reason: 'generation 1 done' }] });
+    const applied = await waitForGeneration('handover', 2);
+    expect(condition(applied, 'Applied')?.message).toContain(`(change ${g2})`);
+    const [a, b] = await Promise.all([first.describe(), env.client.workflow.getHandle(changeWorkflowId(g2)).describe()]);
+    expect(b.startTime.getTime()).toBeGreaterThanOrEqual(a.closeTime!.getTime());
+    expect(JSON.stringify((await getPolicy('fos1-handover'))?.spec)).toContain('"port":"7001"');
+    await kube.client.delete({ apiVersion: 'security.fos1.io/v1alpha1', kind: 'FirewallRule', namespace: NS, name: 'handover' });
+    await waitFor('handover pruned and gone', async () => ((await getPolicy('fos1-handover')) === undefined && (await getRule('handover')) === undefined ? true : undefined));
   });
 
   it('writes Failed with the reason and the workflow id when the rule names a zone that does not exist', async () => {
@@ -206,11 +258,13 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       spec: { zone: 'ghost', direction: 'egress', peers: [{ entity: 'world' }] },
     });
     const failed = await waitForGeneration('no-zone', 1);
-    const workflowId = policyWorkflowId('FirewallRule', NS, 'no-zone');
-    expect(condition(failed, 'Applied')).toMatchObject({ status: 'False', reason: 'InvalidPolicyChange' });
-    expect(condition(failed, 'Failed')).toMatchObject({ status: 'True', reason: 'InvalidPolicyChange' });
+    const workflowId = changeWorkflowId(firewallRuleChangeId(failed, { generation: 1 }));
+    // The change workflow's refusal: the request's field (the rule inside clusterPolicy) and the rule broken.
+    expect(condition(failed, 'Applied')).toMatchObject({ status: 'False', reason: 'InvalidChangeRequest' });
+    expect(condition(failed, 'Failed')).toMatchObject({ status: 'True', reason: 'InvalidChangeRequest' });
     expect(condition(failed, 'Failed')?.message).toContain(workflowId);
-    expect(condition(failed, 'Failed')?.message).toContain('zone "ghost" does not exist');
+    expect(condition(failed, 'Failed')?.message).toMatch(/clusterPolicy\.rules\[0\]\.zone: .*zone "ghost" does not exist/);
+    expect((await env.client.workflow.getHandle(workflowId).describe()).type).toBe('changeWorkflow');
     expect(condition(failed, 'RolledBack')).toMatchObject({ status: 'False' });
     expect(await getPolicy('fos1-no-zone')).toBeUndefined();
   });
@@ -242,8 +296,8 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
         matchConstraints: { resourceRules: [{ apiGroups: ['cilium.io'], apiVersions: ['v2'], operations: ['CREATE', 'UPDATE'], resources: ['ciliumnetworkpolicies'] }] },
         validations: [
           {
-            expression: "request.dryRun || !has(object.metadata.annotations) || !('fos1.io/change-id' in object.metadata.annotations) || object.metadata.annotations['fos1.io/change-id'] != 'guarded-g2'",
-            message: 'change guarded-g2 is frozen by the change board',
+            expression: "request.dryRun || !has(object.metadata.annotations) || !('fos1.io/change-id' in object.metadata.annotations) || !(object.metadata.annotations['fos1.io/change-id'].startsWith('fwr-guarded-') && object.metadata.annotations['fos1.io/change-id'].endsWith('-g2'))",
+            message: 'generation 2 of FirewallRule guarded is frozen by the change board',
           },
         ],
       },
@@ -255,7 +309,7 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       spec: { policyName: 'deny-real-g2', validationActions: ['Deny'] },
     });
     // The apiserver loads admission policies asynchronously: wait until a probe write is denied.
-    const probe = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'vap-probe', namespace: NS, annotations: { 'fos1.io/change-id': 'guarded-g2' } }, spec: { endpointSelector: {} } };
+    const probe = { apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name: 'vap-probe', namespace: NS, annotations: { 'fos1.io/change-id': 'fwr-guarded-probe-g2' } }, spec: { endpointSelector: {} } };
     await waitFor('admission policy active', async () => {
       try {
         await kube.client.apply(probe, { fieldManager: 'probe' });
@@ -272,9 +326,9 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
       metadata: { name: 'guarded', namespace: NS },
       spec: { zone: 'web', direction: 'ingress', peers: [{ zone: 'clients' }], ports: [{ port: 443 }] },
     });
-    await waitForGeneration('guarded', 1);
+    const guarded = await waitForGeneration('guarded', 1);
     const before = await getPolicy('fos1-guarded');
-    expect(before?.metadata.annotations?.['fos1.io/change-id']).toBe('guarded-g1');
+    expect(before?.metadata.annotations?.['fos1.io/change-id']).toBe(firewallRuleChangeId(guarded, { generation: 1 }));
 
     const current = (await getRule('guarded'))!;
     await kube.client.replace({ ...current, spec: { ...(current.spec as object), ports: [{ port: 8443 }] } });
@@ -282,7 +336,12 @@ describeKube('FirewallRule controller → policy workflow → Cilium policy', ['
     expect(condition(rolledBack, 'Applied')).toMatchObject({ status: 'False', reason: 'PolicyRolledBack', observedGeneration: 2 });
     expect(condition(rolledBack, 'RolledBack')).toMatchObject({ status: 'True', reason: 'PolicyRolledBack' });
     expect(condition(rolledBack, 'Failed')?.message).toMatch(/PolicyRejected: .*frozen by the change board/);
-    expect(condition(rolledBack, 'Failed')?.message).toContain(policyWorkflowId('FirewallRule', NS, 'guarded'));
+    const g2 = firewallRuleChangeId(guarded, { generation: 2 });
+    expect(condition(rolledBack, 'Failed')?.message).toContain(changeWorkflowId(g2));
+    // The rollback is in the change's durable audit: restored, and read back equal to the snapshot.
+    expect(await eventually(() => durableSteps(g2), (steps) => steps.includes('cluster policy: verify restore ok'), 'the durable audit of the rollback', 20_000, 200)).toEqual(
+      expect.arrayContaining(['cluster policy: apply failed', 'cluster policy: restore ok', 'cluster policy: verify restore ok']),
+    );
     const after = await getPolicy('fos1-guarded');
     expect(after?.spec).toEqual(before?.spec);
     expect(after?.metadata.annotations).toEqual(before?.metadata.annotations);

@@ -7,12 +7,13 @@
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import pino from 'pino';
-import { policyWorkflowId } from '../../controllers/firewall-rule-controller';
+import { firewallRuleChangeId, firewallRuleChangeRequest } from '../../controllers/firewall-rule-controller';
 import { zoneForceTag } from '../../controllers/firewall-zone-controller';
 import { ControllerManager } from '../../controllers/manager';
 import { CLEANUP_FINALIZER, type Condition } from '../../controllers/object-controller';
 import type { StoredObject } from '../../k8s/client';
 import type { KubeApiServer } from '../../k8s/harness';
+import { CLUSTER_TASK_QUEUE, changeWorkflowId } from '../../model/naming';
 import { createNodeDeps, createWorkers } from '../../workers/fos1-worker';
 import { testAuditStores } from '../helpers/audit-stores';
 import { eventually } from '../helpers/eventually';
@@ -84,18 +85,23 @@ describeKube('FirewallZone controller: validation, re-applied rules, deletion re
     // A rule naming a zone that does not exist yet fails…
     await kube.client.create({ apiVersion: API, kind: 'FirewallRule', metadata: { name: 'web-in', namespace: NS }, spec: { zone: 'web', direction: 'ingress', peers: [{ entity: 'world' }], ports: [{ port: 8080 }] } });
     const early = await observed('FirewallRule', 'web-in', 1, 'Failed');
+    const ruleChange = (tag: string) => firewallRuleChangeId(early!, { generation: 1, forced: tag });
     expect(condition(early, 'Failed')?.message).toContain('zone "web" does not exist');
     // …until the zone is created: the zone's generation 1 re-applies it.
     const zone = await kube.client.create({ apiVersion: API, kind: 'FirewallZone', metadata: { name: 'web', namespace: NS }, spec: { selector: { app: 'web' } } });
     const g1 = await observed('FirewallZone', 'web', 1);
     expect(g1?.metadata.finalizers).toContain(CLEANUP_FINALIZER);
     const tag1 = zoneForceTag(g1!);
-    expect(condition(g1, 'Applied')?.message).toContain(`re-applied FirewallRule ${NS}/web-in (change web-in-g1-${tag1})`);
-    expect(g1?.status?.workflowId).toBe(policyWorkflowId('FirewallRule', NS, 'web-in'));
+    expect(condition(g1, 'Applied')?.message).toContain(`re-applied FirewallRule ${NS}/web-in (change ${ruleChange(tag1)})`);
+    // The zone's change is the rule's cluster-only changeWorkflow, and its records are in the durable audit store.
+    expect(g1?.status?.workflowId).toBe(changeWorkflowId(ruleChange(tag1)));
+    expect((await env.client.workflow.getHandle(changeWorkflowId(ruleChange(tag1))).describe()).type).toBe('changeWorkflow');
+    const recorded = await eventually(async () => (await audit.audit.query({ changeId: ruleChange(tag1) })).map((e) => `${e.record.step} ${e.record.result}`), (steps) => steps.includes('cluster policy: verify ok'), 'durable audit of the re-apply', 20_000, 200);
+    expect(recorded).toContain('cluster policy: apply ok');
     expect((await getPolicy('fos1-web-in'))?.spec).toMatchObject({ endpointSelector: { matchLabels: { app: 'web' } } });
     const rule = await observed('FirewallRule', 'web-in', 1);
     expect(rule?.metadata.generation).toBe(1);
-    expect(condition(rule, 'Applied')?.message).toContain(`(change web-in-g1-${tag1})`);
+    expect(condition(rule, 'Applied')?.message).toContain(`(change ${ruleChange(tag1)})`);
     expect(m.started.filter((s) => s.kind === 'FirewallZone').map((s) => s.changeId)).toEqual([expect.stringMatching(/^fwz-web-[a-z0-9]+-g1$/)]);
 
     // Update: generation 2 of the zone → the rule's policy follows, under a new change id.
@@ -103,10 +109,10 @@ describeKube('FirewallZone controller: validation, re-applied rules, deletion re
     const g2 = await observed('FirewallZone', 'web', 2);
     const tag2 = zoneForceTag(g2!);
     expect(tag2).not.toBe(tag1);
-    expect(condition(g2, 'Applied')?.message).toContain(`(change web-in-g1-${tag2})`);
+    expect(condition(g2, 'Applied')?.message).toContain(`(change ${ruleChange(tag2)})`);
     const policy = await getPolicy('fos1-web-in');
     expect(policy?.spec).toMatchObject({ endpointSelector: { matchLabels: { app: 'web', tier: 'front' } } });
-    expect(policy?.metadata.annotations?.['fos1.io/change-id']).toBe(`web-in-g1-${tag2}`);
+    expect(policy?.metadata.annotations?.['fos1.io/change-id']).toBe(ruleChange(tag2));
     await m.stop({ release: true });
   });
 
@@ -130,19 +136,19 @@ describeKube('FirewallZone controller: validation, re-applied rules, deletion re
     await kube.client.replace({ ...zone, spec: { selector: { app: 'web', tier: 'back' } } });
     const g3 = await eventually(() => get('FirewallZone', 'web'), (o) => o?.metadata.generation === 3, 'zone generation 3', 10_000, 100);
     const rule = (await get('FirewallRule', 'web-in'))!;
-    const changeId = `web-in-g1-${zoneForceTag(g3!)}`;
-    const workflowId = policyWorkflowId('FirewallRule', NS, 'web-in');
-    const first = await env.client.workflow.start('policyChangeWorkflow', {
+    const changeId = firewallRuleChangeId(rule, { generation: 1, forced: zoneForceTag(g3!) });
+    const workflowId = changeWorkflowId(changeId);
+    const first = await env.client.workflow.start('changeWorkflow', {
       workflowId,
-      taskQueue: 'fos1-cluster',
-      args: [{ changeId, author: 'fos1-controller', source: { kind: 'FirewallRule', namespace: NS, name: 'web-in' }, namespace: NS, rules: [{ name: 'web-in', ...(rule.spec as object) }], zones: [{ name: 'web', ...(g3!.spec as object) }] }],
+      taskQueue: CLUSTER_TASK_QUEUE,
+      args: [firewallRuleChangeRequest(changeId, { namespace: NS, name: 'web-in' }, rule, [g3!], 'the first process')],
     });
     const m = manager('fwz-c');
     await leads(m);
     const applied = await observed('FirewallZone', 'web', 3);
     expect(condition(applied, 'Applied')?.message).toContain(`(change ${changeId})`);
     await first.result();
-    // Exactly one run of the policy workflow carries that change: the one started before the restart.
+    // Exactly one run carries that change: the one started before the restart.
     const runsOf = async () => {
       const runs: string[] = [];
       for await (const w of env.client.workflow.list({ query: `WorkflowId = '${workflowId}' AND Fos1ChangeId = '${changeId}'` })) runs.push(w.runId);
