@@ -32,6 +32,7 @@ import type { AuditSinks } from '../model/audit';
 import { metricsSinks } from '../metrics/registry';
 import { TRACING_WORKFLOW_INTERCEPTOR_MODULES, tracingActivityInterceptors, tracingSinks, type Tracing } from '../telemetry/tracing';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
+import { resetStickyQueues } from './sticky-reset';
 
 /** What a node's activities act on. */
 export interface NodeTarget {
@@ -135,6 +136,8 @@ export interface CreateWorkersOptions {
   nodeName: string;
   /** Also serve the cluster task queue. */
   clusterWorker: boolean;
+  /** Reset the sticky queue of the running workflows of these queues at start (default true; workers/sticky-reset.ts). */
+  resetStickyQueues?: boolean;
   /** Serve the node's task queue (default true; false for a cluster-only worker Deployment). */
   nodeWorker?: boolean;
   nodeDeps: NodeWorkerDeps;
@@ -240,5 +243,9 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
     };
     workers.push(await Worker.create({ connection, namespace, taskQueue: CLUSTER_TASK_QUEUE, ...workflowSource, activities: clusterActivities, sinks, ...interceptors, ...WORKER_RECOVERY_OPTIONS }));
   }
+  // A restarted worker: the running workflows of its queues go to the normal queue at once
+  // instead of waiting out the sticky time-out of the process it replaces (workers/sticky-reset.ts).
+  // In the background: start-up does not wait for it, and it never fails start-up.
+  if (options.resetStickyQueues ?? true) void resetStickyQueues(connection, namespace, workers.map((w) => w.options.taskQueue), logger);
   return workers;
 }
