@@ -16,14 +16,12 @@
  *
  * Privileged: root, netns, bpffs, iproute2, the Temporal CLI and the built kube-apiserver.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import pino from 'pino';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { ECHO_CLIENT, ECHO_SERVER } from '../../bench/datapath/echo-scripts';
 import { ControllerManager } from '../../controllers/manager';
 import type { Condition } from '../../controllers/object-controller';
 import { buildDatapath } from '../../bpf/build';
@@ -35,6 +33,7 @@ import { cacheDir } from '../../scripts/paths';
 import { eventually } from '../helpers/eventually';
 import { describeKube, startKubeWithCrds } from '../helpers/kube';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { echo, EchoServers, ip, ping } from '../helpers/netns-traffic';
 
 const NODE = 'router-vz';
 const K8S_NS = 'vlans';
@@ -44,30 +43,7 @@ const tag = randomBytes(3).toString('hex');
 const NS = { a: `fos1vz-a-${tag}`, r: `fos1vz-r-${tag}`, b: `fos1vz-b-${tag}` };
 const ADDR = { a: '10.72.10.2', b: '10.72.20.2' };
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'pipe' });
-}
-
-const servers: ChildProcess[] = [];
-async function echoServer(ns: string): Promise<{ tcp: number; udp: number }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_SERVER, '--', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  servers.push(child);
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`echo server in ${ns} exited with ${code}`)));
-  });
-  const ports = JSON.parse(line) as { tcp: number[]; udp: number[] };
-  return { tcp: ports.tcp[0] as number, udp: ports.udp[0] as number };
-}
-
-/** One request/response from `ns`: true when the answer came back. */
-function echo(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 1500): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_CLIENT, '--', proto, host, String(port), String(timeoutMs), '1'], { stdio: 'ignore' }).status === 0;
-}
-
-function ping(ns: string, to: string): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', '1', '-W', '1', to], { stdio: 'ignore' }).status === 0;
-}
+const servers = new EchoServers();
 
 describeKube('VLANPolicy allowTo/defaultAction as eBPF zone pairs, with traffic between VLANs (real apiserver, Temporal, namespaces)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
   let kube: KubeApiServer;
@@ -108,8 +84,8 @@ describeKube('VLANPolicy allowTo/defaultAction as eBPF zone pairs, with traffic 
     // TC ingress on each VLAN interface: where a VLAN's packets enter the router.
     for (const dev of ['lan0.10', 'lan0.20']) datapath.attach({ interface: dev, netns: NS.r });
     zoneMaps = ZoneMaps.open({ pinDir, netns: NS.r });
-    serverA = await echoServer(NS.a);
-    serverB = await echoServer(NS.b);
+    serverA = await servers.start(NS.a);
+    serverB = await servers.start(NS.b);
 
     [kube, env] = await Promise.all([startKubeWithCrds(), startTemporal()]);
     workers = await startWorkers(env, NODE, { netns: NS.r, routeProtocol: DEFAULT_ROUTE_PROTOCOL, bpfPinDir: pinDir, blocklistMaxEntries: { v4: SIZES.blocklistV4, v6: SIZES.blocklistV6 } });
@@ -134,7 +110,7 @@ describeKube('VLANPolicy allowTo/defaultAction as eBPF zone pairs, with traffic 
     await workers?.stop();
     await env?.teardown();
     await kube?.stop();
-    for (const s of servers) s.kill();
+    servers.stopAll();
     zoneMaps?.close();
     datapath?.unpin();
     datapath?.close();

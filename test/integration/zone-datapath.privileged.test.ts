@@ -13,15 +13,13 @@
  *
  * Privileged: root, netns, bpffs, iproute2, nftables and the Temporal CLI.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { InjectedFaultError } from '../../activities/failures';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { ECHO_CLIENT, ECHO_SERVER } from '../../bench/datapath/echo-scripts';
 import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import type { DropEvent } from '../../bpf/datapath-codec';
@@ -38,6 +36,7 @@ import { describePrivileged } from '../helpers/capabilities';
 import { changeFailure } from '../helpers/change-client';
 import { eventually } from '../helpers/eventually';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { echo, EchoServers, ip, ping } from '../helpers/netns-traffic';
 
 const NODE = 'node-zones';
 const SIZES = { blocklistV4: 64, blocklistV6: 64, hostsV4: 64, hostsV6: 64, conntrack: 1024 };
@@ -52,31 +51,7 @@ const ZONES: ZoneInput[] = [
   { name: 'zb', id: 12, interfaces: ['rb'], prefixes: ['10.71.2.0/24'], policy: { default: 'deny', defaultRuleId: 22 } },
 ];
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'pipe' });
-}
-
-const servers: ChildProcess[] = [];
-/** Starts the echo server in `ns`; resolves to its TCP and UDP ports. */
-async function echoServer(ns: string): Promise<{ tcp: number; udp: number }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_SERVER, '--', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  servers.push(child);
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`echo server in ${ns} exited with ${code}`)));
-  });
-  const ports = JSON.parse(line) as { tcp: number[]; udp: number[] };
-  return { tcp: ports.tcp[0] as number, udp: ports.udp[0] as number };
-}
-
-/** One request/response from `ns` to `host:port`: true when the answer came back within the timeout. */
-function echo(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 1500): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_CLIENT, '--', proto, host, String(port), String(timeoutMs), '1'], { stdio: 'ignore' }).status === 0;
-}
-
-function ping(ns: string, to: string): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', '1', '-W', '1', to], { stdio: 'ignore' }).status === 0;
-}
+const servers = new EchoServers();
 
 describePrivileged('zones through the change workflow into the eBPF zone maps, with stateful traffic between zones (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
   let pinDir: string;
@@ -114,8 +89,8 @@ describePrivileged('zones through the change workflow into the eBPF zone maps, w
     datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: SIZES });
     for (const dev of ['ra', 'rb']) datapath.attach({ interface: dev, netns: NS.r });
     zoneMaps = ZoneMaps.open({ pinDir, netns: NS.r });
-    serverA = await echoServer(NS.a);
-    serverB = await echoServer(NS.b);
+    serverA = await servers.start(NS.a);
+    serverB = await servers.start(NS.b);
     env = await startTemporal();
     workers = await startWorkers(
       env,
@@ -134,7 +109,7 @@ describePrivileged('zones through the change workflow into the eBPF zone maps, w
   afterAll(async () => {
     await workers?.stop();
     await env?.teardown();
-    for (const s of servers) s.kill();
+    servers.stopAll();
     zoneMaps?.close();
     datapath?.unpin();
     datapath?.close();

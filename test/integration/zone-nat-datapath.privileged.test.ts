@@ -18,13 +18,11 @@
  *
  * Privileged: root, netns, bpffs, iproute2, nftables and the Temporal CLI.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DEFAULT_ROUTE_PROTOCOL } from '../../activities/system/route-table';
-import { ECHO_CLIENT, ECHO_SERVER } from '../../bench/datapath/echo-scripts';
 import { buildDatapath } from '../../bpf/build';
 import { Datapath } from '../../bpf/datapath';
 import { ZONE_HOST, type DropEvent } from '../../bpf/datapath-codec';
@@ -36,6 +34,7 @@ import { changeWorkflow } from '../../workflows/change';
 import { describePrivileged } from '../helpers/capabilities';
 import { eventually } from '../helpers/eventually';
 import { startTemporal, startWorkers, type RunningWorkers } from '../helpers/temporal';
+import { echo, EchoServers, ip, ping } from '../helpers/netns-traffic';
 
 const NODE = 'node-zone-nat';
 const SIZES = { blocklistV4: 64, blocklistV6: 64, hostsV4: 64, hostsV6: 64, conntrack: 1024 };
@@ -49,31 +48,7 @@ const TCP = 6;
 const UDP = 17;
 const FORWARDED_PORT = 8080;
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: 'pipe' });
-}
-
-const servers: ChildProcess[] = [];
-/** Starts the echo server in `ns`; resolves to its TCP and UDP ports. */
-async function echoServer(ns: string): Promise<{ tcp: number; udp: number }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_SERVER, '--', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  servers.push(child);
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`echo server in ${ns} exited with ${code}`)));
-  });
-  const ports = JSON.parse(line) as { tcp: number[]; udp: number[] };
-  return { tcp: ports.tcp[0] as number, udp: ports.udp[0] as number };
-}
-
-/** One request/response from `ns` to `host:port`: true when the answer came back within the timeout. */
-function echo(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 1500): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', ECHO_CLIENT, '--', proto, host, String(port), String(timeoutMs), '1'], { stdio: 'ignore' }).status === 0;
-}
-
-function ping(ns: string, to: string): boolean {
-  return spawnSync('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', '1', '-W', '1', to], { stdio: 'ignore' }).status === 0;
-}
+const servers = new EchoServers();
 
 describePrivileged('stateful eBPF zones through nftables NAT: replies of allowed connections pass a default deny (privileged)', ['root', 'netns', 'bpffs', 'iproute2', 'temporal-cli'], () => {
   let pinDir: string;
@@ -110,8 +85,8 @@ describePrivileged('stateful eBPF zones through nftables NAT: replies of allowed
     pinDir = `/sys/fs/bpf/fos1-zone-nat-${tag}`;
     datapath = Datapath.load({ pinDir, objects: buildDatapath({ cacheDir: cacheDir() }), sizes: SIZES });
     for (const dev of ['rl', 'rw']) datapath.attach({ interface: dev, netns: NS.r });
-    serverC = await echoServer(NS.c);
-    serverS = await echoServer(NS.s);
+    serverC = await servers.start(NS.c);
+    serverS = await servers.start(NS.s);
     env = await startTemporal();
     workers = await startWorkers(env, NODE, {
       netns: NS.r,
@@ -124,7 +99,7 @@ describePrivileged('stateful eBPF zones through nftables NAT: replies of allowed
   afterAll(async () => {
     await workers?.stop();
     await env?.teardown();
-    for (const s of servers) s.kill();
+    servers.stopAll();
     datapath?.unpin();
     datapath?.close();
     for (const ns of Object.values(NS)) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
