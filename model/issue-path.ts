@@ -7,3 +7,14 @@ export function formatPath(path: readonly PropertyKey[]): string {
   }
   return out;
 }
+
+/** One problem with a change request: the field's path (`desired.routes[2].gateway`) and the rule it breaks. */
+export interface ValidationIssue {
+  field: string;
+  message: string;
+}
+
+/** Renders issues as one line each, `field: rule`. */
+export function formatIssues(issues: ValidationIssue[]): string {
+  return issues.map((i) => `${i.field || '(request)'}: ${i.message}`).join('\n');
+}

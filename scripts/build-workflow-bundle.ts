@@ -13,15 +13,17 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { TRACING_WORKFLOW_INTERCEPTOR_MODULES } from '../telemetry/tracing';
+import { workflowBundleOptions } from '../workers/workflow-bundle';
 
 /** Bundles workflows/ into `out` (written whole, then renamed); returns its size in bytes. */
 export async function buildWorkflowBundle(out: string, options: { tracing?: boolean } = {}): Promise<number> {
   const tracing = options.tracing ?? false;
-  const bundle = await bundleWorkflowCode({
-    workflowsPath: require.resolve('../workflows/index'),
-    ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}),
-    logger: { log() {}, trace() {}, debug() {}, info() {}, warn: (m: string) => console.warn(m), error: (m: string) => console.error(m) },
-  });
+  const bundle = await bundleWorkflowCode(
+    workflowBundleOptions({
+      ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}),
+      logger: { log() {}, trace() {}, debug() {}, info() {}, warn: (m: string) => console.warn(m), error: (m: string) => console.error(m) },
+    }),
+  );
   mkdirSync(dirname(out), { recursive: true });
   // Written whole, then renamed: a worker never loads half a bundle.
   writeFileSync(`${out}.tmp`, bundle.code);

@@ -28,6 +28,7 @@ import { FakeCluster, FakeNode, startFakeWorkers } from '../test/helpers/fake-no
 import { guardConfigSchema } from '../model/enforcement-guard';
 import { historyToObject } from '../test/helpers/history-file';
 import { temporalCliPath } from './paths';
+import { workflowBundleOptions } from '../workers/workflow-bundle';
 
 const OUT_DIR = resolve(__dirname, '..', 'test', 'replay', 'histories');
 const COORDINATOR_ID = 'fos1-enforcement-coordinator';
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
   const cluster = new FakeCluster();
   cluster.guard = GUARD;
   cluster.addPod('10.1.2.3', 'shop', 'web-0');
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error } });
+  const workflowBundle = await bundleWorkflowCode(workflowBundleOptions({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: console.error } }));
   const workers = await startFakeWorkers({ connection: env.nativeConnection, workflowBundle, nodes, cluster });
   const client = env.client.workflow as WorkflowClient;
   mkdirSync(OUT_DIR, { recursive: true });

@@ -67,6 +67,7 @@ import { registerNodeMapMetrics } from '../metrics/node-collectors';
 import { startMetricsServer } from '../metrics/server';
 import { setupTracing, tracingClientInterceptors, TRACING_WORKFLOW_INTERCEPTOR_MODULES } from '../telemetry/tracing';
 import { clientConnectionOptions, nativeConnectionOptions, parseTemporalEnv, type TemporalConnectionConfig } from '../workers/temporal-connection';
+import { workflowBundleOptions } from '../workers/workflow-bundle';
 
 const configSchema = z.object({
   FOS1_DEV_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).default('fos1-dev'),
@@ -178,7 +179,7 @@ async function main(): Promise<void> {
   // The approval policy (docs/approvals.md): the dev default asks for nothing.
   const approvalPolicyFile = config.FOS1_APPROVAL_POLICY_FILE ?? join(__dirname, '..', 'deploy', 'approval-policy', 'dev.yaml');
   // With tracing on, the bundle carries the OpenTelemetry workflow interceptors.
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index'), logger: new DefaultLogger('WARN'), ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}) });
+  const workflowBundle = await bundleWorkflowCode(workflowBundleOptions({ logger: new DefaultLogger('WARN'), ...(tracing ? { workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES } : {}) }));
   const workers: Worker[] = [];
   for (const node of fleet.nodes) {
     const nodeLogger = logger.child({ node: node.name });

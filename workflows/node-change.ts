@@ -36,7 +36,8 @@ import {
 import type { NodeActivities } from '../activities/node-activities';
 import type { AuditRecord } from '../model/audit';
 import type { BlocklistPlan, BlocklistSnapshot } from '../model/blocklist-change';
-import { formatIssues, validateNodeChangeInput, type NodePatch } from '../model/change-request';
+import { formatIssues } from '../model/issue-path';
+import { validateNodeChangeInput, type NodePatch } from '../model/node-change-input';
 import type { NodeState, ObservedNetworkState } from '../model/node-state';
 import { failure, FailureType, summariseFailure, VerificationError, type FailureSummary } from '../model/failures';
 import { SearchAttributes } from '../model/naming';
@@ -121,6 +122,13 @@ async function restoreDifferences(plan: RestorePlan): Promise<string[]> {
   const checks = checksOf(plan);
   return Object.keys(checks).length > 0 ? plan.steps.checkSubsystems({ checks }) : [];
 }
+
+/**
+ * A node workflow whose steps are local activities sends their audit records in one batch
+ * after them (AuditTrail.holdAppends) instead of one batch per record in flight; runs
+ * recorded before it replay without the marker and send as they did.
+ */
+export const AUDIT_AFTER_LOCAL_STEPS_PATCH = 'audit-after-local-steps';
 
 /**
  * Input of {@link nodeChangeWorkflow}; built by the parent from a validated change request.
@@ -222,6 +230,11 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
   const intents = subsystemIntents(input);
   const scope = changeScope(intents);
   const steps = stepsFor(scope, intents);
+  // Local steps run in one workflow task: their records go to the audit store in one batch
+  // when they are done (AuditTrail.holdAppends), one activity instead of two. Asked here, in
+  // the first workflow task and before any local activity, as every patch of this workflow.
+  const batchedAudit = steps === local && patched(AUDIT_AFTER_LOCAL_STEPS_PATCH);
+  if (batchedAudit) auditTrail.holdAppends();
   const covered: SubsystemIntents = {};
   for (const s of scope) (covered as Record<string, unknown>)[s] = intents[s];
   let prepared: PreparedSubsystems;
@@ -297,6 +310,8 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
     progress.step = 'rollback';
     const rollback = await runRestore(restorePlan, auditTrail);
     if (rollback.length > 0 && patched(RESTORE_RETRIES_PATCH)) {
+      // Before the retries' waits: what happened so far goes to the store now.
+      if (batchedAudit) auditTrail.releaseAppends();
       return retryRestore(restoreState(input, restorePlan, result('rolled-back', { error }), 'rollback-failed', rollback, auditTrail, progress), auditTrail, progress);
     }
     progress.step = 'done';
@@ -308,6 +323,8 @@ export async function nodeChangeWorkflow(untrusted: NodeChangeInput): Promise<No
   if (!input.hold) return applied;
 
   progress.step = 'holding the node until the change commits or reverts';
+  // Before the wait: the batch goes out with the nodeReady signal, in the same workflow task.
+  if (batchedAudit) auditTrail.releaseAppends();
   const parent = workflowInfo().parent;
   if (parent) await getExternalWorkflowHandle(parent.workflowId, parent.runId).signal(nodeReadySignal, applied);
   try {

@@ -97,6 +97,8 @@ export class AuditTrail {
   private made = 0;
   private readonly queued: KeyedAuditRecord[] = [];
   private inFlight: Promise<void> | undefined;
+  /** Set by {@link holdAppends}: records stay queued until {@link releaseAppends} or {@link flush}. */
+  private holding = false;
 
   /**
    * @param options.node set on records of a node workflow.
@@ -163,14 +165,32 @@ export class AuditTrail {
     }
   }
 
-  /** Resolves when every record made so far is in the durable store. */
+  /**
+   * Keeps the records made from now on queued, to go to the store in one batch at
+   * {@link releaseAppends}. For a run of local activities: their workflow task completes only
+   * when the last one has, so an append started between them reaches the server no sooner than
+   * one started after them, and each batch costs the workflow an activity and a workflow task.
+   */
+  holdAppends(): void {
+    this.holding = true;
+  }
+
+  /** Sends what {@link holdAppends} kept (and whatever comes after it) as records are made again. */
+  releaseAppends(): void {
+    this.holding = false;
+    this.send();
+  }
+
+  /** Resolves when every record made so far is in the durable store (held ones are released). */
   async flush(): Promise<void> {
+    // A no-op for a trail that never held: its queue is empty or already has a batch in flight.
+    this.releaseAppends();
     while (this.inFlight) await this.inFlight;
   }
 
   /** Starts the next batch unless one is in flight (one at a time keeps the store in this order). */
   private send(): void {
-    if (this.inFlight || this.queued.length === 0) return;
+    if (this.holding || this.inFlight || this.queued.length === 0) return;
     const batch = this.queued.splice(0, MAX_AUDIT_BATCH);
     this.inFlight = appendAudit(batch).then(
       () => undefined,

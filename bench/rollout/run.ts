@@ -18,7 +18,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -91,11 +91,22 @@ async function main(): Promise<void> {
     };
     const historyBytes = async (workflowId: string) => {
       const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
-      return { events: history.events?.length ?? 0, bytes: temporal.api.history.v1.History.encode(history).finish().length };
+      // Which events a history is made of (each a write on the server): where a wave's time goes.
+      const eventTypes: Record<string, number> = {};
+      for (const e of history.events ?? []) {
+        const type = temporal.api.enums.v1.EventType[e.eventType ?? 0]?.replace(/^EVENT_TYPE_/, '') ?? String(e.eventType);
+        eventTypes[type] = (eventTypes[type] ?? 0) + 1;
+      }
+      return { events: history.events?.length ?? 0, bytes: temporal.api.history.v1.History.encode(history).finish().length, eventTypes };
     };
 
     // ── run 1: success ──
+    const cpuBefore = cpuSeconds(hosts);
     const ok = await run(`bench-ok-${suffix}`, false);
+    const cpuAfter = cpuSeconds(hosts);
+    // CPU each part used during run 1 (user + system): with 2 cores, where the wall time goes.
+    const cpu = Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, Number((v - (cpuBefore[k] ?? 0)).toFixed(2))]));
+    console.log(`run 1 CPU seconds: ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(', ')}`);
     if (ok.status.phase !== 'applied') throw new Error(`run 1 ended ${ok.status.phase}: ${ok.status.message}`);
     const audit = ok.status.audit;
     const waveRecords = audit.filter((r) => r.node === undefined && r.step.startsWith('wave '));
@@ -116,6 +127,10 @@ async function main(): Promise<void> {
     for (const w of ok.status.waves ?? []) histories[`wave ${w.name} (${w.nodes.length} nodes)`] = await historyBytes(`${wfId}/wave-${w.index + 1}-${w.name}`);
     const nodeSizes = await Promise.all(names.map((node) => historyBytes(nodeLockWorkflowId(node))));
     histories['node workflow (largest)'] = nodeSizes.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+    if (process.argv.includes('--sequence')) {
+      const h = await env.client.workflow.getHandle(nodeLockWorkflowId(names[n - 1] as string)).fetchHistory();
+      console.log(`node workflow ${names[n - 1]}:\n${(h.events ?? []).map((e) => `  ${e.eventId} ${temporal.api.enums.v1.EventType[e.eventType ?? 0]} ${e.eventTime?.seconds}.${String(e.eventTime?.nanos ?? 0).padStart(9, '0').slice(0, 3)}`).join('\n')}`);
+    }
 
     // ── run 2: the last wave's gate fails ──
     const bad = await run(`bench-fail-${suffix}`, true);
@@ -148,6 +163,7 @@ async function main(): Promise<void> {
         nodesAudited: auditedNodes.length,
         overheadPerNodeMs: Number(((ok.totalMs - criticalPath) / n).toFixed(1)),
         overheadPerWaveMs: Math.round(waves.reduce((ms, w) => ms + w.overheadMs, 0) / waves.length),
+        cpuSeconds: cpu,
         histories,
       },
       run2: { ...rollback, histories: failHistories },
@@ -176,11 +192,38 @@ async function main(): Promise<void> {
 
 /** A running node-host.ts process; `stop()` ends it and returns its peak RSS (MiB). */
 interface NodeHost {
+  pid: number | undefined;
   stop(): Promise<number>;
 }
 
+/** CPU time (user + system, seconds) so far of this process, the dev server (this process's `temporal` child) and the node hosts. */
+function cpuSeconds(hosts: NodeHost[]): Record<string, number> {
+  const ticks = 100; // USER_HZ on Linux
+  const of = (pid: number | undefined) => {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / ticks;
+    } catch {
+      return 0;
+    }
+  };
+  const server = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
+    try {
+      const status = readFileSync(`/proc/${d}/status`, 'utf8');
+      return /^Name:\s+temporal$/m.test(status) && new RegExp(`^PPid:\\s+${process.pid}$`, 'm').test(status);
+    } catch {
+      return false;
+    }
+  });
+  return { server: of(server === undefined ? undefined : Number(server)), bench: of(process.pid), hosts: hosts.reduce((s, h) => s + of(h.pid), 0) };
+}
+
 async function startNodeHost(config: NodeHostConfig): Promise<NodeHost> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'node-host.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  // `--profile DIR`: each host writes a V8 CPU profile of its main thread there when it exits.
+  const profileDir = arg('profile', '');
+  const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(__dirname, 'node-host.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
   process.once('exit', () => child.kill('SIGKILL'));
   child.stdin.write(`${JSON.stringify(config)}\n`);
@@ -193,6 +236,7 @@ async function startNodeHost(config: NodeHostConfig): Promise<NodeHost> {
     void exited.then((code) => reject(new Error(`node host for ${config.nodes[0]?.name}… exited with ${code} before it was ready`)));
   });
   return {
+    pid: child.pid,
     async stop() {
       const peak = peakRssMiB(child.pid);
       child.kill('SIGTERM');

@@ -1,6 +1,7 @@
 /** The production workflow code (workflows/index.ts), bundled once per test file, quietly. */
 import { bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
 import { TRACING_WORKFLOW_INTERCEPTOR_MODULES } from '../../telemetry/tracing';
+import { workflowBundleOptions } from '../../workers/workflow-bundle';
 
 let bundle: Promise<WorkflowBundle> | undefined;
 let tracedBundle: Promise<WorkflowBundle> | undefined;
@@ -11,10 +12,10 @@ let tracedBundle: Promise<WorkflowBundle> | undefined;
  */
 export function workflowBundle(options: { traced?: boolean } = {}): Promise<WorkflowBundle> {
   if (options.traced) {
-    tracedBundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES, logger: quietBundlerLogger });
+    tracedBundle ??= bundleWorkflowCode(workflowBundleOptions({ workflowInterceptorModules: TRACING_WORKFLOW_INTERCEPTOR_MODULES, logger: quietBundlerLogger }));
     return tracedBundle;
   }
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows/index'), logger: quietBundlerLogger });
+  bundle ??= bundleWorkflowCode(workflowBundleOptions({ logger: quietBundlerLogger }));
   return bundle;
 }
 

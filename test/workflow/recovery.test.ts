@@ -20,6 +20,7 @@ import { RESTORE_HISTORY_LIMIT } from '../../workflows/node-recovery';
 import { eventually } from '../helpers/eventually';
 import { FakeNode, startFakeWorkers, type FakeWorkers } from '../helpers/fake-node';
 import { describeTimeSkipping, startTimeSkipping, workflowBundle } from '../helpers/time-skipping';
+import { workflowBundleOptions } from '../../workers/workflow-bundle';
 
 interface Progress {
   step: string;
@@ -165,11 +166,12 @@ describeTimeSkipping('recovery (time-skipping server, fake nodes)', () => {
     const before = Math.floor((await env.currentTimeMs()) / 1000) + 3600;
     node.blocklist.set(existing, before);
     // This node's worker fails the first workflow task right after the local apply (test/fixtures/fail-first-workflow-task.ts).
-    const bundle = await bundleWorkflowCode({
-      workflowsPath: require.resolve('../../workflows/index'),
-      workflowInterceptorModules: [require.resolve('../fixtures/fail-first-workflow-task')],
-      logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) },
-    });
+    const bundle = await bundleWorkflowCode(
+      workflowBundleOptions({
+        workflowInterceptorModules: [require.resolve('../fixtures/fail-first-workflow-task')],
+        logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) },
+      }),
+    );
     const sinks: InjectedSinks<AuditSinks> = { audit: { record: { fn: () => undefined, callDuringReplay: false } } };
     const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: nodeTaskQueue(node.name), workflowBundle: bundle, activities: node.activities(), sinks });
     await worker.runUntil(async () => {
