@@ -33,7 +33,7 @@ import { metricsSinks } from '../metrics/registry';
 import { TRACING_WORKFLOW_INTERCEPTOR_MODULES, tracingActivityInterceptors, tracingSinks, type Tracing } from '../telemetry/tracing';
 import { CLUSTER_TASK_QUEUE, nodeTaskQueue } from '../model/naming';
 import { resetStickyQueues } from './sticky-reset';
-import { WORKFLOW_PRELOAD_MODULES, WORKFLOWS_PATH } from './workflow-bundle';
+import { WORKFLOWS_PATH } from './workflow-bundle';
 
 /** What a node's activities act on. */
 export interface NodeTarget {
@@ -194,7 +194,7 @@ export async function createWorkers(options: CreateWorkersOptions): Promise<Work
   const { connection, namespace, nodeName, logger } = options;
   const workflowSource = options.workflowBundle
     ? { workflowBundle: options.workflowBundle }
-    : { workflowsPath: WORKFLOWS_PATH, bundlerOptions: { preloadModules: WORKFLOW_PRELOAD_MODULES } };
+    : { workflowsPath: WORKFLOWS_PATH };
   // Audit records become log lines; workflow counts become metrics (metrics/registry.ts);
   // with tracing, workflow spans go to its span processor.
   const sinks = { ...auditSinks(logger), ...metricsSinks(), ...(options.tracing ? tracingSinks(options.tracing) : {}) };
