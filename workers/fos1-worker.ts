@@ -180,7 +180,7 @@ export interface CreateWorkersOptions {
   approvalPolicyFile?: string;
   /** The ApprovalPolicy object to read instead of a file (FOS1_APPROVAL_POLICY_NAME, a cluster is configured). */
   approvalPolicyObject?: ApprovalPolicyObjectSource;
-  /** A prebuilt bundle, as code (tests build one per file) or a file (FOS1_WORKFLOW_BUNDLE); otherwise workflows/index.ts is bundled. */
+  /** A prebuilt bundle, as code (tests build one per file) or a file (FOS1_WORKFLOW_BUNDLE); otherwise workflows/worker-entry.ts is bundled (workers/workflow-bundle.ts). */
   workflowBundle?: WorkflowBundle | WorkflowBundlePath;
   /**
    * Traces (telemetry/tracing.ts): workflow and activity interceptors and the workflow span

@@ -47,7 +47,7 @@ function trailsOfThisWorkflow(): AuditTrail[] {
 /**
  * Wraps a workflow function so that, however it ends (result, failure, continue-as-new,
  * cancellation), it first waits until every audit record its trails made is in the durable
- * store. workflows/index.ts registers every workflow through it.
+ * store. workflows/worker-entry.ts registers every workflow through it.
  */
 export function withDurableAudit<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
   const wrapped = async (...args: A): Promise<R> => {

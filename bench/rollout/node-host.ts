@@ -26,6 +26,10 @@ export interface NodeHostConfig {
   /** A workflow bundle the bench built once (`bundleWorkflowCode`), written to a file. */
   workflowBundlePath: string;
   nodes: { name: string; target: NodeTarget }[];
+  /** Workflows on the host's main thread (`debugMode`) instead of a worker thread per node worker. */
+  mainThreadWorkflows?: boolean;
+  /** With `mainThreadWorkflows`: keep the SDK's stack-trace promise hook on (see stopStackTraceHook). */
+  keepStackTraceHook?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -53,14 +57,13 @@ async function main(): Promise<void> {
         activities: { ...createNodeActivities(deps), ...createNodeGateActivities(deps.gates ?? { netns: node.target.netns, bpfPinDir: node.target.bpfPinDir }) },
         sinks: auditSinks(logger),
         maxConcurrentActivityTaskExecutions: 1,
-        // Many workers in one process: workflows on this process's main thread (debugMode)
-        // instead of one V8 worker thread per Worker (~100 MB each).
-        debugMode: true,
+        ...(config.mainThreadWorkflows ? { debugMode: true } : { workflowThreadPoolSize: 1 }),
         maxConcurrentWorkflowTaskPolls: 2,
         maxConcurrentActivityTaskPolls: 2,
       }),
     );
   }
+  if (config.mainThreadWorkflows && !config.keepStackTraceHook) stopStackTraceHook();
   const running = Promise.all(workers.map((w) => w.run()));
   const stop = () => workers.forEach((w) => w.shutdown());
   process.once('SIGTERM', stop);
@@ -68,6 +71,27 @@ async function main(): Promise<void> {
   process.stdout.write('ready\n');
   await running;
   await connection.close();
+}
+
+/**
+ * Removes the SDK's stack-trace promise hook from this process. With `debugMode` the SDK
+ * installs it on the main thread, where it runs for every promise of every node worker's
+ * pollers and activities — compiling a function per promise to find its workflow — ~20 % of a
+ * host's CPU in a V8 profile. A real node worker runs its workflows in a worker thread, where
+ * the hook sees only workflow promises; the simulated nodes should not cost more than real ones
+ * on the cores the bench shares with the server. Only the `__stack_trace` query loses detail.
+ */
+function stopStackTraceHook(): void {
+  // Internal to the SDK (1.24): checked, so a newer SDK only loses the saving, with a note.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const shared = require('@temporalio/worker/lib/workflow/vm-shared') as { globalHandlers?: { stopPromiseHook?: () => void; promiseHookInstalled?: boolean } };
+  const handlers = shared.globalHandlers;
+  if (typeof handlers?.stopPromiseHook !== 'function') {
+    console.error('node host: the SDK has no globalHandlers.stopPromiseHook; the stack-trace hook stays on');
+    return;
+  }
+  handlers.stopPromiseHook();
+  handlers.promiseHookInstalled = false;
 }
 
 void main().then(

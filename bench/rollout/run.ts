@@ -51,6 +51,9 @@ async function main(): Promise<void> {
   const jsonPath = arg('json', '');
   const hostCount = Math.max(1, Number(arg('hosts', '4')));
   const repeatCount = Math.max(1, Number(arg('repeat', '3')));
+  // Node hosts run workflows on their main thread (debugMode) unless `--worker-threads` (one per node worker: ~60 MB more each, and a first run that compiles the bundle in every thread).
+  const mainThreadWorkflows = !process.argv.includes('--worker-threads');
+  const keepStackTraceHook = process.argv.includes('--keep-stack-trace-hook');
   const suffix = randomBytes(2).toString('hex');
   const names = Array.from({ length: n }, (_, i) => `sim${i + 1}`);
   const netns = (node: string) => `fos1b-${node}-${suffix}`;
@@ -71,7 +74,7 @@ async function main(): Promise<void> {
     const others = names.slice(1);
     const perHost = Math.ceil(others.length / hostCount);
     const batches = Array.from({ length: Math.ceil(others.length / perHost) }, (_, h) => others.slice(h * perHost, (h + 1) * perHost));
-    hosts.push(...(await Promise.all(batches.map((batch) => startNodeHost({ address: env.address, namespace: env.namespace ?? 'default', workflowBundlePath: bundlePath, nodes: batch.map((name) => ({ name, target: target(name) })) })))));
+    hosts.push(...(await Promise.all(batches.map((batch) => startNodeHost({ address: env.address, namespace: env.namespace ?? 'default', workflowBundlePath: bundlePath, nodes: batch.map((name) => ({ name, target: target(name) })), mainThreadWorkflows, keepStackTraceHook })))));
     await waitForPollers(env, others.map(nodeTaskQueue));
     const setupMs = performance.now() - started;
     console.log(`${n} nodes up in ${(setupMs / 1000).toFixed(1)} s (${hosts.length} node host processes)`);
@@ -108,8 +111,11 @@ async function main(): Promise<void> {
     const measureRun1 = async (i: number) => {
       const id = `bench-ok-${suffix}-${i}`;
       const cpuBefore = cpuSeconds(hosts);
+      const stealBefore = stealSeconds();
       const ok = await run(id, false, `192.0.2.${10 + i}`);
       const cpuAfter = cpuSeconds(hosts);
+      // CPU time the hypervisor gave to others while this VM wanted it: the noise between sessions.
+      cpuAfter.steal = stealSeconds() - stealBefore;
       // CPU each part used during the run (user + system): with 2 cores, where the wall time goes.
       const cpu = Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, Number((v - (cpuBefore[k] ?? 0)).toFixed(2))]));
       if (ok.status.phase !== 'applied') throw new Error(`run 1 #${i + 1} ended ${ok.status.phase}: ${ok.status.message}`);
@@ -209,6 +215,12 @@ async function main(): Promise<void> {
 interface NodeHost {
   pid: number | undefined;
   stop(): Promise<number>;
+}
+
+/** The machine's CPU steal time so far (seconds, all cores; /proc/stat). */
+function stealSeconds(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/) ?? [];
+  return Number(cpu[8] ?? 0) / 100;
 }
 
 /** CPU time (user + system, seconds) so far of this process, the dev server (this process's `temporal` child) and the node hosts. */
