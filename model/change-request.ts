@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { clusterPolicySchema } from './cluster-policy';
 import { labelSelectorSchema } from './inventory';
-import { formatPath, type ValidationIssue } from './issue-path';
+import { issuesOf, type ValidationIssue } from './issue-path';
 import { authorSchema, changeIdSchema, nodeNameSchema, nodePatchSchema } from './node-change-input';
 import { nodeStateSchema } from './node-state';
 import { DEFAULT_BAKE_SECONDS, MAX_BAKE_SECONDS, planWaves, rolloutStrategySchema, usesSelectors } from './rollout-strategy';
@@ -26,7 +26,7 @@ export {
   type NodeChangeInputParsed,
   type NodePatch,
 } from './node-change-input';
-export { formatIssues, type ValidationIssue } from './issue-path';
+export { formatIssues, issuesOf, type ValidationIssue } from './issue-path';
 
 /** Durations as Temporal writes them: `90s`, `5m`, `1h`, `250ms`; or a number of milliseconds. */
 const DURATION = /^(\d+)(ms|s|m|h)$/;
@@ -152,11 +152,6 @@ export function changeRequestSchemaAt(now: () => number) {
     checkExpiry(request.desired?.rateLimits ?? [], ['desired', 'rateLimits']);
     checkExpiry(request.patch?.rateLimits.upsert ?? [], ['patch', 'rateLimits', 'upsert']);
   });
-}
-
-/** A zod error as {@link ValidationIssue}s: each field's path and the rule it breaks. */
-export function issuesOf(error: z.ZodError): ValidationIssue[] {
-  return error.issues.map((i) => ({ field: formatPath(i.path), message: i.message }));
 }
 
 /**

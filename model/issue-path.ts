@@ -18,3 +18,11 @@ export interface ValidationIssue {
 export function formatIssues(issues: ValidationIssue[]): string {
   return issues.map((i) => `${i.field || '(request)'}: ${i.message}`).join('\n');
 }
+
+/**
+ * A zod error's issues as {@link ValidationIssue}s: each field's path and the rule it breaks.
+ * Typed by shape, so this module needs no zod import (the node workflow's graph stays small).
+ */
+export function issuesOf(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): ValidationIssue[] {
+  return error.issues.map((i) => ({ field: formatPath(i.path), message: i.message }));
+}

@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { blocklistRefSchema } from './blocklist-ref';
-import { formatPath, type ValidationIssue } from './issue-path';
+import { issuesOf, type ValidationIssue } from './issue-path';
 import { cidrSchema } from './ip';
 import {
   blocklistEntrySchema,
@@ -177,7 +177,7 @@ export type NodeChangeInputParsed = z.output<typeof nodeChangeInputSchema>;
 export function validateNodeChangeInput(input: unknown): { ok: true; input: NodeChangeInputParsed } | { ok: false; issues: ValidationIssue[] } {
   const parsed = nodeChangeInputSchema.safeParse(input);
   if (parsed.success) return { ok: true, input: parsed.data };
-  return { ok: false, issues: parsed.error.issues.map((i) => ({ field: formatPath(i.path), message: i.message })) };
+  return { ok: false, issues: issuesOf(parsed.error) };
 }
 
 export type NodePatch = z.output<typeof nodePatchSchema>;

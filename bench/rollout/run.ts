@@ -59,6 +59,7 @@ async function main(): Promise<void> {
   const netns = (node: string) => `fos1b-${node}-${suffix}`;
   const pinDir = (node: string) => `/sys/fs/bpf/fos1-bench-${node}-${suffix}`;
   const env = await startTemporal();
+  const serverPid = temporalServerPid();
   const started = performance.now();
   const hosts: NodeHost[] = [];
   let cluster: Awaited<ReturnType<typeof startWorkers>> | undefined;
@@ -110,10 +111,10 @@ async function main(): Promise<void> {
     // ── run 1: success, `--repeat` times (each upserts a different entry, so each changes every node) ──
     const measureRun1 = async (i: number) => {
       const id = `bench-ok-${suffix}-${i}`;
-      const cpuBefore = cpuSeconds(hosts);
+      const cpuBefore = cpuSeconds(serverPid, hosts);
       const stealBefore = stealSeconds();
       const ok = await run(id, false, `192.0.2.${10 + i}`);
-      const cpuAfter = cpuSeconds(hosts);
+      const cpuAfter = cpuSeconds(serverPid, hosts);
       // CPU time the hypervisor gave to others while this VM wanted it: the noise between sessions.
       cpuAfter.steal = stealSeconds() - stealBefore;
       // CPU each part used during the run (user + system): with 2 cores, where the wall time goes.
@@ -223,8 +224,21 @@ function stealSeconds(): number {
   return Number(cpu[8] ?? 0) / 100;
 }
 
-/** CPU time (user + system, seconds) so far of this process, the dev server (this process's `temporal` child) and the node hosts. */
-function cpuSeconds(hosts: NodeHost[]): Record<string, number> {
+/** The dev server's pid: this process's `temporal` child (found once, after it started). */
+function temporalServerPid(): number | undefined {
+  const pid = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
+    try {
+      const status = readFileSync(`/proc/${d}/status`, 'utf8');
+      return /^Name:\s+temporal$/m.test(status) && new RegExp(`^PPid:\\s+${process.pid}$`, 'm').test(status);
+    } catch {
+      return false;
+    }
+  });
+  return pid === undefined ? undefined : Number(pid);
+}
+
+/** CPU time (user + system, seconds) so far of this process, the dev server and the node hosts. */
+function cpuSeconds(serverPid: number | undefined, hosts: NodeHost[]): Record<string, number> {
   const ticks = 100; // USER_HZ on Linux
   const of = (pid: number | undefined) => {
     try {
@@ -235,15 +249,7 @@ function cpuSeconds(hosts: NodeHost[]): Record<string, number> {
       return 0;
     }
   };
-  const server = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
-    try {
-      const status = readFileSync(`/proc/${d}/status`, 'utf8');
-      return /^Name:\s+temporal$/m.test(status) && new RegExp(`^PPid:\\s+${process.pid}$`, 'm').test(status);
-    } catch {
-      return false;
-    }
-  });
-  return { server: of(server === undefined ? undefined : Number(server)), bench: of(process.pid), hosts: hosts.reduce((s, h) => s + of(h.pid), 0) };
+  return { server: of(serverPid), bench: of(process.pid), hosts: hosts.reduce((s, h) => s + of(h.pid), 0) };
 }
 
 async function startNodeHost(config: NodeHostConfig): Promise<NodeHost> {
